@@ -1,0 +1,302 @@
+"""The one git wrapper: clone, worktrees, commit, and push with rebase.
+
+Built on GitPython's command runner (the real ``git`` binary). Credentials,
+when a repository needs them, reach git through ``GIT_ASKPASS`` and
+environment variables of the git process only: they never appear in
+command lines, remote URLs, logs or results.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import git
+
+from freightline.credentials import GitCredentials
+from freightline.errors import StepError
+
+DEFAULT_AUTHOR_NAME = "Freightline"
+DEFAULT_AUTHOR_EMAIL = "freightline@localhost"
+MAX_PUSH_ATTEMPTS = 10
+
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s' "$FREIGHTLINE_GIT_USERNAME" ;;
+  *) printf '%s' "$FREIGHTLINE_GIT_PASSWORD" ;;
+esac
+"""
+
+
+class GitCommandError(StepError):
+    """A git command failed; the message carries git's own stderr, credentials scrubbed."""
+
+
+@contextmanager
+def git_environment(credentials: GitCredentials | None) -> Iterator[dict[str, str]]:
+    """Environment for git processes: no prompts, askpass for credentials."""
+    name, email = author_from_environment()
+    env = {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "LC_ALL": "C",
+        # Rebases make commits too; they need an identity even on a bare worker.
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+    if credentials is None:
+        yield env
+        return
+    with tempfile.TemporaryDirectory(prefix="freightline-askpass-") as tmp:
+        script = Path(tmp) / "askpass.sh"
+        script.write_text(_ASKPASS)
+        script.chmod(stat.S_IRWXU)
+        yield {
+            **env,
+            "GIT_ASKPASS": str(script),
+            "FREIGHTLINE_GIT_USERNAME": credentials.username,
+            "FREIGHTLINE_GIT_PASSWORD": credentials.password,
+        }
+
+
+class GitRunner:
+    """Runs git in one directory with one environment."""
+
+    def __init__(self, cwd: Path, env: Mapping[str, str], secrets: tuple[str, ...] = ()) -> None:
+        self.cwd = cwd
+        self.env = dict(env)
+        self._secrets = tuple(s for s in secrets if s)
+
+    def __call__(self, *args: str, check: bool = True) -> str:
+        try:
+            out: Any = git.Git(str(self.cwd)).execute(
+                ["git", *args],
+                env=self.env,
+                with_extended_output=False,
+                strip_newline_in_stdout=True,
+            )
+            return str(out)
+        except git.GitCommandError as err:
+            if not check:
+                raise
+            raise GitCommandError(self._scrub(f"git {args[0]}: {_stderr_of(err)}")) from None
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _stderr_of(err: git.GitCommandError) -> str:
+    text = str(err.stderr or err.stdout or err).strip()
+    text = re.sub(r"^stderr: ?'?", "", text).rstrip("'").strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else f"exit status {err.status}"
+
+
+class Clone:
+    """One repository cloned into a workspace, with worktrees checked out from it."""
+
+    def __init__(self, repo_url: str, path: Path, env: Mapping[str, str], secrets: tuple[str, ...]):
+        self.repo_url = repo_url
+        self.path = path
+        self.env = env
+        self.secrets = secrets
+        self.run = GitRunner(path, env, secrets)
+
+    @classmethod
+    def create(
+        cls, repo_url: str, path: Path, env: Mapping[str, str], secrets: tuple[str, ...] = ()
+    ) -> Clone:
+        """Clone without a checkout; branches are fetched shallowly, worktrees added later."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        GitRunner(path.parent, env, secrets)(
+            "clone",
+            "--no-checkout",
+            "--depth",
+            "1",
+            "--no-single-branch",
+            _clone_url(repo_url),
+            str(path),
+        )
+        clone = cls(repo_url, path, env, secrets)
+        # Detach the clone's own HEAD so every branch is free for a worktree.
+        head = (
+            clone.run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
+            if clone._has_commits()
+            else ""
+        )
+        if head:
+            clone.run("update-ref", "--no-deref", "HEAD", head)
+        return clone
+
+    def _has_commits(self) -> bool:
+        return bool(self.run("for-each-ref", "--count=1", "refs/remotes/origin"))
+
+    def remote_branch_exists(self, branch: str) -> bool:
+        return bool(self.run("ls-remote", "--heads", "origin", f"refs/heads/{branch}"))
+
+    def add_worktree(
+        self,
+        target: Path,
+        *,
+        branch: str | None = None,
+        tag: str | None = None,
+        commit: str | None = None,
+        create: bool = False,
+    ) -> Worktree:
+        """Check out a branch, tag or commit at ``target`` (``create`` makes a missing branch)."""
+        if target.exists() and any(target.iterdir()):
+            raise StepError(f'checkout path "{target.name}" is not empty')
+        if branch is not None:
+            if self.remote_branch_exists(branch):
+                self.run("worktree", "add", "-B", branch, str(target), f"origin/{branch}")
+            elif create:
+                # An orphan branch with an empty tree (git 2.39 has no `worktree add --orphan`).
+                self.run("worktree", "add", "--detach", str(target))
+                worktree = Worktree(self, target, branch)
+                worktree.run("checkout", "--quiet", "--orphan", branch)
+                worktree.run("rm", "-r", "--quiet", "--force", "--ignore-unmatch", ".")
+                return worktree
+            else:
+                raise StepError(f'branch "{branch}" does not exist in {self.repo_url}')
+            return Worktree(self, target, branch)
+        ref = tag or commit
+        if ref is None:
+            raise StepError("a checkout needs a branch, a tag or a commit")
+        if tag is not None:
+            self.run("fetch", "--depth", "1", "origin", f"refs/tags/{tag}:refs/tags/{tag}")
+        else:
+            self.run("fetch", "--depth", "1", "origin", ref)
+        self.run("worktree", "add", "--detach", str(target), ref if tag else "FETCH_HEAD")
+        return Worktree(self, target, None)
+
+
+class Worktree:
+    """A checked-out working tree: commit to it, push it."""
+
+    def __init__(self, clone: Clone, path: Path, branch: str | None) -> None:
+        self.clone = clone
+        self.path = path
+        self.branch = branch
+        self.run = GitRunner(path, clone.env, clone.secrets)
+
+    def head(self) -> str | None:
+        try:
+            return self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
+        except git.GitCommandError:
+            return None
+
+    def commit(self, message: str, author_name: str, author_email: str) -> str | None:
+        """Commit everything in the tree; with nothing to commit, return the current head."""
+        self.run("add", "--all", ".")
+        if self.head() is not None and not self.run("status", "--porcelain"):
+            return self.head()
+        if self.head() is None and not self.run("status", "--porcelain"):
+            return None
+        identity = {
+            "GIT_AUTHOR_NAME": author_name,
+            "GIT_AUTHOR_EMAIL": author_email,
+            "GIT_COMMITTER_NAME": author_name,
+            "GIT_COMMITTER_EMAIL": author_email,
+        }
+        GitRunner(self.path, {**self.clone.env, **identity}, self.clone.secrets)(
+            "commit", "--quiet", "--no-verify", "-m", message
+        )
+        return self.head()
+
+    def remote_head(self, branch: str) -> str | None:
+        line = self.run("ls-remote", "--heads", "origin", f"refs/heads/{branch}")
+        return line.split()[0] if line else None
+
+    def push(self, target_branch: str, *, max_attempts: int = MAX_PUSH_ATTEMPTS) -> str:
+        """Push HEAD to ``target_branch``; on rejection fetch, rebase and try again.
+
+        Pushing what the remote already has is a no-op, so a retried
+        promotion converges on the commit it pushed the first time.
+        """
+        head = self.head()
+        if head is None:
+            raise StepError("nothing to push: the branch has no commits")
+        for _attempt in range(max_attempts):
+            head = self.head()
+            assert head is not None
+            if self.remote_head(target_branch) == head:
+                return head
+            try:
+                self.run(
+                    "push", "--porcelain", "origin", f"HEAD:refs/heads/{target_branch}", check=False
+                )
+                return head
+            except git.GitCommandError as err:
+                if not _is_rejection(err):
+                    raise GitCommandError(self.run._scrub(f"git push: {_stderr_of(err)}")) from None
+            self._rebase_onto(target_branch)
+        raise StepError(
+            f'git push to "{target_branch}" was rejected {max_attempts} times: '
+            "the branch keeps moving; try again later"
+        )
+
+    def _rebase_onto(self, branch: str) -> None:
+        if self.run("rev-parse", "--is-shallow-repository") == "true":
+            self.run("fetch", "--unshallow", "origin", branch)
+        else:
+            self.run("fetch", "origin", branch)
+        try:
+            self.run("rebase", "FETCH_HEAD", check=False)
+        except git.GitCommandError:
+            if self._rebasing():
+                self.run("rebase", "--abort")
+            raise StepError(
+                f'git push: "{branch}" moved and our commit conflicts with the new commits; '
+                "nothing was pushed"
+            ) from None
+
+    def _rebasing(self) -> bool:
+        git_dir = Path(self.run("rev-parse", "--git-dir"))
+        if not git_dir.is_absolute():
+            git_dir = self.path / git_dir
+        return (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists()
+
+
+def _is_rejection(err: git.GitCommandError) -> bool:
+    text = f"{err.stderr} {err.stdout}"
+    return any(
+        marker in text
+        for marker in (
+            "[rejected]",
+            "non-fast-forward",
+            "fetch first",
+            "failed to update ref",
+            "cannot lock ref",
+            "stale info",
+        )
+    )
+
+
+def _clone_url(repo_url: str) -> str:
+    # A plain path is a local bare repository; file:// lets --depth work on it.
+    if "://" not in repo_url and not re.match(r"^[\w.-]+@[\w.-]+:", repo_url):
+        return Path(repo_url).resolve().as_uri()
+    return repo_url
+
+
+def author_from_environment(config: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The commit author: the step's ``author`` config, else the worker's settings."""
+    author = dict((config or {}).get("author") or {})
+    name = author.get("name") or os.environ.get("FREIGHTLINE_GIT_AUTHOR_NAME", DEFAULT_AUTHOR_NAME)
+    email = author.get("email") or os.environ.get(
+        "FREIGHTLINE_GIT_AUTHOR_EMAIL", DEFAULT_AUTHOR_EMAIL
+    )
+    return str(name), str(email)

@@ -1,0 +1,117 @@
+"""The git steps: git-clone, git-clear, git-commit, git-push."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from typing import Any
+
+from pydantic import Field
+
+from activities.git import Clone, author_from_environment, git_environment
+from activities.step_context import StepConfig, StepContext
+from freightline.errors import StepError
+
+
+class Checkout(StepConfig):
+    branch: str | None = None
+    tag: str | None = None
+    commit: str | None = None
+    from_freight: bool = False
+    create: bool = False
+    path: str
+
+
+class GitCloneConfig(StepConfig):
+    repo_url: str = Field(alias="repoURL")
+    checkout: list[Checkout] = Field(min_length=1)
+    insecure_skip_tls_verify: bool = Field(default=False, alias="insecureSkipTLSVerify")
+    author: dict[str, str] | None = None
+
+
+def git_clone(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+    """Clone a repository once and check out each requested branch/tag/commit at its path."""
+    config = ctx.parse(GitCloneConfig, raw)
+    credentials = ctx.git_credentials(config.repo_url)
+    secrets = (credentials.password,) if credentials else ()
+    clone = ctx.clones.get(config.repo_url)
+    if clone is None:
+        # The environment (askpass script) must outlive this step: push needs it too.
+        env = ctx.enter(git_environment(credentials))
+        name = hashlib.sha1(config.repo_url.encode(), usedforsecurity=False).hexdigest()[:12]
+        clone = Clone.create(config.repo_url, ctx.workspace.private / name, env, secrets)
+        ctx.clones[config.repo_url] = clone
+    for checkout in config.checkout:
+        target = ctx.workspace.resolve(checkout.path, field="checkout.path")
+        commit = checkout.commit
+        if checkout.from_freight:
+            commit = _commit_from_freight(ctx, config.repo_url)
+        ctx.worktrees[target] = clone.add_worktree(
+            target, branch=checkout.branch, tag=checkout.tag, commit=commit, create=checkout.create
+        )
+    return {}
+
+
+def _commit_from_freight(ctx: StepContext, repo_url: str) -> str:
+    for commit in ctx.plan.freight.commits or ():
+        if commit.repo_url == repo_url and commit.id:
+            return commit.id
+    raise StepError(f"{ctx.describe()}: the Freight has no commit from {repo_url}")
+
+
+class GitClearConfig(StepConfig):
+    path: str
+
+
+def git_clear(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+    """Remove everything in a checkout except git's own metadata."""
+    config = ctx.parse(GitClearConfig, raw)
+    target = ctx.workspace.resolve(config.path)
+    ctx.worktree_at(config.path)
+    for entry in target.iterdir():
+        if entry.name == ".git":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return {}
+
+
+class GitCommitConfig(StepConfig):
+    path: str
+    message: str = Field(min_length=1)
+    author: dict[str, str] | None = None
+
+
+def git_commit(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+    """Commit all changes; nothing to commit yields the current head, not an error."""
+    config = ctx.parse(GitCommitConfig, raw)
+    worktree = ctx.worktree_at(config.path)
+    name, email = author_from_environment(raw)
+    commit = worktree.commit(config.message, name, email)
+    return {"commit": commit or ""}
+
+
+class GitPushConfig(StepConfig):
+    path: str
+    target_branch: str | None = None
+    generate_target_branch: bool = False
+    force: bool = False
+    max_attempts: int = Field(default=10, ge=1, le=50)
+
+
+def git_push(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+    """Push the checkout's branch (or a target/generated branch), rebasing on rejection."""
+    config = ctx.parse(GitPushConfig, raw)
+    if config.force:
+        raise StepError(f"{ctx.describe()}: force pushes are not supported")
+    worktree = ctx.worktree_at(config.path)
+    if config.generate_target_branch:
+        branch = f"kargo/promotion/{ctx.plan.promotion}".replace(":", "-")
+    else:
+        branch = config.target_branch or worktree.branch or ""
+    if not branch:
+        raise StepError(f"{ctx.describe()}: the checkout is not on a branch; set targetBranch")
+    commit = worktree.push(branch, max_attempts=config.max_attempts)
+    return {"branch": branch, "commit": commit}

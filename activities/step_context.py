@@ -1,0 +1,70 @@
+"""What a step implementation is handed: the workspace, its clones, the plan, and its config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from activities.git import Clone, Worktree
+from activities.workspace import Workspace
+from freightline.credentials import GitCredentials
+from freightline.errors import ConfigError, StepError
+from freightline.promotion import PlannedStep, PromotionPlan
+
+CredentialLookup = Callable[[str], GitCredentials | None]
+"""Finds the worker's git credentials for a repository URL (None: anonymous)."""
+
+
+class StepConfig(BaseModel):
+    """Base of every step's config model: camelCase as in Kargo, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+Config = TypeVar("Config", bound=StepConfig)
+T = TypeVar("T")
+
+
+@dataclass
+class StepContext:
+    """Shared by the steps of one worktree activity run."""
+
+    workspace: Workspace
+    plan: PromotionPlan
+    git_credentials: CredentialLookup
+    step: PlannedStep | None = None
+    clones: dict[str, Clone] = field(default_factory=dict)
+    worktrees: dict[Path, Worktree] = field(default_factory=dict)
+    resources: ExitStack = field(default_factory=ExitStack)
+
+    def enter(self, manager: AbstractContextManager[T]) -> T:
+        """Keep a context open until the whole step sequence ends."""
+        return self.resources.enter_context(manager)
+
+    def parse(self, model: type[Config], config: dict[str, Any]) -> Config:
+        """Validate a step's rendered config, naming the step and field on error."""
+        try:
+            return model.model_validate(config)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+            )
+            raise ConfigError(f"{self.describe()}: {problems}") from None
+
+    def describe(self) -> str:
+        step = self.step
+        return f'step "{step.alias}" ({step.uses})' if step else "step"
+
+    def worktree_at(self, path: str) -> Worktree:
+        """The git worktree checked out at ``path`` (or containing it)."""
+        target = self.workspace.resolve(path)
+        for root, worktree in self.worktrees.items():
+            if target == root or root in target.parents:
+                return worktree
+        raise StepError(f'{self.describe()}: "{path}" is not inside a git-clone checkout')

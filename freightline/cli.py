@@ -1,0 +1,299 @@
+"""The ``freightline`` command.
+
+Every command exits non-zero with a one-line reason on bad input; no
+tracebacks for errors a user can fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
+
+from freightline.errors import FreightlineError
+
+app = typer.Typer(
+    name="freightline",
+    help="Continuous promotion for GitOps, on Temporal, speaking Kargo's resource kinds.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+get_app = typer.Typer(help="List warehouses, stages, freight or promotions.", no_args_is_help=True)
+app.add_typer(get_app, name="get")
+
+console = Console()
+errors = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(message: str) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code=1)
+
+
+def run_async(function: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """Run an async command, turning user-fixable errors into one line and exit 1."""
+
+    @wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(function(*args, **kwargs))
+        except FreightlineError as err:
+            raise fail(str(err)) from None
+        except RPCError as err:
+            raise fail(f"Temporal: {err.message}") from None
+        except (ConnectionError, RuntimeError) as err:
+            if "connect" in str(err).lower():
+                address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+                raise fail(
+                    f"cannot reach Temporal at {address}: start it with `freightline dev` "
+                    "or set TEMPORAL_ADDRESS"
+                ) from None
+            raise
+
+    return wrapper
+
+
+ProjectOption = Annotated[str | None, typer.Option("--project", "-p", help="Project name.")]
+OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json.")]
+
+
+@app.command()
+def dev(
+    db: Annotated[Path, typer.Option(help="The dev server's SQLite file (kept across runs).")] = (
+        Path(".freightline/temporal.db")
+    ),
+    port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+) -> None:
+    """Start Temporal's dev server (UI, search attributes) and a worker; Ctrl-C stops both."""
+    from freightline.devserver import DevServer
+    from freightline.logging import configure_logging
+
+    configure_logging()
+    server = DevServer(db_file=db, port=port, ui_port=ui_port, log_file=db.with_suffix(".log"))
+    try:
+        with console.status("starting the Temporal dev server"):
+            server.start()
+    except FreightlineError as err:
+        raise fail(str(err)) from None
+    console.print(f"Temporal UI: {server.ui_url}   address: {server.address}   db: {db}")
+    os.environ["TEMPORAL_ADDRESS"] = server.address
+    os.environ["FREIGHTLINE_UI_URL"] = server.ui_url
+    try:
+        from worker import run_worker
+
+        asyncio.run(run_worker())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping the Temporal dev server"):
+            server.stop()
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker against TEMPORAL_ADDRESS (all workflows and activities)."""
+    from worker import main as worker_main
+
+    worker_main()
+
+
+@app.command()
+@run_async
+async def apply(
+    file: Annotated[Path, typer.Option("--file", "-f", help="YAML file of Kargo resources.")],
+) -> None:
+    """Create or update everything in FILE (validated first; nothing changes on error)."""
+    from freightline.client import apply_project
+    from freightline.config import group_by_project, load_file
+    from freightline.temporal import connect
+
+    projects = group_by_project(load_file(file))
+    client = await connect()
+    for resources in projects.values():
+        result = await apply_project(client, resources)
+        for label in result.created:
+            console.print(f"{label} created")
+        for label in result.updated:
+            console.print(f"{label} updated")
+        for label in result.unchanged:
+            console.print(f"{label} unchanged")
+
+
+@app.command()
+@run_async
+async def promote(
+    stage: Annotated[str, typer.Option(help="The Stage to promote into.")],
+    project: ProjectOption = None,
+    freight: Annotated[str | None, typer.Option(help="Freight ID.")] = None,
+    freight_alias: Annotated[str | None, typer.Option(help="Freight alias.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the promotion to finish.")] = False,
+) -> None:
+    """Promote Freight into a Stage (starts a Promotion workflow)."""
+    from freightline.client import start_promotion
+    from freightline.temporal import connect, workflow_ui_url
+
+    target = freight or freight_alias
+    if not target or (freight and freight_alias):
+        raise fail("give exactly one of --freight or --freight-alias")
+    client = await connect()
+    name = _project(project)
+    handle = await start_promotion(client, name, stage, target, requested_by=_user())
+    console.print(f"promotion {handle.id} started")
+    console.print(f"  {workflow_ui_url(client.namespace, handle.id, handle.result_run_id)}")
+    if wait:
+        await _wait_for(handle)
+
+
+async def _wait_for(handle: Any) -> None:
+    from freightline.promotion import PromotionResult
+
+    with console.status(f"waiting for {handle.id}"):
+        try:
+            result: PromotionResult = await handle.result()
+        except WorkflowFailureError as err:
+            raise fail(f"promotion {handle.id}: {err.cause}") from None
+    commits = [o.outputs["commit"] for o in result.steps if o.uses == "git-push"]
+    console.print(
+        f"promotion {result.phase.value}" + (f": pushed {commits[-1]}" if commits else "")
+    )
+
+
+def _project(project: str | None) -> str:
+    name = project or os.environ.get("FREIGHTLINE_PROJECT")
+    if not name:
+        raise fail("give --project (or set FREIGHTLINE_PROJECT)")
+    return name
+
+
+def _user() -> str:
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or "cli"
+
+
+@get_app.command("stages")
+@run_async
+async def get_stages(project: ProjectOption = None, output: OutputOption = "table") -> None:
+    """Stages of a project."""
+    from freightline.client import project_resources
+    from freightline.temporal import connect
+
+    resources = await project_resources(await connect(), _project(project))
+    rows = []
+    for name, stage in sorted(resources.stages.items()):
+        sources = []
+        for request in stage.spec.requested_freight:
+            if request.sources.direct:
+                sources.append(f"{request.origin.name} (direct)")
+            sources += [f"{request.origin.name} via {s}" for s in request.sources.stages or ()]
+        rows.append({"name": name, "requestedFreight": ", ".join(sources)})
+    _print(rows, output, f"stages of {resources.name}")
+
+
+@get_app.command("warehouses")
+@run_async
+async def get_warehouses(project: ProjectOption = None, output: OutputOption = "table") -> None:
+    """Warehouses of a project."""
+    from freightline.client import project_resources
+    from freightline.temporal import connect
+
+    resources = await project_resources(await connect(), _project(project))
+    rows = [
+        {"name": name, "subscriptions": str(len(w.spec.subscriptions)), "interval": w.spec.interval}
+        for name, w in sorted(resources.warehouses.items())
+    ]
+    _print(rows, output, f"warehouses of {resources.name}")
+
+
+@get_app.command("freight")
+@run_async
+async def get_freight(project: ProjectOption = None, output: OutputOption = "table") -> None:
+    """Freight known to a project."""
+    from freightline.client import project_resources
+    from freightline.temporal import connect
+
+    resources = await project_resources(await connect(), _project(project))
+    rows = []
+    for freight in resources.freight.values():
+        artifacts = [f"{i.repo_url}:{i.tag}" for i in freight.images or ()]
+        artifacts += [f"{c.repo_url}@{(c.id or '')[:7]}" for c in freight.commits or ()]
+        artifacts += [f"{c.name}:{c.version}" for c in freight.charts or ()]
+        rows.append(
+            {
+                "id": freight.metadata.name,
+                "alias": freight.alias or "",
+                "origin": freight.origin.name,
+                "artifacts": ", ".join(artifacts),
+            }
+        )
+    _print(rows, output, f"freight of {resources.name}")
+
+
+@get_app.command("promotions")
+@run_async
+async def get_promotions(
+    project: ProjectOption = None,
+    stage: Annotated[str | None, typer.Option(help="Only this Stage.")] = None,
+    output: OutputOption = "table",
+) -> None:
+    """Recent promotions, newest first."""
+    from freightline.client import list_promotions
+    from freightline.temporal import connect
+
+    rows = await list_promotions(await connect(), project, stage)
+    _print(list(rows), output, "promotions")
+
+
+def _print(rows: list[dict[str, str]], output: str, title: str) -> None:
+    if output == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    if output != "table":
+        raise fail(f'--output must be table or json, not "{output}"')
+    table = Table(title=title)
+    for column in rows[0] if rows else ["(none)"]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+
+
+@app.command()
+def demo(
+    once: Annotated[
+        bool, typer.Option(help="Run unattended, check the end state, stop everything, exit 0.")
+    ] = False,
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its state.")] = Path(
+        ".freightline/demo"
+    ),
+    port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+) -> None:
+    """The main job: a Temporal dev server, a worker and a promotion into a local GitOps repo."""
+    from freightline.demo import run_demo
+
+    try:
+        ok = run_demo(workdir=workdir, once=once, port=port, ui_port=ui_port, console=console)
+    except FreightlineError as err:
+        raise fail(str(err)) from None
+    if not ok:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

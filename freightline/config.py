@@ -1,0 +1,696 @@
+"""Loading configuration: multi-document YAML of Kargo (and Argo Rollouts) resources.
+
+``load_file``/``load_text`` parse every document, validate each one against
+its kind's model (:mod:`freightline.resources`) and report *all* problems at
+once in one :class:`~freightline.errors.ConfigError`, one line per problem::
+
+    pipeline.yaml:14: document 3 (Warehouse "kargo-demo"): spec.subscriptions[0].image.
+    discoveryLimit: expected less than or equal to 100, got 500
+
+(one line in the message; wrapped here).
+
+The field path is spelled as in the manifest (camelCase), and the line is the
+line of that field when the YAML parser knows it. Documents without
+``metadata.namespace`` belong to the single Project document of the same file
+(or to the ``project`` argument). ``group_by_project`` then sorts resources
+into :class:`~freightline.resources.ProjectResources` and checks references
+between them (tasks, Warehouses, upstream Stages, AnalysisTemplates) and
+duplicate names.
+
+Credentials
+-----------
+
+Kubernetes ``Secret`` documents are refused, never passed on: workflow inputs
+and results are recorded in Temporal's history and shown in its UI, so
+Freightline keeps credentials out of configuration entirely. The worker
+reads them itself (:mod:`freightline.credentials` resolves them, inside
+activities only):
+
+1. ``FREIGHTLINE_CREDENTIALS_FILE`` names a YAML file on the worker holding
+   Kargo credential Secrets *unchanged* — the refused document can simply be
+   moved there::
+
+       apiVersion: v1
+       kind: Secret
+       metadata:
+         name: kargo-demo-repo
+         labels:
+           kargo.akuity.io/cred-type: git      # git | image | helm
+       stringData:
+         repoURL: https://github.com/example/kargo-demo.git
+         # repoURLIsRegex: "true"              # repoURL is then a regular expression
+         username: example
+         password: ghp_...
+
+2. ``FREIGHTLINE_GIT_USERNAME`` and ``FREIGHTLINE_GIT_PASSWORD`` in the
+   worker's environment apply to every git repository no file entry matches.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError, YAMLFutureWarning, YAMLWarning
+from ruamel.yaml.scalarbool import ScalarBoolean
+
+from freightline.credentials import (
+    CRED_TYPE_LABEL,
+    CREDENTIALS_FILE_ENV,
+    GIT_PASSWORD_ENV,
+    GIT_USERNAME_ENV,
+)
+from freightline.errors import ConfigError
+from freightline.resources import (
+    API_VERSIONS,
+    CHART_REPO_URL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    GIT_REPO_URL_PATTERN,
+    IMAGE_REPO_URL_PATTERN,
+    RESOURCE_KINDS,
+    VAR_NAME_PATTERN,
+    AnalysisTemplate,
+    Freight,
+    Project,
+    ProjectConfig,
+    ProjectResources,
+    Promotion,
+    PromotionTask,
+    Resource,
+    ResourceBase,
+    SourceLocation,
+    Stage,
+    Warehouse,
+)
+
+__all__ = [
+    "ProjectResources",
+    "check_references",
+    "group_by_project",
+    "load_file",
+    "load_text",
+    "substitute_env",
+]
+
+# --- environment substitution ------------------------------------------------------------------
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def substitute_env(text: str, mapping: Mapping[str, str]) -> str:
+    """Replace shell-style ``${NAME}`` with ``mapping[NAME]``.
+
+    Unknown names are left as written, and ``${{ expressions }}`` are never touched.
+    """
+    return _ENV_REFERENCE.sub(lambda m: mapping.get(m.group(1), m.group(0)), text)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def load_file(path: str | os.PathLike[str], project: str | None = None) -> list[Resource]:
+    """Load and validate every document of a YAML file (see :func:`load_text`)."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as err:
+        raise ConfigError(f"{name}: cannot read: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{name}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    return load_text(text, source=name, project=project)
+
+
+def load_text(text: str, source: str = "<stdin>", project: str | None = None) -> list[Resource]:
+    """Load and validate every document of a multi-document YAML text.
+
+    ``project`` is the namespace for documents that give none when the text
+    holds no single Project document. Raises ConfigError listing every problem.
+    """
+    problems: list[str] = []
+    documents: list[Any] = []
+    try:
+        with warnings.catch_warnings():
+            # A re-used anchor is valid YAML (the later one wins), as in Kubernetes.
+            warnings.simplefilter("ignore", YAMLWarning)
+            warnings.simplefilter("ignore", YAMLFutureWarning)
+            documents.extend(_yaml().load_all(text))
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = f"{mark.line + 1}" if mark is not None else "?"
+        problem = " ".join(str(p) for p in (err.context, err.problem) if p)
+        problems.append(f"{source}:{line}: invalid YAML: {problem or err}")
+    except (YAMLError, ValueError, TypeError, RecursionError) as err:
+        # Pathological input (stray control characters, absurd nesting) surfaces
+        # as assorted exceptions from the parser; all are the file's fault.
+        problems.append(f"{source}: invalid YAML: {_one_line(str(err)) or type(err).__name__}")
+
+    loaded: list[tuple[ResourceBase, int]] = []
+    for index, document in enumerate(documents, start=1):
+        if document is None:
+            continue  # an empty document, e.g. a trailing "---"
+        resource = _load_document(document, source, index, problems)
+        if resource is not None:
+            loaded.append((resource, index))
+
+    _default_namespaces(loaded, source, project, problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return [_as_resource(resource) for resource, _ in loaded]
+
+
+def _yaml() -> YAML:
+    # Round-trip mode keeps line numbers on every mapping and sequence.
+    return YAML(typ="rt", pure=True)
+
+
+def _load_document(
+    document: Any, source: str, index: int, problems: list[str]
+) -> ResourceBase | None:
+    line = _node_line(document)
+    where = f"{source}:{line}: document {index}"
+    if not isinstance(document, CommentedMap):
+        problems.append(
+            f"{where}: expected a mapping with apiVersion, kind and metadata, "
+            f"got {_describe(document)}"
+        )
+        return None
+    kind = document.get("kind")
+    api_version = document.get("apiVersion")
+    name = _document_name(document)
+    label = f'{where} ({kind} "{name}")' if isinstance(kind, str) and name else where
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        missing = [
+            key
+            for key, value in (("apiVersion", api_version), ("kind", kind))
+            if not isinstance(value, str)
+        ]
+        problems.append(f"{label}: {' and '.join(missing)} must be given as a string")
+        return None
+    if kind == "Secret":
+        problems.append(f"{label}: {_secret_refusal(document)}")
+        return None
+    model = RESOURCE_KINDS.get(kind)
+    if model is None:
+        known = ", ".join(RESOURCE_KINDS)
+        problems.append(
+            f'{label}: unknown kind "{kind}" (apiVersion "{api_version}"); '
+            f"Freightline reads {known}"
+        )
+        return None
+    if api_version != API_VERSIONS[kind]:
+        problems.append(
+            f"{_field_where(source, index, kind, name, document, ('apiVersion',))}"
+            f'apiVersion: {kind} needs "{API_VERSIONS[kind]}", got "{api_version}"'
+        )
+        return None
+    try:
+        plain = _plain(document, ())
+        resource = model.model_validate(plain, by_alias=True, by_name=False)
+    except _RecursiveAlias:
+        problems.append(f"{label}: a YAML alias refers to itself; cannot load a recursive value")
+        return None
+    except RecursionError:
+        problems.append(f"{label}: the document is nested too deeply to load")
+        return None
+    except ValidationError as err:
+        located = [
+            (_line_of(document, tuple(e["loc"])), order, e) for order, e in enumerate(err.errors())
+        ]
+        for field_line, _, error in sorted(located, key=lambda item: item[:2]):
+            loc = tuple(error["loc"])
+            problems.append(
+                f"{source}:{field_line}: document {index} ({_label(kind, name)}): "
+                f"{_path(loc)}: {_explain(error)}"
+            )
+        return None
+    if isinstance(resource, Freight) and not resource.metadata.name:
+        resource = resource.with_computed_name()
+    resource.set_source(SourceLocation(source, index, line, document))
+    return resource
+
+
+def _default_namespaces(
+    loaded: list[tuple[ResourceBase, int]],
+    source: str,
+    project: str | None,
+    problems: list[str],
+) -> None:
+    projects = [resource.name for resource, _ in loaded if isinstance(resource, Project)]
+    default = projects[0] if len(projects) == 1 else project
+    for resource, _index in loaded:
+        if isinstance(resource, Project) or resource.metadata.namespace is not None:
+            continue
+        if default is not None:
+            resource.metadata.namespace = default
+            continue
+        reason = (
+            f"this file has {len(projects)} Project documents"
+            if projects
+            else "this file has no Project document"
+        )
+        problems.append(
+            f"{_where(resource, ('metadata',))}metadata.namespace: required to name the resource's "
+            f"project ({reason} to take it from)"
+        )
+
+
+def _as_resource(resource: ResourceBase) -> Resource:
+    if isinstance(
+        resource,
+        Project
+        | ProjectConfig
+        | Warehouse
+        | Stage
+        | PromotionTask
+        | Freight
+        | Promotion
+        | AnalysisTemplate,
+    ):
+        return resource
+    raise TypeError(f"not a Freightline resource kind: {type(resource).__name__}")
+
+
+# --- turning the parsed tree into plain data ---------------------------------------------------
+
+
+class _RecursiveAlias(Exception):
+    """A YAML anchor that contains an alias to itself."""
+
+
+def _plain(node: Any, ancestors: tuple[int, ...]) -> Any:
+    """The ruamel tree as plain JSON-like Python values (dict, list, str, int, ...)."""
+    if isinstance(node, dict | list):
+        if id(node) in ancestors:
+            raise _RecursiveAlias
+        inner = (*ancestors, id(node))
+        if isinstance(node, dict):
+            return {_plain_key(k): _plain(v, inner) for k, v in node.items()}
+        return [_plain(item, inner) for item in node]
+    if isinstance(node, ScalarBoolean):
+        return bool(node)
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, datetime.datetime | datetime.date):
+        # Kubernetes reads unquoted timestamps as strings too.
+        return node.isoformat()
+    return str(node)
+
+
+def _plain_key(key: Any) -> Any:
+    if isinstance(key, str):
+        return str(key)
+    if isinstance(key, bool | int | float) or key is None:
+        return key
+    return str(key)
+
+
+# --- locating and explaining problems ----------------------------------------------------------
+
+
+def _node_line(node: Any) -> int:
+    lc = getattr(node, "lc", None)
+    line = getattr(lc, "line", None)
+    return line + 1 if isinstance(line, int) else 1
+
+
+def _line_of(document: Any, loc: Sequence[Any]) -> int:
+    """The 1-based line of the deepest part of ``loc`` that exists in the document."""
+    line = _node_line(document)
+    node = document
+    for key in loc:
+        if isinstance(node, CommentedMap) and key in node:
+            position = node.lc.key(key)
+            node = node[key]
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+            position = node.lc.item(key)
+            node = node[key]
+        else:
+            break
+        if position is not None and isinstance(position[0], int):
+            line = position[0] + 1
+    return line
+
+
+def _document_name(document: Any) -> str | None:
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _label(kind: str, name: str | None) -> str:
+    return f'{kind} "{name}"' if name else kind
+
+
+def _field_where(
+    source: str, index: int, kind: str, name: str | None, document: Any, loc: Sequence[Any]
+) -> str:
+    return f"{source}:{_line_of(document, loc)}: document {index} ({_label(kind, name)}): "
+
+
+def _where(resource: ResourceBase, loc: Sequence[Any] = ()) -> str:
+    """``FILE:LINE: document N (Kind "name"): `` for a loaded resource, or a short label."""
+    location = resource.source
+    if location is None:
+        return f'{resource.kind} "{resource.name}": '
+    line = _line_of(location.node, loc) if location.node is not None else location.line
+    label = f'{resource.kind} "{resource.name}"'
+    return f"{location.file}:{line}: document {location.document} ({label}): "
+
+
+def _path(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document)"
+
+
+_PATTERN_NAMES = {
+    DNS_SUBDOMAIN_PATTERN: "a Kubernetes name (lowercase letters, digits, '-' and '.')",
+    VAR_NAME_PATTERN: "a variable name (letters, digits and '_', not starting with a digit)",
+    IMAGE_REPO_URL_PATTERN: "an image repository such as ghcr.io/example/app (no scheme, no tag)",
+    GIT_REPO_URL_PATTERN: "a git URL (https://, ssh://, git@host:path or file://)",
+    CHART_REPO_URL_PATTERN: "a chart repository URL (https:// or oci://)",
+}
+
+
+def _explain(error: Any) -> str:
+    kind: str = error["type"]
+    loc = error["loc"]
+    message: str = error["msg"]
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return f'unknown field "{loc[-1]}"' if loc else "unknown field"
+    if kind in ("value_error", "assertion_error"):
+        return _one_line(message.removeprefix("Value error, ").removeprefix("Assertion failed, "))
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        message = "expected " + _PATTERN_NAMES.get(pattern, f"a string matching {pattern}")
+    elif kind in ("too_short", "too_long"):
+        bound = "at least" if kind == "too_short" else "at most"
+        count = ctx.get("min_length" if kind == "too_short" else "max_length")
+        message = f"expected {bound} {count} item{'' if count == 1 else 's'}"
+    elif kind in ("string_too_short", "string_too_long"):
+        bound = "at least" if kind == "string_too_short" else "at most"
+        count = ctx.get("min_length" if kind == "string_too_short" else "max_length")
+        message = f"expected {bound} {count} character{'' if count == 1 else 's'}"
+    elif message.startswith("Input should be "):
+        message = "expected " + message.removeprefix("Input should be ")
+    else:
+        message = message[:1].lower() + message[1:]
+    return f"{message}, got {_describe(error.get('input'))}"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)}"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = json.dumps(value, ensure_ascii=False)
+        return shown if len(shown) <= 80 else shown[:76] + '..."'
+    if isinstance(value, int | float):
+        return repr(value)
+    return type(value).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _secret_refusal(document: CommentedMap) -> str:
+    metadata = document.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
+    cred_type = labels.get(CRED_TYPE_LABEL) if isinstance(labels, dict) else None
+    repo_url = _secret_repo_url(document)
+    what = f"the {cred_type} credential" if isinstance(cred_type, str) else "this credential"
+    if repo_url:
+        what += f' for "{repo_url}"'
+    message = (
+        "Secret documents are refused: their values would be recorded in workflow history. "
+        f"Give the worker {what} instead: move this document, unchanged, into the YAML "
+        f"file named by {CREDENTIALS_FILE_ENV} on the worker"
+    )
+    if cred_type in (None, "git"):
+        message += (
+            f", or set {GIT_USERNAME_ENV} and {GIT_PASSWORD_ENV} in the worker's environment "
+            "(used for every git repository)"
+        )
+    if not isinstance(cred_type, str):
+        message += f' (label it "{CRED_TYPE_LABEL}: git|image|helm")'
+    return message
+
+
+def _secret_repo_url(document: CommentedMap) -> str | None:
+    # Only the repository URL is read: never echo a credential value into an error.
+    string_data = document.get("stringData")
+    if isinstance(string_data, dict) and isinstance(string_data.get("repoURL"), str):
+        return str(string_data["repoURL"])
+    data = document.get("data")
+    if isinstance(data, dict) and isinstance(data.get("repoURL"), str):
+        try:
+            return base64.b64decode(data["repoURL"], validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return None
+
+
+# --- grouping and cross-references -------------------------------------------------------------
+
+
+def group_by_project(resources: Iterable[ResourceBase]) -> dict[str, ProjectResources]:
+    """Sort resources into projects and check the references between them.
+
+    Raises ConfigError naming file, document and field for duplicate names,
+    unknown PromotionTasks, Warehouses, upstream Stages and AnalysisTemplates.
+    """
+    problems: list[str] = []
+    projects: dict[str, ProjectResources] = {}
+    for resource in resources:
+        project_name = resource.name if isinstance(resource, Project) else resource.namespace
+        if project_name is None:
+            problems.append(f"{_where(resource, ('metadata',))}metadata.namespace: required")
+            continue
+        group = projects.setdefault(project_name, ProjectResources(name=project_name))
+        _add(group, resource, problems)
+    for group in projects.values():
+        problems.extend(_reference_problems(group))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return projects
+
+
+def check_references(group: ProjectResources) -> None:
+    """Check one project's cross-references (tasks, Warehouses, Stages, templates, aliases).
+
+    Raises ConfigError listing every dangling reference and Stage cycle.
+    """
+    problems = list(_reference_problems(group))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _add(group: ProjectResources, resource: ResourceBase, problems: list[str]) -> None:
+    def duplicate(first: ResourceBase) -> None:
+        earlier = first.source
+        at = f" (first at {earlier.file}:{earlier.line})" if earlier else ""
+        problems.append(
+            f"{_where(resource, ('metadata', 'name'))}metadata.name: duplicate "
+            f'{resource.kind} "{resource.name}" in project "{group.name}"{at}'
+        )
+
+    if isinstance(resource, Project):
+        if group.project is not None:
+            duplicate(group.project)
+        else:
+            group.project = resource
+        return
+    if isinstance(resource, ProjectConfig):
+        if group.project_config is not None:
+            duplicate(group.project_config)
+        elif resource.name != group.name:
+            problems.append(
+                f"{_where(resource, ('metadata', 'name'))}metadata.name: a ProjectConfig "
+                f'must be named after its project "{group.name}", got "{resource.name}"'
+            )
+        else:
+            group.project_config = resource
+        return
+    match resource:
+        case Warehouse():
+            _put(group.warehouses, resource, duplicate)
+        case Stage():
+            _put(group.stages, resource, duplicate)
+        case PromotionTask():
+            _put(group.promotion_tasks, resource, duplicate)
+        case Freight():
+            _put(group.freight, resource, duplicate)
+        case Promotion():
+            _put(group.promotions, resource, duplicate)
+        case AnalysisTemplate():
+            _put(group.analysis_templates, resource, duplicate)
+        case _:
+            problems.append(f"{_where(resource)}kind {resource.kind} cannot be grouped")
+
+
+_R = TypeVar("_R", bound=ResourceBase)
+
+
+def _put(table: dict[str, _R], resource: _R, duplicate: Callable[[ResourceBase], None]) -> None:
+    if resource.name in table:
+        duplicate(table[resource.name])
+    else:
+        table[resource.name] = resource
+
+
+def _reference_problems(group: ProjectResources) -> Iterator[str]:
+    in_project = f'in project "{group.name}"'
+    aliases: dict[str, Freight] = {}
+    for freight in group.freight.values():
+        if freight.origin.name not in group.warehouses:
+            yield (
+                f"{_where(freight, ('origin', 'name'))}origin.name: unknown Warehouse "
+                f'"{freight.origin.name}" {in_project}'
+            )
+        if freight.alias:
+            if freight.alias in aliases:
+                yield (
+                    f'{_where(freight, ("alias",))}alias: Freight alias "{freight.alias}" is '
+                    f'already used by Freight "{aliases[freight.alias].name}"'
+                )
+            aliases[freight.alias] = freight
+
+    for stage in group.stages.values():
+        yield from _check_stage(group, stage, in_project)
+    yield from _check_cycles(group)
+
+    for promotion in group.promotions.values():
+        if promotion.spec.stage not in group.stages:
+            yield (
+                f"{_where(promotion, ('spec', 'stage'))}spec.stage: unknown Stage "
+                f'"{promotion.spec.stage}" {in_project}'
+            )
+
+
+def _check_stage(group: ProjectResources, stage: Stage, in_project: str) -> Iterator[str]:
+    for i, request in enumerate(stage.spec.requested_freight):
+        loc: tuple[Any, ...] = ("spec", "requestedFreight", i)
+        warehouse = request.origin.name
+        if warehouse not in group.warehouses:
+            path = (*loc, "origin", "name")
+            yield (
+                f"{_where(stage, path)}{_path(path)}: unknown Warehouse "
+                f'"{warehouse}" {in_project}{_known(group.warehouses)}'
+            )
+        for j, upstream in enumerate(request.sources.stages or ()):
+            path = (*loc, "sources", "stages", j)
+            upstream_stage = group.stages.get(upstream)
+            if upstream_stage is None:
+                yield (
+                    f"{_where(stage, path)}{_path(path)}: unknown upstream Stage "
+                    f'"{upstream}" {in_project}{_known(group.stages)}'
+                )
+            elif not any(r.origin == request.origin for r in upstream_stage.spec.requested_freight):
+                yield (
+                    f'{_where(stage, path)}{_path(path)}: upstream Stage "{upstream}" does not '
+                    f'request Freight from {request.origin.kind} "{warehouse}"'
+                )
+        if not request.sources.direct and not request.sources.stages:
+            path = (*loc, "sources")
+            yield (
+                f"{_where(stage, path)}{_path(path)}: Freight must come from somewhere: "
+                'set "direct: true" or list upstream "stages"'
+            )
+
+    template = stage.spec.promotion_template
+    for i, step in enumerate(template.spec.steps or () if template else ()):
+        if step.task is None:
+            continue
+        path = ("spec", "promotionTemplate", "spec", "steps", i, "task", "name")
+        if step.task.kind == "ClusterPromotionTask":
+            yield (
+                f"{_where(stage, path)}{_path(path)}: ClusterPromotionTask "
+                f'"{step.task.name}" is not available in Freightline; define a PromotionTask '
+                f"{in_project}"
+            )
+        elif step.task.name not in group.promotion_tasks:
+            yield (
+                f"{_where(stage, path)}{_path(path)}: unknown PromotionTask "
+                f'"{step.task.name}" {in_project}{_known(group.promotion_tasks)}'
+            )
+
+    verification = stage.spec.verification
+    for i, reference in enumerate(verification.analysis_templates or () if verification else ()):
+        path = ("spec", "verification", "analysisTemplates", i, "name")
+        if reference.kind == "ClusterAnalysisTemplate":
+            yield (
+                f"{_where(stage, path)}{_path(path)}: ClusterAnalysisTemplate "
+                f'"{reference.name}" is not available in Freightline; define an '
+                f"AnalysisTemplate {in_project}"
+            )
+        elif reference.name not in group.analysis_templates:
+            yield (
+                f"{_where(stage, path)}{_path(path)}: unknown AnalysisTemplate "
+                f'"{reference.name}" {in_project}{_known(group.analysis_templates)}'
+            )
+
+
+def _check_cycles(group: ProjectResources) -> Iterator[str]:
+    upstreams = {
+        name: sorted({u for r in stage.spec.requested_freight for u in r.sources.stages or ()})
+        for name, stage in group.stages.items()
+    }
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    reported: set[frozenset[str]] = set()
+
+    def visit(name: str, path: list[str]) -> Iterator[str]:
+        state[name] = 1
+        for upstream in upstreams.get(name, ()):
+            if upstream not in upstreams:
+                continue
+            if state.get(upstream) == 1:
+                cycle = [*path[path.index(upstream) :], upstream]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    stage = group.stages[name]
+                    yield (
+                        f"{_where(stage, ('spec', 'requestedFreight'))}spec.requestedFreight: "
+                        f"Stages request Freight from each other in a cycle: "
+                        f"{' <- '.join(cycle)}"
+                    )
+            elif upstream not in state:
+                yield from visit(upstream, [*path, upstream])
+        state[name] = 2
+
+    for name in sorted(upstreams):
+        if name not in state:
+            yield from visit(name, [name])
+
+
+def _known(table: Mapping[str, Any]) -> str:
+    return f" (known: {', '.join(sorted(table))})" if table else ""

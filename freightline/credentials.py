@@ -1,0 +1,168 @@
+"""Credentials live on the worker, never in Temporal.
+
+A Kargo ``Secret`` document is refused by ``freightline apply`` (its values
+would be recorded in workflow histories). Give the worker the same document
+instead, in one of two ways:
+
+1. **A credentials file**: ``FREIGHTLINE_CREDENTIALS_FILE=/path/creds.yaml``
+   holding Kargo-style Secret documents, unchanged::
+
+       apiVersion: v1
+       kind: Secret
+       metadata:
+         name: kargo-demo-repo
+         labels:
+           kargo.akuity.io/cred-type: git      # git | image | helm
+       stringData:
+         repoURL: https://github.com/example/kargo-demo.git
+         # repoURLIsRegex: "true"              # repoURL is then a regular expression
+         username: example
+         password: ghp_...
+
+   (``data`` with base64 values works as well.) The file is re-read when it
+   changes; in Kubernetes, mount it from a real Secret.
+2. **Environment variables** for a single git identity:
+   ``FREIGHTLINE_GIT_USERNAME`` and ``FREIGHTLINE_GIT_PASSWORD`` apply to
+   every git repository that no file entry matches.
+
+Only activities call these functions; workflows hold repository URLs, never
+the values.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from freightline.errors import CredentialError
+
+CREDENTIALS_FILE_ENV = "FREIGHTLINE_CREDENTIALS_FILE"
+GIT_USERNAME_ENV = "FREIGHTLINE_GIT_USERNAME"
+GIT_PASSWORD_ENV = "FREIGHTLINE_GIT_PASSWORD"  # noqa: S105 - a variable name, not a value
+CRED_TYPE_LABEL = "kargo.akuity.io/cred-type"
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    """A username and password (or token) for one git repository."""
+
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never print the secret, even by accident
+        return f"GitCredentials(username={self.username!r}, password=***)"
+
+
+@dataclass(frozen=True)
+class CredentialEntry:
+    cred_type: str
+    repo_url: str
+    is_regex: bool
+    username: str
+    password: str
+
+    def matches(self, cred_type: str, repo_url: str) -> bool:
+        if cred_type != self.cred_type:
+            return False
+        if self.is_regex:
+            return re.search(self.repo_url, repo_url) is not None
+        return _normalise(self.repo_url) == _normalise(repo_url)
+
+    def __repr__(self) -> str:
+        return f"CredentialEntry({self.cred_type}, {self.repo_url}, {self.username}, ***)"
+
+
+def _normalise(url: str) -> str:
+    return url.rstrip("/").removesuffix(".git").lower()
+
+
+class CredentialStore:
+    """The worker's credentials: file entries first, then the environment."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._entries: list[CredentialEntry] = []
+        self._mtime: float | None = None
+        self._lock = threading.Lock()
+
+    def git(self, repo_url: str) -> GitCredentials | None:
+        """Credentials for a git repository, or None to go anonymous."""
+        entry = self._find("git", repo_url)
+        if entry is not None:
+            return GitCredentials(entry.username, entry.password)
+        username, password = os.environ.get(GIT_USERNAME_ENV), os.environ.get(GIT_PASSWORD_ENV)
+        if username and password:
+            return GitCredentials(username, password)
+        return None
+
+    def basic(self, cred_type: str, repo_url: str) -> tuple[str, str] | None:
+        """A username and password for an image or helm repository, or None."""
+        entry = self._find(cred_type, repo_url)
+        return (entry.username, entry.password) if entry else None
+
+    def _find(self, cred_type: str, repo_url: str) -> CredentialEntry | None:
+        for entry in self._load():
+            if entry.matches(cred_type, repo_url):
+                return entry
+        return None
+
+    def _load(self) -> list[CredentialEntry]:
+        if self.path is None:
+            return []
+        with self._lock:
+            try:
+                mtime = self.path.stat().st_mtime
+            except OSError as err:
+                raise CredentialError(
+                    f"{CREDENTIALS_FILE_ENV}={self.path}: {err.strerror}"
+                ) from None
+            if mtime != self._mtime:
+                self._entries = parse_credentials_file(self.path)
+                self._mtime = mtime
+            return self._entries
+
+
+def parse_credentials_file(path: Path) -> list[CredentialEntry]:
+    """Read Kargo-style Secret documents; errors name the file and document, never a value."""
+    try:
+        documents = list(YAML(typ="safe").load_all(path.read_text()))
+    except (OSError, YAMLError) as err:
+        raise CredentialError(f"{path}: cannot read credentials: {type(err).__name__}") from None
+    entries = []
+    for number, doc in enumerate((d for d in documents if d is not None), start=1):
+        where = f"{path}: document {number}"
+        if not isinstance(doc, dict) or doc.get("kind") != "Secret":
+            raise CredentialError(f"{where}: expected a kind: Secret document")
+        labels = (doc.get("metadata") or {}).get("labels") or {}
+        cred_type = labels.get(CRED_TYPE_LABEL)
+        if cred_type not in ("git", "image", "helm"):
+            raise CredentialError(f"{where}: label {CRED_TYPE_LABEL} must be git, image or helm")
+        values = {k: str(v) for k, v in (doc.get("stringData") or {}).items()}
+        for key, value in (doc.get("data") or {}).items():
+            values.setdefault(key, base64.b64decode(str(value)).decode())
+        missing = [k for k in ("repoURL", "username", "password") if not values.get(k)]
+        if missing:
+            raise CredentialError(f"{where}: missing {', '.join(missing)}")
+        entries.append(
+            CredentialEntry(
+                cred_type=cred_type,
+                repo_url=values["repoURL"],
+                is_regex=values.get("repoURLIsRegex", "").lower() == "true",
+                username=values["username"],
+                password=values["password"],
+            )
+        )
+    return entries
+
+
+def worker_credentials() -> CredentialStore:
+    """The credential store configured by the worker's environment."""
+    path = os.environ.get(CREDENTIALS_FILE_ENV)
+    return CredentialStore(Path(path) if path else None)

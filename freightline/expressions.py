@@ -1,0 +1,1489 @@
+"""Kargo's ``${{ expr }}`` expressions: the one expression evaluator of Freightline.
+
+The language is expr-lang's (github.com/expr-lang/expr), which Kargo embeds:
+literals, names looked up in an environment, member access and optional
+chaining, indexing and slicing, calls, and expr-lang's operators with its
+precedence table. A hand-written tokenizer feeds a Pratt parser that builds a
+small AST of frozen dataclasses; an interpreter walks it.
+
+Everything here is pure and deterministic (no I/O, clock or randomness), so
+Temporal workflow code can import it inside its sandbox. The only global
+state is the ``lru_cache`` of parsed expressions.
+
+Differences from expr-lang, on purpose:
+
+- an unknown top-level name is an error (expr-lang without a typed env gives
+  nil), except on the left of ``??``, so ``maybe ?? "default"`` works;
+- division by zero and ``**`` overflow are errors instead of ``Inf``/``NaN``;
+- predicates (``map``, ``filter``, ``all``, ...), the pipe ``|``, ``let`` and
+  date functions are not supported;
+- ``string(x)`` and ``quote(x)`` use the interpolation text form described in
+  :func:`render_string` rather than Go's ``%v``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+from freightline.errors import ExpressionError
+
+__all__ = [
+    "ArrayNode",
+    "Binary",
+    "Call",
+    "Chain",
+    "Conditional",
+    "ExpressionError",
+    "Literal",
+    "MapNode",
+    "Member",
+    "Name",
+    "Node",
+    "SliceNode",
+    "Unary",
+    "evaluate",
+    "parse",
+    "render",
+    "render_string",
+]
+
+# expr-lang's precedence table (parser/operator/operator.go). ``??`` binds
+# tightest and may not be mixed with other operators without parentheses.
+_BINARY: Mapping[str, int] = MappingProxyType(
+    {
+        "or": 10,
+        "||": 10,
+        "and": 15,
+        "&&": 15,
+        "==": 20,
+        "!=": 20,
+        "<": 20,
+        ">": 20,
+        ">=": 20,
+        "<=": 20,
+        "in": 20,
+        "matches": 20,
+        "contains": 20,
+        "startsWith": 20,
+        "endsWith": 20,
+        "..": 25,
+        "+": 30,
+        "-": 30,
+        "*": 60,
+        "/": 60,
+        "%": 60,
+        "**": 100,
+        "^": 100,
+        "??": 500,
+    }
+)
+_RIGHT_ASSOCIATIVE = frozenset({"**", "^"})
+_COMPARISON_PRECEDENCE = 20
+_UNARY: Mapping[str, int] = MappingProxyType({"not": 50, "!": 50, "-": 90, "+": 90})
+_NEGATABLE = frozenset({"in", "matches", "contains", "startsWith", "endsWith"})
+_WORD_OPERATORS = frozenset(
+    {"not", "in", "or", "and", "matches", "contains", "startsWith", "endsWith"}
+)
+_TWO_CHAR_OPERATORS = frozenset({"&&", "||", "==", "!=", "<=", ">=", "**", "??", "?.", ".."})
+_ONE_CHAR_OPERATORS = frozenset("+-*/%^<>!?:,.()[]{}=&|;#")
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+# Bounds the work one expression can ask for (parse nesting, ``a..b`` ranges),
+# so a bad expression fails with a message instead of exhausting the worker.
+_MAX_NESTING = 100
+_MAX_RANGE = 1_000_000
+
+
+# --- AST -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """Base of the expression AST."""
+
+
+@dataclass(frozen=True, slots=True)
+class Literal(Node):
+    """An int, float, string, bool or nil literal."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Name(Node):
+    """A name looked up in the environment (or a builtin, when called)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayNode(Node):
+    """An array literal ``[a, b]``."""
+
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MapNode(Node):
+    """A map literal ``{a: 1, "b": 2, (expr): 3}``."""
+
+    pairs: tuple[tuple[Node, Node], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Member(Node):
+    """``obj.name`` (``dot``) or ``obj[key]``; ``optional`` for ``?.``."""
+
+    obj: Node
+    key: Node
+    optional: bool = False
+    dot: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SliceNode(Node):
+    """``obj[start:stop]``, either bound optional."""
+
+    obj: Node
+    start: Node | None
+    stop: Node | None
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Node):
+    """``f(args)`` or ``obj.method(args)``."""
+
+    callee: Node
+    args: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Chain(Node):
+    """The extent of an optional chain: a nil before ``?.`` makes all of it nil."""
+
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Unary(Node):
+    """``!x``, ``not x``, ``-x``, ``+x``."""
+
+    op: str
+    operand: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Binary(Node):
+    """``left op right``; ``not in`` and friends are ``Unary("not", Binary(...))``."""
+
+    op: str
+    left: Node
+    right: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Conditional(Node):
+    """``cond ? then : otherwise``."""
+
+    cond: Node
+    then: Node
+    otherwise: Node
+
+
+# --- errors ----------------------------------------------------------------
+
+
+class _ParseError(Exception):
+    def __init__(self, message: str, pos: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
+
+
+class _EvalError(Exception):
+    """What went wrong while evaluating; ``evaluate`` adds the expression text."""
+
+
+class _NilChain(Exception):
+    """Raised by ``?.`` on nil and caught by the enclosing :class:`Chain`."""
+
+
+def _quoted(text: str) -> str:
+    # Error messages are one line: a multi-line expression shows its newlines escaped.
+    return '"' + text.replace("\n", "\\n") + '"'
+
+
+def _location(text: str, pos: int) -> str:
+    # Like expr-lang: 1-based columns; the end of input is reported at the last character.
+    pos = max(0, min(pos, len(text) - 1))
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    if "\n" in text:
+        return f"line {line}, column {column}"
+    return f"column {column}"
+
+
+# --- tokenizer -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # "ident", "op", "num", "str", "eof"
+    text: str  # source text (decoded value for strings)
+    pos: int
+    value: Any = None  # parsed number or decoded string
+
+    def is_op(self, *values: str) -> bool:
+        return self.kind == "op" and (not values or self.text in values)
+
+    def describe(self) -> str:
+        if self.kind == "eof":
+            return "end of expression"
+        if self.kind == "str":
+            return f"string {json.dumps(self.value, ensure_ascii=False)}"
+        return f"token {_quoted(self.text)}"
+
+
+_SIMPLE_ESCAPES: Mapping[str, str] = MappingProxyType(
+    {
+        "a": "\a",
+        "b": "\b",
+        "f": "\f",
+        "n": "\n",
+        "r": "\r",
+        "t": "\t",
+        "v": "\v",
+        "\\": "\\",
+        "'": "'",
+        '"': '"',
+    }
+)
+_HEX_ESCAPES: Mapping[str, int] = MappingProxyType({"x": 2, "u": 4, "U": 8})
+_OCTAL = "01234567"
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _is_ident_char(char: str) -> bool:
+    return char.isalnum() or char in "_$"
+
+
+class _Lexer:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def tokens(self) -> list[_Token]:
+        tokens: list[_Token] = []
+        while True:
+            token = self._next()
+            tokens.append(token)
+            if token.kind == "eof":
+                return tokens
+
+    def _peek(self, offset: int = 0) -> str:
+        index = self.pos + offset
+        return self.text[index] if index < len(self.text) else ""
+
+    def _next(self) -> _Token:
+        text = self.text
+        while self.pos < len(text):
+            char = text[self.pos]
+            if char.isspace():
+                self.pos += 1
+            elif text.startswith("//", self.pos):
+                end = text.find("\n", self.pos)
+                self.pos = len(text) if end < 0 else end
+            elif text.startswith("/*", self.pos):
+                end = text.find("*/", self.pos + 2)
+                if end < 0:
+                    raise _ParseError("unclosed comment", self.pos)
+                self.pos = end + 2
+            else:
+                break
+        start = self.pos
+        if start >= len(text):
+            return _Token("eof", "", len(text))
+        char = text[start]
+        if char in "'\"":
+            return self._string(char)
+        if char == "`":
+            end = text.find("`", start + 1)
+            if end < 0:
+                raise _ParseError("string literal not terminated", start)
+            self.pos = end + 1
+            return _Token("str", text[start : end + 1], start, text[start + 1 : end])
+        if "0" <= char <= "9" or (char == "." and "0" <= self._peek(1) <= "9"):
+            return self._number()
+        if char.isalpha() or char in "_$":
+            while self.pos < len(text) and _is_ident_char(text[self.pos]):
+                self.pos += 1
+            word = text[start : self.pos]
+            return _Token("op" if word in _WORD_OPERATORS else "ident", word, start)
+        pair = text[start : start + 2]
+        if pair in _TWO_CHAR_OPERATORS:
+            self.pos += 2
+            return _Token("op", pair, start)
+        if char in _ONE_CHAR_OPERATORS:
+            self.pos += 1
+            return _Token("op", char, start)
+        raise _ParseError(f"unrecognized character {_quoted(char)}", start)
+
+    def _number(self) -> _Token:
+        # Same scanning rules as expr-lang's lexer, so the same texts are numbers.
+        text = self.text
+        start = self.pos
+        digits = "0123456789_"
+        if self._peek() == "0" and self._peek(1) in ("x", "X", "o", "O", "b", "B"):
+            digits = {"x": "0123456789abcdefABCDEF_", "o": "01234567_", "b": "01_"}[
+                self._peek(1).lower()
+            ]
+            self.pos += 2
+        while self._peek() and self._peek() in digits:
+            self.pos += 1
+        if self._peek() == "." and self._peek(1) != ".":
+            self.pos += 1
+            while self._peek() and self._peek() in digits:
+                self.pos += 1
+        if self._peek() in ("e", "E"):
+            self.pos += 1
+            if self._peek() in ("+", "-"):
+                self.pos += 1
+            while self._peek() and self._peek() in digits:
+                self.pos += 1
+        raw = text[start : self.pos]
+        if self._peek() and _is_ident_char(self._peek()):
+            raise _ParseError(f"bad number syntax {_quoted(raw + self._peek())}", start)
+        cleaned = raw.replace("_", "").lower()
+        value: int | float
+        try:
+            if cleaned.startswith(("0x", "0o", "0b")):
+                value = int(cleaned[2:], {"x": 16, "o": 8, "b": 2}[cleaned[1]])
+            elif "." in cleaned or "e" in cleaned:
+                value = float(cleaned)
+                if math.isinf(value):
+                    raise _ParseError(f"float literal {_quoted(raw)} is out of range", start)
+            else:
+                value = int(cleaned, 10)
+        except ValueError:
+            raise _ParseError(f"invalid number literal {_quoted(raw)}", start) from None
+        if isinstance(value, int) and value > _INT64_MAX:
+            raise _ParseError(f"integer literal {_quoted(raw)} is out of range", start)
+        return _Token("num", raw, start, value)
+
+    def _string(self, quote: str) -> _Token:
+        text = self.text
+        start = self.pos
+        self.pos += 1
+        out: list[str] = []
+        while True:
+            if self.pos >= len(text):
+                raise _ParseError("string literal not terminated", start)
+            char = text[self.pos]
+            if char == quote:
+                self.pos += 1
+                return _Token("str", text[start : self.pos], start, "".join(out))
+            if char != "\\":
+                out.append(char)
+                self.pos += 1
+                continue
+            escape_pos = self.pos
+            kind = self._peek(1)
+            if kind in _SIMPLE_ESCAPES:
+                out.append(_SIMPLE_ESCAPES[kind])
+                self.pos += 2
+            elif kind in _HEX_ESCAPES:
+                width = _HEX_ESCAPES[kind]
+                digits = text[self.pos + 2 : self.pos + 2 + width]
+                if len(digits) != width or any(d not in _HEX for d in digits):
+                    raise _ParseError(f"invalid escape \\{kind} in string", escape_pos)
+                code = int(digits, 16)
+                if kind != "x" and (code > 0x10FFFF or 0xD800 <= code <= 0xDFFF):
+                    raise _ParseError(f"invalid unicode escape \\{kind}{digits}", escape_pos)
+                out.append(chr(code))
+                self.pos += 2 + width
+            elif kind and kind in _OCTAL:
+                digits = text[self.pos + 1 : self.pos + 4]
+                if len(digits) != 3 or any(d not in _OCTAL for d in digits) or int(digits, 8) > 255:
+                    raise _ParseError("invalid octal escape in string", escape_pos)
+                out.append(chr(int(digits, 8)))
+                self.pos += 4
+            else:
+                raise _ParseError("invalid escape in string", escape_pos)
+
+
+# --- parser ----------------------------------------------------------------
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.tokens = _Lexer(text).tokens()
+        self.index = 0
+        self.depth = 0
+
+    @property
+    def current(self) -> _Token:
+        return self.tokens[self.index]
+
+    def _peek(self) -> _Token:
+        return self.tokens[min(self.index + 1, len(self.tokens) - 1)]
+
+    def _advance(self) -> _Token:
+        token = self.current
+        if token.kind != "eof":
+            self.index += 1
+        return token
+
+    def _fail(self, token: _Token | None = None, message: str | None = None) -> NoReturn:
+        token = token or self.current
+        raise _ParseError(message or f"unexpected {token.describe()}", token.pos)
+
+    def _expect(self, value: str) -> _Token:
+        if not self.current.is_op(value):
+            self._fail()
+        return self._advance()
+
+    def parse(self) -> Node:
+        node = self.expression(0)
+        if self.current.kind != "eof":
+            self._fail()
+        return node
+
+    def expression(self, precedence: int) -> Node:
+        self.depth += 1
+        if self.depth > _MAX_NESTING:
+            self._fail(message="expression is nested too deeply")
+        try:
+            return self._expression(precedence)
+        finally:
+            self.depth -= 1
+
+    def _expression(self, precedence: int) -> Node:
+        left = self._primary()
+        previous = ""
+        while self.current.kind == "op":
+            token = self.current
+            negate = token.text == "not"
+            if negate:
+                following = self._peek()
+                if not (following.kind == "op" and following.text in _NEGATABLE):
+                    self._fail(following)
+                if _BINARY[following.text] < precedence:
+                    break
+                token = following
+            op = token.text
+            if op not in _BINARY or _BINARY[op] < precedence:
+                break
+            if previous == "??" and op != "??":
+                self._fail(
+                    token,
+                    f'operator "{op}" and "??" cannot be mixed; wrap either in parentheses',
+                )
+            self._advance()
+            if negate:
+                self._advance()
+            op_precedence = _BINARY[op]
+            if op_precedence == _COMPARISON_PRECEDENCE:
+                left = self._comparison(left, op, negate)
+            else:
+                right_precedence = op_precedence + (0 if op in _RIGHT_ASSOCIATIVE else 1)
+                left = Binary(op, left, self.expression(right_precedence))
+                if negate:
+                    left = Unary("not", left)
+            previous = op
+        if precedence == 0:
+            left = self._conditional(left)
+        return left
+
+    def _comparison(self, left: Node, op: str, negate: bool) -> Node:
+        # expr-lang chains comparisons: ``a < b < c`` means ``a < b && b < c``.
+        root: Node | None = None
+        while True:
+            right = self.expression(_COMPARISON_PRECEDENCE + 1)
+            node: Node = Binary(op, left, right)
+            if negate:
+                node = Unary("not", node)
+            root = node if root is None else Binary("&&", root, node)
+            left = right
+            token = self.current
+            negate = token.is_op("not") and self._peek().text in _NEGATABLE
+            if negate:
+                token = self._peek()
+            if not (token.kind == "op" and _BINARY.get(token.text) == _COMPARISON_PRECEDENCE):
+                return root
+            op = token.text
+            self._advance()
+            if negate:
+                self._advance()
+
+    def _conditional(self, node: Node) -> Node:
+        while self.current.is_op("?"):
+            self._advance()
+            then = self.expression(0)
+            self._expect(":")
+            node = Conditional(node, then, self.expression(0))
+        return node
+
+    def _primary(self) -> Node:
+        token = self.current
+        if token.kind == "op" and token.text in _UNARY:
+            self._advance()
+            operand = self.expression(_UNARY[token.text])
+            return self._postfix(Unary(token.text, operand))
+        if token.is_op("("):
+            self._advance()
+            inner = self.expression(0)
+            self._expect(")")
+            return self._postfix(inner)
+        return self._secondary()
+
+    def _secondary(self) -> Node:
+        token = self._advance()
+        node: Node
+        if token.kind == "ident":
+            if token.text in ("true", "false"):
+                return Literal(token.text == "true")
+            if token.text == "nil":
+                return Literal(None)
+            if self.current.is_op("("):
+                node = Call(Name(token.text), self._arguments())
+            else:
+                node = Name(token.text)
+        elif token.kind == "num":
+            return Literal(token.value)
+        elif token.kind == "str":
+            node = Literal(token.value)
+        elif token.is_op("["):
+            node = self._array()
+        elif token.is_op("{"):
+            node = self._map()
+        else:
+            self._fail(token)
+        return self._postfix(node)
+
+    def _arguments(self) -> tuple[Node, ...]:
+        self._expect("(")
+        args: list[Node] = []
+        while not self.current.is_op(")"):
+            if args:
+                self._expect(",")
+                if self.current.is_op(")"):
+                    break
+            args.append(self.expression(0))
+        self._advance()
+        return tuple(args)
+
+    def _array(self) -> Node:
+        items: list[Node] = []
+        while not self.current.is_op("]"):
+            if items:
+                self._expect(",")
+                if self.current.is_op("]"):
+                    break
+            items.append(self.expression(0))
+        self._advance()
+        return ArrayNode(tuple(items))
+
+    def _map(self) -> Node:
+        pairs: list[tuple[Node, Node]] = []
+        while not self.current.is_op("}"):
+            if pairs:
+                self._expect(",")
+                if self.current.is_op("}"):
+                    break
+            token = self.current
+            key: Node
+            if token.kind in ("ident", "num"):
+                key = Literal(token.text)
+                self._advance()
+            elif token.kind == "str":
+                key = Literal(token.value)
+                self._advance()
+            elif token.is_op("("):
+                key = self.expression(0)
+            else:
+                self._fail(
+                    token,
+                    "a map key must be a name, a quoted string, a number or a "
+                    f"parenthesised expression, not {token.describe()}",
+                )
+            self._expect(":")
+            pairs.append((key, self.expression(0)))
+        self._advance()
+        return MapNode(tuple(pairs))
+
+    def _postfix(self, node: Node) -> Node:
+        while True:
+            token = self.current
+            # A chain keeps growing through later accessors, so ``a?.b.c`` is nil when a is.
+            in_chain = isinstance(node, Chain)
+            inner = node.node if isinstance(node, Chain) else node
+            optional = token.is_op("?.")
+            if token.is_op(".", "?.") and not self._peek().is_op("["):
+                self._advance()
+                name = self._advance()
+                if name.kind == "eof":
+                    self._fail(name)
+                if not (
+                    name.kind == "ident" or (name.kind == "op" and name.text in _WORD_OPERATORS)
+                ):
+                    self._fail(name, f"expected a field name after {_quoted(token.text)}")
+                node = Member(inner, Literal(name.text), optional=optional, dot=True)
+                if self.current.is_op("("):
+                    node = Call(node, self._arguments())
+            elif token.is_op("[") or (optional and self._peek().is_op("[")):
+                if optional:
+                    self._advance()
+                self._advance()
+                node = self._index(inner, optional)
+            else:
+                return node
+            if in_chain or optional:
+                node = Chain(node)
+
+    def _index(self, obj: Node, optional: bool) -> Node:
+        start: Node | None = None
+        stop: Node | None = None
+        if not self.current.is_op(":"):
+            start = self.expression(0)
+            if self.current.is_op("]"):
+                self._advance()
+                return Member(obj, start, optional=optional, dot=False)
+        self._expect(":")
+        if not self.current.is_op("]"):
+            stop = self.expression(0)
+        self._expect("]")
+        return SliceNode(obj, start, stop)
+
+
+@functools.lru_cache(maxsize=1024)
+def parse(expression: str) -> Node:
+    """Parse one bare expr-lang expression (no ``${{ }}``) into an AST.
+
+    Raises :class:`ExpressionError` naming the expression and the column of the
+    problem, e.g. ``expression "vars.a +": unexpected end of expression at column 8``.
+    """
+    try:
+        return _Parser(expression).parse()
+    except _ParseError as err:
+        raise ExpressionError(
+            f"expression {_quoted(expression)}: {err.message} at {_location(expression, err.pos)}"
+        ) from None
+    except RecursionError:
+        raise ExpressionError(
+            f"expression {_quoted(expression)}: expression is nested too deeply"
+        ) from None
+
+
+# --- values ----------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool | list | tuple | Mapping)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if _is_list(value):
+        return "list"
+    if isinstance(value, Mapping):
+        return "map"
+    if callable(value):
+        return "function"
+    return type(value).__name__
+
+
+def _int64(value: int) -> int:
+    # expr-lang's ints are Go int64s, which wrap on overflow.
+    return (value - _INT64_MIN) % 2**64 + _INT64_MIN
+
+
+def _float_text(value: float) -> str:
+    # Go's encoding/json formatting, which Kargo uses for non-string results.
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if 1e-6 <= magnitude < 1e21:
+        text = format(Decimal(repr(value)), "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text
+    return re.sub(r"e([+-])0*(\d)", r"e\1\2", repr(value))
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON data for ``value``; objects by their fields, as Go marshals structs."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise _EvalError(f"cannot encode {_float_text(value)} as JSON")
+        # Go prints an integral float64 without a fraction; so do we.
+        return int(value) if value.is_integer() else value
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = key if isinstance(key, str) else _to_text(key)
+            out[name] = _jsonable(item)
+        return out
+    if _is_list(value):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # pydantic models, by their JSON field names
+        return _jsonable(dump(mode="json", by_alias=True))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    raise _EvalError(f"cannot encode {_type_name(value)} as JSON")
+
+
+def _to_json(value: Any, *, indent: int | None = None) -> str:
+    separators = (",", ": ") if indent else (",", ":")
+    return json.dumps(
+        _jsonable(value),
+        indent=indent,
+        separators=separators,
+        sort_keys=True,  # Go's encoding/json sorts map keys
+        ensure_ascii=False,
+    )
+
+
+def _to_text(value: Any) -> str:
+    """The text a value interpolates as: see :func:`render_string`."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float_text(value)
+    return _to_json(value)
+
+
+def _describe(value: Any) -> str:
+    """A short rendering of a value for error messages."""
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False)
+    if value is None or isinstance(value, bool | int | float):
+        return _to_text(value)
+    return _type_name(value)
+
+
+def _unparse(node: Node) -> str:
+    """Source-like text of ``node``, used to name sub-expressions in messages."""
+    match node:
+        case Literal(value=value):
+            if isinstance(value, str):
+                return json.dumps(value, ensure_ascii=False)
+            return "nil" if value is None else _to_text(value)
+        case Name(name=name):
+            return name
+        case Member(obj=obj, key=key, optional=optional, dot=dot):
+            base = _unparse(obj)
+            if dot and isinstance(key, Literal):
+                return f"{base}{'?.' if optional else '.'}{key.value}"
+            return f"{base}{'?.' if optional else ''}[{_unparse(key)}]"
+        case SliceNode(obj=obj, start=start, stop=stop):
+            low = "" if start is None else _unparse(start)
+            high = "" if stop is None else _unparse(stop)
+            return f"{_unparse(obj)}[{low}:{high}]"
+        case Call(callee=callee, args=args):
+            return f"{_unparse(callee)}({', '.join(_unparse(a) for a in args)})"
+        case Chain(node=inner):
+            return _unparse(inner)
+        case Unary(op=op, operand=operand):
+            return f"{op}{' ' if op == 'not' else ''}{_unparse(operand)}"
+        case Binary(op=op, left=left, right=right):
+            return f"({_unparse(left)} {op} {_unparse(right)})"
+        case Conditional(cond=cond, then=then, otherwise=otherwise):
+            return f"({_unparse(cond)} ? {_unparse(then)} : {_unparse(otherwise)})"
+        case ArrayNode(items=items):
+            return f"[{', '.join(_unparse(i) for i in items)}]"
+        case MapNode(pairs=pairs):
+            return "{" + ", ".join(f"{_unparse(k)}: {_unparse(v)}" for k, v in pairs) + "}"
+    return type(node).__name__
+
+
+# --- builtins --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Builtin:
+    function: Callable[..., Any]
+    min_args: int
+    max_args: int
+
+
+def _string_arg(value: Any, what: str = "argument") -> str:
+    if not isinstance(value, str):
+        raise _EvalError(f"{what} must be a string, not {_type_name(value)}")
+    return value
+
+
+def _int_arg(value: Any, what: str = "argument") -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _EvalError(f"{what} must be an int, not {_type_name(value)}")
+    return value
+
+
+def _builtin_len(value: Any) -> int:
+    if isinstance(value, str | list | tuple | Mapping):
+        return len(value)
+    raise _EvalError(f"invalid argument (type {_type_name(value)})")
+
+
+def _builtin_trim(value: Any, chars: Any = None) -> str:
+    text = _string_arg(value)
+    return text.strip() if chars is None else text.strip(_string_arg(chars, "characters"))
+
+
+def _builtin_trim_prefix(value: Any, prefix: Any = " ") -> str:
+    return _string_arg(value).removeprefix(_string_arg(prefix, "prefix"))
+
+
+def _builtin_trim_suffix(value: Any, suffix: Any = " ") -> str:
+    return _string_arg(value).removesuffix(_string_arg(suffix, "suffix"))
+
+
+def _builtin_split(value: Any, separator: Any, limit: Any = -1) -> list[str]:
+    # Go's strings.SplitN: an empty separator splits into characters, n < 0 means all.
+    text = _string_arg(value)
+    sep = _string_arg(separator, "separator")
+    n = _int_arg(limit, "limit")
+    if n == 0:
+        return []
+    if sep == "":
+        parts = list(text)
+        if 0 < n < len(parts):
+            parts = [*parts[: n - 1], "".join(parts[n - 1 :])]
+        return parts
+    return text.split(sep, n - 1 if n > 0 else -1)
+
+
+def _builtin_join(values: Any, separator: Any = "") -> str:
+    if not _is_list(values):
+        raise _EvalError(f"first argument must be a list, not {_type_name(values)}")
+    return _string_arg(separator, "separator").join(
+        _string_arg(v, f"element {i}") for i, v in enumerate(values)
+    )
+
+
+def _builtin_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise _EvalError("cannot convert bool to int")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise _EvalError(f"cannot convert {_float_text(value)} to int")
+        return _int64(int(value))
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value):
+        number = int(value)
+        if _INT64_MIN <= number <= _INT64_MAX:
+            return number
+        raise _EvalError(f"{_describe(value)} is out of range for an int")
+    raise _EvalError(f"cannot convert {_describe(value)} to int")
+
+
+def _builtin_float(value: Any) -> float:
+    if _is_number(value):
+        return float(value)
+    # Python's float() also takes "1_0"; Go's ParseFloat does not.
+    if isinstance(value, str) and "_" not in value:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise _EvalError(f"cannot convert {_describe(value)} to float")
+
+
+def _builtin_from_json(value: Any) -> Any:
+    try:
+        return json.loads(_string_arg(value))
+    except ValueError as err:
+        raise _EvalError(f"invalid JSON: {err}") from None
+
+
+def _builtin_keys(value: Any) -> list[Any]:
+    if not isinstance(value, Mapping):
+        raise _EvalError(f"argument must be a map, not {_type_name(value)}")
+    return list(value.keys())
+
+
+def _builtin_values(value: Any) -> list[Any]:
+    if not isinstance(value, Mapping):
+        raise _EvalError(f"argument must be a map, not {_type_name(value)}")
+    return list(value.values())
+
+
+def _builtin_abs(value: Any) -> int | float:
+    if not _is_number(value):
+        raise _EvalError(f"argument must be a number, not {_type_name(value)}")
+    return _int64(abs(value)) if isinstance(value, int) else abs(value)
+
+
+def _extreme(pick: Callable[[Any, Any], bool], args: tuple[Any, ...]) -> Any:
+    values = list(args[0]) if len(args) == 1 and _is_list(args[0]) else list(args)
+    if not values:
+        raise _EvalError("needs at least one number")
+    best = values[0]
+    for value in values:
+        if not _is_number(value):
+            raise _EvalError(f"arguments must be numbers, not {_type_name(value)}")
+        if pick(value, best):
+            best = value
+    return best
+
+
+def _builtin_max(*args: Any) -> Any:
+    return _extreme(lambda a, b: a > b, args)
+
+
+def _builtin_min(*args: Any) -> Any:
+    return _extreme(lambda a, b: a < b, args)
+
+
+def _builtin_replace(value: Any, old: Any, new: Any, count: Any = -1) -> str:
+    return _string_arg(value).replace(
+        _string_arg(old, "old"), _string_arg(new, "new"), _int_arg(count, "count")
+    )
+
+
+def _builtin_first(value: Any) -> Any:
+    return value[0] if _is_list(value) and value else None
+
+
+def _builtin_last(value: Any) -> Any:
+    return value[-1] if _is_list(value) and value else None
+
+
+def _builtin_get(value: Any, key: Any) -> Any:
+    # expr-lang's get(): like indexing, but nil instead of an error.
+    try:
+        return _fetch(value, key, "", dot=False)
+    except _EvalError:
+        return None
+
+
+def _builtin_from_base64(value: Any) -> str:
+    try:
+        return base64.b64decode(_string_arg(value), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as err:
+        raise _EvalError(f"invalid base64: {err}") from None
+
+
+def _builtin_quote(value: Any) -> str:
+    # Kargo's quote(): wraps the value's text in double quotes, which render
+    # strips again, so ``${{ quote(true) }}`` yields the string "true".
+    return f'"{_to_text(value)}"'
+
+
+_BUILTINS: Mapping[str, _Builtin] = MappingProxyType(
+    {
+        "len": _Builtin(_builtin_len, 1, 1),
+        "upper": _Builtin(lambda s: _string_arg(s).upper(), 1, 1),
+        "lower": _Builtin(lambda s: _string_arg(s).lower(), 1, 1),
+        "trim": _Builtin(_builtin_trim, 1, 2),
+        "trimPrefix": _Builtin(_builtin_trim_prefix, 1, 2),
+        "trimSuffix": _Builtin(_builtin_trim_suffix, 1, 2),
+        "split": _Builtin(_builtin_split, 2, 3),
+        "join": _Builtin(_builtin_join, 1, 2),
+        "replace": _Builtin(_builtin_replace, 3, 4),
+        "indexOf": _Builtin(lambda s, sub: _string_arg(s).find(_string_arg(sub)), 2, 2),
+        "lastIndexOf": _Builtin(lambda s, sub: _string_arg(s).rfind(_string_arg(sub)), 2, 2),
+        "hasPrefix": _Builtin(lambda s, p: _string_arg(s).startswith(_string_arg(p)), 2, 2),
+        "hasSuffix": _Builtin(lambda s, p: _string_arg(s).endswith(_string_arg(p)), 2, 2),
+        "string": _Builtin(_to_text, 1, 1),
+        "int": _Builtin(_builtin_int, 1, 1),
+        "float": _Builtin(_builtin_float, 1, 1),
+        "abs": _Builtin(_builtin_abs, 1, 1),
+        "max": _Builtin(_builtin_max, 1, 1_000),
+        "min": _Builtin(_builtin_min, 1, 1_000),
+        "toJSON": _Builtin(lambda v: _to_json(v, indent=2), 1, 1),
+        "fromJSON": _Builtin(_builtin_from_json, 1, 1),
+        "toBase64": _Builtin(lambda s: base64.b64encode(_string_arg(s).encode()).decode(), 1, 1),
+        "fromBase64": _Builtin(_builtin_from_base64, 1, 1),
+        "keys": _Builtin(_builtin_keys, 1, 1),
+        "values": _Builtin(_builtin_values, 1, 1),
+        "first": _Builtin(_builtin_first, 1, 1),
+        "last": _Builtin(_builtin_last, 1, 1),
+        "get": _Builtin(_builtin_get, 2, 2),
+        "quote": _Builtin(_builtin_quote, 1, 1),
+    }
+)
+
+
+# --- interpreter -----------------------------------------------------------
+
+
+def _equal(left: Any, right: Any) -> bool:
+    # expr-lang equality: numbers by value across int/float, no bool/number mixing.
+    if left is None or right is None:
+        return left is None and right is None
+    if isinstance(left, bool) or isinstance(right, bool):
+        return isinstance(left, bool) and isinstance(right, bool) and left == right
+    if _is_number(left) and _is_number(right):
+        return bool(left == right)
+    if isinstance(left, str) or isinstance(right, str):
+        return isinstance(left, str) and isinstance(right, str) and left == right
+    if _is_list(left) and _is_list(right):
+        return len(left) == len(right) and all(map(_equal, left, right))
+    if isinstance(left, Mapping) and isinstance(right, Mapping):
+        return left.keys() == right.keys() and all(_equal(left[k], right[k]) for k in left)
+    if _is_plain(left) or _is_plain(right):
+        return False
+    try:
+        return bool(left == right)
+    except Exception:
+        return False
+
+
+def _fetch(obj: Any, key: Any, subject: str, *, dot: bool) -> Any:
+    """``obj.key`` or ``obj[key]``: nil for a missing map key, an error otherwise."""
+    if isinstance(obj, Mapping):
+        try:
+            return obj.get(key)
+        except TypeError:
+            raise _EvalError(f"cannot index map with {_describe(key)}") from None
+    if obj is None:
+        if dot:
+            raise _EvalError(f'{_quoted(subject)} is nil, so it has no field "{key}"')
+        raise _EvalError(f"cannot index nil ({_quoted(subject)} is nil)")
+    if _is_list(obj) or isinstance(obj, str):
+        kind = _type_name(obj)
+        if dot:
+            raise _EvalError(f'{_quoted(subject)} ({kind}) has no field "{key}"')
+        if not isinstance(key, int) or isinstance(key, bool):
+            raise _EvalError(f"cannot index {kind} with {_describe(key)}")
+        index = key + len(obj) if key < 0 else key
+        if not 0 <= index < len(obj):
+            raise _EvalError(f"index {key} out of range for {kind} of length {len(obj)}")
+        return obj[index]
+    if _is_plain(obj):
+        if dot:
+            raise _EvalError(f'{_quoted(subject)} ({_type_name(obj)}) has no field "{key}"')
+        raise _EvalError(f"cannot index {_type_name(obj)} with {_describe(key)}")
+    # Any other object: its public attributes, as expr-lang reads exported struct fields.
+    if not isinstance(key, str) or key.startswith("_"):
+        raise _EvalError(f"cannot index {_type_name(obj)} with {_describe(key)}")
+    try:
+        return getattr(obj, key)
+    except AttributeError:
+        raise _EvalError(f'{_quoted(subject)} has no field "{key}"') from None
+    except Exception as err:  # a property that failed
+        raise _EvalError(f"{_quoted(subject)}.{key}: {err}") from err
+
+
+def _slice(obj: Any, start: Any, stop: Any, subject: str) -> Any:
+    if not (_is_list(obj) or isinstance(obj, str)):
+        raise _EvalError(f"cannot slice {_type_name(obj)} ({_quoted(subject)})")
+    for bound in (start, stop):
+        if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
+            raise _EvalError(f"slice bounds must be ints, not {_type_name(bound)}")
+    result = obj[start:stop]
+    return list(result) if isinstance(result, tuple) else result
+
+
+class _Interpreter:
+    def __init__(self, env: Mapping[str, Any]) -> None:
+        self.env = env
+
+    def eval(self, node: Node) -> Any:
+        match node:
+            case Literal(value=value):
+                return value
+            case Name(name=name):
+                if name in self.env:
+                    return self.env[name]
+                raise _EvalError(f"unknown name {_quoted(name)}")
+            case Member(obj=obj, key=key, optional=optional, dot=dot):
+                target = self.eval(obj)
+                if target is None and optional:
+                    raise _NilChain
+                return _fetch(target, self.eval(key), _unparse(obj), dot=dot)
+            case SliceNode(obj=obj, start=start, stop=stop):
+                return _slice(
+                    self.eval(obj),
+                    None if start is None else self.eval(start),
+                    None if stop is None else self.eval(stop),
+                    _unparse(obj),
+                )
+            case Chain(node=inner):
+                try:
+                    return self.eval(inner)
+                except _NilChain:
+                    return None
+            case Call(callee=callee, args=args):
+                return self._call(callee, args)
+            case ArrayNode(items=items):
+                return [self.eval(item) for item in items]
+            case MapNode(pairs=pairs):
+                return self._map(pairs)
+            case Unary(op=op, operand=operand):
+                return self._unary(op, self.eval(operand))
+            case Binary(op=op, left=left, right=right):
+                return self._binary(op, left, right)
+            case Conditional(cond=cond, then=then, otherwise=otherwise):
+                test = self.eval(cond)
+                if not isinstance(test, bool):
+                    raise _EvalError(f"condition of ?: must be a bool, not {_type_name(test)}")
+                return self.eval(then if test else otherwise)
+        raise _EvalError(f"cannot evaluate {type(node).__name__}")
+
+    def _map(self, pairs: tuple[tuple[Node, Node], ...]) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        for key_node, value_node in pairs:
+            key = self.eval(key_node)
+            try:
+                result[key] = self.eval(value_node)
+            except TypeError:
+                raise _EvalError(f"cannot use {_type_name(key)} as a map key") from None
+        return result
+
+    def _call(self, callee: Node, arg_nodes: tuple[Node, ...]) -> Any:
+        name = _unparse(callee)
+        builtin: _Builtin | None = None
+        if isinstance(callee, Name) and callee.name not in self.env:
+            builtin = _BUILTINS.get(callee.name)
+            if builtin is None:
+                raise _EvalError(f"unknown name {_quoted(callee.name)}")
+            function = builtin.function
+        else:
+            function = self.eval(callee)
+            if not callable(function):
+                raise _EvalError(
+                    f"{_quoted(name)} is not a function (it is {_type_name(function)})"
+                )
+        args = [self.eval(arg) for arg in arg_nodes]
+        if builtin is not None and not builtin.min_args <= len(args) <= builtin.max_args:
+            expected = (
+                f"{builtin.min_args} argument{'' if builtin.min_args == 1 else 's'}"
+                if builtin.min_args == builtin.max_args
+                else f"{builtin.min_args} to {builtin.max_args} arguments"
+            )
+            raise _EvalError(f"{name}: expected {expected}, got {len(args)}")
+        try:
+            return function(*args)
+        except _EvalError as err:
+            raise _EvalError(f"{name}: {err}") from err.__cause__
+        except Exception as err:
+            # A function from the env (imageFrom, commitFrom, ...) failed: say which.
+            raise _EvalError(f"{name}: {err}") from err
+
+    def _unary(self, op: str, value: Any) -> Any:
+        if op in ("!", "not"):
+            if not isinstance(value, bool):
+                raise _EvalError(f"invalid operation: {op} on {_type_name(value)}")
+            return not value
+        if not _is_number(value):
+            raise _EvalError(f"invalid operation: {op} on {_type_name(value)}")
+        if op == "-":
+            return _int64(-value) if isinstance(value, int) else -value
+        return value
+
+    def _binary(self, op: str, left_node: Node, right_node: Node) -> Any:
+        if op in ("&&", "and", "||", "or"):
+            return self._logical(op, left_node, right_node)
+        if op == "??":
+            left = self._coalesce_left(left_node)
+            return self.eval(right_node) if left is None else left
+        left = self.eval(left_node)
+        right = self.eval(right_node)
+        if op == "==":
+            return _equal(left, right)
+        if op == "!=":
+            return not _equal(left, right)
+        if op in ("<", "<=", ">", ">="):
+            return self._compare(op, left, right)
+        if op in ("+", "-", "*", "/", "%", "**", "^"):
+            return self._arithmetic(op, left, right)
+        if op == "..":
+            return self._range(left, right)
+        if op == "in":
+            return self._in(left, right)
+        return self._string_operator(op, left, right)
+
+    def _logical(self, op: str, left_node: Node, right_node: Node) -> bool:
+        left = self.eval(left_node)
+        if not isinstance(left, bool):
+            raise _EvalError(f"invalid operation: {op} on {_type_name(left)} (needs bools)")
+        if (op in ("&&", "and")) != left:  # short-circuit: false && x, true || x
+            return left
+        right = self.eval(right_node)
+        if not isinstance(right, bool):
+            raise _EvalError(f"invalid operation: {op} on {_type_name(right)} (needs bools)")
+        return right
+
+    def _coalesce_left(self, node: Node) -> Any:
+        # A bare unknown name on the left of ?? is nil, as it is in Kargo.
+        if isinstance(node, Name) and node.name not in self.env:
+            return None
+        return self.eval(node)
+
+    @staticmethod
+    def _mismatch(op: str, left: Any, right: Any) -> _EvalError:
+        return _EvalError(f"invalid operation: {_type_name(left)} {op} {_type_name(right)}")
+
+    def _compare(self, op: str, left: Any, right: Any) -> bool:
+        if not (
+            (_is_number(left) and _is_number(right))
+            or (isinstance(left, str) and isinstance(right, str))
+        ):
+            raise self._mismatch(op, left, right)
+        if op == "<":
+            return bool(left < right)
+        if op == "<=":
+            return bool(left <= right)
+        if op == ">":
+            return bool(left > right)
+        return bool(left >= right)
+
+    def _arithmetic(self, op: str, left: Any, right: Any) -> Any:
+        if op == "+":
+            if isinstance(left, str) and isinstance(right, str):
+                return left + right
+            if _is_list(left) and _is_list(right):
+                return [*left, *right]
+        if not (_is_number(left) and _is_number(right)):
+            raise self._mismatch(op, left, right)
+        both_int = isinstance(left, int) and isinstance(right, int)
+        if op in ("+", "-", "*"):
+            result = left + right if op == "+" else left - right if op == "-" else left * right
+            return _int64(result) if both_int else result
+        if op == "/":  # always a float in expr-lang
+            if right == 0:
+                raise _EvalError("division by zero")
+            return float(left) / float(right)
+        if op == "%":
+            if not both_int:
+                raise self._mismatch(op, left, right)
+            if right == 0:
+                raise _EvalError("integer divide by zero")
+            remainder = abs(left) % abs(right)  # Go truncates: the sign follows the dividend
+            return -remainder if left < 0 else remainder
+        try:  # ** and ^ are always floats in expr-lang
+            return math.pow(float(left), float(right))
+        except OverflowError:
+            raise _EvalError(f"{_describe(left)} {op} {_describe(right)} is too large") from None
+        except ValueError:
+            raise _EvalError(
+                f"{_describe(left)} {op} {_describe(right)} is not a real number"
+            ) from None
+
+    def _range(self, left: Any, right: Any) -> list[int]:
+        if (
+            not (isinstance(left, int) and isinstance(right, int))
+            or isinstance(left, bool)
+            or isinstance(right, bool)
+        ):
+            raise self._mismatch("..", left, right)
+        if right - left >= _MAX_RANGE:
+            raise _EvalError(f"range {left}..{right} has more than {_MAX_RANGE} elements")
+        return list(range(left, right + 1))
+
+    def _in(self, left: Any, right: Any) -> bool:
+        if right is None:
+            return False
+        if _is_list(right):
+            return any(_equal(left, item) for item in right)
+        if isinstance(right, Mapping):
+            try:
+                return left in right
+            except TypeError:
+                raise _EvalError(f"cannot use {_type_name(left)} as a map key") from None
+        if not _is_plain(right) and isinstance(left, str):
+            return not left.startswith("_") and hasattr(right, left)
+        raise self._mismatch("in", left, right)
+
+    def _string_operator(self, op: str, left: Any, right: Any) -> bool:
+        if not (isinstance(left, str) and isinstance(right, str)):
+            raise self._mismatch(op, left, right)
+        if op == "contains":
+            return right in left
+        if op == "startsWith":
+            return left.startswith(right)
+        if op == "endsWith":
+            return left.endswith(right)
+        try:  # matches: an unanchored search, like Go's regexp.MatchString
+            return re.search(right, left) is not None
+        except re.error as err:
+            raise _EvalError(f"invalid regular expression {_describe(right)}: {err}") from None
+
+
+def evaluate(expression: str, env: Mapping[str, Any]) -> Any:
+    """Evaluate one bare expression (no ``${{ }}``) against ``env``.
+
+    Names resolve in ``env`` first, then among the builtins (``len``, ``upper``,
+    ``quote``, ``toJSON``, ...). Raises :class:`ExpressionError` naming the
+    expression and what went wrong.
+    """
+    node = parse(expression)
+    try:
+        return _Interpreter(env).eval(node)
+    except _EvalError as err:
+        raise ExpressionError(f"expression {_quoted(expression)}: {err}") from err.__cause__
+    except _NilChain:  # pragma: no cover - every optional access sits inside a Chain
+        return None
+    except RecursionError:
+        raise ExpressionError(
+            f"expression {_quoted(expression)}: too deeply nested to evaluate"
+        ) from None
+
+
+# --- templates -------------------------------------------------------------
+
+_OPEN = "${{"
+_CLOSE = "}}"
+
+
+def _segments(template: str) -> Iterator[tuple[bool, str]]:
+    """Split ``template`` into (is_expression, text) parts.
+
+    The closing ``}}`` is the first one outside string literals and outside a
+    map literal's braces, so ``${{ {"a": {"b": 1}} }}`` is one expression.
+    """
+    pos = 0
+    while True:
+        start = template.find(_OPEN, pos)
+        if start < 0:
+            if pos < len(template):
+                yield False, template[pos:]
+            return
+        if start > pos:
+            yield False, template[pos:start]
+        end = _closing(template, start + len(_OPEN))
+        if end < 0:
+            raise ExpressionError(
+                f"template {_quoted(template)}: {_OPEN} at "
+                f"{_location(template, start)} is never closed with {_CLOSE}"
+            )
+        yield True, template[start + len(_OPEN) : end]
+        pos = end + len(_CLOSE)
+
+
+def _closing(template: str, pos: int) -> int:
+    depth = 0
+    quote = ""
+    while pos < len(template):
+        char = template[pos]
+        if quote:
+            if char == "\\" and quote != "`":
+                pos += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"`":
+            quote = char
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            if depth == 0 and template.startswith(_CLOSE, pos):
+                return pos
+            depth = max(0, depth - 1)
+        pos += 1
+    return -1
+
+
+def _strip_quotes(value: Any) -> Any:
+    # Kargo: a result wrapped in double quotes was quoted on purpose (quote()),
+    # so the quotes come off and the text stays a string.
+    if isinstance(value, str) and len(value) > 1 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def render_string(template: str, env: Mapping[str, Any]) -> Any:
+    """Render one string that may hold ``${{ expr }}`` expressions.
+
+    - No ``${{`` in it: returned unchanged.
+    - Exactly one expression and nothing else (surrounding whitespace aside):
+      the raw evaluated value, so ``${{ 3 }}`` is the int 3 and
+      ``${{ vars.list }}`` a list.
+    - Text mixed with expressions: a string, each result interpolated as
+      text the way Kargo does (Go's JSON encoding for non-strings): strings
+      as-is, nil as ``null``, bools as ``true``/``false``, numbers in their
+      plain form (``3``, ``1.5``, an integral float without ``.0``), lists and
+      maps as compact JSON with sorted keys.
+    - In both cases, as in Kargo, a string result wrapped in double quotes
+      loses them: ``${{ quote(true) }}`` is the string ``true``, which is how
+      a user forces a string where YAML would read a bool or number.
+
+    Raises :class:`ExpressionError` for an unclosed ``${{`` or a failing expression.
+    """
+    if _OPEN not in template:
+        return template
+    segments = list(_segments(template))
+    expressions = [text for is_expression, text in segments if is_expression]
+    if len(expressions) == 1 and all(
+        is_expression or not text.strip() for is_expression, text in segments
+    ):
+        return _strip_quotes(evaluate(expressions[0].strip(), env))
+    parts: list[str] = []
+    for is_expression, text in segments:
+        if not is_expression:
+            parts.append(text)
+            continue
+        expression = text.strip()
+        value = evaluate(expression, env)
+        try:
+            parts.append(_to_text(value))
+        except _EvalError as err:
+            raise ExpressionError(f"expression {_quoted(expression)}: {err}") from None
+        except RecursionError:
+            raise ExpressionError(
+                f"expression {_quoted(expression)}: value is nested too deeply"
+            ) from None
+    return _strip_quotes("".join(parts))
+
+
+def render(value: Any, env: Mapping[str, Any]) -> Any:
+    """Render every string inside ``value`` with :func:`render_string`.
+
+    Dicts and lists are walked recursively and rebuilt (keys are not rendered);
+    other values are returned as they are.
+    """
+    if isinstance(value, str):
+        return render_string(value, env)
+    if isinstance(value, Mapping):
+        return {key: render(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render(item, env) for item in value]
+    if isinstance(value, tuple):
+        return tuple(render(item, env) for item in value)
+    return value

@@ -1,0 +1,319 @@
+"""The Freight ID rule and Freight aliases: the one place that knows them.
+
+A Freight ID is Kargo's (``pkg/api.GenerateFreightID`` at the commit pinned in
+REFERENCE.md), so Freight a Kargo user already has keeps its name:
+
+- each artifact becomes one string:
+
+  - commit: ``<normalized git URL>:<tag>:<id>``, or ``<normalized git URL>:<id>``
+    when it has no tag (a commit re-tagged later is new Freight);
+  - image: ``<repoURL>:<tag>@<digest>`` (both, so a moved tag or a re-tagged
+    digest is new Freight; the URL is used as written);
+  - chart: ``path.Join(<normalized chart URL>, <name>):<version>``;
+  - generic artifact: ``<artifactType>:<subscriptionName>:<version>``;
+
+  and commit, image and chart strings get ``:<subscriptionName>`` appended when
+  the artifact names its subscription;
+- the strings are sorted, joined with ``|``, prefixed with ``<origin kind>/<origin
+  name>:``, and the ID is the hex SHA-1 of that.
+
+URL normalization follows Kargo's ``pkg/urls``: git URLs are lower-cased,
+lose user info (http/s), a trailing ``/`` and ``.git``, and SCP-style
+``git@host:path`` becomes ``ssh://git@host/path``; chart URLs are lower-cased,
+lose ``oci://``, and Docker Hub names lose ``docker.io``/``library/``.
+
+Aliases (``wise-otter``) are derived from the ID by :func:`freight_alias`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Iterable
+from urllib.parse import urlsplit
+
+from freightline.resources import ArtifactReference, Chart, Freight, FreightOrigin, GitCommit, Image
+
+__all__ = [
+    "freight_alias",
+    "freight_id",
+    "freight_id_preimage",
+    "normalize_chart_url",
+    "normalize_git_url",
+    "normalize_image_url",
+]
+
+
+# --- the ID ------------------------------------------------------------------------------------
+
+
+def freight_id(
+    freight_or_origin: Freight | FreightOrigin,
+    images: Iterable[Image] = (),
+    commits: Iterable[GitCommit] = (),
+    charts: Iterable[Chart] = (),
+    artifacts: Iterable[ArtifactReference] = (),
+) -> str:
+    """The Freight ID (hex SHA-1) of a Freight, or of an origin plus its artifacts.
+
+    The order of the artifacts does not matter.
+    """
+    preimage = freight_id_preimage(freight_or_origin, images, commits, charts, artifacts)
+    # SHA-1 names Freight (as in Kargo); it is an identifier, not a security measure.
+    return hashlib.sha1(preimage.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def freight_id_preimage(
+    freight_or_origin: Freight | FreightOrigin,
+    images: Iterable[Image] = (),
+    commits: Iterable[GitCommit] = (),
+    charts: Iterable[Chart] = (),
+    artifacts: Iterable[ArtifactReference] = (),
+) -> str:
+    """The exact string whose SHA-1 is the Freight ID (useful to explain an ID)."""
+    if isinstance(freight_or_origin, Freight):
+        freight = freight_or_origin
+        origin = freight.origin
+        images = freight.images or ()
+        commits = freight.commits or ()
+        charts = freight.charts or ()
+        artifacts = freight.artifacts or ()
+    else:
+        origin = freight_or_origin
+    parts = [_commit_part(c) for c in commits]
+    parts += [_image_part(i) for i in images]
+    parts += [_chart_part(c) for c in charts]
+    parts += [_artifact_part(a) for a in artifacts]
+    # Code-point order equals Go's byte order for UTF-8 strings.
+    parts.sort()
+    return f"{origin.kind}/{origin.name}:{'|'.join(parts)}"
+
+
+def _with_subscription(base: str, subscription_name: str | None) -> str:
+    return f"{base}:{subscription_name}" if subscription_name else base
+
+
+def _commit_part(commit: GitCommit) -> str:
+    url = normalize_git_url(commit.repo_url or "")
+    # A tag is part of a commit's identity: re-tagging a commit makes new Freight.
+    base = f"{url}:{commit.tag}:{commit.id or ''}" if commit.tag else f"{url}:{commit.id or ''}"
+    return _with_subscription(base, commit.subscription_name)
+
+
+def _image_part(image: Image) -> str:
+    base = f"{image.repo_url or ''}:{image.tag or ''}@{image.digest or ''}"
+    return _with_subscription(base, image.subscription_name)
+
+
+def _chart_part(chart: Chart) -> str:
+    location = _go_path_join(normalize_chart_url(chart.repo_url or ""), chart.name or "")
+    return _with_subscription(f"{location}:{chart.version or ''}", chart.subscription_name)
+
+
+def _artifact_part(artifact: ArtifactReference) -> str:
+    return f"{artifact.artifact_type or ''}:{artifact.subscription_name}:{artifact.version}"
+
+
+# --- URL normalization (Kargo's pkg/urls) ------------------------------------------------------
+
+
+def _sanitize(url: str) -> str:
+    """Drop non-printable characters anywhere (BOMs, zero-width spaces) and trim."""
+    return "".join(ch for ch in url if ch.isprintable()).strip()
+
+
+_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9\-._~%!$&'()*+,;=]*)(:\d*)?$")
+_BAD_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
+
+
+def _url_parses(netloc: str, rest: str) -> bool:
+    """Whether Go's url.Parse would accept a URL with this authority and remainder."""
+    host = netloc.rsplit("@", 1)[-1]
+    if _HOST.match(host) is None:
+        return False
+    return _BAD_ESCAPE.search(rest) is None and " " not in rest
+
+
+def _rebuild(scheme: str, netloc: str, path: str, query: str, fragment: str) -> str:
+    out = f"{scheme}:" if scheme else ""
+    if scheme or netloc:
+        out += f"//{netloc}"
+    out += path
+    if query:
+        out += f"?{query}"
+    if fragment:
+        out += f"#{fragment}"
+    return out
+
+
+def _trim_repo_path(path: str) -> str:
+    return path.removesuffix("/").removesuffix(".git")
+
+
+_SCP_SYNTAX = re.compile(r"^((?:[\w-]+@)?[\w-]+(?:\.[\w-]+)*)(?::(.*))?$")
+
+
+def normalize_git_url(repo: str) -> str:
+    """Kargo's canonical form of a git URL (``https://github.com/a/b.git/`` -> ``.../a/b``).
+
+    A URL it cannot normalize is returned unchanged.
+    """
+    original = repo
+    repo = _sanitize(repo.lower())
+    if repo.startswith(("http://", "https://", "ssh://")):
+        parts = urlsplit(repo)
+        if parts.query or not _url_parses(parts.netloc, parts.path + parts.fragment):
+            return original
+        netloc = parts.netloc
+        if parts.scheme != "ssh":
+            netloc = netloc.rsplit("@", 1)[-1]  # user info is dropped for http(s) only
+        path = _trim_repo_path(parts.path)
+        return _rebuild(parts.scheme, netloc, path, "", parts.fragment)
+    match = _SCP_SYNTAX.match(repo)
+    if match is None:
+        return original
+    user_host, path = match.group(1), match.group(2) or ""
+    path_parts = urlsplit(path)
+    if not _url_parses(path_parts.netloc, path_parts.path + path_parts.query):
+        return original
+    trimmed = _rebuild(
+        path_parts.scheme,
+        path_parts.netloc,
+        _trim_repo_path(path_parts.path),
+        path_parts.query,
+        path_parts.fragment,
+    )
+    return f"ssh://{user_host}/{trimmed}" if trimmed else f"ssh://{user_host}"
+
+
+def normalize_chart_url(repo: str) -> str:
+    """Kargo's canonical form of a chart repository URL (no ``oci://``, lower case)."""
+    sanitized = _sanitize(repo)
+    return normalize_image_url(sanitized.lower().removeprefix("oci://"))
+
+
+_REPOSITORY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-./")
+_TAG = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DOCKER_HUB = ("index.docker.io", "registry-1.docker.io")
+
+
+def normalize_image_url(repo_url: str) -> str:
+    """Kargo's canonical form of an image repository (``docker.io/library/nginx`` -> ``nginx``).
+
+    Tags and digests are dropped; a name that does not parse is returned unchanged.
+    """
+    original = repo_url
+    name = _sanitize(repo_url.lower())
+    parsed = _parse_image_reference(name)
+    if parsed is None:
+        return original
+    registry, repository = parsed
+    if registry in _DOCKER_HUB:
+        return repository.removeprefix("library/")
+    return f"{registry}/{repository}"
+
+
+def _parse_image_reference(name: str) -> tuple[str, str] | None:
+    """(registry, repository) as go-containerregistry's weak parsing finds them, or None."""
+    if "@" in name:
+        base, _, digest = name.partition("@")
+        if "@" in digest or _DIGEST.match(digest) is None:
+            return None
+        name = base
+    segments = name.split(":")
+    if len(segments) > 1 and "/" not in segments[-1]:
+        if _TAG.match(segments[-1]) is None:
+            return None
+        name = ":".join(segments[:-1])
+    if not name:
+        return None
+    registry = ""
+    repository = name
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first):
+        registry, repository = first, rest
+    if not 2 <= len(repository) <= 255 or not set(repository) <= _REPOSITORY_CHARS:
+        return None
+    if registry and (_HOST.match(registry) is None or "@" in registry):
+        return None
+    if registry in ("", "docker.io"):
+        registry = "index.docker.io"
+    if registry == "index.docker.io" and "/" not in repository:
+        repository = f"library/{repository}"
+    return registry, repository
+
+
+def _go_path_join(*elements: str) -> str:
+    """Go's ``path.Join``: join the non-empty elements with ``/`` and clean the result."""
+    joined = "/".join(e for e in elements if e)
+    if not joined:
+        return ""
+    rooted = joined.startswith("/")
+    out: list[str] = []
+    for segment in joined.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if out and out[-1] != "..":
+                out.pop()
+            elif not rooted:
+                out.append("..")
+            continue
+        out.append(segment)
+    cleaned = ("/" if rooted else "") + "/".join(out)
+    return cleaned or "."
+
+
+# --- aliases -----------------------------------------------------------------------------------
+
+_ADJECTIVES = (
+    "able", "agile", "amber", "ample", "azure", "balmy", "bold", "brave", "breezy", "bright",
+    "brisk", "calm", "candid", "cheery", "civic", "clever", "cosmic", "cozy", "crisp", "curious",
+    "dapper", "daring", "deft", "eager", "earnest", "easy", "elated", "epic", "fair", "fancy",
+    "fearless", "fierce", "fleet", "fluffy", "frank", "free", "fresh", "friendly", "frosty",
+    "gentle", "giddy", "glad", "golden", "graceful", "grand", "hardy", "hasty", "hearty",
+    "honest", "humble", "jolly", "jovial", "joyful", "keen", "kind", "lively", "loyal", "lucky",
+    "lunar", "mellow", "merry", "mighty", "misty", "modest", "nimble", "noble", "peppy", "perky",
+    "plucky", "polite", "proud", "quick", "quiet", "radiant", "rapid", "ready", "regal", "robust",
+    "rosy", "rustic", "sage", "serene", "sharp", "shiny", "silent", "sleek", "smart", "snappy",
+    "solar", "spry", "steady", "stellar", "sturdy", "sunny", "swift", "tidy", "trusty", "vivid",
+    "warm", "witty", "wise", "zesty",
+)  # fmt: skip
+
+_ANIMALS = (
+    "alpaca", "ant", "badger", "bat", "bear", "beaver", "bison", "bobcat", "buffalo", "camel",
+    "caribou", "cat", "cheetah", "chipmunk", "cobra", "condor", "cougar", "coyote", "crab",
+    "crane", "crow", "deer", "dingo", "dolphin", "donkey", "dove", "duck", "eagle", "eel",
+    "elk", "emu", "falcon", "ferret", "finch", "fox", "frog", "gazelle", "gecko", "gibbon",
+    "giraffe", "goat", "goose", "gopher", "gorilla", "hare", "hawk", "hedgehog", "heron",
+    "hippo", "horse", "ibex", "ibis", "iguana", "impala", "jackal", "jaguar", "kestrel",
+    "kiwi", "koala", "lemur", "leopard", "lion", "llama", "lynx", "magpie", "marmot", "meerkat",
+    "mink", "mole", "moose", "narwhal", "newt", "ocelot", "octopus", "orca", "otter", "owl",
+    "panda", "panther", "parrot", "pelican", "penguin", "puffin", "quail", "rabbit", "raccoon",
+    "raven", "robin", "salmon", "seal", "shark", "sloth", "sparrow", "squid", "stork", "swan",
+    "tapir", "tiger", "toucan", "turtle", "walrus", "weasel", "whale", "wolf", "wombat", "yak",
+    "zebra",
+)  # fmt: skip
+
+
+def freight_alias(freight_id: str, taken: Collection[str] = ()) -> str:
+    """A human alias like ``wise-otter``, derived from a Freight ID.
+
+    Pure and deterministic. When the alias is in ``taken`` (aliases already used
+    in the project), the next candidate in a fixed sequence is tried, so
+    Freight created in the same order always gets the same aliases.
+    """
+    attempt = 0
+    while True:
+        seed = freight_id if attempt == 0 else f"{freight_id}#{attempt}"
+        digest = hashlib.sha256(seed.encode("utf-8")).digest()
+        adjective = _ADJECTIVES[int.from_bytes(digest[:8], "big") % len(_ADJECTIVES)]
+        animal = _ANIMALS[int.from_bytes(digest[8:16], "big") % len(_ANIMALS)]
+        alias = f"{adjective}-{animal}"
+        if attempt >= 100:
+            # 10,000 words pairs can run out in a large project: number the alias.
+            alias = f"{alias}-{attempt}"
+        if alias not in taken:
+            return alias
+        attempt += 1

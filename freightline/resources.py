@@ -1,0 +1,897 @@
+"""Pydantic models of the resources Freightline is configured with.
+
+The kinds, field names, defaults, enums and bounds follow Kargo's CRDs
+(``kargo.akuity.io/v1alpha1``: Project, ProjectConfig, Warehouse, Stage,
+PromotionTask, Freight, Promotion) and Argo Rollouts' ``AnalysisTemplate``
+(``argoproj.io/v1alpha1``), so a Kargo user's manifests load unchanged.
+
+Conventions:
+
+- Python attributes are snake_case; the camelCase spelling of the manifests
+  is the alias (``repo_url`` <-> ``repoURL``). Both are accepted on input;
+  dump with ``by_alias=True`` to get manifest-shaped JSON back.
+- Unknown fields are errors (``extra="forbid"``), except inside
+  ``metadata``, where Kubernetes bookkeeping (uid, creationTimestamp, ...)
+  is tolerated and kept.
+- Durations stay strings (``5m0s``) but must parse with
+  :func:`parse_duration`.
+- Status sub-resources are not modelled: Freightline keeps state in its
+  workflows, not in the documents.
+
+Every model round-trips through JSON:
+``Model.model_validate(m.model_dump(mode="json", by_alias=True, exclude_none=True)) == m``,
+which is how they travel through Temporal's pydantic data converter.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import re
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+KARGO_API_VERSION: Final = "kargo.akuity.io/v1alpha1"
+ARGO_ROLLOUTS_API_VERSION: Final = "argoproj.io/v1alpha1"
+
+# --- durations --------------------------------------------------------------------------------
+
+_DURATION_UNITS: dict[str, float] = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,  # Go accepts both micro signs (U+00B5 and U+03BC)
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    """Parse a Go duration (``5m0s``, ``1h``, ``30s``, ``1.5h``, ``250ms``, ``0``).
+
+    Raises ValueError with a message that names the accepted syntax.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected a duration string like 5m0s, got {text!r}")
+    if text == "0":
+        return datetime.timedelta(0)
+    pos = 0
+    seconds = 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos == 0 or pos != len(text):
+        raise ValueError(
+            f'invalid duration "{text}": expected a Go duration such as 5m0s, 1h, 30s or 250ms '
+            "(numbers each followed by a unit: h, m, s, ms, us, ns)"
+        )
+    return datetime.timedelta(seconds=seconds)
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+"""A Go duration string, validated by :func:`parse_duration`."""
+
+# Kubernetes object names (DNS-1123 subdomain), as in Kargo's CRD patterns.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+VAR_NAME_PATTERN = r"^[a-zA-Z_]\w*$"
+VarName = Annotated[str, Field(min_length=1, pattern=VAR_NAME_PATTERN)]
+
+# --- base classes ------------------------------------------------------------------------------
+
+
+class KargoModel(BaseModel):
+    """Base of every nested model: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+
+class ObjectMeta(BaseModel):
+    """``metadata``: the fields Freightline reads; other Kubernetes fields are kept as-is."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    name: ResourceName
+    namespace: ResourceName | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class FreightMeta(ObjectMeta):
+    """Freight ``metadata``: the name is the Freight ID, computed when left out."""
+
+    name: str = ""
+
+
+class SourceLocation:
+    """Where a resource was read from (file, 1-based document index and line).
+
+    ``node`` is the parsed YAML document (ruamel), kept so later checks can
+    point at the exact line of a field. Not part of the resource's value: it is
+    never serialised and is ignored by equality.
+    """
+
+    __slots__ = ("document", "file", "line", "node")
+
+    def __init__(self, file: str, document: int, line: int, node: Any = None) -> None:
+        self.file = file
+        self.document = document
+        self.line = line
+        self.node = node
+
+    def __repr__(self) -> str:
+        return f"SourceLocation({self.file}:{self.line}, document {self.document})"
+
+
+class ResourceBase(KargoModel):
+    """Base of every top-level kind (``apiVersion``, ``kind``, ``metadata``)."""
+
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    metadata: ObjectMeta
+
+    _source: SourceLocation | None = PrivateAttr(default=None)
+
+    @property
+    def name(self) -> str:
+        """``metadata.name``."""
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str | None:
+        """``metadata.namespace``: the Project this resource belongs to."""
+        return self.metadata.namespace
+
+    @property
+    def source(self) -> SourceLocation | None:
+        """Where this resource was loaded from, if it was loaded from a file."""
+        return self._source
+
+    def set_source(self, source: SourceLocation | None) -> None:
+        """Record where this resource was loaded from (used by the loader)."""
+        self._source = source
+
+    def __eq__(self, other: object) -> bool:
+        # Where a document came from is not part of its value: compare fields only.
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return (
+            type(self) is type(other)
+            and self.__dict__ == other.__dict__
+            and self.__pydantic_extra__ == other.__pydantic_extra__
+        )
+
+
+# --- shared pieces -----------------------------------------------------------------------------
+
+
+class Var(KargoModel):
+    """A named value for ``${{ vars.name }}``."""
+
+    name: VarName
+    value: str | None = None
+
+
+class FreightOrigin(KargoModel):
+    """Where Freight comes from: at present always a Warehouse."""
+
+    kind: Literal["Warehouse"]
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+class LabelSelectorRequirement(KargoModel):
+    """One ``matchExpressions`` entry of a Kubernetes label selector."""
+
+    key: str
+    operator: str
+    values: list[str] | None = None
+
+
+class LabelSelector(KargoModel):
+    """A Kubernetes label selector."""
+
+    match_labels: dict[str, str] | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = None
+
+
+# --- promotion steps ---------------------------------------------------------------------------
+
+
+class PromotionTaskReference(KargoModel):
+    """``task``: a step that runs a PromotionTask's steps."""
+
+    name: ResourceName
+    kind: Literal["PromotionTask", "ClusterPromotionTask"] = "PromotionTask"
+
+
+class PromotionStepRetry(KargoModel):
+    """``retry``: how long and how often a failing step is retried."""
+
+    timeout: Duration | None = None
+    error_threshold: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+
+class PromotionStep(KargoModel):
+    """One promotion step: ``uses`` a built-in step, or runs a ``task``."""
+
+    uses: str | None = Field(default=None, min_length=1)
+    task: PromotionTaskReference | None = None
+    as_: str | None = Field(default=None, alias="as")
+    if_: str | None = Field(default=None, alias="if")
+    continue_on_error: bool | None = None
+    retry: PromotionStepRetry | None = None
+    vars: list[Var] | None = None
+    config: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _uses_or_task(self) -> PromotionStep:
+        if (self.uses is None) == (self.task is None):
+            raise ValueError('a step needs exactly one of "uses" or "task"')
+        if self.task is not None and (self.continue_on_error is not None or self.retry):
+            raise ValueError('a "task" step cannot set "continueOnError" or "retry"')
+        return self
+
+
+def _no_task(step: PromotionStep) -> PromotionStep:
+    if step.task is not None:
+        raise ValueError('steps here must use "uses"; a task cannot reference another task')
+    return step
+
+
+LeafPromotionStep = Annotated[PromotionStep, AfterValidator(_no_task)]
+"""A step that must be a built-in step (PromotionTask and Promotion steps)."""
+
+# --- Project, ProjectConfig --------------------------------------------------------------------
+
+
+class AutoRollback(KargoModel):
+    """``autoRollback``: roll back automatically on failed promotion or verification."""
+
+    on_promotion: list[Literal["Failed", "Errored"]] | None = Field(default=None, max_length=2)
+    on_verification: list[Literal["Failed", "Error"]] | None = Field(default=None, max_length=2)
+
+
+class StageSelector(KargoModel):
+    """Selects Stages by exact name (or ``regex:``/``glob:`` pattern) or labels."""
+
+    name: str | None = None
+    match_labels: dict[str, str] | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = None
+
+
+class PromotionPolicy(KargoModel):
+    """Whether a Stage (by name or selector) promotes new Freight automatically."""
+
+    stage: ResourceName | None = None
+    stage_selector: StageSelector | None = None
+    auto_promotion_enabled: bool | None = None
+    auto_rollback: AutoRollback | None = None
+
+    @model_validator(mode="after")
+    def _stage_or_selector(self) -> PromotionPolicy:
+        if (self.stage is None) == (self.stage_selector is None):
+            raise ValueError('a promotion policy needs exactly one of "stage" or "stageSelector"')
+        return self
+
+
+class PromotionWindow(KargoModel):
+    """A recurring window in which promotions are allowed or denied."""
+
+    kind: Literal["Allow", "Deny"]
+    name: ResourceName
+    dtstart: str | None = None
+    dtend: str | None = None
+    rrule: str | None = None
+    project_selector: StageSelector | None = None
+    stage_selector: StageSelector | None = None
+
+
+class Link(KargoModel):
+    """A UI link template for Freight or Stages."""
+
+    title: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    description: str | None = None
+    if_: str | None = Field(default=None, alias="if")
+
+
+class WebhookReceiver(KargoModel):
+    """A webhook receiver that refreshes Warehouses (kept for compatibility, config only)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: ResourceName
+
+
+class ProjectConfigSpec(KargoModel):
+    """``ProjectConfig.spec``."""
+
+    promotion_policies: list[PromotionPolicy] | None = None
+    promotion_windows: list[PromotionWindow] | None = None
+    freight_links: list[Link] | None = None
+    stage_links: list[Link] | None = None
+    webhook_receivers: list[WebhookReceiver] | None = None
+
+
+class ProjectSpec(KargoModel):
+    """Legacy ``Project.spec`` (Kargo before 1.3 kept promotion policies here)."""
+
+    promotion_policies: list[PromotionPolicy] | None = None
+
+
+class Project(ResourceBase):
+    """A namespace for one pipeline."""
+
+    api_version: Literal["kargo.akuity.io/v1alpha1"] = Field(
+        default=KARGO_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["Project"] = "Project"
+    spec: ProjectSpec | None = None
+
+
+class ProjectConfig(ResourceBase):
+    """Project-wide settings: promotion policies (auto-promotion), windows, links."""
+
+    api_version: Literal["kargo.akuity.io/v1alpha1"] = Field(
+        default=KARGO_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["ProjectConfig"] = "ProjectConfig"
+    spec: ProjectConfigSpec = Field(default_factory=ProjectConfigSpec)
+
+
+# --- Warehouse ---------------------------------------------------------------------------------
+
+IMAGE_REPO_URL_PATTERN = r"^(\w+([\.-]\w+)*(:[\d]+)?/)?(\w+([\.-]\w+)*)(/\w+([\.-]\w+)*)*$"
+GIT_REPO_URL_PATTERN = (
+    r"(?:^(ssh|https?|file)://(?:([\w-]+)(:(.+))?@)?([\w-]+(?:\.[\w-]+)*)?(?::(\d{1,5}))?(/.*)$)"
+    r"|(?:^([\w-]+)@([\w+]+(?:\.[\w-]+)*):(/?.*))$"
+)
+CHART_REPO_URL_PATTERN = r"^(((https?)|(oci))://)(([\w\d\.\-]+)(:([\d]+)?)?(/.*)*)$"
+_BRANCH = r"^[a-zA-Z0-9]([a-zA-Z0-9._\/-]*[a-zA-Z0-9_-])?$"
+
+DiscoveryLimit = Annotated[int, Field(ge=1, le=100)]
+
+
+class ImageSubscription(KargoModel):
+    """A subscription to a container image repository."""
+
+    repo_url: str = Field(alias="repoURL", min_length=1, pattern=IMAGE_REPO_URL_PATTERN)
+    image_selection_strategy: Literal["Digest", "Lexical", "NewestBuild", "SemVer"] = "SemVer"
+    strict_semvers: bool = True
+    constraint: str | None = None
+    allow_tags: str | None = None
+    allow_tags_regexes: list[str] | None = None
+    ignore_tags: list[str] | None = None
+    ignore_tags_regexes: list[str] | None = None
+    platform: str | None = Field(default=None, pattern=r"^\w+/\w+$")
+    insecure_skip_tls_verify: bool | None = Field(default=None, alias="insecureSkipTLSVerify")
+    discovery_limit: DiscoveryLimit = 20
+    cache_by_tag: bool = False
+
+
+class GitSubscription(KargoModel):
+    """A subscription to a git repository.
+
+    ``file://`` URLs are accepted as well (a Freightline extension, for local
+    repositories); Kargo accepts only http(s), ssh and SCP-style URLs.
+    """
+
+    repo_url: str = Field(alias="repoURL", min_length=1, pattern=GIT_REPO_URL_PATTERN)
+    commit_selection_strategy: Literal["NewestFromBranch", "SemVer", "Lexical", "NewestTag"] = (
+        "NewestFromBranch"
+    )
+    branch: str | None = Field(default=None, min_length=1, max_length=255, pattern=_BRANCH)
+    strict_semvers: bool = True
+    semver_constraint: str | None = None
+    allow_tags: str | None = None
+    allow_tags_regexes: list[str] | None = None
+    ignore_tags: list[str] | None = None
+    ignore_tags_regexes: list[str] | None = None
+    expression_filter: str | None = None
+    insecure_skip_tls_verify: bool | None = Field(default=None, alias="insecureSkipTLSVerify")
+    blobless: bool | None = None
+    include_paths: list[str] | None = None
+    exclude_paths: list[str] | None = None
+    discovery_limit: DiscoveryLimit = 20
+    since: datetime.datetime | None = None
+
+
+class ChartSubscription(KargoModel):
+    """A subscription to a Helm chart (HTTP repository + name, or an ``oci://`` repository)."""
+
+    repo_url: str = Field(alias="repoURL", min_length=1, pattern=CHART_REPO_URL_PATTERN)
+    name: str | None = None
+    semver_constraint: str | None = None
+    discovery_limit: DiscoveryLimit = 20
+    insecure_skip_tls_verify: bool | None = Field(default=None, alias="insecureSkipTLSVerify")
+
+
+class RepoSubscription(KargoModel):
+    """One entry of ``subscriptions``: exactly one of ``image``, ``git``, ``chart``."""
+
+    name: str | None = None
+    image: ImageSubscription | None = None
+    git: GitSubscription | None = None
+    chart: ChartSubscription | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RepoSubscription:
+        given = [k for k in ("image", "git", "chart") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                'a subscription needs exactly one of "image", "git" or "chart"'
+                + (f", got {', '.join(given)}" if given else "")
+            )
+        return self
+
+
+class FreightCreationCriteria(KargoModel):
+    """An expression new artifacts must satisfy before Freight is created automatically."""
+
+    expression: str | None = None
+
+
+class WarehouseSpec(KargoModel):
+    """``Warehouse.spec``."""
+
+    subscriptions: list[RepoSubscription] = Field(min_length=1)
+    interval: Duration = "5m0s"
+    freight_creation_policy: Literal["Automatic", "Manual"] = "Automatic"
+    freight_creation_criteria: FreightCreationCriteria | None = None
+    shard: str | None = None
+
+
+class Warehouse(ResourceBase):
+    """A source of Freight: subscriptions polled every ``interval``."""
+
+    api_version: Literal["kargo.akuity.io/v1alpha1"] = Field(
+        default=KARGO_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["Warehouse"] = "Warehouse"
+    spec: WarehouseSpec
+
+
+# --- PromotionTask -----------------------------------------------------------------------------
+
+
+class PromotionTaskSpec(KargoModel):
+    """``PromotionTask.spec``: vars (with defaults) and built-in steps."""
+
+    vars: list[Var] | None = None
+    steps: list[LeafPromotionStep] = Field(min_length=1)
+
+
+class PromotionTask(ResourceBase):
+    """A reusable list of promotion steps."""
+
+    api_version: Literal["kargo.akuity.io/v1alpha1"] = Field(
+        default=KARGO_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["PromotionTask"] = "PromotionTask"
+    spec: PromotionTaskSpec
+
+
+# --- Stage -------------------------------------------------------------------------------------
+
+
+class AutoPromotionOptions(KargoModel):
+    """How auto-promotion picks among available Freight."""
+
+    selection_policy: Literal["NewestFreight", "MatchUpstream"] | None = None
+
+
+class FreightSources(KargoModel):
+    """Where requested Freight may come from: its Warehouse directly, or upstream Stages."""
+
+    direct: bool | None = None
+    stages: list[str] | None = None
+    required_soak_time: Duration | None = None
+    availability_strategy: Literal["All", "OneOf", ""] | None = None
+    auto_promotion_options: AutoPromotionOptions | None = None
+
+
+class FreightRequest(KargoModel):
+    """One ``requestedFreight`` entry."""
+
+    origin: FreightOrigin
+    sources: FreightSources
+
+
+class PromotionTemplateSpec(KargoModel):
+    """``promotionTemplate.spec``."""
+
+    vars: list[Var] | None = None
+    steps: list[PromotionStep] | None = Field(default=None, min_length=1)
+
+
+class PromotionTemplate(KargoModel):
+    """``promotionTemplate``."""
+
+    spec: PromotionTemplateSpec
+
+
+class AnalysisTemplateReference(KargoModel):
+    """A reference to an AnalysisTemplate run during verification."""
+
+    name: str
+    kind: Literal["AnalysisTemplate", "ClusterAnalysisTemplate"] | None = None
+
+
+class AnalysisRunMetadata(KargoModel):
+    """Labels and annotations for the analysis run."""
+
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class AnalysisRunArgument(KargoModel):
+    """A value passed to the AnalysisTemplates' ``args``."""
+
+    name: str
+    value: str
+
+
+class Verification(KargoModel):
+    """How Freight is verified in a Stage after promotion."""
+
+    analysis_templates: list[AnalysisTemplateReference] | None = None
+    analysis_run_metadata: AnalysisRunMetadata | None = None
+    args: list[AnalysisRunArgument] | None = None
+
+
+class StageTargets(KargoModel):
+    """``targets``: label selectors of what a Stage deploys to."""
+
+    selectors: list[LabelSelector]
+
+
+class StageSpec(KargoModel):
+    """``Stage.spec``."""
+
+    requested_freight: list[FreightRequest] = Field(min_length=1)
+    promotion_template: PromotionTemplate | None = None
+    verification: Verification | None = None
+    vars: list[Var] | None = None
+    shard: str | None = None
+    targets: StageTargets | None = None
+
+
+class Stage(ResourceBase):
+    """A place Freight is promoted to: what it requests, how it is promoted and verified."""
+
+    api_version: Literal["kargo.akuity.io/v1alpha1"] = Field(
+        default=KARGO_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["Stage"] = "Stage"
+    spec: StageSpec
+
+
+# --- Freight -----------------------------------------------------------------------------------
+
+
+class Image(KargoModel):
+    """One container image version in Freight."""
+
+    repo_url: str | None = Field(default=None, alias="repoURL")
+    tag: str | None = None
+    digest: str | None = None
+    annotations: dict[str, str] | None = None
+    subscription_name: str | None = None
+
+
+class GitCommit(KargoModel):
+    """One git commit in Freight."""
+
+    repo_url: str | None = Field(default=None, alias="repoURL")
+    id: str | None = None
+    branch: str | None = None
+    tag: str | None = None
+    message: str | None = None
+    author: str | None = None
+    committer: str | None = None
+    subscription_name: str | None = None
+
+
+class Chart(KargoModel):
+    """One Helm chart version in Freight."""
+
+    repo_url: str | None = Field(default=None, alias="repoURL")
+    name: str | None = None
+    version: str | None = None
+    subscription_name: str | None = None
+
+
+class ArtifactReference(KargoModel):
+    """A version of a generic (non image/git/chart) artifact in Freight."""
+
+    artifact_type: str | None = Field(default=None, min_length=1)
+    subscription_name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+
+
+class Freight(ResourceBase):
+    """An immutable set of artifact versions; ``metadata.name`` is its ID."""
+
+    api_version: Literal["kargo.akuity.io/v1alpha1"] = Field(
+        default=KARGO_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["Freight"] = "Freight"
+    metadata: FreightMeta = Field(default_factory=FreightMeta)
+    alias: str | None = None
+    origin: FreightOrigin
+    images: list[Image] | None = None
+    commits: list[GitCommit] | None = None
+    charts: list[Chart] | None = None
+    artifacts: list[ArtifactReference] | None = None
+    discovered_at: datetime.datetime | None = None
+
+    @property
+    def id(self) -> str:
+        """The Freight ID (``metadata.name``)."""
+        return self.metadata.name
+
+    def computed_id(self) -> str:
+        """The ID Kargo's rule gives this Freight's contents (see ``freightline.freight``)."""
+        # Imported here because freightline.freight builds on these models.
+        from freightline.freight import freight_id
+
+        return freight_id(self)
+
+    def with_computed_name(self) -> Freight:
+        """A copy named by its computed ID, with a generated alias when it has none."""
+        from freightline.freight import freight_alias
+
+        new_id = self.computed_id()
+        metadata = self.metadata.model_copy(update={"name": new_id})
+        copy = self.model_copy(
+            update={"metadata": metadata, "alias": self.alias or freight_alias(new_id)}
+        )
+        copy.set_source(self.source)
+        return copy
+
+
+# --- Promotion ---------------------------------------------------------------------------------
+
+
+class PromotionSpec(KargoModel):
+    """``Promotion.spec``: one attempt to move one Freight into one Stage."""
+
+    stage: ResourceName
+    freight: ResourceName | None = None
+    origin: FreightOrigin | None = None
+    target: str | None = Field(default=None, max_length=253)
+    vars: list[Var] | None = None
+    steps: list[LeafPromotionStep] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _freight_or_origin(self) -> PromotionSpec:
+        if (self.freight is None) == (self.origin is None):
+            raise ValueError('a Promotion needs exactly one of "freight" or "origin"')
+        return self
+
+
+class Promotion(ResourceBase):
+    """A request to promote Freight into a Stage."""
+
+    api_version: Literal["kargo.akuity.io/v1alpha1"] = Field(
+        default=KARGO_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["Promotion"] = "Promotion"
+    spec: PromotionSpec
+
+
+# --- AnalysisTemplate (Argo Rollouts) ----------------------------------------------------------
+
+
+class AnalysisArgument(KargoModel):
+    """A template argument, with an optional default ``value``."""
+
+    name: str
+    value: str | None = None
+
+
+class PrometheusMetric(KargoModel):
+    """A Prometheus query; ``timeout`` is in seconds, as in Argo Rollouts."""
+
+    address: str
+    query: str
+    timeout: int | None = Field(default=None, ge=1)
+
+
+class WebMetricHeader(KargoModel):
+    """An HTTP header of a web metric."""
+
+    key: str
+    value: str
+
+
+class WebMetric(KargoModel):
+    """An HTTP request whose JSON response is read with ``jsonPath``."""
+
+    url: str
+    method: Literal["GET", "POST", "PUT"] | None = None
+    headers: list[WebMetricHeader] | None = None
+    body: str | None = None
+    json_path: str | None = None
+    timeout_seconds: int | None = Field(default=None, ge=1)
+    insecure: bool | None = None
+
+
+class MetricProvider(KargoModel):
+    """Where a metric's measurement comes from: exactly one provider."""
+
+    prometheus: PrometheusMetric | None = None
+    web: WebMetric | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MetricProvider:
+        if (self.prometheus is None) == (self.web is None):
+            raise ValueError('a provider needs exactly one of "prometheus" or "web"')
+        return self
+
+
+class Metric(KargoModel):
+    """One metric: how often to measure it and what counts as success or failure."""
+
+    name: str = Field(min_length=1)
+    interval: Duration | None = None
+    initial_delay: Duration | None = None
+    count: int | None = Field(default=None, ge=0)
+    success_condition: str | None = None
+    failure_condition: str | None = None
+    failure_limit: int = Field(default=0, ge=-1)
+    inconclusive_limit: int = Field(default=0, ge=0)
+    consecutive_error_limit: int = Field(default=4, ge=0)
+    provider: MetricProvider
+
+
+class AnalysisTemplateSpec(KargoModel):
+    """``AnalysisTemplate.spec``."""
+
+    args: list[AnalysisArgument] | None = None
+    metrics: list[Metric] = Field(min_length=1)
+
+
+class AnalysisTemplate(ResourceBase):
+    """Argo Rollouts' metric queries with success and failure conditions."""
+
+    api_version: Literal["argoproj.io/v1alpha1"] = Field(
+        default=ARGO_ROLLOUTS_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["AnalysisTemplate"] = "AnalysisTemplate"
+    spec: AnalysisTemplateSpec
+
+
+# --- the union and the registry ----------------------------------------------------------------
+
+Resource = Annotated[
+    Project
+    | ProjectConfig
+    | Warehouse
+    | Stage
+    | PromotionTask
+    | Freight
+    | Promotion
+    | AnalysisTemplate,
+    Field(discriminator="kind"),
+]
+"""Any top-level kind, discriminated by ``kind``."""
+
+RESOURCE_KINDS: dict[str, type[ResourceBase]] = {
+    "Project": Project,
+    "ProjectConfig": ProjectConfig,
+    "Warehouse": Warehouse,
+    "Stage": Stage,
+    "PromotionTask": PromotionTask,
+    "Freight": Freight,
+    "Promotion": Promotion,
+    "AnalysisTemplate": AnalysisTemplate,
+}
+"""Model class by ``kind``."""
+
+API_VERSIONS: dict[str, str] = {
+    kind: model.model_fields["api_version"].default for kind, model in RESOURCE_KINDS.items()
+}
+"""The ``apiVersion`` each kind is accepted under."""
+
+
+class ProjectResources(BaseModel):
+    """Everything one Project is made of, by kind and then by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    project: Project | None = None
+    project_config: ProjectConfig | None = None
+    warehouses: dict[str, Warehouse] = Field(default_factory=dict)
+    stages: dict[str, Stage] = Field(default_factory=dict)
+    promotion_tasks: dict[str, PromotionTask] = Field(default_factory=dict)
+    freight: dict[str, Freight] = Field(default_factory=dict)
+    promotions: dict[str, Promotion] = Field(default_factory=dict)
+    analysis_templates: dict[str, AnalysisTemplate] = Field(default_factory=dict)
+
+    def auto_promotion_enabled(self, stage: str) -> bool:
+        """Whether the ProjectConfig's (or legacy Project's) policies auto-promote ``stage``.
+
+        The first policy that selects the Stage decides; no policy means no
+        auto-promotion, as in Kargo.
+        """
+        policies: list[PromotionPolicy] = []
+        if self.project_config is not None:
+            policies.extend(self.project_config.spec.promotion_policies or ())
+        if self.project is not None and self.project.spec is not None:
+            policies.extend(self.project.spec.promotion_policies or ())
+        stage_resource = self.stages.get(stage)
+        labels = (stage_resource.metadata.labels if stage_resource else None) or {}
+        for policy in policies:
+            if policy.stage is not None:
+                selected = policy.stage == stage
+            elif policy.stage_selector is not None:
+                selected = _selects(policy.stage_selector, stage, labels)
+            else:
+                continue
+            if selected:
+                return bool(policy.auto_promotion_enabled)
+        return False
+
+
+def _selects(selector: StageSelector, stage: str, labels: dict[str, str]) -> bool:
+    """Kargo's stage selector: a name (exact, ``regex:`` or ``glob:``) and/or labels."""
+    if selector.name is not None:
+        pattern = selector.name
+        if pattern.startswith("regex:"):
+            if re.search(pattern.removeprefix("regex:"), stage) is None:
+                return False
+        elif pattern.startswith("glob:"):
+            if not fnmatch.fnmatchcase(stage, pattern.removeprefix("glob:")):
+                return False
+        elif pattern != stage:
+            return False
+    for key, value in (selector.match_labels or {}).items():
+        if labels.get(key) != value:
+            return False
+    for requirement in selector.match_expressions or ():
+        present = requirement.key in labels
+        values = requirement.values or []
+        match requirement.operator:
+            case "In":
+                ok = present and labels[requirement.key] in values
+            case "NotIn":
+                ok = not present or labels[requirement.key] not in values
+            case "Exists":
+                ok = present
+            case "DoesNotExist":
+                ok = not present
+            case _:
+                ok = False
+        if not ok:
+            return False
+    return True

@@ -1,0 +1,74 @@
+"""Names and connections every Freightline process shares with Temporal.
+
+The public interface of DESIGN.md lives here: the task queue, workflow type
+names, workflow-ID rules, search attributes, and how a client connects
+(``TEMPORAL_ADDRESS`` / ``TEMPORAL_NAMESPACE`` / an envconfig profile, with
+TLS and API keys handled by Temporal's own envconfig).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+DEFAULT_TASK_QUEUE = "freightline"
+
+PROJECT_WORKFLOW = "Project"
+PROMOTION_WORKFLOW = "Promotion"
+STAGE_WORKFLOW = "Stage"
+WAREHOUSE_WORKFLOW = "Warehouse"
+
+SA_PROJECT = SearchAttributeKey.for_keyword("FreightlineProject")
+SA_STAGE = SearchAttributeKey.for_keyword("FreightlineStage")
+SA_FREIGHT = SearchAttributeKey.for_keyword("FreightlineFreight")
+SA_WAREHOUSE = SearchAttributeKey.for_keyword("FreightlineWarehouse")
+SEARCH_ATTRIBUTES = (SA_PROJECT, SA_STAGE, SA_FREIGHT, SA_WAREHOUSE)
+
+
+def task_queue() -> str:
+    """The task queue workers poll and clients start workflows on."""
+    return os.environ.get("FREIGHTLINE_TASK_QUEUE", DEFAULT_TASK_QUEUE)
+
+
+def project_workflow_id(project: str) -> str:
+    """The ID of a project's configuration workflow."""
+    return f"project:{project}"
+
+
+def promotion_workflow_id(project: str, stage: str, freight_alias: str) -> str:
+    """A new, unique ID for one promotion attempt (Kargo names them stage.ulid.freight)."""
+    return f"promotion:{project}:{stage}:{freight_alias}:{uuid.uuid4().hex[:8]}"
+
+
+async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    """Connect with the pydantic data converter, configured like the ``temporal`` CLI.
+
+    Settings come from Temporal's envconfig (``TEMPORAL_ADDRESS``,
+    ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*``,
+    ``TEMPORAL_PROFILE`` and the config file); explicit arguments win.
+    """
+    config = ClientConfig.load_client_connect_config()
+    config.setdefault("target_host", "localhost:7233")
+    if address:
+        config["target_host"] = address
+    if namespace:
+        config["namespace"] = namespace
+    return await Client.connect(**config, data_converter=pydantic_data_converter)
+
+
+def ui_base_url() -> str:
+    """Where the Temporal UI is, for links printed by the CLI."""
+    return os.environ.get("FREIGHTLINE_UI_URL", "http://localhost:8233")
+
+
+def workflow_ui_url(namespace: str, workflow_id: str, run_id: str | None = None) -> str:
+    """A link to one workflow run in the Temporal UI."""
+    from urllib.parse import quote
+
+    url = f"{ui_base_url()}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
+    return f"{url}/{run_id}/history" if run_id else url

@@ -1,0 +1,1 @@
+"""The local stand-ins used by the demo and the tests (Argo CD API emulator, ...)."""

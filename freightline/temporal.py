@@ -40,6 +40,25 @@ def project_workflow_id(project: str) -> str:
     return f"project:{project}"
 
 
+def stage_workflow_id(project: str, stage: str) -> str:
+    """The ID of a Stage's entity workflow."""
+    return f"stage:{project}:{stage}"
+
+
+def warehouse_workflow_id(project: str, warehouse: str) -> str:
+    """The ID of a Warehouse's reconciliation workflow."""
+    return f"warehouse:{project}:{warehouse}"
+
+
+# Signals and queries between Freightline's own workflows (and from scripts).
+FREIGHT_AVAILABLE_SIGNAL = "freight_available"
+"""Sent to a Stage: Freight it may take (payload ``freightline.stage.FreightAvailable``)."""
+REFRESH_SIGNAL = "refresh"
+"""Sent to a Warehouse: discover now."""
+FREIGHT_QUERY = "freight"
+"""Asked of a Warehouse: its Freight, newest first (``list[Freight]``)."""
+
+
 def promotion_workflow_id(project: str, stage: str, freight_alias: str) -> str:
     """A new, unique ID for one promotion attempt (Kargo names them stage.ulid.freight)."""
     return f"promotion:{project}:{stage}:{freight_alias}:{uuid.uuid4().hex[:8]}"

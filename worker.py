@@ -22,8 +22,9 @@ from freightline.logging import configure_logging, get_logger
 from freightline.temporal import connect, task_queue
 from workflows.project import ProjectWorkflow
 from workflows.promotion import PromotionWorkflow
+from workflows.stage import StageWorkflow
 
-WORKFLOWS = [ProjectWorkflow, PromotionWorkflow]
+WORKFLOWS = [ProjectWorkflow, PromotionWorkflow, StageWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 

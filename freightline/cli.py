@@ -141,30 +141,60 @@ async def promote(
     freight_alias: Annotated[str | None, typer.Option(help="Freight alias.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the promotion to finish.")] = False,
 ) -> None:
-    """Promote Freight into a Stage (starts a Promotion workflow)."""
-    from freightline.client import start_promotion
+    """Promote available Freight into a Stage (queued behind the Stage's running promotion)."""
+    from freightline.client import promote_in_stage
     from freightline.temporal import connect, workflow_ui_url
 
     target = freight or freight_alias
     if not target or (freight and freight_alias):
         raise fail("give exactly one of --freight or --freight-alias")
     client = await connect()
-    name = _project(project)
-    handle = await start_promotion(client, name, stage, target, requested_by=_user())
-    console.print(f"promotion {handle.id} started")
-    console.print(f"  {workflow_ui_url(client.namespace, handle.id, handle.result_run_id)}")
+    ticket = await promote_in_stage(client, _project(project), stage, target, _user())
+    console.print(f"promotion {ticket.promotion} queued")
+    console.print(f"  {workflow_ui_url(client.namespace, ticket.promotion)}")
     if wait:
-        await _wait_for(handle)
+        await _wait_for(client, ticket.promotion)
 
 
-async def _wait_for(handle: Any) -> None:
+@app.command()
+@run_async
+async def approve(
+    stage: Annotated[str, typer.Option(help="The Stage to make the Freight available to.")],
+    project: ProjectOption = None,
+    freight: Annotated[str | None, typer.Option(help="Freight ID.")] = None,
+    freight_alias: Annotated[str | None, typer.Option(help="Freight alias.")] = None,
+) -> None:
+    """Make Freight available to a Stage without upstream verification (as Kargo's approve)."""
+    from freightline.client import approve_freight
+    from freightline.temporal import connect
+
+    target = freight or freight_alias
+    if not target or (freight and freight_alias):
+        raise fail("give exactly one of --freight or --freight-alias")
+    message = await approve_freight(await connect(), _project(project), stage, target, _user())
+    console.print(message)
+
+
+async def _wait_for(client: Any, promotion: str) -> None:
+    """Wait for a queued promotion to start, then to finish."""
+    from temporalio.service import RPCStatusCode
+
     from freightline.promotion import PromotionResult
 
-    with console.status(f"waiting for {handle.id}"):
+    handle = client.get_workflow_handle(promotion, result_type=PromotionResult)
+    with console.status(f"waiting for {promotion}"):
+        while True:
+            try:
+                await handle.describe()
+                break
+            except RPCError as err:  # still queued behind another promotion
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                await asyncio.sleep(1)
         try:
             result: PromotionResult = await handle.result()
         except WorkflowFailureError as err:
-            raise fail(f"promotion {handle.id}: {err.cause}") from None
+            raise fail(f"promotion {promotion}: {err.cause}") from None
     commits = [o.outputs["commit"] for o in result.steps if o.uses == "git-push"]
     console.print(
         f"promotion {result.phase.value}" + (f": pushed {commits[-1]}" if commits else "")
@@ -180,6 +210,32 @@ def _project(project: str | None) -> str:
 
 def _user() -> str:
     return os.environ.get("USER") or os.environ.get("LOGNAME") or "cli"
+
+
+@app.command()
+@run_async
+async def status(
+    project: ProjectOption = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep the view live.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """The pipeline: each Stage's Freight, health, running promotion and queue."""
+    from rich.live import Live
+
+    from freightline.client import stage_states
+    from freightline.status_view import pipeline_table
+    from freightline.temporal import connect
+
+    client = await connect()
+    name = _project(project)
+    table = pipeline_table(name, await stage_states(client, name))
+    if not watch:
+        console.print(table)
+        return
+    with Live(table, console=console, refresh_per_second=4) as live:
+        while True:
+            await asyncio.sleep(interval)
+            live.update(pipeline_table(name, await stage_states(client, name)))
 
 
 @get_app.command("stages")

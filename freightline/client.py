@@ -9,24 +9,32 @@ from typing import Any
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from freightline.config import ProjectResources
-from freightline.errors import ConfigError, FreightlineError
+from freightline.errors import ConfigError, FreightlineError, NotFoundError
 from freightline.project import ApplyResult, ProjectState
 from freightline.promotion import PromotionRequest, PromotionResult, find_freight
+from freightline.resources import Freight
+from freightline.stage import FreightAvailable, PromotionTicket, StageConfig, StageState
+from freightline.stage_requests import ApproveRequest, PromoteRequest
 from freightline.temporal import (
+    FREIGHT_AVAILABLE_SIGNAL,
     PROJECT_WORKFLOW,
     PROMOTION_WORKFLOW,
     SA_FREIGHT,
     SA_PROJECT,
     SA_STAGE,
+    STAGE_WORKFLOW,
     project_workflow_id,
     promotion_workflow_id,
+    stage_workflow_id,
     task_queue,
 )
 
@@ -62,7 +70,10 @@ async def apply_project(client: Client, resources: ProjectResources) -> ApplyRes
             ) from None
         raise
     except WorkflowUpdateFailedError as err:
-        raise ConfigError(str(err.cause or err)) from None
+        raise ConfigError(_update_refusal(err)) from None
+    merged = await project_resources(client, resources.name)
+    await configure_stages(client, merged)
+    await offer_applied_freight(client, merged, resources)
     return result
 
 
@@ -136,3 +147,169 @@ async def list_promotions(
             }
         )
     return rows
+
+
+# --- Stages -------------------------------------------------------------------------------------
+
+
+def stage_configs(resources: ProjectResources) -> dict[str, StageConfig]:
+    """What each Stage workflow should hold: its spec, auto-promotion, its downstream Stages."""
+    configs = {}
+    for name, stage in resources.stages.items():
+        downstream = sorted(
+            other
+            for other, spec in resources.stages.items()
+            if any(name in (r.sources.stages or ()) for r in spec.spec.requested_freight)
+        )
+        configs[name] = StageConfig(
+            project=resources.name,
+            stage=stage,
+            auto_promotion=resources.auto_promotion_enabled(name),
+            downstream=tuple(downstream),
+        )
+    return configs
+
+
+async def configure_stages(client: Client, resources: ProjectResources) -> None:
+    """Start or update each Stage workflow whose configuration changed (no-op otherwise)."""
+    for name, config in stage_configs(resources).items():
+        workflow_id = stage_workflow_id(resources.name, name)
+        if await _running_config(client, workflow_id) == config:
+            continue
+        start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
+            STAGE_WORKFLOW,
+            StageState(config=config),
+            id=workflow_id,
+            task_queue=task_queue(),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(SA_PROJECT, resources.name),
+                    SearchAttributePair(SA_STAGE, name),
+                ]
+            ),
+            static_summary=f"Stage `{name}` of project `{resources.name}`",
+        )
+        await client.execute_update_with_start_workflow(
+            "configure", config, start_workflow_operation=start, rpc_timeout=APPLY_TIMEOUT
+        )
+
+
+async def _running_config(client: Client, workflow_id: str) -> StageConfig | None:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
+            return None
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    config: StageConfig = await handle.query("config", result_type=StageConfig)
+    return config
+
+
+async def offer_applied_freight(
+    client: Client, merged: ProjectResources, applied: ProjectResources
+) -> None:
+    """Freight given in a file goes to the Stages that request it straight from its Warehouse."""
+    for freight in applied.freight.values():
+        for name, stage in merged.stages.items():
+            for request in stage.spec.requested_freight:
+                if request.origin.name == freight.origin.name and request.sources.direct:
+                    handle = client.get_workflow_handle(stage_workflow_id(merged.name, name))
+                    await handle.signal(
+                        FREIGHT_AVAILABLE_SIGNAL,
+                        FreightAvailable(
+                            freight=freight, source="warehouse", via=freight.origin.name
+                        ),
+                    )
+
+
+async def promote_in_stage(
+    client: Client, project: str, stage: str, freight: str, requested_by: str
+) -> PromotionTicket:
+    """Queue a promotion through the Stage workflow (refused with the reason if not available)."""
+    handle = client.get_workflow_handle(stage_workflow_id(project, stage))
+    try:
+        ticket: PromotionTicket = await handle.execute_update(
+            "promote",
+            PromoteRequest(freight=freight, requested_by=requested_by),
+            result_type=PromotionTicket,
+        )
+    except WorkflowUpdateFailedError as err:
+        raise FreightlineError(_update_refusal(err)) from None
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NotFoundError(f'project "{project}" has no Stage "{stage}"') from None
+        raise
+    return ticket
+
+
+def _update_refusal(err: WorkflowUpdateFailedError) -> str:
+    """The validator's own message, without the exception type the SDK prefixes."""
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+
+
+async def approve_freight(client: Client, project: str, stage: str, freight: str, user: str) -> str:
+    """Kargo's approve: make Freight (ID or alias) available to a Stage without verification."""
+    target = await find_project_freight(client, project, freight)
+    handle = client.get_workflow_handle(stage_workflow_id(project, stage))
+    try:
+        message: str = await handle.execute_update(
+            "approve", ApproveRequest(freight=target, user=user), result_type=str
+        )
+    except WorkflowUpdateFailedError as err:
+        raise FreightlineError(_update_refusal(err)) from None
+    return message
+
+
+async def find_project_freight(client: Client, project: str, freight: str) -> Freight:
+    """Freight by ID or alias, from what was applied or what the project's Stages know."""
+    resources = await project_resources(client, project)
+    try:
+        return find_freight(resources, freight)
+    except NotFoundError:
+        pass
+    for state in await stage_states(client, project):
+        for entry in state.available.values():
+            if freight in (entry.freight.metadata.name, entry.freight.alias):
+                return entry.freight
+    raise NotFoundError(f'project "{project}" has no Freight with ID or alias "{freight}"')
+
+
+async def stage_states(client: Client, project: str) -> list[StageState]:
+    """Every Stage workflow's state, in the project's Stage order (upstream first)."""
+    resources = await project_resources(client, project)
+    states = []
+    for name in pipeline_order(resources):
+        handle = client.get_workflow_handle(stage_workflow_id(project, name))
+        try:
+            states.append(await handle.query("status", result_type=StageState))
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+    return states
+
+
+def pipeline_order(resources: ProjectResources) -> list[str]:
+    """Stages upstream-first (a topological order; ties by name)."""
+    order: list[str] = []
+    remaining = dict(resources.stages)
+    while remaining:
+        ready = sorted(
+            name
+            for name, stage in remaining.items()
+            if all(
+                upstream in order
+                for request in stage.spec.requested_freight
+                for upstream in request.sources.stages or ()
+                if upstream in resources.stages
+            )
+        )
+        if not ready:  # a cycle: config validation refuses these; show them anyway
+            ready = sorted(remaining)
+        for name in ready:
+            order.append(name)
+            del remaining[name]
+    return order

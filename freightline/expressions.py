@@ -557,10 +557,8 @@ class _Parser:
                 return Literal(token.text == "true")
             if token.text == "nil":
                 return Literal(None)
-            if self.current.is_op("("):
-                node = Call(Name(token.text), self._arguments())
-            else:
-                node = Name(token.text)
+            is_call = self.current.is_op("(")
+            node = Call(Name(token.text), self._arguments()) if is_call else Name(token.text)
         elif token.kind == "num":
             return Literal(token.value)
         elif token.kind == "str":

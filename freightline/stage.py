@@ -1,16 +1,35 @@
-"""What Stages are told and hold: Freight offers, and (soon) the Stage's state."""
+"""A Stage's state and the rules that move Freight into it (pure; the Stage workflow applies them).
+
+Availability follows Kargo: Freight is available to a Stage when it was
+approved for the Stage by hand, or comes straight from a Warehouse the Stage
+requests ``direct``, or was verified in one (``OneOf``) or all (``All``) of
+the upstream Stages it lists — and, with ``requiredSoakTime``, has been
+verified there for at least that long (counted from its verification
+upstream). Auto-promotion (enabled per Stage by the ProjectConfig's
+``promotionPolicies``) picks the newest available Freight of each origin;
+manually promoting other Freight holds auto-promotion for that origin until
+the newest candidate is promoted again.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from freightline.resources import Freight
+from freightline.resources import Freight, FreightRequest, Stage, parse_duration
+
+HISTORY_LIMIT = 10
+AVAILABLE_LIMIT = 50
 
 
-class FreightAvailable(BaseModel):
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class FreightAvailable(_Model):
     """The ``freight_available`` signal: Freight a Stage may take.
 
     ``source`` says why: discovered by a Warehouse the Stage requests
@@ -22,3 +41,231 @@ class FreightAvailable(BaseModel):
     freight: Freight
     source: Literal["warehouse", "stage"]
     via: str
+    verified_at: datetime | None = None
+    """For ``source="stage"``: when the upstream Stage verified it (soak time counts from here)."""
+
+
+class StageConfig(_Model):
+    """What ``freightline apply`` tells a Stage workflow (its ``configure`` update)."""
+
+    project: str
+    stage: Stage
+    auto_promotion: bool = False
+    downstream: tuple[str, ...] = ()
+    """Stages that request Freight verified here."""
+
+
+class AvailableFreight(_Model):
+    """Freight this Stage knows of, and why it may (or may not yet) take it."""
+
+    freight: Freight
+    direct: bool = False
+    approved_by: str | None = None
+    verified_in: dict[str, datetime] = Field(default_factory=dict)
+    first_seen: datetime
+
+
+class PromotionTicket(_Model):
+    """A promotion the Stage will run (queued) or is running."""
+
+    promotion: str
+    """The ``Promotion`` workflow ID it runs as."""
+    freight: str
+    freight_alias: str | None = None
+    requested_by: str
+    requested_at: datetime
+    auto: bool = False
+
+
+class HistoryEntry(_Model):
+    """One Freight this Stage held (newest first in ``StageState.history``)."""
+
+    freight: str
+    freight_alias: str | None = None
+    promotion: str
+    promoted_at: datetime
+    verified: bool = False
+    versions: tuple[str, ...] = ()
+
+
+class LastPromotion(_Model):
+    promotion: str
+    freight: str
+    freight_alias: str | None = None
+    phase: str
+    message: str = ""
+    finished_at: datetime
+
+
+class StageState(_Model):
+    """Everything the Stage workflow carries across continue-as-new; also its status query."""
+
+    config: StageConfig
+    available: dict[str, AvailableFreight] = Field(default_factory=dict)
+    history: list[HistoryEntry] = Field(default_factory=list)
+    queue: list[PromotionTicket] = Field(default_factory=list)
+    running: PromotionTicket | None = None
+    last_promotion: LastPromotion | None = None
+    auto_hold: dict[str, str] = Field(default_factory=dict)
+    """Origin warehouse → the Freight a person chose instead of the newest (auto-promotion paused)."""
+    health: str = "Unknown"
+
+    @property
+    def name(self) -> str:
+        return self.config.stage.metadata.name
+
+    @property
+    def current(self) -> HistoryEntry | None:
+        return self.history[0] if self.history else None
+
+
+def versions_of(freight: Freight) -> tuple[str, ...]:
+    """Short artifact versions for displays: ``nginx:1.29.1``, ``repo@abc1234``, ``chart:1.2.3``."""
+    parts = [f"{(i.repo_url or '').rsplit('/', 1)[-1]}:{i.tag}" for i in freight.images or ()]
+    parts += [
+        f"{(c.repo_url or '').rsplit('/', 1)[-1]}@{(c.id or '')[:7]}" for c in freight.commits or ()
+    ]
+    parts += [f"{c.name}:{c.version}" for c in freight.charts or ()]
+    return tuple(parts)
+
+
+def request_for(stage: Stage, freight: Freight) -> FreightRequest | None:
+    """The Stage's ``requestedFreight`` entry for this Freight's origin, if it requests it."""
+    for request in stage.spec.requested_freight:
+        if (
+            request.origin.name == freight.origin.name
+            and request.origin.kind == freight.origin.kind
+        ):
+            return request
+    return None
+
+
+def accepts(stage: Stage, offer: FreightAvailable) -> bool:
+    """Whether an offer is one this Stage requested (right origin, right source)."""
+    request = request_for(stage, offer.freight)
+    if request is None:
+        return False
+    if offer.source == "warehouse":
+        return bool(request.sources.direct)
+    return offer.via in (request.sources.stages or ())
+
+
+def ready_at(stage: Stage, entry: AvailableFreight) -> datetime | None:
+    """When the Freight becomes (or became) available to the Stage; None if it never will as is."""
+    if entry.approved_by or entry.direct:
+        return entry.first_seen
+    request = request_for(stage, entry.freight)
+    if request is None:
+        return None
+    upstream = request.sources.stages or []
+    soak = (
+        parse_duration(request.sources.required_soak_time)
+        if request.sources.required_soak_time
+        else timedelta(0)
+    )
+    times = [entry.verified_in[s] + soak for s in upstream if s in entry.verified_in]
+    if not times:
+        return None
+    if request.sources.availability_strategy == "All":
+        return max(times) if len(times) == len(upstream) else None
+    return min(times)
+
+
+def is_available(stage: Stage, entry: AvailableFreight, now: datetime) -> bool:
+    when = ready_at(stage, entry)
+    return when is not None and when <= now
+
+
+def record_offer(state: StageState, offer: FreightAvailable, now: datetime) -> bool:
+    """Remember an offer; True if it changed what the Stage knows."""
+    if not accepts(state.config.stage, offer):
+        return False
+    freight = offer.freight
+    entry = state.available.get(freight.metadata.name)
+    if entry is None:
+        entry = AvailableFreight(freight=freight, first_seen=now)
+        state.available[freight.metadata.name] = entry
+        _trim(state)
+    if offer.source == "warehouse":
+        if entry.direct:
+            return False
+        entry.direct = True
+        return True
+    if offer.via in entry.verified_in:
+        return False
+    entry.verified_in[offer.via] = offer.verified_at or now
+    return True
+
+
+def _trim(state: StageState) -> None:
+    while len(state.available) > AVAILABLE_LIMIT:
+        oldest = min(state.available.values(), key=lambda e: e.first_seen)
+        del state.available[oldest.freight.metadata.name]
+
+
+def newest_available(state: StageState, origin: str, now: datetime) -> AvailableFreight | None:
+    """The newest Freight of an origin available to the Stage (by discovery, then first seen)."""
+    candidates = [
+        e
+        for e in state.available.values()
+        if e.freight.origin.name == origin and is_available(state.config.stage, e, now)
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda e: (e.freight.discovered_at or e.first_seen, e.first_seen))
+
+
+def auto_promotion_candidates(state: StageState, now: datetime) -> list[AvailableFreight]:
+    """Freight auto-promotion should promote now (newest per origin, not held, not already here)."""
+    if not state.config.auto_promotion:
+        return []
+    busy = {t.freight for t in state.queue} | ({state.running.freight} if state.running else set())
+    current = state.current.freight if state.current else None
+    chosen = []
+    for request in state.config.stage.spec.requested_freight:
+        origin = request.origin.name
+        if origin in state.auto_hold:
+            continue
+        candidate = newest_available(state, origin, now)
+        if candidate is None:
+            continue
+        name = candidate.freight.metadata.name
+        if name != current and name not in busy:
+            chosen.append(candidate)
+    return chosen
+
+
+def next_ready_time(state: StageState, now: datetime) -> datetime | None:
+    """The earliest future moment some known Freight becomes available (a soak timer ends)."""
+    future = [
+        when
+        for e in state.available.values()
+        if (when := ready_at(state.config.stage, e)) is not None and when > now
+    ]
+    return min(future) if future else None
+
+
+def note_manual_choice(state: StageState, freight: Freight, now: datetime) -> None:
+    """A person promoted ``freight``: hold auto-promotion unless it is the newest candidate."""
+    origin = freight.origin.name
+    newest = newest_available(state, origin, now)
+    if newest is None or newest.freight.metadata.name == freight.metadata.name:
+        state.auto_hold.pop(origin, None)
+    else:
+        state.auto_hold[origin] = freight.metadata.name
+
+
+def record_promoted(state: StageState, ticket: PromotionTicket, now: datetime) -> HistoryEntry:
+    """The promotion succeeded: the Freight is now the Stage's current Freight."""
+    entry = state.available.get(ticket.freight)
+    versions = versions_of(entry.freight) if entry else ()
+    record = HistoryEntry(
+        freight=ticket.freight,
+        freight_alias=ticket.freight_alias,
+        promotion=ticket.promotion,
+        promoted_at=now,
+        versions=versions,
+    )
+    state.history.insert(0, record)
+    del state.history[HISTORY_LIMIT:]
+    return record

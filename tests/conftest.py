@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -50,7 +52,8 @@ async def task_queue(monkeypatch: pytest.MonkeyPatch, client: Client) -> AsyncIt
     async for execution in client.list_workflows(
         f"TaskQueue = '{queue}' AND ExecutionStatus = 'Running'"
     ):
-        await client.get_workflow_handle(execution.id).terminate("test finished")
+        with contextlib.suppress(RPCError):  # it may have finished since it was listed
+            await client.get_workflow_handle(execution.id).terminate("test finished")
 
 
 @pytest.fixture

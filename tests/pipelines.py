@@ -33,13 +33,7 @@ def dump(documents: list[dict[str, Any]]) -> str:
 
 def quickstart_up_to_push(repo: Path) -> ProjectResources:
     """The quickstart, Secret removed, its PromotionTask cut after git-push (no Argo CD here)."""
-    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
-    for document in documents:
-        if document["kind"] == "PromotionTask":
-            steps = document["spec"]["steps"]
-            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
-    (resources,) = group_by_project(load_text(dump(documents), source="quickstart")).values()
-    return resources
+    return quickstart_auto(repo, auto=False)
 
 
 def freight_for(tag: str, image: str = IMAGE, warehouse: str = "kargo-demo") -> Freight:
@@ -95,4 +89,27 @@ def single_stage_project(
         )
     text = dump(documents).replace("REPO_URL", repo.as_uri())
     (resources,) = group_by_project(load_text(text, source="test")).values()
+    return resources
+
+
+AUTO_PROMOTE_ALL = {
+    "apiVersion": "kargo.akuity.io/v1alpha1",
+    "kind": "ProjectConfig",
+    "metadata": {"name": "kargo-demo", "namespace": "kargo-demo"},
+    "spec": {
+        "promotionPolicies": [{"stageSelector": {"name": "glob:*"}, "autoPromotionEnabled": True}]
+    },
+}
+
+
+def quickstart_auto(repo: Path, *, auto: bool = True) -> ProjectResources:
+    """The quickstart up to git-push, with auto-promotion on for every Stage."""
+    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
+    for document in documents:
+        if document["kind"] == "PromotionTask":
+            steps = document["spec"]["steps"]
+            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
+    if auto:
+        documents.append(AUTO_PROMOTE_ALL)
+    (resources,) = group_by_project(load_text(dump(documents), source="quickstart")).values()
     return resources

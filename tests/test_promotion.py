@@ -137,7 +137,7 @@ async def test_cli_promote_waits_and_reports(
         "--project",
         "kargo-demo",
         "--stage",
-        "prod",
+        "test",
         "--freight-alias",
         freight.alias or "",
         "--wait",
@@ -147,7 +147,7 @@ async def test_cli_promote_waits_and_reports(
     )
     stdout, stderr = await process.communicate()
     assert process.returncode == 0, stderr.decode()
-    head = branch_head(gitops_repo, "stage/prod")
+    head = branch_head(gitops_repo, "stage/test")
     assert head and f"promotion Succeeded: pushed {head}" in stdout.decode()
 
 

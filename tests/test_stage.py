@@ -1,0 +1,126 @@
+"""Stage workflows: auto-promotion through test → uat → prod, queueing, approve, re-apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from freightline.client import (
+    apply_project,
+    approve_freight,
+    promote_in_stage,
+    stage_states,
+)
+from freightline.errors import FreightlineError
+from freightline.stage import StageState
+from freightline.temporal import stage_workflow_id
+from sandbox.gitops import commit_count, show_file
+from tests.conftest import wait_for
+from tests.pipelines import IMAGE, freight_for, quickstart_auto, with_freight
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "kargo-demo"
+
+
+async def states(client: Client) -> dict[str, StageState]:
+    return {s.name: s for s in await stage_states(client, PROJECT)}
+
+
+async def current_freight(client: Client) -> dict[str, str | None]:
+    return {
+        name: (state.current.freight if state.current else None)
+        for name, state in (await states(client)).items()
+    }
+
+
+async def test_auto_promotion_flows_freight_through_every_stage_in_order(
+    client: Client, worker: Worker, gitops_repo: Path
+) -> None:
+    freight = freight_for("1.29.1")
+    await apply_project(client, with_freight(quickstart_auto(gitops_repo), freight))
+
+    async def everywhere() -> bool:
+        return set((await current_freight(client)).values()) == {freight.metadata.name}
+
+    await wait_for(everywhere, timeout=60)
+    by_stage = await states(client)
+    promoted = [by_stage[s].history[0].promoted_at for s in ("test", "uat", "prod")]
+    assert promoted == sorted(promoted)
+    for stage in ("test", "uat", "prod"):
+        rendered = show_file(gitops_repo, f"stage/{stage}", "deployment-kargo-demo.yaml")
+        assert f"{IMAGE}:1.29.1" in rendered
+        assert by_stage[stage].history[0].verified
+        assert by_stage[stage].history[0].versions == ("nginx:1.29.1",)
+
+
+async def test_manual_promotion_needs_available_freight_and_queues(
+    client: Client, worker: Worker, gitops_repo: Path
+) -> None:
+    first, second = freight_for("1.29.1"), freight_for("1.29.2")
+    await apply_project(
+        client, with_freight(quickstart_auto(gitops_repo, auto=False), first, second)
+    )
+
+    with pytest.raises(FreightlineError, match="must be verified in one of test first"):
+        await promote_in_stage(client, PROJECT, "uat", first.alias or "", "alice")
+    with pytest.raises(
+        FreightlineError, match='"no-such-freight" is not available to Stage "test"'
+    ):
+        await promote_in_stage(client, PROJECT, "test", "no-such-freight", "alice")
+
+    one = await promote_in_stage(client, PROJECT, "test", first.alias or "", "alice")
+    two = await promote_in_stage(client, PROJECT, "test", second.metadata.name, "bob")
+    assert one.promotion != two.promotion
+
+    async def both_done() -> bool:
+        state = (await states(client))["test"]
+        return len(state.history) == 2
+
+    await wait_for(both_done, timeout=60)
+    test = (await states(client))["test"]
+    assert [h.freight for h in test.history] == [second.metadata.name, first.metadata.name]
+    assert test.queue == [] and test.running is None
+    assert commit_count(gitops_repo, "stage/test") == 2
+
+    # Verified in test, so now available to uat.
+    ticket = await promote_in_stage(client, PROJECT, "uat", first.alias or "", "alice")
+    assert ticket.freight == first.metadata.name
+
+
+async def test_approve_makes_freight_available_without_verification(
+    client: Client, worker: Worker, gitops_repo: Path
+) -> None:
+    freight = freight_for("1.30.0")
+    await apply_project(client, with_freight(quickstart_auto(gitops_repo, auto=False), freight))
+    with pytest.raises(FreightlineError):
+        await promote_in_stage(client, PROJECT, "prod", freight.alias or "", "alice")
+
+    await approve_freight(client, PROJECT, "prod", freight.alias or "", "carol")
+    await promote_in_stage(client, PROJECT, "prod", freight.alias or "", "alice")
+
+    async def in_prod() -> bool:
+        return (await current_freight(client))["prod"] == freight.metadata.name
+
+    await wait_for(in_prod, timeout=60)
+
+
+async def test_reapplying_the_same_file_changes_nothing(
+    client: Client, worker: Worker, gitops_repo: Path
+) -> None:
+    resources = quickstart_auto(gitops_repo, auto=False)
+    await apply_project(client, resources)
+    lengths = {}
+    for stage in ("test", "uat", "prod"):
+        handle = client.get_workflow_handle(stage_workflow_id(PROJECT, stage))
+        lengths[stage] = (await handle.describe()).raw_info.history_length
+
+    result = await apply_project(client, resources)
+
+    assert result.created == () and result.updated == ()
+    for stage in ("test", "uat", "prod"):
+        handle = client.get_workflow_handle(stage_workflow_id(PROJECT, stage))
+        assert (await handle.describe()).raw_info.history_length == lengths[stage]

@@ -1,0 +1,307 @@
+"""The ``Stage`` workflow: one per Stage, the entity that moves Freight into it.
+
+It learns of Freight by the ``freight_available`` signal (from its
+Warehouses, or from upstream Stages once they verified it), keeps what is
+available and why, runs one ``Promotion`` child at a time with the rest
+queued oldest-first, auto-promotes when the project's policies say so, and
+offers Freight it verified to the Stages downstream. Soak times are durable
+timers. Its whole state is one model, readable with the ``status`` query and
+carried across continue-as-new (only ever taken between promotions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from freightline.promotion import PromotionRequest, PromotionResult
+    from freightline.resources import Freight
+    from freightline.stage import (
+        AvailableFreight,
+        FreightAvailable,
+        LastPromotion,
+        PromotionTicket,
+        StageConfig,
+        StageState,
+        auto_promotion_candidates,
+        is_available,
+        next_ready_time,
+        note_manual_choice,
+        record_offer,
+        record_promoted,
+    )
+    from freightline.stage_requests import ApproveRequest, PromoteRequest
+    from freightline.temporal import (
+        FREIGHT_AVAILABLE_SIGNAL,
+        PROMOTION_WORKFLOW,
+        SA_PROJECT,
+        SA_STAGE,
+        stage_workflow_id,
+    )
+
+
+@workflow.defn(name="Stage")
+class StageWorkflow:
+    """Holds a Stage's Freight, queue and history; runs its promotions one at a time."""
+
+    @workflow.init
+    def __init__(self, state: StageState) -> None:
+        self.state = state
+        self._wake = False
+
+    @workflow.run
+    async def run(self, state: StageState) -> None:
+        workflow.upsert_search_attributes(
+            [SA_PROJECT.value_set(self.state.config.project), SA_STAGE.value_set(self.state.name)]
+        )
+        while True:
+            self._show()
+            timeout = self._until_next_ready()
+            # A timeout means a soak time ended: some Freight may have become available.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: bool(self.state.queue) or self._wake or self._may_continue_as_new(),
+                    timeout=timeout,
+                )
+            self._wake = False
+            self._enqueue_auto_promotions()
+            if self.state.queue:
+                ticket = self.state.queue.pop(0)
+                await self._promote(ticket)
+            elif self._may_continue_as_new():
+                workflow.continue_as_new(self.state)
+
+    # --- messages ------------------------------------------------------------------------
+
+    @workflow.update(name="configure")
+    def configure(self, config: StageConfig) -> str:
+        """Take a new spec (from ``freightline apply``); it applies from the next promotion on."""
+        if config == self.state.config:
+            return "unchanged"
+        self.state.config = config
+        self._wake = True
+        return "updated"
+
+    @configure.validator
+    def validate_configure(self, config: StageConfig) -> None:
+        if (config.project, config.stage.metadata.name) != (
+            self.state.config.project,
+            self.state.name,
+        ):
+            raise ValueError(
+                f"configuration for {config.project}/{config.stage.metadata.name} "
+                f"sent to Stage {self.state.config.project}/{self.state.name}"
+            )
+
+    @workflow.query(name="config")
+    def config(self) -> StageConfig:
+        return self.state.config
+
+    @workflow.signal(name=FREIGHT_AVAILABLE_SIGNAL)
+    def freight_available(self, offer: FreightAvailable) -> None:
+        """Freight this Stage may take: from a Warehouse, or verified upstream."""
+        if record_offer(self.state, offer, workflow.now()):
+            self._wake = True
+
+    @workflow.update(name="promote")
+    def promote(self, request: PromoteRequest) -> PromotionTicket:
+        """Queue a promotion of available Freight (ID or alias); returns its ticket."""
+        entry = self._find_available(request.freight)
+        assert entry is not None  # the validator refused anything else
+        note_manual_choice(self.state, entry.freight, workflow.now())
+        return self._enqueue(entry.freight, request.requested_by, auto=False)
+
+    @promote.validator
+    def validate_promote(self, request: PromoteRequest) -> None:
+        if self._find_available(request.freight) is None:
+            raise ValueError(
+                f'Freight "{request.freight}" is not available to Stage "{self.state.name}": '
+                f"{self._availability_rule()}; `freightline approve` makes Freight available by hand"
+            )
+
+    @workflow.update(name="approve")
+    def approve(self, request: ApproveRequest) -> str:
+        """Make Freight available to this Stage without upstream verification (Kargo's approve)."""
+        freight = request.freight
+        entry = self.state.available.get(freight.metadata.name)
+        if entry is None:
+            entry = AvailableFreight(freight=freight, first_seen=workflow.now())
+            self.state.available[freight.metadata.name] = entry
+        entry.approved_by = request.user
+        self._wake = True
+        return (
+            f'Freight "{freight.alias or freight.metadata.name}" approved for "{self.state.name}"'
+        )
+
+    @approve.validator
+    def validate_approve(self, request: ApproveRequest) -> None:
+        origin = request.freight.origin.name
+        origins = {r.origin.name for r in self.state.config.stage.spec.requested_freight}
+        if origin not in origins:
+            raise ValueError(
+                f'Stage "{self.state.name}" does not request Freight from Warehouse "{origin}"'
+            )
+
+    @workflow.query(name="status")
+    def status(self) -> StageState:
+        return self.state
+
+    # --- promotion -----------------------------------------------------------------------
+
+    def _enqueue(self, freight: Freight, requested_by: str, *, auto: bool) -> PromotionTicket:
+        alias = freight.alias or freight.metadata.name[:7]
+        ticket = PromotionTicket(
+            promotion=(
+                f"promotion:{self.state.config.project}:{self.state.name}:{alias}:"
+                f"{workflow.uuid4().hex[:8]}"
+            ),
+            freight=freight.metadata.name,
+            freight_alias=freight.alias,
+            requested_by=requested_by,
+            requested_at=workflow.now(),
+            auto=auto,
+        )
+        self.state.queue.append(ticket)
+        return ticket
+
+    def _enqueue_auto_promotions(self) -> None:
+        for candidate in auto_promotion_candidates(self.state, workflow.now()):
+            self._enqueue(candidate.freight, "auto-promotion", auto=True)
+
+    async def _promote(self, ticket: PromotionTicket) -> None:
+        self.state.running = ticket
+        self._show()
+        phase, message = "Succeeded", ""
+        try:
+            await workflow.execute_child_workflow(
+                PROMOTION_WORKFLOW,
+                PromotionRequest(
+                    project=self.state.config.project,
+                    stage=self.state.name,
+                    freight=ticket.freight,
+                    requested_by=ticket.requested_by,
+                ),
+                id=ticket.promotion,
+                result_type=PromotionResult,
+                static_summary=(
+                    f"promote freight `{ticket.freight_alias or ticket.freight[:7]}` "
+                    f"into `{self.state.name}`"
+                ),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ChildWorkflowError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                phase = (cause.type or "PromotionErrored").removeprefix("Promotion")
+                message = cause.message
+            else:
+                phase, message = "Errored", str(cause or err)
+        now = workflow.now()
+        self.state.running = None
+        self.state.last_promotion = LastPromotion(
+            promotion=ticket.promotion,
+            freight=ticket.freight,
+            freight_alias=ticket.freight_alias,
+            phase=phase,
+            message=message,
+            finished_at=now,
+        )
+        if phase != "Succeeded":
+            workflow.logger.warning("promotion did not succeed", extra={"phase": phase})
+            return
+        record = record_promoted(self.state, ticket, now)
+        if not ticket.auto:
+            entry = self.state.available.get(ticket.freight)
+            if entry is not None:
+                note_manual_choice(self.state, entry.freight, now)
+        # No verification block yet: Freight is verified as soon as it is promoted.
+        record.verified = True
+        await self._offer_downstream(ticket.freight, now)
+
+    async def _offer_downstream(self, freight_id: str, verified_at: object) -> None:
+        entry = self.state.available.get(freight_id)
+        if entry is None:
+            return
+        offer = FreightAvailable(
+            freight=entry.freight, source="stage", via=self.state.name, verified_at=workflow.now()
+        )
+        for downstream in self.state.config.downstream:
+            handle = workflow.get_external_workflow_handle(
+                stage_workflow_id(self.state.config.project, downstream)
+            )
+            try:
+                await handle.signal(FREIGHT_AVAILABLE_SIGNAL, offer)
+            except Exception as err:
+                workflow.logger.warning(
+                    "cannot offer freight downstream",
+                    extra={"stage": downstream, "error": str(err)},
+                )
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _find_available(self, name: str) -> AvailableFreight | None:
+        now = workflow.now()
+        for entry in self.state.available.values():
+            if name in (entry.freight.metadata.name, entry.freight.alias) and is_available(
+                self.state.config.stage, entry, now
+            ):
+                return entry
+        return None
+
+    def _availability_rule(self) -> str:
+        rules = []
+        for request in self.state.config.stage.spec.requested_freight:
+            sources = request.sources
+            if sources.direct:
+                rules.append(f'Freight comes straight from Warehouse "{request.origin.name}"')
+            if sources.stages:
+                needed = "all of" if sources.availability_strategy == "All" else "one of"
+                soak = (
+                    f" and soaked {sources.required_soak_time}"
+                    if sources.required_soak_time
+                    else ""
+                )
+                rules.append(
+                    f"Freight must be verified in {needed} {', '.join(sources.stages)}{soak} first"
+                )
+        return "; ".join(rules) or "it requests no Freight"
+
+    def _until_next_ready(self) -> timedelta | None:
+        when = next_ready_time(self.state, workflow.now())
+        if when is None:
+            return None
+        return max(when - workflow.now(), timedelta(seconds=1))
+
+    def _may_continue_as_new(self) -> bool:
+        return (
+            workflow.info().is_continue_as_new_suggested()
+            and self.state.running is None
+            and not self.state.queue
+            and workflow.all_handlers_finished()
+        )
+
+    def _show(self) -> None:
+        state = self.state
+        current = state.current
+        lines = [f"**Stage `{state.name}`** (project `{state.config.project}`)"]
+        lines.append(
+            f"current freight: `{current.freight_alias or current.freight[:7]}` "
+            f"({', '.join(current.versions)})"
+            if current
+            else "current freight: none"
+        )
+        if state.running:
+            lines.append(f"promoting: `{state.running.freight_alias}` ({state.running.promotion})")
+        if state.queue:
+            lines.append("queued: " + ", ".join(f"`{t.freight_alias}`" for t in state.queue))
+        if state.last_promotion and state.last_promotion.phase != "Succeeded":
+            lines.append(
+                f"last promotion {state.last_promotion.phase}: {state.last_promotion.message}"
+            )
+        lines.append(f"auto-promotion: {'on' if state.config.auto_promotion else 'off'}")
+        workflow.set_current_details("\n\n".join(lines))

@@ -6,6 +6,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from freightline.client import with_warehouse_freight
 from freightline.errors import NotFoundError
 from freightline.promotion import PromotionPlan, PromotionRequest, plan_promotion
 from freightline.resources import ProjectResources
@@ -36,6 +37,8 @@ class ProjectActivities:
     async def resolve_promotion(self, request: PromotionRequest) -> PromotionPlan:
         """Expand the Stage's steps for this Freight (kept in the promotion's history)."""
         resources = await self.project_resources(request.project)
+        # Freight a Warehouse discovered lives in its workflow, not in the applied config.
+        resources = await with_warehouse_freight(self.client, resources, request.freight)
         return plan_promotion(
             resources,
             request.stage,

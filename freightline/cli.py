@@ -31,6 +31,8 @@ app = typer.Typer(
 )
 get_app = typer.Typer(help="List warehouses, stages, freight or promotions.", no_args_is_help=True)
 app.add_typer(get_app, name="get")
+refresh_app = typer.Typer(help="Ask a Warehouse to discover now.", no_args_is_help=True)
+app.add_typer(refresh_app, name="refresh")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True)
@@ -175,6 +177,21 @@ async def approve(
     console.print(message)
 
 
+@app.command()
+@run_async
+async def verify(
+    stage: Annotated[str, typer.Argument(help="The Stage whose current Freight to verify.")],
+    project: ProjectOption = None,
+    abort: Annotated[bool, typer.Option("--abort", help="Abort the running verification.")] = False,
+) -> None:
+    """Re-run the Stage's verification of its current Freight (or abort the running one)."""
+    from freightline.client import stage_update
+    from freightline.temporal import connect
+
+    update = "abort_verification" if abort else "verify"
+    console.print(await stage_update(await connect(), _project(project), stage, update, _user()))
+
+
 async def _wait_for(client: Any, promotion: str) -> None:
     """Wait for a queued promotion to start, then to finish."""
     from temporalio.service import RPCStatusCode
@@ -260,28 +277,40 @@ async def get_stages(project: ProjectOption = None, output: OutputOption = "tabl
 @get_app.command("warehouses")
 @run_async
 async def get_warehouses(project: ProjectOption = None, output: OutputOption = "table") -> None:
-    """Warehouses of a project."""
-    from freightline.client import project_resources
+    """Warehouses of a project, with their last discovery and last error."""
+    from freightline.client import project_resources, warehouse_statuses
     from freightline.temporal import connect
 
-    resources = await project_resources(await connect(), _project(project))
-    rows = [
-        {"name": name, "subscriptions": str(len(w.spec.subscriptions)), "interval": w.spec.interval}
-        for name, w in sorted(resources.warehouses.items())
-    ]
+    client = await connect()
+    resources = await project_resources(client, _project(project))
+    statuses = {s.warehouse: s for s in await warehouse_statuses(client, resources.name)}
+    rows = []
+    for name, w in sorted(resources.warehouses.items()):
+        status = statuses.get(name)
+        last = status.last_discovery if status else None
+        rows.append(
+            {
+                "name": name,
+                "subscriptions": str(len(w.spec.subscriptions)),
+                "interval": w.spec.interval,
+                "freight": str(status.freight_count) if status else "",
+                "lastDiscovery": last.isoformat(timespec="seconds") if last else "never",
+                "lastError": (status.last_error or "") if status else "not running",
+            }
+        )
     _print(rows, output, f"warehouses of {resources.name}")
 
 
 @get_app.command("freight")
 @run_async
 async def get_freight(project: ProjectOption = None, output: OutputOption = "table") -> None:
-    """Freight known to a project."""
-    from freightline.client import project_resources
+    """Freight known to a project: its Warehouses' and the applied, newest first."""
+    from freightline.client import project_freight
     from freightline.temporal import connect
 
-    resources = await project_resources(await connect(), _project(project))
+    name = _project(project)
     rows = []
-    for freight in resources.freight.values():
+    for freight in await project_freight(await connect(), name):
         artifacts = [f"{i.repo_url}:{i.tag}" for i in freight.images or ()]
         artifacts += [f"{c.repo_url}@{(c.id or '')[:7]}" for c in freight.commits or ()]
         artifacts += [f"{c.name}:{c.version}" for c in freight.charts or ()]
@@ -291,9 +320,14 @@ async def get_freight(project: ProjectOption = None, output: OutputOption = "tab
                 "alias": freight.alias or "",
                 "origin": freight.origin.name,
                 "artifacts": ", ".join(artifacts),
+                "discovered": (
+                    freight.discovered_at.isoformat(timespec="seconds")
+                    if freight.discovered_at
+                    else ""
+                ),
             }
         )
-    _print(rows, output, f"freight of {resources.name}")
+    _print(rows, output, f"freight of {name}")
 
 
 @get_app.command("promotions")
@@ -309,6 +343,37 @@ async def get_promotions(
 
     rows = await list_promotions(await connect(), project, stage)
     _print(list(rows), output, "promotions")
+
+
+@refresh_app.command("warehouse")
+@run_async
+async def refresh_warehouse(
+    name: Annotated[str, typer.Argument(help="The Warehouse.")],
+    project: ProjectOption = None,
+) -> None:
+    """Ask a Warehouse to discover now (the ``refresh`` signal)."""
+    from freightline.client import refresh_warehouse as send_refresh
+    from freightline.temporal import connect
+
+    await send_refresh(await connect(), _project(project), name)
+    console.print(f"Warehouse/{name} refresh requested")
+
+
+@app.command()
+@run_async
+async def webhooks(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+) -> None:
+    """Serve the webhook receiver (registry notifications, GitHub pushes, generic hooks)."""
+    from freightline.temporal import connect
+    from freightline.webhooks import WEBHOOK_SECRET_ENV, serve
+
+    if not os.environ.get(WEBHOOK_SECRET_ENV):
+        raise fail(f"set {WEBHOOK_SECRET_ENV}: without a secret every webhook is refused")
+    client = await connect()
+    console.print(f"webhooks on http://{host}:{port}/webhooks/<project>/registry|github|generic")
+    await serve(client, port, host)
 
 
 def _print(rows: list[dict[str, str]], output: str, title: str) -> None:

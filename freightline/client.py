@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -26,17 +26,23 @@ from freightline.stage import FreightAvailable, PromotionTicket, StageConfig, St
 from freightline.stage_requests import ApproveRequest, PromoteRequest
 from freightline.temporal import (
     FREIGHT_AVAILABLE_SIGNAL,
+    FREIGHT_QUERY,
     PROJECT_WORKFLOW,
     PROMOTION_WORKFLOW,
+    REFRESH_SIGNAL,
     SA_FREIGHT,
     SA_PROJECT,
     SA_STAGE,
+    SA_WAREHOUSE,
     STAGE_WORKFLOW,
+    WAREHOUSE_WORKFLOW,
     project_workflow_id,
     promotion_workflow_id,
     stage_workflow_id,
     task_queue,
+    warehouse_workflow_id,
 )
+from freightline.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus, direct_stages
 
 APPLY_TIMEOUT = timedelta(seconds=30)
 
@@ -74,6 +80,7 @@ async def apply_project(client: Client, resources: ProjectResources) -> ApplyRes
     merged = await project_resources(client, resources.name)
     await configure_stages(client, merged)
     await offer_applied_freight(client, merged, resources)
+    await configure_warehouses(client, merged)
     return result
 
 
@@ -161,11 +168,19 @@ def stage_configs(resources: ProjectResources) -> dict[str, StageConfig]:
             for other, spec in resources.stages.items()
             if any(name in (r.sources.stages or ()) for r in spec.spec.requested_freight)
         )
+        verification = stage.spec.verification
+        templates = {
+            ref.name: resources.analysis_templates[ref.name]
+            for ref in (verification.analysis_templates or () if verification else ())
+            if ref.name in resources.analysis_templates
+        }
         configs[name] = StageConfig(
             project=resources.name,
             stage=stage,
             auto_promotion=resources.auto_promotion_enabled(name),
             downstream=tuple(downstream),
+            analysis_templates=templates,
+            rollback_on_verification=resources.auto_rollback_on_verification(name),
         )
     return configs
 
@@ -264,6 +279,20 @@ async def approve_freight(client: Client, project: str, stage: str, freight: str
     return message
 
 
+async def stage_update(client: Client, project: str, stage: str, update: str, arg: str) -> str:
+    """Send a Stage a one-argument update (``verify``, ``abort_verification``); its answer."""
+    handle = client.get_workflow_handle(stage_workflow_id(project, stage))
+    try:
+        answer: str = await handle.execute_update(update, arg, result_type=str)
+    except WorkflowUpdateFailedError as err:
+        raise FreightlineError(_update_refusal(err)) from None
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NotFoundError(f'project "{project}" has no Stage "{stage}"') from None
+        raise
+    return answer
+
+
 async def find_project_freight(client: Client, project: str, freight: str) -> Freight:
     """Freight by ID or alias, from what was applied or what the project's Stages know."""
     resources = await project_resources(client, project)
@@ -275,6 +304,9 @@ async def find_project_freight(client: Client, project: str, freight: str) -> Fr
         for entry in state.available.values():
             if freight in (entry.freight.metadata.name, entry.freight.alias):
                 return entry.freight
+    for candidate in await warehouse_freight(client, resources):
+        if freight in (candidate.metadata.name, candidate.alias):
+            return candidate
     raise NotFoundError(f'project "{project}" has no Freight with ID or alias "{freight}"')
 
 
@@ -313,3 +345,117 @@ def pipeline_order(resources: ProjectResources) -> list[str]:
             order.append(name)
             del remaining[name]
     return order
+
+
+# --- Warehouses ---------------------------------------------------------------------------------
+
+
+async def configure_warehouses(client: Client, resources: ProjectResources) -> None:
+    """Start each Warehouse workflow, or update it when its Warehouse or Stages changed.
+
+    A Warehouse whose running workflow already holds the same configuration
+    is left alone, so re-applying an unchanged file changes nothing.
+    """
+    for name, warehouse in resources.warehouses.items():
+        config = WarehouseConfig(warehouse=warehouse, stages=direct_stages(resources, name))
+        workflow_id = warehouse_workflow_id(resources.name, name)
+        if await _running_warehouse_config(client, workflow_id) == config:
+            continue
+        start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
+            WAREHOUSE_WORKFLOW,
+            WarehouseInput(project=resources.name, config=config),
+            id=workflow_id,
+            task_queue=task_queue(),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(SA_PROJECT, resources.name),
+                    SearchAttributePair(SA_WAREHOUSE, name),
+                ]
+            ),
+            static_summary=f"Warehouse `{name}` of project `{resources.name}`",
+        )
+        await client.execute_update_with_start_workflow(
+            "update_spec", config, start_workflow_operation=start, rpc_timeout=APPLY_TIMEOUT
+        )
+
+
+async def _running_warehouse_config(client: Client, workflow_id: str) -> WarehouseConfig | None:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
+            return None
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    config: WarehouseConfig = await handle.query("config", result_type=WarehouseConfig)
+    return config
+
+
+async def warehouse_freight(client: Client, resources: ProjectResources) -> list[Freight]:
+    """The Freight every Warehouse workflow of the project holds, newest first."""
+    found: list[Freight] = []
+    for name in sorted(resources.warehouses):
+        handle = client.get_workflow_handle(warehouse_workflow_id(resources.name, name))
+        try:
+            found += await handle.query(FREIGHT_QUERY, result_type=list[Freight])
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+    return sorted(found, key=_discovered_at, reverse=True)
+
+
+async def with_warehouse_freight(
+    client: Client, resources: ProjectResources, freight: str
+) -> ProjectResources:
+    """``resources`` with the Freight named ``freight`` (ID or alias) merged in from the
+    project's Warehouses when it is not among the applied Freight."""
+    if any(freight in (f.metadata.name, f.alias) for f in resources.freight.values()):
+        return resources
+    for candidate in await warehouse_freight(client, resources):
+        if freight in (candidate.metadata.name, candidate.alias):
+            merged = {**resources.freight, candidate.metadata.name: candidate}
+            return resources.model_copy(update={"freight": merged})
+    return resources
+
+
+def _discovered_at(freight: Freight) -> datetime:
+    return freight.discovered_at or datetime.min.replace(tzinfo=UTC)
+
+
+async def project_freight(client: Client, project: str) -> list[Freight]:
+    """All Freight of a project: its Warehouses' and the applied, newest first, no repeats."""
+    resources = await project_resources(client, project)
+    seen: dict[str, Freight] = {}
+    for freight in [*await warehouse_freight(client, resources), *resources.freight.values()]:
+        seen.setdefault(freight.metadata.name, freight)
+    return sorted(seen.values(), key=_discovered_at, reverse=True)
+
+
+async def refresh_warehouse(client: Client, project: str, warehouse: str) -> None:
+    """Ask a Warehouse to discover now (the ``refresh`` signal)."""
+    handle = client.get_workflow_handle(warehouse_workflow_id(project, warehouse))
+    try:
+        await handle.signal(REFRESH_SIGNAL)
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NotFoundError(
+                f'project "{project}" has no running Warehouse "{warehouse}": '
+                "`freightline apply -f FILE` starts it"
+            ) from None
+        raise
+
+
+async def warehouse_statuses(client: Client, project: str) -> list[WarehouseStatus]:
+    """Each Warehouse's ``status`` (last discovery, last error, counts), by name."""
+    resources = await project_resources(client, project)
+    statuses = []
+    for name in sorted(resources.warehouses):
+        handle = client.get_workflow_handle(warehouse_workflow_id(project, name))
+        try:
+            statuses.append(await handle.query("status", result_type=WarehouseStatus))
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+    return statuses

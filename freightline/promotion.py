@@ -66,6 +66,8 @@ class PlannedStep(_Model):
     """The alias of the step that referenced the PromotionTask this step came from."""
     if_: str | None = Field(default=None, alias="if")
     continue_on_error: bool = False
+    retry_timeout: str | None = None
+    """The step's ``retry.timeout`` (a Go duration), for steps that wait (argocd-update)."""
     vars: tuple[Var, ...] = ()
     """Layered in order; a later var of the same name wins."""
     config: dict[str, Any] = Field(default_factory=dict)
@@ -199,6 +201,7 @@ def _planned(
         task_alias=task_alias,
         if_=step.if_,
         continue_on_error=bool(step.continue_on_error),
+        retry_timeout=step.retry.timeout if step.retry else None,
         vars=inherited + own,
         config=dict(step.config or {}),
     )

@@ -838,12 +838,9 @@ class ProjectResources(BaseModel):
     promotions: dict[str, Promotion] = Field(default_factory=dict)
     analysis_templates: dict[str, AnalysisTemplate] = Field(default_factory=dict)
 
-    def auto_promotion_enabled(self, stage: str) -> bool:
-        """Whether the ProjectConfig's (or legacy Project's) policies auto-promote ``stage``.
-
-        The first policy that selects the Stage decides; no policy means no
-        auto-promotion, as in Kargo.
-        """
+    def policy_for(self, stage: str) -> PromotionPolicy | None:
+        """The ProjectConfig's (or legacy Project's) promotion policy for ``stage``: the first
+        that selects it, as in Kargo."""
         policies: list[PromotionPolicy] = []
         if self.project_config is not None:
             policies.extend(self.project_config.spec.promotion_policies or ())
@@ -859,8 +856,21 @@ class ProjectResources(BaseModel):
             else:
                 continue
             if selected:
-                return bool(policy.auto_promotion_enabled)
-        return False
+                return policy
+        return None
+
+    def auto_promotion_enabled(self, stage: str) -> bool:
+        """Whether the project's policies auto-promote ``stage`` (no policy: no, as in Kargo)."""
+        policy = self.policy_for(stage)
+        return bool(policy and policy.auto_promotion_enabled)
+
+    def auto_rollback_on_verification(self, stage: str) -> tuple[str, ...]:
+        """The verification outcomes (Failed, Error) that roll ``stage`` back (a Freightline
+        extension, opt-in per Stage through ``autoRollback`` in its promotion policy)."""
+        policy = self.policy_for(stage)
+        if policy is None or policy.auto_rollback is None:
+            return ()
+        return tuple(policy.auto_rollback.on_verification or ())
 
 
 def _selects(selector: StageSelector, stage: str, labels: dict[str, str]) -> bool:

@@ -19,7 +19,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from freightline.resources import Freight, FreightRequest, Stage, parse_duration
+from freightline.analysis import AnalysisRunStatus
+from freightline.resources import AnalysisTemplate, Freight, FreightRequest, Stage, parse_duration
 
 HISTORY_LIMIT = 10
 AVAILABLE_LIMIT = 50
@@ -53,6 +54,10 @@ class StageConfig(_Model):
     auto_promotion: bool = False
     downstream: tuple[str, ...] = ()
     """Stages that request Freight verified here."""
+    analysis_templates: dict[str, AnalysisTemplate] = Field(default_factory=dict)
+    """The AnalysisTemplates the Stage's verification uses."""
+    rollback_on_verification: tuple[str, ...] = ()
+    """Verification phases (Failed, Error) after which the Stage returns to its previous Freight."""
 
 
 class AvailableFreight(_Model):
@@ -75,6 +80,8 @@ class PromotionTicket(_Model):
     requested_by: str
     requested_at: datetime
     auto: bool = False
+    rollback_of: str | None = None
+    """Set on a rollback: the Freight whose verification failed. A rollback is never rolled back."""
 
 
 class HistoryEntry(_Model):
@@ -86,6 +93,20 @@ class HistoryEntry(_Model):
     promoted_at: datetime
     verified: bool = False
     versions: tuple[str, ...] = ()
+
+
+class VerificationRecord(_Model):
+    """One verification run of Freight in this Stage (newest first in ``StageState.verifications``)."""
+
+    verification: str
+    """The ``Verification`` workflow ID (empty when there was nothing to verify)."""
+    freight: str
+    freight_alias: str | None = None
+    phase: str
+    message: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    result: AnalysisRunStatus | None = None
 
 
 class LastPromotion(_Model):
@@ -106,6 +127,8 @@ class StageState(_Model):
     queue: list[PromotionTicket] = Field(default_factory=list)
     running: PromotionTicket | None = None
     last_promotion: LastPromotion | None = None
+    verifications: list[VerificationRecord] = Field(default_factory=list)
+    verifying: VerificationRecord | None = None
     auto_hold: dict[str, str] = Field(default_factory=dict)
     """Origin warehouse → the Freight a person chose instead of the newest (auto-promotion paused)."""
     health: str = "Unknown"
@@ -253,6 +276,17 @@ def note_manual_choice(state: StageState, freight: Freight, now: datetime) -> No
         state.auto_hold.pop(origin, None)
     else:
         state.auto_hold[origin] = freight.metadata.name
+
+
+def record_verification(state: StageState, record: VerificationRecord) -> None:
+    """Keep the last verification runs, newest first; mark the Freight verified if it passed."""
+    state.verifications.insert(0, record)
+    del state.verifications[HISTORY_LIMIT:]
+    if record.phase == "Successful":
+        for entry in state.history:
+            if entry.freight == record.freight:
+                entry.verified = True
+                break
 
 
 def record_promoted(state: StageState, ticket: PromotionTicket, now: datetime) -> HistoryEntry:

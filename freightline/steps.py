@@ -31,6 +31,8 @@ STEP_CATALOGUE: dict[str, StepRunner] = {
     "yaml-update": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
+    "argocd-update": StepRunner.ARGOCD,
+    "argocd-wait": StepRunner.ARGOCD,
 }
 
 

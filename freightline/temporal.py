@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 
 DEFAULT_TASK_QUEUE = "freightline"
 
@@ -64,12 +65,16 @@ def promotion_workflow_id(project: str, stage: str, freight_alias: str) -> str:
     return f"promotion:{project}:{stage}:{freight_alias}:{uuid.uuid4().hex[:8]}"
 
 
-async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+async def connect(
+    address: str | None = None, namespace: str | None = None, *, runtime: Runtime | None = None
+) -> Client:
     """Connect with the pydantic data converter, configured like the ``temporal`` CLI.
 
     Settings come from Temporal's envconfig (``TEMPORAL_ADDRESS``,
     ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*``,
-    ``TEMPORAL_PROFILE`` and the config file); explicit arguments win.
+    ``TEMPORAL_PROFILE`` and the config file); explicit arguments win. A worker
+    passes its ``runtime`` (``freightline.observability.worker_runtime``) so the
+    SDK's metrics and Freightline's are served from it.
     """
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
@@ -77,7 +82,7 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
         config["target_host"] = address
     if namespace:
         config["namespace"] = namespace
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
 
 
 def ui_base_url() -> str:

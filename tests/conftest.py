@@ -49,11 +49,17 @@ async def task_queue(monkeypatch: pytest.MonkeyPatch, client: Client) -> AsyncIt
     queue = f"test-{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("FREIGHTLINE_TASK_QUEUE", queue)
     yield queue
-    async for execution in client.list_workflows(
-        f"TaskQueue = '{queue}' AND ExecutionStatus = 'Running'"
-    ):
-        with contextlib.suppress(RPCError):  # it may have finished since it was listed
-            await client.get_workflow_handle(execution.id).terminate("test finished")
+    # Visibility lags a little behind: list and terminate until nothing of ours runs.
+    query = f"TaskQueue = '{queue}' AND ExecutionStatus = 'Running'"
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        running = [execution.id async for execution in client.list_workflows(query)]
+        if not running:
+            break
+        for workflow_id in running:
+            with contextlib.suppress(RPCError):  # it may have finished since it was listed
+                await client.get_workflow_handle(workflow_id).terminate("test finished")
+        await asyncio.sleep(0.2)
 
 
 @pytest.fixture

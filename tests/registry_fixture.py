@@ -101,8 +101,15 @@ class Registry:
             self.process.wait()
 
 
-def start_registry(workdir: Path, auth: Mapping[str, Any] | None = None) -> Registry:
-    """Start ``docker-registry serve`` on a free loopback port; wait for ``/v2/``."""
+def start_registry(
+    workdir: Path,
+    auth: Mapping[str, Any] | None = None,
+    notifications: Mapping[str, Any] | None = None,
+) -> Registry:
+    """Start ``docker-registry serve`` on a free loopback port; wait for ``/v2/``.
+
+    ``notifications`` is the registry's ``notifications:`` section (webhook endpoints).
+    """
     if not Path(REGISTRY_BINARY).exists():
         raise RuntimeError("docker-registry is not installed: apt-get install docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +125,8 @@ def start_registry(workdir: Path, auth: Mapping[str, Any] | None = None) -> Regi
     }
     if auth:
         config["auth"] = dict(auth)
+    if notifications:
+        config["notifications"] = dict(notifications)
     config_path = workdir / "config.yml"
     # JSON is YAML: no YAML library needed.
     config_path.write_text(json.dumps(config))

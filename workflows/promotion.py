@@ -11,12 +11,16 @@ infrastructure kept failing), carrying the ``PromotionResult`` as details.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from freightline.argocd import ARGOCD_ACTIVITIES, ArgoCDStepInput, step_timeout
+    from freightline.errors import ConfigError, ExpressionError
+    from freightline.observability import record_promotion_finished
     from freightline.promotion import (
         PlannedStep,
         PromotionPhase,
@@ -24,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
         PromotionRequest,
         PromotionResult,
         StepOutcome,
+        StepScope,
+        StepStatus,
         WorktreeBatch,
     )
     from freightline.steps import StepRunner, runner_of
@@ -49,6 +55,9 @@ ACTIVITY_RETRY = RetryPolicy(
 )
 WORKTREE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 WORKTREE_TIMEOUT = timedelta(minutes=30)
+# Argo CD steps poll inside one activity that heartbeats on every poll (about every second).
+ARGOCD_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+ARGOCD_TIMEOUT_MARGIN = timedelta(minutes=1)
 
 
 @workflow.defn(name="Promotion")
@@ -111,9 +120,68 @@ class PromotionWorkflow:
                     return self._end(request, plan, phase, _reason(err), _failed_step(err, batch))
                 self._outcomes.extend(outcomes)
                 index += len(batch)
+            elif runner_of(step.uses) is StepRunner.ARGOCD:
+                outcome = await self._run_argocd_step(request, plan, step)
+                self._outcomes.append(outcome)
+                failed = outcome.status in (StepStatus.FAILED, StepStatus.ERRORED)
+                if failed and not step.continue_on_error:
+                    phase = (
+                        PromotionPhase.FAILED
+                        if outcome.status is StepStatus.FAILED
+                        else PromotionPhase.ERRORED
+                    )
+                    return self._end(request, plan, phase, outcome.message, step.alias)
+                index += 1
             else:  # pragma: no cover - the plan only holds catalogued steps
                 raise ApplicationError(f'no runner for step "{step.uses}"', non_retryable=True)
         return self._end(request, plan, PromotionPhase.SUCCEEDED, "", None)
+
+    async def _run_argocd_step(
+        self, request: PromotionRequest, plan: PromotionPlan, step: PlannedStep
+    ) -> StepOutcome:
+        """Decide and render here (pure), then sync and wait in one heartbeating activity."""
+        scope = StepScope(plan, self._outcomes)
+        try:
+            if not scope.should_run(step):
+                return StepOutcome(alias=step.alias, uses=step.uses, status=StepStatus.SKIPPED)
+            config = scope.render_config(step)
+            timeout = step_timeout(config, step.retry_timeout)
+        except (ExpressionError, ConfigError) as err:
+            message = str(err)
+            if not message.startswith("step "):
+                message = f'step "{step.alias}" ({step.uses}): {message}'
+            return StepOutcome(
+                alias=step.alias, uses=step.uses, status=StepStatus.ERRORED, message=message
+            )
+        apps = _app_names(config)
+        self._show(request, plan, f"{step.alias}: waiting for Argo CD app {apps}")
+        try:
+            outcome: StepOutcome = await workflow.execute_activity(
+                ARGOCD_ACTIVITIES[step.uses],
+                ArgoCDStepInput(
+                    project=plan.project,
+                    stage=plan.stage,
+                    promotion=plan.promotion,
+                    step=step.alias,
+                    uses=step.uses,
+                    config=config,
+                    timeout_seconds=timeout.total_seconds(),
+                ),
+                result_type=StepOutcome,
+                start_to_close_timeout=timeout + ARGOCD_TIMEOUT_MARGIN,
+                heartbeat_timeout=ARGOCD_HEARTBEAT_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+                summary=f"{step.uses} {apps}",
+            )
+        except ActivityError as err:
+            failed = _phase_of(err) is PromotionPhase.FAILED
+            return StepOutcome(
+                alias=step.alias,
+                uses=step.uses,
+                status=StepStatus.FAILED if failed else StepStatus.ERRORED,
+                message=_reason(err),
+            )
+        return outcome
 
     @workflow.query(name="status")
     def status(self) -> dict[str, object]:
@@ -154,9 +222,22 @@ class PromotionWorkflow:
             steps=tuple(self._outcomes),
         )
         self._show(request, plan, message or phase.value)
+        # The workflow meter is replay-safe: a replayed _end records nothing.
+        elapsed = workflow.now() - workflow.info().start_time
+        record_promotion_finished(
+            request.project, request.stage, phase.value, elapsed.total_seconds()
+        )
         if phase is PromotionPhase.SUCCEEDED:
             return result
         raise ApplicationError(message, result, type=f"Promotion{phase.value}", non_retryable=True)
+
+
+def _app_names(config: dict[str, Any]) -> str:
+    names = []
+    for app in config.get("apps") or []:
+        if isinstance(app, dict):
+            names.append(str(app.get("name") or f"selector {app.get('selector')}"))
+    return ", ".join(names) or "?"
 
 
 def _worktree_batch(plan: PromotionPlan, start: int) -> list[PlannedStep]:

@@ -15,10 +15,12 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributePair
 from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from freightline.analysis import AnalysisRunStatus
+    from freightline.errors import ConfigError
     from freightline.promotion import PromotionRequest, PromotionResult
     from freightline.resources import Freight
     from freightline.stage import (
@@ -28,21 +30,25 @@ with workflow.unsafe.imports_passed_through():
         PromotionTicket,
         StageConfig,
         StageState,
+        VerificationRecord,
         auto_promotion_candidates,
         is_available,
         next_ready_time,
         note_manual_choice,
         record_offer,
         record_promoted,
+        record_verification,
     )
     from freightline.stage_requests import ApproveRequest, PromoteRequest
     from freightline.temporal import (
         FREIGHT_AVAILABLE_SIGNAL,
         PROMOTION_WORKFLOW,
+        SA_FREIGHT,
         SA_PROJECT,
         SA_STAGE,
         stage_workflow_id,
     )
+    from freightline.verification import verification_request
 
 
 @workflow.defn(name="Stage")
@@ -53,6 +59,7 @@ class StageWorkflow:
     def __init__(self, state: StageState) -> None:
         self.state = state
         self._wake = False
+        self._verify_requested_by: str | None = None
 
     @workflow.run
     async def run(self, state: StageState) -> None:
@@ -69,6 +76,8 @@ class StageWorkflow:
                     timeout=timeout,
                 )
             self._wake = False
+            if self._verify_requested_by is not None:
+                await self._reverify()
             self._enqueue_auto_promotions()
             if self.state.queue:
                 ticket = self.state.queue.pop(0)
@@ -147,6 +156,35 @@ class StageWorkflow:
                 f'Stage "{self.state.name}" does not request Freight from Warehouse "{origin}"'
             )
 
+    @workflow.update(name="verify")
+    def verify(self, user: str) -> str:
+        """Re-run verification of the current Freight (``freightline verify STAGE``)."""
+        self._verify_requested_by = user or "unknown"
+        self._wake = True
+        current = self.state.current
+        assert current is not None
+        return f'verification of "{current.freight_alias or current.freight[:7]}" requested'
+
+    @verify.validator
+    def validate_verify(self, user: str) -> None:
+        if self.state.current is None:
+            raise ValueError(f'Stage "{self.state.name}" has no Freight to verify')
+        if self.state.verifying is not None or self.state.running is not None:
+            raise ValueError(f'Stage "{self.state.name}" is busy: a promotion or verification runs')
+
+    @workflow.update(name="abort_verification")
+    async def abort_verification(self, user: str) -> str:
+        """Abort the running verification (``freightline verify STAGE --abort``)."""
+        verifying = self.state.verifying
+        assert verifying is not None
+        await workflow.get_external_workflow_handle(verifying.verification).signal("abort", user)
+        return f"verification {verifying.verification} aborted by {user}"
+
+    @abort_verification.validator
+    def validate_abort_verification(self, user: str) -> None:
+        if self.state.verifying is None:
+            raise ValueError(f'Stage "{self.state.name}" has no verification running')
+
     @workflow.query(name="status")
     def status(self) -> StageState:
         return self.state
@@ -214,16 +252,120 @@ class StageWorkflow:
         if phase != "Succeeded":
             workflow.logger.warning("promotion did not succeed", extra={"phase": phase})
             return
-        record = record_promoted(self.state, ticket, now)
-        if not ticket.auto:
+        record_promoted(self.state, ticket, now)
+        if not ticket.auto and ticket.rollback_of is None:
             entry = self.state.available.get(ticket.freight)
             if entry is not None:
                 note_manual_choice(self.state, entry.freight, now)
-        # No verification block yet: Freight is verified as soon as it is promoted.
-        record.verified = True
-        await self._offer_downstream(ticket.freight, now)
+        phase = await self._verify(ticket.freight)
+        if phase == "Successful":
+            await self._offer_downstream(ticket.freight)
+        elif phase in self.state.config.rollback_on_verification and ticket.rollback_of is None:
+            self._roll_back(ticket)
 
-    async def _offer_downstream(self, freight_id: str, verified_at: object) -> None:
+    async def _verify(self, freight_id: str) -> str:
+        """Run the Stage's verification for its current Freight; its phase (Successful if none)."""
+        entry = self.state.available.get(freight_id)
+        started = workflow.now()
+        alias = entry.freight.alias if entry else None
+        try:
+            request = (
+                verification_request(
+                    self.state.config.project,
+                    self.state.config.stage,
+                    entry.freight,
+                    self.state.config.analysis_templates,
+                )
+                if entry
+                else None
+            )
+        except ConfigError as err:
+            record = VerificationRecord(
+                verification="",
+                freight=freight_id,
+                freight_alias=alias,
+                phase="Error",
+                message=str(err),
+                started_at=started,
+                finished_at=started,
+            )
+            record_verification(self.state, record)
+            return record.phase
+        if request is None:  # no verification block: verified at once, as in Kargo
+            record_verification(
+                self.state,
+                VerificationRecord(
+                    verification="",
+                    freight=freight_id,
+                    freight_alias=alias,
+                    phase="Successful",
+                    message="no verification configured",
+                    started_at=started,
+                    finished_at=started,
+                ),
+            )
+            return "Successful"
+        workflow_id = (
+            f"verification:{self.state.config.project}:{self.state.name}:"
+            f"{alias or freight_id[:7]}:{workflow.uuid4().hex[:8]}"
+        )
+        self.state.verifying = VerificationRecord(
+            verification=workflow_id,
+            freight=freight_id,
+            freight_alias=alias,
+            phase="Running",
+            started_at=started,
+        )
+        self._show()
+        result: AnalysisRunStatus | None = None
+        try:
+            result = await workflow.execute_child_workflow(
+                "Verification",
+                request,
+                id=workflow_id,
+                result_type=AnalysisRunStatus,
+                static_summary=f"verify freight `{alias or freight_id[:7]}` in `{self.state.name}`",
+                search_attributes=workflow.info().typed_search_attributes.updated(
+                    SearchAttributePair(SA_FREIGHT, freight_id)
+                ),
+            )
+            phase, message = result.phase, result.message
+        except ChildWorkflowError as err:
+            result, phase, message = None, "Error", str(err.cause or err)
+        record = self.state.verifying.model_copy(
+            update={
+                "phase": phase,
+                "message": message,
+                "finished_at": workflow.now(),
+                "result": result,
+            }
+        )
+        self.state.verifying = None
+        record_verification(self.state, record)
+        return phase
+
+    async def _reverify(self) -> None:
+        self._verify_requested_by = None
+        current = self.state.current
+        if current is None:
+            return
+        if await self._verify(current.freight) == "Successful":
+            await self._offer_downstream(current.freight)
+
+    def _roll_back(self, failed: PromotionTicket) -> None:
+        """Promote the Freight the Stage had before, as an ordinary (marked) promotion."""
+        previous = next(
+            (h for h in self.state.history[1:] if h.verified and h.freight != failed.freight), None
+        )
+        entry = self.state.available.get(previous.freight) if previous else None
+        if entry is None:
+            workflow.logger.warning("verification failed and there is nothing to roll back to")
+            return
+        ticket = self._enqueue(entry.freight, "auto-rollback", auto=False)
+        self.state.queue.remove(ticket)
+        self.state.queue.insert(0, ticket.model_copy(update={"rollback_of": failed.freight}))
+
+    async def _offer_downstream(self, freight_id: str) -> None:
         entry = self.state.available.get(freight_id)
         if entry is None:
             return
@@ -281,6 +423,7 @@ class StageWorkflow:
         return (
             workflow.info().is_continue_as_new_suggested()
             and self.state.running is None
+            and self.state.verifying is None
             and not self.state.queue
             and workflow.all_handlers_finished()
         )
@@ -297,6 +440,10 @@ class StageWorkflow:
         )
         if state.running:
             lines.append(f"promoting: `{state.running.freight_alias}` ({state.running.promotion})")
+        if state.verifying:
+            lines.append(
+                f"verifying: `{state.verifying.freight_alias}` ({state.verifying.verification})"
+            )
         if state.queue:
             lines.append("queued: " + ", ".join(f"`{t.freight_alias}`" for t in state.queue))
         if state.last_promotion and state.last_promotion.phase != "Succeeded":

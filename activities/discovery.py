@@ -1,0 +1,181 @@
+"""The ``discover_warehouse`` activity: every subscription of one Warehouse, in one run.
+
+Images go through :mod:`activities.registry`, git through
+:mod:`activities.git_discovery`, charts through :mod:`activities.helm`.
+Subscriptions are discovered concurrently; the first failure fails the
+activity with a message naming the subscription. Failures a retry cannot fix
+(bad regex or constraint, missing repository, refused credentials) are
+non-retryable ``ApplicationError``s typed by the error's class; timeouts and
+5xx stay retryable.
+
+Credentials are looked up here, from the worker's store, per subscription
+URL; results carry artifacts only. Registry clients (and their caches of
+tokens and image build dates by digest) live as long as the worker, one per
+subscribed repository, so a warm NewestBuild costs the tag list and the
+manifests only, even beyond the build dates the workflow carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from datetime import timedelta
+
+import httpx
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.git_discovery import discover_commits
+from activities.helm import discover_charts, oci_repository
+from activities.registry import RegistryClient, discover_images
+from freightline.credentials import CredentialStore
+from freightline.errors import ConfigError, FreightlineError, RegistryUnavailableError
+from freightline.resources import RepoSubscription
+from freightline.selection import ImageSelectionPolicy
+from freightline.warehouse import (
+    DiscoveredImageRef,
+    DiscoveryRequest,
+    DiscoveryResult,
+    SubscriptionDiscovery,
+    subscription_label,
+)
+
+__all__ = ["DiscoveryActivities", "image_policy"]
+
+HTTP_TIMEOUT = timedelta(seconds=10)
+# Registry clients kept per worker (least recently used dropped beyond this).
+MAX_CLIENTS = 256
+
+
+def image_policy(subscription: RepoSubscription) -> ImageSelectionPolicy:
+    """The selection policy of an image subscription; ConfigError names what is wrong."""
+    image = subscription.image
+    assert image is not None
+    allow = [*(image.allow_tags_regexes or ()), *filter(None, [image.allow_tags])]
+    ignore = [*(image.ignore_tags_regexes or ())]
+    ignore += [f"^{re.escape(tag)}$" for tag in image.ignore_tags or ()]
+    try:
+        return ImageSelectionPolicy(
+            strategy=image.image_selection_strategy,
+            constraint=image.constraint or "",
+            strict_semvers=image.strict_semvers,
+            allow_tags_regexes=tuple(allow),
+            ignore_tags_regexes=tuple(ignore),
+            platform=image.platform or "",
+            discovery_limit=image.discovery_limit,
+        )
+    except ValidationError as err:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+        raise ConfigError(problems) from None
+
+
+class DiscoveryActivities:
+    """Discovery with the worker's credentials and long-lived registry clients."""
+
+    def __init__(
+        self, credentials: CredentialStore, *, http_timeout: timedelta = HTTP_TIMEOUT
+    ) -> None:
+        self.credentials = credentials
+        self.http_timeout = http_timeout
+        self._http: httpx.AsyncClient | None = None
+        self._clients: OrderedDict[tuple[str, str], RegistryClient] = OrderedDict()
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.http_timeout.total_seconds())
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        self._clients.clear()
+
+    def registry_client(self, cred_type: str, repo_url: str) -> RegistryClient:
+        """One client per subscribed repository, its credentials bound to that repository."""
+        key = (cred_type, repo_url)
+        client = self._clients.get(key)
+        if client is None:
+            store = self.credentials
+
+            def provider(host: str) -> tuple[str, str] | None:
+                return store.basic(cred_type, repo_url) or store.basic(cred_type, host)
+
+            client = self._clients[key] = RegistryClient(self.http, provider)
+            while len(self._clients) > MAX_CLIENTS:
+                self._clients.popitem(last=False)
+        self._clients.move_to_end(key)
+        return client
+
+    @activity.defn(name="discover_warehouse")
+    async def discover_warehouse(self, request: DiscoveryRequest) -> DiscoveryResult:
+        """Discover every subscription of a Warehouse (artifacts newest first)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._discover(index, subscription, request.known_created))
+                    for index, subscription in enumerate(request.subscriptions)
+                ]
+        except* FreightlineError as errors:
+            first = errors.exceptions[0]
+            raise ApplicationError(
+                str(first),
+                type=type(first).__name__,
+                non_retryable=not isinstance(first, RegistryUnavailableError),
+            ) from None
+        return DiscoveryResult(subscriptions=tuple(task.result() for task in tasks))
+
+    async def _discover(
+        self, index: int, subscription: RepoSubscription, known_created: dict[str, str]
+    ) -> SubscriptionDiscovery:
+        label = subscription_label(index, subscription)
+        try:
+            return await self._discover_one(subscription, known_created)
+        except FreightlineError as err:
+            raise type(err)(f"{label}: {err}") from None
+
+    async def _discover_one(
+        self, subscription: RepoSubscription, known_created: dict[str, str]
+    ) -> SubscriptionDiscovery:
+        if subscription.image is not None:
+            repo_url = subscription.image.repo_url
+            images = await discover_images(
+                self.registry_client("image", repo_url),
+                repo_url,
+                image_policy(subscription),
+                known_created,
+            )
+            return SubscriptionDiscovery(
+                kind="image",
+                repo_url=repo_url,
+                images=tuple(
+                    DiscoveredImageRef(
+                        tag=i.tag, digest=i.digest, created_at=i.created, annotations=i.annotations
+                    )
+                    for i in images
+                ),
+            )
+        if subscription.git is not None:
+            git = subscription.git
+            credentials = self.credentials.git(git.repo_url)
+            commits = await asyncio.to_thread(discover_commits, git, credentials)
+            return SubscriptionDiscovery(kind="git", repo_url=git.repo_url, commits=tuple(commits))
+        chart = subscription.chart
+        assert chart is not None
+        oci = chart.repo_url.startswith("oci://")
+        charts = await discover_charts(
+            chart,
+            http=self.http,
+            registry=self.registry_client("helm", chart.repo_url) if oci else None,
+            credentials=lambda url: self.credentials.basic("helm", url),
+        )
+        return SubscriptionDiscovery(
+            kind="chart",
+            # Kargo records an OCI chart by its full repository and no name.
+            repo_url=f"oci://{oci_repository(chart)}" if oci else chart.repo_url,
+            name=None if oci else chart.name,
+            charts=tuple(charts),
+        )

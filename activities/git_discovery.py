@@ -1,0 +1,306 @@
+"""Git subscriptions: which commits a ``git`` subscription selects, read with the git CLI.
+
+Strategies, as Kargo's ``commitSelectionStrategy``:
+
+- **NewestFromBranch** (default): the newest commits of ``branch`` (the
+  remote's default branch when unset), in ``git log`` order. Read with a
+  shallow, blobless fetch (``--depth`` = ``discoveryLimit``; deepened
+  step by step when path filters skip commits).
+- **SemVer**: tags that parse as versions (``strictSemvers``) and satisfy
+  ``semverConstraint``, highest first. **Lexical**: tags by descending
+  name. **NewestTag**: tags by descending creation date (the tagger's date
+  for annotated tags, the commit's for lightweight ones). Tag names come
+  from ``git ls-remote``; only the tags that may be returned are fetched
+  (``--depth 1``, blobless), except NewestTag, which needs every tag's date.
+
+Tags pass ``allowTagsRegexes`` (at least one, when any; plus the older
+``allowTags``) and no ``ignoreTagsRegexes`` (nor an exact ``ignoreTags``),
+matched anywhere in the name as Go's ``regexp.MatchString`` does.
+
+``includePaths``/``excludePaths`` keep a commit when at least one path it
+changes (against its first parent) is included and not excluded. A selector
+is a path prefix (``src/``), ``glob:`` (shell-style, ``*`` also crosses
+``/``) or ``regex:`` (searched anywhere in the path).
+
+Credentials come from the worker's :class:`~freightline.credentials.CredentialStore`
+and reach git through ``GIT_ASKPASS`` (see :mod:`activities.git`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from activities.git import GitCommandError, GitRunner, git_environment
+from freightline.credentials import GitCredentials
+from freightline.errors import ConfigError
+from freightline.resources import GitSubscription
+from freightline.semver import parse_constraint, try_parse_version
+from freightline.warehouse import DiscoveredCommit, DiscoveryError
+
+__all__ = ["discover_commits", "path_filter"]
+
+# Fields of one commit in `git log`/`for-each-ref` output, separated by US (0x1f).
+_LOG_FORMAT = "%H%x1f%P%x1f%an <%ae>%x1f%cn <%ce>%x1f%cI%x1f%s%x1e"
+# How many commits a path-filtered branch discovery may read at most.
+MAX_HISTORY = 10_000
+
+
+def discover_commits(
+    subscription: GitSubscription, credentials: GitCredentials | None
+) -> list[DiscoveredCommit]:
+    """Up to ``discoveryLimit`` commits the subscription selects, newest first.
+
+    Raises ConfigError (bad regex, constraint or path selector) or
+    DiscoveryError (missing repository or branch, git failure).
+    """
+    keep = path_filter(subscription.include_paths or (), subscription.exclude_paths or ())
+    allowed = _tag_filter(subscription)
+    constraint = None
+    if subscription.commit_selection_strategy == "SemVer" and subscription.semver_constraint:
+        constraint = parse_constraint(subscription.semver_constraint)
+    with (
+        git_environment(credentials) as env,
+        tempfile.TemporaryDirectory(prefix="freightline-discovery-") as tmp,
+    ):
+        secrets = (credentials.password,) if credentials else ()
+        git = _Repo(subscription.repo_url, Path(tmp), GitRunner(Path(tmp), env, secrets))
+        git.run("init", "--quiet", "--bare")
+        git.run("remote", "add", "origin", subscription.repo_url)
+        if subscription.commit_selection_strategy == "NewestFromBranch":
+            return git.branch_commits(subscription.branch, subscription.discovery_limit, keep)
+        tags = {t: c for t, c in git.remote_tags().items() if allowed(t)}
+        match subscription.commit_selection_strategy:
+            case "SemVer":
+                versions = []
+                for tag in tags:
+                    version = try_parse_version(tag, subscription.strict_semvers)
+                    if version is not None and (constraint is None or constraint.matches(version)):
+                        versions.append((version, tag))
+                ordered = [tag for _, tag in sorted(versions, reverse=True)]
+            case "Lexical":
+                ordered = sorted(tags, reverse=True)
+            case _:  # NewestTag
+                ordered = git.tags_by_date(list(tags))
+        return git.tag_commits(ordered, subscription.discovery_limit, keep)
+
+
+def path_filter(
+    include: Sequence[str], exclude: Sequence[str]
+) -> Callable[[list[str]], bool] | None:
+    """A predicate over a commit's changed paths, or None when there are no selectors."""
+    if not include and not exclude:
+        return None
+    includes = [_selector(s, "includePaths") for s in include]
+    excludes = [_selector(s, "excludePaths") for s in exclude]
+
+    def keep(paths: list[str]) -> bool:
+        return any(
+            (not includes or any(m(p) for m in includes)) and not any(m(p) for m in excludes)
+            for p in paths
+        )
+
+    return keep
+
+
+def _selector(text: str, field: str) -> Callable[[str], bool]:
+    if text.startswith("regex:"):
+        try:
+            pattern = re.compile(text.removeprefix("regex:"))
+        except re.error as err:
+            raise ConfigError(f"{field}: invalid regex {text!r}: {err}") from None
+        return lambda path: pattern.search(path) is not None
+    if text.startswith("glob:"):
+        glob = text.removeprefix("glob:")
+        return lambda path: fnmatch.fnmatchcase(path, glob)
+    return lambda path: path.startswith(text)
+
+
+def _tag_filter(subscription: GitSubscription) -> Callable[[str], bool]:
+    def compiled(patterns: Sequence[str], field: str) -> list[re.Pattern[str]]:
+        result = []
+        for pattern in patterns:
+            try:
+                result.append(re.compile(pattern))
+            except re.error as err:
+                raise ConfigError(f"{field}: invalid regex {pattern!r}: {err}") from None
+        return result
+
+    allow = compiled(
+        [*(subscription.allow_tags_regexes or ()), *filter(None, [subscription.allow_tags])],
+        "allowTagsRegexes",
+    )
+    ignore = compiled(subscription.ignore_tags_regexes or (), "ignoreTagsRegexes")
+    ignored = set(subscription.ignore_tags or ())
+    return lambda tag: (
+        (not allow or any(r.search(tag) for r in allow))
+        and not any(r.search(tag) for r in ignore)
+        and tag not in ignored
+    )
+
+
+class _Repo:
+    """A scratch bare repository that fetches from the subscribed remote."""
+
+    def __init__(self, url: str, path: Path, run: GitRunner) -> None:
+        self.url = url
+        self.path = path
+        self.run = run
+
+    def git(self, *args: str) -> str:
+        try:
+            return self.run(*args)
+        except GitCommandError as err:
+            raise DiscoveryError(f"git repository {self.url}: {err}") from None
+
+    # -- branches --
+
+    def default_branch(self) -> str:
+        out = self.git("ls-remote", "--symref", "origin", "HEAD")
+        for line in out.splitlines():
+            if line.startswith("ref: refs/heads/"):
+                return line.split()[1].removeprefix("refs/heads/")
+        raise DiscoveryError(f"git repository {self.url}: no default branch; set branch")
+
+    def branch_commits(
+        self, branch: str | None, limit: int, keep: Callable[[list[str]], bool] | None
+    ) -> list[DiscoveredCommit]:
+        branch = branch or self.default_branch()
+        if not self.git("ls-remote", "--heads", "origin", f"refs/heads/{branch}"):
+            raise DiscoveryError(f"git repository {self.url}: branch {branch!r} does not exist")
+        ref = f"refs/remotes/origin/{branch}"
+        depth = limit if keep is None else max(4 * limit, 64)
+        while True:
+            self.fetch(f"+refs/heads/{branch}:{ref}", depth=depth)
+            commits = self.log(ref)
+            if keep is None:
+                return [_with(c, branch=branch) for c in commits[:limit]]
+            boundary = self.shallow_boundary()
+            complete = len(commits) < depth or not boundary
+            found = []
+            for commit, parents in commits:
+                if commit.id in boundary:
+                    break  # its parents are not here: its changes are unknown
+                if keep(self.changed_paths(commit.id, parents)):
+                    found.append(_with((commit, parents), branch=branch))
+                    if len(found) == limit:
+                        return found
+            if complete or depth >= MAX_HISTORY:
+                return found
+            depth *= 4
+
+    # -- tags --
+
+    def remote_tags(self) -> dict[str, str]:
+        """Tag -> commit ID, from ``ls-remote`` (annotated tags peeled)."""
+        tags: dict[str, str] = {}
+        for line in self.git("ls-remote", "--tags", "origin").splitlines():
+            sha, _, ref = line.partition("\t")
+            name = ref.removeprefix("refs/tags/")
+            if name.endswith("^{}"):
+                tags[name[:-3]] = sha
+            else:
+                tags.setdefault(name, sha)
+        return tags
+
+    def tags_by_date(self, tags: list[str]) -> list[str]:
+        if not tags:
+            return []
+        self.fetch("+refs/tags/*:refs/tags/*", depth=1)
+        wanted = set(tags)
+        out = self.git(
+            "for-each-ref",
+            # The last --sort is the primary key: newest first, ties by descending name.
+            "--sort=-refname",
+            "--sort=-creatordate",
+            "--format=%(refname:strip=2)",
+            "refs/tags",
+        )
+        return [t for t in out.splitlines() if t in wanted]
+
+    def tag_commits(
+        self, ordered: list[str], limit: int, keep: Callable[[list[str]], bool] | None
+    ) -> list[DiscoveredCommit]:
+        found: list[DiscoveredCommit] = []
+        position = 0
+        while len(found) < limit and position < len(ordered):
+            window = ordered[position : position + limit - len(found)]
+            position += len(window)
+            self.fetch(
+                *(f"+refs/tags/{t}:refs/tags/{t}" for t in window),
+                depth=1 if keep is None else 2,
+            )
+            for tag in window:
+                commit, parents = self.tag_commit(tag)
+                if keep is not None and not keep(self.changed_paths(commit.id, parents)):
+                    continue
+                found.append(commit)
+        return found
+
+    def tag_commit(self, tag: str) -> tuple[DiscoveredCommit, list[str]]:
+        (commit, parents), *_ = self.log(f"refs/tags/{tag}", count=1)
+        created = self.git("for-each-ref", "--format=%(creatordate:iso-strict)", f"refs/tags/{tag}")
+        return (
+            commit.model_copy(update={"tag": tag, "creator_date": _date(created)}),
+            parents,
+        )
+
+    # -- plumbing --
+
+    def fetch(self, *refspecs: str, depth: int) -> None:
+        self.git(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--filter=blob:none",
+            f"--depth={depth}",
+            "origin",
+            *refspecs,
+        )
+
+    def shallow_boundary(self) -> set[str]:
+        shallow = self.path / "shallow"
+        return set(shallow.read_text().split()) if shallow.exists() else set()
+
+    def log(self, ref: str, count: int | None = None) -> list[tuple[DiscoveredCommit, list[str]]]:
+        args = ["log", f"--format={_LOG_FORMAT}"]
+        if count is not None:
+            args.append(f"-n{count}")
+        out = self.git(*args, ref, "--")
+        commits = []
+        for record in out.split("\x1e"):
+            fields = record.strip("\n").split("\x1f")
+            if len(fields) != 6:
+                continue
+            sha, parents, author, committer, date, subject = fields
+            commit = DiscoveredCommit(
+                id=sha,
+                subject=subject,
+                author=author,
+                committer=committer,
+                creator_date=_date(date),
+            )
+            commits.append((commit, parents.split()))
+        return commits
+
+    def changed_paths(self, commit: str, parents: list[str]) -> list[str]:
+        base = [parents[0]] if parents else ["--root"]
+        out = self.git(
+            "diff-tree", "-r", "--no-commit-id", "--name-only", "--no-renames", *base, commit
+        )
+        return out.splitlines()
+
+
+def _with(entry: tuple[DiscoveredCommit, list[str]], *, branch: str) -> DiscoveredCommit:
+    return entry[0].model_copy(update={"branch": branch})
+
+
+def _date(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None

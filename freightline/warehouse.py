@@ -1,0 +1,418 @@
+"""What a Warehouse does with what it discovers: Kargo's rules, as pure code.
+
+A discovery (one activity run over all of a Warehouse's subscriptions)
+yields, per subscription, its artifacts newest first. Freight is made as
+Kargo makes it:
+
+- **the newest artifact of every subscription**, combined into one Freight
+  whose origin is the Warehouse; a subscription that found nothing means no
+  Freight (and a message on the status);
+- the ID is Kargo's (:func:`freightline.freight.freight_id`); Freight whose ID
+  the Warehouse already holds is not made again;
+- the alias comes from :func:`freightline.freight.freight_alias`, avoiding
+  the aliases the Warehouse already uses;
+- ``freightCreationPolicy: Manual`` discovers but makes no Freight;
+- ``freightCreationCriteria.expression`` must be true for the candidate
+  before it is made. Its names are Kargo's: ``imageFrom(repoURL)``,
+  ``commitFrom(repoURL)``, ``chartFrom(repoURL[, name])`` over the
+  candidate's artifacts (fields ``RepoURL``, ``Tag``, ``Digest``,
+  ``Annotations`` / ``ID``, ``Branch``, ``Message``, ``Author``,
+  ``Committer`` / ``Name``, ``Version``), and ``warehouse(name)``.
+
+The Warehouse keeps the newest :data:`MAX_FREIGHT_HISTORY` Freight, newest
+first; older Freight is dropped from the Warehouse (Freight already promoted
+stays in the Stages that hold it). Everything here is deterministic, so the
+``Warehouse`` workflow calls it directly.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from freightline import expressions
+from freightline.errors import ExpressionError, FreightlineError
+from freightline.freight import freight_alias, freight_id
+from freightline.resources import (
+    Chart,
+    Freight,
+    FreightMeta,
+    FreightOrigin,
+    GitCommit,
+    Image,
+    ProjectResources,
+    RepoSubscription,
+    Warehouse,
+)
+
+__all__ = [
+    "MAX_FREIGHT_HISTORY",
+    "MAX_KNOWN_CREATED",
+    "DiscoveredChart",
+    "DiscoveredCommit",
+    "DiscoveredImageRef",
+    "DiscoveryError",
+    "DiscoveryRequest",
+    "DiscoveryResult",
+    "FreightDecision",
+    "SubscriptionDiscovery",
+    "WarehouseConfig",
+    "WarehouseInput",
+    "WarehouseState",
+    "WarehouseStatus",
+    "continue_as_new_input",
+    "decide_freight",
+    "direct_stages",
+    "record_freight",
+    "remember_created",
+    "subscription_label",
+]
+
+MAX_FREIGHT_HISTORY = 50
+"""How much Freight one Warehouse keeps (newest first); older Freight is dropped."""
+MAX_KNOWN_CREATED = 5_000
+"""How many image build dates (digest -> created) a Warehouse remembers for NewestBuild."""
+
+
+class DiscoveryError(FreightlineError):
+    """A subscription's source could not be read (missing repository, chart or index)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, serialize_by_alias=True
+    )
+
+
+# --- discovery results ---------------------------------------------------------------------
+
+
+class DiscoveredImageRef(_Model):
+    """An image tag and the digest it points at (Kargo's ``DiscoveredImageReference``)."""
+
+    tag: str
+    digest: str
+    created_at: datetime.datetime | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class DiscoveredCommit(_Model):
+    """A commit (and the tag that names it, for tag strategies)."""
+
+    id: str
+    branch: str | None = None
+    tag: str | None = None
+    subject: str = ""
+    author: str = ""
+    committer: str = ""
+    creator_date: datetime.datetime | None = None
+
+
+class DiscoveredChart(_Model):
+    """A chart version (and where to download it, when the repository says)."""
+
+    version: str
+    url: str | None = None
+
+
+class SubscriptionDiscovery(_Model):
+    """What one subscription found, newest first (at most its ``discoveryLimit``)."""
+
+    kind: Literal["image", "git", "chart"]
+    repo_url: str = Field(alias="repoURL")
+    name: str | None = None
+    """The chart name, for a chart subscription to an HTTP repository."""
+    images: tuple[DiscoveredImageRef, ...] = ()
+    commits: tuple[DiscoveredCommit, ...] = ()
+    charts: tuple[DiscoveredChart, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.images or self.commits or self.charts)
+
+
+class DiscoveryRequest(_Model):
+    """Input of the ``discover_warehouse`` activity: subscriptions and cached build dates."""
+
+    project: str
+    warehouse: str
+    subscriptions: tuple[RepoSubscription, ...]
+    known_created: dict[str, str] = Field(default_factory=dict)
+
+
+class DiscoveryResult(_Model):
+    """The output of the ``discover_warehouse`` activity: artifacts only, no secrets."""
+
+    subscriptions: tuple[SubscriptionDiscovery, ...]
+
+
+def subscription_label(index: int, subscription: RepoSubscription) -> str:
+    """``subscription 1 (image 127.0.0.1:5000/app)``, for messages."""
+    if subscription.image is not None:
+        what = f"image {subscription.image.repo_url}"
+    elif subscription.git is not None:
+        what = f"git {subscription.git.repo_url}"
+    else:
+        assert subscription.chart is not None
+        chart = subscription.chart
+        what = f"chart {chart.repo_url}" + (f" {chart.name}" if chart.name else "")
+    named = f' "{subscription.name}"' if subscription.name else ""
+    return f"subscription {index + 1}{named} ({what})"
+
+
+# --- workflow state ------------------------------------------------------------------------
+
+
+class WarehouseConfig(_Model):
+    """What ``freightline apply`` gives a Warehouse: its resource and who to tell."""
+
+    warehouse: Warehouse
+    stages: tuple[str, ...] = ()
+    """Stages that request Freight from this Warehouse directly (``sources.direct``)."""
+
+
+class WarehouseState(_Model):
+    """Everything a Warehouse workflow carries across continue-as-new."""
+
+    freight: tuple[Freight, ...] = ()
+    """Newest first, at most MAX_FREIGHT_HISTORY."""
+    known_created: dict[str, str] = Field(default_factory=dict)
+    """Image digest -> RFC 3339 build date, so NewestBuild need not read configs again."""
+    last_discovery: datetime.datetime | None = None
+    last_error: str | None = None
+    message: str = ""
+    """What the last discovery did (``made Freight wise-otter``, ``no new artifacts``)."""
+    discovered: DiscoveryResult | None = None
+    """The artifacts of the last successful discovery (for Manual Freight creation)."""
+    discoveries: int = 0
+    failures: int = 0
+
+
+class WarehouseInput(_Model):
+    """The input of a ``Warehouse`` workflow."""
+
+    project: str
+    config: WarehouseConfig
+    state: WarehouseState = WarehouseState()
+    refresh: bool = True
+    """Discover at once on start (a continued run that was waiting does not)."""
+
+
+class WarehouseStatus(_Model):
+    """The ``status`` query: when it last looked, what went wrong, what it holds."""
+
+    project: str
+    warehouse: str
+    interval: str
+    last_discovery: datetime.datetime | None
+    last_error: str | None
+    message: str
+    freight_count: int
+    latest_freight: str | None
+    discoveries: int
+    failures: int
+    stages: tuple[str, ...]
+
+
+def continue_as_new_input(project: str, config: WarehouseConfig, state: WarehouseState) -> Any:
+    """The next run's input: the same Warehouse and state, waiting for its next turn.
+
+    Pure, so a test checks what survives continue-as-new without forcing one.
+    """
+    return WarehouseInput(project=project, config=config, state=state, refresh=False)
+
+
+# --- Freight -------------------------------------------------------------------------------
+
+
+class FreightDecision(_Model):
+    """What one discovery means for the Warehouse's Freight."""
+
+    freight: Freight | None = None
+    """New Freight to record and announce, or None."""
+    message: str
+
+
+def decide_freight(
+    project: str,
+    warehouse: Warehouse,
+    discovery: DiscoveryResult,
+    existing: Sequence[Freight],
+    now: datetime.datetime,
+) -> FreightDecision:
+    """Make Freight from the newest artifact of every subscription, by Kargo's rules.
+
+    Raises ExpressionError when the creation criteria cannot be evaluated.
+    """
+    name = warehouse.metadata.name
+    if warehouse.spec.freight_creation_policy == "Manual":
+        return FreightDecision(message="discovered; freightCreationPolicy is Manual")
+    for index, found in enumerate(discovery.subscriptions):
+        if found.empty:
+            label = subscription_label(index, warehouse.spec.subscriptions[index])
+            return FreightDecision(message=f"{label} discovered nothing; no Freight made")
+    origin = FreightOrigin(kind="Warehouse", name=name)
+    images = [_image(s) for s in discovery.subscriptions if s.kind == "image"]
+    commits = [_commit(s) for s in discovery.subscriptions if s.kind == "git"]
+    charts = [_chart(s) for s in discovery.subscriptions if s.kind == "chart"]
+    new_id = freight_id(origin, images=images, commits=commits, charts=charts)
+    for held in existing:
+        if held.metadata.name == new_id:
+            return FreightDecision(message=f"no new artifacts (newest Freight {held.alias})")
+    candidate = Freight(
+        metadata=FreightMeta(name=new_id, namespace=project),
+        alias=freight_alias(new_id, {f.alias for f in existing if f.alias}),
+        origin=origin,
+        images=images or None,
+        commits=commits or None,
+        charts=charts or None,
+        discovered_at=now,
+    )
+    criteria = warehouse.spec.freight_creation_criteria
+    expression = (criteria.expression or "").strip() if criteria else ""
+    if expression and not _criteria_met(expression, candidate):
+        return FreightDecision(message=f"freightCreationCriteria not met by {_describe(candidate)}")
+    return FreightDecision(freight=candidate, message=f"made Freight {candidate.alias}")
+
+
+def record_freight(
+    existing: Sequence[Freight], new: Freight, limit: int = MAX_FREIGHT_HISTORY
+) -> tuple[Freight, ...]:
+    """``new`` first, then the existing Freight, the oldest dropped beyond ``limit``."""
+    kept = [f for f in existing if f.metadata.name != new.metadata.name]
+    return (new, *kept)[:limit]
+
+
+def remember_created(
+    known: Mapping[str, str], discovery: DiscoveryResult, limit: int = MAX_KNOWN_CREATED
+) -> dict[str, str]:
+    """Add the build dates a discovery read to ``known``, keeping the newest ``limit``."""
+    merged = dict(known)
+    for found in discovery.subscriptions:
+        for image in found.images:
+            if image.created_at is not None:
+                merged.pop(image.digest, None)
+                merged[image.digest] = image.created_at.isoformat()
+    excess = len(merged) - limit
+    return dict(list(merged.items())[excess:]) if excess > 0 else merged
+
+
+def direct_stages(resources: ProjectResources, warehouse: str) -> tuple[str, ...]:
+    """The Stages that request Freight from ``warehouse`` directly, sorted."""
+    return tuple(
+        sorted(
+            name
+            for name, stage in resources.stages.items()
+            if any(
+                request.origin.kind == "Warehouse"
+                and request.origin.name == warehouse
+                and request.sources.direct
+                for request in stage.spec.requested_freight
+            )
+        )
+    )
+
+
+def _image(found: SubscriptionDiscovery) -> Image:
+    newest = found.images[0]
+    return Image(
+        repo_url=found.repo_url,
+        tag=newest.tag,
+        digest=newest.digest,
+        annotations=newest.annotations or None,
+    )
+
+
+def _commit(found: SubscriptionDiscovery) -> GitCommit:
+    newest = found.commits[0]
+    return GitCommit(
+        repo_url=found.repo_url,
+        id=newest.id,
+        branch=newest.branch,
+        tag=newest.tag,
+        message=newest.subject or None,
+        author=newest.author or None,
+        committer=newest.committer or None,
+    )
+
+
+def _chart(found: SubscriptionDiscovery) -> Chart:
+    return Chart(repo_url=found.repo_url, name=found.name, version=found.charts[0].version)
+
+
+def _describe(freight: Freight) -> str:
+    parts = [f"{i.repo_url}:{i.tag}" for i in freight.images or ()]
+    parts += [f"{c.repo_url}@{c.tag or (c.id or '')[:7]}" for c in freight.commits or ()]
+    parts += [
+        f"{c.repo_url}{'/' + c.name if c.name else ''}:{c.version}" for c in freight.charts or ()
+    ]
+    return ", ".join(parts)
+
+
+def _same_repo(a: str | None, b: str) -> bool:
+    return (a or "").rstrip("/").removesuffix(".git") == b.rstrip("/").removesuffix(".git")
+
+
+def freight_functions(freight: Freight) -> dict[str, Callable[..., Any]]:
+    """``imageFrom``, ``commitFrom``, ``chartFrom`` and ``warehouse`` over one Freight."""
+
+    def image_from(repo_url: str, _origin: Any = None) -> dict[str, Any] | None:
+        for image in freight.images or ():
+            if _same_repo(image.repo_url, repo_url):
+                return {
+                    "RepoURL": image.repo_url,
+                    "Tag": image.tag,
+                    "Digest": image.digest,
+                    "Annotations": image.annotations or {},
+                }
+        return None
+
+    def commit_from(repo_url: str, _origin: Any = None) -> dict[str, Any] | None:
+        for commit in freight.commits or ():
+            if _same_repo(commit.repo_url, repo_url):
+                return {
+                    "RepoURL": commit.repo_url,
+                    "ID": commit.id,
+                    "Branch": commit.branch,
+                    "Tag": commit.tag,
+                    "Message": commit.message,
+                    "Author": commit.author,
+                    "Committer": commit.committer,
+                }
+        return None
+
+    def chart_from(repo_url: str, name: Any = None, _origin: Any = None) -> dict[str, Any] | None:
+        for chart in freight.charts or ():
+            if _same_repo(chart.repo_url, repo_url) and (
+                not isinstance(name, str) or chart.name == name
+            ):
+                return {"RepoURL": chart.repo_url, "Name": chart.name, "Version": chart.version}
+        return None
+
+    return {
+        "imageFrom": image_from,
+        "commitFrom": commit_from,
+        "chartFrom": chart_from,
+        "warehouse": lambda name: {"kind": "Warehouse", "name": name},
+    }
+
+
+def _criteria_met(expression: str, candidate: Freight) -> bool:
+    text = expression.strip()
+    if not text.startswith("${{"):
+        text = "${{ " + text + " }}"
+    try:
+        value = expressions.render(text, freight_functions(candidate))
+    except ExpressionError as err:
+        raise ExpressionError(f"freightCreationCriteria.expression: {err}") from None
+    if isinstance(value, str) and value in ("true", "false"):
+        value = value == "true"
+    if not isinstance(value, bool):
+        raise ExpressionError(
+            f"freightCreationCriteria.expression must be true or false, got {value!r}"
+        )
+    return value

@@ -1,0 +1,220 @@
+"""Git subscriptions against real bare repositories (file:// URLs), through the git CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from activities.git_discovery import discover_commits, path_filter
+from freightline.errors import ConfigError
+from freightline.resources import GitSubscription
+from freightline.warehouse import DiscoveryError
+
+pytestmark = pytest.mark.integration
+
+
+class Upstream:
+    """A bare repo and a work tree that commits, tags and pushes to it."""
+
+    def __init__(self, root: Path) -> None:
+        self.bare = root / "upstream.git"
+        self.work = root / "work"
+        self.clock = 1_700_000_000
+        subprocess.run(
+            ["git", "init", "-q", "--bare", "--initial-branch=main", str(self.bare)], check=True
+        )
+        subprocess.run(["git", "init", "-q", "--initial-branch=main", str(self.work)], check=True)
+        self.git("remote", "add", "origin", str(self.bare))
+
+    @property
+    def url(self) -> str:
+        return self.bare.as_uri()
+
+    def git(self, *args: str) -> str:
+        self.clock += 60  # every command a minute later: dates order commits and tags
+        date = f"@{self.clock} +0000"
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "Ada",
+            "GIT_AUTHOR_EMAIL": "ada@example.com",
+            "GIT_COMMITTER_NAME": "Bob",
+            "GIT_COMMITTER_EMAIL": "bob@example.com",
+            "GIT_AUTHOR_DATE": date,
+            "GIT_COMMITTER_DATE": date,
+            "GIT_CONFIG_NOSYSTEM": "1",
+        }
+        out = subprocess.run(
+            ["git", *args], cwd=self.work, env=env, check=True, capture_output=True, text=True
+        )
+        return out.stdout.strip()
+
+    def commit(self, path: str, message: str | None = None) -> str:
+        file = self.work / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(f"{file.read_text() if file.exists() else ''}{self.clock}\n")
+        self.git("add", path)
+        self.git("commit", "-q", "-m", message or f"change {path}")
+        return self.git("rev-parse", "HEAD")
+
+    def tag(self, name: str, annotated: bool = False, ref: str = "HEAD") -> None:
+        if annotated:
+            self.git("tag", "-a", name, "-m", f"release {name}", ref)
+        else:
+            self.git("tag", name, ref)
+
+    def push(self, branch: str = "main") -> None:
+        self.git("push", "-q", "--tags", "origin", f"HEAD:refs/heads/{branch}")
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Upstream]:
+    yield Upstream(tmp_path)
+
+
+def sub(upstream: Upstream, **fields: Any) -> GitSubscription:
+    return GitSubscription.model_validate({"repoURL": upstream.url, **fields})
+
+
+def test_newest_from_branch_default_branch_and_limit(upstream: Upstream) -> None:
+    shas = [upstream.commit(f"file{i}.txt") for i in range(5)]
+    upstream.push()
+    commits = discover_commits(sub(upstream, discoveryLimit=3), None)
+    assert [c.id for c in commits] == shas[::-1][:3]
+    assert commits[0].branch == "main"
+    assert commits[0].subject == "change file4.txt"
+    assert commits[0].author == "Ada <ada@example.com>"
+    assert commits[0].committer == "Bob <bob@example.com>"
+    assert commits[0].tag is None
+
+
+def test_newest_from_branch_named_branch(upstream: Upstream) -> None:
+    upstream.commit("a.txt")
+    upstream.push()
+    feature = upstream.commit("b.txt")
+    upstream.push("feature/x")
+    commits = discover_commits(sub(upstream, branch="feature/x"), None)
+    assert commits[0].id == feature
+    assert commits[0].branch == "feature/x"
+
+
+def test_path_filters_plain_glob_regex_and_deepening(upstream: Upstream) -> None:
+    wanted = upstream.commit("src/app.py")
+    upstream.commit("docs/readme.md")
+    upstream.commit("src/app_test.py")
+    # Many unrelated commits on top: the first shallow fetch cannot see `wanted`.
+    for i in range(70):
+        upstream.commit(f"other/{i}.txt")
+    upstream.push()
+
+    def ids(**fields: Any) -> list[str]:
+        return [c.id for c in discover_commits(sub(upstream, discoveryLimit=1, **fields), None)]
+
+    assert ids(includePaths=["src/"], excludePaths=["glob:*_test.py"]) == [wanted]
+    assert ids(includePaths=["regex:^src/app\\.py$"]) == [wanted]
+    assert ids(includePaths=["glob:src/*.py"], excludePaths=["regex:_test"]) == [wanted]
+    # Excluding everything but docs: the docs commit is the newest that keeps a path.
+    docs = discover_commits(sub(upstream, excludePaths=["src/", "other/"], discoveryLimit=5), None)
+    assert [c.subject for c in docs] == ["change docs/readme.md"]
+
+
+def test_path_filter_semantics() -> None:
+    keep = path_filter(["src/"], ["glob:*.md"])
+    assert keep is not None
+    assert keep(["src/a.py"])
+    assert not keep(["src/a.md"])
+    assert keep(["src/a.md", "src/b.py"])  # one included, not excluded path is enough
+    assert not keep(["docs/a.py"])
+    assert path_filter([], []) is None
+    with pytest.raises(ConfigError, match="includePaths: invalid regex"):
+        path_filter(["regex:("], [])
+
+
+def test_semver_tags_with_constraint_and_limit(upstream: Upstream) -> None:
+    for tag in ["v1.0.0", "v1.2.0", "v1.10.0", "v2.0.0", "v1.11.0-rc.1", "nightly", "1.3"]:
+        upstream.commit(f"{tag}.txt")
+        upstream.tag(tag, annotated=tag == "v1.10.0")
+    upstream.push()
+    commits = discover_commits(
+        sub(upstream, commitSelectionStrategy="SemVer", semverConstraint="^1.0", discoveryLimit=2),
+        None,
+    )
+    assert [c.tag for c in commits] == ["v1.10.0", "v1.2.0"]
+    # The annotated tag is peeled to its commit.
+    head_of_tag = upstream.git("rev-parse", "v1.10.0^{commit}")
+    assert commits[0].id == head_of_tag
+    assert commits[0].subject == "change v1.10.0.txt"
+    loose = discover_commits(
+        sub(upstream, commitSelectionStrategy="SemVer", strictSemvers=False, discoveryLimit=10),
+        None,
+    )
+    assert [c.tag for c in loose] == [
+        "v2.0.0",
+        "v1.11.0-rc.1",
+        "v1.10.0",
+        "1.3",
+        "v1.2.0",
+        "v1.0.0",
+    ]
+
+
+def test_lexical_and_tag_regexes(upstream: Upstream) -> None:
+    for tag in ["build-001", "build-003", "build-002", "release-9", "build-004-bad"]:
+        upstream.commit(f"{tag}.txt")
+        upstream.tag(tag)
+    upstream.push()
+    commits = discover_commits(
+        sub(
+            upstream,
+            commitSelectionStrategy="Lexical",
+            allowTagsRegexes=["^build-"],
+            ignoreTagsRegexes=["bad$"],
+        ),
+        None,
+    )
+    assert [c.tag for c in commits] == ["build-003", "build-002", "build-001"]
+
+
+def test_newest_tag_by_creation_date(upstream: Upstream) -> None:
+    first = upstream.commit("a.txt")
+    upstream.commit("b.txt")
+    upstream.tag("zeta")  # lightweight: the commit's date
+    upstream.tag("alpha", annotated=True, ref=first)  # annotated later: the tagger's date
+    upstream.push()
+    commits = discover_commits(sub(upstream, commitSelectionStrategy="NewestTag"), None)
+    assert [c.tag for c in commits] == ["alpha", "zeta"]
+    assert commits[0].id == first
+
+
+def test_tag_strategy_with_path_filter(upstream: Upstream) -> None:
+    upstream.commit("charts/app/values.yaml")
+    upstream.tag("v1.0.0")
+    upstream.commit("docs/x.md")
+    upstream.tag("v1.1.0")
+    upstream.push()
+    commits = discover_commits(
+        sub(upstream, commitSelectionStrategy="SemVer", includePaths=["charts/"]), None
+    )
+    assert [c.tag for c in commits] == ["v1.0.0"]
+
+
+def test_errors_are_clear(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit("a.txt")
+    upstream.push()
+    missing = GitSubscription.model_validate({"repoURL": (tmp_path / "nope.git").as_uri()})
+    with pytest.raises(DiscoveryError, match=r"nope\.git"):
+        discover_commits(missing, None)
+    with pytest.raises(DiscoveryError, match="branch 'gone' does not exist"):
+        discover_commits(sub(upstream, branch="gone"), None)
+    with pytest.raises(ConfigError, match="allowTagsRegexes: invalid regex"):
+        discover_commits(
+            sub(upstream, commitSelectionStrategy="Lexical", allowTagsRegexes=["("]), None
+        )
+    with pytest.raises(ConfigError, match="invalid semver constraint"):
+        discover_commits(
+            sub(upstream, commitSelectionStrategy="SemVer", semverConstraint="^^1"), None
+        )

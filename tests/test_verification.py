@@ -1,0 +1,184 @@
+"""Verification: a Stage's AnalysisTemplates measured as a durable window after each promotion.
+
+Metrics come from a real HTTP endpoint (the ``web`` provider) whose answer the
+test controls; Prometheus-backed measurement is covered in test_metrics.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from freightline.client import apply_project, promote_in_stage, stage_states, stage_update
+from freightline.config import group_by_project, load_text
+from freightline.stage import StageState
+from tests.conftest import wait_for
+from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "kargo-demo"
+
+
+class ErrorRateServer:
+    """Answers ``{"errorRate": x}`` where x depends on the tag the test says is deployed."""
+
+    def __init__(self) -> None:
+        self.rates: dict[str, float] = {}
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                tag = self.path.rsplit("/", 1)[-1]
+                body = json.dumps({"errorRate": outer.rates.get(tag, 0.0)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def error_rates() -> Iterator[ErrorRateServer]:
+    server = ErrorRateServer()
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def verified_pipeline(repo: Path, url: str, *, rollback: bool, interval: str = "1s") -> Any:
+    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
+    for document in documents:
+        if document["kind"] == "PromotionTask":
+            steps = document["spec"]["steps"]
+            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
+        if document["kind"] == "Stage" and document["metadata"]["name"] == "test":
+            document["spec"]["verification"] = {
+                "analysisTemplates": [{"name": "error-rate"}],
+                "args": [{"name": "tag", "value": "${{ ctx.targetFreight.alias }}"}],
+            }
+    config = json.loads(json.dumps(AUTO_PROMOTE_ALL))
+    if rollback:
+        config["spec"]["promotionPolicies"][0]["autoRollback"] = {"onVerification": ["Failed"]}
+    documents.append(config)
+    documents.append(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "AnalysisTemplate",
+            "metadata": {"name": "error-rate", "namespace": PROJECT},
+            "spec": {
+                "args": [{"name": "tag"}],
+                "metrics": [
+                    {
+                        "name": "error-rate",
+                        "interval": interval,
+                        "count": 3,
+                        "successCondition": "result < 0.05",
+                        "provider": {
+                            "web": {"url": url + "/rate/{{args.tag}}", "jsonPath": "{$.errorRate}"}
+                        },
+                    }
+                ],
+            },
+        }
+    )
+    (resources,) = group_by_project(load_text(dump(documents), source="verified")).values()
+    return resources
+
+
+async def states(client: Client) -> dict[str, StageState]:
+    return {s.name: s for s in await stage_states(client, PROJECT)}
+
+
+async def test_good_freight_verifies_and_flows_downstream_bad_freight_rolls_back(
+    client: Client, worker: Worker, gitops_repo: Path, error_rates: ErrorRateServer
+) -> None:
+    good, bad = freight_for("1.29.1"), freight_for("1.29.9")
+    error_rates.rates[bad.alias or ""] = 0.5
+    resources = verified_pipeline(gitops_repo, error_rates.url, rollback=True)
+    await apply_project(client, with_freight(resources, good))
+
+    async def good_in_uat() -> bool:
+        current = (await states(client))["uat"].current
+        return current is not None and current.freight == good.metadata.name
+
+    await wait_for(good_in_uat, timeout=60)
+    test = (await states(client))["test"]
+    (run,) = test.verifications
+    assert run.phase == "Successful" and run.result is not None
+    assert len(run.result.metric_results[0].measurements) == 3
+
+    # The bad Freight: promoted, verification Failed, not offered downstream, rolled back.
+    await apply_project(client, with_freight(resources, good, bad))
+
+    async def rolled_back() -> bool:
+        test = (await states(client))["test"]
+        return (
+            len(test.history) >= 3
+            and test.history[0].freight == good.metadata.name
+            and test.running is None
+        )
+
+    await wait_for(rolled_back, timeout=90)
+    by_stage = await states(client)
+    test = by_stage["test"]
+    assert [h.freight for h in test.history[:3]] == [
+        good.metadata.name,
+        bad.metadata.name,
+        good.metadata.name,
+    ]
+    failed = next(v for v in test.verifications if v.freight == bad.metadata.name)
+    assert failed.phase == "Failed"
+    assert "error-rate" in (failed.message or "")
+    assert bad.metadata.name not in by_stage["uat"].available
+    with pytest.raises(Exception, match="not available"):
+        await promote_in_stage(client, PROJECT, "uat", bad.metadata.name, "alice")
+
+
+async def test_verify_reruns_and_abort_stops_a_long_window(
+    client: Client, worker: Worker, gitops_repo: Path, error_rates: ErrorRateServer
+) -> None:
+    good = freight_for("1.29.1")
+    resources = verified_pipeline(gitops_repo, error_rates.url, rollback=False, interval="1h")
+    await apply_project(client, with_freight(resources, good))
+
+    async def verifying() -> bool:
+        return (await states(client))["test"].verifying is not None
+
+    await wait_for(verifying, timeout=60)
+    answer = await stage_update(client, PROJECT, "test", "abort_verification", "dana")
+    assert "aborted by dana" in answer
+
+    async def aborted() -> bool:
+        test = (await states(client))["test"]
+        return bool(test.verifications) and test.verifying is None
+
+    await wait_for(aborted, timeout=30)
+    test = (await states(client))["test"]
+    assert test.verifications[0].phase == "Aborted"
+    assert "dana" in (test.verifications[0].message or "")
+    assert good.metadata.name not in (await states(client))["uat"].available
+
+    # Re-run: a new window starts for the same Freight.
+    await stage_update(client, PROJECT, "test", "verify", "erin")
+    await wait_for(verifying, timeout=30)
+    with pytest.raises(Exception, match="busy"):
+        await stage_update(client, PROJECT, "test", "verify", "erin")

@@ -1,0 +1,115 @@
+"""The ``Verification`` workflow: one analysis run over a Stage's AnalysisTemplates.
+
+A child of the Stage workflow, started when a promotion succeeded (or on
+``freightline verify``). Measurements are one short activity each; the gaps
+between them are durable timers, so a one-hour window survives worker and
+server restarts and loses or repeats no measurement (each is recorded in
+history the moment its activity completes). The ``abort`` signal ends it
+Aborted; the ``status`` query shows every measurement so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from freightline.analysis import (
+        COMPLETED_PHASES,
+        AnalysisRunStatus,
+        Measurement,
+        MeasureRequest,
+        assess_run,
+        due_metrics,
+        measurement_timeout,
+        next_wakeup,
+        record_measurement,
+        start_run,
+    )
+    from freightline.resources import Metric
+    from freightline.verification import VerificationRequest
+
+# A measurement that cannot even run (no worker can reach the provider) is retried a
+# little, then recorded as an Error measurement: errors count against the limits.
+MEASURE_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
+
+
+@workflow.defn(name="Verification")
+class VerificationWorkflow:
+    """Measures metrics on their schedule until the run is decided or aborted."""
+
+    def __init__(self) -> None:
+        self._status = AnalysisRunStatus()
+        self._aborted_by: str | None = None
+
+    @workflow.run
+    async def run(self, request: VerificationRequest) -> AnalysisRunStatus:
+        metrics = list(request.metrics)
+        self._status = start_run(metrics, workflow.now())
+        while self._status.phase not in COMPLETED_PHASES:
+            for metric in due_metrics(metrics, self._status, workflow.now()):
+                measurement = await self._measure(request, metric)
+                self._status = record_measurement(self._status, metric.name, measurement)
+            self._status = assess_run(metrics, self._status, aborted=self._aborted_by is not None)
+            self._show(request)
+            wake = next_wakeup(metrics, self._status, workflow.now())
+            if wake is None:
+                break
+            delay = wake - workflow.now()
+            if delay > timedelta(0):
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._aborted_by is not None, timeout=delay
+                    )
+        if self._aborted_by is not None and self._status.phase == "Aborted":
+            self._status = self._status.model_copy(
+                update={"message": f"verification aborted by {self._aborted_by}"}
+            )
+        self._show(request)
+        return self._status
+
+    async def _measure(self, request: VerificationRequest, metric: Metric) -> Measurement:
+        try:
+            result: Measurement = await workflow.execute_activity(
+                "measure_metric",
+                MeasureRequest(metric=metric, run=request.run_name),
+                result_type=Measurement,
+                start_to_close_timeout=measurement_timeout(metric),
+                retry_policy=MEASURE_RETRY,
+                summary=f"measure {metric.name}",
+            )
+            return result
+        except ActivityError as err:
+            now = workflow.now()
+            return Measurement(
+                phase="Error", message=str(err.cause or err), started_at=now, finished_at=now
+            )
+
+    @workflow.signal(name="abort")
+    def abort(self, user: str = "unknown") -> None:
+        """Stop measuring; the run ends Aborted unless its outcome is already known."""
+        self._aborted_by = user or "unknown"
+
+    @workflow.query(name="status")
+    def status(self) -> AnalysisRunStatus:
+        return self._status
+
+    def _show(self, request: VerificationRequest) -> None:
+        lines = [
+            f"**verify freight `{request.freight_alias or request.freight[:7]}` "
+            f"in `{request.stage}`**: {self._status.phase}"
+        ]
+        for result in self._status.metric_results:
+            last = result.measurements[-1] if result.measurements else None
+            value = f", last value {last.value}" if last is not None else ""
+            lines.append(
+                f"- {result.name}: {result.phase} ({result.successful} ok, {result.failed} failed, "
+                f"{result.error} errors{value})"
+            )
+        if self._status.message:
+            lines.append(self._status.message)
+        workflow.set_current_details("\n".join(lines))

@@ -1,0 +1,259 @@
+"""The ``Warehouse`` workflow: one per Warehouse, discovering artifacts and making Freight.
+
+Loop: run the ``discover_warehouse`` activity over every subscription, turn
+the result into Freight with :func:`freightline.warehouse.decide_freight`,
+record it (bounded, newest first) and tell the Stages that request Freight
+from this Warehouse directly (``freight_available`` signal). Then sleep for
+the Warehouse's ``interval`` or until the ``refresh`` signal, whichever comes
+first. An ``interval`` of ``0`` means refresh-only.
+
+A failed discovery (bad regex or constraint, unknown registry, missing
+repository, a registry that keeps timing out after a few attempts) is
+recorded as ``last_error`` on the ``status`` query and the workflow's
+current details; the loop goes on and the Freight already made is kept.
+
+``freightline apply`` starts it with update-with-start of ``update_spec``
+(the Warehouse and the Stages to tell); re-applying an unchanged Warehouse
+changes nothing. It continues as new when Temporal suggests it, carrying
+its Freight, the NewestBuild date cache and its status.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from freightline.errors import FreightlineError
+    from freightline.resources import Freight, parse_duration
+    from freightline.stage import FreightAvailable
+    from freightline.temporal import (
+        FREIGHT_AVAILABLE_SIGNAL,
+        FREIGHT_QUERY,
+        REFRESH_SIGNAL,
+        SA_PROJECT,
+        SA_WAREHOUSE,
+        stage_workflow_id,
+    )
+    from freightline.warehouse import (
+        DiscoveryRequest,
+        DiscoveryResult,
+        WarehouseConfig,
+        WarehouseInput,
+        WarehouseState,
+        WarehouseStatus,
+        continue_as_new_input,
+        decide_freight,
+        record_freight,
+        remember_created,
+    )
+
+DISCOVERY_TIMEOUT = timedelta(minutes=5)
+DISCOVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
+
+
+@workflow.defn(name="Warehouse")
+class WarehouseWorkflow:
+    """Discovers on an interval or on ``refresh``; holds the Warehouse's Freight."""
+
+    @workflow.init
+    def __init__(self, input: WarehouseInput) -> None:
+        self.project = input.project
+        self.config = input.config
+        self.state = input.state
+        self.refresh_requested = input.refresh
+
+    @workflow.run
+    async def run(self, input: WarehouseInput) -> None:
+        workflow.upsert_search_attributes(
+            [SA_PROJECT.value_set(self.project), SA_WAREHOUSE.value_set(self.name)]
+        )
+        self._show()
+        while True:
+            if self.refresh_requested:
+                self.refresh_requested = False
+                await self._discover()
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    continue_as_new_input(self.project, self.config, self.state)
+                )
+            try:
+                await workflow.wait_condition(
+                    lambda: (
+                        self.refresh_requested or workflow.info().is_continue_as_new_suggested()
+                    ),
+                    timeout=self.interval,
+                )
+            except TimeoutError:
+                self.refresh_requested = True
+
+    @property
+    def name(self) -> str:
+        return self.config.warehouse.metadata.name
+
+    @property
+    def interval(self) -> timedelta | None:
+        interval = parse_duration(self.config.warehouse.spec.interval)
+        return interval if interval > timedelta(0) else None
+
+    # -- messages --
+
+    @workflow.signal(name=REFRESH_SIGNAL)
+    def refresh(self) -> None:
+        """Discover now."""
+        self.refresh_requested = True
+
+    @workflow.update(name="update_spec")
+    def update_spec(self, config: WarehouseConfig) -> bool:
+        """Take a re-applied Warehouse (and its Stages); True when anything changed."""
+        if config == self.config:
+            return False
+        if config.warehouse.spec != self.config.warehouse.spec:
+            self.refresh_requested = True
+        self.config = config
+        self._show()
+        return True
+
+    @update_spec.validator
+    def validate_update_spec(self, config: WarehouseConfig) -> None:
+        if config.warehouse.metadata.name != self.name:
+            raise ValueError(
+                f'Warehouse "{config.warehouse.metadata.name}" sent to Warehouse "{self.name}"'
+            )
+
+    @workflow.query(name=FREIGHT_QUERY)
+    def freight(self) -> list[Freight]:
+        """This Warehouse's Freight, newest first."""
+        return list(self.state.freight)
+
+    @workflow.query(name="status")
+    def status(self) -> WarehouseStatus:
+        state = self.state
+        return WarehouseStatus(
+            project=self.project,
+            warehouse=self.name,
+            interval=self.config.warehouse.spec.interval,
+            last_discovery=state.last_discovery,
+            last_error=state.last_error,
+            message=state.message,
+            freight_count=len(state.freight),
+            latest_freight=state.freight[0].alias if state.freight else None,
+            discoveries=state.discoveries,
+            failures=state.failures,
+            stages=self.config.stages,
+        )
+
+    @workflow.query(name="config")
+    def current_config(self) -> WarehouseConfig:
+        return self.config
+
+    @workflow.query(name="discovered")
+    def discovered(self) -> DiscoveryResult | None:
+        """The artifacts the last successful discovery found (for Manual Freight)."""
+        return self.state.discovered
+
+    # -- the work --
+
+    async def _discover(self) -> None:
+        warehouse = self.config.warehouse
+        request = DiscoveryRequest(
+            project=self.project,
+            warehouse=self.name,
+            subscriptions=tuple(warehouse.spec.subscriptions),
+            known_created=self.state.known_created,
+        )
+        now = workflow.now()
+        try:
+            result = await workflow.execute_activity(
+                "discover_warehouse",
+                request,
+                result_type=DiscoveryResult,
+                start_to_close_timeout=DISCOVERY_TIMEOUT,
+                retry_policy=DISCOVERY_RETRY,
+                summary=f"discover {len(warehouse.spec.subscriptions)} subscriptions of "
+                f"warehouse `{self.name}`",
+            )
+            decision = decide_freight(self.project, warehouse, result, self.state.freight, now)
+        except ActivityError as err:
+            self._failed(now, _message(err))
+            return
+        except FreightlineError as err:
+            self._failed(now, str(err))
+            return
+        state = self.state.model_copy(
+            update={
+                "last_discovery": now,
+                "last_error": None,
+                "message": decision.message,
+                "discovered": result,
+                "discoveries": self.state.discoveries + 1,
+                "known_created": remember_created(self.state.known_created, result),
+            }
+        )
+        if decision.freight is not None:
+            state = state.model_copy(
+                update={"freight": record_freight(state.freight, decision.freight)}
+            )
+        self.state = state
+        self._show()
+        if decision.freight is not None:
+            await self._announce(decision.freight)
+
+    def _failed(self, now: datetime, message: str) -> None:
+        workflow.logger.warning("discovery failed: %s", message)
+        self.state = self.state.model_copy(
+            update={
+                "last_discovery": now,
+                "last_error": message,
+                "message": "discovery failed; earlier Freight kept",
+                "discoveries": self.state.discoveries + 1,
+                "failures": self.state.failures + 1,
+            }
+        )
+        self._show()
+
+    async def _announce(self, freight: Freight) -> None:
+        """Signal every Stage that takes this Warehouse's Freight directly."""
+        offer = FreightAvailable(freight=freight, source="warehouse", via=self.name)
+        for stage in self.config.stages:
+            handle = workflow.get_external_workflow_handle(stage_workflow_id(self.project, stage))
+            try:
+                await handle.signal(FREIGHT_AVAILABLE_SIGNAL, offer)
+            except FailureError as err:
+                # A Stage not started yet asks its Warehouses (the `freight` query) when it starts.
+                workflow.logger.info("stage %s not told of %s: %s", stage, freight.alias, err)
+
+    def _show(self) -> None:
+        state = self.state
+        newest = f"newest `{state.freight[0].alias}`" if state.freight else "no freight yet"
+        when = (
+            state.last_discovery.strftime("%Y-%m-%d %H:%M:%SZ") if state.last_discovery else "never"
+        )
+        details = (
+            f"warehouse `{self.name}` (project `{self.project}`): {len(state.freight)} freight, "
+            f"{newest}; last discovery {when}: {state.message or 'pending'}"
+        )
+        if state.last_error:
+            details += f"\n\nlast error: {state.last_error}"
+        workflow.set_current_details(details)
+
+
+def _message(err: ActivityError) -> str:
+    cause = err.cause
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause or err)
+
+
+__all__ = ["WarehouseState", "WarehouseWorkflow"]

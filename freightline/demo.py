@@ -1,10 +1,23 @@
-"""The main job: everything on loopback, one promotion of the Kargo quickstart, a link to it.
+"""The main job: the whole pipeline on loopback, a good image and a bad one, watched live.
 
-Brings up Temporal's dev server (UI on), a worker, and a local GitOps
-repository seeded from the kargo-demo fixture; applies the demo pipeline
-(``sandbox/demo/kargo.yaml``) and a Freight; promotes it into ``test`` and
-shows where to look. Without ``--once`` it keeps running until Ctrl-C so
-the UI can be explored; Ctrl-C stops everything it started.
+``freightline demo`` (the README's first command) brings up, each on a free
+loopback port: Temporal's dev server with its UI, Debian's docker-registry,
+a local GitOps repository seeded from the kargo-demo fixture, the Argo CD
+API emulator (the quickstart's ApplicationSet), a worker (with the webhook
+receiver and its metrics endpoint), and Prometheus scraping the emulator
+and the worker. It applies ``sandbox/demo/kargo.yaml`` and then:
+
+1. pushes a good image tag: the registry's webhook refreshes the Warehouse,
+   the Freight is auto-promoted into test and uat, verified in uat with
+   Prometheus, and waits for a person at prod;
+2. pushes a bad tag (the emulator gives it a 50% error ratio): it reaches
+   uat, fails verification there, and uat rolls back to the good Freight.
+
+The live status view shows each step. The demo prints the Temporal UI links
+and the command that promotes prod. ``--once`` runs the same script
+unattended, promotes prod itself, checks the end state and exits 0 (the test
+suite runs it). Ctrl-C stops everything the demo started. State lives in
+``--workdir`` (default ``.freightline/demo``) and is started afresh each run.
 """
 
 from __future__ import annotations
@@ -12,120 +25,264 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import shutil
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from temporalio.client import Client, WorkflowFailureError
+from rich.live import Live
+from temporalio.client import Client
 
-from freightline.client import apply_project, start_promotion
+from freightline.client import apply_project, promote_in_stage, stage_states
 from freightline.config import group_by_project, load_text, substitute_env
 from freightline.devserver import DevServer
 from freightline.errors import FreightlineError
-from freightline.freight import freight_alias, freight_id
 from freightline.logging import configure_logging
-from freightline.promotion import PromotionResult
-from freightline.resources import Freight
-from freightline.temporal import connect, workflow_ui_url
-from sandbox.gitops import branch_head, create_bare_repo, show_file
+from freightline.observability import worker_runtime
+from freightline.stage import StageState
+from freightline.status_view import pipeline_table
+from freightline.temporal import connect, stage_workflow_id, workflow_ui_url
+from sandbox.argocd import ArgoCDEmulator
+from sandbox.gitops import KARGO_QUICKSTART, create_bare_repo
+from sandbox.prometheus import PrometheusServer
+from sandbox.registry import Pusher, Registry, free_port, start_registry
 
 DEMO_PIPELINE = Path(__file__).resolve().parent.parent / "sandbox" / "demo" / "kargo.yaml"
-DEMO_IMAGE = "public.ecr.aws/nginx/nginx"
-DEMO_TAG = "1.29.1"
 PROJECT = "kargo-demo"
+IMAGE_PATH = "demo/nginx"
+GOOD_TAG, BAD_TAG = "1.0.0", "1.0.1"
+STEP_TIMEOUT = 240.0
 
 
-def demo_freight(tag: str = DEMO_TAG) -> Freight:
-    """A Freight for the demo image at ``tag``, with its ID and alias computed."""
-    images = [{"repoURL": DEMO_IMAGE, "tag": tag}]
-    origin = {"kind": "Warehouse", "name": PROJECT}
-    name = freight_id(Freight.model_validate({"origin": origin, "images": images, "metadata": {}}))
-    return Freight.model_validate(
-        {
-            "apiVersion": "kargo.akuity.io/v1alpha1",
-            "kind": "Freight",
-            "metadata": {"name": name, "namespace": PROJECT},
-            "alias": freight_alias(name),
-            "origin": origin,
-            "images": images,
-        }
-    )
+@dataclass
+class Demo:
+    """Everything the demo started, for the script to use."""
+
+    workdir: Path
+    server: DevServer
+    registry: Registry
+    emulator: ArgoCDEmulator
+    prometheus: PrometheusServer
+    repo: Path
+    metrics_port: int
+    console: Console
+
+    @property
+    def image_repo(self) -> str:
+        return f"{self.registry.host}/{IMAGE_PATH}"
 
 
 def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Console) -> bool:
-    """Run the demo; True when the promotion succeeded and the end state checks."""
-    configure_logging("WARNING")
+    """Run the demo; with ``once``, True when the end state checks out."""
     workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    repo = workdir / "gitops.git"
-    if not repo.exists():
-        create_bare_repo(repo)
-    server = DevServer(
-        db_file=workdir / "temporal.db",
-        port=port,
-        ui_port=ui_port,
-        log_file=workdir / "temporal.log",
-    )
-    with console.status("starting the Temporal dev server (UI on)"):
-        server.start()
-    os.environ["TEMPORAL_ADDRESS"] = server.address
-    os.environ["FREIGHTLINE_UI_URL"] = server.ui_url
-    console.print(f"Temporal UI: [link]{server.ui_url}[/link]")
-    try:
-        return asyncio.run(_main(repo, once, console))
-    except KeyboardInterrupt:
-        console.print("stopping")
-        return True
-    finally:
-        with console.status("stopping the Temporal dev server"):
-            server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    configure_logging("INFO", path=workdir / "worker.log")
+    console.print(f"state and logs in {workdir}")
+    with ExitStack() as stack:
+        server = DevServer(
+            db_file=workdir / "temporal.db",
+            port=port,
+            ui_port=ui_port,
+            log_file=workdir / "temporal.log",
+        )
+        with console.status("starting Temporal's dev server (UI on)"):
+            server.start()
+        stack.callback(server.stop)
+        repo = create_bare_repo(workdir / "gitops.git")
+        webhook_port, webhook_secret = free_port(), secrets.token_hex(16)
+        with console.status("starting docker-registry"):
+            registry = start_registry(
+                workdir / "registry",
+                notifications={
+                    "endpoints": [
+                        {
+                            "name": "freightline",
+                            "url": f"http://127.0.0.1:{webhook_port}/webhooks/{PROJECT}/registry",
+                            "headers": {"Authorization": [f"Bearer {webhook_secret}"]},
+                            "timeout": "2s",
+                            "threshold": 3,
+                            "backoff": "1s",
+                        }
+                    ]
+                },
+            )
+        stack.callback(registry.stop)
+        token = secrets.token_hex(16)
+        emulator = ArgoCDEmulator(
+            KARGO_QUICKSTART / "argocd-applicationset.yaml",
+            token,
+            variables={"GITOPS_REPO_URL": repo.as_uri()},
+            error_ratio_by_tag={BAD_TAG: 0.5},
+        )
+        emulator.start()
+        stack.callback(emulator.stop)
+        metrics_port = free_port()
+        prometheus = PrometheusServer(
+            workdir / "prometheus",
+            targets=[emulator.base_url.removeprefix("http://"), f"127.0.0.1:{metrics_port}"],
+        )
+        stack.callback(prometheus.stop)
+        # The worker reads its settings (credentials included) from its environment only.
+        os.environ.update(
+            {
+                "TEMPORAL_ADDRESS": server.address,
+                "FREIGHTLINE_UI_URL": server.ui_url,
+                "ARGOCD_SERVER": emulator.base_url,
+                "ARGOCD_AUTH_TOKEN": token,
+                "FREIGHTLINE_WEBHOOK_PORT": str(webhook_port),
+                "FREIGHTLINE_WEBHOOK_SECRET": webhook_secret,
+            }
+        )
+        console.print(
+            f"Temporal UI {server.ui_url} · registry {registry.url} · Argo CD emulator "
+            f"{emulator.base_url} · GitOps repo {repo}"
+        )
+        demo = Demo(workdir, server, registry, emulator, prometheus, repo, metrics_port, console)
+        try:
+            return asyncio.run(_main(demo, once))
+        except KeyboardInterrupt:
+            console.print("stopping everything the demo started")
+            return True
 
 
-async def _main(repo: Path, once: bool, console: Console) -> bool:
+async def _main(demo: Demo, once: bool) -> bool:
     from worker import run_worker
 
-    client = await connect()
+    client = await connect(runtime=worker_runtime(f"127.0.0.1:{demo.metrics_port}"))
     stop = asyncio.Event()
-    worker_task = asyncio.create_task(run_worker(client, stop=stop))
+    worker = asyncio.create_task(run_worker(client, stop=stop))
     try:
-        ok = await _promote(client, repo, console)
-        if not once:
-            console.print("running; press Ctrl-C to stop the worker and the dev server")
-            await stop.wait()
+        with demo.console.status("starting Prometheus"):
+            await asyncio.to_thread(demo.prometheus.start)
+        await _apply(client, demo)
+        with Live(console=demo.console, refresh_per_second=4) as live:
+            watcher = asyncio.create_task(_watch(client, live))
+            try:
+                ok = await _script(client, demo, once)
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            if not once:
+                demo.console.print("running; Ctrl-C stops the worker and every service")
+                await stop.wait()
         return ok
     finally:
         stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker_task
+        await worker
 
 
-async def _promote(client: Client, repo: Path, console: Console) -> bool:
-    text = substitute_env(DEMO_PIPELINE.read_text(), {"GITOPS_REPO_URL": repo.as_uri()})
-    (resources,) = group_by_project(load_text(text, source=str(DEMO_PIPELINE))).values()
-    freight = demo_freight()
-    resources = resources.model_copy(update={"freight": {freight.metadata.name: freight}})
-    with console.status("applying the demo pipeline"):
+async def _apply(client: Client, demo: Demo) -> None:
+    text = substitute_env(
+        DEMO_PIPELINE.read_text(),
+        {
+            "IMAGE_REPO": demo.image_repo,
+            "GITOPS_REPO_URL": demo.repo.as_uri(),
+            "PROMETHEUS_URL": demo.prometheus.url,
+        },
+    )
+    for resources in group_by_project(load_text(text, source=str(DEMO_PIPELINE))).values():
         await apply_project(client, resources)
-    console.print(
-        f"pipeline applied: stages {', '.join(sorted(resources.stages))}; "
-        f"freight [bold]{freight.alias}[/bold] = {DEMO_IMAGE}:{DEMO_TAG}"
+    demo.console.print(f"applied {DEMO_PIPELINE.name}: test → uat (verified) → prod")
+
+
+async def _watch(client: Client, live: Live) -> None:
+    while True:
+        with contextlib.suppress(Exception):  # a refresh that fails just waits for the next
+            live.update(pipeline_table(PROJECT, await stage_states(client, PROJECT)))
+        await asyncio.sleep(0.5)
+
+
+async def _script(client: Client, demo: Demo, once: bool) -> bool:
+    say = demo.console.print
+    pusher = Pusher(demo.registry)
+    try:
+        say(f"pushing the good image {demo.image_repo}:{GOOD_TAG}")
+        await asyncio.to_thread(pusher.image, IMAGE_PATH, GOOD_TAG, created="2026-01-01T00:00:00Z")
+        good = await _until(
+            client,
+            "the good Freight verified in uat",
+            lambda s: _verified_at(s, "uat", GOOD_TAG),
+        )
+        say(f"[green]uat verified {good}[/green]; prod waits for a person")
+        _print_links(demo, client, good)
+        say(f"pushing the bad image {demo.image_repo}:{BAD_TAG} (50% errors in the emulator)")
+        await asyncio.to_thread(pusher.image, IMAGE_PATH, BAD_TAG, created="2026-01-02T00:00:00Z")
+        await _until(
+            client,
+            "the bad Freight failing verification in uat",
+            lambda s: _failed_in(s, "uat", BAD_TAG),
+        )
+        await _until(
+            client,
+            "uat rolled back to the good Freight",
+            lambda s: _current_tag(s, "uat") == GOOD_TAG and s["uat"].running is None,
+        )
+        say("[red]uat failed verification of the bad image[/red] and rolled back")
+        if not once:
+            return True
+        await promote_in_stage(client, PROJECT, "prod", good, "demo --once")
+        await _until(
+            client, "prod at the good Freight", lambda s: _current_tag(s, "prod") == GOOD_TAG
+        )
+        say("[green]prod promoted and Healthy; the bad image never left uat[/green]")
+        return True
+    finally:
+        pusher.close()
+
+
+def _print_links(demo: Demo, client: Client, alias: str) -> None:
+    say = demo.console.print
+    ui = demo.server.ui_url
+    say(
+        f"Temporal UI, this project's workflows: {ui}/namespaces/{client.namespace}/workflows"
+        f"?query=FreightlineProject%3D%22{PROJECT}%22"
     )
-    handle = await start_promotion(
-        client, PROJECT, "test", freight.metadata.name, requested_by="demo"
+    say(f"the uat Stage: {workflow_ui_url(client.namespace, stage_workflow_id(PROJECT, 'uat'))}")
+    say(
+        "promote prod (another terminal): "
+        f"TEMPORAL_ADDRESS={demo.server.address} .venv/bin/freightline promote "
+        f"-p {PROJECT} --stage prod --freight-alias {alias}"
     )
-    console.print(f"promotion started: {workflow_ui_url(client.namespace, handle.id)}")
-    with console.status(f"promoting {freight.alias} into test"):
-        try:
-            result: PromotionResult = await handle.result()
-        except WorkflowFailureError as err:
-            console.print(f"[red]promotion failed:[/red] {err.cause}")
-            return False
-    head = branch_head(repo, "stage/test")
-    rendered = show_file(repo, "stage/test", "deployment-kargo-demo.yaml")
-    deployed = f"{DEMO_IMAGE}:{DEMO_TAG}" in rendered
-    console.print(
-        f"promotion {result.phase.value}: stage/test is at {head[:12] if head else '?'} "
-        f"in {repo}, rendering {DEMO_IMAGE}:{DEMO_TAG}"
-    )
-    if not deployed:
-        raise FreightlineError("stage/test does not render the promoted image")
-    return True
+
+
+async def _until(
+    client: Client, what: str, check: Callable[[dict[str, StageState]], str | bool | None]
+) -> str:
+    """Poll the Stages until ``check`` passes; its value (an alias) is returned."""
+    deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT
+    while True:
+        states = {s.name: s for s in await stage_states(client, PROJECT)}
+        if states and (value := check(states)):
+            return value if isinstance(value, str) else ""
+        if asyncio.get_running_loop().time() > deadline:
+            raise FreightlineError(f"the demo waited {STEP_TIMEOUT:.0f}s for {what}")
+        await asyncio.sleep(0.5)
+
+
+def _current_tag(states: dict[str, StageState], stage: str) -> str | None:
+    current = states[stage].current if stage in states else None
+    if current is None:
+        return None
+    return next((v.rsplit(":", 1)[-1] for v in current.versions), None)
+
+
+def _verified_at(states: dict[str, StageState], stage: str, tag: str) -> str | None:
+    current = states[stage].current if stage in states else None
+    if current is not None and current.verified and _current_tag(states, stage) == tag:
+        return current.freight_alias or current.freight
+    return None
+
+
+def _failed_in(states: dict[str, StageState], stage: str, tag: str) -> bool:
+    state = states.get(stage)
+    if state is None:
+        return False
+    failed = {v.freight for v in state.verifications if v.phase == "Failed"}
+    return any(h.freight in failed and h.versions[-1].endswith(f":{tag}") for h in state.history)
+
+

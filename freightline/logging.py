@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -44,8 +45,8 @@ def _lift_temporal_context(
     return event_dict
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """Route structlog and stdlib logging to one stream on stderr."""
+def configure_logging(level: str = "INFO", *, json: bool = True, path: Path | None = None) -> None:
+    """Route structlog and stdlib logging to one stream: stderr, or the file at ``path``."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -70,7 +71,9 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = (
+        logging.FileHandler(path) if path is not None else logging.StreamHandler(sys.stderr)
+    )
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -28,7 +28,7 @@ from freightline.errors import ConfigError, CredentialError
 from freightline.resources import Metric
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import create_bare_repo
-from tests.prometheus_fixture import PrometheusServer
+from sandbox.prometheus import PrometheusServer
 from tests.registry_fixture import free_port
 
 pytestmark = pytest.mark.integration

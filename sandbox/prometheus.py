@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.registry_fixture import free_port
+from sandbox.registry import free_port
 
 PROMETHEUS_BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 SCRAPE_INTERVAL = "1s"

@@ -1,0 +1,46 @@
+"""The README's main job, unattended: ``freightline demo --once`` must reach its end state."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox.registry import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_once_runs_the_whole_pipeline_and_stops_everything(tmp_path: Path) -> None:
+    port, ui_port = free_port(), free_port()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "freightline",
+            "demo",
+            "--once",
+            "--workdir",
+            str(tmp_path / "demo"),
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "uat verified" in out
+    assert "failed verification of the bad image" in out
+    assert "prod promoted" in out
+    assert "--stage prod --freight-alias" in out
+    # Everything it started is gone: the dev server's port is free again.
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0

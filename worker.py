@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from activities.argocd import ArgoCDActivities
 from activities.discovery import DiscoveryActivities
 from activities.metrics import measure_metric
+from activities.notify import notify
 from activities.project import ProjectActivities
 from activities.worktree import WorktreeActivities
 from freightline.credentials import worker_credentials
@@ -37,6 +38,7 @@ from freightline.observability import (
 )
 from freightline.temporal import connect, task_queue
 from freightline.webhooks import WEBHOOK_PORT_ENV, WebhookServer
+from workflows.notify import NotifyWorkflow
 from workflows.project import ProjectWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.stage import StageWorkflow
@@ -44,6 +46,7 @@ from workflows.verification import VerificationWorkflow
 from workflows.warehouse import WarehouseWorkflow
 
 WORKFLOWS = [
+    NotifyWorkflow,
     ProjectWorkflow,
     PromotionWorkflow,
     StageWorkflow,
@@ -51,6 +54,7 @@ WORKFLOWS = [
     WarehouseWorkflow,
 ]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
 def build_worker(
@@ -73,10 +77,13 @@ def build_worker(
             argocd.argocd_health,
             discovery.discover_warehouse,
             measure_metric,
+            notify,
         ],
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # Cancellation reaches an activity only on a heartbeat's answer: keep `abort` prompt.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
 
 

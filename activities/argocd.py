@@ -32,7 +32,7 @@ CD says about the operation or health is a ``StepError``. None of them ever carr
 token.
 
 Requests per ``argocd-update`` of one app: 1 GET, 0 or 1 PATCH, 1 sync POST, then one
-``GET ?refresh=normal`` per poll (every second by default) until done.
+``GET ?refresh=normal`` per poll (after 0.1 s, backing off to every second) until done.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ ARGOCD_AUTH_TOKEN_ENV = "ARGOCD_AUTH_TOKEN"  # noqa: S105 - a variable name, not
 ARGOCD_INSECURE_ENV = "ARGOCD_INSECURE"
 
 POLL_INTERVAL = timedelta(seconds=1)
+FIRST_POLL = timedelta(milliseconds=100)
 REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 CRASH_WHILE_WAITING_ENV = "FREIGHTLINE_TEST_CRASH_WHILE_WAITING"
@@ -715,7 +716,12 @@ class ArgoCDActivities:
         targets: list[_Target],
         advance: Callable[[_Target, dict[str, Any]], None],
     ) -> None:
-        """Poll (refresh=normal) and heartbeat until every target is done or time runs out."""
+        """Poll (refresh=normal) and heartbeat until every target is done or time runs out.
+
+        Polls start fast (a sync of a small app is often done in well under a
+        second) and back off to ``poll_interval``.
+        """
+        wait = min(FIRST_POLL, self.poll_interval)
         while True:
             for target in targets:
                 if target.state != "done":
@@ -731,7 +737,8 @@ class ArgoCDActivities:
                 )
             progress.beat()
             _crash_point(request, targets)
-            activity.wait_for_cancelled_sync(self.poll_interval)
+            activity.wait_for_cancelled_sync(wait)
+            wait = min(wait * 1.5, self.poll_interval)
             if activity.is_cancelled():
                 raise CancelledError("cancelled while waiting for Argo CD")
 

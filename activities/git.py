@@ -9,9 +9,11 @@ command lines, remote URLs, logs or results.
 from __future__ import annotations
 
 import os
+import random
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,11 @@ from freightline.errors import StepError
 DEFAULT_AUTHOR_NAME = "Freightline"
 DEFAULT_AUTHOR_EMAIL = "freightline@localhost"
 MAX_PUSH_ATTEMPTS = 10
+# Between rejected pushes: full-jitter exponential backoff (0.2s, 0.4s, ... capped at 5s).
+# Without it, a dozen promotions pushing to one branch retry in lockstep and some run
+# out of attempts while the branch is only busy (found by tests/reliability/test_races.py).
+PUSH_BACKOFF_BASE = 0.2
+PUSH_BACKOFF_CAP = 5.0
 
 _ASKPASS = """#!/bin/sh
 case "$1" in
@@ -229,7 +236,7 @@ class Worktree:
         head = self.head()
         if head is None:
             raise StepError("nothing to push: the branch has no commits")
-        for _attempt in range(max_attempts):
+        for attempt in range(max_attempts):
             head = self.head()
             assert head is not None
             if self.remote_head(target_branch) == head:
@@ -242,6 +249,8 @@ class Worktree:
             except git.GitCommandError as err:
                 if not _is_rejection(err):
                     raise GitCommandError(self.run._scrub(f"git push: {_stderr_of(err)}")) from None
+            backoff = min(PUSH_BACKOFF_CAP, PUSH_BACKOFF_BASE * 2**attempt)
+            time.sleep(random.uniform(0, backoff))  # noqa: S311 - jitter, not a secret
             self._rebase_onto(target_branch)
         raise StepError(
             f'git push to "{target_branch}" was rejected {max_attempts} times: '

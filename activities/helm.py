@@ -60,7 +60,9 @@ async def discover_charts(
     if subscription.repo_url.startswith("oci://"):
         if registry is None:
             raise ConfigError("OCI chart subscriptions need a registry client")
-        tags = await registry.list_tags(parse_repo_url(oci_repository(subscription)))
+        tags = await registry.list_tags(
+            parse_repo_url(oci_repository(subscription), registry.mirrors)
+        )
         candidates: dict[str, str | None] = {tag.replace("_", "+"): None for tag in tags}
     else:
         candidates = await _index_versions(subscription, http, credentials)

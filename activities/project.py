@@ -8,6 +8,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from freightline.client import with_warehouse_freight
 from freightline.errors import NotFoundError
+from freightline.notifications import notification_urls
 from freightline.promotion import PromotionPlan, PromotionRequest, plan_promotion
 from freightline.resources import ProjectResources
 from freightline.temporal import project_workflow_id
@@ -39,9 +40,11 @@ class ProjectActivities:
         resources = await self.project_resources(request.project)
         # Freight a Warehouse discovered lives in its workflow, not in the applied config.
         resources = await with_warehouse_freight(self.client, resources, request.freight)
-        return plan_promotion(
+        plan = plan_promotion(
             resources,
             request.stage,
             request.freight,
             promotion=activity.info().workflow_id or request.stage,
         )
+        # Only whether this worker has endpoints: the URLs themselves stay out of history.
+        return plan.model_copy(update={"notify": bool(notification_urls())})

@@ -52,6 +52,7 @@ from freightline.errors import (
     RegistryError,
     RegistryUnavailableError,
 )
+from freightline.mirrors import registry_mirrors
 from freightline.selection import (
     ImageSelectionPolicy,
     ImageSelectionStrategy,
@@ -122,14 +123,15 @@ class ImageRepository:
         return f"{self.registry}/{self.name}"
 
 
-def parse_repo_url(repo_url: str) -> ImageRepository:
+def parse_repo_url(repo_url: str, mirrors: Mapping[str, str] | None = None) -> ImageRepository:
     """Parse a Kargo image ``repoURL`` (``[registry/]name``, no tag or digest).
 
     A first component with a ``.`` or ``:``, or ``localhost``, is a registry;
     otherwise the image is on Docker Hub (``nginx`` is
     ``docker.io/library/nginx``). Loopback registries are spoken to over
     plain HTTP, others over HTTPS; an explicit ``http://`` or ``https://``
-    prefix overrides that. Raises ConfigError.
+    prefix overrides that. A registry in ``mirrors`` is reached at its
+    mirror instead. Raises ConfigError.
     """
     text = repo_url.strip()
     scheme = ""
@@ -159,10 +161,11 @@ def parse_repo_url(repo_url: str) -> ImageRepository:
         registry, api_host = DOCKER_HUB, DOCKER_HUB_API
         if len(components) == 1:
             path = f"library/{path}"
+    api_host = (mirrors or {}).get(registry, api_host)
     return ImageRepository(
         registry=registry,
         name=path,
-        scheme=scheme or ("http" if _is_loopback(registry) else "https"),
+        scheme=scheme or ("http" if _is_loopback(api_host) else "https"),
         api_host=api_host,
     )
 
@@ -293,8 +296,10 @@ class RegistryClient:
         credentials: CredentialProvider | None = None,
         *,
         max_concurrency: int = 8,
+        mirrors: Mapping[str, str] | None = None,
     ) -> None:
         self.http = http
+        self.mirrors = dict(mirrors) if mirrors is not None else registry_mirrors()
         self._credentials = credentials or (lambda _host: None)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._tokens: dict[tuple[str, str], _Token] = {}
@@ -699,7 +704,7 @@ async def discover_images(
     of the same subscription) spares NewestBuild every config fetch for a
     digest it already knows; see the module docstring for request counts.
     """
-    repo = parse_repo_url(repo_url)
+    repo = parse_repo_url(repo_url, client.mirrors)
     platform = policy.platform_constraint
     known = {digest: parse_created(created) for digest, created in (known_created or {}).items()}
 

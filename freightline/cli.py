@@ -142,6 +142,9 @@ async def promote(
     freight: Annotated[str | None, typer.Option(help="Freight ID.")] = None,
     freight_alias: Annotated[str | None, typer.Option(help="Freight alias.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the promotion to finish.")] = False,
+    override_windows: Annotated[
+        bool, typer.Option(help="Do not wait for a promotion window (recorded with your name).")
+    ] = False,
 ) -> None:
     """Promote available Freight into a Stage (queued behind the Stage's running promotion)."""
     from freightline.client import promote_in_stage
@@ -151,7 +154,9 @@ async def promote(
     if not target or (freight and freight_alias):
         raise fail("give exactly one of --freight or --freight-alias")
     client = await connect()
-    ticket = await promote_in_stage(client, _project(project), stage, target, _user())
+    ticket = await promote_in_stage(
+        client, _project(project), stage, target, _user(), override_windows=override_windows
+    )
     console.print(f"promotion {ticket.promotion} queued")
     console.print(f"  {workflow_ui_url(client.namespace, ticket.promotion)}")
     if wait:
@@ -190,6 +195,59 @@ async def verify(
 
     update = "abort_verification" if abort else "verify"
     console.print(await stage_update(await connect(), _project(project), stage, update, _user()))
+
+
+PromotionArgument = Annotated[str, typer.Argument(help="The Promotion workflow ID.")]
+UserOption = Annotated[str | None, typer.Option(help="Who you are (default: $USER).")]
+CommentOption = Annotated[str, typer.Option(help="A comment, recorded with the decision.")]
+
+
+@app.command("approve-promotion")
+@run_async
+async def approve_promotion(
+    promotion: PromotionArgument, comment: CommentOption = "", user: UserOption = None
+) -> None:
+    """Approve a promotion waiting in a wait-for-approval step (refused with the reason)."""
+    from freightline.client import decide_promotion
+    from freightline.temporal import connect
+
+    client = await connect()
+    console.print(await decide_promotion(client, promotion, "approve", user or _user(), comment))
+
+
+@app.command("reject-promotion")
+@run_async
+async def reject_promotion(
+    promotion: PromotionArgument, comment: CommentOption = "", user: UserOption = None
+) -> None:
+    """Reject a promotion waiting for approval: it ends Failed, naming you."""
+    from freightline.client import decide_promotion
+    from freightline.temporal import connect
+
+    client = await connect()
+    console.print(await decide_promotion(client, promotion, "reject", user or _user(), comment))
+
+
+@app.command()
+@run_async
+async def abort(
+    promotion: Annotated[str | None, typer.Option(help="The Promotion workflow ID.")] = None,
+    stage: Annotated[str | None, typer.Option(help="Abort this Stage's running promotion.")] = None,
+    project: ProjectOption = None,
+    reason: Annotated[str, typer.Option(help="Why, recorded in the result.")] = "",
+    user: UserOption = None,
+) -> None:
+    """Abort a running or waiting promotion: it stops at the next safe point, ends Aborted."""
+    from freightline.client import abort_promotion, running_promotion
+    from freightline.temporal import connect
+
+    if (promotion is None) == (stage is None):
+        raise fail("give exactly one of --promotion or --stage")
+    client = await connect()
+    if stage is not None:
+        promotion = await running_promotion(client, _project(project), stage)
+    assert promotion is not None
+    console.print(await abort_promotion(client, promotion, user or _user(), reason))
 
 
 async def _wait_for(client: Any, promotion: str) -> None:

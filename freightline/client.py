@@ -20,9 +20,21 @@ from temporalio.service import RPCError, RPCStatusCode
 from freightline.config import ProjectResources
 from freightline.errors import ConfigError, FreightlineError, NotFoundError
 from freightline.project import ApplyResult, ProjectState
-from freightline.promotion import PromotionRequest, PromotionResult, find_freight
+from freightline.promotion import (
+    AbortMessage,
+    ApprovalMessage,
+    PromotionRequest,
+    PromotionResult,
+    find_freight,
+)
 from freightline.resources import Freight
-from freightline.stage import FreightAvailable, PromotionTicket, StageConfig, StageState
+from freightline.stage import (
+    FreightAvailable,
+    PromotionTicket,
+    StageConfig,
+    StageState,
+    freight_details,
+)
 from freightline.stage_requests import ApproveRequest, PromoteRequest
 from freightline.temporal import (
     FREIGHT_AVAILABLE_SIGNAL,
@@ -115,20 +127,9 @@ async def start_promotion(
             ]
         ),
         static_summary=f"promote freight `{alias}` into `{stage}`",
-        static_details=_freight_details(target),
+        static_details=freight_details(target),
     )
     return handle
-
-
-def _freight_details(freight: object) -> str:
-    from freightline.resources import Freight
-
-    assert isinstance(freight, Freight)
-    lines = [f"freight `{freight.metadata.name}` ({freight.alias})"]
-    lines += [f"- image {i.repo_url}:{i.tag}" for i in freight.images or ()]
-    lines += [f"- commit {c.repo_url}@{(c.id or '')[:12]}" for c in freight.commits or ()]
-    lines += [f"- chart {c.repo_url}/{c.name}:{c.version}" for c in freight.charts or ()]
-    return "\n".join(lines)
 
 
 async def list_promotions(
@@ -241,14 +242,22 @@ async def offer_applied_freight(
 
 
 async def promote_in_stage(
-    client: Client, project: str, stage: str, freight: str, requested_by: str
+    client: Client,
+    project: str,
+    stage: str,
+    freight: str,
+    requested_by: str,
+    *,
+    override_windows: bool = False,
 ) -> PromotionTicket:
     """Queue a promotion through the Stage workflow (refused with the reason if not available)."""
     handle = client.get_workflow_handle(stage_workflow_id(project, stage))
     try:
         ticket: PromotionTicket = await handle.execute_update(
             "promote",
-            PromoteRequest(freight=freight, requested_by=requested_by),
+            PromoteRequest(
+                freight=freight, requested_by=requested_by, override_windows=override_windows
+            ),
             result_type=PromotionTicket,
         )
     except WorkflowUpdateFailedError as err:
@@ -291,6 +300,57 @@ async def stage_update(client: Client, project: str, stage: str, update: str, ar
             raise NotFoundError(f'project "{project}" has no Stage "{stage}"') from None
         raise
     return answer
+
+
+async def decide_promotion(
+    client: Client, promotion: str, decision: str, user: str, comment: str = ""
+) -> str:
+    """Approve or reject a waiting promotion (``decision``: approve or reject) through its
+    update, so a refusal comes back with the validator's reason."""
+    handle = client.get_workflow_handle(promotion)
+    try:
+        answer: str = await handle.execute_update(
+            f"{decision}_promotion", ApprovalMessage(user=user, comment=comment), result_type=str
+        )
+    except WorkflowUpdateFailedError as err:
+        raise FreightlineError(f"promotion {promotion}: {_update_refusal(err)}") from None
+    except RPCError as err:
+        raise FreightlineError(f"promotion {promotion}: {_promotion_gone(err)}") from None
+    return answer
+
+
+async def abort_promotion(client: Client, promotion: str, user: str, reason: str = "") -> str:
+    """Send a running promotion the ``abort`` signal."""
+    handle = client.get_workflow_handle(promotion)
+    try:
+        status = (await handle.describe()).status
+        if status is not WorkflowExecutionStatus.RUNNING:
+            name = status.name.lower() if status else "not running"
+            raise FreightlineError(f"promotion {promotion} is {name}: nothing to abort")
+        await handle.signal("abort", AbortMessage(user=user, reason=reason))
+    except RPCError as err:
+        raise FreightlineError(f"promotion {promotion}: {_promotion_gone(err)}") from None
+    return f"abort of {promotion} requested by {user}"
+
+
+async def running_promotion(client: Client, project: str, stage: str) -> str:
+    """The ID of the promotion a Stage is running (from its ``status`` query)."""
+    handle = client.get_workflow_handle(stage_workflow_id(project, stage))
+    try:
+        state: StageState = await handle.query("status", result_type=StageState)
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NotFoundError(f'project "{project}" has no Stage "{stage}"') from None
+        raise
+    if state.running is None:
+        raise FreightlineError(f'Stage "{stage}" has no running promotion')
+    return state.running.promotion
+
+
+def _promotion_gone(err: RPCError) -> str:
+    if err.status is RPCStatusCode.NOT_FOUND:
+        return "no such running promotion (it finished, or the ID is wrong)"
+    return err.message
 
 
 async def find_project_freight(client: Client, project: str, freight: str) -> Freight:

@@ -170,6 +170,7 @@ async def _main(demo: Demo, once: bool) -> bool:
             if not once:
                 demo.console.print("running; Ctrl-C stops the worker and every service")
                 await stop.wait()
+                demo.console.print("stopping everything the demo started")
         return ok
     finally:
         stop.set()
@@ -284,5 +285,3 @@ def _failed_in(states: dict[str, StageState], stage: str, tag: str) -> bool:
         return False
     failed = {v.freight for v in state.verifications if v.phase == "Failed"}
     return any(h.freight in failed and h.versions[-1].endswith(f":{tag}") for h in state.history)
-
-

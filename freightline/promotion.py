@@ -16,16 +16,18 @@ activities so both evaluate ``${{ }}`` the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from freightline import expressions
 from freightline.errors import ConfigError, ExpressionError, NotFoundError
-from freightline.resources import Freight, ProjectResources, PromotionStep
+from freightline.resources import Freight, ProjectResources, PromotionStep, PromotionWindow
 from freightline.steps import runner_of
+from freightline.windows import windows_for
 
 
 class _Model(BaseModel):
@@ -46,6 +48,42 @@ class PromotionRequest(_Model):
     freight: str
     requested_by: str | None = None
     """Who asked for it (a user name, ``auto``, or a Stage workflow ID)."""
+    override_windows: bool = False
+    """Run now even when the Stage's promotion windows are closed (recorded in the result)."""
+
+
+class ApprovalMessage(_Model):
+    """The ``approve`` / ``reject`` signal and update input: ``{"user": ..., "comment": ...}``."""
+
+    user: str
+    comment: str = ""
+
+
+class AbortMessage(_Model):
+    """The ``abort`` signal input: ``{"user": ..., "reason": ...}``."""
+
+    user: str
+    reason: str = ""
+
+
+class ApprovalDecision(_Model):
+    """One approval or rejection the promotion accepted."""
+
+    user: str
+    decision: Literal["approved", "rejected"]
+    comment: str = ""
+    at: datetime
+    step: str
+    """The alias of the ``wait-for-approval`` step it answered."""
+
+
+class RefusedMessage(_Model):
+    """A signal the promotion ignored (unauthorised, duplicate, nothing pending), and why."""
+
+    user: str
+    signal: str
+    reason: str
+    at: datetime
 
 
 class Var(_Model):
@@ -81,6 +119,10 @@ class PromotionPlan(_Model):
     promotion: str
     freight: Freight
     steps: tuple[PlannedStep, ...]
+    windows: tuple[PromotionWindow, ...] = ()
+    """The project's promotion windows that apply to this Stage."""
+    notify: bool = False
+    """Whether the worker that resolved the plan has notification targets configured."""
 
 
 class StepStatus(StrEnum):
@@ -128,6 +170,13 @@ class PromotionResult(_Model):
     message: str = ""
     failed_step: str | None = None
     steps: tuple[StepOutcome, ...] = ()
+    approvals: tuple[ApprovalDecision, ...] = ()
+    """Who approved or rejected, when, with what comment."""
+    refused: tuple[RefusedMessage, ...] = ()
+    """Approve / reject / abort signals that were ignored, with the reason."""
+    aborted_by: str | None = None
+    windows_overridden_by: str | None = None
+    """Who started the promotion with ``overrideWindows`` (it did not wait for a window)."""
 
     @property
     def outputs(self) -> dict[str, dict[str, Any]]:
@@ -135,6 +184,8 @@ class PromotionResult(_Model):
 
 
 # --- planning -------------------------------------------------------------------------------
+
+APPROVAL_STEP = "wait-for-approval"
 
 
 def find_freight(resources: ProjectResources, freight: str) -> Freight:
@@ -162,6 +213,17 @@ def plan_promotion(
         raise ConfigError(f'Stage "{stage}": spec.promotionTemplate.spec.steps is empty')
     global_vars = tuple(Var(name=v.name, value=v.value) for v in template.spec.vars or ())
     steps: list[PlannedStep] = []
+    policy = resources.policy_for(stage)
+    if policy is not None and policy.approval is not None:
+        # The Stage-level shorthand: an approval gate before the Stage's own steps.
+        steps.append(
+            PlannedStep(
+                index=0,
+                uses=APPROVAL_STEP,
+                alias="approval",
+                config=policy.approval.model_dump(mode="json", by_alias=True, exclude_none=True),
+            )
+        )
     for index, step in enumerate(template.spec.steps):
         alias = step.as_ or f"step-{index}"
         where = f'Stage "{stage}" step {index} ("{alias}")'
@@ -179,6 +241,7 @@ def plan_promotion(
         promotion=promotion,
         freight=find_freight(resources, freight),
         steps=tuple(steps),
+        windows=windows_for(resources, stage),
     )
 
 

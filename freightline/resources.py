@@ -278,6 +278,28 @@ class AutoRollback(KargoModel):
     on_verification: list[Literal["Failed", "Error"]] | None = Field(default=None, max_length=2)
 
 
+class ApprovalPolicy(KargoModel):
+    """Who must approve a promotion (``wait-for-approval`` config, or a policy's ``approval``).
+
+    ``approvers`` is an allow-list (absent: anyone may approve); ``required``
+    distinct approvers are needed; after ``timeout`` (a Go duration; absent:
+    wait forever) the promotion fails.
+    """
+
+    approvers: list[str] | None = None
+    required: int = Field(default=1, ge=1)
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> ApprovalPolicy:
+        if self.approvers is not None and len(set(self.approvers)) < self.required:
+            raise ValueError(
+                f"{self.required} approvals required but only "
+                f"{len(set(self.approvers))} approvers allowed"
+            )
+        return self
+
+
 class StageSelector(KargoModel):
     """Selects Stages by exact name (or ``regex:``/``glob:`` pattern) or labels."""
 
@@ -293,6 +315,8 @@ class PromotionPolicy(KargoModel):
     stage_selector: StageSelector | None = None
     auto_promotion_enabled: bool | None = None
     auto_rollback: AutoRollback | None = None
+    approval: ApprovalPolicy | None = None
+    """Freightline extension: every promotion into the selected Stages first waits for approval."""
 
     @model_validator(mode="after")
     def _stage_or_selector(self) -> PromotionPolicy:
@@ -311,6 +335,18 @@ class PromotionWindow(KargoModel):
     rrule: str | None = None
     project_selector: StageSelector | None = None
     stage_selector: StageSelector | None = None
+    duration: Duration | None = None
+    """Freightline extension: each occurrence's length, instead of ``dtend``."""
+    time_zone: str | None = None
+    """Freightline extension: the zone of a ``dtstart``/``dtend`` without ``TZID=`` (else UTC)."""
+
+    @model_validator(mode="after")
+    def _parses(self) -> PromotionWindow:
+        # Imported here because freightline.windows builds on these models.
+        from freightline.windows import check_window
+
+        check_window(self)
+        return self
 
 
 class Link(KargoModel):

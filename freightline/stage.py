@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from freightline.analysis import AnalysisRunStatus
+from freightline.argocd import AppRef, StageHealth
 from freightline.resources import AnalysisTemplate, Freight, FreightRequest, Stage, parse_duration
 
 HISTORY_LIMIT = 10
@@ -82,6 +83,8 @@ class PromotionTicket(_Model):
     auto: bool = False
     rollback_of: str | None = None
     """Set on a rollback: the Freight whose verification failed. A rollback is never rolled back."""
+    override_windows: bool = False
+    """Passed to the Promotion: do not wait for a promotion window."""
 
 
 class HistoryEntry(_Model):
@@ -132,6 +135,11 @@ class StageState(_Model):
     auto_hold: dict[str, str] = Field(default_factory=dict)
     """Origin warehouse → the Freight a person chose instead of the newest (auto-promotion paused)."""
     health: str = "Unknown"
+    """Kargo's Stage health (Healthy, Progressing, Unknown, Unhealthy) from its Argo CD apps."""
+    health_apps: list[AppRef] = Field(default_factory=list)
+    """The Applications the last successful promotion updated (what health is derived from)."""
+    health_detail: StageHealth | None = None
+    health_checked_at: datetime | None = None
 
     @property
     def name(self) -> str:
@@ -150,6 +158,15 @@ def versions_of(freight: Freight) -> tuple[str, ...]:
     ]
     parts += [f"{c.name}:{c.version}" for c in freight.charts or ()]
     return tuple(parts)
+
+
+def freight_details(freight: Freight) -> str:
+    """A promotion's static details in the Temporal UI: the Freight and its artifacts."""
+    lines = [f"freight `{freight.metadata.name}` ({freight.alias})"]
+    lines += [f"- image {i.repo_url}:{i.tag}" for i in freight.images or ()]
+    lines += [f"- commit {c.repo_url}@{(c.id or '')[:12]}" for c in freight.commits or ()]
+    lines += [f"- chart {c.repo_url}/{c.name}:{c.version}" for c in freight.charts or ()]
+    return "\n".join(lines)
 
 
 def request_for(stage: Stage, freight: Freight) -> FreightRequest | None:

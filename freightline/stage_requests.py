@@ -17,6 +17,8 @@ class PromoteRequest(_Model):
 
     freight: str
     requested_by: str = "unknown"
+    override_windows: bool = False
+    """Run even while the Stage's promotion windows are closed (recorded in the result)."""
 
 
 class ApproveRequest(_Model):

@@ -4,9 +4,10 @@ Steps that share a working tree (clone, edit, render, commit, push) run
 together as one activity from clone to push, so a retry on another worker
 with an empty disk repeats the whole sequence and converges on the same
 commit. Steps that talk to an outside system on their own (Argo CD, HTTP)
-run as their own activities. Steps that only decide (none yet) run in the
-workflow. The implementations live in ``activities/``; this module is the
-one list of names both sides agree on.
+run as their own activities. Steps that only decide or wait
+(``wait-for-approval``) run in the workflow itself, on signals and timers.
+The implementations live in ``activities/``; this module is the one list of
+names both sides agree on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class StepRunner(StrEnum):
     """In the shared clone-to-push activity (``activities/worktree.py``)."""
     ARGOCD = "argocd"
     """In an Argo CD activity (``activities/argocd.py``)."""
+    WORKFLOW = "workflow"
+    """In the ``Promotion`` workflow itself: no activity (``workflows/promotion.py``)."""
 
 
 STEP_CATALOGUE: dict[str, StepRunner] = {
@@ -33,6 +36,7 @@ STEP_CATALOGUE: dict[str, StepRunner] = {
     "git-push": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,
     "argocd-wait": StepRunner.ARGOCD,
+    "wait-for-approval": StepRunner.WORKFLOW,
 }
 
 

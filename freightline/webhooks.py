@@ -40,6 +40,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from freightline.freight import normalize_chart_url, normalize_git_url, normalize_image_url
 from freightline.logging import get_logger
+from freightline.mirrors import originals_of, registry_mirrors
 from freightline.resources import ProjectResources, RepoSubscription
 from freightline.temporal import REFRESH_SIGNAL, warehouse_workflow_id
 
@@ -66,7 +67,12 @@ log = get_logger("freightline.webhooks")
 
 
 def registry_repositories(body: Any) -> set[str]:
-    """``host/repository`` of each manifest push in a distribution notification envelope."""
+    """``host/repository`` of each manifest push in a distribution notification envelope.
+
+    A push to a registry mirror (see ``freightline.mirrors``) also names the
+    repository of the registry it mirrors.
+    """
+    mirrors = registry_mirrors()
     repositories = set()
     for event in body.get("events", []) if isinstance(body, dict) else []:
         if not isinstance(event, dict) or event.get("action") != "push":
@@ -78,7 +84,8 @@ def registry_repositories(body: Any) -> set[str]:
             continue
         host = (event.get("request") or {}).get("host") or urlsplit(str(target.get("url"))).netloc
         if host and target.get("repository"):
-            repositories.add(f"{host}/{target['repository']}")
+            for registry in [host, *originals_of(host, mirrors)]:
+                repositories.add(f"{registry}/{target['repository']}")
     return repositories
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    # PromotionWindow validation imports it lazily; the sandbox must get the real module.
+    import freightline.windows  # noqa: F401
     from freightline.project import ApplyResult, ProjectState, merge_resources
     from freightline.resources import ProjectResources
     from freightline.temporal import SA_PROJECT

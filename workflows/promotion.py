@@ -6,34 +6,56 @@ one activity — and end ``Succeeded`` with every step's outputs, or fail the
 workflow with type ``PromotionFailed`` (a step ran and failed) or
 ``PromotionErrored`` (the promotion could not run as configured, or the
 infrastructure kept failing), carrying the ``PromotionResult`` as details.
+
+People and calendars are signals and timers here: a ``wait-for-approval``
+step waits for the ``approve`` / ``reject`` signals (or the
+``approve_promotion`` / ``reject_promotion`` updates, whose validators refuse
+a bad request with a reason); before its first step that changes anything the
+promotion waits, on a durable timer, for its Stage's promotion windows to
+open; the ``abort`` signal stops it at the next safe point (a running
+activity is cancelled and its cancellation awaited) and ends it ``Aborted``
+(type ``PromotionAborted``). Each ending, and each wait for approval, starts
+a ``Notify`` child that outlives the promotion.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from freightline.argocd import ARGOCD_ACTIVITIES, ArgoCDStepInput, step_timeout
     from freightline.errors import ConfigError, ExpressionError
+    from freightline.notifications import EventKind, NotificationEvent
     from freightline.observability import record_promotion_finished
     from freightline.promotion import (
+        AbortMessage,
+        ApprovalDecision,
+        ApprovalMessage,
         PlannedStep,
         PromotionPhase,
         PromotionPlan,
         PromotionRequest,
         PromotionResult,
+        RefusedMessage,
         StepOutcome,
         StepScope,
         StepStatus,
         WorktreeBatch,
     )
+    from freightline.resources import ApprovalPolicy, parse_duration
     from freightline.steps import StepRunner, runner_of
     from freightline.temporal import SA_FREIGHT, SA_PROJECT, SA_STAGE
+    from freightline.windows import evaluate as evaluate_windows
+    from workflows.notify import send_notification
 
 # Errors a person must fix: retrying cannot help, and the promotion is Errored.
 USER_ERRORS = (
@@ -58,6 +80,39 @@ WORKTREE_TIMEOUT = timedelta(minutes=30)
 # Argo CD steps poll inside one activity that heartbeats on every poll (about every second).
 ARGOCD_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 ARGOCD_TIMEOUT_MARGIN = timedelta(minutes=1)
+# Never wake for a window sooner than this (a timer cannot be shorter than its own latency).
+MIN_WINDOW_WAIT = timedelta(seconds=1)
+
+T = TypeVar("T")
+
+
+class _Aborted(Exception):
+    """Control flow only: an ``abort`` arrived; unwind to the end of ``run``."""
+
+
+@dataclass
+class _PendingApproval:
+    """The ``wait-for-approval`` step being waited on."""
+
+    step: str
+    policy: ApprovalPolicy
+    deadline: datetime | None
+    approved_by: list[str] = field(default_factory=list)
+    rejected: ApprovalDecision | None = None
+
+    @property
+    def decided(self) -> bool:
+        return self.rejected is not None or len(self.approved_by) >= self.policy.required
+
+    def summary(self) -> str:
+        approvers = self.policy.approvers
+        text = f"{len(self.approved_by)} of {self.policy.required} approvals"
+        if self.approved_by:
+            text += f" ({', '.join(self.approved_by)})"
+        text += f"; approvers: {', '.join(approvers) if approvers else 'anyone'}"
+        if self.deadline is not None:
+            text += f"; times out at {self.deadline.strftime('%Y-%m-%d %H:%M:%S UTC')}"
+        return text
 
 
 @workflow.defn(name="Promotion")
@@ -68,6 +123,16 @@ class PromotionWorkflow:
         self._phase = PromotionPhase.PENDING
         self._current: str = ""
         self._outcomes: list[StepOutcome] = []
+        self._request: PromotionRequest | None = None
+        self._plan: PromotionPlan | None = None
+        self._approval: _PendingApproval | None = None
+        self._decisions: list[ApprovalDecision] = []
+        self._refused: list[RefusedMessage] = []
+        self._abort: AbortMessage | None = None
+        self._waiting_for_window = ""
+        self._windows_checked = False
+        self._windows_overridden_by: str | None = None
+        self._current_step: str | None = None
 
     @workflow.run
     async def run(self, request: PromotionRequest) -> PromotionResult:
@@ -78,6 +143,7 @@ class PromotionWorkflow:
                 SA_FREIGHT.value_set(request.freight),
             ]
         )
+        self._request = request
         self._phase = PromotionPhase.RUNNING
         self._show(request, None, "resolving the promotion plan")
         try:
@@ -90,37 +156,72 @@ class PromotionWorkflow:
                 summary=f"resolve {request.project}/{request.stage} for {request.freight}",
             )
         except ActivityError as err:
-            return self._end(request, None, PromotionPhase.ERRORED, _reason(err), None)
+            return await self._end(request, None, PromotionPhase.ERRORED, _reason(err), None)
+        self._plan = plan
         freight_id = plan.freight.metadata.name
         if freight_id != request.freight:
             workflow.upsert_search_attributes([SA_FREIGHT.value_set(freight_id)])
+        step_alias: str | None = None
+        try:
+            return await self._run_steps(request, plan)
+        except _Aborted:
+            if self._current_step is not None:
+                step_alias = self._current_step
+        abort = self._abort
+        assert abort is not None
+        message = f"aborted by {abort.user}" + (f": {abort.reason}" if abort.reason else "")
+        return await self._end(request, plan, PromotionPhase.ABORTED, message, step_alias)
 
+    async def _run_steps(self, request: PromotionRequest, plan: PromotionPlan) -> PromotionResult:
+        """Run the plan's steps in order; raises _Aborted at the first safe point after abort."""
         index = 0
         while index < len(plan.steps):
+            if self._abort is not None:
+                raise _Aborted
             step = plan.steps[index]
-            if runner_of(step.uses) is StepRunner.WORKTREE:
+            self._current_step = step.alias
+            runner = runner_of(step.uses)
+            if runner is StepRunner.WORKFLOW:
+                outcome = await self._wait_for_approval(request, plan, step)
+                self._outcomes.append(outcome)
+                if outcome.status in (StepStatus.FAILED, StepStatus.ERRORED):
+                    phase = (
+                        PromotionPhase.FAILED
+                        if outcome.status is StepStatus.FAILED
+                        else PromotionPhase.ERRORED
+                    )
+                    return await self._end(request, plan, phase, outcome.message, step.alias)
+                index += 1
+                continue
+            await self._hold_for_windows(request, plan)
+            if runner is StepRunner.WORKTREE:
                 batch = _worktree_batch(plan, index)
                 self._show(request, plan, f"running {batch[0].alias} … {batch[-1].alias}")
                 try:
-                    outcomes = await workflow.execute_activity(
-                        "run_worktree_steps",
-                        WorktreeBatch(
-                            plan=plan,
-                            step_indexes=tuple(s.index for s in batch),
-                            previous=tuple(self._outcomes),
-                        ),
-                        result_type=list[StepOutcome],
-                        start_to_close_timeout=WORKTREE_TIMEOUT,
-                        heartbeat_timeout=WORKTREE_HEARTBEAT_TIMEOUT,
-                        retry_policy=ACTIVITY_RETRY,
-                        summary=" → ".join(s.uses for s in batch),
+                    outcomes = await self._until_aborted(
+                        workflow.start_activity(
+                            "run_worktree_steps",
+                            WorktreeBatch(
+                                plan=plan,
+                                step_indexes=tuple(s.index for s in batch),
+                                previous=tuple(self._outcomes),
+                            ),
+                            result_type=list[StepOutcome],
+                            start_to_close_timeout=WORKTREE_TIMEOUT,
+                            heartbeat_timeout=WORKTREE_HEARTBEAT_TIMEOUT,
+                            retry_policy=ACTIVITY_RETRY,
+                            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                            summary=" → ".join(s.uses for s in batch),
+                        )
                     )
                 except ActivityError as err:
                     phase = _phase_of(err)
-                    return self._end(request, plan, phase, _reason(err), _failed_step(err, batch))
+                    return await self._end(
+                        request, plan, phase, _reason(err), _failed_step(err, batch)
+                    )
                 self._outcomes.extend(outcomes)
                 index += len(batch)
-            elif runner_of(step.uses) is StepRunner.ARGOCD:
+            elif runner is StepRunner.ARGOCD:
                 outcome = await self._run_argocd_step(request, plan, step)
                 self._outcomes.append(outcome)
                 failed = outcome.status in (StepStatus.FAILED, StepStatus.ERRORED)
@@ -130,11 +231,213 @@ class PromotionWorkflow:
                         if outcome.status is StepStatus.FAILED
                         else PromotionPhase.ERRORED
                     )
-                    return self._end(request, plan, phase, outcome.message, step.alias)
+                    return await self._end(request, plan, phase, outcome.message, step.alias)
                 index += 1
             else:  # pragma: no cover - the plan only holds catalogued steps
                 raise ApplicationError(f'no runner for step "{step.uses}"', non_retryable=True)
-        return self._end(request, plan, PromotionPhase.SUCCEEDED, "", None)
+        if self._abort is not None:  # too late: every step completed
+            self._ignore(self._abort.user, "abort", "every step had already completed")
+            self._abort = None
+        self._current_step = None
+        return await self._end(request, plan, PromotionPhase.SUCCEEDED, "", None)
+
+    async def _until_aborted(self, handle: ActivityHandle[T]) -> T:
+        """The activity's result, unless an abort comes first: then cancel it, wait for the
+        cancellation to complete, and raise _Aborted. An activity that finished despite the
+        cancellation keeps its result (the caller records it, then stops)."""
+        await workflow.wait_condition(lambda: handle.done() or self._abort is not None)
+        if not handle.done():
+            self._show_current(f"aborting: cancelling {self._current}")
+            handle.cancel()
+            try:
+                return await handle
+            except (ActivityError, asyncio.CancelledError):
+                raise _Aborted from None
+        return await handle
+
+    async def _hold_for_windows(self, request: PromotionRequest, plan: PromotionPlan) -> None:
+        """Wait (a durable timer) until the Stage's promotion windows open, once per promotion,
+        before its first step that changes anything."""
+        if self._windows_checked or not plan.windows:
+            return
+        self._windows_checked = True
+        if request.override_windows:
+            self._windows_overridden_by = request.requested_by or "unknown"
+            workflow.logger.info(
+                "promotion windows overridden", extra={"by": self._windows_overridden_by}
+            )
+            return
+        while True:
+            now = workflow.now()
+            gate = evaluate_windows(now, plan.windows)
+            if gate.open:
+                self._waiting_for_window = ""
+                return
+            self._waiting_for_window = gate.reason
+            self._show(request, plan, f"waiting for a promotion window: {gate.reason}")
+            timeout = max(gate.next_open - now, MIN_WINDOW_WAIT) if gate.next_open else None
+            try:
+                await workflow.wait_condition(lambda: self._abort is not None, timeout=timeout)
+            except TimeoutError:
+                continue
+            raise _Aborted
+
+    async def _wait_for_approval(
+        self, request: PromotionRequest, plan: PromotionPlan, step: PlannedStep
+    ) -> StepOutcome:
+        """Hold until enough distinct approvers approved, someone rejected, or time ran out."""
+        scope = StepScope(plan, self._outcomes)
+        try:
+            if not scope.should_run(step):
+                return StepOutcome(alias=step.alias, uses=step.uses, status=StepStatus.SKIPPED)
+            policy = ApprovalPolicy.model_validate(scope.render_config(step))
+        except (ExpressionError, ConfigError, ValidationError) as err:
+            return StepOutcome(
+                alias=step.alias,
+                uses=step.uses,
+                status=StepStatus.ERRORED,
+                message=f'step "{step.alias}" ({step.uses}): {_one_line(err)}',
+            )
+        timeout = parse_duration(policy.timeout) if policy.timeout else None
+        pending = _PendingApproval(
+            step=step.alias,
+            policy=policy,
+            deadline=workflow.now() + timeout if timeout is not None else None,
+        )
+        self._approval = pending
+        self._show(request, plan, f"waiting for approval: {pending.summary()}")
+        await self._notify(
+            "promotion.waiting_for_approval", pending.summary(), request.requested_by
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: pending.decided or self._abort is not None, timeout=timeout
+            )
+        except TimeoutError:
+            return StepOutcome(
+                alias=step.alias,
+                uses=step.uses,
+                status=StepStatus.FAILED,
+                message=(
+                    f'step "{step.alias}": approval timed out after {policy.timeout} '
+                    f"with {len(pending.approved_by)} of {policy.required} approvals"
+                    + (f" ({', '.join(pending.approved_by)})" if pending.approved_by else "")
+                ),
+            )
+        finally:
+            self._approval = None
+        if pending.rejected is not None:
+            rejected = pending.rejected
+            return StepOutcome(
+                alias=step.alias,
+                uses=step.uses,
+                status=StepStatus.FAILED,
+                message=f"rejected by {rejected.user}"
+                + (f": {rejected.comment}" if rejected.comment else ""),
+                outputs={"rejectedBy": rejected.user},
+            )
+        if not pending.decided:
+            raise _Aborted
+        return StepOutcome(
+            alias=step.alias,
+            uses=step.uses,
+            status=StepStatus.SUCCEEDED,
+            message=f"approved by {', '.join(pending.approved_by)}",
+            outputs={"approvedBy": list(pending.approved_by)},
+        )
+
+    # --- approvals and abort ----------------------------------------------------------------
+
+    @workflow.signal(name="approve")
+    def approve(self, message: ApprovalMessage) -> None:
+        """``{"user", "comment"}``; ignored (with the reason recorded) when not acceptable."""
+        self._decide_by_signal(message, "approve")
+
+    @workflow.signal(name="reject")
+    def reject(self, message: ApprovalMessage) -> None:
+        """``{"user", "comment"}``: a rejection fails the promotion."""
+        self._decide_by_signal(message, "reject")
+
+    @workflow.update(name="approve_promotion")
+    def approve_promotion(self, message: ApprovalMessage) -> str:
+        """Approve and get an answer (``freightline approve-promotion``)."""
+        return self._decide(message, "approve")
+
+    @approve_promotion.validator
+    def validate_approve_promotion(self, message: ApprovalMessage) -> None:
+        refusal = self._refusal(message, "approve")
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.update(name="reject_promotion")
+    def reject_promotion(self, message: ApprovalMessage) -> str:
+        """Reject and get an answer (``freightline reject-promotion``)."""
+        return self._decide(message, "reject")
+
+    @reject_promotion.validator
+    def validate_reject_promotion(self, message: ApprovalMessage) -> None:
+        refusal = self._refusal(message, "reject")
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.signal(name="abort")
+    def abort(self, message: AbortMessage) -> None:
+        """``{"user", "reason"}``: stop at the next safe point and end Aborted."""
+        if self._abort is not None:
+            self._ignore(message.user, "abort", f"already aborted by {self._abort.user}")
+            return
+        self._abort = message
+        self._show_current(f"abort requested by {message.user}")
+
+    def _decide_by_signal(self, message: ApprovalMessage, signal: str) -> None:
+        refusal = self._refusal(message, signal)
+        if refusal:
+            self._ignore(message.user, signal, refusal)
+            return
+        self._decide(message, signal)
+
+    def _refusal(self, message: ApprovalMessage, action: str) -> str:
+        """Why this approve / reject cannot be accepted now ("" when it can)."""
+        pending = self._approval
+        if not message.user.strip():
+            return "a user is required"
+        if pending is None or pending.decided or self._abort is not None:
+            return f"no approval is pending (promotion is {self._phase.value}: {self._current})"
+        approvers = pending.policy.approvers
+        if approvers is not None and message.user not in approvers:
+            return (
+                f'"{message.user}" may not {action} step "{pending.step}" '
+                f"(approvers: {', '.join(approvers)})"
+            )
+        if message.user in pending.approved_by:
+            return f'"{message.user}" already approved step "{pending.step}"'
+        return ""
+
+    def _decide(self, message: ApprovalMessage, action: str) -> str:
+        pending = self._approval
+        assert pending is not None  # _refusal (the validator) said so
+        decision = ApprovalDecision(
+            user=message.user,
+            decision="approved" if action == "approve" else "rejected",
+            comment=message.comment,
+            at=workflow.now(),
+            step=pending.step,
+        )
+        self._decisions.append(decision)
+        if action == "reject":
+            pending.rejected = decision
+            self._show_current(f"rejected by {message.user}")
+            return f"rejected by {message.user}: the promotion fails"
+        pending.approved_by.append(message.user)
+        self._show_current(f"waiting for approval: {pending.summary()}")
+        return f"approved by {message.user}: {pending.summary()}"
+
+    def _ignore(self, user: str, signal: str, reason: str) -> None:
+        self._refused.append(
+            RefusedMessage(user=user, signal=signal, reason=reason, at=workflow.now())
+        )
+        workflow.logger.warning("signal ignored", extra={"signal": signal, "reason": reason})
+        self._show_current(self._current)
 
     async def _run_argocd_step(
         self, request: PromotionRequest, plan: PromotionPlan, step: PlannedStep
@@ -156,22 +459,25 @@ class PromotionWorkflow:
         apps = _app_names(config)
         self._show(request, plan, f"{step.alias}: waiting for Argo CD app {apps}")
         try:
-            outcome: StepOutcome = await workflow.execute_activity(
-                ARGOCD_ACTIVITIES[step.uses],
-                ArgoCDStepInput(
-                    project=plan.project,
-                    stage=plan.stage,
-                    promotion=plan.promotion,
-                    step=step.alias,
-                    uses=step.uses,
-                    config=config,
-                    timeout_seconds=timeout.total_seconds(),
-                ),
-                result_type=StepOutcome,
-                start_to_close_timeout=timeout + ARGOCD_TIMEOUT_MARGIN,
-                heartbeat_timeout=ARGOCD_HEARTBEAT_TIMEOUT,
-                retry_policy=ACTIVITY_RETRY,
-                summary=f"{step.uses} {apps}",
+            outcome: StepOutcome = await self._until_aborted(
+                workflow.start_activity(
+                    ARGOCD_ACTIVITIES[step.uses],
+                    ArgoCDStepInput(
+                        project=plan.project,
+                        stage=plan.stage,
+                        promotion=plan.promotion,
+                        step=step.alias,
+                        uses=step.uses,
+                        config=config,
+                        timeout_seconds=timeout.total_seconds(),
+                    ),
+                    result_type=StepOutcome,
+                    start_to_close_timeout=timeout + ARGOCD_TIMEOUT_MARGIN,
+                    heartbeat_timeout=ARGOCD_HEARTBEAT_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    summary=f"{step.uses} {apps}",
+                )
             )
         except ActivityError as err:
             failed = _phase_of(err) is PromotionPhase.FAILED
@@ -186,10 +492,26 @@ class PromotionWorkflow:
     @workflow.query(name="status")
     def status(self) -> dict[str, object]:
         """The phase, the current activity, and every finished step's outcome."""
+        pending = self._approval
         return {
             "phase": self._phase.value,
             "current": self._current,
             "steps": [o.model_dump(mode="json", by_alias=True) for o in self._outcomes],
+            "approval": (
+                {
+                    "step": pending.step,
+                    "required": pending.policy.required,
+                    "approvers": pending.policy.approvers,
+                    "approvedBy": list(pending.approved_by),
+                    "deadline": pending.deadline.isoformat() if pending.deadline else None,
+                }
+                if pending is not None
+                else None
+            ),
+            "approvals": [d.model_dump(mode="json", by_alias=True) for d in self._decisions],
+            "refused": [r.model_dump(mode="json", by_alias=True) for r in self._refused],
+            "waitingForWindow": self._waiting_for_window,
+            "abortedBy": self._abort.user if self._abort else None,
         }
 
     def _show(self, request: PromotionRequest, plan: PromotionPlan | None, doing: str) -> None:
@@ -197,12 +519,44 @@ class PromotionWorkflow:
         freight = request.freight
         if plan is not None:
             freight = plan.freight.alias or plan.freight.metadata.name
-        workflow.set_current_details(
-            f"**promote freight `{freight}` into `{request.stage}`** "
-            f"(project `{request.project}`)\n\nphase: {self._phase.value} — {doing}"
+        lines = [
+            f"**promote freight `{freight}` into `{request.stage}`** (project `{request.project}`)",
+            f"phase: {self._phase.value}" + (f" — {doing}" if doing != self._phase.value else ""),
+        ]
+        lines += [
+            f"- {d.decision} by {d.user} at {d.at:%H:%M:%S}"
+            + (f": {d.comment}" if d.comment else "")
+            for d in self._decisions
+        ]
+        lines += [f"- ignored {r.signal} from {r.user}: {r.reason}" for r in self._refused[-5:]]
+        if self._windows_overridden_by:
+            lines.append(f"- promotion windows overridden by {self._windows_overridden_by}")
+        workflow.set_current_details("\n\n".join(lines))
+
+    def _show_current(self, doing: str) -> None:
+        """Refresh the details from a message handler (before the plan, the request only)."""
+        if self._request is not None:
+            self._show(self._request, self._plan, doing)
+
+    async def _notify(self, kind: EventKind, message: str, user: str | None) -> None:
+        plan, request = self._plan, self._request
+        if plan is None or request is None or not plan.notify:
+            return
+        await send_notification(
+            NotificationEvent(
+                event=kind,
+                project=request.project,
+                stage=request.stage,
+                freight=plan.freight.metadata.name,
+                freight_alias=plan.freight.alias,
+                workflow_id=workflow.info().workflow_id,
+                phase=self._phase.value,
+                message=message,
+                user=user,
+            )
         )
 
-    def _end(
+    async def _end(
         self,
         request: PromotionRequest,
         plan: PromotionPlan | None,
@@ -220,8 +574,19 @@ class PromotionWorkflow:
             message=message,
             failed_step=failed_step,
             steps=tuple(self._outcomes),
+            approvals=tuple(self._decisions),
+            refused=tuple(self._refused),
+            aborted_by=self._abort.user
+            if phase is PromotionPhase.ABORTED and self._abort
+            else None,
+            windows_overridden_by=self._windows_overridden_by,
         )
         self._show(request, plan, message or phase.value)
+        user = result.aborted_by or next(
+            (d.user for d in reversed(self._decisions) if d.decision == "rejected"),
+            request.requested_by,
+        )
+        await self._notify(_EVENTS[phase], message, user)
         # The workflow meter is replay-safe: a replayed _end records nothing.
         elapsed = workflow.now() - workflow.info().start_time
         record_promotion_finished(
@@ -230,6 +595,22 @@ class PromotionWorkflow:
         if phase is PromotionPhase.SUCCEEDED:
             return result
         raise ApplicationError(message, result, type=f"Promotion{phase.value}", non_retryable=True)
+
+
+_EVENTS: dict[PromotionPhase, EventKind] = {
+    PromotionPhase.SUCCEEDED: "promotion.succeeded",
+    PromotionPhase.FAILED: "promotion.failed",
+    PromotionPhase.ERRORED: "promotion.errored",
+    PromotionPhase.ABORTED: "promotion.aborted",
+}
+
+
+def _one_line(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors()
+        )
+    return str(err)
 
 
 def _app_names(config: dict[str, Any]) -> str:

@@ -20,7 +20,9 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from freightline.analysis import AnalysisRunStatus
+    from freightline.argocd import ArgoCDHealthRequest, HealthState, StageHealth, apps_of
     from freightline.errors import ConfigError
+    from freightline.notifications import NotificationEvent
     from freightline.promotion import PromotionRequest, PromotionResult
     from freightline.resources import Freight
     from freightline.stage import (
@@ -32,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         StageState,
         VerificationRecord,
         auto_promotion_candidates,
+        freight_details,
         is_available,
         next_ready_time,
         note_manual_choice,
@@ -49,6 +52,14 @@ with workflow.unsafe.imports_passed_through():
         stage_workflow_id,
     )
     from freightline.verification import verification_request
+    from workflows.notify import send_notification
+
+
+HEALTH_REFRESH = timedelta(minutes=5)
+"""How often an idle Stage re-reads its Applications' health."""
+HEALTHY_WAIT = timedelta(minutes=5)
+"""How long verification waits for the Stage to become Healthy after a promotion."""
+HEALTH_POLL = timedelta(seconds=5)
 
 
 @workflow.defn(name="Stage")
@@ -68,7 +79,7 @@ class StageWorkflow:
         )
         while True:
             self._show()
-            timeout = self._until_next_ready()
+            timeout = self._next_timeout()
             # A timeout means a soak time ended: some Freight may have become available.
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
@@ -76,6 +87,8 @@ class StageWorkflow:
                     timeout=timeout,
                 )
             self._wake = False
+            if self._health_due():
+                await self._check_health()
             if self._verify_requested_by is not None:
                 await self._reverify()
             self._enqueue_auto_promotions()
@@ -123,7 +136,11 @@ class StageWorkflow:
         entry = self._find_available(request.freight)
         assert entry is not None  # the validator refused anything else
         note_manual_choice(self.state, entry.freight, workflow.now())
-        return self._enqueue(entry.freight, request.requested_by, auto=False)
+        ticket = self._enqueue(entry.freight, request.requested_by, auto=False)
+        if request.override_windows:
+            ticket = ticket.model_copy(update={"override_windows": True})
+            self.state.queue[-1] = ticket
+        return ticket
 
     @promote.validator
     def validate_promote(self, request: PromoteRequest) -> None:
@@ -215,14 +232,16 @@ class StageWorkflow:
         self.state.running = ticket
         self._show()
         phase, message = "Succeeded", ""
+        result: PromotionResult | None = None
         try:
-            await workflow.execute_child_workflow(
+            result = await workflow.execute_child_workflow(
                 PROMOTION_WORKFLOW,
                 PromotionRequest(
                     project=self.state.config.project,
                     stage=self.state.name,
                     freight=ticket.freight,
                     requested_by=ticket.requested_by,
+                    override_windows=ticket.override_windows,
                 ),
                 id=ticket.promotion,
                 result_type=PromotionResult,
@@ -230,6 +249,7 @@ class StageWorkflow:
                     f"promote freight `{ticket.freight_alias or ticket.freight[:7]}` "
                     f"into `{self.state.name}`"
                 ),
+                static_details=self._details_of(ticket),
                 retry_policy=RetryPolicy(maximum_attempts=1),
             )
         except ChildWorkflowError as err:
@@ -253,6 +273,8 @@ class StageWorkflow:
             workflow.logger.warning("promotion did not succeed", extra={"phase": phase})
             return
         record_promoted(self.state, ticket, now)
+        if result is not None:
+            self.state.health_apps = apps_of(result)
         if not ticket.auto and ticket.rollback_of is None:
             entry = self.state.available.get(ticket.freight)
             if entry is not None:
@@ -263,11 +285,73 @@ class StageWorkflow:
         elif phase in self.state.config.rollback_on_verification and ticket.rollback_of is None:
             self._roll_back(ticket)
 
+    async def _check_health(self) -> StageHealth:
+        health: StageHealth = await workflow.execute_activity(
+            "argocd_health",
+            ArgoCDHealthRequest(apps=tuple(self.state.health_apps)),
+            result_type=StageHealth,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+            summary=f"health of {len(self.state.health_apps)} Argo CD apps",
+        )
+        self.state.health = health.status.value
+        self.state.health_detail = health
+        self.state.health_checked_at = workflow.now()
+        return health
+
+    async def _wait_until_healthy(self) -> str | None:
+        """None once the Stage is Healthy; else why it is not, after ``HEALTHY_WAIT``.
+
+        A Stage whose promotion touched no Argo CD app has nothing to wait for.
+        """
+        if not self.state.health_apps:
+            return None
+        deadline = workflow.now() + HEALTHY_WAIT
+        while True:
+            health = await self._check_health()
+            if health.status is HealthState.HEALTHY:
+                return None
+            if workflow.now() >= deadline:
+                reasons = "; ".join(health.issues) or health.status.value
+                return f"the Stage did not become Healthy within {HEALTHY_WAIT}: {reasons}"
+            await workflow.sleep(HEALTH_POLL)
+
+    def _health_due(self) -> bool:
+        checked = self.state.health_checked_at
+        return bool(self.state.health_apps) and (
+            checked is None or workflow.now() - checked >= HEALTH_REFRESH
+        )
+
+    def _next_timeout(self) -> timedelta | None:
+        candidates = [t for t in (self._until_next_ready(),) if t is not None]
+        if self.state.health_apps and self.state.health_checked_at is not None:
+            due = self.state.health_checked_at + HEALTH_REFRESH - workflow.now()
+            candidates.append(max(due, timedelta(seconds=1)))
+        return min(candidates) if candidates else None
+
     async def _verify(self, freight_id: str) -> str:
-        """Run the Stage's verification for its current Freight; its phase (Successful if none)."""
+        """Run the Stage's verification for its current Freight; its phase (Successful if none).
+
+        Verification starts only once the Stage is Healthy, as in Kargo.
+        """
         entry = self.state.available.get(freight_id)
         started = workflow.now()
         alias = entry.freight.alias if entry else None
+        unhealthy = await self._wait_until_healthy()
+        if unhealthy is not None:
+            record_verification(
+                self.state,
+                VerificationRecord(
+                    verification="",
+                    freight=freight_id,
+                    freight_alias=alias,
+                    phase="Error",
+                    message=unhealthy,
+                    started_at=started,
+                    finished_at=workflow.now(),
+                ),
+            )
+            return "Error"
         try:
             request = (
                 verification_request(
@@ -342,7 +426,24 @@ class StageWorkflow:
         )
         self.state.verifying = None
         record_verification(self.state, record)
+        if phase in ("Failed", "Error"):
+            await self._notify_verification_failed(record)
         return phase
+
+    async def _notify_verification_failed(self, record: VerificationRecord) -> None:
+        """A ``verification.failed`` event (a Notify child: it never delays the Stage)."""
+        await send_notification(
+            NotificationEvent(
+                event="verification.failed",
+                project=self.state.config.project,
+                stage=self.state.name,
+                freight=record.freight,
+                freight_alias=record.freight_alias,
+                workflow_id=record.verification,
+                phase=record.phase,
+                message=record.message or "",
+            )
+        )
 
     async def _reverify(self) -> None:
         self._verify_requested_by = None
@@ -394,6 +495,14 @@ class StageWorkflow:
             ):
                 return entry
         return None
+
+    def _details_of(self, ticket: PromotionTicket) -> str:
+        entry = self.state.available.get(ticket.freight)
+        details = freight_details(entry.freight) if entry else f"freight `{ticket.freight}`"
+        reason = (
+            f"rollback of `{ticket.rollback_of}`" if ticket.rollback_of else ticket.requested_by
+        )
+        return f"{details}\n\nrequested by {reason}"
 
     def _availability_rule(self) -> str:
         rules = []

@@ -1,0 +1,122 @@
+"""The ``freightline`` command: the dev server, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from freightline.devserver import port_open, temporal_binary
+from sandbox.registry import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def freightline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "freightline", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_dev_starts_server_with_search_attributes_and_a_worker_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    port, ui_port = free_port(), free_port()
+    db = tmp_path / "state" / "temporal.db"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "freightline",
+            "dev",
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_open("127.0.0.1", port) and port_open("127.0.0.1", ui_port)):
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "the dev server did not start"
+            time.sleep(0.2)
+        listed = subprocess.run(
+            [
+                temporal_binary(),
+                "operator",
+                "search-attribute",
+                "list",
+                "--address",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for name in (
+            "FreightlineProject",
+            "FreightlineStage",
+            "FreightlineFreight",
+            "FreightlineWarehouse",
+        ):
+            assert name in listed
+        # The worker answers: an apply needs it to accept the Project update.
+        pipeline = tmp_path / "project.yaml"
+        pipeline.write_text(
+            "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata:\n  name: p\n"
+        )
+        applied = freightline(
+            "apply", "-f", str(pipeline), env={"TEMPORAL_ADDRESS": f"127.0.0.1:{port}"}
+        )
+        assert applied.returncode == 0, applied.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert not port_open("127.0.0.1", port)
+    assert db.exists()  # persistent: kept for the next run
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["apply", "-f", "/no/such/file.yaml"], "/no/such/file.yaml"),
+        (["promote", "--stage", "test", "--project", "p"], "exactly one of --freight"),
+        (["get", "stages", "--project", "p"], "cannot reach Temporal"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_one(args: list[str], expected: str) -> None:
+    done = freightline(*args, env={"TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"})
+    assert done.returncode == 1
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 2
+
+
+def test_a_config_error_names_file_document_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata:\n  name: w\n"
+        "  namespace: p\nspec:\n  subscriptions:\n  - image:\n      repoURL: x\n"
+        "      discoveryLimit: 500\n"
+    )
+    done = freightline("apply", "-f", str(bad))
+    assert done.returncode == 1
+    assert "bad.yaml" in done.stderr and "discoveryLimit" in done.stderr
+    assert "Traceback" not in done.stderr

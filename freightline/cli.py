@@ -297,20 +297,24 @@ async def status(
     """The pipeline: each Stage's Freight, health, running promotion and queue."""
     from rich.live import Live
 
-    from freightline.client import stage_states
+    from freightline.client import running_notes, stage_states
     from freightline.status_view import pipeline_table
     from freightline.temporal import connect
 
     client = await connect()
     name = _project(project)
-    table = pipeline_table(name, await stage_states(client, name))
+
+    async def table() -> Any:
+        states = await stage_states(client, name)
+        return pipeline_table(name, states, await running_notes(client, states))
+
     if not watch:
-        console.print(table)
+        console.print(await table())
         return
-    with Live(table, console=console, refresh_per_second=4) as live:
+    with Live(await table(), console=console, refresh_per_second=4) as live:
         while True:
             await asyncio.sleep(interval)
-            live.update(pipeline_table(name, await stage_states(client, name)))
+            live.update(await table())
 
 
 @get_app.command("stages")

@@ -384,6 +384,27 @@ async def stage_states(client: Client, project: str) -> list[StageState]:
     return states
 
 
+async def running_notes(client: Client, states: Sequence[StageState]) -> dict[str, str]:
+    """What each Stage's running promotion is doing now ("waiting for approval", a step, ...)."""
+    notes = {}
+    for state in states:
+        if state.running is None:
+            continue
+        try:
+            status = await client.get_workflow_handle(state.running.promotion).query("status")
+        except RPCError:
+            continue  # not started yet, or already finished
+        if not isinstance(status, dict):
+            continue
+        if status.get("approval"):
+            notes[state.name] = "waiting for approval"
+        elif status.get("waitingForWindow"):
+            notes[state.name] = f"waiting for a window: {status['waitingForWindow']}"
+        elif status.get("current"):
+            notes[state.name] = str(status["current"])
+    return notes
+
+
 def pipeline_order(resources: ProjectResources) -> list[str]:
     """Stages upstream-first (a topological order; ties by name)."""
     order: list[str] = []

@@ -9,13 +9,13 @@ and the worker. It applies ``sandbox/demo/kargo.yaml`` and then:
 
 1. pushes a good image tag: the registry's webhook refreshes the Warehouse,
    the Freight is auto-promoted into test and uat, verified in uat with
-   Prometheus, and waits for a person at prod;
+   Prometheus, and its promotion into prod waits for a person's approval;
 2. pushes a bad tag (the emulator gives it a 50% error ratio): it reaches
    uat, fails verification there, and uat rolls back to the good Freight.
 
 The live status view shows each step. The demo prints the Temporal UI links
-and the command that promotes prod. ``--once`` runs the same script
-unattended, promotes prod itself, checks the end state and exits 0 (the test
+and the command that approves prod. ``--once`` runs the same script
+unattended, approves prod itself, checks the end state and exits 0 (the test
 suite runs it). Ctrl-C stops everything the demo started. State lives in
 ``--workdir`` (default ``.freightline/demo``) and is started afresh each run.
 """
@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.live import Live
 from temporalio.client import Client
 
-from freightline.client import apply_project, promote_in_stage, stage_states
+from freightline.client import apply_project, decide_promotion, running_notes, stage_states
 from freightline.config import group_by_project, load_text, substitute_env
 from freightline.devserver import DevServer
 from freightline.errors import FreightlineError
@@ -194,7 +194,8 @@ async def _apply(client: Client, demo: Demo) -> None:
 async def _watch(client: Client, live: Live) -> None:
     while True:
         with contextlib.suppress(Exception):  # a refresh that fails just waits for the next
-            live.update(pipeline_table(PROJECT, await stage_states(client, PROJECT)))
+            states = await stage_states(client, PROJECT)
+            live.update(pipeline_table(PROJECT, states, await running_notes(client, states)))
         await asyncio.sleep(0.5)
 
 
@@ -209,8 +210,13 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
             "the good Freight verified in uat",
             lambda s: _verified_at(s, "uat", GOOD_TAG),
         )
-        say(f"[green]uat verified {good}[/green]; prod waits for a person")
-        _print_links(demo, client, good)
+        say(f"[green]uat verified {good}[/green]")
+        prod_promotion = await _until(
+            client, "the prod promotion waiting for approval", _prod_waiting
+        )
+        await _until_waiting_for_approval(client, prod_promotion)
+        say(f"[yellow]prod waits for approval[/yellow] of {good} ({prod_promotion})")
+        _print_links(demo, client, prod_promotion)
         say(f"pushing the bad image {demo.image_repo}:{BAD_TAG} (50% errors in the emulator)")
         await asyncio.to_thread(pusher.image, IMAGE_PATH, BAD_TAG, created="2026-01-02T00:00:00Z")
         await _until(
@@ -225,18 +231,23 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
         )
         say("[red]uat failed verification of the bad image[/red] and rolled back")
         if not once:
+            say("prod still waits for your approval (the command above)")
             return True
-        await promote_in_stage(client, PROJECT, "prod", good, "demo --once")
-        await _until(
-            client, "prod at the good Freight", lambda s: _current_tag(s, "prod") == GOOD_TAG
+        await decide_promotion(
+            client, prod_promotion, "approve", "demo --once", "approved by the unattended demo"
         )
-        say("[green]prod promoted and Healthy; the bad image never left uat[/green]")
+        await _until(
+            client,
+            "prod Healthy at the good Freight",
+            lambda s: _current_tag(s, "prod") == GOOD_TAG and s["prod"].health == "Healthy",
+        )
+        say("[green]prod approved, promoted and Healthy; the bad image never left uat[/green]")
         return True
     finally:
         pusher.close()
 
 
-def _print_links(demo: Demo, client: Client, alias: str) -> None:
+def _print_links(demo: Demo, client: Client, promotion: str) -> None:
     say = demo.console.print
     ui = demo.server.ui_url
     say(
@@ -244,11 +255,29 @@ def _print_links(demo: Demo, client: Client, alias: str) -> None:
         f"?query=FreightlineProject%3D%22{PROJECT}%22"
     )
     say(f"the uat Stage: {workflow_ui_url(client.namespace, stage_workflow_id(PROJECT, 'uat'))}")
+    say(f"the prod promotion: {workflow_ui_url(client.namespace, promotion)}")
     say(
-        "promote prod (another terminal): "
-        f"TEMPORAL_ADDRESS={demo.server.address} .venv/bin/freightline promote "
-        f"-p {PROJECT} --stage prod --freight-alias {alias}"
+        "approve prod (another terminal): "
+        f"TEMPORAL_ADDRESS={demo.server.address} .venv/bin/freightline approve-promotion "
+        f"'{promotion}' --comment 'looks good'"
     )
+
+
+def _prod_waiting(states: dict[str, StageState]) -> str | None:
+    running = states["prod"].running if "prod" in states else None
+    return running.promotion if running else None
+
+
+async def _until_waiting_for_approval(client: Client, promotion: str) -> None:
+    deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT
+    handle = client.get_workflow_handle(promotion)
+    while asyncio.get_running_loop().time() < deadline:
+        with contextlib.suppress(Exception):  # not started yet
+            status = await handle.query("status")
+            if isinstance(status, dict) and status.get("approval"):
+                return
+        await asyncio.sleep(0.5)
+    raise FreightlineError(f"{promotion} never started waiting for approval")
 
 
 async def _until(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 
 from freightline.stage import StageState
 
 
-def pipeline_table(project: str, states: Sequence[StageState]) -> Table:
-    """One row per Stage, upstream first."""
+def pipeline_table(
+    project: str, states: Sequence[StageState], notes: Mapping[str, str] | None = None
+) -> Table:
+    """One row per Stage, upstream first; ``notes`` say what running promotions are doing."""
     table = Table(title=f"project {project}", expand=False)
     for column in ("stage", "freight", "versions", "health", "promotion", "queued", "auto"):
         table.add_column(column)
@@ -24,7 +26,10 @@ def pipeline_table(project: str, states: Sequence[StageState]) -> Table:
             versions = ", ".join(current.versions)
         promotion = ""
         if state.running:
-            promotion = f"[yellow]running[/yellow] {state.running.freight_alias}"
+            doing = (notes or {}).get(state.name, "running")
+            promotion = f"[yellow]{doing}[/yellow] {state.running.freight_alias}"
+        elif state.verifying:
+            promotion = f"[yellow]verifying[/yellow] {state.verifying.freight_alias}"
         elif state.last_promotion:
             last = state.last_promotion
             colour = "green" if last.phase == "Succeeded" else "red"

@@ -39,8 +39,9 @@ def test_demo_once_runs_the_whole_pipeline_and_stops_everything(tmp_path: Path) 
     out = done.stdout
     assert "uat verified" in out
     assert "failed verification of the bad image" in out
-    assert "prod promoted" in out
-    assert "--stage prod --freight-alias" in out
+    assert "prod waits for approval" in out
+    assert "prod approved, promoted and Healthy" in out
+    assert "freightline approve-promotion 'promotion:kargo-demo:prod:" in out
     # Everything it started is gone: the dev server's port is free again.
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0

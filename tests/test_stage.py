@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +58,29 @@ async def test_auto_promotion_flows_freight_through_every_stage_in_order(
         assert f"{IMAGE}:1.29.1" in rendered
         assert by_stage[stage].history[0].verified
         assert by_stage[stage].history[0].versions == ("nginx:1.29.1",)
+
+    # The status view shows the same, one row per Stage, upstream first.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "freightline",
+        "status",
+        "-p",
+        PROJECT,
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "COLUMNS": "200",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    table = stdout.decode()
+    rows = [line for line in table.splitlines() if freight.alias and freight.alias in line]
+    assert [row.split()[1] for row in rows] == ["test", "uat", "prod"]
+    assert all("nginx:1.29.1" in row for row in rows)
 
 
 async def test_manual_promotion_needs_available_freight_and_queues(

@@ -165,6 +165,30 @@ async def promote(
 
 @app.command()
 @run_async
+async def delete(
+    kind: Annotated[
+        str, typer.Argument(help="stage, warehouse, promotiontask, analysistemplate or freight.")
+    ],
+    name: Annotated[str, typer.Argument(help="The resource's name.")],
+    project: ProjectOption = None,
+) -> None:
+    """Delete a resource from a project (refused while others still use it)."""
+    from freightline.client import delete_resource
+    from freightline.temporal import connect
+
+    kinds = {
+        k.lower(): k for k in ("Stage", "Warehouse", "PromotionTask", "AnalysisTemplate", "Freight")
+    }
+    if kind.lower() not in kinds:
+        raise fail(f'cannot delete "{kind}": one of {", ".join(kinds)}')
+    answer = await delete_resource(
+        await connect(), _project(project), kinds[kind.lower()], name, _user()
+    )
+    console.print(answer)
+
+
+@app.command()
+@run_async
 async def approve(
     stage: Annotated[str, typer.Option(help="The Stage to make the Freight available to.")],
     project: ProjectOption = None,

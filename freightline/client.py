@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from freightline.config import ProjectResources
 from freightline.errors import ConfigError, FreightlineError, NotFoundError
-from freightline.project import ApplyResult, ProjectState
+from freightline.project import ApplyResult, DeleteRequest, ProjectState
 from freightline.promotion import (
     AbortMessage,
     ApprovalMessage,
@@ -94,6 +95,34 @@ async def apply_project(client: Client, resources: ProjectResources) -> ApplyRes
     await offer_applied_freight(client, merged, resources)
     await configure_warehouses(client, merged)
     return result
+
+
+async def delete_resource(client: Client, project: str, kind: str, name: str, user: str) -> str:
+    """Remove a Stage, Warehouse, PromotionTask, AnalysisTemplate or Freight from a project.
+
+    The Project workflow refuses while other resources still reference it. A
+    deleted Stage's or Warehouse's workflow is terminated (a Stage's running
+    promotion and verification with it, as their parent closes).
+    """
+    handle = client.get_workflow_handle(project_workflow_id(project))
+    try:
+        answer: str = await handle.execute_update(
+            "delete", DeleteRequest(kind=kind, name=name), result_type=str
+        )
+    except WorkflowUpdateFailedError as err:
+        raise ConfigError(_update_refusal(err)) from None
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NotFoundError(f'project "{project}" does not exist') from None
+        raise
+    workflow_id = {
+        "Stage": stage_workflow_id(project, name),
+        "Warehouse": warehouse_workflow_id(project, name),
+    }.get(kind)
+    if workflow_id is not None:
+        with contextlib.suppress(RPCError):  # already gone
+            await client.get_workflow_handle(workflow_id).terminate(f"{kind} deleted by {user}")
+    return answer
 
 
 async def project_resources(client: Client, project: str) -> ProjectResources:

@@ -85,3 +85,28 @@ def merge_resources(
         updated=tuple(updated),
         unchanged=tuple(unchanged),
     )
+
+
+class DeleteRequest(_Model):
+    """The Project's ``delete`` update: ``{"kind": "Stage", "name": "uat"}``."""
+
+    kind: str
+    name: str
+
+
+def remove_resource(current: ProjectResources, kind: str, name: str) -> ProjectResources:
+    """The project without one resource; ConfigError if it is unknown or still referenced."""
+    fields = {label: field for field, label in MERGED_KINDS.items()}
+    field = fields.get(kind)
+    if field is None:
+        raise ConfigError(f'cannot delete kind "{kind}": one of {", ".join(sorted(fields))}')
+    existing = dict(getattr(current, field))
+    if name not in existing:
+        raise ConfigError(f'project "{current.name}" has no {kind} "{name}"')
+    del existing[name]
+    remaining = current.model_copy(update={field: existing})
+    try:
+        check_references(remaining)
+    except ConfigError as err:
+        raise ConfigError(f'{kind} "{name}" is still in use: {err}') from None
+    return remaining

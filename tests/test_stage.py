@@ -8,16 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from freightline.client import (
     apply_project,
     approve_freight,
+    delete_resource,
+    project_resources,
     promote_in_stage,
     stage_states,
 )
-from freightline.errors import FreightlineError
+from freightline.errors import ConfigError, FreightlineError
 from freightline.stage import StageState
 from freightline.temporal import stage_workflow_id
 from sandbox.gitops import commit_count, show_file
@@ -150,3 +152,18 @@ async def test_reapplying_the_same_file_changes_nothing(
     for stage in ("test", "uat", "prod"):
         handle = client.get_workflow_handle(stage_workflow_id(PROJECT, stage))
         assert (await handle.describe()).raw_info.history_length == lengths[stage]
+
+
+async def test_deleting_a_stage_is_refused_while_used_then_removes_it(
+    client: Client, worker: Worker, gitops_repo: Path
+) -> None:
+    await apply_project(client, quickstart_auto(gitops_repo, auto=False))
+    with pytest.raises(ConfigError, match='Stage "uat" is still in use'):
+        await delete_resource(client, PROJECT, "Stage", "uat", "alice")
+
+    assert await delete_resource(client, PROJECT, "Stage", "prod", "alice") == "Stage/prod deleted"
+
+    assert "prod" not in (await project_resources(client, PROJECT)).stages
+    handle = client.get_workflow_handle(stage_workflow_id(PROJECT, "prod"))
+    assert (await handle.describe()).status is WorkflowExecutionStatus.TERMINATED
+    assert [s.name for s in await stage_states(client, PROJECT)] == ["test", "uat"]

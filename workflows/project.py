@@ -15,7 +15,13 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     # PromotionWindow validation imports it lazily; the sandbox must get the real module.
     import freightline.windows  # noqa: F401
-    from freightline.project import ApplyResult, ProjectState, merge_resources
+    from freightline.project import (
+        ApplyResult,
+        DeleteRequest,
+        ProjectState,
+        merge_resources,
+        remove_resource,
+    )
     from freightline.resources import ProjectResources
     from freightline.temporal import SA_PROJECT
 
@@ -50,6 +56,18 @@ class ProjectWorkflow:
     @apply.validator
     def validate_apply(self, incoming: ProjectResources) -> None:
         merge_resources(self.state.resources, incoming)
+
+    @workflow.update(name="delete")
+    def delete(self, request: DeleteRequest) -> str:
+        """Remove one resource (refused while others still reference it)."""
+        resources = remove_resource(self.state.resources, request.kind, request.name)
+        self.state = ProjectState(resources=resources)
+        self._show()
+        return f"{request.kind}/{request.name} deleted"
+
+    @delete.validator
+    def validate_delete(self, request: DeleteRequest) -> None:
+        remove_resource(self.state.resources, request.kind, request.name)
 
     @workflow.query(name="resources")
     def resources(self) -> ProjectResources:

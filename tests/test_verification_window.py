@@ -99,6 +99,6 @@ async def test_one_hour_window_at_one_minute_measures_60_times_within_budget(
     assert result.phase == "Successful"
     assert len(metric_result.measurements) == 60 == len(hits)
     times = [m.started_at for m in metric_result.measurements]
-    assert all(t is not None for t in times) and times == sorted(times)  # type: ignore[type-var]
+    assert all(t is not None for t in times) and times == sorted(times)
     history = await handle.fetch_history()
     assert len(history.events) < HISTORY_BUDGET

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -58,6 +59,7 @@ from freightline.temporal import (
 from freightline.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus, direct_stages
 
 APPLY_TIMEOUT = timedelta(seconds=30)
+ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 
 
 async def apply_project(client: Client, resources: ProjectResources) -> ApplyResult:
@@ -218,29 +220,50 @@ def stage_configs(resources: ProjectResources) -> dict[str, StageConfig]:
 async def configure_stages(client: Client, resources: ProjectResources) -> None:
     """Start or update each Stage workflow whose configuration changed (no-op otherwise)."""
     for name, config in stage_configs(resources).items():
-        workflow_id = stage_workflow_id(resources.name, name)
-        if await _running_config(client, workflow_id) == config:
-            continue
-        start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
+        await _configure_entity(
+            client,
             STAGE_WORKFLOW,
+            stage_workflow_id(resources.name, name),
             StageState(config=config),
-            id=workflow_id,
-            task_queue=task_queue(),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SA_PROJECT, resources.name),
-                    SearchAttributePair(SA_STAGE, name),
-                ]
-            ),
-            static_summary=f"Stage `{name}` of project `{resources.name}`",
-        )
-        await client.execute_update_with_start_workflow(
-            "configure", config, start_workflow_operation=start, rpc_timeout=APPLY_TIMEOUT
+            "configure",
+            config,
+            [SearchAttributePair(SA_PROJECT, resources.name), SearchAttributePair(SA_STAGE, name)],
+            f"Stage `{name}` of project `{resources.name}`",
         )
 
 
-async def _running_config(client: Client, workflow_id: str) -> StageConfig | None:
+async def _configure_entity(
+    client: Client,
+    workflow_type: str,
+    workflow_id: str,
+    first_input: BaseModel,
+    update: str,
+    config: BaseModel,
+    search_attributes: list[SearchAttributePair[str]],
+    summary: str,
+) -> None:
+    """Start an entity workflow with ``first_input`` if it does not run, and send it ``config``
+    by ``update`` — unless it already holds that config (a re-apply then changes nothing)."""
+    if await _running_config(client, workflow_id, type(config)) == config:
+        return
+    start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
+        workflow_type,
+        first_input,
+        id=workflow_id,
+        task_queue=task_queue(),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(search_attributes),
+        static_summary=summary,
+    )
+    await client.execute_update_with_start_workflow(
+        update, config, start_workflow_operation=start, rpc_timeout=APPLY_TIMEOUT
+    )
+
+
+async def _running_config(
+    client: Client, workflow_id: str, config_type: type[ConfigModel]
+) -> ConfigModel | None:
+    """The ``config`` query's answer of a running workflow; None if it does not run."""
     handle = client.get_workflow_handle(workflow_id)
     try:
         if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
@@ -249,7 +272,7 @@ async def _running_config(client: Client, workflow_id: str) -> StageConfig | Non
         if err.status is RPCStatusCode.NOT_FOUND:
             return None
         raise
-    config: StageConfig = await handle.query("config", result_type=StageConfig)
+    config: ConfigModel = await handle.query("config", result_type=config_type)
     return config
 
 
@@ -468,39 +491,19 @@ async def configure_warehouses(client: Client, resources: ProjectResources) -> N
     """
     for name, warehouse in resources.warehouses.items():
         config = WarehouseConfig(warehouse=warehouse, stages=direct_stages(resources, name))
-        workflow_id = warehouse_workflow_id(resources.name, name)
-        if await _running_warehouse_config(client, workflow_id) == config:
-            continue
-        start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
+        await _configure_entity(
+            client,
             WAREHOUSE_WORKFLOW,
+            warehouse_workflow_id(resources.name, name),
             WarehouseInput(project=resources.name, config=config),
-            id=workflow_id,
-            task_queue=task_queue(),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SA_PROJECT, resources.name),
-                    SearchAttributePair(SA_WAREHOUSE, name),
-                ]
-            ),
-            static_summary=f"Warehouse `{name}` of project `{resources.name}`",
+            "update_spec",
+            config,
+            [
+                SearchAttributePair(SA_PROJECT, resources.name),
+                SearchAttributePair(SA_WAREHOUSE, name),
+            ],
+            f"Warehouse `{name}` of project `{resources.name}`",
         )
-        await client.execute_update_with_start_workflow(
-            "update_spec", config, start_workflow_operation=start, rpc_timeout=APPLY_TIMEOUT
-        )
-
-
-async def _running_warehouse_config(client: Client, workflow_id: str) -> WarehouseConfig | None:
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
-            return None
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    config: WarehouseConfig = await handle.query("config", result_type=WarehouseConfig)
-    return config
 
 
 async def warehouse_freight(client: Client, resources: ProjectResources) -> list[Freight]:

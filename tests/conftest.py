@@ -38,6 +38,28 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+@pytest.fixture
+async def time_skipping_client() -> AsyncIterator[Client]:
+    """A dev server of this test's own whose timers skip ahead when nothing else runs.
+
+    The SDK's experimental time skipping on the real dev server: an hour of
+    ``workflow.sleep`` passes in about a second; activities run in real time.
+    """
+    env = await WorkflowEnvironment.start_time_skipping_v2(
+        dev_server_existing_path=temporal_binary(),
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.WorkflowTimeSkippingEnabled=true",
+        ],
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
+    try:
+        yield env.client
+    finally:
+        await env.shutdown()
+
+
 @pytest.fixture(scope="session")
 def client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client

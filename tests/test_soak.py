@@ -2,48 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from freightline.client import apply_project, stage_states
 from freightline.config import group_by_project, load_text
-from freightline.devserver import temporal_binary
-from freightline.temporal import SEARCH_ATTRIBUTES
 from tests.conftest import wait_for
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def skipping_client() -> AsyncIterator[Client]:
-    env = await WorkflowEnvironment.start_time_skipping_v2(
-        dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "frontend.WorkflowTimeSkippingEnabled=true",
-        ],
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-    )
-    try:
-        yield env.client
-    finally:
-        await env.shutdown()
-
-
 async def test_uat_waits_the_required_soak_time_after_test_verified(
-    skipping_client: Client, gitops_repo: Path, monkeypatch: pytest.MonkeyPatch
+    time_skipping_client: Client, gitops_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from worker import build_worker
 
-    client = skipping_client
+    client = time_skipping_client
     monkeypatch.setenv("FREIGHTLINE_TASK_QUEUE", "soak")
     documents = [d for d in quickstart_documents(gitops_repo) if d["kind"] != "Secret"]
     for document in documents:

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from freightline.analysis import AnalysisRunStatus
-from freightline.devserver import temporal_binary
 from freightline.resources import Metric
-from freightline.temporal import SEARCH_ATTRIBUTES
 from freightline.verification import VerificationRequest
 
 pytestmark = pytest.mark.integration
@@ -25,23 +21,6 @@ EVENTS_PER_MEASUREMENT = 7
 """Timer started/fired, the measurement activity, and the workflow tasks between them."""
 HISTORY_BUDGET = 60 * EVENTS_PER_MEASUREMENT + 10
 """A one-hour window at one-minute interval (stated in the README): 430 events."""
-
-
-@pytest.fixture
-async def skipping_client() -> AsyncIterator[Client]:
-    env = await WorkflowEnvironment.start_time_skipping_v2(
-        dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "frontend.WorkflowTimeSkippingEnabled=true",
-        ],
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-    )
-    try:
-        yield env.client
-    finally:
-        await env.shutdown()
 
 
 @pytest.fixture
@@ -69,7 +48,7 @@ def health_endpoint() -> Iterator[tuple[str, list[int]]]:
 
 
 async def test_one_hour_window_at_one_minute_measures_60_times_within_budget(
-    skipping_client: Client, health_endpoint: tuple[str, list[int]]
+    time_skipping_client: Client, health_endpoint: tuple[str, list[int]]
 ) -> None:
     from worker import build_worker
 
@@ -86,8 +65,8 @@ async def test_one_hour_window_at_one_minute_measures_60_times_within_budget(
     request = VerificationRequest(
         project="p", stage="uat", freight="f" * 40, freight_alias="calm-otter", metrics=(metric,)
     )
-    async with build_worker(skipping_client, queue="window"):
-        handle = await skipping_client.start_workflow(
+    async with build_worker(time_skipping_client, queue="window"):
+        handle = await time_skipping_client.start_workflow(
             "Verification",
             request,
             id="verification-window",

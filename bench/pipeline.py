@@ -34,7 +34,7 @@ from freightline.temporal import SEARCH_ATTRIBUTES  # noqa: E402
 from freightline.webhooks import WebhookServer  # noqa: E402
 from sandbox.argocd import ArgoCDEmulator, Timing  # noqa: E402
 from sandbox.gitops import KARGO_QUICKSTART, create_bare_repo  # noqa: E402
-from sandbox.registry import Pusher, start_registry  # noqa: E402
+from sandbox.registry import Pusher, start_registry, webhook_notifications  # noqa: E402
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, quickstart_documents  # noqa: E402
 
 PROJECT, SECRET, TOKEN = "kargo-demo", "bench-secret", "bench-token"
@@ -70,18 +70,9 @@ async def main(rounds: int) -> None:
         async with WebhookServer(client, secret=SECRET, host="127.0.0.1") as hooks:
             registry = start_registry(
                 work / "registry",
-                notifications={
-                    "endpoints": [
-                        {
-                            "name": "freightline",
-                            "url": f"http://127.0.0.1:{hooks.port}/webhooks/{PROJECT}/registry",
-                            "headers": {"Authorization": [f"Bearer {SECRET}"]},
-                            "timeout": "2s",
-                            "threshold": 3,
-                            "backoff": "1s",
-                        }
-                    ]
-                },
+                notifications=webhook_notifications(
+                    f"http://127.0.0.1:{hooks.port}/webhooks/{PROJECT}/registry", SECRET
+                ),
             )
             os.environ.update(
                 {

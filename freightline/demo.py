@@ -48,7 +48,7 @@ from freightline.temporal import connect, stage_workflow_id, workflow_ui_url
 from sandbox.argocd import ArgoCDEmulator
 from sandbox.gitops import KARGO_QUICKSTART, create_bare_repo
 from sandbox.prometheus import PrometheusServer
-from sandbox.registry import Pusher, Registry, free_port, start_registry
+from sandbox.registry import Pusher, Registry, free_port, start_registry, webhook_notifications
 
 DEMO_PIPELINE = Path(__file__).resolve().parent.parent / "sandbox" / "demo" / "kargo.yaml"
 PROJECT = "kargo-demo"
@@ -97,18 +97,9 @@ def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Con
         with console.status("starting docker-registry"):
             registry = start_registry(
                 workdir / "registry",
-                notifications={
-                    "endpoints": [
-                        {
-                            "name": "freightline",
-                            "url": f"http://127.0.0.1:{webhook_port}/webhooks/{PROJECT}/registry",
-                            "headers": {"Authorization": [f"Bearer {webhook_secret}"]},
-                            "timeout": "2s",
-                            "threshold": 3,
-                            "backoff": "1s",
-                        }
-                    ]
-                },
+                notifications=webhook_notifications(
+                    f"http://127.0.0.1:{webhook_port}/webhooks/{PROJECT}/registry", webhook_secret
+                ),
             )
         stack.callback(registry.stop)
         token = secrets.token_hex(16)

@@ -307,3 +307,24 @@ class Pusher:
 
 
 # --- a token server for the Bearer flow ------------------------------------------
+
+
+def webhook_notifications(url: str, secret: str) -> dict[str, Any]:
+    """The registry's ``notifications:`` section calling Freightline's registry webhook.
+
+    ``url`` is ``http://HOST:PORT/webhooks/<project>/registry``; the secret travels
+    as the Bearer token the receiver checks.
+    """
+    return {
+        "endpoints": [
+            {
+                "name": "freightline",
+                "url": url,
+                "headers": {"Authorization": [f"Bearer {secret}"]},
+                "timeout": "2s",
+                "threshold": 3,
+                "backoff": "1s",
+                "ignoredmediatypes": ["application/octet-stream"],
+            }
+        ]
+    }

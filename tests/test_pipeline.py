@@ -20,7 +20,7 @@ from freightline.stage import StageState
 from freightline.webhooks import WebhookServer
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import KARGO_QUICKSTART, branch_head
-from sandbox.registry import Pusher, start_registry
+from sandbox.registry import Pusher, start_registry, webhook_notifications
 from tests.conftest import wait_for
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, quickstart_documents
 
@@ -68,18 +68,9 @@ async def test_registry_push_reaches_prod_through_every_stage(
     async with WebhookServer(client, secret=SECRET, host="127.0.0.1") as hooks:
         registry = start_registry(
             tmp_path / "registry",
-            notifications={
-                "endpoints": [
-                    {
-                        "name": "freightline",
-                        "url": f"http://127.0.0.1:{hooks.port}/webhooks/{PROJECT}/registry",
-                        "headers": {"Authorization": [f"Bearer {SECRET}"]},
-                        "timeout": "2s",
-                        "threshold": 3,
-                        "backoff": "1s",
-                    }
-                ]
-            },
+            notifications=webhook_notifications(
+                f"http://127.0.0.1:{hooks.port}/webhooks/{PROJECT}/registry", SECRET
+            ),
         )
         pusher = Pusher(registry)
         monkeypatch.setenv("ARGOCD_SERVER", emulator.base_url)

@@ -24,9 +24,9 @@ from freightline.webhooks import (
     matching_warehouses,
     registry_repositories,
 )
+from sandbox.registry import Pusher, start_registry, webhook_notifications
 from tests.conftest import wait_for
 from tests.pipelines import dump
-from tests.registry_fixture import Pusher, start_registry
 from tests.test_git_discovery import Upstream
 
 pytestmark = pytest.mark.integration
@@ -109,19 +109,9 @@ async def test_registry_notifications_trigger_discovery(
     name = f"hook-{uuid.uuid4().hex[:8]}"
     registry = start_registry(
         tmp_path / "registry",
-        notifications={
-            "endpoints": [
-                {
-                    "name": "freightline",
-                    "url": f"http://127.0.0.1:{webhooks.port}/webhooks/{name}/registry",
-                    "headers": {"Authorization": [f"Bearer {SECRET}"]},
-                    "timeout": "2s",
-                    "threshold": 3,
-                    "backoff": "1s",
-                    "ignoredmediatypes": ["application/octet-stream"],
-                }
-            ]
-        },
+        notifications=webhook_notifications(
+            f"http://127.0.0.1:{webhooks.port}/webhooks/{name}/registry", SECRET
+        ),
     )
     pusher = Pusher(registry)
     try:

@@ -1,0 +1,89 @@
+"""Fixtures of the reliability suite: worker subprocesses that can be killed, the emulator."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SCAN_LAST = "scan_last"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{SCAN_LAST}: run after every other test of the session (the secrets scan)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The secrets scan reads every history the session made: run it after everything else."""
+    last = [item for item in items if item.get_closest_marker(SCAN_LAST)]
+    items[:] = [item for item in items if not item.get_closest_marker(SCAN_LAST)] + last
+
+
+class WorkerProcess:
+    """``python worker.py`` in a subprocess, its log in a file; killable like a real pod."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "worker.py"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def worker_env(address: str, queue: str, **extra: str) -> dict[str, str]:
+    """A worker subprocess's environment: this server and queue, no listeners on fixed ports."""
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "FREIGHTLINE_TASK_QUEUE": queue,
+        # Other workers in this session may hold the default health/metrics ports.
+        "FREIGHTLINE_HEALTH_ADDRESS": "",
+        "FREIGHTLINE_METRICS_ADDRESS": "",
+        **extra,
+    }
+
+
+@pytest.fixture
+def worker_processes(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    """Worker subprocesses a test started; every one still running is stopped at the end."""
+    started: list[WorkerProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def spawn_worker(
+    started: list[WorkerProcess], env: dict[str, str], log_dir: Path, name: str
+) -> WorkerProcess:
+    process = WorkerProcess(env, log_dir / f"worker-{name}.log")
+    started.append(process)
+    return process

@@ -1,0 +1,276 @@
+"""Records the workflow histories under ``tests/histories/`` that ``test_replay`` replays.
+
+Run ``scripts/record-histories`` (all) or ``scripts/record-histories promotion stage``
+(some) after a deliberate, versioned change to workflow code: each scenario runs real
+workflows on a throwaway dev server with an in-process worker, the Argo CD emulator, a
+local registry and bare git repositories, and writes ``<name>.json`` (the history as
+``temporal workflow show --output json`` prints it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from freightline.analysis import AnalysisRunStatus
+from freightline.client import apply_project, stage_states, start_promotion
+from freightline.devserver import temporal_binary
+from freightline.promotion import PromotionResult
+from freightline.resources import Metric
+from freightline.temporal import (
+    SEARCH_ATTRIBUTES,
+    WAREHOUSE_WORKFLOW,
+    project_workflow_id,
+    stage_workflow_id,
+    warehouse_workflow_id,
+)
+from freightline.verification import VerificationRequest
+from freightline.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus
+from sandbox.argocd import ArgoCDEmulator, Timing
+from sandbox.gitops import create_bare_repo
+from tests.pipelines import freight_for, quickstart_auto, with_freight
+from tests.registry_fixture import Pusher, start_registry
+
+HISTORIES = Path(__file__).resolve().parent.parent / "histories"
+TOKEN = "recorder-token"
+APPSET = (
+    Path(__file__).resolve().parents[2]
+    / "sandbox/fixtures/kargo-quickstart/argocd-applicationset.yaml"
+)
+
+
+async def _wait(check: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("the scenario did not reach its end state")
+        await asyncio.sleep(0.2)
+
+
+async def _save(handle: WorkflowHandle[Any, Any], name: str) -> Path:
+    history = await handle.fetch_history()
+    path = HISTORIES / f"{name}.json"
+    path.write_text(json.dumps(history.to_json_dict(), indent=1) + "\n")
+    print(f"{path.relative_to(HISTORIES.parent.parent)}: {len(history.events)} events")
+    return path
+
+
+class Scenarios:
+    """One method per recorded history; each makes its own repos and services."""
+
+    def __init__(self, client: Client, queue: str, workdir: Path) -> None:
+        self.client = client
+        self.queue = queue
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def worker(self) -> Any:
+        """Freightline's worker, built now (it reads ``ARGOCD_SERVER`` when built)."""
+        from worker import build_worker
+
+        return build_worker(self.client, queue=self.queue)
+
+    def repo(self, name: str) -> Path:
+        return create_bare_repo(self.workdir / f"{name}-{uuid.uuid4().hex[:6]}.git")
+
+    async def project(self) -> None:
+        """``Project``: apply, then apply a changed configuration."""
+        repo = self.repo("project")
+        resources = quickstart_auto(repo, auto=False)
+        async with self.worker():
+            await apply_project(self.client, resources)
+            await apply_project(self.client, with_freight(resources, freight_for("1.0.0")))
+            handle = self.client.get_workflow_handle(project_workflow_id("kargo-demo"))
+            await _save(handle, "project")
+
+    async def stage(self) -> None:
+        """``Stage`` (test) auto-promoting applied Freight (its child Promotion runs too)."""
+        repo = self.repo("stage")
+        freight = freight_for("1.1.0")
+
+        async def promoted() -> bool:
+            states = {s.name: s for s in await stage_states(self.client, "kargo-demo")}
+            test = states["test"]
+            return test.current is not None and test.running is None
+
+        async with self.worker():
+            await apply_project(self.client, with_freight(quickstart_auto(repo), freight))
+            await _wait(promoted)
+            await asyncio.sleep(1)  # let the Stage finish the task that recorded the result
+            handle = self.client.get_workflow_handle(stage_workflow_id("kargo-demo", "test"))
+            await _save(handle, "stage")
+
+    async def verification(self) -> None:
+        """``Verification``: two measurements of a web metric, one second apart."""
+        server = _RateServer()
+        try:
+            metric = Metric.model_validate(
+                {
+                    "name": "error-rate",
+                    "interval": "1s",
+                    "count": 2,
+                    "successCondition": "result < 0.05",
+                    "provider": {"web": {"url": server.url, "jsonPath": "{$.errorRate}"}},
+                }
+            )
+            request = VerificationRequest(
+                project="kargo-demo", stage="test", freight="f" * 40, metrics=(metric,)
+            )
+            async with self.worker():
+                handle = await self.client.start_workflow(
+                    "Verification",
+                    request,
+                    id=f"verification-{uuid.uuid4().hex[:6]}",
+                    task_queue=self.queue,
+                    result_type=AnalysisRunStatus,
+                )
+                await handle.result()
+                await _save(handle, "verification")
+        finally:
+            server.stop()
+
+    async def warehouse(self) -> None:
+        """``Warehouse``: discoveries on a 1s interval, a new tag, a refresh."""
+        registry = start_registry(self.workdir / "registry")
+        try:
+            pusher = Pusher(registry)
+            pusher.image("app", "1.0.0", salt="a")
+            config = WarehouseConfig.model_validate(
+                {
+                    "warehouse": {
+                        "metadata": {"name": "wh", "namespace": "rec"},
+                        "spec": {
+                            "interval": "1s",
+                            "subscriptions": [{"image": {"repoURL": f"{registry.host}/app"}}],
+                        },
+                    }
+                }
+            )
+
+            async def discovered(n: int) -> bool:
+                status: WarehouseStatus = await handle.query("status", result_type=WarehouseStatus)
+                return status.discoveries >= n
+
+            async with self.worker():
+                handle = await self.client.start_workflow(
+                    WAREHOUSE_WORKFLOW,
+                    WarehouseInput(project="rec", config=config),
+                    id=warehouse_workflow_id("rec", "wh"),
+                    task_queue=self.queue,
+                )
+                await _wait(lambda: discovered(2))
+                pusher.image("app", "1.1.0", salt="b")
+                pusher.close()
+                await handle.signal("refresh")
+                await _wait(lambda: discovered(4))
+                await handle.terminate("recorded")
+                await _save(handle, "warehouse")
+        finally:
+            registry.stop()
+
+    async def promotion(self) -> None:
+        """``Promotion``: the whole quickstart, Argo CD included; and one that errors."""
+        repo = self.repo("promotion")
+        argocd = ArgoCDEmulator(
+            APPSET, TOKEN, variables={"GITOPS_REPO_URL": repo.as_uri()}, timing=Timing.instant()
+        )
+        argocd.start()
+        os.environ["ARGOCD_SERVER"] = argocd.base_url
+        os.environ["ARGOCD_AUTH_TOKEN"] = TOKEN
+        try:
+            from tests.test_argocd_steps import quickstart
+
+            freight = freight_for("1.2.0")
+            async with self.worker():
+                await apply_project(self.client, with_freight(quickstart(repo), freight))
+                handle = await start_promotion(
+                    self.client, "kargo-demo", "uat", freight.metadata.name
+                )
+                result: PromotionResult = await handle.result()
+                assert result.phase == "Succeeded", result.message
+                await _save(handle, "promotion")
+                failing = await start_promotion(
+                    self.client, "kargo-demo", "nowhere", freight.metadata.name
+                )
+                try:
+                    await failing.result()
+                except WorkflowFailureError:  # meant to fail: unknown Stage
+                    await _save(failing, "promotion-errored")
+                else:
+                    raise AssertionError("the promotion into an unknown Stage succeeded")
+        finally:
+            os.environ.pop("ARGOCD_SERVER", None)
+            os.environ.pop("ARGOCD_AUTH_TOKEN", None)
+            argocd.stop()
+
+
+class _RateServer:
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b'{"errorRate": 0.01}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/rate"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# Promotion last: it is the workflow most often changed, so it is re-recorded most.
+ORDER = ["project", "stage", "verification", "warehouse", "promotion"]
+
+
+async def record(names: list[str]) -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    queue = f"record-{uuid.uuid4().hex[:8]}"
+    os.environ["FREIGHTLINE_TASK_QUEUE"] = queue
+    try:
+        with tempfile.TemporaryDirectory(prefix="freightline-histories-") as tmp:
+            for name in names:
+                await getattr(Scenarios(env.client, queue, Path(tmp) / name), name)()
+    finally:
+        await env.shutdown()
+
+
+def main() -> None:
+    names = sys.argv[1:] or ORDER
+    unknown = sorted(set(names) - set(ORDER))
+    if unknown:
+        sys.exit(
+            f"record-histories: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(ORDER)}"
+        )
+    asyncio.run(record([n for n in ORDER if n in names]))
+
+
+if __name__ == "__main__":
+    main()

@@ -138,21 +138,24 @@ class Clone:
             str(path),
         )
         clone = cls(repo_url, path, env, secrets)
-        # Detach the clone's own HEAD so every branch is free for a worktree.
-        head = (
-            clone.run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
-            if clone._has_commits()
-            else ""
-        )
+        # Detach the clone's own HEAD so every branch is free for a worktree
+        # (an empty repository has no HEAD to detach).
+        head = clone.rev_parse("HEAD")
         if head:
             clone.run("update-ref", "--no-deref", "HEAD", head)
         return clone
 
-    def _has_commits(self) -> bool:
-        return bool(self.run("for-each-ref", "--count=1", "refs/remotes/origin"))
+    def rev_parse(self, ref: str) -> str | None:
+        """The commit ``ref`` names in this clone, or None."""
+        try:
+            return self.run("rev-parse", "--verify", "--quiet", ref, check=False) or None
+        except git.GitCommandError:
+            return None
 
     def remote_branch_exists(self, branch: str) -> bool:
-        return bool(self.run("ls-remote", "--heads", "origin", f"refs/heads/{branch}"))
+        """Whether the remote had ``branch`` when we cloned (the clone fetched every branch
+        tip, so this costs no round trip; a branch made since shows up as a push rejection)."""
+        return self.rev_parse(f"refs/remotes/origin/{branch}") is not None
 
     def add_worktree(
         self,
@@ -208,10 +211,16 @@ class Worktree:
     def commit(self, message: str, author_name: str, author_email: str) -> str | None:
         """Commit everything in the tree; with nothing to commit, return the current head."""
         self.run("add", "--all", ".")
-        if self.head() is not None and not self.run("status", "--porcelain"):
-            return self.head()
-        if self.head() is None and not self.run("status", "--porcelain"):
-            return None
+        head = self.head()
+        if head is None:
+            if not self.run("ls-files"):
+                return None  # a new, empty branch
+        else:
+            try:
+                self.run("diff", "--cached", "--quiet", check=False)
+                return head  # nothing staged: the tree already is what we would commit
+            except git.GitCommandError:
+                pass  # exit status 1: there are changes to commit
         identity = {
             "GIT_AUTHOR_NAME": author_name,
             "GIT_AUTHOR_EMAIL": author_email,
@@ -223,28 +232,23 @@ class Worktree:
         )
         return self.head()
 
-    def remote_head(self, branch: str) -> str | None:
-        line = self.run("ls-remote", "--heads", "origin", f"refs/heads/{branch}")
-        return line.split()[0] if line else None
-
     def push(self, target_branch: str, *, max_attempts: int = MAX_PUSH_ATTEMPTS) -> str:
         """Push HEAD to ``target_branch``; on rejection fetch, rebase and try again.
 
-        Pushing what the remote already has is a no-op, so a retried
-        promotion converges on the commit it pushed the first time.
+        Pushing what the remote already has is a no-op (git answers "up to
+        date"), so a retried promotion converges on the commit it pushed the
+        first time. No ``ls-remote`` first: against a real remote every git
+        call is a network round trip.
         """
-        head = self.head()
-        if head is None:
+        if self.head() is None:
             raise StepError("nothing to push: the branch has no commits")
         for attempt in range(max_attempts):
-            head = self.head()
-            assert head is not None
-            if self.remote_head(target_branch) == head:
-                return head
             try:
                 self.run(
                     "push", "--porcelain", "origin", f"HEAD:refs/heads/{target_branch}", check=False
                 )
+                head = self.head()
+                assert head is not None
                 return head
             except git.GitCommandError as err:
                 if not _is_rejection(err):

@@ -1,4 +1,5 @@
-"""The Temporal dev server (persistent SQLite) stops and starts again mid-promotion: it resumes.
+"""The Temporal dev server (persistent SQLite) stops and starts again mid-promotion, and
+mid-verification-window: each resumes, losing and repeating nothing.
 
 The server is this test's own (``freightline.devserver.DevServer`` on free ports, database
 in the test's directory), so stopping it leaves the session's server alone. The promotion
@@ -9,18 +10,25 @@ when the server goes down; the worker subprocess stays up and reconnects.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from freightline.analysis import AnalysisRunStatus
 from freightline.client import apply_project, start_promotion
 from freightline.devserver import DevServer
 from freightline.promotion import PromotionPhase, PromotionResult
+from freightline.resources import Metric
+from freightline.verification import VerificationRequest
 from sandbox.argocd import Timing
 from sandbox.gitops import branch_head, commit_count, create_bare_repo
 from tests.conftest import wait_for
@@ -103,3 +111,82 @@ async def test_server_restart_mid_promotion_resumes_and_succeeds(
             process.stop()
         server.stop()
         argocd.emulator.stop()
+
+
+async def test_server_restart_mid_verification_window_loses_and_repeats_no_measurement(
+    tmp_path: Path, worker_processes: list[WorkerProcess]
+) -> None:
+    hits: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(1.0)
+            body = json.dumps({"errorRate": 0.0}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    metrics = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=metrics.serve_forever, daemon=True).start()
+    server = DevServer(
+        db_file=tmp_path / "temporal.db",
+        port=quiet_port(),
+        ui_port=quiet_port(),
+        log_file=tmp_path / "devserver.log",
+    )
+    server.start()
+    try:
+        client = await connect(server)
+        queue = f"window-{uuid.uuid4().hex[:8]}"
+        spawn_worker(worker_processes, worker_env(server.address, queue), tmp_path, "window")
+        metric = Metric.model_validate(
+            {
+                "name": "error-rate",
+                "interval": "3s",
+                "count": 4,
+                "successCondition": "result < 0.05",
+                "provider": {
+                    "web": {
+                        "url": f"http://127.0.0.1:{metrics.server_address[1]}/rate",
+                        "jsonPath": "{$.errorRate}",
+                    }
+                },
+            }
+        )
+        request = VerificationRequest(
+            project="p",
+            stage="uat",
+            freight="f" * 40,
+            freight_alias="calm-otter",
+            metrics=(metric,),
+        )
+        handle = await client.start_workflow(
+            "Verification",
+            request,
+            id="window-restart",
+            task_queue=queue,
+            result_type=AnalysisRunStatus,
+        )
+        await wait_for(lambda: len(hits) >= 2, timeout=60)
+
+        server.stop()
+        await asyncio.sleep(2)  # the window's timer runs on while the server is down
+        server.start()
+
+        client = await connect(server)
+        again = client.get_workflow_handle(handle.id, result_type=AnalysisRunStatus)
+        result = await asyncio.wait_for(again.result(), timeout=120)
+        (measured,) = result.metric_results
+        assert result.phase == "Successful"
+        assert len(measured.measurements) == 4 == len(hits)
+    finally:
+        for process in worker_processes:
+            process.stop()
+        server.stop()
+        metrics.shutdown()
+        metrics.server_close()

@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +23,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from freightline.devserver import DevServer
+from sandbox.registry import quiet_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,18 +39,6 @@ def machine() -> str:
         f"{' '.join(platform.uname())}; nproc {os.cpu_count()}; "
         f"memory {memory_kb / 1024 / 1024:.1f} GiB; Python {platform.python_version()}"
     )
-
-
-def quiet_port() -> int:
-    """A free port below the ephemeral range (so no outgoing connection takes it)."""
-    while True:
-        port = random.randint(20000, 30000)  # noqa: S311 - a port, not a secret
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 @contextlib.asynccontextmanager

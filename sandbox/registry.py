@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import re
 import secrets
 import shutil
@@ -54,6 +55,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def quiet_port() -> int:
+    """A free port below the ephemeral range, so no outgoing connection takes it meanwhile
+    (for a server that stops and must start again on the same port)."""
+    while True:
+        port = random.randint(20000, 30000)  # noqa: S311 - a port, not a secret
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def digest_of(data: bytes) -> str:

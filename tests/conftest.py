@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from temporalio.worker import Worker
 from freightline.devserver import temporal_binary
 from freightline.temporal import SEARCH_ATTRIBUTES
 from sandbox.gitops import create_bare_repo
+from tests.metric_server import ErrorRateServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +100,17 @@ async def worker(client: Client, task_queue: str) -> AsyncIterator[Worker]:
 def gitops_repo(tmp_path: Path) -> Path:
     """A bare repo seeded from the kargo-demo fixture (branch main)."""
     return create_bare_repo(tmp_path / "gitops.git")
+
+
+@pytest.fixture
+def error_rates() -> Iterator[ErrorRateServer]:
+    """A real HTTP metric source (``tests/metric_server.py``) for verification tests."""
+    server = ErrorRateServer()
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,6 @@ test controls; Prometheus-backed measurement is covered in test_metrics.py.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,47 +18,12 @@ from freightline.client import apply_project, promote_in_stage, stage_states, st
 from freightline.config import group_by_project, load_text
 from freightline.stage import StageState
 from tests.conftest import wait_for
+from tests.metric_server import ErrorRateServer
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight
 
 pytestmark = pytest.mark.integration
 
 PROJECT = "kargo-demo"
-
-
-class ErrorRateServer:
-    """Answers ``{"errorRate": x}`` where x depends on the tag the test says is deployed."""
-
-    def __init__(self) -> None:
-        self.rates: dict[str, float] = {}
-        self.requests = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requests += 1
-                tag = self.path.rsplit("/", 1)[-1]
-                body = json.dumps({"errorRate": outer.rates.get(tag, 0.0)}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
-@pytest.fixture
-def error_rates() -> Iterator[ErrorRateServer]:
-    server = ErrorRateServer()
-    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
 
 
 def verified_pipeline(repo: Path, url: str, *, rollback: bool, interval: str = "1s") -> Any:

@@ -38,15 +38,13 @@ from freightline.verification import VerificationRequest
 from sandbox.argocd import Timing
 from sandbox.gitops import branch_head, commit_count
 from tests.conftest import wait_for
+from tests.metric_server import ErrorRateServer
 from tests.pipelines import freight_for, with_freight
 from tests.reliability.conftest import WorkerProcess, spawn_worker, worker_env
 from tests.test_approval import gated, start, waiting_for_approval
 from tests.test_argocd_steps import TOKEN, UPDATE_STEP, CountingEmulator, quickstart, start_emulator
-from tests.test_verification import ErrorRateServer, error_rates
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
-
-__all__ = ["error_rates"]  # a fixture, used by name
 
 ALL_BOUNDARIES = os.environ.get("FREIGHTLINE_RELIABILITY_ALL") == "1"
 DEFAULT_STEPS = ("git-clone", "git-commit", "git-push")

@@ -10,14 +10,8 @@ when the server goes down; the worker subprocess stays up and reconnects.
 from __future__ import annotations
 
 import asyncio
-import json
-import random
-import socket
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -31,24 +25,14 @@ from freightline.resources import Metric
 from freightline.verification import VerificationRequest
 from sandbox.argocd import Timing
 from sandbox.gitops import branch_head, commit_count, create_bare_repo
+from sandbox.registry import quiet_port
 from tests.conftest import wait_for
+from tests.metric_server import ErrorRateServer
 from tests.pipelines import freight_for, with_freight
 from tests.reliability.conftest import WorkerProcess, spawn_worker, worker_env
 from tests.test_argocd_steps import TOKEN, UPDATE_STEP, quickstart, start_emulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
-
-
-def quiet_port() -> int:
-    """A free port below the ephemeral range, so no outgoing connection takes it meanwhile."""
-    while True:
-        port = random.randint(20000, 30000)  # noqa: S311 - a port, not a secret
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 async def connect(server: DevServer) -> Client:
@@ -114,25 +98,8 @@ async def test_server_restart_mid_promotion_resumes_and_succeeds(
 
 
 async def test_server_restart_mid_verification_window_loses_and_repeats_no_measurement(
-    tmp_path: Path, worker_processes: list[WorkerProcess]
+    tmp_path: Path, worker_processes: list[WorkerProcess], error_rates: ErrorRateServer
 ) -> None:
-    hits: list[float] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(1.0)
-            body = json.dumps({"errorRate": 0.0}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    metrics = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=metrics.serve_forever, daemon=True).start()
     server = DevServer(
         db_file=tmp_path / "temporal.db",
         port=quiet_port(),
@@ -152,7 +119,7 @@ async def test_server_restart_mid_verification_window_loses_and_repeats_no_measu
                 "successCondition": "result < 0.05",
                 "provider": {
                     "web": {
-                        "url": f"http://127.0.0.1:{metrics.server_address[1]}/rate",
+                        "url": f"{error_rates.url}/rate/good",
                         "jsonPath": "{$.errorRate}",
                     }
                 },
@@ -172,7 +139,7 @@ async def test_server_restart_mid_verification_window_loses_and_repeats_no_measu
             task_queue=queue,
             result_type=AnalysisRunStatus,
         )
-        await wait_for(lambda: len(hits) >= 2, timeout=60)
+        await wait_for(lambda: error_rates.requests >= 2, timeout=60)
 
         server.stop()
         await asyncio.sleep(2)  # the window's timer runs on while the server is down
@@ -183,10 +150,8 @@ async def test_server_restart_mid_verification_window_loses_and_repeats_no_measu
         result = await asyncio.wait_for(again.result(), timeout=120)
         (measured,) = result.metric_results
         assert result.phase == "Successful"
-        assert len(measured.measurements) == 4 == len(hits)
+        assert len(measured.measurements) == 4 == error_rates.requests
     finally:
         for process in worker_processes:
             process.stop()
         server.stop()
-        metrics.shutdown()
-        metrics.server_close()

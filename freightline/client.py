@@ -60,6 +60,7 @@ from freightline.warehouse import WarehouseConfig, WarehouseInput, WarehouseStat
 
 APPLY_TIMEOUT = timedelta(seconds=30)
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
+T = TypeVar("T")
 
 
 async def apply_project(client: Client, resources: ProjectResources) -> ApplyResult:
@@ -303,22 +304,26 @@ async def promote_in_stage(
     override_windows: bool = False,
 ) -> PromotionTicket:
     """Queue a promotion through the Stage workflow (refused with the reason if not available)."""
+    request = PromoteRequest(
+        freight=freight, requested_by=requested_by, override_windows=override_windows
+    )
+    return await _update_stage(client, project, stage, "promote", request, PromotionTicket)
+
+
+async def _update_stage(
+    client: Client, project: str, stage: str, update: str, arg: object, result_type: type[T]
+) -> T:
+    """Send a Stage workflow an update; a refusal or a missing Stage is one clear error."""
     handle = client.get_workflow_handle(stage_workflow_id(project, stage))
     try:
-        ticket: PromotionTicket = await handle.execute_update(
-            "promote",
-            PromoteRequest(
-                freight=freight, requested_by=requested_by, override_windows=override_windows
-            ),
-            result_type=PromotionTicket,
-        )
+        answer: T = await handle.execute_update(update, arg, result_type=result_type)
     except WorkflowUpdateFailedError as err:
         raise FreightlineError(_update_refusal(err)) from None
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
             raise NotFoundError(f'project "{project}" has no Stage "{stage}"') from None
         raise
-    return ticket
+    return answer
 
 
 def _update_refusal(err: WorkflowUpdateFailedError) -> str:
@@ -330,28 +335,14 @@ def _update_refusal(err: WorkflowUpdateFailedError) -> str:
 async def approve_freight(client: Client, project: str, stage: str, freight: str, user: str) -> str:
     """Kargo's approve: make Freight (ID or alias) available to a Stage without verification."""
     target = await find_project_freight(client, project, freight)
-    handle = client.get_workflow_handle(stage_workflow_id(project, stage))
-    try:
-        message: str = await handle.execute_update(
-            "approve", ApproveRequest(freight=target, user=user), result_type=str
-        )
-    except WorkflowUpdateFailedError as err:
-        raise FreightlineError(_update_refusal(err)) from None
-    return message
+    return await _update_stage(
+        client, project, stage, "approve", ApproveRequest(freight=target, user=user), str
+    )
 
 
 async def stage_update(client: Client, project: str, stage: str, update: str, arg: str) -> str:
     """Send a Stage a one-argument update (``verify``, ``abort_verification``); its answer."""
-    handle = client.get_workflow_handle(stage_workflow_id(project, stage))
-    try:
-        answer: str = await handle.execute_update(update, arg, result_type=str)
-    except WorkflowUpdateFailedError as err:
-        raise FreightlineError(_update_refusal(err)) from None
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            raise NotFoundError(f'project "{project}" has no Stage "{stage}"') from None
-        raise
-    return answer
+    return await _update_stage(client, project, stage, update, arg, str)
 
 
 async def decide_promotion(

@@ -23,27 +23,10 @@ Credentials
 Kubernetes ``Secret`` documents are refused, never passed on: workflow inputs
 and results are recorded in Temporal's history and shown in its UI, so
 Freightline keeps credentials out of configuration entirely. The worker
-reads them itself (:mod:`freightline.credentials` resolves them, inside
-activities only):
-
-1. ``FREIGHTLINE_CREDENTIALS_FILE`` names a YAML file on the worker holding
-   Kargo credential Secrets *unchanged* — the refused document can simply be
-   moved there::
-
-       apiVersion: v1
-       kind: Secret
-       metadata:
-         name: kargo-demo-repo
-         labels:
-           kargo.akuity.io/cred-type: git      # git | image | helm
-       stringData:
-         repoURL: https://github.com/example/kargo-demo.git
-         # repoURLIsRegex: "true"              # repoURL is then a regular expression
-         username: example
-         password: ghp_...
-
-2. ``FREIGHTLINE_GIT_USERNAME`` and ``FREIGHTLINE_GIT_PASSWORD`` in the
-   worker's environment apply to every git repository no file entry matches.
+reads them itself, inside activities only: the refused document moves,
+unchanged, into the worker's ``FREIGHTLINE_CREDENTIALS_FILE``, or a single
+git identity goes in ``FREIGHTLINE_GIT_USERNAME``/``FREIGHTLINE_GIT_PASSWORD``
+(the scheme is documented once, in :mod:`freightline.credentials`).
 """
 
 from __future__ import annotations

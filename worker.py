@@ -36,7 +36,7 @@ from freightline.observability import (
     serve_health,
     worker_runtime,
 )
-from freightline.temporal import connect, task_queue
+from freightline.temporal import connect, exit_process, task_queue
 from freightline.webhooks import WEBHOOK_PORT_ENV, WebhookServer
 from workflows.notify import NotifyWorkflow
 from workflows.project import ProjectWorkflow
@@ -141,6 +141,7 @@ def main() -> None:
     # Health answers from the start, so liveness holds while the client connects.
     with serve_health(health_address_from_env()) as health:
         asyncio.run(run_worker(metrics_address=metrics_address_from_env(), health=health))
+    exit_process(0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
+import traceback
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from pathlib import Path
@@ -499,8 +499,21 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: runs the command, then leaves by ``exit_process``."""
+    from freightline.temporal import exit_process
+
+    code = 0
     try:
         app()
+    except SystemExit as done:
+        if done.code is None or isinstance(done.code, int):
+            code = done.code or 0
+        else:
+            errors.print(str(done.code), highlight=False, markup=False)
+            code = 1
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    exit_process(code)

@@ -8,8 +8,11 @@ TLS and API keys handled by Temporal's own envconfig).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import uuid
+from typing import NoReturn
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
@@ -96,3 +99,19 @@ def workflow_ui_url(namespace: str, workflow_id: str, run_id: str | None = None)
 
     url = f"{ui_base_url()}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
     return f"{url}/{run_id}/history" if run_id else url
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that used a Temporal client, skipping interpreter finalization.
+
+    The SDK's Rust runtime keeps native threads that may still hold a Python thread
+    state while CPython finalizes; now and then the process then aborts with "Fatal
+    Python error: PyGILState_Release" and exit code -6 after its work succeeded
+    (temporalio/sdk-python#300). Every command has finished and cleaned up by the
+    time this runs, so the process flushes its output and leaves without
+    finalizing.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -6,6 +6,11 @@ graceful-shutdown window to finish before the process exits. It serves
 Prometheus metrics on ``FREIGHTLINE_METRICS_ADDRESS`` (default 0.0.0.0:9464) and
 ``/healthz`` / ``/readyz`` on ``FREIGHTLINE_HEALTH_ADDRESS`` (default 0.0.0.0:8080);
 an empty value turns either off.
+
+``FREIGHTLINE_WORKER_ROLE=argocd`` with ``FREIGHTLINE_SHARD=<shard>`` runs instead a
+worker for one cluster's Argo CD: only the Argo CD activities, on the task queue
+``<FREIGHTLINE_TASK_QUEUE>-argocd-<shard>`` where Stages with ``spec.shard: <shard>``
+send them (see deploy/README.md, "One worker per cluster").
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from activities.notify import notify
 from activities.project import ProjectActivities
 from activities.worktree import WorktreeActivities
 from freightline.credentials import worker_credentials
+from freightline.errors import ConfigError
 from freightline.logging import configure_logging, get_logger
 from freightline.observability import (
     WorkerHealth,
@@ -36,7 +42,7 @@ from freightline.observability import (
     serve_health,
     worker_runtime,
 )
-from freightline.temporal import connect, exit_process, task_queue
+from freightline.temporal import argocd_task_queue, connect, exit_process, task_queue
 from freightline.webhooks import WEBHOOK_PORT_ENV, WebhookServer
 from workflows.notify import NotifyWorkflow
 from workflows.project import ProjectWorkflow
@@ -54,6 +60,8 @@ WORKFLOWS = [
     WarehouseWorkflow,
 ]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+WORKER_ROLE_ENV = "FREIGHTLINE_WORKER_ROLE"
+SHARD_ENV = "FREIGHTLINE_SHARD"
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
@@ -87,6 +95,49 @@ def build_worker(
     )
 
 
+def build_argocd_worker(
+    client: Client, *, shard: str, queue: str | None = None, max_concurrent_activities: int = 16
+) -> Worker:
+    """A worker for one shard's Argo CD: only the Argo CD activities, on that shard's queue.
+
+    It runs next to the cluster whose Argo CD it reaches (``ARGOCD_SERVER`` and its
+    token are that cluster's) and needs no git or registry access. Stages with
+    ``spec.shard: <shard>`` send their Argo CD steps and health checks here.
+    """
+    argocd = ArgoCDActivities.from_env()
+    shard_queue = argocd_task_queue(queue or task_queue(), shard)
+    assert shard_queue is not None
+    return Worker(
+        client,
+        task_queue=shard_queue,
+        activities=[argocd.argocd_update, argocd.argocd_wait, argocd.argocd_health],
+        activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+    )
+
+
+def worker_role() -> tuple[str, str | None]:
+    """``FREIGHTLINE_WORKER_ROLE`` (``all``, the default, or ``argocd``) and its shard.
+
+    Raises ConfigError for an unknown role or an ``argocd`` role without
+    ``FREIGHTLINE_SHARD``.
+    """
+    role = os.environ.get(WORKER_ROLE_ENV, "").strip() or "all"
+    shard = os.environ.get(SHARD_ENV, "").strip() or None
+    if role == "all":
+        return role, None
+    if role != "argocd":
+        raise ConfigError(f"{WORKER_ROLE_ENV}={role!r}: expected all or argocd")
+    if shard is None:
+        raise ConfigError(
+            f"{WORKER_ROLE_ENV}=argocd needs {SHARD_ENV}: the Stages' spec.shard whose "
+            "Argo CD this worker reaches"
+        )
+    return role, shard
+
+
 async def run_worker(
     client: Client | None = None,
     *,
@@ -114,10 +165,17 @@ async def run_worker(
 
 
 async def _serve(client: Client, stop: asyncio.Event, health: WorkerHealth) -> None:
-    worker = build_worker(client)
+    role, shard = worker_role()
+    worker = build_worker(client) if shard is None else build_argocd_worker(client, shard=shard)
     log = get_logger("freightline.worker")
-    log.info("worker started", task_queue=worker.task_queue, namespace=client.namespace)
-    async with worker, _webhooks(client):
+    log.info(
+        "worker started",
+        task_queue=worker.task_queue,
+        namespace=client.namespace,
+        role=role,
+        shard=shard,
+    )
+    async with worker, _webhooks(client, serve=shard is None):
         health.serving(worker, client)
         await stop.wait()
         health.draining()
@@ -126,10 +184,10 @@ async def _serve(client: Client, stop: asyncio.Event, health: WorkerHealth) -> N
 
 
 @contextlib.asynccontextmanager
-async def _webhooks(client: Client) -> AsyncIterator[None]:
-    """The webhook receiver, when ``FREIGHTLINE_WEBHOOK_PORT`` asks for it."""
+async def _webhooks(client: Client, *, serve: bool) -> AsyncIterator[None]:
+    """The webhook receiver, when ``serve`` and ``FREIGHTLINE_WEBHOOK_PORT`` ask for it."""
     port = os.environ.get(WEBHOOK_PORT_ENV)
-    if not port:
+    if not port or not serve:
         yield
         return
     async with WebhookServer(client, port=int(port)):
@@ -138,6 +196,11 @@ async def _webhooks(client: Client) -> AsyncIterator[None]:
 
 def main() -> None:
     configure_logging()
+    try:
+        worker_role()
+    except ConfigError as err:
+        get_logger("freightline.worker").error("worker not started", error=str(err))
+        raise SystemExit(f"error: {err}") from None
     # Health answers from the start, so liveness holds while the client connects.
     with serve_health(health_address_from_env()) as health:
         asyncio.run(run_worker(metrics_address=metrics_address_from_env(), health=health))

@@ -28,6 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.exceptions import TimeoutType
 
 from freightline.errors import ConfigError
 from freightline.promotion import PromotionResult, StepStatus
@@ -48,6 +50,8 @@ ARGOCD_ACTIVITIES: dict[str, str] = {
 }
 """The activity that runs each Argo CD step (registered by ``worker.py``)."""
 HEALTH_ACTIVITY = "argocd_health"
+SHARD_PICKUP_TIMEOUT = timedelta(minutes=5)
+"""How long a sharded Stage's Argo CD activity waits for a worker of its shard to take it."""
 
 
 class _Model(BaseModel):
@@ -86,6 +90,22 @@ def step_timeout(config: Mapping[str, Any], retry_timeout: str | None) -> timede
         if timeout > timedelta(0):
             return timeout
     return DEFAULT_TIMEOUT
+
+
+def shard_unserved(shard: str | None, queue: str | None, error: BaseException) -> str | None:
+    """What to say when a sharded Stage's Argo CD activity found no worker, else None."""
+    cause = getattr(error, "cause", None) or error.__cause__
+    if not (
+        shard
+        and isinstance(cause, TemporalTimeoutError)
+        and cause.type is TimeoutType.SCHEDULE_TO_START
+    ):
+        return None
+    return (
+        f'no worker of shard "{shard}" took the Argo CD activity within '
+        f"{SHARD_PICKUP_TIMEOUT} (task queue {queue}): run one next to that cluster's "
+        f"Argo CD with FREIGHTLINE_WORKER_ROLE=argocd FREIGHTLINE_SHARD={shard}"
+    )
 
 
 # --- authorisation --------------------------------------------------------------------------

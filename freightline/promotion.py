@@ -123,6 +123,8 @@ class PromotionPlan(_Model):
     """The project's promotion windows that apply to this Stage."""
     notify: bool = False
     """Whether the worker that resolved the plan has notification targets configured."""
+    shard: str | None = None
+    """The Stage's ``spec.shard``: its Argo CD steps run on that shard's task queue."""
 
 
 class StepStatus(StrEnum):
@@ -242,6 +244,7 @@ def plan_promotion(
         freight=find_freight(resources, freight),
         steps=tuple(steps),
         windows=windows_for(resources, stage),
+        shard=stage_resource.spec.shard,
     )
 
 

@@ -39,6 +39,18 @@ def task_queue() -> str:
     return os.environ.get("FREIGHTLINE_TASK_QUEUE", DEFAULT_TASK_QUEUE)
 
 
+def argocd_task_queue(queue: str, shard: str | None) -> str | None:
+    """The task queue of a sharded Stage's Argo CD activities; None keeps ``queue``.
+
+    A Stage with Kargo's ``spec.shard`` has its ``argocd-update``, ``argocd-wait``
+    and health checks run by the workers next to that cluster's Argo CD
+    (``FREIGHTLINE_WORKER_ROLE=argocd``, ``FREIGHTLINE_SHARD``), which poll
+    ``<queue>-argocd-<shard>``. Workflows derive it from their own task queue, so
+    the shared workers need no setting for it.
+    """
+    return f"{queue}-argocd-{shard}" if shard else None
+
+
 def project_workflow_id(project: str) -> str:
     """The ID of a project's configuration workflow."""
     return f"project:{project}"

@@ -22,6 +22,8 @@ import httpx
 import jsonschema
 import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ActivityError, RetryState, TimeoutType
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
@@ -39,6 +41,7 @@ from freightline.argocd import (
     HealthState,
     apps_of,
     authorization_problem,
+    shard_unserved,
     stage_health,
     step_timeout,
 )
@@ -231,6 +234,92 @@ async def test_quickstart_promotion_ends_synced_and_healthy_at_the_pushed_commit
     assert unhealthy.status is HealthState.UNHEALTHY
     assert "OOMKilled" in unhealthy.issues[0]
     activities.close()
+
+
+async def test_sharded_stage_runs_its_argo_cd_steps_on_its_shards_worker(
+    client: Client,
+    task_queue: str,
+    argocd: CountingEmulator,
+    gitops_repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``spec.shard``: the shared worker cannot reach Argo CD; the shard's worker can and does."""
+    from worker import build_argocd_worker, build_worker
+
+    monkeypatch.delenv("ARGOCD_SERVER", raising=False)
+    shared = build_worker(client, queue=task_queue)
+    monkeypatch.setenv("ARGOCD_SERVER", argocd.base_url)
+    monkeypatch.setenv("ARGOCD_AUTH_TOKEN", TOKEN)
+    shard_worker = build_argocd_worker(client, shard="eu-prod", queue=task_queue)
+    assert shard_worker.task_queue == f"{task_queue}-argocd-eu-prod"
+    documents = [d for d in quickstart_documents(gitops_repo) if d["kind"] != "Secret"]
+    for document in documents:
+        if document["kind"] == "Stage" and document["metadata"]["name"] == "test":
+            document["spec"]["shard"] = "eu-prod"
+    (resources,) = group_by_project(load_text(dump(documents), source="sharded")).values()
+    freight = freight_for("1.29.9")
+
+    async with shared, shard_worker:
+        await apply_project(client, with_freight(resources, freight))
+        handle = await start_promotion(client, "kargo-demo", "test", freight.alias or "")
+        result: PromotionResult = await asyncio.wait_for(handle.result(), timeout=120)
+
+    assert result.phase is PromotionPhase.SUCCEEDED, result.message
+    assert argocd.syncs == ["kargo-demo-test"]
+    events = (await handle.fetch_history()).to_json_dict()["events"]
+    queues = {
+        attributes["activityType"]["name"]: attributes["taskQueue"]["name"]
+        for event in events
+        if (attributes := event.get("activityTaskScheduledEventAttributes"))
+    }
+    assert queues["argocd_update"] == f"{task_queue}-argocd-eu-prod"
+    assert queues["run_worktree_steps"] == task_queue
+
+
+def test_a_shard_nobody_serves_is_named_with_the_worker_to_start() -> None:
+    def failed(cause: BaseException) -> ActivityError:
+        error = ActivityError(
+            "activity timeout",
+            scheduled_event_id=5,
+            started_event_id=0,
+            identity="",
+            activity_type="argocd_update",
+            activity_id="3",
+            retry_state=RetryState.TIMEOUT,
+        )
+        error.__cause__ = cause
+        return error
+
+    unserved = failed(
+        TemporalTimeoutError(
+            "timeout", type=TimeoutType.SCHEDULE_TO_START, last_heartbeat_details=[]
+        )
+    )
+    message = shard_unserved("eu-prod", "freightline-argocd-eu-prod", unserved)
+    assert message is not None
+    assert 'shard "eu-prod"' in message and "freightline-argocd-eu-prod" in message
+    assert "FREIGHTLINE_WORKER_ROLE=argocd FREIGHTLINE_SHARD=eu-prod" in message
+    started = failed(
+        TemporalTimeoutError("timeout", type=TimeoutType.START_TO_CLOSE, last_heartbeat_details=[])
+    )
+    assert shard_unserved("eu-prod", "q", started) is None
+    assert shard_unserved(None, None, unserved) is None
+
+
+def test_worker_role_needs_a_shard_for_argocd(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker import worker_role
+
+    monkeypatch.delenv("FREIGHTLINE_WORKER_ROLE", raising=False)
+    assert worker_role() == ("all", None)
+    monkeypatch.setenv("FREIGHTLINE_WORKER_ROLE", "argocd")
+    monkeypatch.delenv("FREIGHTLINE_SHARD", raising=False)
+    with pytest.raises(ConfigError, match="FREIGHTLINE_SHARD"):
+        worker_role()
+    monkeypatch.setenv("FREIGHTLINE_SHARD", "eu-prod")
+    assert worker_role() == ("argocd", "eu-prod")
+    monkeypatch.setenv("FREIGHTLINE_WORKER_ROLE", "cluster")
+    with pytest.raises(ConfigError, match="'cluster': expected all or argocd"):
+        worker_role()
 
 
 async def test_unauthorised_app_is_refused_and_nothing_is_patched(

@@ -17,6 +17,7 @@ from temporalio.envconfig import ClientConfig
 
 from activities.kustomize_steps import render_kustomization
 from freightline.observability import DEFAULT_HEALTH_ADDRESS, DEFAULT_METRICS_ADDRESS
+from freightline.temporal import argocd_task_queue
 from worker import GRACEFUL_SHUTDOWN
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,7 +224,15 @@ def test_per_cluster_overlay_adds_a_worker_on_its_own_queue() -> None:
     shared, cluster = deployments["freightline-worker"], deployments["freightline-argocd-eu-prod"]
     shared_env, cluster_env = container_env(shared, documents), container_env(cluster, documents)
     assert shared_env["FREIGHTLINE_TASK_QUEUE"] == "freightline"
-    assert cluster_env["FREIGHTLINE_TASK_QUEUE"] == "freightline-argocd-eu-prod"
+    assert (cluster_env["FREIGHTLINE_WORKER_ROLE"], cluster_env["FREIGHTLINE_SHARD"]) == (
+        "argocd",
+        "eu-prod",
+    )
+    # The queue the worker polls is the one sharded Stages' workflows send to.
+    queue = argocd_task_queue(
+        cluster_env["FREIGHTLINE_TASK_QUEUE"], cluster_env["FREIGHTLINE_SHARD"]
+    )
+    assert queue == "freightline-argocd-eu-prod"
     assert cluster_env["TEMPORAL_ADDRESS"] == shared_env["TEMPORAL_ADDRESS"]
     assert cluster_env["ARGOCD_AUTH_TOKEN"]["secretKeyRef"]["name"] == "freightline-argocd-eu-prod"
 

@@ -32,7 +32,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from freightline.argocd import ARGOCD_ACTIVITIES, ArgoCDStepInput, step_timeout
+    from freightline.argocd import (
+        ARGOCD_ACTIVITIES,
+        SHARD_PICKUP_TIMEOUT,
+        ArgoCDStepInput,
+        shard_unserved,
+        step_timeout,
+    )
     from freightline.errors import ConfigError, ExpressionError
     from freightline.notifications import EventKind, NotificationEvent
     from freightline.observability import record_promotion_finished
@@ -53,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from freightline.resources import ApprovalPolicy, parse_duration
     from freightline.steps import StepRunner, runner_of
-    from freightline.temporal import SA_FREIGHT, SA_PROJECT, SA_STAGE
+    from freightline.temporal import SA_FREIGHT, SA_PROJECT, SA_STAGE, argocd_task_queue
     from freightline.windows import evaluate as evaluate_windows
     from workflows.notify import send_notification
 
@@ -457,6 +463,7 @@ class PromotionWorkflow:
                 alias=step.alias, uses=step.uses, status=StepStatus.ERRORED, message=message
             )
         apps = _app_names(config)
+        queue = argocd_task_queue(workflow.info().task_queue, plan.shard)
         self._show(request, plan, f"{step.alias}: waiting for Argo CD app {apps}")
         try:
             outcome: StepOutcome = await self._until_aborted(
@@ -472,6 +479,8 @@ class PromotionWorkflow:
                         timeout_seconds=timeout.total_seconds(),
                     ),
                     result_type=StepOutcome,
+                    task_queue=queue,
+                    schedule_to_start_timeout=SHARD_PICKUP_TIMEOUT if queue else None,
                     start_to_close_timeout=timeout + ARGOCD_TIMEOUT_MARGIN,
                     heartbeat_timeout=ARGOCD_HEARTBEAT_TIMEOUT,
                     retry_policy=ACTIVITY_RETRY,
@@ -485,7 +494,7 @@ class PromotionWorkflow:
                 alias=step.alias,
                 uses=step.uses,
                 status=StepStatus.FAILED if failed else StepStatus.ERRORED,
-                message=_reason(err),
+                message=shard_unserved(plan.shard, queue, err) or _reason(err),
             )
         return outcome
 

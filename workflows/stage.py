@@ -16,11 +16,18 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from freightline.analysis import AnalysisRunStatus
-    from freightline.argocd import ArgoCDHealthRequest, HealthState, StageHealth, apps_of
+    from freightline.argocd import (
+        SHARD_PICKUP_TIMEOUT,
+        ArgoCDHealthRequest,
+        HealthState,
+        StageHealth,
+        apps_of,
+        shard_unserved,
+    )
     from freightline.errors import ConfigError
     from freightline.notifications import NotificationEvent
     from freightline.promotion import PromotionRequest, PromotionResult
@@ -49,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         SA_FREIGHT,
         SA_PROJECT,
         SA_STAGE,
+        argocd_task_queue,
         stage_workflow_id,
     )
     from freightline.verification import verification_request
@@ -286,14 +294,23 @@ class StageWorkflow:
             self._roll_back(ticket)
 
     async def _check_health(self) -> StageHealth:
-        health: StageHealth = await workflow.execute_activity(
-            "argocd_health",
-            ArgoCDHealthRequest(apps=tuple(self.state.health_apps)),
-            result_type=StageHealth,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=3),
-            summary=f"health of {len(self.state.health_apps)} Argo CD apps",
-        )
+        shard = self.state.config.stage.spec.shard
+        queue = argocd_task_queue(workflow.info().task_queue, shard)
+        try:
+            health: StageHealth = await workflow.execute_activity(
+                "argocd_health",
+                ArgoCDHealthRequest(apps=tuple(self.state.health_apps)),
+                result_type=StageHealth,
+                task_queue=queue,
+                schedule_to_start_timeout=SHARD_PICKUP_TIMEOUT if queue else None,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary=f"health of {len(self.state.health_apps)} Argo CD apps",
+            )
+        except ActivityError as err:
+            # Only a sharded queue nobody polls gets here: the activity itself never fails.
+            issue = shard_unserved(shard, queue, err) or str(err.cause or err)
+            health = StageHealth(status=HealthState.UNKNOWN, issues=(issue,))
         self.state.health = health.status.value
         self.state.health_detail = health
         self.state.health_checked_at = workflow.now()

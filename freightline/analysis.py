@@ -153,6 +153,9 @@ class Measurement(KargoModel):
     message: str | None = None
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
+    recorded_at: AwareDatetime | None = None
+    """When the Verification workflow recorded it, in workflow time: the next measurement
+    is due ``interval`` after this (after ``finished_at`` for runs that predate it)."""
 
 
 class MetricResult(KargoModel):
@@ -637,7 +640,7 @@ def next_measurement_at(
         interval = DEFAULT_ERROR_RETRY_INTERVAL
     else:  # pragma: no cover - validate_metric refuses count > 1 without an interval
         return None
-    finished = last.finished_at or last.started_at or started_at
+    finished = last.recorded_at or last.finished_at or last.started_at or started_at
     return finished + interval
 
 

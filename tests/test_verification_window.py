@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import timedelta
+
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from freightline.analysis import AnalysisRunStatus
@@ -12,10 +16,12 @@ from tests.metric_server import ErrorRateServer
 
 pytestmark = pytest.mark.integration
 
-EVENTS_PER_MEASUREMENT = 7
-"""Timer started/fired, the measurement activity, and the workflow tasks between them."""
-HISTORY_BUDGET = 60 * EVENTS_PER_MEASUREMENT + 10
-"""A one-hour window at one-minute interval (stated in the README): 430 events."""
+EVENTS_PER_MEASUREMENT = 6
+"""Timer started and fired, the workflow task between them (3), the measurement's marker."""
+HISTORY_BUDGET = 400
+"""A one-hour window at one-minute interval (stated in the README): 60 x 6 + a few < 400."""
+SKIP_EVENT = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIME_SKIPPING_TRANSITIONED
+"""Written by the time-skipping test server at each skip; a real server writes none."""
 
 
 async def test_one_hour_window_at_one_minute_measures_60_times_within_budget(
@@ -50,5 +56,14 @@ async def test_one_hour_window_at_one_minute_measures_60_times_within_budget(
     assert len(metric_result.measurements) == 60 == error_rates.requests
     times = [m.started_at for m in metric_result.measurements]
     assert all(t is not None for t in times) and times == sorted(times)
+    # One minute apart in workflow time: each measurement waited for its interval.
+    recorded = [m.recorded_at for m in metric_result.measurements if m.recorded_at is not None]
+    assert len(recorded) == 60
+    gaps = {b - a for a, b in itertools.pairwise(recorded)}
+    # (plus the moment between the timer firing and the workflow task that reads it)
+    assert all(timedelta(minutes=1) <= gap < timedelta(minutes=1, seconds=10) for gap in gaps)
     history = await handle.fetch_history()
-    assert len(history.events) < HISTORY_BUDGET
+    events = [e for e in history.events if e.event_type != SKIP_EVENT]
+    measured = [e for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert len(measured) == 61  # 60 measurements and the local-measurements patch marker
+    assert len(events) <= 60 * EVENTS_PER_MEASUREMENT + 10 < HISTORY_BUDGET

@@ -67,3 +67,35 @@ async def test_one_hour_window_at_one_minute_measures_60_times_within_budget(
     measured = [e for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     assert len(measured) == 61  # 60 measurements and the local-measurements patch marker
     assert len(events) <= 60 * EVENTS_PER_MEASUREMENT + 10 < HISTORY_BUDGET
+
+
+async def test_a_measurement_that_cannot_run_is_an_error_not_a_failed_workflow(
+    time_skipping_client: Client,
+) -> None:
+    """The local activity's own error (a bad address) is recorded as Error measurements."""
+    from worker import build_worker
+
+    metric = Metric.model_validate(
+        {
+            "name": "error-rate",
+            "interval": "1m",
+            "count": 3,
+            "successCondition": "result[0] < 0.05",
+            "provider": {"prometheus": {"address": "prometheus:9090", "query": "up"}},
+        }
+    )
+    request = VerificationRequest(project="p", stage="uat", freight="f" * 40, metrics=(metric,))
+    async with build_worker(time_skipping_client, queue="window-errors"):
+        result = await time_skipping_client.execute_workflow(
+            "Verification",
+            request,
+            id="verification-window-errors",
+            task_queue="window-errors",
+            result_type=AnalysisRunStatus,
+        )
+    assert result.phase == "Error"
+    (metric_result,) = result.metric_results
+    assert metric_result.measurements and {m.phase for m in metric_result.measurements} == {"Error"}
+    assert 'prometheus.address "prometheus:9090" is not an http(s) URL' in (
+        metric_result.measurements[0].message or ""
+    )

@@ -16,7 +16,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from freightline.analysis import (
@@ -100,7 +101,8 @@ class VerificationWorkflow:
                 summary=f"measure {metric.name}",
             )
             return result
-        except ActivityError as err:
+        except (ActivityError, ApplicationError, TemporalTimeoutError) as err:
+            # (a local activity's error arrives unwrapped, not as an ActivityError)
             now = workflow.now()
             return Measurement(
                 phase="Error", message=str(err.cause or err), started_at=now, finished_at=now

@@ -173,7 +173,7 @@ def select_tags(policy: ImageSelectionPolicy, tags: Iterable[str]) -> list[str]:
                 version = try_parse_version(tag, policy.strict_semvers)
                 if version is not None and (constraint is None or constraint.matches(version)):
                     versions.append((version, tag))
-            versions.sort(reverse=True)
+            versions.sort(key=lambda pair: (pair[0].sort_key, pair[1]), reverse=True)
             return [tag for _, tag in versions]
         case ImageSelectionStrategy.LEXICAL:
             return sorted(candidates, reverse=True)

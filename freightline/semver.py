@@ -71,7 +71,7 @@ _PreKey = tuple[tuple[int, int, str], ...]
 
 
 @total_ordering
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Version:
     """A semantic version; compares by semver 2.0 precedence."""
 
@@ -105,6 +105,11 @@ class Version:
         return hash(self._key)
 
     @property
+    def sort_key(self) -> tuple[int, int, int, int, _PreKey]:
+        """A plain tuple ordered as the versions are (sorting by it skips ``__lt__`` calls)."""
+        return self._key
+
+    @property
     def is_prerelease(self) -> bool:
         """Whether the version carries a prerelease (``1.0.0-rc.1``)."""
         return bool(self.prerelease)
@@ -130,19 +135,28 @@ def parse_version(text: str, strict: bool = True) -> Version:
     if match is None:
         kind = "strict semantic version (x.y.z)" if strict else "semantic version"
         raise InvalidVersionError(f"{text!r} is not a {kind}")
-    digits = [match[name] or "0" for name in ("major", "minor", "patch")]
-    # Length first: int() refuses very long digit strings with a plain ValueError.
-    if any(len(d.lstrip("0")) > 20 or int(d) > _MAX_PART for d in digits):
+    major, minor, patch, pre, build = match.group("major", "minor", "patch", "pre", "build")
+    digits = (major or "0", minor or "0", patch or "0")
+    # Up to 19 digits is below 2^64-1 (20 digits): only longer ones need a closer look,
+    # length first, since int() refuses very long digit strings with a plain ValueError.
+    if (len(digits[0]) > 19 or len(digits[1]) > 19 or len(digits[2]) > 19) and any(
+        len(d.lstrip("0")) > 20 or int(d) > _MAX_PART for d in digits
+    ):
         raise InvalidVersionError(f"{text!r} has a version number larger than 2^64-1")
-    parts = [int(d) for d in digits]
-    prerelease = tuple(match["pre"].split(".")) if match["pre"] else ()
+    prerelease = tuple(pre.split(".")) if pre else ()
     for ident in prerelease:
         if ident.isdigit() and len(ident) > 1 and ident[0] == "0":
             raise InvalidVersionError(
                 f"{text!r}: numeric prerelease identifier {ident!r} has a leading zero"
             )
-    build = tuple(match["build"].split(".")) if match["build"] else ()
-    return Version(parts[0], parts[1], parts[2], prerelease, build, original=text)
+    return Version(
+        int(digits[0]),
+        int(digits[1]),
+        int(digits[2]),
+        prerelease,
+        tuple(build.split(".")) if build else (),
+        original=text,
+    )
 
 
 def try_parse_version(text: str, strict: bool = True) -> Version | None:

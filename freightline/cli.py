@@ -78,12 +78,28 @@ def dev(
     ),
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+    metrics_address: Annotated[
+        str,
+        typer.Option(
+            envvar="FREIGHTLINE_METRICS_ADDRESS",
+            help="Where the worker serves Prometheus metrics (host:port; empty turns them off).",
+        ),
+    ] = "127.0.0.1:9464",
 ) -> None:
     """Start Temporal's dev server (UI, search attributes) and a worker; Ctrl-C stops both."""
     from freightline.devserver import DevServer
     from freightline.logging import configure_logging
+    from freightline.observability import worker_runtime
 
     configure_logging()
+    try:
+        # Bound before anything starts, so a busy port stops nothing half-way.
+        runtime = worker_runtime(metrics_address)
+    except (ValueError, FreightlineError) as err:
+        raise fail(
+            f"cannot serve metrics on {metrics_address!r}: {err} "
+            "(choose another with --metrics-address, or '' for none)"
+        ) from None
     server = DevServer(db_file=db, port=port, ui_port=ui_port, log_file=db.with_suffix(".log"))
     try:
         with console.status("starting the Temporal dev server"):
@@ -91,12 +107,18 @@ def dev(
     except FreightlineError as err:
         raise fail(str(err)) from None
     console.print(f"Temporal UI: {server.ui_url}   address: {server.address}   db: {db}")
+    if runtime is not None:
+        console.print(f"worker metrics: http://{metrics_address}/metrics")
     os.environ["TEMPORAL_ADDRESS"] = server.address
     os.environ["FREIGHTLINE_UI_URL"] = server.ui_url
     try:
+        from freightline.temporal import connect
         from worker import run_worker
 
-        asyncio.run(run_worker())
+        async def serve() -> None:
+            await run_worker(await connect(runtime=runtime))
+
+        asyncio.run(serve())
     except KeyboardInterrupt:
         pass
     finally:

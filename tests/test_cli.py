@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from freightline.devserver import port_open, temporal_binary
@@ -31,7 +33,7 @@ def freightline(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 def test_dev_starts_server_with_search_attributes_and_a_worker_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
-    port, ui_port = free_port(), free_port()
+    port, ui_port, metrics_port = free_port(), free_port(), free_port()
     db = tmp_path / "state" / "temporal.db"
     process = subprocess.Popen(
         [
@@ -49,6 +51,7 @@ def test_dev_starts_server_with_search_attributes_and_a_worker_and_stops_cleanly
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, "FREIGHTLINE_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}"},
     )
     try:
         deadline = time.monotonic() + 60
@@ -85,6 +88,10 @@ def test_dev_starts_server_with_search_attributes_and_a_worker_and_stops_cleanly
             "apply", "-f", str(pipeline), env={"TEMPORAL_ADDRESS": f"127.0.0.1:{port}"}
         )
         assert applied.returncode == 0, applied.stderr
+        # The worker serves the SDK's metrics, as `freightline worker` does.
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert metrics.status_code == 200
+        assert "temporal_workflow_task_execution_latency" in metrics.text
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
@@ -120,3 +127,25 @@ def test_a_config_error_names_file_document_and_field(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "bad.yaml" in done.stderr and "discoveryLimit" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_dev_with_a_busy_metrics_port_says_so_and_starts_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        done = freightline(
+            "dev",
+            "--db",
+            str(tmp_path / "temporal.db"),
+            "--port",
+            str(port),
+            "--metrics-address",
+            f"127.0.0.1:{taken}",
+        )
+    assert done.returncode == 1
+    assert f"cannot serve metrics on '127.0.0.1:{taken}'" in done.stderr
+    assert "--metrics-address" in done.stderr
+    assert not port_open("127.0.0.1", port)
+    assert not (tmp_path / "temporal.db").exists()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import total_ordering
+from functools import lru_cache, total_ordering
 
 from freightline.errors import ConfigError
 
@@ -47,6 +47,8 @@ __all__ = [
 
 # Masterminds parses parts as uint64; larger numbers are not versions.
 _MAX_PART = 2**64 - 1
+PARSE_CACHE_SIZE = 20_000
+"""Tags whose parse :func:`try_parse_version` remembers (a few MB at most)."""
 
 _IDENT = r"[0-9A-Za-z-]+"
 _DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
@@ -86,10 +88,12 @@ class Version:
     def __post_init__(self) -> None:
         # Numeric identifiers carry no leading zeros, so (length, text) orders
         # them numerically without int() and its size limit.
+        if not self.prerelease:  # the common case, kept cheap: tag lists run to thousands
+            # A release sorts after every prerelease of the same x.y.z.
+            object.__setattr__(self, "_key", (self.major, self.minor, self.patch, 1, ()))
+            return
         pre: _PreKey = tuple((0, len(p), p) if p.isdigit() else (1, 0, p) for p in self.prerelease)
-        # A release sorts after every prerelease of the same x.y.z.
-        key = (self.major, self.minor, self.patch, 0 if self.prerelease else 1, pre)
-        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_key", (self.major, self.minor, self.patch, 0, pre))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Version):
@@ -131,10 +135,29 @@ def parse_version(text: str, strict: bool = True) -> Version:
     ``1.2.0`` and ``1.0.0``. A leading ``v`` is accepted either way.
     Raises :class:`InvalidVersionError`.
     """
+    parsed = _parse(text, strict)
+    if isinstance(parsed, str):
+        raise InvalidVersionError(parsed)
+    return parsed
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def try_parse_version(text: str, strict: bool = True) -> Version | None:
+    """Like :func:`parse_version`, but ``None`` for a string that is no version.
+
+    Memoised (versions are immutable): a Warehouse lists the same tags at every
+    discovery, so only new tags are parsed.
+    """
+    parsed = _parse(text, strict)
+    return None if isinstance(parsed, str) else parsed
+
+
+def _parse(text: str, strict: bool) -> Version | str:
+    """The version, or why ``text`` is none (no exception: most tags of a list may fail)."""
     match = (_STRICT_RE if strict else _LOOSE_RE).fullmatch(text)
     if match is None:
         kind = "strict semantic version (x.y.z)" if strict else "semantic version"
-        raise InvalidVersionError(f"{text!r} is not a {kind}")
+        return f"{text!r} is not a {kind}"
     major, minor, patch, pre, build = match.group("major", "minor", "patch", "pre", "build")
     digits = (major or "0", minor or "0", patch or "0")
     # Up to 19 digits is below 2^64-1 (20 digits): only longer ones need a closer look,
@@ -142,13 +165,11 @@ def parse_version(text: str, strict: bool = True) -> Version:
     if (len(digits[0]) > 19 or len(digits[1]) > 19 or len(digits[2]) > 19) and any(
         len(d.lstrip("0")) > 20 or int(d) > _MAX_PART for d in digits
     ):
-        raise InvalidVersionError(f"{text!r} has a version number larger than 2^64-1")
+        return f"{text!r} has a version number larger than 2^64-1"
     prerelease = tuple(pre.split(".")) if pre else ()
     for ident in prerelease:
         if ident.isdigit() and len(ident) > 1 and ident[0] == "0":
-            raise InvalidVersionError(
-                f"{text!r}: numeric prerelease identifier {ident!r} has a leading zero"
-            )
+            return f"{text!r}: numeric prerelease identifier {ident!r} has a leading zero"
     return Version(
         int(digits[0]),
         int(digits[1]),
@@ -157,14 +178,6 @@ def parse_version(text: str, strict: bool = True) -> Version:
         tuple(build.split(".")) if build else (),
         original=text,
     )
-
-
-def try_parse_version(text: str, strict: bool = True) -> Version | None:
-    """Like :func:`parse_version`, but ``None`` for a string that is no version."""
-    try:
-        return parse_version(text, strict)
-    except InvalidVersionError:
-        return None
 
 
 # --- constraints ------------------------------------------------------------

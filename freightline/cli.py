@@ -230,6 +230,43 @@ async def approve(
 
 @app.command()
 @run_async
+async def assemble(
+    warehouse: Annotated[str, typer.Argument(help="The Warehouse whose discoveries to use.")],
+    project: ProjectOption = None,
+    pick: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="REPO_URL=VERSION: an image tag or digest, a commit or tag, a chart version "
+            "(repeatable; other subscriptions take their newest)."
+        ),
+    ] = None,
+    output: OutputOption = "table",
+) -> None:
+    """Make Freight from what a Warehouse discovered (for freightCreationPolicy: Manual)."""
+    from freightline.client import assemble_freight
+    from freightline.temporal import connect
+
+    picks: dict[str, str] = {}
+    for item in pick or []:
+        repo_url, sep, version = item.rpartition("=")
+        if not sep or not repo_url or not version:
+            raise fail(f"--pick {item!r}: expected REPO_URL=VERSION")
+        picks[repo_url] = version
+    freight = await assemble_freight(await connect(), _project(project), warehouse, picks, _user())
+    if output == "json":
+        console.print_json(freight.model_dump_json(by_alias=True, exclude_none=True))
+        return
+    console.print(f"Freight {freight.alias} ({freight.metadata.name}) from Warehouse/{warehouse}")
+    for image in freight.images or ():
+        console.print(f"  image {image.repo_url}:{image.tag}  {image.digest}")
+    for commit in freight.commits or ():
+        console.print(f"  git   {commit.repo_url}@{commit.tag or commit.id}")
+    for chart in freight.charts or ():
+        console.print(f"  chart {chart.repo_url} {chart.name or ''} {chart.version}")
+
+
+@app.command()
+@run_async
 async def verify(
     stage: Annotated[str, typer.Argument(help="The Stage whose current Freight to verify.")],
     project: ProjectOption = None,

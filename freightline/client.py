@@ -39,6 +39,7 @@ from freightline.stage import (
 )
 from freightline.stage_requests import ApproveRequest, PromoteRequest
 from freightline.temporal import (
+    ASSEMBLE_UPDATE,
     FREIGHT_AVAILABLE_SIGNAL,
     FREIGHT_QUERY,
     PROJECT_WORKFLOW,
@@ -56,7 +57,13 @@ from freightline.temporal import (
     task_queue,
     warehouse_workflow_id,
 )
-from freightline.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus, direct_stages
+from freightline.warehouse import (
+    AssembleRequest,
+    WarehouseConfig,
+    WarehouseInput,
+    WarehouseStatus,
+    direct_stages,
+)
 
 APPLY_TIMEOUT = timedelta(seconds=30)
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
@@ -542,6 +549,31 @@ async def refresh_warehouse(client: Client, project: str, warehouse: str) -> Non
     handle = client.get_workflow_handle(warehouse_workflow_id(project, warehouse))
     try:
         await handle.signal(REFRESH_SIGNAL)
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NotFoundError(
+                f'project "{project}" has no running Warehouse "{warehouse}": '
+                "`freightline apply -f FILE` starts it"
+            ) from None
+        raise
+
+
+async def assemble_freight(
+    client: Client, project: str, warehouse: str, picks: dict[str, str], user: str
+) -> Freight:
+    """Freight of a Warehouse's discovered artifacts (newest, or ``picks`` per repoURL).
+
+    A bad pick is refused by the Warehouse's validator, with what there is to pick,
+    and changes nothing.
+    """
+    handle = client.get_workflow_handle(warehouse_workflow_id(project, warehouse))
+    try:
+        freight: Freight = await handle.execute_update(
+            ASSEMBLE_UPDATE, AssembleRequest(user=user, picks=picks), result_type=Freight
+        )
+        return freight
+    except WorkflowUpdateFailedError as err:
+        raise FreightlineError(_update_refusal(err)) from None
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
             raise NotFoundError(

@@ -71,6 +71,8 @@ FREIGHT_AVAILABLE_SIGNAL = "freight_available"
 """Sent to a Stage: Freight it may take (payload ``freightline.stage.FreightAvailable``)."""
 REFRESH_SIGNAL = "refresh"
 """Sent to a Warehouse: discover now."""
+ASSEMBLE_UPDATE = "assemble"
+"""Sent to a Warehouse: make Freight of discovered artifacts (``freightline.warehouse.AssembleRequest``)."""
 FREIGHT_QUERY = "freight"
 """Asked of a Warehouse: its Freight, newest first (``list[Freight]``)."""
 

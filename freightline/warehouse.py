@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from freightline import expressions
-from freightline.errors import ExpressionError, FreightlineError
+from freightline.errors import ConfigError, ExpressionError, FreightlineError
 from freightline.freight import freight_alias, freight_id
 from freightline.resources import (
     Chart,
@@ -255,15 +255,113 @@ def decide_freight(
         if found.empty:
             label = subscription_label(index, warehouse.spec.subscriptions[index])
             return FreightDecision(message=f"{label} discovered nothing; no Freight made")
-    origin = FreightOrigin(kind="Warehouse", name=name)
-    images = [_image(s) for s in discovery.subscriptions if s.kind == "image"]
-    commits = [_commit(s) for s in discovery.subscriptions if s.kind == "git"]
-    charts = [_chart(s) for s in discovery.subscriptions if s.kind == "chart"]
-    new_id = freight_id(origin, images=images, commits=commits, charts=charts)
+    candidate = _freight_of(
+        project, name, discovery, [0] * len(discovery.subscriptions), existing, now
+    )
     for held in existing:
-        if held.metadata.name == new_id:
+        if held.metadata.name == candidate.metadata.name:
             return FreightDecision(message=f"no new artifacts (newest Freight {held.alias})")
-    candidate = Freight(
+    criteria = warehouse.spec.freight_creation_criteria
+    expression = (criteria.expression or "").strip() if criteria else ""
+    if expression and not _criteria_met(expression, candidate):
+        return FreightDecision(message=f"freightCreationCriteria not met by {_describe(candidate)}")
+    return FreightDecision(freight=candidate, message=f"made Freight {candidate.alias}")
+
+
+class AssembleRequest(_Model):
+    """The Warehouse ``assemble`` update: who asks, and the artifact to take per repoURL."""
+
+    user: str = "unknown"
+    picks: dict[str, str] = Field(default_factory=dict)
+    """repoURL -> image tag or digest, commit ID or tag, chart version; the rest newest."""
+
+
+def assemble_freight(
+    project: str,
+    warehouse: Warehouse,
+    discovery: DiscoveryResult | None,
+    existing: Sequence[Freight],
+    now: datetime.datetime,
+    picks: Mapping[str, str] | None = None,
+) -> Freight:
+    """Freight a person assembles from what the Warehouse discovered (Kargo's manual Freight).
+
+    Each subscription contributes its newest artifact, or the one ``picks`` names
+    for its repoURL: an image tag or digest, a commit ID (7 characters or more) or
+    tag, a chart version. Neither ``freightCreationPolicy`` nor the creation
+    criteria apply: a person chose. Freight with the same artifacts as held
+    Freight is that Freight (same ID), so assembling twice makes one.
+    Raises ConfigError naming the Warehouse, the repoURL and what there is to pick.
+    """
+    name = warehouse.metadata.name
+    if discovery is None:
+        raise ConfigError(
+            f'warehouse "{name}" has discovered nothing yet: refresh it and try again'
+        )
+    wanted = dict(picks or {})
+    known = {found.repo_url for found in discovery.subscriptions}
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise ConfigError(
+            f'warehouse "{name}" has no subscription to {", ".join(unknown)} '
+            f"(subscriptions: {', '.join(sorted(known))})"
+        )
+    chosen: list[int] = []
+    for index, found in enumerate(discovery.subscriptions):
+        label = subscription_label(index, warehouse.spec.subscriptions[index])
+        versions = _versions(found)
+        if not versions:
+            raise ConfigError(f'warehouse "{name}": {label} discovered nothing to assemble')
+        pick = wanted.get(found.repo_url)
+        if pick is None:
+            chosen.append(0)
+            continue
+        matches = [i for i, names in enumerate(versions) if _picked(pick, names)]
+        if not matches:
+            offered = ", ".join(names[0] for names in versions[:10])
+            raise ConfigError(
+                f'warehouse "{name}": {label} discovered no "{pick}" (newest first: {offered})'
+            )
+        chosen.append(matches[0])
+    candidate = _freight_of(project, name, discovery, chosen, existing, now)
+    for held in existing:
+        if held.metadata.name == candidate.metadata.name:
+            return held
+    return candidate
+
+
+def _versions(found: SubscriptionDiscovery) -> list[tuple[str, ...]]:
+    """Each discovered artifact's names a person may pick it by, newest first."""
+    if found.kind == "image":
+        return [(i.tag, i.digest) for i in found.images]
+    if found.kind == "git":
+        return [(c.tag or c.id[:7], c.id) for c in found.commits]
+    return [(c.version,) for c in found.charts]
+
+
+def _picked(pick: str, names: tuple[str, ...]) -> bool:
+    return any(
+        pick == name or (len(pick) >= 7 and len(name) == 40 and name.startswith(pick))
+        for name in names
+    )
+
+
+def _freight_of(
+    project: str,
+    warehouse: str,
+    discovery: DiscoveryResult,
+    chosen: Sequence[int],
+    existing: Sequence[Freight],
+    now: datetime.datetime,
+) -> Freight:
+    """Freight of the ``chosen[i]``-th artifact of each subscription, ID by Kargo's rule."""
+    origin = FreightOrigin(kind="Warehouse", name=warehouse)
+    pairs = list(zip(discovery.subscriptions, chosen, strict=True))
+    images = [_image(s, i) for s, i in pairs if s.kind == "image"]
+    commits = [_commit(s, i) for s, i in pairs if s.kind == "git"]
+    charts = [_chart(s, i) for s, i in pairs if s.kind == "chart"]
+    new_id = freight_id(origin, images=images, commits=commits, charts=charts)
+    return Freight(
         metadata=FreightMeta(name=new_id, namespace=project),
         alias=freight_alias(new_id, {f.alias for f in existing if f.alias}),
         origin=origin,
@@ -272,11 +370,6 @@ def decide_freight(
         charts=charts or None,
         discovered_at=now,
     )
-    criteria = warehouse.spec.freight_creation_criteria
-    expression = (criteria.expression or "").strip() if criteria else ""
-    if expression and not _criteria_met(expression, candidate):
-        return FreightDecision(message=f"freightCreationCriteria not met by {_describe(candidate)}")
-    return FreightDecision(freight=candidate, message=f"made Freight {candidate.alias}")
 
 
 def record_freight(
@@ -317,8 +410,8 @@ def direct_stages(resources: ProjectResources, warehouse: str) -> tuple[str, ...
     )
 
 
-def _image(found: SubscriptionDiscovery) -> Image:
-    newest = found.images[0]
+def _image(found: SubscriptionDiscovery, index: int) -> Image:
+    newest = found.images[index]
     return Image(
         repo_url=found.repo_url,
         tag=newest.tag,
@@ -327,8 +420,8 @@ def _image(found: SubscriptionDiscovery) -> Image:
     )
 
 
-def _commit(found: SubscriptionDiscovery) -> GitCommit:
-    newest = found.commits[0]
+def _commit(found: SubscriptionDiscovery, index: int) -> GitCommit:
+    newest = found.commits[index]
     return GitCommit(
         repo_url=found.repo_url,
         id=newest.id,
@@ -340,8 +433,8 @@ def _commit(found: SubscriptionDiscovery) -> GitCommit:
     )
 
 
-def _chart(found: SubscriptionDiscovery) -> Chart:
-    return Chart(repo_url=found.repo_url, name=found.name, version=found.charts[0].version)
+def _chart(found: SubscriptionDiscovery, index: int) -> Chart:
+    return Chart(repo_url=found.repo_url, name=found.name, version=found.charts[index].version)
 
 
 def _describe(freight: Freight) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from temporalio.worker import Worker
 from activities.discovery import DiscoveryActivities
 from freightline.client import (
     apply_project,
+    assemble_freight,
     project_freight,
     refresh_warehouse,
     warehouse_statuses,
@@ -29,7 +31,7 @@ from freightline.client import (
 )
 from freightline.config import group_by_project, load_text
 from freightline.credentials import CredentialStore
-from freightline.errors import ExpressionError
+from freightline.errors import ExpressionError, FreightlineError, NotFoundError
 from freightline.freight import freight_alias, freight_id
 from freightline.resources import (
     Freight,
@@ -366,7 +368,9 @@ async def test_discovery_activity_errors_name_the_subscription(registry: Registr
 # --- the workflow -----------------------------------------------------------------------------
 
 
-def project_text(project: str, image_repo: str, constraint: str | None = None) -> str:
+def project_text(
+    project: str, image_repo: str, constraint: str | None = None, policy: str = "Automatic"
+) -> str:
     image: dict[str, Any] = {"repoURL": image_repo}
     if constraint:
         image["constraint"] = constraint
@@ -381,7 +385,11 @@ def project_text(project: str, image_repo: str, constraint: str | None = None) -
                 "apiVersion": "kargo.akuity.io/v1alpha1",
                 "kind": "Warehouse",
                 "metadata": {"name": "images", "namespace": project},
-                "spec": {"subscriptions": [{"image": image}], "interval": "1h"},
+                "spec": {
+                    "subscriptions": [{"image": image}],
+                    "interval": "1h",
+                    "freightCreationPolicy": policy,
+                },
             },
             stage_doc(project, "test", "images"),
         ]
@@ -569,3 +577,74 @@ async def test_cli_get_freight_warehouses_and_refresh(
         runner.invoke, app, ["refresh", "warehouse", "nope", "-p", project]
     )
     assert missing.exit_code == 1 and 'no running Warehouse "nope"' in missing.output
+
+
+async def test_manual_warehouse_freight_is_assembled_from_what_it_discovered(
+    client: Client, worker: Worker, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from freightline.cli import app
+
+    project = f"man-{uuid.uuid4().hex[:8]}"
+    repo = f"{registry.host}/{project}"
+    digests = push(registry, project, "1.0.0", "1.1.0")
+    await apply_project(client, resources_of(project_text(project, repo, policy="Manual")))
+    handle = client.get_workflow_handle(warehouse_workflow_id(project, "images"))
+
+    async def discovered() -> bool:
+        return (await status_of(handle)).discoveries >= 1
+
+    await wait_for(discovered)
+    assert await freight_of(handle) == []  # Manual: discovery alone makes none
+
+    # Bad picks are refused with what there is to pick, and record nothing.
+    with pytest.raises(
+        FreightlineError, match=re.escape('discovered no "9.9.9" (newest first: 1.1.0, 1.0.0')
+    ):
+        await assemble_freight(client, project, "images", {repo: "9.9.9"}, "alice")
+    with pytest.raises(
+        FreightlineError, match=re.escape("has no subscription to example.com/other")
+    ):
+        await assemble_freight(client, project, "images", {"example.com/other": "1"}, "alice")
+    with pytest.raises(NotFoundError, match='no running Warehouse "nope"'):
+        await assemble_freight(client, project, "nope", {}, "alice")
+    assert await freight_of(handle) == []
+
+    newest = await assemble_freight(client, project, "images", {}, "alice")
+    assert newest.images and (newest.images[0].tag, newest.images[0].digest) == (
+        "1.1.0",
+        digests["1.1.0"],
+    )
+    older = await assemble_freight(client, project, "images", {repo: "1.0.0"}, "alice")
+    # The same artifacts picked by digest are the same Freight, not a second one.
+    again = await assemble_freight(client, project, "images", {repo: digests["1.0.0"]}, "bob")
+    assert again.metadata.name == older.metadata.name
+    assert [f.metadata.name for f in await freight_of(handle)] == [
+        older.metadata.name,
+        newest.metadata.name,
+    ]
+    assert "alice assembled Freight" in (await status_of(handle)).message
+
+    stage = client.get_workflow_handle(stage_workflow_id(project, "test"))
+
+    async def stage_knows_both() -> bool:
+        state = await stage.query("status")
+        return {newest.metadata.name, older.metadata.name} <= set(state["available"])
+
+    await wait_for(stage_knows_both)
+
+    # The CLI: the same Freight for the same pick, as JSON; a malformed pick is one line.
+    monkeypatch.setenv("TEMPORAL_ADDRESS", client.service_client.config.target_host)
+    runner = CliRunner()
+    done = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["assemble", "images", "-p", project, "--pick", f"{repo}=1.0.0", "-o", "json"],
+    )
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["metadata"]["name"] == older.metadata.name
+    bad = await asyncio.to_thread(
+        runner.invoke, app, ["assemble", "images", "-p", project, "--pick", "1.0.0"]
+    )
+    assert bad.exit_code == 1 and "expected REPO_URL=VERSION" in bad.output

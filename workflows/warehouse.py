@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from freightline.resources import Freight, parse_duration
     from freightline.stage import FreightAvailable
     from freightline.temporal import (
+        ASSEMBLE_UPDATE,
         FREIGHT_AVAILABLE_SIGNAL,
         FREIGHT_QUERY,
         REFRESH_SIGNAL,
@@ -39,12 +40,14 @@ with workflow.unsafe.imports_passed_through():
         stage_workflow_id,
     )
     from freightline.warehouse import (
+        AssembleRequest,
         DiscoveryRequest,
         DiscoveryResult,
         WarehouseConfig,
         WarehouseInput,
         WarehouseState,
         WarehouseStatus,
+        assemble_freight,
         continue_as_new_input,
         decide_freight,
         record_freight,
@@ -129,6 +132,41 @@ class WarehouseWorkflow:
             raise ValueError(
                 f'Warehouse "{config.warehouse.metadata.name}" sent to Warehouse "{self.name}"'
             )
+
+    @workflow.update(name=ASSEMBLE_UPDATE)
+    async def assemble(self, request: AssembleRequest) -> Freight:
+        """Make Freight from discovered artifacts a person picked (Kargo's manual Freight).
+
+        The validator refuses a bad pick before anything is recorded; Freight
+        already held is returned as it is, announced once.
+        """
+        freight = self._assembled(request)
+        if any(f.metadata.name == freight.metadata.name for f in self.state.freight):
+            return next(f for f in self.state.freight if f.metadata.name == freight.metadata.name)
+        self.state = self.state.model_copy(
+            update={
+                "freight": record_freight(self.state.freight, freight),
+                "message": f"{request.user} assembled Freight {freight.alias}",
+            }
+        )
+        workflow.logger.info("freight assembled", extra={"freight": freight.alias})
+        self._show()
+        await self._announce(freight)
+        return freight
+
+    @assemble.validator
+    def validate_assemble(self, request: AssembleRequest) -> None:
+        self._assembled(request)
+
+    def _assembled(self, request: AssembleRequest) -> Freight:
+        return assemble_freight(
+            self.project,
+            self.config.warehouse,
+            self.state.discovered,
+            self.state.freight,
+            workflow.now(),
+            request.picks,
+        )
 
     @workflow.query(name=FREIGHT_QUERY)
     def freight(self) -> list[Freight]:

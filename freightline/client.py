@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -544,11 +544,11 @@ async def project_freight(client: Client, project: str) -> list[Freight]:
     return sorted(seen.values(), key=_discovered_at, reverse=True)
 
 
-async def refresh_warehouse(client: Client, project: str, warehouse: str) -> None:
-    """Ask a Warehouse to discover now (the ``refresh`` signal)."""
-    handle = client.get_workflow_handle(warehouse_workflow_id(project, warehouse))
+@contextlib.contextmanager
+def _running_warehouse(project: str, warehouse: str) -> Iterator[None]:
+    """Turn Temporal's NOT_FOUND for a Warehouse workflow into a NotFoundError that says so."""
     try:
-        await handle.signal(REFRESH_SIGNAL)
+        yield
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
             raise NotFoundError(
@@ -556,6 +556,13 @@ async def refresh_warehouse(client: Client, project: str, warehouse: str) -> Non
                 "`freightline apply -f FILE` starts it"
             ) from None
         raise
+
+
+async def refresh_warehouse(client: Client, project: str, warehouse: str) -> None:
+    """Ask a Warehouse to discover now (the ``refresh`` signal)."""
+    handle = client.get_workflow_handle(warehouse_workflow_id(project, warehouse))
+    with _running_warehouse(project, warehouse):
+        await handle.signal(REFRESH_SIGNAL)
 
 
 async def assemble_freight(
@@ -567,20 +574,14 @@ async def assemble_freight(
     and changes nothing.
     """
     handle = client.get_workflow_handle(warehouse_workflow_id(project, warehouse))
-    try:
-        freight: Freight = await handle.execute_update(
-            ASSEMBLE_UPDATE, AssembleRequest(user=user, picks=picks), result_type=Freight
-        )
-        return freight
-    except WorkflowUpdateFailedError as err:
-        raise FreightlineError(_update_refusal(err)) from None
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            raise NotFoundError(
-                f'project "{project}" has no running Warehouse "{warehouse}": '
-                "`freightline apply -f FILE` starts it"
-            ) from None
-        raise
+    with _running_warehouse(project, warehouse):
+        try:
+            freight: Freight = await handle.execute_update(
+                ASSEMBLE_UPDATE, AssembleRequest(user=user, picks=picks), result_type=Freight
+            )
+        except WorkflowUpdateFailedError as err:
+            raise FreightlineError(_update_refusal(err)) from None
+    return freight
 
 
 async def warehouse_statuses(client: Client, project: str) -> list[WarehouseStatus]:

@@ -157,29 +157,22 @@ class PromotionWorkflow:
         self._request = request
         self._phase = PromotionPhase.RUNNING
         self._show(request, None, "resolving the promotion plan")
-        summary = f"resolve {request.project}/{request.stage} for {request.freight}"
+        options: dict[str, Any] = {
+            "result_type": PromotionPlan,
+            "start_to_close_timeout": timedelta(seconds=30),
+            "retry_policy": ACTIVITY_RETRY,
+            "summary": f"resolve {request.project}/{request.stage} for {request.freight}",
+        }
         try:
             plan: PromotionPlan
             if workflow.patched(LOCAL_PLAN):
                 # Two queries to other workflows, no side effects: a local activity spares
                 # a round trip through the task queue and three history events.
                 plan = await workflow.execute_local_activity(
-                    "resolve_promotion",
-                    request,
-                    result_type=PromotionPlan,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=ACTIVITY_RETRY,
-                    summary=summary,
+                    "resolve_promotion", request, **options
                 )
             else:
-                plan = await workflow.execute_activity(
-                    "resolve_promotion",
-                    request,
-                    result_type=PromotionPlan,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=ACTIVITY_RETRY,
-                    summary=summary,
-                )
+                plan = await workflow.execute_activity("resolve_promotion", request, **options)
         except LOCAL_ACTIVITY_ERRORS as err:
             return await self._end(request, None, PromotionPhase.ERRORED, _reason(err), None)
         self._plan = plan

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -78,27 +79,23 @@ class VerificationWorkflow:
 
     async def _measure(self, request: VerificationRequest, metric: Metric) -> Measurement:
         measure = MeasureRequest(metric=metric, run=request.run_name)
+        options: dict[str, Any] = {
+            "result_type": Measurement,
+            "start_to_close_timeout": measurement_timeout(metric),
+            "retry_policy": MEASURE_RETRY,
+            "summary": f"measure {metric.name}",
+        }
         try:
             if workflow.patched(LOCAL_MEASUREMENTS):
                 # One marker event per measurement instead of an activity's three and the
                 # workflow task between them: a 1 h window at 1 m fits in ~370 events.
                 local: Measurement = await workflow.execute_local_activity(
-                    "measure_metric",
-                    measure,
-                    result_type=Measurement,
-                    start_to_close_timeout=measurement_timeout(metric),
-                    retry_policy=MEASURE_RETRY,
-                    summary=f"measure {metric.name}",
+                    "measure_metric", measure, **options
                 )
                 # Scheduled from workflow time, which the worker's clock need not match.
                 return local.model_copy(update={"recorded_at": workflow.now()})
             result: Measurement = await workflow.execute_activity(
-                "measure_metric",
-                measure,
-                result_type=Measurement,
-                start_to_close_timeout=measurement_timeout(metric),
-                retry_policy=MEASURE_RETRY,
-                summary=f"measure {metric.name}",
+                "measure_metric", measure, **options
             )
             return result
         except (ActivityError, ApplicationError, TemporalTimeoutError) as err:

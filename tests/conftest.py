@@ -18,11 +18,29 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from freightline.devserver import temporal_binary
-from freightline.temporal import SEARCH_ATTRIBUTES
+from freightline.temporal import SEARCH_ATTRIBUTES, exit_process
 from sandbox.gitops import create_bare_repo
 from tests.metric_server import ErrorRateServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without interpreter finalization, as the CLI does (``exit_process``).
+
+    Every fixture is torn down and the summary printed by now; what is left is the
+    Temporal SDK's runtime threads, which can abort a finalizing interpreter after
+    a green run (temporalio/sdk-python#300). The exit status is pytest's own.
+    """
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None:
+        exit_process(status)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,8 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from freightline.devserver import DevServer
 from sandbox.registry import quiet_port
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from sandbox.workers import start_worker, worker_env
 
 
 def machine() -> str:
@@ -69,23 +67,8 @@ class WorkerProcess:
     samples: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": self.address,
-            "FREIGHTLINE_TASK_QUEUE": self.queue,
-            "FREIGHTLINE_HEALTH_ADDRESS": "",
-            "FREIGHTLINE_METRICS_ADDRESS": "",
-            **self.extra_env,
-        }
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "worker.py"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        env = worker_env(self.address, self.queue, **self.extra_env)
+        self.process = start_worker(env, self.log_path)
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()

@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -52,6 +49,7 @@ from freightline.promotion import PromotionPhase, PromotionResult, StepStatus
 from freightline.resources import ProjectResources
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import KARGO_QUICKSTART, branch_head
+from sandbox.workers import start_worker, worker_env
 from tests.conftest import wait_for
 from tests.pipelines import dump, freight_for, quickstart_documents, with_freight
 from tests.test_promotion import promote_expecting_failure
@@ -424,22 +422,8 @@ async def test_worker_killed_mid_wait_resumes_elsewhere_with_one_sync(
     try:
         freight = freight_for("1.29.6")
         target = client.service_client.config.target_host
-        env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": target,
-            "FREIGHTLINE_TASK_QUEUE": task_queue,
-            "ARGOCD_SERVER": argocd.base_url,
-            "ARGOCD_AUTH_TOKEN": TOKEN,
-            # No health or metrics listeners: other test workers may hold those ports.
-            "FREIGHTLINE_HEALTH_ADDRESS": "",
-            "FREIGHTLINE_METRICS_ADDRESS": "",
-        }
-        doomed = subprocess.Popen(
-            [sys.executable, "worker.py"],
-            env={**env, CRASH_WHILE_WAITING_ENV: "argocd-update"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        env = worker_env(target, task_queue, ARGOCD_SERVER=argocd.base_url, ARGOCD_AUTH_TOKEN=TOKEN)
+        doomed = start_worker({**env, CRASH_WHILE_WAITING_ENV: "argocd-update"})
         await apply_project(client, with_freight(quickstart(gitops_repo), freight))
         handle = await start_promotion(client, "kargo-demo", "test", freight.metadata.name)
         await wait_for(lambda: doomed.poll() is not None, timeout=90)
@@ -451,12 +435,7 @@ async def test_worker_killed_mid_wait_resumes_elsewhere_with_one_sync(
         assert recorded_sync["syncs"]["argocd/kargo-demo-test"]["startedAt"]
         assert TOKEN not in str(pending)
 
-        fresh = subprocess.Popen(
-            [sys.executable, "worker.py"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        fresh = start_worker(env)
         try:
             result: PromotionResult = await asyncio.wait_for(handle.result(), timeout=120)
         finally:

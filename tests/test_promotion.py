@@ -18,6 +18,7 @@ from freightline.client import apply_project, start_promotion
 from freightline.devserver import temporal_binary
 from freightline.promotion import PromotionPhase, PromotionResult
 from sandbox.gitops import branch_head, commit_count, git, show_file
+from sandbox.workers import start_worker, worker_env
 from tests.conftest import wait_for
 from tests.pipelines import (
     IMAGE,
@@ -295,13 +296,8 @@ async def test_worker_killed_after_push_gives_exactly_one_commit(
     """SIGKILL-like exit right after git-push; a fresh worker retries the activity."""
     freight = freight_for("1.29.5")
     target = client.service_client.config.target_host
-    env = {**os.environ, "TEMPORAL_ADDRESS": target, "FREIGHTLINE_TASK_QUEUE": task_queue}
-    doomed = subprocess.Popen(
-        [sys.executable, "worker.py"],
-        env={**env, "FREIGHTLINE_TEST_CRASH_AFTER_STEP": "git-push"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env = worker_env(target, task_queue)
+    doomed = start_worker({**env, "FREIGHTLINE_TEST_CRASH_AFTER_STEP": "git-push"})
     await apply_project(client, with_freight(quickstart_up_to_push(gitops_repo), freight))
     handle = await start_promotion(client, "kargo-demo", "test", freight.metadata.name)
     await wait_for(lambda: doomed.poll() is not None, timeout=60)
@@ -309,9 +305,7 @@ async def test_worker_killed_after_push_gives_exactly_one_commit(
     pushed = branch_head(gitops_repo, "stage/test")
     assert pushed is not None
 
-    fresh = subprocess.Popen(
-        [sys.executable, "worker.py"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    fresh = start_worker(env)
     try:
         result: PromotionResult = await asyncio.wait_for(handle.result(), timeout=90)
     finally:

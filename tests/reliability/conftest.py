@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from sandbox.workers import start_worker
 
 SCAN_LAST = "scan_last"
 
@@ -32,15 +30,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "worker.py"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        self.process = start_worker(env, log_path)
 
     @property
     def returncode(self) -> int | None:
@@ -57,19 +47,6 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def worker_env(address: str, queue: str, **extra: str) -> dict[str, str]:
-    """A worker subprocess's environment: this server and queue, no listeners on fixed ports."""
-    return {
-        **os.environ,
-        "TEMPORAL_ADDRESS": address,
-        "FREIGHTLINE_TASK_QUEUE": queue,
-        # Other workers in this session may hold the default health/metrics ports.
-        "FREIGHTLINE_HEALTH_ADDRESS": "",
-        "FREIGHTLINE_METRICS_ADDRESS": "",
-        **extra,
-    }
 
 
 @pytest.fixture

@@ -37,10 +37,11 @@ from freightline.resources import Metric
 from freightline.verification import VerificationRequest
 from sandbox.argocd import Timing
 from sandbox.gitops import branch_head, commit_count
+from sandbox.workers import worker_env
 from tests.conftest import wait_for
 from tests.metric_server import ErrorRateServer
 from tests.pipelines import freight_for, with_freight
-from tests.reliability.conftest import WorkerProcess, spawn_worker, worker_env
+from tests.reliability.conftest import WorkerProcess, spawn_worker
 from tests.test_approval import gated, start, waiting_for_approval
 from tests.test_argocd_steps import TOKEN, UPDATE_STEP, CountingEmulator, quickstart, start_emulator
 

@@ -25,10 +25,11 @@ from freightline.client import apply_project, stage_states
 from freightline.config import group_by_project, load_text
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import branch_head
+from sandbox.workers import worker_env
 from tests.conftest import wait_for
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, quickstart_documents
 from tests.registry_fixture import Pusher, Registry, htpasswd_line, start_registry
-from tests.reliability.conftest import SCAN_LAST, WorkerProcess, spawn_worker, worker_env
+from tests.reliability.conftest import SCAN_LAST, WorkerProcess, spawn_worker
 from tests.test_argocd_steps import APPSET
 from tests.test_argocd_steps import TOKEN as OTHER_ARGOCD_TOKEN
 

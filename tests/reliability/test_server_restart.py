@@ -26,10 +26,11 @@ from freightline.verification import VerificationRequest
 from sandbox.argocd import Timing
 from sandbox.gitops import branch_head, commit_count, create_bare_repo
 from sandbox.registry import quiet_port
+from sandbox.workers import worker_env
 from tests.conftest import wait_for
 from tests.metric_server import ErrorRateServer
 from tests.pipelines import freight_for, with_freight
-from tests.reliability.conftest import WorkerProcess, spawn_worker, worker_env
+from tests.reliability.conftest import WorkerProcess, spawn_worker
 from tests.test_argocd_steps import TOKEN, UPDATE_STEP, quickstart, start_emulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -124,11 +123,8 @@ def gitops_repo(tmp_path: Path) -> Path:
 def error_rates() -> Iterator[ErrorRateServer]:
     """A real HTTP metric source (``tests/metric_server.py``) for verification tests."""
     server = ErrorRateServer()
-    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
-    thread.start()
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

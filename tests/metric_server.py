@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class ErrorRateServer:
     """Answers ``{"errorRate": x}``, x from ``rates`` by the path's last part (default 0.0),
-    and counts the requests it answered."""
+    and counts the requests it answered. Serving from construction until ``stop()``."""
 
     def __init__(self) -> None:
         self.rates: dict[str, float] = {}
@@ -32,3 +33,8 @@ class ErrorRateServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -14,10 +14,8 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from freightline.verification import VerificationRequest
 from freightline.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import create_bare_repo
+from tests.metric_server import ErrorRateServer
 from tests.pipelines import freight_for, quickstart_auto, with_freight
 from tests.registry_fixture import Pusher, start_registry
 
@@ -115,7 +114,8 @@ class Scenarios:
 
     async def verification(self) -> None:
         """``Verification``: two measurements of a web metric, one second apart."""
-        server = _RateServer()
+        server = ErrorRateServer()
+        server.rates["rate"] = 0.01
         try:
             metric = Metric.model_validate(
                 {
@@ -123,7 +123,7 @@ class Scenarios:
                     "interval": "1s",
                     "count": 2,
                     "successCondition": "result < 0.05",
-                    "provider": {"web": {"url": server.url, "jsonPath": "{$.errorRate}"}},
+                    "provider": {"web": {"url": f"{server.url}/rate", "jsonPath": "{$.errorRate}"}},
                 }
             )
             request = VerificationRequest(
@@ -215,29 +215,6 @@ class Scenarios:
             os.environ.pop("ARGOCD_SERVER", None)
             os.environ.pop("ARGOCD_AUTH_TOKEN", None)
             argocd.stop()
-
-
-class _RateServer:
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = b'{"errorRate": 0.01}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/rate"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # Promotion last: it is the workflow most often changed, so it is re-recorded most.

@@ -79,6 +79,7 @@ def build_worker(
         workflows=WORKFLOWS,
         activities=[
             project.resolve_promotion,
+            project.reconcile_project,
             worktree.run_worktree_steps,
             argocd.argocd_update,
             argocd.argocd_wait,

@@ -154,6 +154,11 @@ async def apply(
             console.print(f"{label} updated")
         for label in result.unchanged:
             console.print(f"{label} unchanged")
+        if not result.reconciled:
+            console.print(
+                f'project "{result.project}": recorded; its worker is still bringing the Stage '
+                "and Warehouse workflows to it (`freightline get stages` shows their progress)"
+            )
 
 
 @app.command()

@@ -7,13 +7,13 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
@@ -31,16 +31,13 @@ from freightline.promotion import (
 )
 from freightline.resources import Freight
 from freightline.stage import (
-    FreightAvailable,
     PromotionTicket,
-    StageConfig,
     StageState,
     freight_details,
 )
 from freightline.stage_requests import ApproveRequest, PromoteRequest
 from freightline.temporal import (
     ASSEMBLE_UPDATE,
-    FREIGHT_AVAILABLE_SIGNAL,
     FREIGHT_QUERY,
     PROJECT_WORKFLOW,
     PROMOTION_WORKFLOW,
@@ -48,9 +45,6 @@ from freightline.temporal import (
     SA_FREIGHT,
     SA_PROJECT,
     SA_STAGE,
-    SA_WAREHOUSE,
-    STAGE_WORKFLOW,
-    WAREHOUSE_WORKFLOW,
     project_workflow_id,
     promotion_workflow_id,
     stage_workflow_id,
@@ -59,79 +53,85 @@ from freightline.temporal import (
 )
 from freightline.warehouse import (
     AssembleRequest,
-    WarehouseConfig,
-    WarehouseInput,
     WarehouseStatus,
-    direct_stages,
 )
 
-APPLY_TIMEOUT = timedelta(seconds=30)
-ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
+ACCEPT_TIMEOUT = timedelta(seconds=30)
+"""How long an apply or delete waits for a worker to accept it."""
 T = TypeVar("T")
 
 
 async def apply_project(client: Client, resources: ProjectResources) -> ApplyResult:
-    """Create the project's workflow if needed and apply the resources to it (one round trip)."""
+    """Apply resources to the project's workflow (created if needed), in one update.
+
+    Once the update is accepted the Project workflow owns the outcome: it brings
+    every Stage and Warehouse workflow to the new configuration itself, so a caller
+    that dies while waiting for the answer changes nothing. The answer comes when
+    they hold it (``reconciled``) or after the workflow's answer deadline.
+    """
     empty = ProjectResources(name=resources.name)
+    queue = task_queue()
     start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
         PROJECT_WORKFLOW,
         ProjectState(resources=empty),
         id=project_workflow_id(resources.name),
-        task_queue=task_queue(),
+        task_queue=queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes([SearchAttributePair(SA_PROJECT, resources.name)]),
         static_summary=f"project `{resources.name}`: configuration",
     )
     try:
-        result: ApplyResult = await client.execute_update_with_start_workflow(
+        handle = await client.start_update_with_start_workflow(
             "apply",
             resources,
             start_workflow_operation=start,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
             result_type=ApplyResult,
-            rpc_timeout=APPLY_TIMEOUT,
+            rpc_timeout=ACCEPT_TIMEOUT,
         )
+        result: ApplyResult = await handle.result()
     except RPCError as err:
         if err.status is RPCStatusCode.DEADLINE_EXCEEDED:
-            raise FreightlineError(
-                f"no worker answered within {APPLY_TIMEOUT.seconds}s "
-                f'on task queue "{task_queue()}": '
-                "start one with `freightline worker` (or `freightline dev`)"
-            ) from None
+            raise FreightlineError(_no_worker(queue)) from None
         raise
     except WorkflowUpdateFailedError as err:
         raise ConfigError(_update_refusal(err)) from None
-    merged = await project_resources(client, resources.name)
-    await configure_stages(client, merged)
-    await offer_applied_freight(client, merged, resources)
-    await configure_warehouses(client, merged)
     return result
+
+
+def _no_worker(queue: str) -> str:
+    return (
+        f'no worker answered within {ACCEPT_TIMEOUT.seconds}s on task queue "{queue}": '
+        "start one with `freightline worker` (or `freightline dev`)"
+    )
 
 
 async def delete_resource(client: Client, project: str, kind: str, name: str, user: str) -> str:
     """Remove a Stage, Warehouse, PromotionTask, AnalysisTemplate or Freight from a project.
 
-    The Project workflow refuses while other resources still reference it. A
-    deleted Stage's or Warehouse's workflow is terminated (a Stage's running
-    promotion and verification with it, as their parent closes).
+    The Project workflow refuses while other resources still reference it. It
+    retires a deleted Stage's or Warehouse's workflow itself, gracefully: a
+    running promotion stops at its next safe point (never mid-push), then the
+    workflow ends.
     """
     handle = client.get_workflow_handle(project_workflow_id(project))
     try:
-        answer: str = await handle.execute_update(
-            "delete", DeleteRequest(kind=kind, name=name), result_type=str
+        update = await handle.start_update(
+            "delete",
+            DeleteRequest(kind=kind, name=name, user=user),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            result_type=str,
+            rpc_timeout=ACCEPT_TIMEOUT,
         )
+        answer: str = await update.result()
     except WorkflowUpdateFailedError as err:
         raise ConfigError(_update_refusal(err)) from None
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
             raise NotFoundError(f'project "{project}" does not exist') from None
+        if err.status is RPCStatusCode.DEADLINE_EXCEEDED:
+            raise FreightlineError(_no_worker(task_queue())) from None
         raise
-    workflow_id = {
-        "Stage": stage_workflow_id(project, name),
-        "Warehouse": warehouse_workflow_id(project, name),
-    }.get(kind)
-    if workflow_id is not None:
-        with contextlib.suppress(RPCError):  # already gone
-            await client.get_workflow_handle(workflow_id).terminate(f"{kind} deleted by {user}")
     return answer
 
 
@@ -197,108 +197,6 @@ async def list_promotions(
 
 
 # --- Stages -------------------------------------------------------------------------------------
-
-
-def stage_configs(resources: ProjectResources) -> dict[str, StageConfig]:
-    """What each Stage workflow should hold: its spec, auto-promotion, its downstream Stages."""
-    configs = {}
-    for name, stage in resources.stages.items():
-        downstream = sorted(
-            other
-            for other, spec in resources.stages.items()
-            if any(name in (r.sources.stages or ()) for r in spec.spec.requested_freight)
-        )
-        verification = stage.spec.verification
-        templates = {
-            ref.name: resources.analysis_templates[ref.name]
-            for ref in (verification.analysis_templates or () if verification else ())
-            if ref.name in resources.analysis_templates
-        }
-        configs[name] = StageConfig(
-            project=resources.name,
-            stage=stage,
-            auto_promotion=resources.auto_promotion_enabled(name),
-            downstream=tuple(downstream),
-            analysis_templates=templates,
-            rollback_on_verification=resources.auto_rollback_on_verification(name),
-        )
-    return configs
-
-
-async def configure_stages(client: Client, resources: ProjectResources) -> None:
-    """Start or update each Stage workflow whose configuration changed (no-op otherwise)."""
-    for name, config in stage_configs(resources).items():
-        await _configure_entity(
-            client,
-            STAGE_WORKFLOW,
-            stage_workflow_id(resources.name, name),
-            StageState(config=config),
-            "configure",
-            config,
-            [SearchAttributePair(SA_PROJECT, resources.name), SearchAttributePair(SA_STAGE, name)],
-            f"Stage `{name}` of project `{resources.name}`",
-        )
-
-
-async def _configure_entity(
-    client: Client,
-    workflow_type: str,
-    workflow_id: str,
-    first_input: BaseModel,
-    update: str,
-    config: BaseModel,
-    search_attributes: list[SearchAttributePair[str]],
-    summary: str,
-) -> None:
-    """Start an entity workflow with ``first_input`` if it does not run, and send it ``config``
-    by ``update`` — unless it already holds that config (a re-apply then changes nothing)."""
-    if await _running_config(client, workflow_id, type(config)) == config:
-        return
-    start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
-        workflow_type,
-        first_input,
-        id=workflow_id,
-        task_queue=task_queue(),
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes(search_attributes),
-        static_summary=summary,
-    )
-    await client.execute_update_with_start_workflow(
-        update, config, start_workflow_operation=start, rpc_timeout=APPLY_TIMEOUT
-    )
-
-
-async def _running_config(
-    client: Client, workflow_id: str, config_type: type[ConfigModel]
-) -> ConfigModel | None:
-    """The ``config`` query's answer of a running workflow; None if it does not run."""
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
-            return None
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    config: ConfigModel = await handle.query("config", result_type=config_type)
-    return config
-
-
-async def offer_applied_freight(
-    client: Client, merged: ProjectResources, applied: ProjectResources
-) -> None:
-    """Freight given in a file goes to the Stages that request it straight from its Warehouse."""
-    for freight in applied.freight.values():
-        for name, stage in merged.stages.items():
-            for request in stage.spec.requested_freight:
-                if request.origin.name == freight.origin.name and request.sources.direct:
-                    handle = client.get_workflow_handle(stage_workflow_id(merged.name, name))
-                    await handle.signal(
-                        FREIGHT_AVAILABLE_SIGNAL,
-                        FreightAvailable(
-                            freight=freight, source="warehouse", via=freight.origin.name
-                        ),
-                    )
 
 
 async def promote_in_stage(
@@ -479,29 +377,6 @@ def pipeline_order(resources: ProjectResources) -> list[str]:
 
 
 # --- Warehouses ---------------------------------------------------------------------------------
-
-
-async def configure_warehouses(client: Client, resources: ProjectResources) -> None:
-    """Start each Warehouse workflow, or update it when its Warehouse or Stages changed.
-
-    A Warehouse whose running workflow already holds the same configuration
-    is left alone, so re-applying an unchanged file changes nothing.
-    """
-    for name, warehouse in resources.warehouses.items():
-        config = WarehouseConfig(warehouse=warehouse, stages=direct_stages(resources, name))
-        await _configure_entity(
-            client,
-            WAREHOUSE_WORKFLOW,
-            warehouse_workflow_id(resources.name, name),
-            WarehouseInput(project=resources.name, config=config),
-            "update_spec",
-            config,
-            [
-                SearchAttributePair(SA_PROJECT, resources.name),
-                SearchAttributePair(SA_WAREHOUSE, name),
-            ],
-            f"Warehouse `{name}` of project `{resources.name}`",
-        )
 
 
 async def warehouse_freight(client: Client, resources: ProjectResources) -> list[Freight]:

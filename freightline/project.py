@@ -1,4 +1,11 @@
-"""A project's configuration as its ``Project`` workflow holds it, and how an apply merges."""
+"""A project's configuration as its ``Project`` workflow holds it, how an apply merges,
+and what each Stage and Warehouse workflow must hold for the project to be reconciled.
+
+Reconciliation is level-based, like a Kubernetes controller: the desired state
+is the applied configuration (``stage_configs``, ``warehouse_configs``), and a
+reconcile brings every entity workflow to it and retires the ones the
+configuration no longer names, however many applies came before.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from pydantic.alias_generators import to_camel
 from freightline.config import check_references
 from freightline.errors import ConfigError
 from freightline.resources import ProjectResources
+from freightline.stage import StageConfig
+from freightline.warehouse import WarehouseConfig, direct_stages
 
 MERGED_KINDS = {
     "warehouses": "Warehouse",
@@ -28,6 +37,38 @@ class ProjectState(_Model):
     """Everything the Project workflow carries across continue-as-new."""
 
     resources: ProjectResources
+    generation: int = 0
+    """Bumped by every apply and delete that the workflow reconciles."""
+    reconciled: int = 0
+    """The generation every Stage and Warehouse workflow last held."""
+    pending_offers: tuple[str, ...] = ()
+    """IDs of Freight applied from files, still to be offered to the Stages that request it."""
+    last_reconcile_error: str = ""
+
+
+class DesiredState(_Model):
+    """The ``desired`` query: what the reconcile activity brings the entity workflows to."""
+
+    generation: int
+    resources: ProjectResources
+    pending_offers: tuple[str, ...] = ()
+
+
+class ReconcileResult(_Model):
+    """What one reconcile did; ``generation`` is the one it read and now holds."""
+
+    generation: int
+    offered: tuple[str, ...] = ()
+    configured: tuple[str, ...] = ()
+    """``Stage/test``, ``Warehouse/images``: workflows started or given a new config."""
+    retired: tuple[str, ...] = ()
+    """Workflows of resources no longer in the project, asked to finish."""
+
+    def summary(self) -> str:
+        parts = [f"{len(self.configured)} configured", f"{len(self.retired)} retired"]
+        if self.offered:
+            parts.append(f"{len(self.offered)} freight offered")
+        return f"generation {self.generation}: " + ", ".join(parts)
 
 
 class ApplyResult(_Model):
@@ -37,6 +78,9 @@ class ApplyResult(_Model):
     created: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
+    reconciled: bool = True
+    """False when the worker had not yet brought every Stage and Warehouse workflow to the
+    applied config when the answer was sent (it goes on doing so, durably)."""
 
 
 def merge_resources(
@@ -92,6 +136,7 @@ class DeleteRequest(_Model):
 
     kind: str
     name: str
+    user: str = ""
 
 
 def remove_resource(current: ProjectResources, kind: str, name: str) -> ProjectResources:
@@ -110,3 +155,49 @@ def remove_resource(current: ProjectResources, kind: str, name: str) -> ProjectR
     except ConfigError as err:
         raise ConfigError(f'{kind} "{name}" is still in use: {err}') from None
     return remaining
+
+
+def stage_configs(resources: ProjectResources) -> dict[str, StageConfig]:
+    """What each Stage workflow should hold: its spec, auto-promotion, its downstream Stages."""
+    configs = {}
+    for name, stage in resources.stages.items():
+        downstream = sorted(
+            other
+            for other, spec in resources.stages.items()
+            if any(name in (r.sources.stages or ()) for r in spec.spec.requested_freight)
+        )
+        verification = stage.spec.verification
+        templates = {
+            ref.name: resources.analysis_templates[ref.name]
+            for ref in (verification.analysis_templates or () if verification else ())
+            if ref.name in resources.analysis_templates
+        }
+        configs[name] = StageConfig(
+            project=resources.name,
+            stage=stage,
+            auto_promotion=resources.auto_promotion_enabled(name),
+            downstream=tuple(downstream),
+            analysis_templates=templates,
+            rollback_on_verification=resources.auto_rollback_on_verification(name),
+        )
+    return configs
+
+
+def warehouse_configs(resources: ProjectResources) -> dict[str, WarehouseConfig]:
+    """What each Warehouse workflow should hold: its spec and the Stages it tells directly."""
+    return {
+        name: WarehouseConfig(warehouse=warehouse, stages=direct_stages(resources, name))
+        for name, warehouse in resources.warehouses.items()
+    }
+
+
+def direct_requesters(resources: ProjectResources, origin: str) -> list[str]:
+    """Stages that take Freight of Warehouse ``origin`` straight from it, by name."""
+    return sorted(
+        name
+        for name, stage in resources.stages.items()
+        if any(
+            request.origin.name == origin and request.sources.direct
+            for request in stage.spec.requested_freight
+        )
+    )

@@ -64,6 +64,10 @@ class AbortMessage(_Model):
 
     user: str
     reason: str = ""
+    graceful: bool = False
+    """Let a running clone-to-push activity finish (never stop it mid-push), then stop at the
+    next step boundary; waits for approval or a window still end at once. Sent when the
+    Stage is deleted."""
 
 
 class ApprovalDecision(_Model):

@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 from freightline.analysis import AnalysisRunStatus
 from freightline.argocd import AppRef, StageHealth
 from freightline.resources import AnalysisTemplate, Freight, FreightRequest, Stage, parse_duration
+from freightline.stage_requests import RetireRequest
 
 HISTORY_LIMIT = 10
 AVAILABLE_LIMIT = 50
@@ -140,6 +141,8 @@ class StageState(_Model):
     """The Applications the last successful promotion updated (what health is derived from)."""
     health_detail: StageHealth | None = None
     health_checked_at: datetime | None = None
+    retiring: RetireRequest | None = None
+    """Set when the Stage left its project: the workflow ends once its promotion stopped."""
 
     @property
     def name(self) -> str:

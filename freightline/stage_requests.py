@@ -1,4 +1,5 @@
-"""Requests a person (or script) sends to a Stage workflow: promote and approve."""
+"""Requests sent to a Stage workflow: promote and approve (a person or script), retire
+(its Project, when the Stage is deleted)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,16 @@ class ApproveRequest(_Model):
 
     freight: Freight
     user: str = "unknown"
+
+
+class RetireRequest(_Model):
+    """The ``retire`` update of a Stage or Warehouse whose resource left its project.
+
+    A Stage stops taking Freight, aborts its running promotion gracefully (at a
+    safe point, never mid-push) and its verification, then ends; a Warehouse ends
+    after its current discovery. A ``configure`` or ``update_spec`` that arrives
+    before the workflow ended (the resource was applied again) cancels it.
+    """
+
+    reason: str = "deleted from its project"
+    user: str = "freightline"

@@ -230,7 +230,8 @@ class PromotionWorkflow:
                             retry_policy=ACTIVITY_RETRY,
                             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                             summary=" → ".join(s.uses for s in batch),
-                        )
+                        ),
+                        pushes=True,
                     )
                 except ActivityError as err:
                     phase = _phase_of(err)
@@ -259,11 +260,17 @@ class PromotionWorkflow:
         self._current_step = None
         return await self._end(request, plan, PromotionPhase.SUCCEEDED, "", None)
 
-    async def _until_aborted(self, handle: ActivityHandle[T]) -> T:
+    async def _until_aborted(self, handle: ActivityHandle[T], *, pushes: bool = False) -> T:
         """The activity's result, unless an abort comes first: then cancel it, wait for the
         cancellation to complete, and raise _Aborted. An activity that finished despite the
-        cancellation keeps its result (the caller records it, then stops)."""
-        await workflow.wait_condition(lambda: handle.done() or self._abort is not None)
+        cancellation keeps its result (the caller records it, then stops). A graceful abort
+        lets an activity that ``pushes`` finish; the step loop stops at the next boundary."""
+
+        def stop_now() -> bool:
+            abort = self._abort
+            return abort is not None and not (abort.graceful and pushes)
+
+        await workflow.wait_condition(lambda: handle.done() or stop_now())
         if not handle.done():
             self._show_current(f"aborting: cancelling {self._current}")
             handle.cancel()

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from freightline.errors import ConfigError
     from freightline.notifications import NotificationEvent
-    from freightline.promotion import PromotionRequest, PromotionResult
+    from freightline.promotion import AbortMessage, PromotionRequest, PromotionResult
     from freightline.resources import Freight
     from freightline.stage import (
         AvailableFreight,
@@ -49,7 +49,7 @@ with workflow.unsafe.imports_passed_through():
         record_promoted,
         record_verification,
     )
-    from freightline.stage_requests import ApproveRequest, PromoteRequest
+    from freightline.stage_requests import ApproveRequest, PromoteRequest, RetireRequest
     from freightline.temporal import (
         FREIGHT_AVAILABLE_SIGNAL,
         PROMOTION_WORKFLOW,
@@ -79,6 +79,7 @@ class StageWorkflow:
         self.state = state
         self._wake = False
         self._verify_requested_by: str | None = None
+        self._promotion: workflow.ChildWorkflowHandle[object, PromotionResult] | None = None
 
     @workflow.run
     async def run(self, state: StageState) -> None:
@@ -91,10 +92,21 @@ class StageWorkflow:
             # A timeout means a soak time ended: some Freight may have become available.
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: bool(self.state.queue) or self._wake or self._may_continue_as_new(),
+                    lambda: (
+                        bool(self.state.queue)
+                        or self._wake
+                        or self._may_continue_as_new()
+                        or self._may_end()
+                    ),
                     timeout=timeout,
                 )
             self._wake = False
+            if self._may_end():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self._may_end():
+                    workflow.logger.info("stage retired", extra={"stage": self.state.name})
+                    return
+                continue
             if self._health_due():
                 await self._check_health()
             if self._verify_requested_by is not None:
@@ -111,6 +123,9 @@ class StageWorkflow:
     @workflow.update(name="configure")
     def configure(self, config: StageConfig) -> str:
         """Take a new spec (from ``freightline apply``); it applies from the next promotion on."""
+        if self.state.retiring is not None:  # applied again before it ended
+            self.state.retiring = None
+            self._wake = True
         if config == self.state.config:
             return "unchanged"
         self.state.config = config
@@ -127,6 +142,36 @@ class StageWorkflow:
                 f"configuration for {config.project}/{config.stage.metadata.name} "
                 f"sent to Stage {self.state.config.project}/{self.state.name}"
             )
+
+    @workflow.update(name="retire")
+    async def retire(self, request: RetireRequest) -> str:
+        """The Stage left its project: take no more Freight, stop the running promotion at a
+        safe point (never mid-push) and the verification, then end."""
+        if self.state.retiring is None:
+            self.state.retiring = request
+            self.state.queue.clear()
+            self._wake = True
+            self._show()
+            await self._stop_running(request)
+        return f'Stage "{self.state.name}" retiring: {request.reason}'
+
+    async def _stop_running(self, request: RetireRequest) -> None:
+        if self._promotion is not None:
+            await self._promotion.signal(
+                "abort", AbortMessage(user=request.user, reason=request.reason, graceful=True)
+            )
+        verifying = self.state.verifying
+        if verifying is not None:
+            await workflow.get_external_workflow_handle(verifying.verification).signal(
+                "abort", request.user
+            )
+
+    def _may_end(self) -> bool:
+        return (
+            self.state.retiring is not None
+            and self.state.running is None
+            and self.state.verifying is None
+        )
 
     @workflow.query(name="config")
     def config(self) -> StageConfig:
@@ -152,6 +197,8 @@ class StageWorkflow:
 
     @promote.validator
     def validate_promote(self, request: PromoteRequest) -> None:
+        if self.state.retiring is not None:
+            raise ValueError(f'Stage "{self.state.name}" is being deleted from its project')
         if self._find_available(request.freight) is None:
             raise ValueError(
                 f'Freight "{request.freight}" is not available to Stage "{self.state.name}": '
@@ -233,6 +280,8 @@ class StageWorkflow:
         return ticket
 
     def _enqueue_auto_promotions(self) -> None:
+        if self.state.retiring is not None:
+            return
         for candidate in auto_promotion_candidates(self.state, workflow.now()):
             self._enqueue(candidate.freight, "auto-promotion", auto=True)
 
@@ -242,7 +291,7 @@ class StageWorkflow:
         phase, message = "Succeeded", ""
         result: PromotionResult | None = None
         try:
-            result = await workflow.execute_child_workflow(
+            self._promotion = await workflow.start_child_workflow(
                 PROMOTION_WORKFLOW,
                 PromotionRequest(
                     project=self.state.config.project,
@@ -260,6 +309,9 @@ class StageWorkflow:
                 static_details=self._details_of(ticket),
                 retry_policy=RetryPolicy(maximum_attempts=1),
             )
+            if self.state.retiring is not None:  # retired while the child was starting
+                await self._stop_running(self.state.retiring)
+            result = await self._promotion
         except ChildWorkflowError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError):
@@ -267,6 +319,7 @@ class StageWorkflow:
                 message = cause.message
             else:
                 phase, message = "Errored", str(cause or err)
+        self._promotion = None
         now = workflow.now()
         self.state.running = None
         self.state.last_promotion = LastPromotion(
@@ -287,6 +340,8 @@ class StageWorkflow:
             entry = self.state.available.get(ticket.freight)
             if entry is not None:
                 note_manual_choice(self.state, entry.freight, now)
+        if self.state.retiring is not None:
+            return  # no verification nor offers downstream from a Stage that left its project
         phase = await self._verify(ticket.freight)
         if phase == "Successful":
             await self._offer_downstream(ticket.freight)
@@ -558,6 +613,8 @@ class StageWorkflow:
         state = self.state
         current = state.current
         lines = [f"**Stage `{state.name}`** (project `{state.config.project}`)"]
+        if state.retiring:
+            lines.append(f"retiring: {state.retiring.reason}")
         lines.append(
             f"current freight: `{current.freight_alias or current.freight[:7]}` "
             f"({', '.join(current.versions)})"

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from freightline.errors import FreightlineError
     from freightline.resources import Freight, parse_duration
     from freightline.stage import FreightAvailable
+    from freightline.stage_requests import RetireRequest
     from freightline.temporal import (
         ASSEMBLE_UPDATE,
         FREIGHT_AVAILABLE_SIGNAL,
@@ -73,6 +74,7 @@ class WarehouseWorkflow:
         self.config = input.config
         self.state = input.state
         self.refresh_requested = input.refresh
+        self.retiring: RetireRequest | None = None
 
     @workflow.run
     async def run(self, input: WarehouseInput) -> None:
@@ -81,9 +83,15 @@ class WarehouseWorkflow:
         )
         self._show()
         while True:
-            if self.refresh_requested:
+            if self.refresh_requested and self.retiring is None:
                 self.refresh_requested = False
                 await self._discover()
+            if self.retiring is not None:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self.retiring is not None:
+                    workflow.logger.info("warehouse retired", extra={"warehouse": self.name})
+                    return
+                continue
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -92,7 +100,9 @@ class WarehouseWorkflow:
             try:
                 await workflow.wait_condition(
                     lambda: (
-                        self.refresh_requested or workflow.info().is_continue_as_new_suggested()
+                        self.refresh_requested
+                        or self.retiring is not None
+                        or workflow.info().is_continue_as_new_suggested()
                     ),
                     timeout=self.interval,
                 )
@@ -118,6 +128,8 @@ class WarehouseWorkflow:
     @workflow.update(name="update_spec")
     def update_spec(self, config: WarehouseConfig) -> bool:
         """Take a re-applied Warehouse (and its Stages); True when anything changed."""
+        if self.retiring is not None:  # applied again before it ended
+            self.retiring = None
         if config == self.config:
             return False
         if config.warehouse.spec != self.config.warehouse.spec:
@@ -125,6 +137,13 @@ class WarehouseWorkflow:
         self.config = config
         self._show()
         return True
+
+    @workflow.update(name="retire")
+    def retire(self, request: RetireRequest) -> str:
+        """The Warehouse left its project: end after the current discovery."""
+        self.retiring = self.retiring or request
+        self._show()
+        return f'Warehouse "{self.name}" retiring: {request.reason}'
 
     @update_spec.validator
     def validate_update_spec(self, config: WarehouseConfig) -> None:
@@ -282,6 +301,8 @@ class WarehouseWorkflow:
         )
         if state.last_error:
             details += f"\n\nlast error: {state.last_error}"
+        if self.retiring is not None:
+            details += f"\n\nretiring: {self.retiring.reason}"
         workflow.set_current_details(details)
 
 

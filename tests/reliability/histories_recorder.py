@@ -16,6 +16,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from freightline.analysis import AnalysisRunStatus
-from freightline.client import apply_project, stage_states, start_promotion
+from freightline.client import (
+    abort_promotion,
+    apply_project,
+    decide_promotion,
+    delete_resource,
+    stage_states,
+    start_promotion,
+)
 from freightline.devserver import temporal_binary
 from freightline.promotion import PromotionResult
 from freightline.resources import Metric
@@ -86,14 +94,66 @@ class Scenarios:
         return create_bare_repo(self.workdir / f"{name}-{uuid.uuid4().hex[:6]}.git")
 
     async def project(self) -> None:
-        """``Project``: apply, then apply a changed configuration."""
+        """``Project`` reconciling: apply, apply again with Freight, delete a Stage (whose
+        retired workflow is recorded too)."""
         repo = self.repo("project")
         resources = quickstart_auto(repo, auto=False)
         async with self.worker():
             await apply_project(self.client, resources)
             await apply_project(self.client, with_freight(resources, freight_for("1.0.0")))
+            await delete_resource(self.client, "kargo-demo", "Stage", "prod", "recorder")
+            retired = self.client.get_workflow_handle(stage_workflow_id("kargo-demo", "prod"))
+            await retired.result()
             handle = self.client.get_workflow_handle(project_workflow_id("kargo-demo"))
             await _save(handle, "project")
+            await _save(retired, "stage-retired")
+
+    async def approval(self) -> None:
+        """``Promotion`` waiting for approval: one approved (Succeeded), one aborted."""
+        from tests.test_approval import gated
+
+        repo = self.repo("approval")
+        approved, aborted = freight_for("1.3.0"), freight_for("1.3.1")
+        resources = with_freight(gated(repo, {"approvers": ["alice"]}), approved, aborted)
+
+        async def waiting(handle: WorkflowHandle[Any, Any]) -> bool:
+            status = await handle.query("status")
+            return isinstance(status, dict) and status.get("approval") is not None
+
+        async with self.worker():
+            await apply_project(self.client, resources)
+            handle = await start_promotion(self.client, "kargo-demo", "test", approved.alias or "")
+            await _wait(lambda: waiting(handle))
+            await decide_promotion(self.client, handle.id, "approve", "alice", "ship it")
+            await handle.result()
+            await _save(handle, "promotion-approved")
+            handle = await start_promotion(self.client, "kargo-demo", "test", aborted.alias or "")
+            await _wait(lambda: waiting(handle))
+            await abort_promotion(self.client, handle.id, "ops", "wrong freight")
+            await _expect_failure(handle)
+            await _save(handle, "promotion-aborted")
+
+    async def window(self) -> None:
+        """``Promotion`` held by a closed promotion window (a durable timer), then aborted."""
+        from tests.test_windows import ical, project_with_windows
+
+        repo = self.repo("window")
+        now = datetime.now(UTC).replace(microsecond=0)
+        freeze = {"kind": "Deny", "name": "freeze", "dtstart": ical(now), "duration": "1h"}
+        freight = freight_for("1.4.0")
+
+        async def held(handle: WorkflowHandle[Any, Any]) -> bool:
+            status = await handle.query("status")
+            return isinstance(status, dict) and bool(status.get("waitingForWindow"))
+
+        async with self.worker():
+            resources = with_freight(project_with_windows(repo, [freeze]), freight)
+            await apply_project(self.client, resources)
+            handle = await start_promotion(self.client, "kargo-demo", "test", freight.alias or "")
+            await _wait(lambda: held(handle))
+            await abort_promotion(self.client, handle.id, "ops", "freeze")
+            await _expect_failure(handle)
+            await _save(handle, "promotion-window")
 
     async def stage(self) -> None:
         """``Stage`` (test) auto-promoting applied Freight (its child Promotion runs too)."""
@@ -217,8 +277,16 @@ class Scenarios:
             argocd.stop()
 
 
+async def _expect_failure(handle: WorkflowHandle[Any, Any]) -> None:
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        return
+    raise AssertionError(f"{handle.id} succeeded; the scenario meant it to end otherwise")
+
+
 # Promotion last: it is the workflow most often changed, so it is re-recorded most.
-ORDER = ["project", "stage", "verification", "warehouse", "promotion"]
+ORDER = ["project", "stage", "verification", "warehouse", "approval", "window", "promotion"]
 
 
 async def record(names: list[str]) -> None:

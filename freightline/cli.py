@@ -385,7 +385,8 @@ async def status(
     """The pipeline: each Stage's Freight, health, running promotion and queue."""
     from rich.live import Live
 
-    from freightline.client import running_notes, stage_states
+    from freightline.client import project_resources, running_notes, stage_states
+    from freightline.project import stage_configs
     from freightline.status_view import pipeline_table
     from freightline.temporal import connect
 
@@ -394,7 +395,10 @@ async def status(
 
     async def table() -> Any:
         states = await stage_states(client, name)
-        return pipeline_table(name, states, await running_notes(client, states))
+        # A Stage whose workflow does not yet hold the applied config says so.
+        desired = stage_configs(await project_resources(client, name))
+        updating = {s.name for s in states if desired.get(s.name) != s.config}
+        return pipeline_table(name, states, await running_notes(client, states), updating)
 
     if not watch:
         console.print(await table())

@@ -10,9 +10,13 @@ from freightline.stage import StageState
 
 
 def pipeline_table(
-    project: str, states: Sequence[StageState], notes: Mapping[str, str] | None = None
+    project: str,
+    states: Sequence[StageState],
+    notes: Mapping[str, str] | None = None,
+    updating: frozenset[str] | set[str] = frozenset(),
 ) -> Table:
-    """One row per Stage, upstream first; ``notes`` say what running promotions are doing."""
+    """One row per Stage, upstream first; ``notes`` say what running promotions are doing;
+    Stages in ``updating`` do not yet hold their project's applied configuration."""
     table = Table(title=f"project {project}", expand=False)
     for column in ("stage", "freight", "versions", "health", "promotion", "queued", "auto"):
         table.add_column(column)
@@ -40,7 +44,7 @@ def pipeline_table(
                 promotion += f": {last.message[:60]}"
         queued = ", ".join(t.freight_alias or t.freight[:7] for t in state.queue)
         table.add_row(
-            state.name,
+            f"{state.name} (updating)" if state.name in updating else state.name,
             freight,
             versions,
             state.health,

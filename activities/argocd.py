@@ -79,6 +79,7 @@ from freightline.errors import (
     NotFoundError,
     StepError,
 )
+from freightline.freight import same_repository
 from freightline.logging import get_logger
 from freightline.promotion import StepOutcome, StepStatus
 
@@ -769,14 +770,13 @@ def _target_of(entry: AppSelection, app: Mapping[str, Any]) -> _Target:
     )
 
 
-def _normalise_git(url: str) -> str:
-    return url.strip().rstrip("/").removesuffix(".git").lower()
-
-
 def _applies(update: SourceUpdate, source: Mapping[str, Any]) -> bool:
     if source.get("chart") or update.chart:
-        return source.get("repoURL") == update.repo_url and source.get("chart") == update.chart
-    return _normalise_git(str(source.get("repoURL") or "")) == _normalise_git(update.repo_url)
+        return (
+            same_repository("chart", source.get("repoURL"), update.repo_url)
+            and source.get("chart") == update.chart
+        )
+    return same_repository("git", source.get("repoURL"), update.repo_url)
 
 
 def _image_name(image: str) -> str:

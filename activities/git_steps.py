@@ -11,6 +11,7 @@ from pydantic import Field
 from activities.git import Clone, author_from_environment, git_environment
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import StepError
+from freightline.freight import same_repository
 
 
 class Checkout(StepConfig):
@@ -54,7 +55,7 @@ def git_clone(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
 
 def _commit_from_freight(ctx: StepContext, repo_url: str) -> str:
     for commit in ctx.plan.freight.commits or ():
-        if commit.repo_url == repo_url and commit.id:
+        if same_repository("git", commit.repo_url, repo_url) and commit.id:
             return commit.id
     raise StepError(f"{ctx.describe()}: the Freight has no commit from {repo_url}")
 

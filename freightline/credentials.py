@@ -42,6 +42,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from freightline.errors import CredentialError
+from freightline.freight import RepositoryKind, same_repository
 
 CREDENTIALS_FILE_ENV = "FREIGHTLINE_CREDENTIALS_FILE"
 GIT_USERNAME_ENV = "FREIGHTLINE_GIT_USERNAME"
@@ -73,14 +74,17 @@ class CredentialEntry:
             return False
         if self.is_regex:
             return re.search(self.repo_url, repo_url) is not None
-        return _normalise(self.repo_url) == _normalise(repo_url)
+        kind = _KINDS.get(cred_type)
+        if kind is None:
+            return self.repo_url == repo_url
+        return same_repository(kind, self.repo_url, repo_url)
 
     def __repr__(self) -> str:
         return f"CredentialEntry({self.cred_type}, {self.repo_url}, {self.username}, ***)"
 
 
-def _normalise(url: str) -> str:
-    return url.rstrip("/").removesuffix(".git").lower()
+_KINDS: dict[str, RepositoryKind] = {"git": "git", "image": "image", "helm": "chart"}
+"""Kargo's credential types, and the normal form each compares repository URLs in."""
 
 
 class CredentialStore:

@@ -23,13 +23,20 @@ lose user info (http/s), a trailing ``/`` and ``.git``, and SCP-style
 lose ``oci://``, and Docker Hub names lose ``docker.io``/``library/``.
 
 Aliases (``wise-otter``) are derived from the ID by :func:`freight_alias`.
+
+The expression functions over one Freight (``imageFrom``, ``commitFrom``,
+``chartFrom``, ``warehouse``) live here too, one implementation for promotion
+steps, Freight creation criteria and verification: :func:`artifact_functions`.
+Repositories are compared in the normal forms above, one rule per kind
+(:func:`same_repository`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from freightline.resources import ArtifactReference, Chart, Freight, FreightOrigin, GitCommit, Image
@@ -317,3 +324,83 @@ def freight_alias(freight_id: str, taken: Collection[str] = ()) -> str:
         if alias not in taken:
             return alias
         attempt += 1
+
+
+RepositoryKind = Literal["git", "image", "chart"]
+_NORMALIZERS: dict[RepositoryKind, Callable[[str], str]] = {
+    "git": normalize_git_url,
+    "image": normalize_image_url,
+    "chart": normalize_chart_url,
+}
+
+
+def same_repository(kind: RepositoryKind, a: str | None, b: str | None) -> bool:
+    """Whether two URLs name the same git repository, image repository or chart repository,
+    compared in Kargo's normal form of that kind (the one rule everywhere URLs are matched)."""
+    if a is None or b is None:
+        return False
+    normalize = _NORMALIZERS[kind]
+    return normalize(a.strip()) == normalize(b.strip())
+
+
+def _origin_matches(freight: Freight, origin: Any) -> bool:
+    """An optional ``warehouse("name")`` argument selects Freight of that origin only."""
+    if not isinstance(origin, dict):
+        return True
+    name = origin.get("name")
+    return not isinstance(name, str) or name == freight.origin.name
+
+
+def artifact_functions(freight: Freight) -> dict[str, Callable[..., Any]]:
+    """Kargo's expression functions over one Freight: ``imageFrom(repoURL[, origin])``,
+    ``commitFrom(repoURL[, origin])``, ``chartFrom(repoURL[, name][, origin])`` (each nil when
+    the Freight has no such artifact) and ``warehouse(name)`` (an origin)."""
+
+    def image_from(repo_url: str, origin: Any = None) -> dict[str, Any] | None:
+        if not _origin_matches(freight, origin):
+            return None
+        for image in freight.images or ():
+            if same_repository("image", image.repo_url, repo_url):
+                return {
+                    "RepoURL": image.repo_url,
+                    "Tag": image.tag,
+                    "Digest": image.digest,
+                    "Annotations": image.annotations or {},
+                }
+        return None
+
+    def commit_from(repo_url: str, origin: Any = None) -> dict[str, Any] | None:
+        if not _origin_matches(freight, origin):
+            return None
+        for commit in freight.commits or ():
+            if same_repository("git", commit.repo_url, repo_url):
+                return {
+                    "RepoURL": commit.repo_url,
+                    "ID": commit.id,
+                    "Branch": commit.branch,
+                    "Tag": commit.tag,
+                    "Message": commit.message,
+                    "Author": commit.author,
+                    "Committer": commit.committer,
+                }
+        return None
+
+    def chart_from(repo_url: str, *rest: Any) -> dict[str, Any] | None:
+        # chartFrom(repoURL), (repoURL, name), (repoURL, origin) or (repoURL, name, origin).
+        name = next((arg for arg in rest if isinstance(arg, str)), None)
+        origin = next((arg for arg in rest if isinstance(arg, dict)), None)
+        if not _origin_matches(freight, origin):
+            return None
+        for chart in freight.charts or ():
+            if same_repository("chart", chart.repo_url, repo_url) and (
+                name is None or chart.name == name
+            ):
+                return {"RepoURL": chart.repo_url, "Name": chart.name, "Version": chart.version}
+        return None
+
+    return {
+        "imageFrom": image_from,
+        "commitFrom": commit_from,
+        "chartFrom": chart_from,
+        "warehouse": lambda name: {"kind": "Warehouse", "name": name},
+    }

@@ -15,7 +15,7 @@ activities so both evaluate ``${{ }}`` the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from freightline import expressions
 from freightline.errors import ConfigError, ExpressionError, NotFoundError
+from freightline.freight import artifact_functions
 from freightline.resources import Freight, ProjectResources, PromotionStep, PromotionWindow
 from freightline.steps import runner_of
 from freightline.windows import windows_for
@@ -366,10 +367,7 @@ class StepScope:
             },
             "outputs": outputs,
             "task": {"outputs": task_outputs},
-            "imageFrom": _image_from(freight),
-            "commitFrom": _commit_from(freight),
-            "chartFrom": _chart_from(freight),
-            "warehouse": lambda name: {"kind": "Warehouse", "name": name},
+            **artifact_functions(freight),
             "success": lambda: not self._any_failed(),
             "failure": self._any_failed,
             "always": lambda: True,
@@ -417,41 +415,3 @@ def _render(value: Any, env: Mapping[str, Any], step: PlannedStep, what: str) ->
         return expressions.render(value, env)
     except ExpressionError as err:
         raise ExpressionError(f'step "{step.alias}" ({step.uses}) {what}: {err}') from err
-
-
-def _image_from(freight: Freight) -> Callable[..., dict[str, Any] | None]:
-    def image_from(repo_url: str, origin: Any = None) -> dict[str, Any] | None:
-        for image in freight.images or ():
-            if image.repo_url == repo_url:
-                return {"RepoURL": image.repo_url, "Tag": image.tag, "Digest": image.digest}
-        return None
-
-    return image_from
-
-
-def _commit_from(freight: Freight) -> Callable[..., dict[str, Any] | None]:
-    def commit_from(repo_url: str, origin: Any = None) -> dict[str, Any] | None:
-        for commit in freight.commits or ():
-            if commit.repo_url == repo_url:
-                return {
-                    "RepoURL": commit.repo_url,
-                    "ID": commit.id,
-                    "Branch": commit.branch,
-                    "Tag": commit.tag,
-                    "Message": commit.message,
-                }
-        return None
-
-    return commit_from
-
-
-def _chart_from(freight: Freight) -> Callable[..., dict[str, Any] | None]:
-    def chart_from(
-        repo_url: str, name: str | None = None, origin: Any = None
-    ) -> dict[str, Any] | None:
-        for chart in freight.charts or ():
-            if chart.repo_url == repo_url and (name is None or chart.name == name):
-                return {"RepoURL": chart.repo_url, "Name": chart.name, "Version": chart.version}
-        return None
-
-    return chart_from

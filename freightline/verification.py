@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from freightline.analysis import resolve_metrics
 from freightline.errors import ConfigError
+from freightline.freight import artifact_functions
 from freightline.resources import AnalysisTemplate, Freight, Metric, Stage
 
 
@@ -56,6 +57,7 @@ def verification_request(
             },
         },
         "vars": {},
+        **artifact_functions(freight),
     }
     metrics = tuple(resolve_metrics(chosen, verification.args or [], env))
     return VerificationRequest(

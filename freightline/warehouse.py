@@ -28,7 +28,7 @@ stays in the Stages that hold it). Everything here is deterministic, so the
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,7 +36,7 @@ from pydantic.alias_generators import to_camel
 
 from freightline import expressions
 from freightline.errors import ConfigError, ExpressionError, FreightlineError
-from freightline.freight import freight_alias, freight_id
+from freightline.freight import artifact_functions, freight_alias, freight_id
 from freightline.resources import (
     Chart,
     Freight,
@@ -446,60 +446,12 @@ def _describe(freight: Freight) -> str:
     return ", ".join(parts)
 
 
-def _same_repo(a: str | None, b: str) -> bool:
-    return (a or "").rstrip("/").removesuffix(".git") == b.rstrip("/").removesuffix(".git")
-
-
-def freight_functions(freight: Freight) -> dict[str, Callable[..., Any]]:
-    """``imageFrom``, ``commitFrom``, ``chartFrom`` and ``warehouse`` over one Freight."""
-
-    def image_from(repo_url: str, _origin: Any = None) -> dict[str, Any] | None:
-        for image in freight.images or ():
-            if _same_repo(image.repo_url, repo_url):
-                return {
-                    "RepoURL": image.repo_url,
-                    "Tag": image.tag,
-                    "Digest": image.digest,
-                    "Annotations": image.annotations or {},
-                }
-        return None
-
-    def commit_from(repo_url: str, _origin: Any = None) -> dict[str, Any] | None:
-        for commit in freight.commits or ():
-            if _same_repo(commit.repo_url, repo_url):
-                return {
-                    "RepoURL": commit.repo_url,
-                    "ID": commit.id,
-                    "Branch": commit.branch,
-                    "Tag": commit.tag,
-                    "Message": commit.message,
-                    "Author": commit.author,
-                    "Committer": commit.committer,
-                }
-        return None
-
-    def chart_from(repo_url: str, name: Any = None, _origin: Any = None) -> dict[str, Any] | None:
-        for chart in freight.charts or ():
-            if _same_repo(chart.repo_url, repo_url) and (
-                not isinstance(name, str) or chart.name == name
-            ):
-                return {"RepoURL": chart.repo_url, "Name": chart.name, "Version": chart.version}
-        return None
-
-    return {
-        "imageFrom": image_from,
-        "commitFrom": commit_from,
-        "chartFrom": chart_from,
-        "warehouse": lambda name: {"kind": "Warehouse", "name": name},
-    }
-
-
 def _criteria_met(expression: str, candidate: Freight) -> bool:
     text = expression.strip()
     if not text.startswith("${{"):
         text = "${{ " + text + " }}"
     try:
-        value = expressions.render(text, freight_functions(candidate))
+        value = expressions.render(text, artifact_functions(candidate))
     except ExpressionError as err:
         raise ExpressionError(f"freightCreationCriteria.expression: {err}") from None
     if isinstance(value, str) and value in ("true", "false"):

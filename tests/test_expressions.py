@@ -686,3 +686,46 @@ def test_parse_returns_a_node_or_raises_expression_error(text: str) -> None:
 def test_render_raises_nothing_but_expression_error(text: str) -> None:
     with contextlib.suppress(ExpressionError):
         render({"value": [text]}, _env(len=len))
+
+
+# --- imageFrom / commitFrom / chartFrom: one implementation for steps, criteria, verification ---
+
+
+def _bundle() -> Any:
+    from freightline.resources import Freight
+
+    return Freight.model_validate(
+        {
+            "metadata": {"name": "f" * 40},
+            "origin": {"kind": "Warehouse", "name": "wh"},
+            "images": [
+                {"repoURL": "docker.io/library/nginx", "tag": "1.2.3", "digest": "sha256:0"}
+            ],
+            "commits": [{"repoURL": "https://github.com/Example/App.git", "id": "abc123"}],
+            "charts": [
+                {"repoURL": "oci://ghcr.io/example/charts", "name": "app", "version": "4.5.6"}
+            ],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ('${{ imageFrom("nginx").Tag }}', "1.2.3"),
+        ('${{ imageFrom("docker.io/library/nginx", warehouse("wh")).Digest }}', "sha256:0"),
+        ('${{ commitFrom("https://github.com/example/app/").ID }}', "abc123"),
+        ('${{ commitFrom("https://github.com/example/app", warehouse("wh")).ID }}', "abc123"),
+        ('${{ chartFrom("ghcr.io/example/charts", "app").Version }}', "4.5.6"),
+        ('${{ chartFrom("oci://ghcr.io/example/charts", warehouse("wh")).Version }}', "4.5.6"),
+        ('${{ chartFrom("oci://ghcr.io/example/charts", "app", warehouse("wh")).Name }}', "app"),
+        ('${{ imageFrom("nginx", warehouse("other")) == nil }}', True),
+        ('${{ chartFrom("oci://ghcr.io/example/charts", "other") == nil }}', True),
+    ],
+)
+def test_artifact_functions_compare_urls_in_kargos_normal_form(
+    expression: str, expected: Any
+) -> None:
+    from freightline.freight import artifact_functions
+
+    assert render(expression, artifact_functions(_bundle())) == expected

@@ -151,6 +151,16 @@ async def test_worker_serves_metrics_and_probes(
             # Freightline's buckets (up to a day: approvals wait), not the SDK's defaults.
             assert sample(text, f"{PROMOTION_DURATION}_bucket", le="86400", **succeeded) == 1
 
+            # The quickstart's Warehouse watches a public registry, out of reach here: its
+            # discovery passes fail, and each is timed and counted by the Warehouse workflow.
+            warehouse = {"project": "kargo-demo", "warehouse": "kargo-demo"}
+
+            async def discovery_failed() -> bool:
+                return await metrics.value(DISCOVERY_ERRORS, **warehouse) >= 1
+
+            await wait_for(discovery_failed, timeout=60)
+            assert await metrics.value(f"{DISCOVERY_DURATION}_count", **warehouse) >= 1
+
             # Replaying the run (as a new worker would) does not count it again.
             history = await handle.fetch_history()
             replayer = Replayer(

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         record_measurement,
         start_run,
     )
+    from freightline.observability import record_verification_finished
     from freightline.resources import Metric
     from freightline.verification import VerificationRequest
 
@@ -75,6 +76,13 @@ class VerificationWorkflow:
                 update={"message": f"verification aborted by {self._aborted_by}"}
             )
         self._show(request)
+        started = self._status.started_at or workflow.info().start_time
+        record_verification_finished(
+            request.project,
+            request.stage,
+            self._status.phase,
+            (workflow.now() - started).total_seconds(),
+        )
         return self._status
 
     async def _measure(self, request: VerificationRequest, metric: Metric) -> Measurement:

@@ -28,6 +28,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from freightline.errors import FreightlineError
+    from freightline.observability import record_discovery
     from freightline.resources import Freight, parse_duration
     from freightline.stage import FreightAvailable
     from freightline.stage_requests import RetireRequest
@@ -262,11 +263,20 @@ class WarehouseWorkflow:
             )
         self.state = state
         self._show()
+        record_discovery(
+            self.project,
+            self.name,
+            (workflow.now() - now).total_seconds(),
+            new_freight=0 if decision.freight is None else 1,
+        )
         if decision.freight is not None:
             await self._announce(decision.freight)
 
     def _failed(self, now: datetime, message: str) -> None:
         workflow.logger.warning("discovery failed: %s", message)
+        record_discovery(
+            self.project, self.name, (workflow.now() - now).total_seconds(), error=True
+        )
         self.state = self.state.model_copy(
             update={
                 "last_discovery": now,

@@ -43,7 +43,12 @@ from freightline.observability import (
     worker_runtime,
 )
 from freightline.temporal import argocd_task_queue, connect, exit_process, task_queue
-from freightline.webhooks import WEBHOOK_PORT_ENV, WebhookServer
+from freightline.webhooks import (
+    GITHUB_SECRET_ENV,
+    WEBHOOK_PORT_ENV,
+    WEBHOOK_SECRET_ENV,
+    WebhookServer,
+)
 from workflows.notify import NotifyWorkflow
 from workflows.project import ProjectWorkflow
 from workflows.promotion import PromotionWorkflow
@@ -191,7 +196,9 @@ async def _webhooks(client: Client, *, serve: bool) -> AsyncIterator[None]:
     if not port or not serve:
         yield
         return
-    async with WebhookServer(client, port=int(port)):
+    secret = os.environ.get(WEBHOOK_SECRET_ENV, "")
+    github_secret = os.environ.get(GITHUB_SECRET_ENV)
+    async with WebhookServer(client, secret=secret, github_secret=github_secret, port=int(port)):
         yield
 
 

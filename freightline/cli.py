@@ -521,13 +521,24 @@ async def webhooks(
 ) -> None:
     """Serve the webhook receiver (registry notifications, GitHub pushes, generic hooks)."""
     from freightline.temporal import connect
-    from freightline.webhooks import WEBHOOK_SECRET_ENV, serve
+    from freightline.webhooks import GITHUB_SECRET_ENV, WEBHOOK_SECRET_ENV, WebhookServer
 
-    if not os.environ.get(WEBHOOK_SECRET_ENV):
+    secret = os.environ.get(WEBHOOK_SECRET_ENV)
+    if not secret:
         raise fail(f"set {WEBHOOK_SECRET_ENV}: without a secret every webhook is refused")
+    github_secret = os.environ.get(GITHUB_SECRET_ENV)
     client = await connect()
-    console.print(f"webhooks on http://{host}:{port}/webhooks/<project>/registry|github|generic")
-    await serve(client, port, host)
+    server = WebhookServer(client, secret=secret, github_secret=github_secret, host=host, port=port)
+    try:
+        await server.start()
+    except OSError as err:
+        raise fail(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    try:
+        url = f"http://{host}:{server.port}/webhooks/<project>/registry|github|generic"
+        console.print(f"webhooks on {url}")
+        await server.serve_forever()
+    finally:
+        await server.close()
 
 
 def _print(rows: list[dict[str, str]], output: str, title: str) -> None:

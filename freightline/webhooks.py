@@ -1,9 +1,11 @@
 """The webhook receiver: a push somewhere becomes a ``refresh`` of the Warehouses that watch it.
 
-A small asyncio HTTP server (``freightline webhooks --port N``, or inside the
-worker when ``FREIGHTLINE_WEBHOOK_PORT`` is set). Every route names the
-project; a request refreshes every Warehouse of that project with a
-subscription to the pushed repository (URLs compared in Kargo's normal form)::
+Routes on Freightline's one HTTP stack (``freightline.http``: Starlette on
+uvicorn, with its body and time limits), served by ``freightline webhooks
+--port N`` or inside the worker when ``FREIGHTLINE_WEBHOOK_PORT`` is set. Every
+route names the project; a request refreshes every Warehouse of that project
+with a subscription to the pushed repository (URLs compared in Kargo's normal
+form)::
 
     POST /webhooks/<project>/registry   a distribution registry's notifications
                                         (``Authorization: Bearer <secret>``, set in the
@@ -14,39 +16,46 @@ subscription to the pushed repository (URLs compared in Kargo's normal form)::
                                         ``X-Freightline-Token: <secret>`` (or the Bearer header)
     GET  /healthz
 
-The secret is the worker's ``FREIGHTLINE_WEBHOOK_SECRET``
-(``FREIGHTLINE_GITHUB_WEBHOOK_SECRET`` overrides it for GitHub). Without a
-secret every request is refused. A forged, unsigned or unauthenticated
-request gets ``401`` and signals nothing; the answer to an accepted request
-lists the Warehouses refreshed: ``{"refreshed": ["images"]}``.
+The secret is handed in by the caller: the worker and the CLI read
+``FREIGHTLINE_WEBHOOK_SECRET`` (``FREIGHTLINE_GITHUB_WEBHOOK_SECRET`` overrides
+it for GitHub). Without a secret every request is refused. A forged, unsigned
+or unauthenticated request gets ``401`` and signals nothing; the answer to an
+accepted request lists the Warehouses refreshed: ``{"refreshed": ["images"]}``.
+This endpoint faces the internet, which is why it is not a hand-written HTTP
+parser any more: a body over 1 MiB gets ``413``, a client that takes over 10 s
+to send its headers or its body is cut off (``freightline.http.Limits``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from freightline.freight import normalize_chart_url, normalize_git_url, normalize_image_url
+from freightline.http import HttpServer, Limits, build_app, serve
 from freightline.logging import get_logger
 from freightline.mirrors import originals_of, registry_mirrors
 from freightline.resources import ProjectResources, RepoSubscription
 from freightline.temporal import REFRESH_SIGNAL, warehouse_workflow_id
 
 __all__ = [
+    "GITHUB_SECRET_ENV",
     "WEBHOOK_PORT_ENV",
     "WEBHOOK_SECRET_ENV",
+    "WebhookReceiver",
     "WebhookServer",
     "github_signature",
     "matching_warehouses",
@@ -57,8 +66,6 @@ WEBHOOK_SECRET_ENV = "FREIGHTLINE_WEBHOOK_SECRET"  # noqa: S105 - a variable nam
 GITHUB_SECRET_ENV = "FREIGHTLINE_GITHUB_WEBHOOK_SECRET"  # noqa: S105 - a variable name
 WEBHOOK_PORT_ENV = "FREIGHTLINE_WEBHOOK_PORT"
 TOKEN_HEADER = "x-freightline-token"  # noqa: S105 - a header name
-MAX_BODY = 1 << 20
-HEADER_TIMEOUT = 10.0
 
 log = get_logger("freightline.webhooks")
 
@@ -138,147 +145,66 @@ def github_signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-# --- the server -------------------------------------------------------------------------------
+# --- the routes -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
+class WebhookReceiver:
+    """The webhook routes: check the sender, find the Warehouses, signal ``refresh``."""
 
-
-class _HttpError(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class WebhookServer:
-    """Serves the webhook routes on ``host:port`` (port 0 picks a free one)."""
-
-    def __init__(
-        self,
-        client: Client,
-        *,
-        secret: str | None = None,
-        github_secret: str | None = None,
-        host: str = "0.0.0.0",  # noqa: S104 - webhooks come from other machines
-        port: int = 0,
-    ) -> None:
+    def __init__(self, client: Client, *, secret: str, github_secret: str | None = None) -> None:
         self.client = client
-        self.secret = secret if secret is not None else os.environ.get(WEBHOOK_SECRET_ENV, "")
-        self.github_secret = github_secret or os.environ.get(GITHUB_SECRET_ENV) or self.secret
-        self.host = host
-        self._port = port
-        self._server: asyncio.Server | None = None
+        self.secret = secret
+        self.github_secret = github_secret or secret
 
     @property
-    def port(self) -> int:
-        assert self._server is not None, "start() first"
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/webhooks/{project}/registry", self.registry, methods=["POST"]),
+            Route("/webhooks/{project}/github", self.github, methods=["POST"]),
+            Route("/webhooks/{project}/generic", self.generic, methods=["POST"]),
+        ]
 
-    async def start(self) -> WebhookServer:
-        if not self.secret:
-            log.warning(f"webhooks: {WEBHOOK_SECRET_ENV} is not set; every request is refused")
-        self._server = await asyncio.start_server(self._connection, self.host, self._port)
-        log.info("webhooks listening", host=self.host, port=self.port)
-        return self
+    async def registry(self, request: Request) -> Response:
+        self._check_token(request)
+        repos = registry_repositories(_json(await request.body()))
+        return await self._refresh(request, "registry", repos)
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+    async def github(self, request: Request) -> Response:
+        body = await request.body()
+        given = request.headers.get("x-hub-signature-256", "")
+        expected = github_signature(self.github_secret, body)
+        if not self.github_secret or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(HTTPStatus.UNAUTHORIZED, "missing or wrong X-Hub-Signature-256")
+        event = request.headers.get("x-github-event", "")
+        if event == "ping":
+            return JSONResponse({"refreshed": []})
+        if event != "push":
+            return JSONResponse({"refreshed": [], "ignored": event})
+        return await self._refresh(request, "github", github_repositories(_json(body)))
 
-    async def __aenter__(self) -> WebhookServer:
-        return await self.start()
+    async def generic(self, request: Request) -> Response:
+        self._check_token(request)
+        repos = generic_repositories(_json(await request.body()))
+        return await self._refresh(request, "generic", repos)
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def _check_token(self, request: Request) -> None:
+        given = request.headers.get(TOKEN_HEADER) or request.headers.get(
+            "authorization", ""
+        ).removeprefix("Bearer ")
+        if not self.secret or not hmac.compare_digest(given.encode(), self.secret.encode()):
+            raise HTTPException(HTTPStatus.UNAUTHORIZED, "missing or wrong webhook secret")
 
-    async def serve_forever(self) -> None:
-        assert self._server is not None, "start() first"
-        await self._server.serve_forever()
-
-    # -- HTTP --
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                request = await asyncio.wait_for(_read_request(reader), HEADER_TIMEOUT)
-                status, answer = await self.handle(request)
-            except _HttpError as err:
-                status, answer = err.status, {"error": err.message}
-            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-                return
-            data = json.dumps(answer).encode()
-            writer.write(
-                f"HTTP/1.1 {status.value} {status.phrase}\r\n"
-                "Content-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + data
-            )
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def handle(self, request: _Request) -> tuple[HTTPStatus, dict[str, Any]]:
-        """Route one request; raises _HttpError for refusals."""
-        parts = [unquote(p) for p in urlsplit(request.path).path.strip("/").split("/")]
-        if request.method == "GET" and parts == ["healthz"]:
-            return HTTPStatus.OK, {"status": "ok"}
-        if len(parts) != 3 or parts[0] != "webhooks":
-            raise _HttpError(HTTPStatus.NOT_FOUND, "no such route: POST /webhooks/<project>/<kind>")
-        if request.method != "POST":
-            raise _HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "use POST")
-        _, project, kind = parts
-        match kind:
-            case "registry":
-                self._check_token(request)
-                repos = registry_repositories(_json(request.body))
-            case "github":
-                self._check_github(request)
-                event = request.headers.get("x-github-event", "")
-                if event == "ping":
-                    return HTTPStatus.OK, {"refreshed": []}
-                if event != "push":
-                    return HTTPStatus.OK, {"refreshed": [], "ignored": event}
-                repos = github_repositories(_json(request.body))
-            case "generic":
-                self._check_token(request)
-                repos = generic_repositories(_json(request.body))
-            case _:
-                raise _HttpError(HTTPStatus.NOT_FOUND, f"unknown webhook kind {kind!r}")
+    async def _refresh(self, request: Request, kind: str, repos: set[str]) -> Response:
+        project = request.path_params["project"]
         refreshed = await self.refresh(project, repos)
         log.info("webhook", project=project, kind=kind, repos=sorted(repos), refreshed=refreshed)
         if refreshed is None:
             if kind == "registry":
                 # A registry retries a refused notification forever, holding back the
                 # ones behind it: an unknown project is "nothing to refresh", not an error.
-                return HTTPStatus.OK, {"refreshed": [], "error": f'no project "{project}"'}
-            raise _HttpError(HTTPStatus.NOT_FOUND, f'no project "{project}"')
-        return HTTPStatus.OK, {"refreshed": refreshed}
-
-    def _check_token(self, request: _Request) -> None:
-        given = request.headers.get(TOKEN_HEADER) or request.headers.get(
-            "authorization", ""
-        ).removeprefix("Bearer ")
-        if not self.secret or not hmac.compare_digest(given.encode(), self.secret.encode()):
-            raise _HttpError(HTTPStatus.UNAUTHORIZED, "missing or wrong webhook secret")
-
-    def _check_github(self, request: _Request) -> None:
-        given = request.headers.get("x-hub-signature-256", "")
-        expected = github_signature(self.github_secret, request.body)
-        if not self.github_secret or not hmac.compare_digest(given.encode(), expected.encode()):
-            raise _HttpError(HTTPStatus.UNAUTHORIZED, "missing or wrong X-Hub-Signature-256")
+                return JSONResponse({"refreshed": [], "error": f'no project "{project}"'})
+            raise HTTPException(HTTPStatus.NOT_FOUND, f'no project "{project}"')
+        return JSONResponse({"refreshed": refreshed})
 
     async def refresh(self, project: str, repo_urls: Iterable[str]) -> list[str] | None:
         """Signal ``refresh`` to the project's Warehouses that watch any of ``repo_urls``.
@@ -306,41 +232,61 @@ class WebhookServer:
         return refreshed
 
 
-async def _read_request(reader: asyncio.StreamReader) -> _Request:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise _HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "headers too large") from None
-    lines = head.decode("latin-1").split("\r\n")
-    try:
-        method, path, _version = lines[0].split(" ", 2)
-    except ValueError:
-        raise _HttpError(HTTPStatus.BAD_REQUEST, "malformed request line") from None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if ":" in line:
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        raise _HttpError(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length")
-    try:
-        length = int(headers.get("content-length", "0"))
-    except ValueError:
-        raise _HttpError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
-    if length > MAX_BODY:
-        raise _HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes")
-    body = await reader.readexactly(length) if length else b""
-    return _Request(method=method.upper(), path=path, headers=headers, body=body)
-
-
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body or b"{}")
     except ValueError:
-        raise _HttpError(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
+        raise HTTPException(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
 
 
-async def serve(client: Client, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
-    """Serve webhooks until cancelled (``freightline webhooks``)."""
-    async with WebhookServer(client, host=host, port=port) as server:
-        await server.serve_forever()
+# --- the server -------------------------------------------------------------------------------
+
+
+class WebhookServer:
+    """Serves the webhook routes on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        secret: str,
+        github_secret: str | None = None,
+        host: str = "0.0.0.0",  # noqa: S104 - webhooks come from other machines
+        port: int = 0,
+        limits: Limits | None = None,
+    ) -> None:
+        self.receiver = WebhookReceiver(client, secret=secret, github_secret=github_secret)
+        self.app = build_app(*self.receiver.routes)
+        self.host = host
+        self.limits = limits
+        self._port = port
+        self._stack = contextlib.AsyncExitStack()
+        self._server: HttpServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The port bound (the one chosen, when asked for port 0)."""
+        assert self._server is not None, "start() first"
+        return self._server.port
+
+    async def start(self) -> WebhookServer:
+        if not self.receiver.secret:
+            log.warning(f"webhooks: {WEBHOOK_SECRET_ENV} is not set; every request is refused")
+        self._server = await self._stack.enter_async_context(
+            serve(self.app, self.host, self._port, self.limits, name="webhooks")
+        )
+        return self
+
+    async def close(self) -> None:
+        self._server = None
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> WebhookServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None, "start() first"
+        await self._server.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from temporalio.worker import Worker
 
 from freightline.client import apply_project
 from freightline.config import group_by_project, load_text
+from freightline.http import Limits
 from freightline.resources import Freight, ProjectResources
 from freightline.temporal import FREIGHT_QUERY, warehouse_workflow_id
 from freightline.warehouse import WarehouseStatus
@@ -26,6 +28,7 @@ from freightline.webhooks import (
 )
 from sandbox.registry import Pusher, start_registry, webhook_notifications
 from tests.conftest import wait_for
+from tests.hostile_http import large_body, slow_body, slow_headers
 from tests.pipelines import dump
 from tests.test_git_discovery import Upstream
 
@@ -220,3 +223,59 @@ async def test_generic_endpoint_needs_the_shared_secret(
         health = await http.get(f"http://127.0.0.1:{webhooks.port}/healthz")
         assert health.status_code == 200
     assert await signals(handle) == 1
+
+
+async def test_hostile_clients_do_not_hold_back_a_good_request(
+    client: Client, worker: Worker, tmp_path: Path
+) -> None:
+    name = f"hook-{uuid.uuid4().hex[:8]}"
+    upstream = Upstream(tmp_path)
+    upstream.commit("a.txt")
+    upstream.push()
+    await apply_project(client, project(name, {"code": [{"git": {"repoURL": upstream.url}}]}))
+    handle = client.get_workflow_handle(warehouse_workflow_id(name, "code"))
+    await wait_for(lambda: _at_least(handle, 1))
+    limits = Limits(header_timeout=1.0, body_timeout=1.0, idle_timeout=1, shutdown_timeout=1)
+    async with WebhookServer(client, secret=SECRET, host="127.0.0.1", limits=limits) as server:
+        generic = f"/webhooks/{name}/generic"
+        token = {"X-Freightline-Token": SECRET}
+        started = [asyncio.Event() for _ in range(4)]
+        hostile = [
+            asyncio.create_task(slow_headers(server.port, started=started[0])),
+            asyncio.create_task(slow_body(server.port, generic, headers=token, started=started[1])),
+            asyncio.create_task(
+                large_body(server.port, generic, 10 << 20, headers=token, started=started[2])
+            ),
+            asyncio.create_task(
+                large_body(
+                    server.port, generic, 10 << 20, chunked=True, headers=token, started=started[3]
+                )
+            ),
+        ]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), timeout=30)
+        github = f"http://127.0.0.1:{server.port}/webhooks/{name}/github"
+        body = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": upstream.url}})
+        async with httpx.AsyncClient(timeout=10) as http:  # the timeout bounds "promptly"
+            forged, good = await asyncio.gather(
+                http.post(
+                    github,
+                    content=body,
+                    headers={
+                        "X-GitHub-Event": "push",
+                        "X-Hub-Signature-256": github_signature("not-the-secret", body.encode()),
+                    },
+                ),
+                http.post(
+                    f"http://127.0.0.1:{server.port}{generic}",
+                    json={"repoURL": upstream.url},
+                    headers=token,
+                ),
+            )
+        assert (good.status_code, good.json()) == (200, {"refreshed": ["code"]})
+        assert forged.status_code == 401
+        headers, trickled, too_long, too_long_chunked = await asyncio.gather(*hostile)
+        assert (headers.status, headers.finished) == (None, False)
+        assert (trickled.status, trickled.finished) == (408, False)
+        assert (too_long.status, too_long_chunked.status) == (413, 413)
+        assert not too_long_chunked.finished
+    assert await signals(handle) == 1  # only the good request signalled

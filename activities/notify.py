@@ -16,13 +16,14 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import boundary
 from freightline.notifications import NotificationEvent, notification_urls, redacted
 from freightline.temporal import workflow_ui_url
 
 REQUEST_TIMEOUT = timedelta(seconds=3)
 
 
-@activity.defn(name="notify")
+@boundary.defn(name="notify")
 async def notify(event: NotificationEvent) -> int:
     """Deliver ``event``; the number of endpoints that took it."""
     urls = notification_urls()

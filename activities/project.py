@@ -6,6 +6,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import boundary
 from freightline.client import with_warehouse_freight
 from freightline.errors import NotFoundError
 from freightline.notifications import notification_urls
@@ -34,7 +35,7 @@ class ProjectActivities:
                 ) from None
             raise
 
-    @activity.defn(name="resolve_promotion")
+    @boundary.defn(name="resolve_promotion")
     async def resolve_promotion(self, request: PromotionRequest) -> PromotionPlan:
         """Expand the Stage's steps for this Freight (kept in the promotion's history)."""
         resources = await self.project_resources(request.project)

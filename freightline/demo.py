@@ -42,6 +42,7 @@ from freightline.devserver import DevServer
 from freightline.errors import FreightlineError
 from freightline.logging import configure_logging
 from freightline.observability import worker_runtime
+from freightline.promotion import PromotionStatus
 from freightline.stage import StageState
 from freightline.status_view import pipeline_table
 from freightline.temporal import connect, stage_workflow_id, workflow_ui_url
@@ -264,8 +265,8 @@ async def _until_waiting_for_approval(client: Client, promotion: str) -> None:
     handle = client.get_workflow_handle(promotion)
     while asyncio.get_running_loop().time() < deadline:
         with contextlib.suppress(Exception):  # not started yet
-            status = await handle.query("status")
-            if isinstance(status, dict) and status.get("approval"):
+            status = await handle.query("status", result_type=PromotionStatus)
+            if status.approval is not None:
                 return
         await asyncio.sleep(0.5)
     raise FreightlineError(f"{promotion} never started waiting for approval")

@@ -39,7 +39,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["STEPS", "StepDefinition", "StepRunner", "resolve", "runner_of", "step_named"]
+__all__ = [
+    "STEPS",
+    "StepDefinition",
+    "StepRunner",
+    "resolve",
+    "resolve_all",
+    "runner_of",
+    "step_named",
+]
 
 
 class StepRunner(StrEnum):
@@ -152,6 +160,14 @@ def runner_of(uses: str) -> StepRunner | None:
     """Where the step named ``uses`` runs, or None for an unknown step."""
     step = STEPS.get(uses)
     return step.runner if step is not None else None
+
+
+def resolve_all() -> None:
+    """Resolve every reference in the table (the worker does, as it starts): a step whose
+    code cannot be found stops the worker, not a promotion."""
+    for step in STEPS.values():
+        step.resolve_implementation()
+        step.config_model()
 
 
 @functools.cache

@@ -6,6 +6,10 @@ one activity — and end ``Succeeded`` with every step's outputs, or fail the
 workflow with type ``PromotionFailed`` (a step ran and failed) or
 ``PromotionErrored`` (the promotion could not run as configured, or the
 infrastructure kept failing), carrying the ``PromotionResult`` as details.
+Which one is the failing error's to say (``freightline.errors``: each class
+knows its outcome); the step registry (``freightline.steps``) says where each
+step runs. Activities are called by reference, with the option sets of
+``workflows.options``.
 
 People and calendars are signals and timers here: a ``wait-for-approval``
 step waits for the ``approve`` / ``reject`` signals (or the
@@ -56,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         StepScope,
         StepStatus,
         WorktreeBatch,
+        failure_type,
     )
     from freightline.resources import ApprovalPolicy, parse_duration
     from freightline.steps import STEPS, StepRunner, runner_of
@@ -586,7 +591,7 @@ class PromotionWorkflow:
         )
         if phase is PromotionPhase.SUCCEEDED:
             return result
-        raise ApplicationError(message, result, type=f"Promotion{phase.value}", non_retryable=True)
+        raise ApplicationError(message, result, type=failure_type(phase), non_retryable=True)
 
 
 _EVENTS: dict[PromotionPhase, EventKind] = {

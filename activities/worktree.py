@@ -4,9 +4,14 @@ The step registry (``freightline.steps.STEPS``) gives each worktree step's
 config model and implementation. One activity run gets a fresh temporary
 directory, runs its steps in order (evaluating ``if`` and ``${{ }}`` with
 the same ``StepScope`` as the workflow, validating each rendered config
-against its model), and deletes the directory. Because every run starts from an empty disk and
-git-commit with nothing new returns the existing head, a retry after a
-successful push pushes nothing and returns the same commit.
+against its model), and deletes the directory. Because every run starts
+from an empty disk and git-commit with nothing new returns the existing
+head, a retry after a successful push pushes nothing and returns the same
+commit.
+
+A step's ``FreightlineError`` leaves the activity named after the step (its
+alias and ``uses`` in the details); ``activities.boundary`` converts it. With
+``continueOnError`` the step is recorded with the error's outcome instead.
 """
 
 from __future__ import annotations

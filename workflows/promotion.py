@@ -190,11 +190,7 @@ class PromotionWorkflow:
                 outcome = await self.wait_for_approval(request, plan, step)
                 self._outcomes.append(outcome)
                 if outcome.status in (StepStatus.FAILED, StepStatus.ERRORED):
-                    phase = (
-                        PromotionPhase.FAILED
-                        if outcome.status is StepStatus.FAILED
-                        else PromotionPhase.ERRORED
-                    )
+                    phase = PromotionPhase(outcome.status.value)
                     return await self._end(request, plan, phase, outcome.message, step.alias)
                 index += 1
                 continue
@@ -226,11 +222,7 @@ class PromotionWorkflow:
                 self._outcomes.append(outcome)
                 failed = outcome.status in (StepStatus.FAILED, StepStatus.ERRORED)
                 if failed and not step.continue_on_error:
-                    phase = (
-                        PromotionPhase.FAILED
-                        if outcome.status is StepStatus.FAILED
-                        else PromotionPhase.ERRORED
-                    )
+                    phase = PromotionPhase(outcome.status.value)
                     return await self._end(request, plan, phase, outcome.message, step.alias)
                 index += 1
             else:  # pragma: no cover - the plan only holds catalogued steps

@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.live import Live
 from temporalio.client import Client
 
+from freightline.argocd import HealthState
 from freightline.client import apply_project, decide_promotion, running_notes, stage_states
 from freightline.config import group_by_project, load_text, substitute_env
 from freightline.devserver import DevServer
@@ -231,7 +232,9 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
         await _until(
             client,
             "prod Healthy at the good Freight",
-            lambda s: _current_tag(s, "prod") == GOOD_TAG and s["prod"].health == "Healthy",
+            lambda s: (
+                _current_tag(s, "prod") == GOOD_TAG and s["prod"].health is HealthState.HEALTHY
+            ),
         )
         say("[green]prod approved, promoted and Healthy; the bad image never left uat[/green]")
         return True

@@ -17,6 +17,8 @@
     │   ├── AuthenticationError        Errored  no     ... the worker's credentials, or needs some
     │   └── RegistryUnavailableError   Errored  yes    ... timed out, unreachable, 5xx or 429
     ├── ArgoCDUnavailableError         Errored  yes    Argo CD timed out, unreachable, 5xx or 429
+    ├── NotificationError              Errored  yes    a notification endpoint did not take an
+    │                                                  event (it never fails a promotion)
     └── StepError                      Failed   no     a step ran and the world said no
         ├── GitCommandError            Failed   no     git failed, push rejected (git's words)
         └── ArgoCDResponseError        Failed   no     Argo CD refused a request
@@ -65,6 +67,7 @@ __all__ = [
     "FreightlineError",
     "GitCommandError",
     "NotFoundError",
+    "NotificationError",
     "Outcome",
     "PathEscapeError",
     "RegistryError",
@@ -152,6 +155,12 @@ class RegistryUnavailableError(RegistryError):
 
 class ArgoCDUnavailableError(FreightlineError):
     """Argo CD could not be reached, timed out, or answered 429/5xx: a retry may succeed."""
+
+    retryable = True
+
+
+class NotificationError(FreightlineError):
+    """A notification endpoint refused an event or could not be reached: a retry may succeed."""
 
     retryable = True
 

@@ -24,6 +24,7 @@ from activities.argocd import ArgoCDActivities, ArgoCDSettings
 from activities.boundary import converts_errors
 from activities.discovery import DiscoveryActivities
 from activities.metrics import measure_metric
+from activities.notify import notify
 from activities.project import ProjectActivities
 from activities.worktree import WorktreeActivities
 from freightline import errors
@@ -64,6 +65,7 @@ EXPECTED = {
     "AuthenticationError": (Outcome.ERRORED, False),
     "RegistryUnavailableError": (Outcome.ERRORED, True),
     "ArgoCDUnavailableError": (Outcome.ERRORED, True),
+    "NotificationError": (Outcome.ERRORED, True),
     "StepError": (Outcome.FAILED, False),
     "GitCommandError": (Outcome.FAILED, False),
     "ArgoCDResponseError": (Outcome.FAILED, False),
@@ -232,6 +234,7 @@ def test_every_activity_the_worker_runs_converts_at_the_boundary() -> None:
         ArgoCDActivities(settings).argocd_health,
         DiscoveryActivities(CredentialStore(None)).discover_warehouse,
         measure_metric,
+        notify,
     ):
         assert converts_errors(activity_fn), activity_fn
 

@@ -42,6 +42,7 @@ from freightline.observability import (
     serve_health,
     worker_runtime,
 )
+from freightline.steps import resolve_all
 from freightline.temporal import argocd_task_queue, connect, exit_process, task_queue
 from freightline.webhooks import (
     GITHUB_SECRET_ENV,
@@ -74,6 +75,7 @@ def build_worker(
     client: Client, *, queue: str | None = None, max_concurrent_activities: int = 16
 ) -> Worker:
     """A worker with all of Freightline's workflows and activities."""
+    resolve_all()  # every step's implementation and config model, or fail now
     project = ProjectActivities(client)
     worktree = WorktreeActivities(git_credentials=worker_credentials().git)
     discovery = DiscoveryActivities(worker_credentials())

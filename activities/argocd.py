@@ -27,9 +27,10 @@ only waits.
 Errors: connection failures, timeouts, 429 and 5xx are ``ArgoCDUnavailableError``
 (retryable: the activity's retry policy tries again); 401 is a ``CredentialError``; an
 unknown or unreadable app (Argo CD answers 403 "permission denied" for both), an
-unauthorised app, or a config that matches no source is a ``ConfigError``; anything Argo
-CD says about the operation or health is a ``StepError``. None of them ever carries the
-token.
+unauthorised app, or a config that matches no source is a ``ConfigError`` (the promotion
+is Errored); anything Argo CD says about the operation or health (a refused or failed
+sync, Degraded, the timeout) is a ``StepError`` (Failed): the table is in
+``freightline/errors.py``. None of them ever carries the token.
 
 Requests per ``argocd-update`` of one app: 1 GET, 0 or 1 PATCH, 1 sync POST, then one
 ``GET ?refresh=normal`` per poll (after 0.1 s, backing off to every second) until done.
@@ -46,14 +47,15 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import httpx
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 
-from activities.step_context import StepConfig
+from activities import boundary
+from activities.step_context import StepConfig, parse_config
 from freightline.argocd import (
     DEFAULT_NAMESPACE,
     HEALTH_ACTIVITY,
@@ -73,15 +75,17 @@ from freightline.argocd import (
     synced_revisions,
 )
 from freightline.errors import (
+    ArgoCDResponseError,
+    ArgoCDUnavailableError,
     ConfigError,
     CredentialError,
     FreightlineError,
-    NotFoundError,
     StepError,
 )
 from freightline.freight import same_repository
 from freightline.logging import get_logger
 from freightline.promotion import StepOutcome, StepStatus
+from freightline.steps import step_named
 
 __all__ = [
     "ARGOCD_AUTH_TOKEN_ENV",
@@ -111,22 +115,6 @@ _RUNNING_PHASES = ("Running", "Terminating")
 _FAILED_PHASES = ("Failed", "Error")
 _ANOTHER_OPERATION = "another operation is already in progress"
 _SYNC_REASON = "Promotion triggered a sync of this Application resource."
-
-Config = TypeVar("Config", bound=StepConfig)
-
-
-class ArgoCDUnavailableError(FreightlineError):
-    """Argo CD could not be reached, timed out, or answered 429/5xx: a retry may succeed."""
-
-
-class ArgoCDResponseError(StepError):
-    """Argo CD answered a request with an error (grpc-gateway ``{"code", "message"}``)."""
-
-    def __init__(self, status: int, code: int | None, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 # --- settings and client ----------------------------------------------------------------------
@@ -414,16 +402,6 @@ class ArgoCDWaitConfig(StepConfig):
     timeout: str | None = None
 
 
-def _parse(model: type[Config], request: ArgoCDStepInput) -> Config:
-    try:
-        return model.model_validate(request.config)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
-        raise ConfigError(problems) from None
-
-
 # --- the work -------------------------------------------------------------------------------
 
 
@@ -514,17 +492,17 @@ class ArgoCDActivities:
 
     # activities ----------------------------------------------------------------------------
 
-    @activity.defn(name="argocd_update")
+    @boundary.defn(name="argocd_update")
     def argocd_update(self, request: ArgoCDStepInput) -> StepOutcome:
         """Patch and sync authorised Applications, then wait until Synced and Healthy."""
         return self._run(request, self._update)
 
-    @activity.defn(name="argocd_wait")
+    @boundary.defn(name="argocd_wait")
     def argocd_wait(self, request: ArgoCDStepInput) -> StepOutcome:
         """Wait until Applications meet ``waitFor`` (health, sync, operation, ...)."""
         return self._run(request, self._wait)
 
-    @activity.defn(name=HEALTH_ACTIVITY)
+    @boundary.defn(name=HEALTH_ACTIVITY)
     def argocd_health(self, request: ArgoCDHealthRequest) -> StageHealth:
         """A Stage's health from its Applications; never fails (problems are issues)."""
         if not request.apps:
@@ -545,29 +523,31 @@ class ArgoCDActivities:
     def _run(
         self,
         request: ArgoCDStepInput,
-        body: Callable[[ArgoCDStepInput], dict[str, Any]],
+        body: Callable[[ArgoCDStepInput, Any], dict[str, Any]],
     ) -> StepOutcome:
-        step = f'step "{request.step}" ({request.uses})'
-        details = {"step": request.step, "uses": request.uses}
+        """Validate the config against the step's registered model, then run ``body``.
+
+        An ``ArgoCDUnavailableError`` is retryable: the retry finds the syncs this
+        attempt started in its heartbeat details.
+        """
         try:
-            outputs = body(request)
-        except ArgoCDUnavailableError as err:
-            # Transient: the activity's retry policy tries again; heartbeats remember our syncs.
-            raise ApplicationError(
-                f"{step}: {err}", details, type="ArgoCDUnavailableError"
-            ) from err
+            definition = step_named(request.uses)
+            model = definition.config_model() if definition is not None else None
+            if model is None:
+                raise ConfigError(f'"{request.uses}" is not an Argo CD step')
+            outputs = body(request, parse_config(model, request.config))
         except FreightlineError as err:
-            raise ApplicationError(
-                f"{step}: {err}", details, type=_family(err), non_retryable=True
-            ) from err
+            err.locate(
+                f'step "{request.step}" ({request.uses})', step=request.step, uses=request.uses
+            )
+            raise
         return StepOutcome(
             alias=request.step, uses=request.uses, status=StepStatus.SUCCEEDED, outputs=outputs
         )
 
     # argocd-update -------------------------------------------------------------------------
 
-    def _update(self, request: ArgoCDStepInput) -> dict[str, Any]:
-        config = _parse(ArgoCDUpdateConfig, request)
+    def _update(self, request: ArgoCDStepInput, config: ArgoCDUpdateConfig) -> dict[str, Any]:
         client = self.client()
         progress = _Progress(request.timeout_seconds)
         selected: list[tuple[AppUpdate, dict[str, Any]]] = []
@@ -663,8 +643,7 @@ class ArgoCDActivities:
 
     # argocd-wait ---------------------------------------------------------------------------
 
-    def _wait(self, request: ArgoCDStepInput) -> dict[str, Any]:
-        config = _parse(ArgoCDWaitConfig, request)
+    def _wait(self, request: ArgoCDStepInput, config: ArgoCDWaitConfig) -> dict[str, Any]:
         client = self.client()
         progress = _Progress(request.timeout_seconds)
         targets: dict[str, _Target] = {}
@@ -745,14 +724,6 @@ class ArgoCDActivities:
 
 
 # --- decisions (pure) -------------------------------------------------------------------------
-
-
-def _family(err: FreightlineError) -> str:
-    """The error family name the workflow classifies (ConfigError, StepError, ...)."""
-    for family in (ConfigError, CredentialError, NotFoundError, StepError):
-        if isinstance(err, family):
-            return family.__name__
-    return type(err).__name__
 
 
 def _namespace_of(app: Mapping[str, Any]) -> str:

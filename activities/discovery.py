@@ -3,10 +3,10 @@
 Images go through :mod:`activities.registry`, git through
 :mod:`activities.git_discovery`, charts through :mod:`activities.helm`.
 Subscriptions are discovered concurrently; the first failure fails the
-activity with a message naming the subscription. Failures a retry cannot fix
-(bad regex or constraint, missing repository, refused credentials) are
-non-retryable ``ApplicationError``s typed by the error's class; timeouts and
-5xx stay retryable.
+activity with a message naming the subscription. Whether a retry can help
+is the error class's to say (``freightline/errors.py``): a bad regex or
+constraint, a missing repository or refused credentials are final; a
+registry's timeouts and 5xx are retried.
 
 Credentials are looked up here, from the worker's store, per subscription
 URL; results carry artifacts only. Registry clients (and their caches of
@@ -24,14 +24,13 @@ from datetime import timedelta
 
 import httpx
 from pydantic import ValidationError
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities import boundary
 from activities.git_discovery import discover_commits
 from activities.helm import discover_charts, oci_repository
 from activities.registry import RegistryClient, discover_images
 from freightline.credentials import CredentialStore
-from freightline.errors import ConfigError, FreightlineError, RegistryUnavailableError
+from freightline.errors import ConfigError, FreightlineError
 from freightline.resources import RepoSubscription
 from freightline.selection import ImageSelectionPolicy
 from freightline.warehouse import (
@@ -110,9 +109,10 @@ class DiscoveryActivities:
         self._clients.move_to_end(key)
         return client
 
-    @activity.defn(name="discover_warehouse")
+    @boundary.defn(name="discover_warehouse")
     async def discover_warehouse(self, request: DiscoveryRequest) -> DiscoveryResult:
         """Discover every subscription of a Warehouse (artifacts newest first)."""
+        failures: list[FreightlineError] = []
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
@@ -120,12 +120,9 @@ class DiscoveryActivities:
                     for index, subscription in enumerate(request.subscriptions)
                 ]
         except* FreightlineError as errors:
-            first = errors.exceptions[0]
-            raise ApplicationError(
-                str(first),
-                type=type(first).__name__,
-                non_retryable=not isinstance(first, RegistryUnavailableError),
-            ) from None
+            failures.extend(_leaves(errors))
+        if failures:
+            raise failures[0]  # the first: the others were cancelled or failed alike
         return DiscoveryResult(subscriptions=tuple(task.result() for task in tasks))
 
     async def _discover(
@@ -135,7 +132,8 @@ class DiscoveryActivities:
         try:
             return await self._discover_one(subscription, known_created)
         except FreightlineError as err:
-            raise type(err)(f"{label}: {err}") from None
+            err.locate(label)
+            raise
 
     async def _discover_one(
         self, subscription: RepoSubscription, known_created: dict[str, str]
@@ -179,3 +177,10 @@ class DiscoveryActivities:
             name=None if oci else chart.name,
             charts=tuple(charts),
         )
+
+
+def _leaves(group: BaseExceptionGroup[FreightlineError]) -> list[FreightlineError]:
+    leaves: list[FreightlineError] = []
+    for error in group.exceptions:
+        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return leaves

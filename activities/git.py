@@ -22,7 +22,7 @@ from typing import Any
 import git
 
 from freightline.credentials import GitCredentials
-from freightline.errors import StepError
+from freightline.errors import ConfigError, GitCommandError, StepError
 
 DEFAULT_AUTHOR_NAME = "Freightline"
 DEFAULT_AUTHOR_EMAIL = "freightline@localhost"
@@ -39,10 +39,6 @@ case "$1" in
   *) printf '%s' "$FREIGHTLINE_GIT_PASSWORD" ;;
 esac
 """
-
-
-class GitCommandError(StepError):
-    """A git command failed; the message carries git's own stderr, credentials scrubbed."""
 
 
 @contextmanager
@@ -168,7 +164,7 @@ class Clone:
     ) -> Worktree:
         """Check out a branch, tag or commit at ``target`` (``create`` makes a missing branch)."""
         if target.exists() and any(target.iterdir()):
-            raise StepError(f'checkout path "{target.name}" is not empty')
+            raise ConfigError(f'checkout path "{target.name}" is not empty')
         if branch is not None:
             if self.remote_branch_exists(branch):
                 self.run("worktree", "add", "-B", branch, str(target), f"origin/{branch}")
@@ -180,11 +176,11 @@ class Clone:
                 worktree.run("rm", "-r", "--quiet", "--force", "--ignore-unmatch", ".")
                 return worktree
             else:
-                raise StepError(f'branch "{branch}" does not exist in {self.repo_url}')
+                raise ConfigError(f'branch "{branch}" does not exist in {self.repo_url}')
             return Worktree(self, target, branch)
         ref = tag or commit
         if ref is None:
-            raise StepError("a checkout needs a branch, a tag or a commit")
+            raise ConfigError("a checkout needs a branch, a tag or a commit")
         if tag is not None:
             self.run("fetch", "--depth", "1", "origin", f"refs/tags/{tag}:refs/tags/{tag}")
         else:
@@ -241,7 +237,7 @@ class Worktree:
         call is a network round trip.
         """
         if self.head() is None:
-            raise StepError("nothing to push: the branch has no commits")
+            raise ConfigError("nothing to push: the branch has no commits")
         for attempt in range(max_attempts):
             try:
                 self.run(

@@ -35,12 +35,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from activities.git import GitCommandError, GitRunner, git_environment
+from activities.git import GitRunner, git_environment
 from freightline.credentials import GitCredentials
-from freightline.errors import ConfigError
+from freightline.errors import ConfigError, DiscoveryError, GitCommandError
 from freightline.resources import GitSubscription
 from freightline.semver import parse_constraint, try_parse_version
-from freightline.warehouse import DiscoveredCommit, DiscoveryError
+from freightline.warehouse import DiscoveredCommit
 
 __all__ = ["discover_commits", "path_filter"]
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from activities.git import Clone, author_from_environment, git_environment
 from activities.step_context import StepConfig, StepContext
-from freightline.errors import StepError
+from freightline.errors import ConfigError
 from freightline.freight import same_repository
 
 
@@ -30,9 +30,8 @@ class GitCloneConfig(StepConfig):
     author: dict[str, str] | None = None
 
 
-def git_clone(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+def git_clone(ctx: StepContext, config: GitCloneConfig) -> dict[str, Any]:
     """Clone a repository once and check out each requested branch/tag/commit at its path."""
-    config = ctx.parse(GitCloneConfig, raw)
     credentials = ctx.git_credentials(config.repo_url)
     secrets = (credentials.password,) if credentials else ()
     clone = ctx.clones.get(config.repo_url)
@@ -57,16 +56,15 @@ def _commit_from_freight(ctx: StepContext, repo_url: str) -> str:
     for commit in ctx.plan.freight.commits or ():
         if same_repository("git", commit.repo_url, repo_url) and commit.id:
             return commit.id
-    raise StepError(f"{ctx.describe()}: the Freight has no commit from {repo_url}")
+    raise ConfigError(f"{ctx.describe()}: the Freight has no commit from {repo_url}")
 
 
 class GitClearConfig(StepConfig):
     path: str
 
 
-def git_clear(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+def git_clear(ctx: StepContext, config: GitClearConfig) -> dict[str, Any]:
     """Remove everything in a checkout except git's own metadata."""
-    config = ctx.parse(GitClearConfig, raw)
     target = ctx.workspace.resolve(config.path)
     ctx.worktree_at(config.path)
     for entry in target.iterdir():
@@ -85,11 +83,10 @@ class GitCommitConfig(StepConfig):
     author: dict[str, str] | None = None
 
 
-def git_commit(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+def git_commit(ctx: StepContext, config: GitCommitConfig) -> dict[str, Any]:
     """Commit all changes; nothing to commit yields the current head, not an error."""
-    config = ctx.parse(GitCommitConfig, raw)
     worktree = ctx.worktree_at(config.path)
-    name, email = author_from_environment(raw)
+    name, email = author_from_environment({"author": config.author})
     commit = worktree.commit(config.message, name, email)
     return {"commit": commit or ""}
 
@@ -102,17 +99,16 @@ class GitPushConfig(StepConfig):
     max_attempts: int = Field(default=10, ge=1, le=50)
 
 
-def git_push(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+def git_push(ctx: StepContext, config: GitPushConfig) -> dict[str, Any]:
     """Push the checkout's branch (or a target/generated branch), rebasing on rejection."""
-    config = ctx.parse(GitPushConfig, raw)
     if config.force:
-        raise StepError(f"{ctx.describe()}: force pushes are not supported")
+        raise ConfigError(f"{ctx.describe()}: force pushes are not supported")
     worktree = ctx.worktree_at(config.path)
     if config.generate_target_branch:
         branch = f"kargo/promotion/{ctx.plan.promotion}".replace(":", "-")
     else:
         branch = config.target_branch or worktree.branch or ""
     if not branch:
-        raise StepError(f"{ctx.describe()}: the checkout is not on a branch; set targetBranch")
+        raise ConfigError(f"{ctx.describe()}: the checkout is not on a branch; set targetBranch")
     commit = worktree.push(branch, max_attempts=config.max_attempts)
     return {"branch": branch, "commit": commit}

@@ -24,10 +24,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from activities.registry import RegistryClient, parse_repo_url
-from freightline.errors import ConfigError, RegistryUnavailableError
+from freightline.errors import ConfigError, DiscoveryError, RegistryUnavailableError
 from freightline.resources import ChartSubscription
 from freightline.semver import Constraint, parse_constraint, try_parse_version
-from freightline.warehouse import DiscoveredChart, DiscoveryError
+from freightline.warehouse import DiscoveredChart
 
 __all__ = ["discover_charts", "oci_repository"]
 

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from activities.step_context import StepConfig, StepContext
 from activities.yaml_files import dump_all, load_documents, read_yaml, write_yaml
-from freightline.errors import StepError
+from freightline.errors import ConfigError, StepError
 
 
 class ImageUpdate(StepConfig):
@@ -28,12 +28,11 @@ class SetImageConfig(StepConfig):
     images: list[ImageUpdate] = Field(min_length=1)
 
 
-def kustomize_set_image(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+def kustomize_set_image(ctx: StepContext, config: SetImageConfig) -> dict[str, Any]:
     """Set ``images:`` entries in a kustomization, like ``kustomize edit set image``.
 
     A tag or digest not given comes from the Freight being promoted.
     """
-    config = ctx.parse(SetImageConfig, raw)
     directory = ctx.workspace.resolve(config.path)
     file = _kustomization_file(directory, ctx.describe())
     document = read_yaml(file)
@@ -70,14 +69,14 @@ def _from_freight(ctx: StepContext, image: str) -> tuple[str | None, str | None]
     for artifact in ctx.plan.freight.images or ():
         if artifact.repo_url == image:
             return artifact.tag, artifact.digest
-    raise StepError(f'{ctx.describe()}: the Freight has no image "{image}" and no tag was given')
+    raise ConfigError(f'{ctx.describe()}: the Freight has no image "{image}" and no tag was given')
 
 
 def _kustomization_file(directory: Path, where: str) -> Path:
     for name in ("kustomization.yaml", "kustomization.yml", "Kustomization"):
         if (directory / name).is_file():
             return directory / name
-    raise StepError(f"{where}: no kustomization.yaml in {directory.name or '.'}")
+    raise ConfigError(f"{where}: no kustomization.yaml in {directory.name or '.'}")
 
 
 class BuildConfig(StepConfig):
@@ -86,14 +85,13 @@ class BuildConfig(StepConfig):
     plugin: dict[str, Any] | None = None
 
 
-def kustomize_build(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+def kustomize_build(ctx: StepContext, config: BuildConfig) -> dict[str, Any]:
     """Render a kustomization with real kustomize into a file or a directory.
 
     An ``outPath`` ending in .yaml/.yml gets one multi-document file;
     otherwise each resource is written to ``<kind>-<name>.yaml`` in that
     directory, as Kargo does.
     """
-    config = ctx.parse(BuildConfig, raw)
     source = ctx.workspace.resolve(config.path)
     out = ctx.workspace.resolve(config.out_path, field="outPath")
     _kustomization_file(source, ctx.describe())
@@ -117,7 +115,7 @@ def kustomize_command() -> list[str]:
         return ["kustomize", "build"]
     if shutil.which("kubectl"):
         return ["kubectl", "kustomize"]
-    raise StepError(
+    raise ConfigError(
         "kustomize-build needs kustomize: install a `kustomize` binary or `kubectl` on the worker"
     )
 

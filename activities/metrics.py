@@ -27,8 +27,9 @@ are **Error measurements** with a message, not exceptions: Argo Rollouts counts
 them against ``consecutiveErrorLimit`` and retries on the next interval.
 Misconfiguration (an address that is not an http(s) URL, an unsupported
 ``jsonPath``, an ``{{args.x}}`` left unsubstituted, a header credential the
-worker lacks) raises a non-retryable ``ApplicationError`` typed
-``ConfigError`` / ``CredentialError``: no retry can fix it.
+worker lacks) raises a ``ConfigError`` / ``CredentialError``, which the activity
+boundary turns into a non-retryable ``ApplicationError`` of that type: no retry
+can fix it.
 
 Credentials in headers: a header value may contain ``{{env.NAME}}``, replaced
 here, on the worker, by the worker's environment variable ``NAME``, which must
@@ -58,10 +59,9 @@ import httpx
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
 from urllib3.util.retry import Retry
 
+from activities import boundary
 from freightline.analysis import (
     DEFAULT_PROMETHEUS_TIMEOUT_SECONDS,
     DEFAULT_WEB_TIMEOUT_SECONDS,
@@ -101,21 +101,20 @@ def _now() -> datetime.datetime:
 # --- the activity ------------------------------------------------------------------------------
 
 
-@activity.defn(name="measure_metric")
+@boundary.defn(name="measure_metric")
 def measure_metric(request: MeasureRequest) -> Measurement:
     """Take one measurement of one metric (see the module docstring).
 
-    Misconfiguration raises a non-retryable ``ApplicationError`` whose type is
-    the error's class name; every other failure is an Error measurement.
+    Misconfiguration raises a ``ConfigError`` / ``CredentialError`` (converted
+    at the activity boundary); every other failure is an Error measurement.
     """
     log = get_logger(__name__)
     try:
         measurement = measure(request.metric, os.environ)
     except FreightlineError as err:
         log.warning("measurement misconfigured", metric=request.metric.name, run=request.run)
-        raise ApplicationError(
-            str(err), {"metric": request.metric.name}, type=type(err).__name__, non_retryable=True
-        ) from None
+        err.locate(metric=request.metric.name)
+        raise
     log.info(
         "measurement taken",
         metric=request.metric.name,

@@ -14,15 +14,16 @@ from datetime import timedelta
 
 import httpx
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities import boundary
+from freightline.errors import NotificationError
 from freightline.notifications import NotificationEvent, notification_urls, redacted
 from freightline.temporal import workflow_ui_url
 
 REQUEST_TIMEOUT = timedelta(seconds=3)
 
 
-@activity.defn(name="notify")
+@boundary.defn(name="notify")
 async def notify(event: NotificationEvent) -> int:
     """Deliver ``event``; the number of endpoints that took it."""
     urls = notification_urls()
@@ -45,5 +46,5 @@ async def notify(event: NotificationEvent) -> int:
             problems.append(f"{redacted(url)}: {type(answer).__name__}")
     activity.heartbeat(sorted(done))
     if problems:
-        raise ApplicationError("notification not delivered: " + "; ".join(problems))
+        raise NotificationError("notification not delivered: " + "; ".join(problems))
     return len(done)

@@ -25,6 +25,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import boundary
 from freightline.client import with_warehouse_freight
 from freightline.errors import NotFoundError
 from freightline.notifications import notification_urls
@@ -75,7 +76,7 @@ class ProjectActivities:
                 ) from None
             raise
 
-    @activity.defn(name="resolve_promotion")
+    @boundary.defn(name="resolve_promotion")
     async def resolve_promotion(self, request: PromotionRequest) -> PromotionPlan:
         """Expand the Stage's steps for this Freight (kept in the promotion's history)."""
         resources = await self.project_resources(request.project)
@@ -90,7 +91,7 @@ class ProjectActivities:
         # Only whether this worker has endpoints: the URLs themselves stay out of history.
         return plan.model_copy(update={"notify": bool(notification_urls())})
 
-    @activity.defn(name="reconcile_project")
+    @boundary.defn(name="reconcile_project")
     async def reconcile_project(self, project: str) -> ReconcileResult:
         """Bring every Stage and Warehouse workflow of ``project`` to its applied config."""
         handle = self.client.get_workflow_handle(project_workflow_id(project))

@@ -44,8 +44,8 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
-from temporalio import activity
 
+from activities import boundary
 from freightline.errors import (
     AuthenticationError,
     ConfigError,
@@ -771,7 +771,7 @@ class RegistryActivities:
     def __init__(self, client: RegistryClient) -> None:
         self.client = client
 
-    @activity.defn(name="discover_images")
+    @boundary.defn(name="discover_images")
     async def discover_images(self, request: DiscoverImagesRequest) -> list[DiscoveredImage]:
         """Discover images for one subscription (see :func:`discover_images`)."""
         return await discover_images(

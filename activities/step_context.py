@@ -14,7 +14,7 @@ from pydantic.alias_generators import to_camel
 from activities.git import Clone, Worktree
 from activities.workspace import Workspace
 from freightline.credentials import GitCredentials
-from freightline.errors import ConfigError, StepError
+from freightline.errors import ConfigError
 from freightline.promotion import PlannedStep, PromotionPlan
 
 CredentialLookup = Callable[[str], GitCredentials | None]
@@ -27,8 +27,19 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-Config = TypeVar("Config", bound=StepConfig)
+Config = TypeVar("Config", bound=BaseModel)
 T = TypeVar("T")
+
+
+def parse_config(model: type[Config], config: dict[str, Any]) -> Config:
+    """Validate a step's rendered config against its model; ConfigError names each field."""
+    try:
+        return model.model_validate(config)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(problems) from None
 
 
 @dataclass
@@ -47,16 +58,6 @@ class StepContext:
         """Keep a context open until the whole step sequence ends."""
         return self.resources.enter_context(manager)
 
-    def parse(self, model: type[Config], config: dict[str, Any]) -> Config:
-        """Validate a step's rendered config, naming the step and field on error."""
-        try:
-            return model.model_validate(config)
-        except ValidationError as err:
-            problems = "; ".join(
-                f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-            )
-            raise ConfigError(f"{self.describe()}: {problems}") from None
-
     def describe(self) -> str:
         step = self.step
         return f'step "{step.alias}" ({step.uses})' if step else "step"
@@ -67,4 +68,4 @@ class StepContext:
         for root, worktree in self.worktrees.items():
             if target == root or root in target.parents:
                 return worktree
-        raise StepError(f'{self.describe()}: "{path}" is not inside a git-clone checkout')
+        raise ConfigError(f'{self.describe()}: "{path}" is not inside a git-clone checkout')

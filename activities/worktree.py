@@ -1,12 +1,17 @@
 """The clone-to-push activity: steps that share a working tree run here, together.
 
-The step registry maps each worktree step name (see
-``freightline.steps.STEP_CATALOGUE``) to its implementation. One activity
-run gets a fresh temporary directory, runs its steps in order (evaluating
-``if`` and ``${{ }}`` with the same ``StepScope`` as the workflow), and
-deletes the directory. Because every run starts from an empty disk and
-git-commit with nothing new returns the existing head, a retry after a
-successful push pushes nothing and returns the same commit.
+The step registry (``freightline.steps.STEPS``) gives each worktree step's
+config model and implementation. One activity run gets a fresh temporary
+directory, runs its steps in order (evaluating ``if`` and ``${{ }}`` with
+the same ``StepScope`` as the workflow, validating each rendered config
+against its model), and deletes the directory. Because every run starts
+from an empty disk and git-commit with nothing new returns the existing
+head, a retry after a successful push pushes nothing and returns the same
+commit.
+
+A step's ``FreightlineError`` leaves the activity named after the step (its
+alias and ``uses`` in the details); ``activities.boundary`` converts it. With
+``continueOnError`` the step is recorded with the error's outcome instead.
 """
 
 from __future__ import annotations
@@ -22,15 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.git_steps import git_clear, git_clone, git_commit, git_push
-from activities.kustomize_steps import kustomize_build, kustomize_set_image
-from activities.step_context import CredentialLookup, StepContext
+from activities import boundary
+from activities.step_context import CredentialLookup, StepContext, parse_config
 from activities.workspace import Workspace
-from activities.yaml_files import yaml_update
 from freightline.credentials import GitCredentials
-from freightline.errors import FreightlineError, StepError
+from freightline.errors import ConfigError, FreightlineError
 from freightline.logging import get_logger
 from freightline.promotion import (
     PlannedStep,
@@ -39,18 +41,10 @@ from freightline.promotion import (
     StepStatus,
     WorktreeBatch,
 )
+from freightline.steps import StepRunner, step_named
 
-StepImplementation = Callable[[StepContext, dict[str, Any]], dict[str, Any]]
-
-WORKTREE_STEPS: dict[str, StepImplementation] = {
-    "git-clone": git_clone,
-    "git-clear": git_clear,
-    "kustomize-set-image": kustomize_set_image,
-    "kustomize-build": kustomize_build,
-    "yaml-update": yaml_update,
-    "git-commit": git_commit,
-    "git-push": git_push,
-}
+StepImplementation = Callable[[StepContext, Any], dict[str, Any]]
+"""A worktree step: the context and its validated config model in, its outputs out."""
 
 HEARTBEAT_EVERY = timedelta(seconds=2)
 
@@ -71,7 +65,7 @@ class WorktreeActivities:
         self.git_credentials = git_credentials
         self.scratch_root = scratch_root
 
-    @activity.defn(name="run_worktree_steps")
+    @boundary.defn(name="run_worktree_steps")
     def run_worktree_steps(self, batch: WorktreeBatch) -> list[StepOutcome]:
         """Run a clone-to-push sequence of steps in a fresh working directory."""
         log = get_logger(__name__)
@@ -104,26 +98,26 @@ class WorktreeActivities:
         try:
             if not scope.should_run(step):
                 return StepOutcome(alias=step.alias, uses=step.uses, status=StepStatus.SKIPPED)
-            implementation = WORKTREE_STEPS.get(step.uses)
-            if implementation is None:
-                raise StepError(f"{ctx.describe()}: not a worktree step")
-            outputs = implementation(ctx, scope.render_config(step))
+            definition = step_named(step.uses)
+            if definition is None or definition.runner is not StepRunner.WORKTREE:
+                raise ConfigError(f"{ctx.describe()}: not a worktree step")
+            implementation: StepImplementation = definition.resolve_implementation()
+            config = scope.render_config(step)
+            model = definition.config_model()
+            outputs = implementation(ctx, parse_config(model, config) if model else config)
             return StepOutcome(
                 alias=step.alias, uses=step.uses, status=StepStatus.SUCCEEDED, outputs=outputs
             )
         except FreightlineError as err:
-            message = str(err) if str(err).startswith("step ") else f"{ctx.describe()}: {err}"
+            err.locate(ctx.describe(), step=step.alias, uses=step.uses)
             if step.continue_on_error:
                 return StepOutcome(
-                    alias=step.alias, uses=step.uses, status=StepStatus.FAILED, message=message
+                    alias=step.alias,
+                    uses=step.uses,
+                    status=StepStatus(err.outcome.value),
+                    message=str(err),
                 )
-            # A user-fixable failure: retrying cannot help, so the promotion stops here.
-            raise ApplicationError(
-                message,
-                {"step": step.alias, "uses": step.uses},
-                type=type(err).__name__,
-                non_retryable=True,
-            ) from err
+            raise  # activities.boundary converts it; the promotion stops here
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from activities.step_context import StepConfig, StepContext
-from freightline.errors import StepError
+from freightline.errors import ConfigError, StepError
 
 
 def _yaml() -> YAML:
@@ -56,12 +56,11 @@ class YamlUpdateConfig(StepConfig):
     updates: list[YamlUpdate] = Field(min_length=1)
 
 
-def yaml_update(ctx: StepContext, raw: dict[str, Any]) -> dict[str, Any]:
+def yaml_update(ctx: StepContext, config: YamlUpdateConfig) -> dict[str, Any]:
     """Set values at dotted keys (``spec.template.spec.containers.0.image``) in one YAML file."""
-    config = ctx.parse(YamlUpdateConfig, raw)
     file = ctx.workspace.resolve(config.path)
     if not file.is_file():
-        raise StepError(f'{ctx.describe()}: "{config.path}" is not a file')
+        raise ConfigError(f'{ctx.describe()}: "{config.path}" is not a file')
     document = read_yaml(file)
     for update in config.updates:
         _set(document, update.key, update.value, ctx.describe())
@@ -77,7 +76,7 @@ def _set(document: Any, key: str, value: Any, where: str) -> None:
         last = index == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise StepError(f'{where}: key "{key}": no list item {part}')
+                raise ConfigError(f'{where}: key "{key}": no list item {part}')
             if last:
                 node[int(part)] = value
             else:
@@ -88,7 +87,7 @@ def _set(document: Any, key: str, value: Any, where: str) -> None:
             else:
                 node = node.setdefault(part, {})
         else:
-            raise StepError(f'{where}: key "{key}": "{part}" is inside a scalar')
+            raise ConfigError(f'{where}: key "{key}": "{part}" is inside a scalar')
 
 
 def _split_key(key: str) -> list[str]:
@@ -106,5 +105,5 @@ def _split_key(key: str) -> list[str]:
             current += char
     parts.append(current)
     if any(not p for p in parts):
-        raise StepError(f'key "{key}" has an empty part')
+        raise ConfigError(f'key "{key}" has an empty part')
     return parts

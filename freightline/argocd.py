@@ -44,11 +44,6 @@ STEP_INFO = "freightline.dev/step"
 DEFAULT_NAMESPACE = "argocd"
 DEFAULT_TIMEOUT = timedelta(minutes=5)
 
-ARGOCD_ACTIVITIES: dict[str, str] = {
-    "argocd-update": "argocd_update",
-    "argocd-wait": "argocd_wait",
-}
-"""The activity that runs each Argo CD step (registered by ``worker.py``)."""
 HEALTH_ACTIVITY = "argocd_health"
 SHARD_PICKUP_TIMEOUT = timedelta(minutes=5)
 """How long a sharded Stage's Argo CD activity waits for a worker of its shard to take it."""

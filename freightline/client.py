@@ -27,6 +27,7 @@ from freightline.promotion import (
     ApprovalMessage,
     PromotionRequest,
     PromotionResult,
+    PromotionStatus,
     find_freight,
 )
 from freightline.resources import Freight
@@ -339,17 +340,17 @@ async def running_notes(client: Client, states: Sequence[StageState]) -> dict[st
         if state.running is None:
             continue
         try:
-            status = await client.get_workflow_handle(state.running.promotion).query("status")
+            status = await client.get_workflow_handle(state.running.promotion).query(
+                "status", result_type=PromotionStatus
+            )
         except RPCError:
             continue  # not started yet, or already finished
-        if not isinstance(status, dict):
-            continue
-        if status.get("approval"):
+        if status.approval is not None:
             notes[state.name] = "waiting for approval"
-        elif status.get("waitingForWindow"):
-            notes[state.name] = f"waiting for a window: {status['waitingForWindow']}"
-        elif status.get("current"):
-            notes[state.name] = str(status["current"])
+        elif status.waiting_for_window:
+            notes[state.name] = f"waiting for a window: {status.waiting_for_window}"
+        elif status.current:
+            notes[state.name] = status.current
     return notes
 
 

@@ -36,12 +36,14 @@ from rich.console import Console
 from rich.live import Live
 from temporalio.client import Client
 
+from freightline.argocd import HealthState
 from freightline.client import apply_project, decide_promotion, running_notes, stage_states
 from freightline.config import group_by_project, load_text, substitute_env
 from freightline.devserver import DevServer
 from freightline.errors import FreightlineError
 from freightline.logging import configure_logging
 from freightline.observability import worker_runtime
+from freightline.promotion import PromotionStatus
 from freightline.stage import StageState
 from freightline.status_view import pipeline_table
 from freightline.temporal import connect, stage_workflow_id, workflow_ui_url
@@ -230,7 +232,9 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
         await _until(
             client,
             "prod Healthy at the good Freight",
-            lambda s: _current_tag(s, "prod") == GOOD_TAG and s["prod"].health == "Healthy",
+            lambda s: (
+                _current_tag(s, "prod") == GOOD_TAG and s["prod"].health is HealthState.HEALTHY
+            ),
         )
         say("[green]prod approved, promoted and Healthy; the bad image never left uat[/green]")
         return True
@@ -264,8 +268,8 @@ async def _until_waiting_for_approval(client: Client, promotion: str) -> None:
     handle = client.get_workflow_handle(promotion)
     while asyncio.get_running_loop().time() < deadline:
         with contextlib.suppress(Exception):  # not started yet
-            status = await handle.query("status")
-            if isinstance(status, dict) and status.get("approval"):
+            status = await handle.query("status", result_type=PromotionStatus)
+            if status.approval is not None:
                 return
         await asyncio.sleep(0.5)
     raise FreightlineError(f"{promotion} never started waiting for approval")

@@ -166,6 +166,19 @@ class PromotionPhase(StrEnum):
     ABORTED = "Aborted"
 
 
+def failure_type(phase: PromotionPhase) -> str:
+    """The ``ApplicationError`` type of a Promotion that ends ``phase`` (``PromotionFailed``)."""
+    return f"Promotion{phase.value}"
+
+
+def ended_phase(failure_type: str | None) -> PromotionPhase | None:
+    """The phase a Promotion's failure type names (``PromotionFailed``: Failed), else None."""
+    name = (failure_type or "").removeprefix("Promotion")
+    if failure_type == name or name not in set(PromotionPhase):
+        return None
+    return PromotionPhase(name)
+
+
 class PromotionResult(_Model):
     """The end of a promotion: its phase, the failing step if any, and every step's outcome."""
 
@@ -188,6 +201,34 @@ class PromotionResult(_Model):
     @property
     def outputs(self) -> dict[str, dict[str, Any]]:
         return {step.alias: step.outputs for step in self.steps}
+
+
+class ApprovalStatus(_Model):
+    """The approval a promotion waits for, as its ``status`` query shows it."""
+
+    step: str
+    """The alias of the ``wait-for-approval`` step."""
+    required: int
+    approvers: list[str] | None = None
+    """Who may approve (None: anyone)."""
+    approved_by: tuple[str, ...] = ()
+    deadline: datetime | None = None
+
+
+class PromotionStatus(_Model):
+    """The ``status`` query of a ``Promotion``: where it is, and every finished step."""
+
+    phase: PromotionPhase
+    current: str = ""
+    """What it does now (a step, a wait), in words."""
+    steps: tuple[StepOutcome, ...] = ()
+    approval: ApprovalStatus | None = None
+    """The approval it waits for, if any."""
+    approvals: tuple[ApprovalDecision, ...] = ()
+    refused: tuple[RefusedMessage, ...] = ()
+    waiting_for_window: str = ""
+    """Why it waits for a promotion window ("" when it does not)."""
+    aborted_by: str | None = None
 
 
 # --- planning -------------------------------------------------------------------------------

@@ -900,7 +900,7 @@ class ProjectResources(BaseModel):
         policy = self.policy_for(stage)
         return bool(policy and policy.auto_promotion_enabled)
 
-    def auto_rollback_on_verification(self, stage: str) -> tuple[str, ...]:
+    def auto_rollback_on_verification(self, stage: str) -> tuple[Literal["Failed", "Error"], ...]:
         """The verification outcomes (Failed, Error) that roll ``stage`` back (a Freightline
         extension, opt-in per Stage through ``autoRollback`` in its promotion policy)."""
         policy = self.policy_for(stage)

@@ -19,8 +19,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from freightline.analysis import AnalysisRunStatus
-from freightline.argocd import AppRef, StageHealth
+from freightline.analysis import AnalysisPhase, AnalysisRunStatus
+from freightline.argocd import AppRef, HealthState, StageHealth
+from freightline.promotion import PromotionPhase
 from freightline.resources import AnalysisTemplate, Freight, FreightRequest, Stage, parse_duration
 from freightline.stage_requests import RetireRequest
 
@@ -58,7 +59,7 @@ class StageConfig(_Model):
     """Stages that request Freight verified here."""
     analysis_templates: dict[str, AnalysisTemplate] = Field(default_factory=dict)
     """The AnalysisTemplates the Stage's verification uses."""
-    rollback_on_verification: tuple[str, ...] = ()
+    rollback_on_verification: tuple[AnalysisPhase, ...] = ()
     """Verification phases (Failed, Error) after which the Stage returns to its previous Freight."""
 
 
@@ -106,7 +107,7 @@ class VerificationRecord(_Model):
     """The ``Verification`` workflow ID (empty when there was nothing to verify)."""
     freight: str
     freight_alias: str | None = None
-    phase: str
+    phase: AnalysisPhase
     message: str | None = None
     started_at: datetime
     finished_at: datetime | None = None
@@ -117,7 +118,7 @@ class LastPromotion(_Model):
     promotion: str
     freight: str
     freight_alias: str | None = None
-    phase: str
+    phase: PromotionPhase
     message: str = ""
     finished_at: datetime
 
@@ -135,7 +136,7 @@ class StageState(_Model):
     verifying: VerificationRecord | None = None
     auto_hold: dict[str, str] = Field(default_factory=dict)
     """Origin warehouse → the Freight a person chose instead of the newest (auto-promotion paused)."""
-    health: str = "Unknown"
+    health: HealthState = HealthState.UNKNOWN
     """Kargo's Stage health (Healthy, Progressing, Unknown, Unhealthy) from its Argo CD apps."""
     health_apps: list[AppRef] = Field(default_factory=list)
     """The Applications the last successful promotion updated (what health is derived from)."""

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 
+from freightline.promotion import PromotionPhase
 from freightline.stage import StageState
 
 
@@ -36,18 +37,19 @@ def pipeline_table(
             promotion = f"[yellow]verifying[/yellow] {state.verifying.freight_alias}"
         elif state.last_promotion:
             last = state.last_promotion
-            colour = "green" if last.phase == "Succeeded" else "red"
+            succeeded = last.phase is PromotionPhase.SUCCEEDED
+            colour = "green" if succeeded else "red"
             promotion = (
                 f"[{colour}]{last.phase}[/{colour}] {last.freight_alias or last.freight[:7]}"
             )
-            if last.phase != "Succeeded" and last.message:
+            if not succeeded and last.message:
                 promotion += f": {last.message[:60]}"
         queued = ", ".join(t.freight_alias or t.freight[:7] for t in state.queue)
         table.add_row(
             f"{state.name} (updating)" if state.name in updating else state.name,
             freight,
             versions,
-            state.health,
+            state.health.value,
             promotion,
             queued,
             "on" if state.config.auto_promotion else "off",

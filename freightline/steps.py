@@ -1,18 +1,53 @@
-"""The catalogue of promotion steps: which exist, and where each one runs.
+"""The step registry: every promotion step, where it runs, its config model, its implementation.
 
 Steps that share a working tree (clone, edit, render, commit, push) run
 together as one activity from clone to push, so a retry on another worker
 with an empty disk repeats the whole sequence and converges on the same
-commit. Steps that talk to an outside system on their own (Argo CD, HTTP)
-run as their own activities. Steps that only decide or wait
-(``wait-for-approval``) run in the workflow itself, on signals and timers.
-The implementations live in ``activities/``; this module is the one list of
-names both sides agree on.
+commit. Steps that talk to an outside system on their own (Argo CD) run as
+their own activities. Steps that only decide or wait (``wait-for-approval``)
+run in the workflow itself, on signals and timers.
+
+:data:`STEPS` is the one table. The planner (``plan_promotion``) refuses a
+step it does not hold, the ``Promotion`` workflow asks it where each step
+runs (and which activity runs an Argo CD step), and the worktree activity
+takes from it the config model to validate a step's rendered config against
+and the function to call. Adding a step is one entry here plus its
+implementation (and a test).
+
+Entries name their implementation and config model by reference, as
+``"module:attribute"`` text, resolved (once, then cached) by whoever runs the
+step. Why not the objects themselves: the implementations do I/O (git,
+kustomize, HTTP) and live in ``activities/``, which this module must not
+import, since the planner runs in the CLI and the workflow reads the table
+inside Temporal's sandbox. Why not have ``activities/`` register its
+functions into the table: then the names would live here and the
+implementations there, and what the table held would depend on which modules
+happened to be imported (the CLI and the sandbox would see a partial
+catalogue). References keep the catalogue whole and importable everywhere;
+``tests/test_steps.py`` resolves every one, so a typo fails a test, not a
+promotion.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = [
+    "STEPS",
+    "StepDefinition",
+    "StepRunner",
+    "resolve",
+    "resolve_all",
+    "runner_of",
+    "step_named",
+]
 
 
 class StepRunner(StrEnum):
@@ -21,25 +56,125 @@ class StepRunner(StrEnum):
     WORKTREE = "worktree"
     """In the shared clone-to-push activity (``activities/worktree.py``)."""
     ARGOCD = "argocd"
-    """In an Argo CD activity (``activities/argocd.py``)."""
+    """In its own Argo CD activity (``activities/argocd.py``)."""
     WORKFLOW = "workflow"
     """In the ``Promotion`` workflow itself: no activity (``workflows/promotion.py``)."""
 
 
-STEP_CATALOGUE: dict[str, StepRunner] = {
-    "git-clone": StepRunner.WORKTREE,
-    "git-clear": StepRunner.WORKTREE,
-    "kustomize-set-image": StepRunner.WORKTREE,
-    "kustomize-build": StepRunner.WORKTREE,
-    "yaml-update": StepRunner.WORKTREE,
-    "git-commit": StepRunner.WORKTREE,
-    "git-push": StepRunner.WORKTREE,
-    "argocd-update": StepRunner.ARGOCD,
-    "argocd-wait": StepRunner.ARGOCD,
-    "wait-for-approval": StepRunner.WORKFLOW,
-}
+@dataclass(frozen=True)
+class StepDefinition:
+    """One step: its Kargo name, its runner, and references to its config model and code.
+
+    ``implementation`` is, per runner: a function ``(StepContext, config) -> outputs``
+    (worktree); the activity method that runs the step (Argo CD); the workflow
+    method that runs it (workflow). ``config`` names the pydantic model of the
+    step's rendered config, or is None for a step without one.
+    """
+
+    name: str
+    runner: StepRunner
+    implementation: str
+    config: str | None = None
+
+    def resolve_implementation(self) -> Any:
+        """The object ``implementation`` names (imports its module on first use)."""
+        return resolve(self.implementation)
+
+    def config_model(self) -> type[BaseModel] | None:
+        """The pydantic model ``config`` names, or None."""
+        if self.config is None:
+            return None
+        model = resolve(self.config)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f'step "{self.name}": {self.config} is not a pydantic model')
+        return model
+
+
+def _worktree(name: str, implementation: str, config: str) -> StepDefinition:
+    return StepDefinition(name, StepRunner.WORKTREE, implementation, config)
+
+
+STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
+    {
+        step.name: step
+        for step in (
+            _worktree(
+                "git-clone", "activities.git_steps:git_clone", "activities.git_steps:GitCloneConfig"
+            ),
+            _worktree(
+                "git-clear", "activities.git_steps:git_clear", "activities.git_steps:GitClearConfig"
+            ),
+            _worktree(
+                "kustomize-set-image",
+                "activities.kustomize_steps:kustomize_set_image",
+                "activities.kustomize_steps:SetImageConfig",
+            ),
+            _worktree(
+                "kustomize-build",
+                "activities.kustomize_steps:kustomize_build",
+                "activities.kustomize_steps:BuildConfig",
+            ),
+            _worktree(
+                "yaml-update",
+                "activities.yaml_files:yaml_update",
+                "activities.yaml_files:YamlUpdateConfig",
+            ),
+            _worktree(
+                "git-commit",
+                "activities.git_steps:git_commit",
+                "activities.git_steps:GitCommitConfig",
+            ),
+            _worktree(
+                "git-push", "activities.git_steps:git_push", "activities.git_steps:GitPushConfig"
+            ),
+            StepDefinition(
+                "argocd-update",
+                StepRunner.ARGOCD,
+                "activities.argocd:ArgoCDActivities.argocd_update",
+                "activities.argocd:ArgoCDUpdateConfig",
+            ),
+            StepDefinition(
+                "argocd-wait",
+                StepRunner.ARGOCD,
+                "activities.argocd:ArgoCDActivities.argocd_wait",
+                "activities.argocd:ArgoCDWaitConfig",
+            ),
+            StepDefinition(
+                "wait-for-approval",
+                StepRunner.WORKFLOW,
+                "workflows.promotion:PromotionWorkflow.wait_for_approval",
+                "freightline.resources:ApprovalPolicy",
+            ),
+        )
+    }
+)
+"""Every step Freightline runs, by the name a Stage's ``uses`` gives it."""
+
+
+def step_named(uses: str) -> StepDefinition | None:
+    """The step a Stage's ``uses`` names, or None for an unknown step."""
+    return STEPS.get(uses)
 
 
 def runner_of(uses: str) -> StepRunner | None:
     """Where the step named ``uses`` runs, or None for an unknown step."""
-    return STEP_CATALOGUE.get(uses)
+    step = STEPS.get(uses)
+    return step.runner if step is not None else None
+
+
+def resolve_all() -> None:
+    """Resolve every reference in the table (the worker does, as it starts): a step whose
+    code cannot be found stops the worker, not a promotion."""
+    for step in STEPS.values():
+        step.resolve_implementation()
+        step.config_model()
+
+
+@functools.cache
+def resolve(reference: str) -> Any:
+    """The object a ``"package.module:Class.attribute"`` reference names."""
+    module_name, _, path = reference.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in path.split("."):
+        target = getattr(target, part)
+    return target

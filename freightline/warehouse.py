@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from freightline import expressions
-from freightline.errors import ConfigError, ExpressionError, FreightlineError
+from freightline.errors import ConfigError, DiscoveryError, ExpressionError
 from freightline.freight import artifact_functions, freight_alias, freight_id
 from freightline.resources import (
     Chart,
@@ -76,10 +76,6 @@ MAX_FREIGHT_HISTORY = 50
 """How much Freight one Warehouse keeps (newest first); older Freight is dropped."""
 MAX_KNOWN_CREATED = 5_000
 """How many image build dates (digest -> created) a Warehouse remembers for NewestBuild."""
-
-
-class DiscoveryError(FreightlineError):
-    """A subscription's source could not be read (missing repository, chart or index)."""
 
 
 class _Model(BaseModel):

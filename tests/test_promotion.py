@@ -215,8 +215,14 @@ PUSH = {"uses": "git-push", "config": {"path": "./src"}}
             PromotionPhase.ERRORED,
             "config.updatez",
         ),
+        (
+            # A misconfiguration found while the steps run: Errored too, as from Argo CD.
+            {"uses": "git-push", "config": {"path": "./src", "force": True}},
+            PromotionPhase.ERRORED,
+            "force pushes are not supported",
+        ),
     ],
-    ids=["unknown-step", "bad-expression", "path-escape", "absolute-path", "bad-config"],
+    ids=["unknown-step", "bad-expression", "path-escape", "absolute-path", "bad-config", "force"],
 )
 async def test_bad_steps_fail_clearly_and_push_nothing(
     client: Client,

@@ -8,22 +8,15 @@ Undelivered events end the Notify workflow with a message, not a failure.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.notify import notify
+    from freightline.errors import diagnose
     from freightline.notifications import NotificationEvent
-
-NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=5,
-)
+    from workflows.options import notify_options
 
 
 @workflow.defn(name="Notify")
@@ -33,17 +26,11 @@ class NotifyWorkflow:
     @workflow.run
     async def run(self, event: NotificationEvent) -> str:
         try:
-            delivered: int = await workflow.execute_activity(
-                "notify",
-                event,
-                result_type=int,
-                start_to_close_timeout=timedelta(seconds=10),
-                schedule_to_close_timeout=timedelta(minutes=2),
-                retry_policy=NOTIFY_RETRY,
-                summary=event.event,
+            delivered = await workflow.execute_activity(
+                notify, event, **notify_options(event.event)
             )
         except ActivityError as err:
-            return f"not delivered: {err.cause or err}"
+            return f"not delivered: {diagnose(err).reason}"
         return f"delivered to {delivered} endpoint(s)"
 
 

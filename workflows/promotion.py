@@ -6,6 +6,10 @@ one activity — and end ``Succeeded`` with every step's outputs, or fail the
 workflow with type ``PromotionFailed`` (a step ran and failed) or
 ``PromotionErrored`` (the promotion could not run as configured, or the
 infrastructure kept failing), carrying the ``PromotionResult`` as details.
+Which one is the failing error's to say (``freightline.errors``: each class
+knows its outcome); the step registry (``freightline.steps``) says where each
+step runs. Activities are called by reference, with the option sets of
+``workflows.options``.
 
 People and calendars are signals and timers here: a ``wait-for-approval``
 step waits for the ``approve`` / ``reject`` signals (or the
@@ -21,76 +25,62 @@ a ``Notify`` child that outlives the promotion.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
-from temporalio.workflow import ActivityCancellationType, ActivityHandle
+from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from freightline.argocd import (
-        ARGOCD_ACTIVITIES,
-        SHARD_PICKUP_TIMEOUT,
-        ArgoCDStepInput,
-        shard_unserved,
-        step_timeout,
-    )
-    from freightline.errors import ConfigError, ExpressionError
+    from activities.argocd import ArgoCDActivities
+    from activities.project import ProjectActivities
+    from activities.worktree import WorktreeActivities
+    from freightline.argocd import ArgoCDStepInput, shard_unserved, step_timeout
+    from freightline.errors import ConfigError, Diagnosis, ExpressionError, diagnose
     from freightline.notifications import EventKind, NotificationEvent
     from freightline.observability import record_promotion_finished
     from freightline.promotion import (
         AbortMessage,
         ApprovalDecision,
         ApprovalMessage,
+        ApprovalStatus,
         PlannedStep,
         PromotionPhase,
         PromotionPlan,
         PromotionRequest,
         PromotionResult,
+        PromotionStatus,
         RefusedMessage,
         StepOutcome,
         StepScope,
         StepStatus,
         WorktreeBatch,
+        failure_type,
     )
     from freightline.resources import ApprovalPolicy, parse_duration
-    from freightline.steps import StepRunner, runner_of
+    from freightline.steps import STEPS, StepRunner, runner_of
     from freightline.temporal import SA_FREIGHT, SA_PROJECT, SA_STAGE, argocd_task_queue
     from freightline.windows import evaluate as evaluate_windows
-    from workflows.notify import send_notification
 
-# Errors a person must fix: retrying cannot help, and the promotion is Errored.
-USER_ERRORS = (
-    "ConfigError",
-    "ExpressionError",
-    "NotFoundError",
-    "PathEscapeError",
-    "CredentialError",
-)
-# A step that ran and failed: the promotion is Failed.
-STEP_FAILURES = ("StepError", "GitCommandError")
+    ArgoCDStepActivity = Callable[[ArgoCDActivities, ArgoCDStepInput], StepOutcome]
+    # Resolved from the step registry here, at import, so that no run ever imports a module.
+    ARGOCD_STEP_ACTIVITIES: dict[str, ArgoCDStepActivity] = {
+        step.name: step.resolve_implementation()
+        for step in STEPS.values()
+        if step.runner is StepRunner.ARGOCD
+    }
+    from workflows.notify import send_notification
+    from workflows.options import argocd_options, quick_options, worktree_options
 
 LOCAL_ACTIVITY_ERRORS = (ActivityError, ApplicationError, TemporalTimeoutError)
 """What a failed (local) activity raises: a local activity's error arrives unwrapped."""
 LOCAL_PLAN = "local-plan"
 """Patch: the plan is resolved in a local activity (runs started before it use an activity)."""
-ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,
-    non_retryable_error_types=[*USER_ERRORS, *STEP_FAILURES],
-)
-WORKTREE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
-WORKTREE_TIMEOUT = timedelta(minutes=30)
-# Argo CD steps poll inside one activity that heartbeats on every poll (about every second).
-ARGOCD_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
-ARGOCD_TIMEOUT_MARGIN = timedelta(minutes=1)
 # Never wake for a window sooner than this (a timer cannot be shorter than its own latency).
 MIN_WINDOW_WAIT = timedelta(seconds=1)
 
@@ -157,24 +147,21 @@ class PromotionWorkflow:
         self._request = request
         self._phase = PromotionPhase.RUNNING
         self._show(request, None, "resolving the promotion plan")
-        options: dict[str, Any] = {
-            "result_type": PromotionPlan,
-            "start_to_close_timeout": timedelta(seconds=30),
-            "retry_policy": ACTIVITY_RETRY,
-            "summary": f"resolve {request.project}/{request.stage} for {request.freight}",
-        }
+        options = quick_options(f"resolve {request.project}/{request.stage} for {request.freight}")
         try:
-            plan: PromotionPlan
             if workflow.patched(LOCAL_PLAN):
                 # Two queries to other workflows, no side effects: a local activity spares
                 # a round trip through the task queue and three history events.
-                plan = await workflow.execute_local_activity(
-                    "resolve_promotion", request, **options
+                plan = await workflow.execute_local_activity_method(
+                    ProjectActivities.resolve_promotion, request, **options
                 )
             else:
-                plan = await workflow.execute_activity("resolve_promotion", request, **options)
+                plan = await workflow.execute_activity_method(
+                    ProjectActivities.resolve_promotion, request, **options
+                )
         except LOCAL_ACTIVITY_ERRORS as err:
-            return await self._end(request, None, PromotionPhase.ERRORED, _reason(err), None)
+            failure = diagnose(err)
+            return await self._end(request, None, _phase(failure), failure.reason, None)
         self._plan = plan
         freight_id = plan.freight.metadata.name
         if freight_id != request.freight:
@@ -200,14 +187,10 @@ class PromotionWorkflow:
             self._current_step = step.alias
             runner = runner_of(step.uses)
             if runner is StepRunner.WORKFLOW:
-                outcome = await self._wait_for_approval(request, plan, step)
+                outcome = await self.wait_for_approval(request, plan, step)
                 self._outcomes.append(outcome)
                 if outcome.status in (StepStatus.FAILED, StepStatus.ERRORED):
-                    phase = (
-                        PromotionPhase.FAILED
-                        if outcome.status is StepStatus.FAILED
-                        else PromotionPhase.ERRORED
-                    )
+                    phase = PromotionPhase(outcome.status.value)
                     return await self._end(request, plan, phase, outcome.message, step.alias)
                 index += 1
                 continue
@@ -217,26 +200,21 @@ class PromotionWorkflow:
                 self._show(request, plan, f"running {batch[0].alias} … {batch[-1].alias}")
                 try:
                     outcomes = await self._until_aborted(
-                        workflow.start_activity(
-                            "run_worktree_steps",
+                        workflow.start_activity_method(
+                            WorktreeActivities.run_worktree_steps,
                             WorktreeBatch(
                                 plan=plan,
                                 step_indexes=tuple(s.index for s in batch),
                                 previous=tuple(self._outcomes),
                             ),
-                            result_type=list[StepOutcome],
-                            start_to_close_timeout=WORKTREE_TIMEOUT,
-                            heartbeat_timeout=WORKTREE_HEARTBEAT_TIMEOUT,
-                            retry_policy=ACTIVITY_RETRY,
-                            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                            summary=" → ".join(s.uses for s in batch),
+                            **worktree_options(" → ".join(s.uses for s in batch)),
                         ),
                         pushes=True,
                     )
                 except ActivityError as err:
-                    phase = _phase_of(err)
+                    failure = diagnose(err)
                     return await self._end(
-                        request, plan, phase, _reason(err), _failed_step(err, batch)
+                        request, plan, _phase(failure), failure.reason, _failed_step(failure)
                     )
                 self._outcomes.extend(outcomes)
                 index += len(batch)
@@ -245,11 +223,7 @@ class PromotionWorkflow:
                 self._outcomes.append(outcome)
                 failed = outcome.status in (StepStatus.FAILED, StepStatus.ERRORED)
                 if failed and not step.continue_on_error:
-                    phase = (
-                        PromotionPhase.FAILED
-                        if outcome.status is StepStatus.FAILED
-                        else PromotionPhase.ERRORED
-                    )
+                    phase = PromotionPhase(outcome.status.value)
                     return await self._end(request, plan, phase, outcome.message, step.alias)
                 index += 1
             else:  # pragma: no cover - the plan only holds catalogued steps
@@ -307,10 +281,11 @@ class PromotionWorkflow:
                 continue
             raise _Aborted
 
-    async def _wait_for_approval(
+    async def wait_for_approval(
         self, request: PromotionRequest, plan: PromotionPlan, step: PlannedStep
     ) -> StepOutcome:
-        """Hold until enough distinct approvers approved, someone rejected, or time ran out."""
+        """The ``wait-for-approval`` step (see ``freightline.steps``): hold until enough
+        distinct approvers approved, someone rejected, or time ran out."""
         scope = StepScope(plan, self._outcomes)
         try:
             if not scope.should_run(step):
@@ -485,9 +460,9 @@ class PromotionWorkflow:
         queue = argocd_task_queue(workflow.info().task_queue, plan.shard)
         self._show(request, plan, f"{step.alias}: waiting for Argo CD app {apps}")
         try:
-            outcome: StepOutcome = await self._until_aborted(
-                workflow.start_activity(
-                    ARGOCD_ACTIVITIES[step.uses],
+            outcome = await self._until_aborted(
+                workflow.start_activity_method(
+                    ARGOCD_STEP_ACTIVITIES[step.uses],
                     ArgoCDStepInput(
                         project=plan.project,
                         stage=plan.stage,
@@ -497,50 +472,43 @@ class PromotionWorkflow:
                         config=config,
                         timeout_seconds=timeout.total_seconds(),
                     ),
-                    result_type=StepOutcome,
-                    task_queue=queue,
-                    schedule_to_start_timeout=SHARD_PICKUP_TIMEOUT if queue else None,
-                    start_to_close_timeout=timeout + ARGOCD_TIMEOUT_MARGIN,
-                    heartbeat_timeout=ARGOCD_HEARTBEAT_TIMEOUT,
-                    retry_policy=ACTIVITY_RETRY,
-                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                    summary=f"{step.uses} {apps}",
+                    **argocd_options(queue, timeout, f"{step.uses} {apps}"),
                 )
             )
         except ActivityError as err:
-            failed = _phase_of(err) is PromotionPhase.FAILED
+            failure = diagnose(err)
             return StepOutcome(
                 alias=step.alias,
                 uses=step.uses,
-                status=StepStatus.FAILED if failed else StepStatus.ERRORED,
-                message=shard_unserved(plan.shard, queue, err) or _reason(err),
+                status=StepStatus(failure.outcome.value),
+                message=shard_unserved(plan.shard, queue, err) or failure.reason,
             )
         return outcome
 
     @workflow.query(name="status")
-    def status(self) -> dict[str, object]:
+    def status(self) -> PromotionStatus:
         """The phase, the current activity, and every finished step's outcome."""
         pending = self._approval
-        return {
-            "phase": self._phase.value,
-            "current": self._current,
-            "steps": [o.model_dump(mode="json", by_alias=True) for o in self._outcomes],
-            "approval": (
-                {
-                    "step": pending.step,
-                    "required": pending.policy.required,
-                    "approvers": pending.policy.approvers,
-                    "approvedBy": list(pending.approved_by),
-                    "deadline": pending.deadline.isoformat() if pending.deadline else None,
-                }
+        return PromotionStatus(
+            phase=self._phase,
+            current=self._current,
+            steps=tuple(self._outcomes),
+            approval=(
+                ApprovalStatus(
+                    step=pending.step,
+                    required=pending.policy.required,
+                    approvers=pending.policy.approvers,
+                    approved_by=tuple(pending.approved_by),
+                    deadline=pending.deadline,
+                )
                 if pending is not None
                 else None
             ),
-            "approvals": [d.model_dump(mode="json", by_alias=True) for d in self._decisions],
-            "refused": [r.model_dump(mode="json", by_alias=True) for r in self._refused],
-            "waitingForWindow": self._waiting_for_window,
-            "abortedBy": self._abort.user if self._abort else None,
-        }
+            approvals=tuple(self._decisions),
+            refused=tuple(self._refused),
+            waiting_for_window=self._waiting_for_window,
+            aborted_by=self._abort.user if self._abort else None,
+        )
 
     def _show(self, request: PromotionRequest, plan: PromotionPlan | None, doing: str) -> None:
         self._current = doing
@@ -622,7 +590,7 @@ class PromotionWorkflow:
         )
         if phase is PromotionPhase.SUCCEEDED:
             return result
-        raise ApplicationError(message, result, type=f"Promotion{phase.value}", non_retryable=True)
+        raise ApplicationError(message, result, type=failure_type(phase), non_retryable=True)
 
 
 _EVENTS: dict[PromotionPhase, EventKind] = {
@@ -658,31 +626,10 @@ def _worktree_batch(plan: PromotionPlan, start: int) -> list[PlannedStep]:
     return batch
 
 
-def _application_error(err: FailureError) -> ApplicationError | None:
-    if isinstance(err, ApplicationError):  # a local activity's own error, unwrapped
-        return err
-    cause = err.cause
-    return cause if isinstance(cause, ApplicationError) else None
+def _phase(failure: Diagnosis) -> PromotionPhase:
+    return PromotionPhase(failure.outcome.value)
 
 
-def _reason(err: FailureError) -> str:
-    cause = _application_error(err)
-    if cause is not None:
-        return cause.message
-    return str(err.cause or err)
-
-
-def _phase_of(err: ActivityError) -> PromotionPhase:
-    cause = _application_error(err)
-    if cause is not None and cause.type in STEP_FAILURES:
-        return PromotionPhase.FAILED
-    return PromotionPhase.ERRORED
-
-
-def _failed_step(err: ActivityError, batch: list[PlannedStep]) -> str | None:
-    cause = _application_error(err)
-    if cause is not None and cause.details:
-        details = cause.details[0]
-        if isinstance(details, dict) and "step" in details:
-            return str(details["step"])
-    return None
+def _failed_step(failure: Diagnosis) -> str | None:
+    step = failure.details.get("step")
+    return str(step) if step is not None else None

@@ -16,21 +16,27 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from freightline.analysis import AnalysisRunStatus
+    from activities.argocd import ArgoCDActivities
+    from freightline.analysis import AnalysisPhase, AnalysisRunStatus
     from freightline.argocd import (
-        SHARD_PICKUP_TIMEOUT,
         ArgoCDHealthRequest,
         HealthState,
         StageHealth,
         apps_of,
         shard_unserved,
     )
-    from freightline.errors import ConfigError
+    from freightline.errors import ConfigError, diagnose
     from freightline.notifications import NotificationEvent
-    from freightline.promotion import AbortMessage, PromotionRequest, PromotionResult
+    from freightline.promotion import (
+        AbortMessage,
+        PromotionPhase,
+        PromotionRequest,
+        PromotionResult,
+        ended_phase,
+    )
     from freightline.resources import Freight
     from freightline.stage import (
         AvailableFreight,
@@ -52,7 +58,6 @@ with workflow.unsafe.imports_passed_through():
     from freightline.stage_requests import ApproveRequest, PromoteRequest, RetireRequest
     from freightline.temporal import (
         FREIGHT_AVAILABLE_SIGNAL,
-        PROMOTION_WORKFLOW,
         SA_FREIGHT,
         SA_PROJECT,
         SA_STAGE,
@@ -61,6 +66,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from freightline.verification import verification_request
     from workflows.notify import send_notification
+    from workflows.options import health_options
+    from workflows.promotion import PromotionWorkflow
+    from workflows.verification import VerificationWorkflow
 
 
 HEALTH_REFRESH = timedelta(minutes=5)
@@ -79,7 +87,9 @@ class StageWorkflow:
         self.state = state
         self._wake = False
         self._verify_requested_by: str | None = None
-        self._promotion: workflow.ChildWorkflowHandle[object, PromotionResult] | None = None
+        self._promotion: workflow.ChildWorkflowHandle[PromotionWorkflow, PromotionResult] | None = (
+            None
+        )
 
     @workflow.run
     async def run(self, state: StageState) -> None:
@@ -288,11 +298,11 @@ class StageWorkflow:
     async def _promote(self, ticket: PromotionTicket) -> None:
         self.state.running = ticket
         self._show()
-        phase, message = "Succeeded", ""
+        phase, message = PromotionPhase.SUCCEEDED, ""
         result: PromotionResult | None = None
         try:
             self._promotion = await workflow.start_child_workflow(
-                PROMOTION_WORKFLOW,
+                PromotionWorkflow.run,
                 PromotionRequest(
                     project=self.state.config.project,
                     stage=self.state.name,
@@ -301,7 +311,6 @@ class StageWorkflow:
                     override_windows=ticket.override_windows,
                 ),
                 id=ticket.promotion,
-                result_type=PromotionResult,
                 static_summary=(
                     f"promote freight `{ticket.freight_alias or ticket.freight[:7]}` "
                     f"into `{self.state.name}`"
@@ -313,12 +322,11 @@ class StageWorkflow:
                 await self._stop_running(self.state.retiring)
             result = await self._promotion
         except ChildWorkflowError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                phase = (cause.type or "PromotionErrored").removeprefix("Promotion")
-                message = cause.message
-            else:
-                phase, message = "Errored", str(cause or err)
+            # The Promotion says how it ended in its failure type; a child that could not
+            # end on its own (terminated, timed out) counts as Errored.
+            failure = diagnose(err)
+            phase = ended_phase(failure.type) or PromotionPhase(failure.outcome.value)
+            message = failure.reason
         self._promotion = None
         now = workflow.now()
         self.state.running = None
@@ -330,8 +338,8 @@ class StageWorkflow:
             message=message,
             finished_at=now,
         )
-        if phase != "Succeeded":
-            workflow.logger.warning("promotion did not succeed", extra={"phase": phase})
+        if phase is not PromotionPhase.SUCCEEDED:
+            workflow.logger.warning("promotion did not succeed", extra={"phase": phase.value})
             return
         record_promoted(self.state, ticket, now)
         if result is not None:
@@ -342,31 +350,26 @@ class StageWorkflow:
                 note_manual_choice(self.state, entry.freight, now)
         if self.state.retiring is not None:
             return  # no verification nor offers downstream from a Stage that left its project
-        phase = await self._verify(ticket.freight)
-        if phase == "Successful":
+        verified = await self._verify(ticket.freight)
+        if verified == "Successful":
             await self._offer_downstream(ticket.freight)
-        elif phase in self.state.config.rollback_on_verification and ticket.rollback_of is None:
+        elif verified in self.state.config.rollback_on_verification and ticket.rollback_of is None:
             self._roll_back(ticket)
 
     async def _check_health(self) -> StageHealth:
         shard = self.state.config.stage.spec.shard
         queue = argocd_task_queue(workflow.info().task_queue, shard)
         try:
-            health: StageHealth = await workflow.execute_activity(
-                "argocd_health",
+            health = await workflow.execute_activity_method(
+                ArgoCDActivities.argocd_health,
                 ArgoCDHealthRequest(apps=tuple(self.state.health_apps)),
-                result_type=StageHealth,
-                task_queue=queue,
-                schedule_to_start_timeout=SHARD_PICKUP_TIMEOUT if queue else None,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=3),
-                summary=f"health of {len(self.state.health_apps)} Argo CD apps",
+                **health_options(queue, f"health of {len(self.state.health_apps)} Argo CD apps"),
             )
         except ActivityError as err:
             # Only a sharded queue nobody polls gets here: the activity itself never fails.
-            issue = shard_unserved(shard, queue, err) or str(err.cause or err)
+            issue = shard_unserved(shard, queue, err) or diagnose(err).reason
             health = StageHealth(status=HealthState.UNKNOWN, issues=(issue,))
-        self.state.health = health.status.value
+        self.state.health = health.status
         self.state.health_detail = health
         self.state.health_checked_at = workflow.now()
         return health
@@ -401,7 +404,7 @@ class StageWorkflow:
             candidates.append(max(due, timedelta(seconds=1)))
         return min(candidates) if candidates else None
 
-    async def _verify(self, freight_id: str) -> str:
+    async def _verify(self, freight_id: str) -> AnalysisPhase:
         """Run the Stage's verification for its current Freight; its phase (Successful if none).
 
         Verification starts only once the Stage is Healthy, as in Kargo.
@@ -474,12 +477,12 @@ class StageWorkflow:
         )
         self._show()
         result: AnalysisRunStatus | None = None
+        phase: AnalysisPhase
         try:
             result = await workflow.execute_child_workflow(
-                "Verification",
+                VerificationWorkflow.run,
                 request,
                 id=workflow_id,
-                result_type=AnalysisRunStatus,
                 static_summary=f"verify freight `{alias or freight_id[:7]}` in `{self.state.name}`",
                 search_attributes=workflow.info().typed_search_attributes.updated(
                     SearchAttributePair(SA_FREIGHT, freight_id)
@@ -487,7 +490,7 @@ class StageWorkflow:
             )
             phase, message = result.phase, result.message
         except ChildWorkflowError as err:
-            result, phase, message = None, "Error", str(err.cause or err)
+            result, phase, message = None, "Error", diagnose(err).reason
         record = self.state.verifying.model_copy(
             update={
                 "phase": phase,
@@ -629,9 +632,9 @@ class StageWorkflow:
             )
         if state.queue:
             lines.append("queued: " + ", ".join(f"`{t.freight_alias}`" for t in state.queue))
-        if state.last_promotion and state.last_promotion.phase != "Succeeded":
+        if state.last_promotion and state.last_promotion.phase is not PromotionPhase.SUCCEEDED:
             lines.append(
-                f"last promotion {state.last_promotion.phase}: {state.last_promotion.message}"
+                f"last promotion {state.last_promotion.phase.value}: {state.last_promotion.message}"
             )
         lines.append(f"auto-promotion: {'on' if state.config.auto_promotion else 'off'}")
         workflow.set_current_details("\n\n".join(lines))

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.metrics import measure_metric
     from freightline.analysis import (
         COMPLETED_PHASES,
         AnalysisRunStatus,
@@ -33,13 +32,12 @@ with workflow.unsafe.imports_passed_through():
         record_measurement,
         start_run,
     )
+    from freightline.errors import diagnose
     from freightline.observability import record_verification_finished
     from freightline.resources import Metric
     from freightline.verification import VerificationRequest
+    from workflows.options import measurement_options
 
-# A measurement that cannot even run (no worker can reach the provider) is retried a
-# little, then recorded as an Error measurement: errors count against the limits.
-MEASURE_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
 LOCAL_MEASUREMENTS = "local-measurements"
 """Patch: measurements run as local activities (runs started before it keep activities)."""
 
@@ -87,30 +85,20 @@ class VerificationWorkflow:
 
     async def _measure(self, request: VerificationRequest, metric: Metric) -> Measurement:
         measure = MeasureRequest(metric=metric, run=request.run_name)
-        options: dict[str, Any] = {
-            "result_type": Measurement,
-            "start_to_close_timeout": measurement_timeout(metric),
-            "retry_policy": MEASURE_RETRY,
-            "summary": f"measure {metric.name}",
-        }
+        options = measurement_options(measurement_timeout(metric), f"measure {metric.name}")
         try:
             if workflow.patched(LOCAL_MEASUREMENTS):
                 # One marker event per measurement instead of an activity's three and the
                 # workflow task between them: a 1 h window at 1 m fits in ~370 events.
-                local: Measurement = await workflow.execute_local_activity(
-                    "measure_metric", measure, **options
-                )
+                local = await workflow.execute_local_activity(measure_metric, measure, **options)
                 # Scheduled from workflow time, which the worker's clock need not match.
                 return local.model_copy(update={"recorded_at": workflow.now()})
-            result: Measurement = await workflow.execute_activity(
-                "measure_metric", measure, **options
-            )
-            return result
+            return await workflow.execute_activity(measure_metric, measure, **options)
         except (ActivityError, ApplicationError, TemporalTimeoutError) as err:
             # (a local activity's error arrives unwrapped, not as an ActivityError)
             now = workflow.now()
             return Measurement(
-                phase="Error", message=str(err.cause or err), started_at=now, finished_at=now
+                phase="Error", message=diagnose(err).reason, started_at=now, finished_at=now
             )
 
     @workflow.signal(name="abort")

@@ -23,11 +23,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from freightline.errors import FreightlineError
+    from activities.discovery import DiscoveryActivities
+    from freightline.errors import FreightlineError, diagnose
     from freightline.observability import record_discovery
     from freightline.resources import Freight, parse_duration
     from freightline.stage import FreightAvailable
@@ -55,14 +55,7 @@ with workflow.unsafe.imports_passed_through():
         record_freight,
         remember_created,
     )
-
-DISCOVERY_TIMEOUT = timedelta(minutes=5)
-DISCOVERY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
+    from workflows.options import discovery_options
 
 
 @workflow.defn(name="Warehouse")
@@ -231,18 +224,17 @@ class WarehouseWorkflow:
         )
         now = workflow.now()
         try:
-            result = await workflow.execute_activity(
-                "discover_warehouse",
+            result = await workflow.execute_activity_method(
+                DiscoveryActivities.discover_warehouse,
                 request,
-                result_type=DiscoveryResult,
-                start_to_close_timeout=DISCOVERY_TIMEOUT,
-                retry_policy=DISCOVERY_RETRY,
-                summary=f"discover {len(warehouse.spec.subscriptions)} subscriptions of "
-                f"warehouse `{self.name}`",
+                **discovery_options(
+                    f"discover {len(warehouse.spec.subscriptions)} subscriptions of "
+                    f"warehouse `{self.name}`"
+                ),
             )
             decision = decide_freight(self.project, warehouse, result, self.state.freight, now)
         except ActivityError as err:
-            self._failed(now, _message(err))
+            self._failed(now, diagnose(err).reason)
             return
         except FreightlineError as err:
             self._failed(now, str(err))
@@ -314,15 +306,6 @@ class WarehouseWorkflow:
         if self.retiring is not None:
             details += f"\n\nretiring: {self.retiring.reason}"
         workflow.set_current_details(details)
-
-
-def _message(err: ActivityError) -> str:
-    cause = err.cause
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    return str(cause or err)
 
 
 __all__ = ["WarehouseState", "WarehouseWorkflow"]

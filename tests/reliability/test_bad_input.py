@@ -48,7 +48,7 @@ TYPED_ERRORS = {
     name
     for name, value in vars(errors).items()
     if isinstance(value, type) and issubclass(value, FreightlineError)
-} | {"GitCommandError"}
+}
 
 
 # --- the config loader ----------------------------------------------------------------------

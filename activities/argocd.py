@@ -1,6 +1,7 @@
 """Argo CD activities: ``argocd-update``, ``argocd-wait`` and Stage health, on Argo CD's REST API.
 
-Configuration comes from the **worker's** environment only, never from a workflow:
+Configuration comes from the **worker's** settings only (read from its environment
+at start, ``freightline.settings.ArgoCDSettings``), never from a workflow:
 
 - ``ARGOCD_SERVER``: the API server, ``https://argocd.example.com`` (a bare host means
   https), or the sandbox emulator's ``http://127.0.0.1:PORT``;
@@ -81,6 +82,12 @@ from freightline.errors import (
 )
 from freightline.logging import get_logger
 from freightline.promotion import StepOutcome, StepStatus
+from freightline.settings import (
+    ARGOCD_AUTH_TOKEN_ENV,
+    ARGOCD_INSECURE_ENV,
+    ARGOCD_SERVER_ENV,
+    ArgoCDSettings,
+)
 
 __all__ = [
     "ARGOCD_AUTH_TOKEN_ENV",
@@ -94,10 +101,6 @@ __all__ = [
     "ArgoCDUpdateConfig",
     "ArgoCDWaitConfig",
 ]
-
-ARGOCD_SERVER_ENV = "ARGOCD_SERVER"
-ARGOCD_AUTH_TOKEN_ENV = "ARGOCD_AUTH_TOKEN"  # noqa: S105 - a variable name, not a value
-ARGOCD_INSECURE_ENV = "ARGOCD_INSECURE"
 
 POLL_INTERVAL = timedelta(seconds=1)
 FIRST_POLL = timedelta(milliseconds=100)
@@ -131,33 +134,6 @@ class ArgoCDResponseError(StepError):
 # --- settings and client ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ArgoCDSettings:
-    """Where the worker's Argo CD is and how to authenticate; never leaves the worker."""
-
-    server: str
-    token: str = field(repr=False)
-    insecure: bool = False
-
-    @property
-    def base_url(self) -> str:
-        server = self.server.strip().rstrip("/")
-        return server if "://" in server else f"https://{server}"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ArgoCDSettings | None:
-        """Read ``ARGOCD_SERVER``, ``ARGOCD_AUTH_TOKEN``, ``ARGOCD_INSECURE``; None when unset."""
-        env = os.environ if environ is None else environ
-        server = env.get(ARGOCD_SERVER_ENV, "").strip()
-        if not server:
-            return None
-        return cls(
-            server=server,
-            token=env.get(ARGOCD_AUTH_TOKEN_ENV, "").strip(),
-            insecure=env.get(ARGOCD_INSECURE_ENV, "").strip().lower() in ("1", "true", "yes"),
-        )
-
-
 class ArgoCDClient:
     """Argo CD's REST API, the parts Freightline uses. Thread-safe (one ``httpx.Client``)."""
 
@@ -168,14 +144,15 @@ class ArgoCDClient:
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
         timeout: httpx.Timeout = REQUEST_TIMEOUT,
     ) -> None:
-        if not settings.token:
+        token = settings.token_value()
+        if not token:
             raise CredentialError(
                 f"{ARGOCD_AUTH_TOKEN_ENV} is not set on the worker: Argo CD needs a bearer token"
             )
         self.server = settings.base_url
         self._http = httpx.Client(
             base_url=self.server,
-            headers={"Authorization": f"Bearer {settings.token}", "Accept": "application/json"},
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             verify=not settings.insecure,
             timeout=timeout,
             event_hooks=dict(event_hooks or {}),
@@ -488,15 +465,10 @@ class ArgoCDActivities:
         self._client: ArgoCDClient | None = None
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_env(cls) -> ArgoCDActivities:
-        """Settings from ``ARGOCD_SERVER`` / ``ARGOCD_AUTH_TOKEN`` / ``ARGOCD_INSECURE``."""
-        return cls(ArgoCDSettings.from_env())
-
     def client(self) -> ArgoCDClient:
         with self._lock:
             if self._client is None:
-                if self.settings is None:
+                if self.settings is None or not self.settings.server:
                     raise CredentialError(
                         f"{ARGOCD_SERVER_ENV} is not set on the worker: Argo CD steps need the "
                         f"Argo CD API server's URL ({ARGOCD_SERVER_ENV}) and a token "

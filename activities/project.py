@@ -8,7 +8,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from freightline.client import with_warehouse_freight
 from freightline.errors import NotFoundError
-from freightline.notifications import notification_urls
 from freightline.promotion import PromotionPlan, PromotionRequest, plan_promotion
 from freightline.resources import ProjectResources
 from freightline.temporal import project_workflow_id
@@ -17,8 +16,9 @@ from freightline.temporal import project_workflow_id
 class ProjectActivities:
     """Reads configuration through a Temporal client (the worker's own)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, notifying: bool = False) -> None:
         self.client = client
+        self.notifying = notifying
 
     async def project_resources(self, project: str) -> ProjectResources:
         handle = self.client.get_workflow_handle(project_workflow_id(project))
@@ -47,4 +47,4 @@ class ProjectActivities:
             promotion=activity.info().workflow_id or request.stage,
         )
         # Only whether this worker has endpoints: the URLs themselves stay out of history.
-        return plan.model_copy(update={"notify": bool(notification_urls())})
+        return plan.model_copy(update={"notify": self.notifying})

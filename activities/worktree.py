@@ -24,6 +24,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.git import DEFAULT_AUTHOR
 from activities.git_steps import git_clear, git_clone, git_commit, git_push
 from activities.kustomize_steps import kustomize_build, kustomize_set_image
 from activities.step_context import CredentialLookup, StepContext
@@ -63,13 +64,18 @@ def _anonymous(_repo_url: str) -> GitCredentials | None:
 
 
 class WorktreeActivities:
-    """Holds what the steps need from the worker: where credentials come from, a scratch root."""
+    """Holds what the steps need from the worker: credentials, commit author, a scratch root."""
 
     def __init__(
-        self, git_credentials: CredentialLookup = _anonymous, scratch_root: Path | None = None
+        self,
+        git_credentials: CredentialLookup = _anonymous,
+        scratch_root: Path | None = None,
+        *,
+        author: tuple[str, str] = DEFAULT_AUTHOR,
     ) -> None:
         self.git_credentials = git_credentials
         self.scratch_root = scratch_root
+        self.author = author
 
     @activity.defn(name="run_worktree_steps")
     def run_worktree_steps(self, batch: WorktreeBatch) -> list[StepOutcome]:
@@ -82,7 +88,9 @@ class WorktreeActivities:
             _heartbeating(),
             tempfile.TemporaryDirectory(prefix="freightline-", dir=self.scratch_root) as tmp,
         ):
-            ctx = StepContext(Workspace(Path(tmp)), batch.plan, self.git_credentials)
+            ctx = StepContext(
+                Workspace(Path(tmp)), batch.plan, self.git_credentials, author=self.author
+            )
             with ctx.resources:
                 for step in steps:
                     outcome = self._run_step(ctx, scope, step)

@@ -28,8 +28,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -40,8 +39,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from freightline.freight import normalize_chart_url, normalize_git_url, normalize_image_url
 from freightline.logging import get_logger
-from freightline.mirrors import originals_of, registry_mirrors
+from freightline.mirrors import originals_of
 from freightline.resources import ProjectResources, RepoSubscription
+from freightline.settings import WEBHOOK_PORT_ENV as WEBHOOK_PORT_ENV
+from freightline.settings import WEBHOOK_SECRET_ENV as WEBHOOK_SECRET_ENV
 from freightline.temporal import REFRESH_SIGNAL, warehouse_workflow_id
 
 __all__ = [
@@ -53,9 +54,6 @@ __all__ = [
     "registry_repositories",
 ]
 
-WEBHOOK_SECRET_ENV = "FREIGHTLINE_WEBHOOK_SECRET"  # noqa: S105 - a variable name
-GITHUB_SECRET_ENV = "FREIGHTLINE_GITHUB_WEBHOOK_SECRET"  # noqa: S105 - a variable name
-WEBHOOK_PORT_ENV = "FREIGHTLINE_WEBHOOK_PORT"
 TOKEN_HEADER = "x-freightline-token"  # noqa: S105 - a header name
 MAX_BODY = 1 << 20
 HEADER_TIMEOUT = 10.0
@@ -66,13 +64,13 @@ log = get_logger("freightline.webhooks")
 # --- what a push names ------------------------------------------------------------------------
 
 
-def registry_repositories(body: Any) -> set[str]:
+def registry_repositories(body: Any, mirrors: Mapping[str, str] | None = None) -> set[str]:
     """``host/repository`` of each manifest push in a distribution notification envelope.
 
-    A push to a registry mirror (see ``freightline.mirrors``) also names the
-    repository of the registry it mirrors.
+    A push to a registry mirror (``mirrors``, see ``freightline.mirrors``) also
+    names the repository of the registry it mirrors.
     """
-    mirrors = registry_mirrors()
+    mirrors = mirrors or {}
     repositories = set()
     for event in body.get("events", []) if isinstance(body, dict) else []:
         if not isinstance(event, dict) or event.get("action") != "push":
@@ -163,14 +161,16 @@ class WebhookServer:
         self,
         client: Client,
         *,
-        secret: str | None = None,
-        github_secret: str | None = None,
+        secret: str = "",
+        github_secret: str = "",
+        mirrors: Mapping[str, str] | None = None,
         host: str = "0.0.0.0",  # noqa: S104 - webhooks come from other machines
         port: int = 0,
     ) -> None:
         self.client = client
-        self.secret = secret if secret is not None else os.environ.get(WEBHOOK_SECRET_ENV, "")
-        self.github_secret = github_secret or os.environ.get(GITHUB_SECRET_ENV) or self.secret
+        self.secret = secret
+        self.github_secret = github_secret or secret
+        self.mirrors = dict(mirrors or {})
         self.host = host
         self._port = port
         self._server: asyncio.Server | None = None
@@ -243,7 +243,7 @@ class WebhookServer:
         match kind:
             case "registry":
                 self._check_token(request)
-                repos = registry_repositories(_json(request.body))
+                repos = registry_repositories(_json(request.body), self.mirrors)
             case "github":
                 self._check_github(request)
                 event = request.headers.get("x-github-event", "")
@@ -340,7 +340,17 @@ def _json(body: bytes) -> Any:
         raise _HttpError(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
 
 
-async def serve(client: Client, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
+async def serve(
+    client: Client,
+    port: int,
+    host: str = "0.0.0.0",  # noqa: S104
+    *,
+    secret: str,
+    github_secret: str = "",
+    mirrors: Mapping[str, str] | None = None,
+) -> None:
     """Serve webhooks until cancelled (``freightline webhooks``)."""
-    async with WebhookServer(client, host=host, port=port) as server:
+    async with WebhookServer(
+        client, secret=secret, github_secret=github_secret, mirrors=mirrors, host=host, port=port
+    ) as server:
         await server.serve_forever()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from freightline.settings import (
     environment_variables,
     load_settings,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -195,3 +199,38 @@ def test_replace_sets_fields_without_touching_the_environment(
     assert dict(os.environ) == before
     with pytest.raises(ConfigError, match="Input should be less than or equal to 65535"):
         settings.replace(webhooks={"port": 70000})
+
+
+def test_the_worker_stops_on_a_bad_variable_with_one_line() -> None:
+    env = {**os.environ, "FREIGHTLINE_WORKER_ROLE": "bogus", "FREIGHTLINE_HEALTH_ADDRESS": ""}
+    done = subprocess.run(
+        [sys.executable, "worker.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: FREIGHTLINE_WORKER_ROLE='bogus': expected all or argocd"
+    )
+
+
+def test_a_command_stops_on_a_bad_variable_with_one_line() -> None:
+    env = {**os.environ, "FREIGHTLINE_METRICS_ADDRESS": "nowhere"}
+    done = subprocess.run(
+        [sys.executable, "-m", "freightline", "get", "stages", "-p", "kargo-demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: FREIGHTLINE_METRICS_ADDRESS='nowhere': not HOST:PORT (e.g. 0.0.0.0:9464), "
+        "or empty for off"
+    )

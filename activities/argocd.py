@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,9 +103,6 @@ __all__ = [
 POLL_INTERVAL = timedelta(seconds=1)
 FIRST_POLL = timedelta(milliseconds=100)
 REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
-
-CRASH_WHILE_WAITING_ENV = "FREIGHTLINE_TEST_CRASH_WHILE_WAITING"
-"""Test hook: on a first attempt, end the worker process (like SIGKILL) while this step waits."""
 
 _RUNNING_PHASES = ("Running", "Terminating")
 _FAILED_PHASES = ("Failed", "Error")
@@ -708,7 +703,6 @@ class ArgoCDActivities:
                     + "; ".join(f"{t.where}: {t.waiting}" for t in pending)
                 )
             progress.beat()
-            _crash_point(request, targets)
             activity.wait_for_cancelled_sync(wait)
             wait = min(wait * 1.5, self.poll_interval)
             if activity.is_cancelled():
@@ -983,14 +977,3 @@ def _json_text(value: Any) -> str:
 def _duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m{rest}s" if minutes else f"{rest}s"
-
-
-def _crash_point(request: ArgoCDStepInput, targets: list[_Target]) -> None:
-    if (
-        os.environ.get(CRASH_WHILE_WAITING_ENV) == request.uses
-        and activity.info().attempt == 1
-        and any(t.state == "syncing" for t in targets)
-    ):
-        get_logger(__name__).warning("test hook: crashing the worker", step=request.step)
-        time.sleep(1.0)  # let the heartbeat that records the sync reach the server
-        os._exit(137)

@@ -11,7 +11,6 @@ successful push pushes nothing and returns the same commit.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -54,9 +53,6 @@ WORKTREE_STEPS: dict[str, StepImplementation] = {
 }
 
 HEARTBEAT_EVERY = timedelta(seconds=2)
-
-CRASH_AFTER_STEP_ENV = "FREIGHTLINE_TEST_CRASH_AFTER_STEP"
-"""Test hook: on a first attempt, end the worker process right after this step (like SIGKILL)."""
 
 
 def _anonymous(_repo_url: str) -> GitCredentials | None:
@@ -104,7 +100,6 @@ class WorktreeActivities:
                     scope.record(outcome)
                     outcomes.append(outcome)
                     activity.heartbeat(step.alias)
-                    _crash_point(step)
         return outcomes
 
     def _run_step(self, ctx: StepContext, scope: StepScope, step: PlannedStep) -> StepOutcome:
@@ -151,9 +146,3 @@ def _heartbeating() -> Any:
     finally:
         stop.set()
         thread.join()
-
-
-def _crash_point(step: PlannedStep) -> None:
-    if os.environ.get(CRASH_AFTER_STEP_ENV) == step.uses and activity.info().attempt == 1:
-        get_logger(__name__).warning("test hook: crashing the worker", after_step=step.alias)
-        os._exit(137)

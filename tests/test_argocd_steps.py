@@ -24,12 +24,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
-from activities.argocd import (
-    CRASH_WHILE_WAITING_ENV,
-    ArgoCDActivities,
-    ArgoCDSettings,
-    LabelSelector,
-)
+from activities.argocd import ArgoCDActivities, ArgoCDSettings, LabelSelector
 from freightline.argocd import (
     AUTHORIZED_STAGE_ANNOTATION,
     AppRef,
@@ -52,6 +47,7 @@ from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import KARGO_QUICKSTART, branch_head
 from sandbox.workers import start_worker, worker_env
 from tests.conftest import wait_for
+from tests.crash_worker import crash_worker_args
 from tests.pipelines import dump, freight_for, quickstart_documents, with_freight
 from tests.test_promotion import promote_expecting_failure
 
@@ -423,7 +419,7 @@ async def test_worker_killed_mid_wait_resumes_elsewhere_with_one_sync(
         freight = freight_for("1.29.6")
         target = client.service_client.config.target_host
         env = worker_env(target, task_queue, ARGOCD_SERVER=argocd.base_url, ARGOCD_AUTH_TOKEN=TOKEN)
-        doomed = start_worker({**env, CRASH_WHILE_WAITING_ENV: "argocd-update"})
+        doomed = start_worker(env, args=crash_worker_args("while-waiting", "argocd-update"))
         await apply_project(client, with_freight(quickstart(gitops_repo), freight))
         handle = await start_promotion(client, "kargo-demo", "test", freight.metadata.name)
         await wait_for(lambda: doomed.poll() is not None, timeout=90)

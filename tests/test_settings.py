@@ -201,6 +201,18 @@ def test_replace_sets_fields_without_touching_the_environment(
         settings.replace(webhooks={"port": 70000})
 
 
+@pytest.mark.parametrize("doc", ["README.md", "deploy/README.md"])
+def test_the_docs_list_every_variable(doc: str) -> None:
+    text = (REPO / doc).read_text()
+    for name in environment_variables():
+        if name in ("USER", "LOGNAME"):
+            continue  # the login's own, not Freightline's
+        if doc == "deploy/README.md" and name == "FREIGHTLINE_PROJECT":
+            assert name in text
+            continue
+        assert f"`{name}`" in text, f"{doc} does not document {name}"
+
+
 def test_the_worker_stops_on_a_bad_variable_with_one_line() -> None:
     env = {**os.environ, "FREIGHTLINE_WORKER_ROLE": "bogus", "FREIGHTLINE_HEALTH_ADDRESS": ""}
     done = subprocess.run(

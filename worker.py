@@ -1,11 +1,15 @@
 """Builds and runs the Freightline worker: every workflow and activity on one task queue.
 
-``python worker.py`` (or ``freightline worker``) connects to ``TEMPORAL_ADDRESS``
-and runs until SIGINT/SIGTERM, then drains: in-flight activities get the
-graceful-shutdown window to finish before the process exits. It serves
-Prometheus metrics on ``FREIGHTLINE_METRICS_ADDRESS`` (default 0.0.0.0:9464) and
-``/healthz`` / ``/readyz`` on ``FREIGHTLINE_HEALTH_ADDRESS`` (default 0.0.0.0:8080);
-an empty value turns either off.
+``python worker.py`` (or ``freightline worker``) reads its settings once
+(``freightline.settings``; a bad value stops it with one line naming the
+variable), connects to ``TEMPORAL_ADDRESS`` and runs until SIGINT/SIGTERM, then
+drains: in-flight activities get the graceful-shutdown window to finish before
+the process exits. The activity classes and servers get their settings through
+their constructors; nothing below reads the environment.
+
+It serves Prometheus metrics on ``FREIGHTLINE_METRICS_ADDRESS`` (default
+0.0.0.0:9464) and ``/healthz`` / ``/readyz`` on ``FREIGHTLINE_HEALTH_ADDRESS``
+(default 0.0.0.0:8080); an empty value turns either off.
 
 ``FREIGHTLINE_WORKER_ROLE=argocd`` with ``FREIGHTLINE_SHARD=<shard>`` runs instead a
 worker for one cluster's Argo CD: only the Argo CD activities, on the task queue
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,28 +31,18 @@ from temporalio.worker import Worker
 
 from activities.argocd import ArgoCDActivities
 from activities.discovery import DiscoveryActivities
-from activities.metrics import measure_metric
-from activities.notify import notify
+from activities.metrics import MetricActivities
+from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
 from activities.worktree import WorktreeActivities
-from freightline.credentials import worker_credentials
+from freightline.credentials import CredentialStore, GitCredentials
 from freightline.errors import ConfigError
 from freightline.logging import configure_logging, get_logger
-from freightline.observability import (
-    WorkerHealth,
-    health_address_from_env,
-    metrics_address_from_env,
-    serve_health,
-    worker_runtime,
-)
+from freightline.observability import WorkerHealth, serve_health, worker_runtime
+from freightline.settings import GitSettings, Settings, load_settings
 from freightline.steps import resolve_all
-from freightline.temporal import argocd_task_queue, connect, exit_process, task_queue
-from freightline.webhooks import (
-    GITHUB_SECRET_ENV,
-    WEBHOOK_PORT_ENV,
-    WEBHOOK_SECRET_ENV,
-    WebhookServer,
-)
+from freightline.temporal import argocd_task_queue, connect, exit_process
+from freightline.webhooks import WebhookServer
 from workflows.notify import NotifyWorkflow
 from workflows.project import ProjectWorkflow
 from workflows.promotion import PromotionWorkflow
@@ -66,23 +59,39 @@ WORKFLOWS = [
     WarehouseWorkflow,
 ]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
-WORKER_ROLE_ENV = "FREIGHTLINE_WORKER_ROLE"
-SHARD_ENV = "FREIGHTLINE_SHARD"
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
+def credential_store(git: GitSettings) -> CredentialStore:
+    """The worker's credentials: the credentials file, then the one git identity, if set."""
+    fallback = None
+    if git.username and git.password:
+        fallback = GitCredentials(git.username, git.password.get_secret_value())
+    return CredentialStore(git.credentials_file, git_fallback=fallback)
+
+
 def build_worker(
-    client: Client, *, queue: str | None = None, max_concurrent_activities: int = 16
+    client: Client,
+    settings: Settings,
+    *,
+    queue: str | None = None,
+    max_concurrent_activities: int = 16,
 ) -> Worker:
-    """A worker with all of Freightline's workflows and activities."""
+    """A worker with all of Freightline's workflows and activities, configured by ``settings``.
+
+    ``queue`` overrides ``settings.temporal.task_queue``.
+    """
     resolve_all()  # every step's implementation and config model, or fail now
-    project = ProjectActivities(client)
-    worktree = WorktreeActivities(git_credentials=worker_credentials().git)
-    discovery = DiscoveryActivities(worker_credentials())
-    argocd = ArgoCDActivities.from_env()  # ARGOCD_SERVER, ARGOCD_AUTH_TOKEN, ARGOCD_INSECURE
+    credentials = credential_store(settings.git)
+    project = ProjectActivities(client, notifying=bool(settings.notify.urls))
+    worktree = WorktreeActivities(git_credentials=credentials.git, author=settings.git.author)
+    discovery = DiscoveryActivities(credentials, mirrors=settings.registry.mirrors)
+    argocd = ArgoCDActivities(settings.argocd)
+    metrics = MetricActivities(settings.metrics.plain())
+    notify = NotifyActivities(settings.notify.urls, ui_url=settings.temporal.ui_url)
     return Worker(
         client,
-        task_queue=queue or task_queue(),
+        task_queue=queue or settings.temporal.task_queue,
         workflows=WORKFLOWS,
         activities=[
             project.resolve_promotion,
@@ -92,8 +101,8 @@ def build_worker(
             argocd.argocd_wait,
             argocd.argocd_health,
             discovery.discover_warehouse,
-            measure_metric,
-            notify,
+            metrics.measure_metric,
+            notify.notify,
         ],
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
@@ -104,7 +113,12 @@ def build_worker(
 
 
 def build_argocd_worker(
-    client: Client, *, shard: str, queue: str | None = None, max_concurrent_activities: int = 16
+    client: Client,
+    settings: Settings,
+    *,
+    shard: str,
+    queue: str | None = None,
+    max_concurrent_activities: int = 16,
 ) -> Worker:
     """A worker for one shard's Argo CD: only the Argo CD activities, on that shard's queue.
 
@@ -112,8 +126,8 @@ def build_argocd_worker(
     token are that cluster's) and needs no git or registry access. Stages with
     ``spec.shard: <shard>`` send their Argo CD steps and health checks here.
     """
-    argocd = ArgoCDActivities.from_env()
-    shard_queue = argocd_task_queue(queue or task_queue(), shard)
+    argocd = ArgoCDActivities(settings.argocd)
+    shard_queue = argocd_task_queue(queue or settings.temporal.task_queue, shard)
     assert shard_queue is not None
     return Worker(
         client,
@@ -126,55 +140,41 @@ def build_argocd_worker(
     )
 
 
-def worker_role() -> tuple[str, str | None]:
-    """``FREIGHTLINE_WORKER_ROLE`` (``all``, the default, or ``argocd``) and its shard.
-
-    Raises ConfigError for an unknown role or an ``argocd`` role without
-    ``FREIGHTLINE_SHARD``.
-    """
-    role = os.environ.get(WORKER_ROLE_ENV, "").strip() or "all"
-    shard = os.environ.get(SHARD_ENV, "").strip() or None
-    if role == "all":
-        return role, None
-    if role != "argocd":
-        raise ConfigError(f"{WORKER_ROLE_ENV}={role!r}: expected all or argocd")
-    if shard is None:
-        raise ConfigError(
-            f"{WORKER_ROLE_ENV}=argocd needs {SHARD_ENV}: the Stages' spec.shard whose "
-            "Argo CD this worker reaches"
-        )
-    return role, shard
-
-
 async def run_worker(
     client: Client | None = None,
     *,
+    settings: Settings,
     stop: asyncio.Event | None = None,
-    metrics_address: str | None = None,
     health: WorkerHealth | None = None,
 ) -> None:
-    """Run a worker until ``stop`` is set or the process gets SIGINT/SIGTERM.
+    """Run a worker configured by ``settings`` until ``stop`` is set or SIGINT/SIGTERM.
 
-    Without a ``client`` it connects, serving metrics on ``metrics_address`` when
-    given. ``health`` (what ``/readyz`` reports) is ready while the worker polls
-    and stops being ready the moment the drain begins.
+    Without a ``client`` it connects, serving metrics on
+    ``settings.listen.metrics_address``. ``health`` (what ``/readyz`` reports) is
+    ready while the worker polls and stops being ready the moment the drain begins.
     """
-    client = client or await connect(runtime=worker_runtime(metrics_address))
+    client = client or await connect(runtime=worker_runtime(settings.listen.metrics_address))
     stop = stop or asyncio.Event()
     health = health or WorkerHealth()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await _serve(client, stop, health)
+        await _serve(client, settings, stop, health)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
 
-async def _serve(client: Client, stop: asyncio.Event, health: WorkerHealth) -> None:
-    role, shard = worker_role()
-    worker = build_worker(client) if shard is None else build_argocd_worker(client, shard=shard)
+async def _serve(
+    client: Client, settings: Settings, stop: asyncio.Event, health: WorkerHealth
+) -> None:
+    role, shard = settings.worker.role, settings.worker.shard
+    worker = (
+        build_argocd_worker(client, settings, shard=shard)
+        if role == "argocd" and shard
+        else build_worker(client, settings)
+    )
     log = get_logger("freightline.worker")
     log.info(
         "worker started",
@@ -183,7 +183,7 @@ async def _serve(client: Client, stop: asyncio.Event, health: WorkerHealth) -> N
         role=role,
         shard=shard,
     )
-    async with worker, _webhooks(client, serve=shard is None):
+    async with worker, _webhooks(client, settings, serve=role == "all"):
         health.serving(worker, client)
         await stop.wait()
         health.draining()
@@ -192,28 +192,34 @@ async def _serve(client: Client, stop: asyncio.Event, health: WorkerHealth) -> N
 
 
 @contextlib.asynccontextmanager
-async def _webhooks(client: Client, *, serve: bool) -> AsyncIterator[None]:
+async def _webhooks(client: Client, settings: Settings, *, serve: bool) -> AsyncIterator[None]:
     """The webhook receiver, when ``serve`` and ``FREIGHTLINE_WEBHOOK_PORT`` ask for it."""
-    port = os.environ.get(WEBHOOK_PORT_ENV)
-    if not port or not serve:
+    webhooks = settings.webhooks
+    if webhooks.port is None or not serve:
         yield
         return
-    secret = os.environ.get(WEBHOOK_SECRET_ENV, "")
-    github_secret = os.environ.get(GITHUB_SECRET_ENV)
-    async with WebhookServer(client, secret=secret, github_secret=github_secret, port=int(port)):
+    async with WebhookServer(
+        client,
+        secret=webhooks.secret_value(),
+        github_secret=webhooks.github_secret_value(),
+        mirrors=settings.registry.mirrors,
+        host=webhooks.host,
+        port=webhooks.port,
+    ):
         yield
 
 
 def main() -> None:
+    """``python worker.py``: read the settings once, serve health, run the worker."""
     configure_logging()
     try:
-        worker_role()
+        settings = load_settings()
     except ConfigError as err:
         get_logger("freightline.worker").error("worker not started", error=str(err))
         raise SystemExit(f"error: {err}") from None
     # Health answers from the start, so liveness holds while the client connects.
-    with serve_health(health_address_from_env()) as health:
-        asyncio.run(run_worker(metrics_address=metrics_address_from_env(), health=health))
+    with serve_health(settings.listen.health_address) as health:
+        asyncio.run(run_worker(settings=settings, health=health))
     exit_process(0)
 
 

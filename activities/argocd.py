@@ -1,6 +1,7 @@
 """Argo CD activities: ``argocd-update``, ``argocd-wait`` and Stage health, on Argo CD's REST API.
 
-Configuration comes from the **worker's** environment only, never from a workflow:
+Configuration comes from the **worker's** settings only (read from its environment
+at start, ``freightline.settings.ArgoCDSettings``), never from a workflow:
 
 - ``ARGOCD_SERVER``: the API server, ``https://argocd.example.com`` (a bare host means
   https), or the sandbox emulator's ``http://127.0.0.1:PORT``;
@@ -40,9 +41,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -85,6 +84,12 @@ from freightline.errors import (
 from freightline.freight import same_repository
 from freightline.logging import get_logger
 from freightline.promotion import StepOutcome, StepStatus
+from freightline.settings import (
+    ARGOCD_AUTH_TOKEN_ENV,
+    ARGOCD_INSECURE_ENV,
+    ARGOCD_SERVER_ENV,
+    ArgoCDSettings,
+)
 from freightline.steps import step_named
 
 __all__ = [
@@ -100,16 +105,9 @@ __all__ = [
     "ArgoCDWaitConfig",
 ]
 
-ARGOCD_SERVER_ENV = "ARGOCD_SERVER"
-ARGOCD_AUTH_TOKEN_ENV = "ARGOCD_AUTH_TOKEN"  # noqa: S105 - a variable name, not a value
-ARGOCD_INSECURE_ENV = "ARGOCD_INSECURE"
-
 POLL_INTERVAL = timedelta(seconds=1)
 FIRST_POLL = timedelta(milliseconds=100)
 REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
-
-CRASH_WHILE_WAITING_ENV = "FREIGHTLINE_TEST_CRASH_WHILE_WAITING"
-"""Test hook: on a first attempt, end the worker process (like SIGKILL) while this step waits."""
 
 _RUNNING_PHASES = ("Running", "Terminating")
 _FAILED_PHASES = ("Failed", "Error")
@@ -118,33 +116,6 @@ _SYNC_REASON = "Promotion triggered a sync of this Application resource."
 
 
 # --- settings and client ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArgoCDSettings:
-    """Where the worker's Argo CD is and how to authenticate; never leaves the worker."""
-
-    server: str
-    token: str = field(repr=False)
-    insecure: bool = False
-
-    @property
-    def base_url(self) -> str:
-        server = self.server.strip().rstrip("/")
-        return server if "://" in server else f"https://{server}"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ArgoCDSettings | None:
-        """Read ``ARGOCD_SERVER``, ``ARGOCD_AUTH_TOKEN``, ``ARGOCD_INSECURE``; None when unset."""
-        env = os.environ if environ is None else environ
-        server = env.get(ARGOCD_SERVER_ENV, "").strip()
-        if not server:
-            return None
-        return cls(
-            server=server,
-            token=env.get(ARGOCD_AUTH_TOKEN_ENV, "").strip(),
-            insecure=env.get(ARGOCD_INSECURE_ENV, "").strip().lower() in ("1", "true", "yes"),
-        )
 
 
 class ArgoCDClient:
@@ -157,14 +128,15 @@ class ArgoCDClient:
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
         timeout: httpx.Timeout = REQUEST_TIMEOUT,
     ) -> None:
-        if not settings.token:
+        token = settings.token_value()
+        if not token:
             raise CredentialError(
                 f"{ARGOCD_AUTH_TOKEN_ENV} is not set on the worker: Argo CD needs a bearer token"
             )
         self.server = settings.base_url
         self._http = httpx.Client(
             base_url=self.server,
-            headers={"Authorization": f"Bearer {settings.token}", "Accept": "application/json"},
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             verify=not settings.insecure,
             timeout=timeout,
             event_hooks=dict(event_hooks or {}),
@@ -467,15 +439,10 @@ class ArgoCDActivities:
         self._client: ArgoCDClient | None = None
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_env(cls) -> ArgoCDActivities:
-        """Settings from ``ARGOCD_SERVER`` / ``ARGOCD_AUTH_TOKEN`` / ``ARGOCD_INSECURE``."""
-        return cls(ArgoCDSettings.from_env())
-
     def client(self) -> ArgoCDClient:
         with self._lock:
             if self._client is None:
-                if self.settings is None:
+                if self.settings is None or not self.settings.server:
                     raise CredentialError(
                         f"{ARGOCD_SERVER_ENV} is not set on the worker: Argo CD steps need the "
                         f"Argo CD API server's URL ({ARGOCD_SERVER_ENV}) and a token "
@@ -716,7 +683,6 @@ class ArgoCDActivities:
                     + "; ".join(f"{t.where}: {t.waiting}" for t in pending)
                 )
             progress.beat()
-            _crash_point(request, targets)
             activity.wait_for_cancelled_sync(wait)
             wait = min(wait * 1.5, self.poll_interval)
             if activity.is_cancelled():
@@ -982,14 +948,3 @@ def _json_text(value: Any) -> str:
 def _duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m{rest}s" if minutes else f"{rest}s"
-
-
-def _crash_point(request: ArgoCDStepInput, targets: list[_Target]) -> None:
-    if (
-        os.environ.get(CRASH_WHILE_WAITING_ENV) == request.uses
-        and activity.info().attempt == 1
-        and any(t.state == "syncing" for t in targets)
-    ):
-        get_logger(__name__).warning("test hook: crashing the worker", step=request.step)
-        time.sleep(1.0)  # let the heartbeat that records the sync reach the server
-        os._exit(137)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import timedelta
 
 import httpx
@@ -74,9 +75,14 @@ class DiscoveryActivities:
     """Discovery with the worker's credentials and long-lived registry clients."""
 
     def __init__(
-        self, credentials: CredentialStore, *, http_timeout: timedelta = HTTP_TIMEOUT
+        self,
+        credentials: CredentialStore,
+        *,
+        http_timeout: timedelta = HTTP_TIMEOUT,
+        mirrors: Mapping[str, str] | None = None,
     ) -> None:
         self.credentials = credentials
+        self.mirrors = dict(mirrors or {})  # the worker's registry mirrors (its settings)
         self.http_timeout = http_timeout
         self._http: httpx.AsyncClient | None = None
         self._clients: OrderedDict[tuple[str, str], RegistryClient] = OrderedDict()
@@ -103,7 +109,7 @@ class DiscoveryActivities:
             def provider(host: str) -> tuple[str, str] | None:
                 return store.basic(cred_type, repo_url) or store.basic(cred_type, host)
 
-            client = self._clients[key] = RegistryClient(self.http, provider)
+            client = self._clients[key] = RegistryClient(self.http, provider, mirrors=self.mirrors)
             while len(self._clients) > MAX_CLIENTS:
                 self._clients.popitem(last=False)
         self._clients.move_to_end(key)

@@ -8,7 +8,6 @@ command lines, remote URLs, logs or results.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import stat
@@ -23,9 +22,9 @@ import git
 
 from freightline.credentials import GitCredentials
 from freightline.errors import ConfigError, GitCommandError, StepError
+from freightline.settings import DEFAULT_AUTHOR_EMAIL, DEFAULT_AUTHOR_NAME
 
-DEFAULT_AUTHOR_NAME = "Freightline"
-DEFAULT_AUTHOR_EMAIL = "freightline@localhost"
+DEFAULT_AUTHOR = (DEFAULT_AUTHOR_NAME, DEFAULT_AUTHOR_EMAIL)
 MAX_PUSH_ATTEMPTS = 10
 # Between rejected pushes: full-jitter exponential backoff (0.2s, 0.4s, ... capped at 5s).
 # Without it, a dozen promotions pushing to one branch retry in lockstep and some run
@@ -42,9 +41,11 @@ esac
 
 
 @contextmanager
-def git_environment(credentials: GitCredentials | None) -> Iterator[dict[str, str]]:
-    """Environment for git processes: no prompts, askpass for credentials."""
-    name, email = author_from_environment()
+def git_environment(
+    credentials: GitCredentials | None, author: tuple[str, str] = DEFAULT_AUTHOR
+) -> Iterator[dict[str, str]]:
+    """Environment for git processes: no prompts, askpass for credentials, ``author`` as identity."""
+    name, email = author
     env = {
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
@@ -301,11 +302,9 @@ def _clone_url(repo_url: str) -> str:
     return repo_url
 
 
-def author_from_environment(config: Mapping[str, Any] | None = None) -> tuple[str, str]:
-    """The commit author: the step's ``author`` config, else the worker's settings."""
+def commit_author(
+    config: Mapping[str, Any] | None, default: tuple[str, str] = DEFAULT_AUTHOR
+) -> tuple[str, str]:
+    """The commit author: the step's ``author`` config, else ``default`` (the worker's settings)."""
     author = dict((config or {}).get("author") or {})
-    name = author.get("name") or os.environ.get("FREIGHTLINE_GIT_AUTHOR_NAME", DEFAULT_AUTHOR_NAME)
-    email = author.get("email") or os.environ.get(
-        "FREIGHTLINE_GIT_AUTHOR_EMAIL", DEFAULT_AUTHOR_EMAIL
-    )
-    return str(name), str(email)
+    return str(author.get("name") or default[0]), str(author.get("email") or default[1])

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from activities.git import Clone, author_from_environment, git_environment
+from activities.git import Clone, commit_author, git_environment
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import ConfigError
 from freightline.freight import same_repository
@@ -37,7 +37,7 @@ def git_clone(ctx: StepContext, config: GitCloneConfig) -> dict[str, Any]:
     clone = ctx.clones.get(config.repo_url)
     if clone is None:
         # The environment (askpass script) must outlive this step: push needs it too.
-        env = ctx.enter(git_environment(credentials))
+        env = ctx.enter(git_environment(credentials, ctx.author))
         name = hashlib.sha1(config.repo_url.encode(), usedforsecurity=False).hexdigest()[:12]
         clone = Clone.create(config.repo_url, ctx.workspace.private / name, env, secrets)
         ctx.clones[config.repo_url] = clone
@@ -86,7 +86,7 @@ class GitCommitConfig(StepConfig):
 def git_commit(ctx: StepContext, config: GitCommitConfig) -> dict[str, Any]:
     """Commit all changes; nothing to commit yields the current head, not an error."""
     worktree = ctx.worktree_at(config.path)
-    name, email = author_from_environment({"author": config.author})
+    name, email = commit_author({"author": config.author}, ctx.author)
     commit = worktree.commit(config.message, name, email)
     return {"commit": commit or ""}
 

@@ -35,6 +35,8 @@ Credentials in headers: a header value may contain ``{{env.NAME}}``, replaced
 here, on the worker, by the worker's environment variable ``NAME``, which must
 start with ``FREIGHTLINE_METRIC_`` (so a configuration cannot make the worker
 send its other secrets, such as its git password, to an arbitrary URL). The
+worker reads those variables once, at start (``freightline.settings.MetricSettings``),
+and hands them to :class:`MetricActivities`. The
 workflow, its history and the measurement only ever hold the reference::
 
     headers:
@@ -49,7 +51,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import os
 import re
 from collections.abc import Mapping
 from typing import Any, Final
@@ -73,16 +74,17 @@ from freightline.analysis import (
 from freightline.errors import ConfigError, CredentialError, FreightlineError
 from freightline.logging import get_logger
 from freightline.resources import Metric, PrometheusMetric, WebMetric
+from freightline.settings import METRIC_HEADER_ENV_PREFIX as HEADER_ENV_PREFIX
 
 __all__ = [
     "HEADER_ENV_PREFIX",
     "MeasureRequest",
+    "MetricActivities",
     "measure",
-    "measure_metric",
     "parse_json_path",
+    "take_measurement",
 ]
 
-HEADER_ENV_PREFIX: Final = "FREIGHTLINE_METRIC_"
 _ENV_TAG = re.compile(r"\{\{\s*env\.([^{}\s]*)\s*\}\}")
 _ARG_TAG = re.compile(r"\{\{\s*args\.[^{}]*\}\}")
 # Header names whose values are credentials even when written literally in the template.
@@ -101,16 +103,27 @@ def _now() -> datetime.datetime:
 # --- the activity ------------------------------------------------------------------------------
 
 
-@boundary.defn(name="measure_metric")
-def measure_metric(request: MeasureRequest) -> Measurement:
-    """Take one measurement of one metric (see the module docstring).
+class MetricActivities:
+    """The measurement activity, with the values its web headers may name."""
+
+    def __init__(self, header_values: Mapping[str, str] | None = None) -> None:
+        self.header_values = dict(header_values or {})
+
+    @boundary.defn(name="measure_metric")
+    def measure_metric(self, request: MeasureRequest) -> Measurement:
+        """Take one measurement of one metric (see the module docstring)."""
+        return take_measurement(request, self.header_values)
+
+
+def take_measurement(request: MeasureRequest, environ: Mapping[str, str]) -> Measurement:
+    """One measurement for the activity; ``environ`` holds the ``FREIGHTLINE_METRIC_*`` values.
 
     Misconfiguration raises a ``ConfigError`` / ``CredentialError`` (converted
     at the activity boundary); every other failure is an Error measurement.
     """
     log = get_logger(__name__)
     try:
-        measurement = measure(request.metric, os.environ)
+        measurement = measure(request.metric, environ)
     except FreightlineError as err:
         log.warning("measurement misconfigured", metric=request.metric.name, run=request.run)
         err.locate(metric=request.metric.name)

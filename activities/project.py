@@ -28,7 +28,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import boundary
 from freightline.client import with_warehouse_freight
 from freightline.errors import NotFoundError
-from freightline.notifications import notification_urls
 from freightline.project import (
     DesiredState,
     ReconcileResult,
@@ -59,8 +58,9 @@ ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 class ProjectActivities:
     """Reads and reconciles configuration through a Temporal client (the worker's own)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, notifying: bool = False) -> None:
         self.client = client
+        self.notifying = notifying
 
     async def project_resources(self, project: str) -> ProjectResources:
         handle = self.client.get_workflow_handle(project_workflow_id(project))
@@ -89,7 +89,7 @@ class ProjectActivities:
             promotion=activity.info().workflow_id or request.stage,
         )
         # Only whether this worker has endpoints: the URLs themselves stay out of history.
-        return plan.model_copy(update={"notify": bool(notification_urls())})
+        return plan.model_copy(update={"notify": self.notifying})
 
     @boundary.defn(name="reconcile_project")
     async def reconcile_project(self, project: str) -> ReconcileResult:

@@ -52,7 +52,6 @@ from freightline.errors import (
     RegistryError,
     RegistryUnavailableError,
 )
-from freightline.mirrors import registry_mirrors
 from freightline.selection import (
     ImageSelectionPolicy,
     ImageSelectionStrategy,
@@ -299,7 +298,7 @@ class RegistryClient:
         mirrors: Mapping[str, str] | None = None,
     ) -> None:
         self.http = http
-        self.mirrors = dict(mirrors) if mirrors is not None else registry_mirrors()
+        self.mirrors = dict(mirrors or {})
         self._credentials = credentials or (lambda _host: None)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._tokens: dict[tuple[str, str], _Token] = {}

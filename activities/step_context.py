@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from activities.git import Clone, Worktree
+from activities.git import DEFAULT_AUTHOR, Clone, Worktree
 from activities.workspace import Workspace
 from freightline.credentials import GitCredentials
 from freightline.errors import ConfigError
@@ -49,6 +49,8 @@ class StepContext:
     workspace: Workspace
     plan: PromotionPlan
     git_credentials: CredentialLookup
+    author: tuple[str, str] = DEFAULT_AUTHOR
+    """The worker's commit author (name, email), unless a step's config names one."""
     step: PlannedStep | None = None
     clones: dict[str, Clone] = field(default_factory=dict)
     worktrees: dict[Path, Worktree] = field(default_factory=dict)

@@ -16,7 +16,6 @@ alias and ``uses`` in the details); ``activities.boundary`` converts it. With
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import Any
 from temporalio import activity
 
 from activities import boundary
+from activities.git import DEFAULT_AUTHOR
 from activities.step_context import CredentialLookup, StepContext, parse_config
 from activities.workspace import Workspace
 from freightline.credentials import GitCredentials
@@ -48,22 +48,24 @@ StepImplementation = Callable[[StepContext, Any], dict[str, Any]]
 
 HEARTBEAT_EVERY = timedelta(seconds=2)
 
-CRASH_AFTER_STEP_ENV = "FREIGHTLINE_TEST_CRASH_AFTER_STEP"
-"""Test hook: on a first attempt, end the worker process right after this step (like SIGKILL)."""
-
 
 def _anonymous(_repo_url: str) -> GitCredentials | None:
     return None
 
 
 class WorktreeActivities:
-    """Holds what the steps need from the worker: where credentials come from, a scratch root."""
+    """Holds what the steps need from the worker: credentials, commit author, a scratch root."""
 
     def __init__(
-        self, git_credentials: CredentialLookup = _anonymous, scratch_root: Path | None = None
+        self,
+        git_credentials: CredentialLookup = _anonymous,
+        scratch_root: Path | None = None,
+        *,
+        author: tuple[str, str] = DEFAULT_AUTHOR,
     ) -> None:
         self.git_credentials = git_credentials
         self.scratch_root = scratch_root
+        self.author = author
 
     @boundary.defn(name="run_worktree_steps")
     def run_worktree_steps(self, batch: WorktreeBatch) -> list[StepOutcome]:
@@ -76,7 +78,9 @@ class WorktreeActivities:
             _heartbeating(),
             tempfile.TemporaryDirectory(prefix="freightline-", dir=self.scratch_root) as tmp,
         ):
-            ctx = StepContext(Workspace(Path(tmp)), batch.plan, self.git_credentials)
+            ctx = StepContext(
+                Workspace(Path(tmp)), batch.plan, self.git_credentials, author=self.author
+            )
             with ctx.resources:
                 for step in steps:
                     outcome = self._run_step(ctx, scope, step)
@@ -90,7 +94,6 @@ class WorktreeActivities:
                     scope.record(outcome)
                     outcomes.append(outcome)
                     activity.heartbeat(step.alias)
-                    _crash_point(step)
         return outcomes
 
     def _run_step(self, ctx: StepContext, scope: StepScope, step: PlannedStep) -> StepOutcome:
@@ -137,9 +140,3 @@ def _heartbeating() -> Any:
     finally:
         stop.set()
         thread.join()
-
-
-def _crash_point(step: PlannedStep) -> None:
-    if os.environ.get(CRASH_AFTER_STEP_ENV) == step.uses and activity.info().attempt == 1:
-        get_logger(__name__).warning("test hook: crashing the worker", after_step=step.alias)
-        os._exit(137)

@@ -30,11 +30,17 @@ from freightline.client import apply_project, stage_states  # noqa: E402
 from freightline.config import group_by_project, load_text  # noqa: E402
 from freightline.devserver import temporal_binary  # noqa: E402
 from freightline.logging import configure_logging  # noqa: E402
+from freightline.settings import load_settings  # noqa: E402
 from freightline.temporal import SEARCH_ATTRIBUTES  # noqa: E402
 from freightline.webhooks import WebhookServer  # noqa: E402
 from sandbox.argocd import ArgoCDEmulator, Timing  # noqa: E402
 from sandbox.gitops import KARGO_QUICKSTART, create_bare_repo  # noqa: E402
-from sandbox.registry import Pusher, start_registry, webhook_notifications  # noqa: E402
+from sandbox.registry import (  # noqa: E402
+    Pusher,
+    free_port,
+    start_registry,
+    webhook_notifications,
+)
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, quickstart_documents  # noqa: E402
 
 PROJECT, SECRET, TOKEN = "kargo-demo", "bench-secret", "bench-token"
@@ -67,24 +73,31 @@ async def main(rounds: int) -> None:
     )
     emulator.start()
     try:
-        async with WebhookServer(client, secret=SECRET, host="127.0.0.1") as hooks:
-            registry = start_registry(
-                work / "registry",
-                notifications=webhook_notifications(
-                    f"http://127.0.0.1:{hooks.port}/webhooks/{PROJECT}/registry", SECRET
-                ),
-            )
-            os.environ.update(
-                {
-                    "ARGOCD_SERVER": emulator.base_url,
-                    "ARGOCD_AUTH_TOKEN": TOKEN,
-                    "FREIGHTLINE_REGISTRY_MIRRORS": f"public.ecr.aws={registry.host}",
-                    "FREIGHTLINE_TASK_QUEUE": "bench-pipeline",
-                }
-            )
+        hooks_port = free_port()
+        registry = start_registry(
+            work / "registry",
+            notifications=webhook_notifications(
+                f"http://127.0.0.1:{hooks_port}/webhooks/{PROJECT}/registry", SECRET
+            ),
+        )
+        # The worker's settings, given in code; the queue stays in the environment for
+        # the client helpers (apply_project) that read it there.
+        os.environ["FREIGHTLINE_TASK_QUEUE"] = "bench-pipeline"
+        settings = load_settings().replace(
+            argocd={"server": emulator.base_url, "token": TOKEN},
+            registry={"mirrors": {"public.ecr.aws": registry.host}},
+        )
+        hooks = WebhookServer(
+            client,
+            secret=SECRET,
+            mirrors=settings.registry.mirrors,
+            host="127.0.0.1",
+            port=hooks_port,
+        )
+        async with hooks:
             pusher = Pusher(registry)
             try:
-                async with build_worker(client, queue="bench-pipeline"):
+                async with build_worker(client, settings, queue="bench-pipeline"):
                     await apply_project(client, resources)
                     durations = []
                     for index in range(rounds):

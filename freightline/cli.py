@@ -1,19 +1,21 @@
 """The ``freightline`` command.
 
 Every command exits non-zero with a one-line reason on bad input; no
-tracebacks for errors a user can fix.
+tracebacks for errors a user can fix. A command reads the settings
+(``freightline.settings``) once, the first time it needs them, and passes
+them on; nothing here changes the process's environment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import os
 import traceback
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +24,9 @@ from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
 from freightline.errors import FreightlineError
+
+if TYPE_CHECKING:
+    from freightline.settings import Settings
 
 app = typer.Typer(
     name="freightline",
@@ -35,7 +40,7 @@ refresh_app = typer.Typer(help="Ask a Warehouse to discover now.", no_args_is_he
 app.add_typer(refresh_app, name="refresh")
 
 console = Console(soft_wrap=True)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # one line, however long
 T = TypeVar("T")
 
 
@@ -50,6 +55,7 @@ def run_async(function: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., 
     @wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
+            settings()  # first: a bad variable is reported before anything is sent
             return asyncio.run(function(*args, **kwargs))
         except FreightlineError as err:
             raise fail(str(err)) from None
@@ -57,7 +63,9 @@ def run_async(function: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., 
             raise fail(f"Temporal: {err.message}") from None
         except (ConnectionError, RuntimeError) as err:
             if "connect" in str(err).lower():
-                address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+                from freightline.temporal import configured_address
+
+                address = configured_address()
                 raise fail(
                     f"cannot reach Temporal at {address}: start it with `freightline dev` "
                     "or set TEMPORAL_ADDRESS"
@@ -65,6 +73,17 @@ def run_async(function: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., 
             raise
 
     return wrapper
+
+
+@functools.cache
+def settings() -> Settings:
+    """This command's settings, read from the environment the first time they are needed.
+
+    A bad value raises ConfigError, which every command turns into one line.
+    """
+    from freightline.settings import load_settings
+
+    return load_settings()
 
 
 ProjectOption = Annotated[str | None, typer.Option("--project", "-p", help="Project name.")]
@@ -93,6 +112,10 @@ def dev(
 
     configure_logging()
     try:
+        worker_settings = settings()
+    except FreightlineError as err:
+        raise fail(str(err)) from None
+    try:
         # Bound before anything starts, so a busy port stops nothing half-way.
         runtime = worker_runtime(metrics_address)
     except (ValueError, FreightlineError) as err:
@@ -109,14 +132,15 @@ def dev(
     console.print(f"Temporal UI: {server.ui_url}   address: {server.address}   db: {db}")
     if runtime is not None:
         console.print(f"worker metrics: http://{metrics_address}/metrics")
-    os.environ["TEMPORAL_ADDRESS"] = server.address
-    os.environ["FREIGHTLINE_UI_URL"] = server.ui_url
+    # The worker is told where this server is; the process's environment stays as it was.
+    worker_settings = worker_settings.replace(temporal={"ui_url": server.ui_url})
     try:
         from freightline.temporal import connect
         from worker import run_worker
 
         async def serve() -> None:
-            await run_worker(await connect(runtime=runtime))
+            client = await connect(server.address, runtime=runtime)
+            await run_worker(client, settings=worker_settings)
 
         asyncio.run(serve())
     except KeyboardInterrupt:
@@ -185,7 +209,9 @@ async def promote(
         client, _project(project), stage, target, _user(), override_windows=override_windows
     )
     console.print(f"promotion {ticket.promotion} queued")
-    console.print(f"  {workflow_ui_url(client.namespace, ticket.promotion)}")
+    console.print(
+        f"  {workflow_ui_url(settings().temporal.ui_url, client.namespace, ticket.promotion)}"
+    )
     if wait:
         await _wait_for(client, ticket.promotion)
 
@@ -365,14 +391,14 @@ async def _wait_for(client: Any, promotion: str) -> None:
 
 
 def _project(project: str | None) -> str:
-    name = project or os.environ.get("FREIGHTLINE_PROJECT")
+    name = project or settings().cli.project
     if not name:
         raise fail("give --project (or set FREIGHTLINE_PROJECT)")
     return name
 
 
 def _user() -> str:
-    return os.environ.get("USER") or os.environ.get("LOGNAME") or "cli"
+    return settings().cli.user
 
 
 @app.command()
@@ -520,15 +546,22 @@ async def webhooks(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
 ) -> None:
     """Serve the webhook receiver (registry notifications, GitHub pushes, generic hooks)."""
+    from freightline.settings import WEBHOOK_SECRET_ENV
     from freightline.temporal import connect
-    from freightline.webhooks import GITHUB_SECRET_ENV, WEBHOOK_SECRET_ENV, WebhookServer
+    from freightline.webhooks import WebhookServer
 
-    secret = os.environ.get(WEBHOOK_SECRET_ENV)
-    if not secret:
+    hooks = settings().webhooks
+    if not hooks.secret_value():
         raise fail(f"set {WEBHOOK_SECRET_ENV}: without a secret every webhook is refused")
-    github_secret = os.environ.get(GITHUB_SECRET_ENV)
     client = await connect()
-    server = WebhookServer(client, secret=secret, github_secret=github_secret, host=host, port=port)
+    server = WebhookServer(
+        client,
+        secret=hooks.secret_value(),
+        github_secret=hooks.github_secret_value(),
+        mirrors=settings().registry.mirrors,
+        host=host,
+        port=port,
+    )
     try:
         await server.start()
     except OSError as err:

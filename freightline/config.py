@@ -46,12 +46,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError, YAMLFutureWarning, YAMLWarning
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from freightline.credentials import (
-    CRED_TYPE_LABEL,
-    CREDENTIALS_FILE_ENV,
-    GIT_PASSWORD_ENV,
-    GIT_USERNAME_ENV,
-)
+from freightline.credentials import CRED_TYPE_LABEL
 from freightline.errors import ConfigError
 from freightline.resources import (
     API_VERSIONS,
@@ -74,6 +69,7 @@ from freightline.resources import (
     Stage,
     Warehouse,
 )
+from freightline.settings import CREDENTIALS_FILE_ENV, GIT_PASSWORD_ENV, GIT_USERNAME_ENV
 
 __all__ = [
     "ProjectResources",

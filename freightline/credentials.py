@@ -32,7 +32,6 @@ the values.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -43,10 +42,8 @@ from ruamel.yaml.error import YAMLError
 
 from freightline.errors import CredentialError
 from freightline.freight import RepositoryKind, same_repository
+from freightline.settings import CREDENTIALS_FILE_ENV
 
-CREDENTIALS_FILE_ENV = "FREIGHTLINE_CREDENTIALS_FILE"
-GIT_USERNAME_ENV = "FREIGHTLINE_GIT_USERNAME"
-GIT_PASSWORD_ENV = "FREIGHTLINE_GIT_PASSWORD"  # noqa: S105 - a variable name, not a value
 CRED_TYPE_LABEL = "kargo.akuity.io/cred-type"
 
 
@@ -88,10 +85,15 @@ _KINDS: dict[str, RepositoryKind] = {"git": "git", "image": "image", "helm": "ch
 
 
 class CredentialStore:
-    """The worker's credentials: file entries first, then the environment."""
+    """The worker's credentials: file entries first, then one git identity for any repository.
 
-    def __init__(self, path: Path | None) -> None:
+    Built once by the worker from its settings (``CREDENTIALS_FILE``,
+    ``GIT_USERNAME`` / ``GIT_PASSWORD``, see ``freightline.settings``).
+    """
+
+    def __init__(self, path: Path | None, git_fallback: GitCredentials | None = None) -> None:
         self.path = path
+        self.git_fallback = git_fallback
         self._entries: list[CredentialEntry] = []
         self._mtime: float | None = None
         self._lock = threading.Lock()
@@ -101,10 +103,7 @@ class CredentialStore:
         entry = self._find("git", repo_url)
         if entry is not None:
             return GitCredentials(entry.username, entry.password)
-        username, password = os.environ.get(GIT_USERNAME_ENV), os.environ.get(GIT_PASSWORD_ENV)
-        if username and password:
-            return GitCredentials(username, password)
-        return None
+        return self.git_fallback
 
     def basic(self, cred_type: str, repo_url: str) -> tuple[str, str] | None:
         """A username and password for an image or helm repository, or None."""
@@ -164,9 +163,3 @@ def parse_credentials_file(path: Path) -> list[CredentialEntry]:
             )
         )
     return entries
-
-
-def worker_credentials() -> CredentialStore:
-    """The credential store configured by the worker's environment."""
-    path = os.environ.get(CREDENTIALS_FILE_ENV)
-    return CredentialStore(Path(path) if path else None)

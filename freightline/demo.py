@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import shutil
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from freightline.errors import FreightlineError
 from freightline.logging import configure_logging
 from freightline.observability import worker_runtime
 from freightline.promotion import PromotionStatus
+from freightline.settings import Settings, load_settings
 from freightline.stage import StageState
 from freightline.status_view import pipeline_table
 from freightline.temporal import connect, stage_workflow_id, workflow_ui_url
@@ -71,6 +71,8 @@ class Demo:
     repo: Path
     metrics_port: int
     console: Console
+    settings: Settings
+    """The in-process worker's settings: the environment's, pointed at the demo's services."""
 
     @property
     def image_repo(self) -> str:
@@ -79,6 +81,7 @@ class Demo:
 
 def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Console) -> bool:
     """Run the demo; with ``once``, True when the end state checks out."""
+    settings = load_settings()  # first: a bad variable stops the demo before anything starts
     workdir = workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -119,22 +122,19 @@ def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Con
             targets=[emulator.base_url.removeprefix("http://"), f"127.0.0.1:{metrics_port}"],
         )
         stack.callback(prometheus.stop)
-        # The worker reads its settings (credentials included) from its environment only.
-        os.environ.update(
-            {
-                "TEMPORAL_ADDRESS": server.address,
-                "FREIGHTLINE_UI_URL": server.ui_url,
-                "ARGOCD_SERVER": emulator.base_url,
-                "ARGOCD_AUTH_TOKEN": token,
-                "FREIGHTLINE_WEBHOOK_PORT": str(webhook_port),
-                "FREIGHTLINE_WEBHOOK_SECRET": webhook_secret,
-            }
+        # The worker gets the demo's services through its settings; the environment is untouched.
+        settings = settings.replace(
+            temporal={"ui_url": server.ui_url},
+            argocd={"server": emulator.base_url, "token": token},
+            webhooks={"host": "127.0.0.1", "port": webhook_port, "secret": webhook_secret},
         )
         console.print(
             f"Temporal UI {server.ui_url} · registry {registry.url} · Argo CD emulator "
             f"{emulator.base_url} · GitOps repo {repo}"
         )
-        demo = Demo(workdir, server, registry, emulator, prometheus, repo, metrics_port, console)
+        demo = Demo(
+            workdir, server, registry, emulator, prometheus, repo, metrics_port, console, settings
+        )
         try:
             return asyncio.run(_main(demo, once))
         except KeyboardInterrupt:
@@ -145,9 +145,10 @@ def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Con
 async def _main(demo: Demo, once: bool) -> bool:
     from worker import run_worker
 
-    client = await connect(runtime=worker_runtime(f"127.0.0.1:{demo.metrics_port}"))
+    runtime = worker_runtime(f"127.0.0.1:{demo.metrics_port}")
+    client = await connect(demo.server.address, runtime=runtime)
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(client, stop=stop))
+    worker = asyncio.create_task(run_worker(client, settings=demo.settings, stop=stop))
     try:
         with demo.console.status("starting Prometheus"):
             await asyncio.to_thread(demo.prometheus.start)
@@ -244,13 +245,15 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
 
 def _print_links(demo: Demo, client: Client, promotion: str) -> None:
     say = demo.console.print
-    ui = demo.server.ui_url
+    ui = demo.settings.temporal.ui_url
     say(
         f"Temporal UI, this project's workflows: {ui}/namespaces/{client.namespace}/workflows"
         f"?query=FreightlineProject%3D%22{PROJECT}%22"
     )
-    say(f"the uat Stage: {workflow_ui_url(client.namespace, stage_workflow_id(PROJECT, 'uat'))}")
-    say(f"the prod promotion: {workflow_ui_url(client.namespace, promotion)}")
+    say(
+        f"the uat Stage: {workflow_ui_url(ui, client.namespace, stage_workflow_id(PROJECT, 'uat'))}"
+    )
+    say(f"the prod promotion: {workflow_ui_url(ui, client.namespace, promotion)}")
     say(
         "approve prod (another terminal): "
         f"TEMPORAL_ADDRESS={demo.server.address} .venv/bin/freightline approve-promotion "

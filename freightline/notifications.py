@@ -3,20 +3,17 @@
 An event is plain JSON with a Slack-compatible ``text`` (so a Slack, Mattermost
 or Teams incoming-webhook URL works as is) plus structured fields for
 machines. Where events go is the **worker's** configuration
-(``FREIGHTLINE_NOTIFY_URLS``, comma-separated), read inside the ``notify``
-activity only: webhook URLs often carry a secret, and workflow history never
-holds one.
+(``FREIGHTLINE_NOTIFY_URLS``, comma-separated, ``freightline.settings``), held
+by the ``notify`` activity only: webhook URLs often carry a secret, and
+workflow history never holds one.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
-
-NOTIFY_URLS_ENV = "FREIGHTLINE_NOTIFY_URLS"
 
 EventKind = Literal[
     "promotion.succeeded",
@@ -77,12 +74,6 @@ class NotificationEvent(BaseModel):
         if link:
             body["link"] = link
         return body
-
-
-def notification_urls() -> list[str]:
-    """The worker's notification endpoints (``FREIGHTLINE_NOTIFY_URLS``)."""
-    raw = os.environ.get(NOTIFY_URLS_ENV, "")
-    return [url.strip() for url in raw.split(",") if url.strip()]
 
 
 def redacted(url: str) -> str:

@@ -31,7 +31,6 @@ begins.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -46,16 +45,11 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.common import MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from freightline.errors import ConfigError
+from freightline.settings import HEALTH_ADDRESS_ENV, METRICS_ADDRESS_ENV, parse_address
 
 if TYPE_CHECKING:
     from temporalio.client import Client
     from temporalio.worker import Worker
-
-METRICS_ADDRESS_ENV = "FREIGHTLINE_METRICS_ADDRESS"
-HEALTH_ADDRESS_ENV = "FREIGHTLINE_HEALTH_ADDRESS"
-DEFAULT_METRICS_ADDRESS = "0.0.0.0:9464"  # scraped from outside the pod
-DEFAULT_HEALTH_ADDRESS = "0.0.0.0:8080"  # probed by the kubelet
 
 PROMOTIONS = "freightline_promotions_total"
 PROMOTION_DURATION = "freightline_promotion_duration_seconds"
@@ -77,24 +71,6 @@ HISTOGRAM_BUCKETS: Mapping[str, tuple[float, ...]] = {
 
 READINESS_TIMEOUT = timedelta(seconds=3)
 LIVENESS_TIMEOUT = timedelta(seconds=5)
-
-
-def parse_address(address: str, *, setting: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:port`` for IPv6) as a bindable pair, or a ConfigError naming the setting."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f'{setting}: "{address}" is not HOST:PORT (e.g. 0.0.0.0:9464)')
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":9464" means all interfaces
-
-
-def metrics_address_from_env() -> str | None:
-    """``FREIGHTLINE_METRICS_ADDRESS``, default 0.0.0.0:9464; empty turns metrics off."""
-    return os.environ.get(METRICS_ADDRESS_ENV, DEFAULT_METRICS_ADDRESS) or None
-
-
-def health_address_from_env() -> str | None:
-    """``FREIGHTLINE_HEALTH_ADDRESS``, default 0.0.0.0:8080; empty turns the endpoints off."""
-    return os.environ.get(HEALTH_ADDRESS_ENV, DEFAULT_HEALTH_ADDRESS) or None
 
 
 def worker_runtime(metrics_address: str | None) -> Runtime | None:

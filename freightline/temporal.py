@@ -13,6 +13,7 @@ import os
 import sys
 import uuid
 from typing import NoReturn
+from urllib.parse import quote
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
@@ -20,7 +21,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
-DEFAULT_TASK_QUEUE = "freightline"
+from freightline.settings import TemporalSettings
+
+DEFAULT_ADDRESS = "localhost:7233"
 
 PROJECT_WORKFLOW = "Project"
 PROMOTION_WORKFLOW = "Promotion"
@@ -34,9 +37,14 @@ SA_WAREHOUSE = SearchAttributeKey.for_keyword("FreightlineWarehouse")
 SEARCH_ATTRIBUTES = (SA_PROJECT, SA_STAGE, SA_FREIGHT, SA_WAREHOUSE)
 
 
-def task_queue() -> str:
-    """The task queue workers poll and clients start workflows on."""
-    return os.environ.get("FREIGHTLINE_TASK_QUEUE", DEFAULT_TASK_QUEUE)
+def task_queue(settings: TemporalSettings | None = None) -> str:
+    """The task queue workers poll and clients start workflows on (``FREIGHTLINE_TASK_QUEUE``).
+
+    The client helpers (``freightline.client``) call it without settings; it then
+    reads that one variable through the settings module, so a caller that set
+    no queue of its own follows the process's environment.
+    """
+    return (settings or TemporalSettings()).task_queue
 
 
 def argocd_task_queue(queue: str, shard: str | None) -> str | None:
@@ -94,7 +102,7 @@ async def connect(
     SDK's metrics and Freightline's are served from it.
     """
     config = ClientConfig.load_client_connect_config()
-    config.setdefault("target_host", "localhost:7233")
+    config.setdefault("target_host", DEFAULT_ADDRESS)
     if address:
         config["target_host"] = address
     if namespace:
@@ -102,16 +110,16 @@ async def connect(
     return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
 
 
-def ui_base_url() -> str:
-    """Where the Temporal UI is, for links printed by the CLI."""
-    return os.environ.get("FREIGHTLINE_UI_URL", "http://localhost:8233")
+def configured_address() -> str:
+    """The frontend address Temporal's envconfig gives (``TEMPORAL_ADDRESS``, a profile)."""
+    return str(ClientConfig.load_client_connect_config().get("target_host") or DEFAULT_ADDRESS)
 
 
-def workflow_ui_url(namespace: str, workflow_id: str, run_id: str | None = None) -> str:
-    """A link to one workflow run in the Temporal UI."""
-    from urllib.parse import quote
-
-    url = f"{ui_base_url()}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
+def workflow_ui_url(
+    ui_url: str, namespace: str, workflow_id: str, run_id: str | None = None
+) -> str:
+    """A link to one workflow run in the Temporal UI at ``ui_url`` (``TemporalSettings.ui_url``)."""
+    url = f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
     return f"{url}/{run_id}/history" if run_id else url
 
 

@@ -32,7 +32,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,14 +47,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from freightline.freight import normalize_chart_url, normalize_git_url, normalize_image_url
 from freightline.http import HttpServer, Limits, build_app, serve
 from freightline.logging import get_logger
-from freightline.mirrors import originals_of, registry_mirrors
+from freightline.mirrors import originals_of
 from freightline.resources import ProjectResources, RepoSubscription
+from freightline.settings import WEBHOOK_SECRET_ENV
 from freightline.temporal import REFRESH_SIGNAL, warehouse_workflow_id
 
 __all__ = [
-    "GITHUB_SECRET_ENV",
-    "WEBHOOK_PORT_ENV",
-    "WEBHOOK_SECRET_ENV",
     "WebhookReceiver",
     "WebhookServer",
     "github_signature",
@@ -62,9 +60,6 @@ __all__ = [
     "registry_repositories",
 ]
 
-WEBHOOK_SECRET_ENV = "FREIGHTLINE_WEBHOOK_SECRET"  # noqa: S105 - a variable name
-GITHUB_SECRET_ENV = "FREIGHTLINE_GITHUB_WEBHOOK_SECRET"  # noqa: S105 - a variable name
-WEBHOOK_PORT_ENV = "FREIGHTLINE_WEBHOOK_PORT"
 TOKEN_HEADER = "x-freightline-token"  # noqa: S105 - a header name
 
 log = get_logger("freightline.webhooks")
@@ -73,13 +68,13 @@ log = get_logger("freightline.webhooks")
 # --- what a push names ------------------------------------------------------------------------
 
 
-def registry_repositories(body: Any) -> set[str]:
+def registry_repositories(body: Any, mirrors: Mapping[str, str] | None = None) -> set[str]:
     """``host/repository`` of each manifest push in a distribution notification envelope.
 
-    A push to a registry mirror (see ``freightline.mirrors``) also names the
-    repository of the registry it mirrors.
+    A push to a registry mirror (``mirrors``, see ``freightline.mirrors``) also
+    names the repository of the registry it mirrors.
     """
-    mirrors = registry_mirrors()
+    mirrors = mirrors or {}
     repositories = set()
     for event in body.get("events", []) if isinstance(body, dict) else []:
         if not isinstance(event, dict) or event.get("action") != "push":
@@ -151,7 +146,15 @@ def github_signature(secret: str, body: bytes) -> str:
 class WebhookReceiver:
     """The webhook routes: check the sender, find the Warehouses, signal ``refresh``."""
 
-    def __init__(self, client: Client, *, secret: str, github_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        secret: str,
+        github_secret: str | None = None,
+        mirrors: Mapping[str, str] | None = None,
+    ) -> None:
+        self.mirrors = dict(mirrors or {})
         self.client = client
         self.secret = secret
         self.github_secret = github_secret or secret
@@ -166,7 +169,7 @@ class WebhookReceiver:
 
     async def registry(self, request: Request) -> Response:
         self._check_token(request)
-        repos = registry_repositories(_json(await request.body()))
+        repos = registry_repositories(_json(await request.body()), self.mirrors)
         return await self._refresh(request, "registry", repos)
 
     async def github(self, request: Request) -> Response:
@@ -251,11 +254,14 @@ class WebhookServer:
         *,
         secret: str,
         github_secret: str | None = None,
+        mirrors: Mapping[str, str] | None = None,
         host: str = "0.0.0.0",  # noqa: S104 - webhooks come from other machines
         port: int = 0,
         limits: Limits | None = None,
     ) -> None:
-        self.receiver = WebhookReceiver(client, secret=secret, github_secret=github_secret)
+        self.receiver = WebhookReceiver(
+            client, secret=secret, github_secret=github_secret, mirrors=mirrors
+        )
         self.app = build_app(*self.receiver.routes)
         self.host = host
         self.limits = limits

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKER_ARGS = ("worker.py",)
+"""The interpreter arguments of the worker: ``python worker.py``."""
 
 
 def worker_env(address: str, queue: str, **extra: str) -> dict[str, str]:
@@ -32,11 +34,17 @@ def worker_env(address: str, queue: str, **extra: str) -> dict[str, str]:
     }
 
 
-def start_worker(env: Mapping[str, str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    """``python worker.py`` with exactly ``env``; output appended to ``log_path`` or dropped."""
+def start_worker(
+    env: Mapping[str, str], log_path: Path | None = None, *, args: Sequence[str] = WORKER_ARGS
+) -> subprocess.Popen[bytes]:
+    """``python worker.py`` (or ``python *args``) with exactly ``env``; output to ``log_path``.
+
+    Without ``log_path`` the output is dropped. Tests start a worker of their own
+    making with ``args`` (``tests/crash_worker.py``).
+    """
     if log_path is None:
         return subprocess.Popen(
-            [sys.executable, "worker.py"],
+            [sys.executable, *args],
             cwd=REPO_ROOT,
             env=dict(env),
             stdout=subprocess.DEVNULL,
@@ -45,7 +53,7 @@ def start_worker(env: Mapping[str, str], log_path: Path | None = None) -> subpro
         )
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "worker.py"],
+            [sys.executable, *args],
             cwd=REPO_ROOT,
             env=dict(env),
             stdout=log,

@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from freightline.devserver import temporal_binary
+from freightline.settings import load_settings
 from freightline.temporal import SEARCH_ATTRIBUTES, exit_process
 from sandbox.gitops import create_bare_repo
 from tests.metric_server import ErrorRateServer
@@ -108,7 +109,7 @@ async def worker(client: Client, task_queue: str) -> AsyncIterator[Worker]:
     """Freightline's real worker, in this process."""
     from worker import build_worker
 
-    worker = build_worker(client, queue=task_queue)
+    worker = build_worker(client, load_settings(), queue=task_queue)
     async with worker:
         yield worker
 

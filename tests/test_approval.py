@@ -30,6 +30,7 @@ from freightline.devserver import temporal_binary
 from freightline.errors import FreightlineError
 from freightline.promotion import PromotionPhase, PromotionResult, StepStatus
 from freightline.resources import ProjectResources
+from freightline.settings import load_settings
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import branch_head
 from tests.conftest import wait_for
@@ -310,7 +311,7 @@ async def test_abort_cancels_a_running_argocd_activity_and_awaits_it(
 
     monkeypatch.setenv("ARGOCD_SERVER", slow_argocd.base_url)
     monkeypatch.setenv("ARGOCD_AUTH_TOKEN", TOKEN)
-    async with build_worker(client, queue=task_queue):
+    async with build_worker(client, load_settings(), queue=task_queue):
         handle = await start(client, gated(gitops_repo, {}, argocd=True), "1.29.6")
         await waiting_for_approval(handle)
         await decide_promotion(client, handle.id, "approve", "alice")

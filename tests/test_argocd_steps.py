@@ -24,12 +24,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
-from activities.argocd import (
-    CRASH_WHILE_WAITING_ENV,
-    ArgoCDActivities,
-    ArgoCDSettings,
-    LabelSelector,
-)
+from activities.argocd import ArgoCDActivities, ArgoCDSettings, LabelSelector
 from freightline.argocd import (
     AUTHORIZED_STAGE_ANNOTATION,
     AppRef,
@@ -47,10 +42,12 @@ from freightline.config import group_by_project, load_text
 from freightline.errors import ConfigError
 from freightline.promotion import PromotionPhase, PromotionResult, StepStatus
 from freightline.resources import ProjectResources
+from freightline.settings import load_settings
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import KARGO_QUICKSTART, branch_head
 from sandbox.workers import start_worker, worker_env
 from tests.conftest import wait_for
+from tests.crash_worker import crash_worker_args
 from tests.pipelines import dump, freight_for, quickstart_documents, with_freight
 from tests.test_promotion import promote_expecting_failure
 
@@ -143,7 +140,7 @@ async def argocd_worker(
 
     monkeypatch.setenv("ARGOCD_SERVER", argocd.base_url)
     monkeypatch.setenv("ARGOCD_AUTH_TOKEN", TOKEN)
-    worker = build_worker(client, queue=task_queue)
+    worker = build_worker(client, load_settings(), queue=task_queue)
     async with worker:
         yield worker
 
@@ -219,7 +216,7 @@ async def test_quickstart_promotion_ends_synced_and_healthy_at_the_pushed_commit
     # The Stage's health follows the promotion's apps (what the Stage workflow asks).
     refs = apps_of(result)
     assert refs == [AppRef(name="kargo-demo-test", desired_revisions=(pushed,))]
-    activities = ArgoCDActivities(ArgoCDSettings(argocd.base_url, TOKEN))
+    activities = ArgoCDActivities(ArgoCDSettings(server=argocd.base_url, token=TOKEN))
     env = ActivityEnvironment()
     healthy = await asyncio.to_thread(
         env.run, activities.argocd_health, ArgoCDHealthRequest(apps=tuple(refs))
@@ -245,10 +242,10 @@ async def test_sharded_stage_runs_its_argo_cd_steps_on_its_shards_worker(
     from worker import build_argocd_worker, build_worker
 
     monkeypatch.delenv("ARGOCD_SERVER", raising=False)
-    shared = build_worker(client, queue=task_queue)
+    shared = build_worker(client, load_settings(), queue=task_queue)
     monkeypatch.setenv("ARGOCD_SERVER", argocd.base_url)
     monkeypatch.setenv("ARGOCD_AUTH_TOKEN", TOKEN)
-    shard_worker = build_argocd_worker(client, shard="eu-prod", queue=task_queue)
+    shard_worker = build_argocd_worker(client, load_settings(), shard="eu-prod", queue=task_queue)
     assert shard_worker.task_queue == f"{task_queue}-argocd-eu-prod"
     documents = [d for d in quickstart_documents(gitops_repo) if d["kind"] != "Secret"]
     for document in documents:
@@ -305,19 +302,18 @@ def test_a_shard_nobody_serves_is_named_with_the_worker_to_start() -> None:
 
 
 def test_worker_role_needs_a_shard_for_argocd(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker import worker_role
-
     monkeypatch.delenv("FREIGHTLINE_WORKER_ROLE", raising=False)
-    assert worker_role() == ("all", None)
-    monkeypatch.setenv("FREIGHTLINE_WORKER_ROLE", "argocd")
     monkeypatch.delenv("FREIGHTLINE_SHARD", raising=False)
+    assert (load_settings().worker.role, load_settings().worker.shard) == ("all", None)
+    monkeypatch.setenv("FREIGHTLINE_WORKER_ROLE", "argocd")
     with pytest.raises(ConfigError, match="FREIGHTLINE_SHARD"):
-        worker_role()
+        load_settings()
     monkeypatch.setenv("FREIGHTLINE_SHARD", "eu-prod")
-    assert worker_role() == ("argocd", "eu-prod")
+    worker = load_settings().worker
+    assert (worker.role, worker.shard) == ("argocd", "eu-prod")
     monkeypatch.setenv("FREIGHTLINE_WORKER_ROLE", "cluster")
     with pytest.raises(ConfigError, match="'cluster': expected all or argocd"):
-        worker_role()
+        load_settings()
 
 
 async def test_unauthorised_app_is_refused_and_nothing_is_patched(
@@ -423,7 +419,7 @@ async def test_worker_killed_mid_wait_resumes_elsewhere_with_one_sync(
         freight = freight_for("1.29.6")
         target = client.service_client.config.target_host
         env = worker_env(target, task_queue, ARGOCD_SERVER=argocd.base_url, ARGOCD_AUTH_TOKEN=TOKEN)
-        doomed = start_worker({**env, CRASH_WHILE_WAITING_ENV: "argocd-update"})
+        doomed = start_worker(env, args=crash_worker_args("while-waiting", "argocd-update"))
         await apply_project(client, with_freight(quickstart(gitops_repo), freight))
         handle = await start_promotion(client, "kargo-demo", "test", freight.metadata.name)
         await wait_for(lambda: doomed.poll() is not None, timeout=90)
@@ -536,7 +532,7 @@ def test_update_patches_kustomize_images_and_target_revision_with_swagger_shaped
     assert main
     requests: list[httpx.Request] = []
     activities = ArgoCDActivities(
-        ArgoCDSettings(argocd.base_url, TOKEN),
+        ArgoCDSettings(server=argocd.base_url, token=TOKEN),
         event_hooks={"request": [requests.append]},
     )
     # Point the prod app at the kustomize overlay on main, as a plain "live" update would.
@@ -637,7 +633,7 @@ def test_update_patches_kustomize_images_and_target_revision_with_swagger_shaped
 def test_wrong_token_is_a_credential_error(argocd: CountingEmulator) -> None:
     from temporalio.exceptions import ApplicationError
 
-    activities = ArgoCDActivities(ArgoCDSettings(argocd.base_url, "wrong"))
+    activities = ArgoCDActivities(ArgoCDSettings(server=argocd.base_url, token="wrong"))
     request = ArgoCDStepInput(
         project="kargo-demo",
         stage="test",

@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 from temporalio.envconfig import ClientConfig
 
 from activities.kustomize_steps import render_kustomization
-from freightline.observability import DEFAULT_HEALTH_ADDRESS, DEFAULT_METRICS_ADDRESS
+from freightline.settings import DEFAULT_HEALTH_ADDRESS, DEFAULT_METRICS_ADDRESS
 from freightline.temporal import argocd_task_queue
 from worker import GRACEFUL_SHUTDOWN
 

@@ -23,8 +23,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.argocd import ArgoCDActivities, ArgoCDSettings
 from activities.boundary import converts_errors
 from activities.discovery import DiscoveryActivities
-from activities.metrics import measure_metric
-from activities.notify import notify
+from activities.metrics import MetricActivities
+from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
 from activities.worktree import WorktreeActivities
 from freightline import errors
@@ -159,7 +159,7 @@ METRIC_FAILURES: dict[str, dict[str, Any]] = {
 def run_metrics(family: type[FreightlineError], _tmp_path: Path) -> None:
     provider = METRIC_FAILURES[family.__name__]
     metric = Metric.model_validate({"name": "m", "provider": provider})
-    ActivityEnvironment().run(measure_metric, MeasureRequest(metric=metric))
+    ActivityEnvironment().run(MetricActivities().measure_metric, MeasureRequest(metric=metric))
 
 
 async def failure_of(kind: str, family: type[FreightlineError], tmp_path: Path) -> ApplicationError:
@@ -233,8 +233,8 @@ def test_every_activity_the_worker_runs_converts_at_the_boundary() -> None:
         ArgoCDActivities(settings).argocd_wait,
         ArgoCDActivities(settings).argocd_health,
         DiscoveryActivities(CredentialStore(None)).discover_warehouse,
-        measure_metric,
-        notify,
+        MetricActivities().measure_metric,
+        NotifyActivities((), ui_url="http://localhost:8233").notify,
     ):
         assert converts_errors(activity_fn), activity_fn
 

@@ -22,10 +22,11 @@ from structlog.testing import capture_logs
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.metrics import measure, measure_metric, parse_json_path
+from activities.metrics import MetricActivities, measure, parse_json_path
 from freightline.analysis import MeasureRequest
 from freightline.errors import ConfigError, CredentialError
 from freightline.resources import Metric
+from freightline.settings import load_settings
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import create_bare_repo
 from sandbox.prometheus import PrometheusServer
@@ -253,6 +254,7 @@ def test_the_activity_returns_measurements_and_refuses_misconfiguration(
 ) -> None:
     env = ActivityEnvironment()
     metric = prometheus_metric(prometheus.url, f'emulator_error_ratio{{app="{GOOD}"}}')
+    measure_metric = MetricActivities().measure_metric
     measurement = env.run(measure_metric, MeasureRequest(metric=metric, run="p/test/f"))
     assert measurement.phase == "Successful"
 
@@ -417,10 +419,10 @@ def test_header_credentials_come_from_the_worker_and_never_come_back(
     failing = measure(web_metric(f"{web.url}/unavailable", headers=headers), environ)
     assert failing.phase == "Error" and secret not in failing.model_dump_json()
 
-    # the activity logs neither the header nor its value
+    # the activity, given the worker's settings, logs neither the header nor its value
     with capture_logs() as logs:
         ActivityEnvironment().run(
-            measure_metric,
+            MetricActivities(load_settings().metrics.plain()).measure_metric,
             MeasureRequest(metric=web_metric(f"{web.url}/status", headers=headers)),
         )
     assert logs and secret not in repr(logs) and "Authorization" not in repr(logs)
@@ -441,7 +443,8 @@ def test_header_credential_misconfiguration(
         measure(web_metric(f"{web.url}/?t={{{{env.FREIGHTLINE_METRIC_T}}}}"), {})
     with pytest.raises(ApplicationError) as caught:
         ActivityEnvironment().run(
-            measure_metric, MeasureRequest(metric=web_metric(f"{web.url}/status", headers=unset))
+            MetricActivities({}).measure_metric,
+            MeasureRequest(metric=web_metric(f"{web.url}/status", headers=unset)),
         )
     assert caught.value.type == "CredentialError" and caught.value.non_retryable
     assert not web.seen  # nothing was sent

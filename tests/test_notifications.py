@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from freightline.client import decide_promotion
-from freightline.notifications import NOTIFY_URLS_ENV, NotificationEvent, redacted
+from freightline.notifications import NotificationEvent, redacted
 from freightline.promotion import PromotionPhase, PromotionResult
+from freightline.settings import NOTIFY_URLS_ENV, load_settings
 from tests.conftest import wait_for
 from tests.test_approval import failure, gated, start, waiting_for_approval
 
@@ -73,9 +74,23 @@ def endpoints(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Endpoint, Endpo
         hanging.close()
 
 
+@pytest.fixture
+async def notifying_worker(
+    endpoints: tuple[Endpoint, Endpoint], client: Client, task_queue: str
+) -> AsyncIterator[Worker]:
+    """The worker, built once the endpoints are in its environment: it reads its settings then."""
+    from worker import build_worker
+
+    async with build_worker(client, load_settings(), queue=task_queue) as worker:
+        yield worker
+
+
 @pytest.mark.integration
 async def test_events_arrive_and_dead_endpoints_do_not_stall_the_promotion(
-    client: Client, worker: Worker, gitops_repo: Path, endpoints: tuple[Endpoint, Endpoint]
+    client: Client,
+    notifying_worker: Worker,
+    gitops_repo: Path,
+    endpoints: tuple[Endpoint, Endpoint],
 ) -> None:
     good, hanging = endpoints
     handle = await start(client, gated(gitops_repo, {"approvers": ["alice"]}), "1.29.1")
@@ -106,7 +121,10 @@ async def test_events_arrive_and_dead_endpoints_do_not_stall_the_promotion(
 
 @pytest.mark.integration
 async def test_rejection_is_notified_with_who(
-    client: Client, worker: Worker, gitops_repo: Path, endpoints: tuple[Endpoint, Endpoint]
+    client: Client,
+    notifying_worker: Worker,
+    gitops_repo: Path,
+    endpoints: tuple[Endpoint, Endpoint],
 ) -> None:
     good, _ = endpoints
     handle = await start(client, gated(gitops_repo, {}), "1.29.2")

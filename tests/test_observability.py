@@ -30,7 +30,6 @@ from freightline.observability import (
     VERIFICATIONS,
     HealthServer,
     WorkerHealth,
-    parse_address,
     record_discovery,
     record_promotion_finished,
     record_verification_finished,
@@ -38,6 +37,7 @@ from freightline.observability import (
     worker_runtime,
 )
 from freightline.promotion import PromotionPhase
+from freightline.settings import load_settings, parse_address
 from freightline.temporal import connect
 from tests.conftest import wait_for
 from tests.pipelines import freight_for, quickstart_up_to_push, with_freight
@@ -115,7 +115,9 @@ async def test_worker_serves_metrics_and_probes(
         assert (starting.status_code, starting.text.strip()) == (503, "starting")
 
         stop = asyncio.Event()
-        running = asyncio.create_task(run_worker(metrics.client, stop=stop, health=server.health))
+        running = asyncio.create_task(
+            run_worker(metrics.client, settings=load_settings(), stop=stop, health=server.health)
+        )
         try:
 
             async def ready() -> bool:

@@ -16,11 +16,12 @@ from temporalio.client import Client
 
 from freightline.client import apply_project, stage_states
 from freightline.config import group_by_project, load_text
+from freightline.settings import load_settings
 from freightline.stage import StageState
 from freightline.webhooks import WebhookServer
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import KARGO_QUICKSTART, branch_head
-from sandbox.registry import Pusher, start_registry, webhook_notifications
+from sandbox.registry import Pusher, free_port, start_registry, webhook_notifications
 from tests.conftest import wait_for
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, quickstart_documents
 
@@ -65,20 +66,26 @@ async def test_registry_push_reaches_prod_through_every_stage(
         timing=Timing.instant(),
     )
     emulator.start()
-    async with WebhookServer(client, secret=SECRET, host="127.0.0.1") as hooks:
-        registry = start_registry(
-            tmp_path / "registry",
-            notifications=webhook_notifications(
-                f"http://127.0.0.1:{hooks.port}/webhooks/{PROJECT}/registry", SECRET
-            ),
-        )
-        pusher = Pusher(registry)
-        monkeypatch.setenv("ARGOCD_SERVER", emulator.base_url)
-        monkeypatch.setenv("ARGOCD_AUTH_TOKEN", TOKEN)
-        monkeypatch.setenv("FREIGHTLINE_REGISTRY_MIRRORS", f"public.ecr.aws={registry.host}")
-        monkeypatch.setenv("FREIGHTLINE_CREDENTIALS_FILE", str(credentials))
+    hooks_port = free_port()  # the registry is told where to notify before the receiver starts
+    registry = start_registry(
+        tmp_path / "registry",
+        notifications=webhook_notifications(
+            f"http://127.0.0.1:{hooks_port}/webhooks/{PROJECT}/registry", SECRET
+        ),
+    )
+    pusher = Pusher(registry)
+    # The worker's settings, as a deployment gives them; the receiver shares its mirrors.
+    monkeypatch.setenv("ARGOCD_SERVER", emulator.base_url)
+    monkeypatch.setenv("ARGOCD_AUTH_TOKEN", TOKEN)
+    monkeypatch.setenv("FREIGHTLINE_REGISTRY_MIRRORS", f"public.ecr.aws={registry.host}")
+    monkeypatch.setenv("FREIGHTLINE_CREDENTIALS_FILE", str(credentials))
+    settings = load_settings()
+    mirrors = settings.registry.mirrors
+    async with WebhookServer(
+        client, secret=SECRET, mirrors=mirrors, host="127.0.0.1", port=hooks_port
+    ):
         try:
-            async with build_worker(client, queue=task_queue):
+            async with build_worker(client, settings, queue=task_queue):
                 await apply_project(client, resources)
                 pusher.image("nginx/nginx", "1.29.1", created="2026-01-01T00:00:00Z")
 

@@ -20,6 +20,7 @@ from freightline.promotion import PromotionPhase, PromotionResult
 from sandbox.gitops import branch_head, commit_count, git, show_file
 from sandbox.workers import start_worker, worker_env
 from tests.conftest import wait_for
+from tests.crash_worker import crash_worker_args
 from tests.pipelines import (
     IMAGE,
     freight_for,
@@ -303,7 +304,7 @@ async def test_worker_killed_after_push_gives_exactly_one_commit(
     freight = freight_for("1.29.5")
     target = client.service_client.config.target_host
     env = worker_env(target, task_queue)
-    doomed = start_worker({**env, "FREIGHTLINE_TEST_CRASH_AFTER_STEP": "git-push"})
+    doomed = start_worker(env, args=crash_worker_args("after-step", "git-push"))
     await apply_project(client, with_freight(quickstart_up_to_push(gitops_repo), freight))
     handle = await start_promotion(client, "kargo-demo", "test", freight.metadata.name)
     await wait_for(lambda: doomed.poll() is not None, timeout=60)

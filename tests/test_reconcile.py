@@ -34,6 +34,7 @@ from freightline.promotion import (
     StepStatus,
     WorktreeBatch,
 )
+from freightline.settings import load_settings
 from freightline.stage import StageConfig
 from freightline.temporal import project_workflow_id, stage_workflow_id, warehouse_workflow_id
 from freightline.warehouse import WarehouseConfig
@@ -97,7 +98,7 @@ async def test_apply_converges_though_the_cli_is_killed_right_after_its_update_i
             status = await _status(client, stage_workflow_id(PROJECT, stage))
             assert status is not WorkflowExecutionStatus.RUNNING
 
-    async with build_worker(client, queue=task_queue):
+    async with build_worker(client, load_settings(), queue=task_queue):
 
         async def converged() -> bool:
             for name, config in stage_configs(expected).items():

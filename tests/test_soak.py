@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from freightline.client import apply_project, stage_states
 from freightline.config import group_by_project, load_text
+from freightline.settings import load_settings
 from tests.conftest import wait_for
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight
 
@@ -34,7 +35,7 @@ async def test_uat_waits_the_required_soak_time_after_test_verified(
         load_text(dump([*documents, AUTO_PROMOTE_ALL]), source="soak")
     ).values()
     freight = freight_for("1.29.1")
-    async with build_worker(client, queue="soak"):
+    async with build_worker(client, load_settings(), queue="soak"):
         await apply_project(client, with_freight(resources, freight))
 
         async def in_uat() -> bool:

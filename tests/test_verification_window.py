@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from freightline.analysis import AnalysisRunStatus
 from freightline.resources import Metric
+from freightline.settings import load_settings
 from freightline.verification import VerificationRequest
 from tests.metric_server import ErrorRateServer
 
@@ -42,7 +43,7 @@ async def test_one_hour_window_at_one_minute_measures_60_times_within_budget(
     request = VerificationRequest(
         project="p", stage="uat", freight="f" * 40, freight_alias="calm-otter", metrics=(metric,)
     )
-    async with build_worker(time_skipping_client, queue="window"):
+    async with build_worker(time_skipping_client, load_settings(), queue="window"):
         handle = await time_skipping_client.start_workflow(
             "Verification",
             request,
@@ -85,7 +86,7 @@ async def test_a_measurement_that_cannot_run_is_an_error_not_a_failed_workflow(
         }
     )
     request = VerificationRequest(project="p", stage="uat", freight="f" * 40, metrics=(metric,))
-    async with build_worker(time_skipping_client, queue="window-errors"):
+    async with build_worker(time_skipping_client, load_settings(), queue="window-errors"):
         result = await time_skipping_client.execute_workflow(
             "Verification",
             request,

@@ -13,7 +13,7 @@ from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notify import notify
+    from activities.notify import NotifyActivities
     from freightline.errors import diagnose
     from freightline.notifications import NotificationEvent
     from workflows.options import notify_options
@@ -26,8 +26,8 @@ class NotifyWorkflow:
     @workflow.run
     async def run(self, event: NotificationEvent) -> str:
         try:
-            delivered = await workflow.execute_activity(
-                notify, event, **notify_options(event.event)
+            delivered = await workflow.execute_activity_method(
+                NotifyActivities.notify, event, **notify_options(event.event)
             )
         except ActivityError as err:
             return f"not delivered: {diagnose(err).reason}"

@@ -19,7 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.metrics import measure_metric
+    from activities.metrics import MetricActivities
     from freightline.analysis import (
         COMPLETED_PHASES,
         AnalysisRunStatus,
@@ -90,10 +90,14 @@ class VerificationWorkflow:
             if workflow.patched(LOCAL_MEASUREMENTS):
                 # One marker event per measurement instead of an activity's three and the
                 # workflow task between them: a 1 h window at 1 m fits in ~370 events.
-                local = await workflow.execute_local_activity(measure_metric, measure, **options)
+                local = await workflow.execute_local_activity_method(
+                    MetricActivities.measure_metric, measure, **options
+                )
                 # Scheduled from workflow time, which the worker's clock need not match.
                 return local.model_copy(update={"recorded_at": workflow.now()})
-            return await workflow.execute_activity(measure_metric, measure, **options)
+            return await workflow.execute_activity_method(
+                MetricActivities.measure_metric, measure, **options
+            )
         except (ActivityError, ApplicationError, TemporalTimeoutError) as err:
             # (a local activity's error arrives unwrapped, not as an ActivityError)
             now = workflow.now()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from sandbox.workers import start_worker
+from sandbox.workers import WORKER_ARGS, start_worker
 
 SCAN_LAST = "scan_last"
 
@@ -28,9 +28,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 class WorkerProcess:
     """``python worker.py`` in a subprocess, its log in a file; killable like a real pod."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, args: Sequence[str] = WORKER_ARGS
+    ) -> None:
         self.log_path = log_path
-        self.process = start_worker(env, log_path)
+        self.process = start_worker(env, log_path, args=args)
 
     @property
     def returncode(self) -> int | None:
@@ -59,8 +61,12 @@ def worker_processes(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
 
 
 def spawn_worker(
-    started: list[WorkerProcess], env: dict[str, str], log_dir: Path, name: str
+    started: list[WorkerProcess],
+    env: dict[str, str],
+    log_dir: Path,
+    name: str,
+    args: Sequence[str] = WORKER_ARGS,
 ) -> WorkerProcess:
-    process = WorkerProcess(env, log_dir / f"worker-{name}.log")
+    process = WorkerProcess(env, log_dir / f"worker-{name}.log", args)
     started.append(process)
     return process

@@ -36,6 +36,7 @@ from freightline.client import (
 from freightline.devserver import temporal_binary
 from freightline.promotion import PromotionResult
 from freightline.resources import Metric
+from freightline.settings import load_settings
 from freightline.temporal import (
     SEARCH_ATTRIBUTES,
     WAREHOUSE_WORKFLOW,
@@ -88,7 +89,7 @@ class Scenarios:
         """Freightline's worker, built now (it reads ``ARGOCD_SERVER`` when built)."""
         from worker import build_worker
 
-        return build_worker(self.client, queue=self.queue)
+        return build_worker(self.client, load_settings(), queue=self.queue)
 
     def repo(self, name: str) -> Path:
         return create_bare_repo(self.workdir / f"{name}-{uuid.uuid4().hex[:6]}.git")

@@ -3,7 +3,8 @@
 Each case runs the whole quickstart PromotionTask (clone … push, then ``argocd-update``
 against the in-process Argo CD emulator) on a worker subprocess that ends itself with
 ``os._exit(137)`` (what SIGKILL leaves behind: no cleanup, no goodbye to the server)
-right after the step, on the activity's first attempt. A fresh worker picks the
+right after the step, on the activity's first attempt: the normal worker with the
+tests' crash interceptor (``tests/crash_worker.py``). A fresh worker picks the
 activity up once its heartbeat times out (10s, ``WORKTREE_HEARTBEAT_TIMEOUT``), and the
 promotion must end Succeeded with exactly one commit on the stage branch and exactly
 one sync in the emulator.
@@ -28,8 +29,6 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from activities.argocd import CRASH_WHILE_WAITING_ENV
-from activities.worktree import CRASH_AFTER_STEP_ENV
 from freightline.analysis import AnalysisRunStatus
 from freightline.client import apply_project, decide_promotion, start_promotion
 from freightline.promotion import PromotionPhase, PromotionResult
@@ -39,6 +38,7 @@ from sandbox.argocd import Timing
 from sandbox.gitops import branch_head, commit_count
 from sandbox.workers import worker_env
 from tests.conftest import wait_for
+from tests.crash_worker import CRASH_MESSAGE, Mode, crash_worker_args
 from tests.metric_server import ErrorRateServer
 from tests.pipelines import freight_for, with_freight
 from tests.reliability.conftest import WorkerProcess, spawn_worker
@@ -60,15 +60,15 @@ EVERY_STEP = (
 
 
 def boundaries() -> list[Any]:
-    """(hook, step) cases; the non-default ones skipped unless FREIGHTLINE_RELIABILITY_ALL=1."""
-    cases = [(CRASH_AFTER_STEP_ENV, step) for step in EVERY_STEP]
-    cases.append((CRASH_WHILE_WAITING_ENV, "argocd-update"))
+    """(crash point, step) cases; the non-default ones run with FREIGHTLINE_RELIABILITY_ALL=1."""
+    cases = [("after-step", step) for step in EVERY_STEP]
+    cases.append(("while-waiting", "argocd-update"))
     chosen = []
-    for hook, step in cases:
-        default = hook == CRASH_AFTER_STEP_ENV and step in DEFAULT_STEPS
+    for point, step in cases:
+        default = point == "after-step" and step in DEFAULT_STEPS
         skip = pytest.mark.skip(reason="all boundaries run with FREIGHTLINE_RELIABILITY_ALL=1")
         marks = () if default or ALL_BOUNDARIES else (skip,)
-        chosen.append(pytest.param(hook, step, id=step, marks=marks))
+        chosen.append(pytest.param(point, step, id=step, marks=marks))
     return chosen
 
 
@@ -84,7 +84,7 @@ def argocd(gitops_repo: Path) -> Iterator[CountingEmulator]:
         emulator.emulator.stop()
 
 
-@pytest.mark.parametrize(("hook", "step"), boundaries())
+@pytest.mark.parametrize(("point", "step"), boundaries())
 async def test_crash_after_step_gives_one_commit_and_one_sync(
     client: Client,
     gitops_repo: Path,
@@ -92,7 +92,7 @@ async def test_crash_after_step_gives_one_commit_and_one_sync(
     argocd: CountingEmulator,
     worker_processes: list[WorkerProcess],
     tmp_path: Path,
-    hook: str,
+    point: Mode,
     step: str,
 ) -> None:
     freight = freight_for("1.29.1")
@@ -102,13 +102,13 @@ async def test_crash_after_step_gives_one_commit_and_one_sync(
         ARGOCD_SERVER=argocd.base_url,
         ARGOCD_AUTH_TOKEN=TOKEN,
     )
-    doomed = spawn_worker(worker_processes, {**env, hook: step}, tmp_path, "doomed")
+    doomed = spawn_worker(worker_processes, env, tmp_path, "doomed", crash_worker_args(point, step))
     await apply_project(client, with_freight(quickstart(gitops_repo), freight))
     handle = await start_promotion(client, "kargo-demo", "test", freight.metadata.name)
 
     await wait_for(lambda: doomed.returncode is not None, timeout=90)
     assert doomed.returncode == 137, doomed.log()[-2000:]
-    assert "test hook: crashing the worker" in doomed.log()
+    assert CRASH_MESSAGE in doomed.log()
     pushed_before_crash = branch_head(gitops_repo, "stage/test")
     if step in ("git-push", "argocd-update"):
         assert pushed_before_crash is not None

@@ -1,0 +1,429 @@
+"""The process's settings: read from the environment once, at the edge, and passed down.
+
+A Freightline process (``python worker.py``, a ``freightline`` command) calls
+:func:`load_settings` once, where it starts, and hands each part what it
+needs: activity classes and servers take their settings through their
+constructors, and nothing below the edge reads ``os.environ``. This module is
+the one place that knows the variables' names; a bad value stops the process
+with one line naming the variable (``FREIGHTLINE_WORKER_ROLE='bogus':
+expected all or argocd``), never a traceback.
+
+Temporal's own connection variables (``TEMPORAL_ADDRESS``,
+``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*``,
+``TEMPORAL_PROFILE``) are not here: Temporal's envconfig reads them, as the
+``temporal`` CLI does (``freightline.temporal.connect``).
+
+Each group is a pydantic-settings model of its own, so a group can be built
+alone and a test or the demo can set a field by name over the environment.
+Secrets are ``SecretStr``: their repr is ``'**********'``, they never appear in
+logs or error messages, and they never reach a workflow's input or history.
+
+=================================  ======================  ======================================
+variable                           field                   default
+=================================  ======================  ======================================
+FREIGHTLINE_TASK_QUEUE             temporal.task_queue     ``freightline``
+FREIGHTLINE_UI_URL                 temporal.ui_url         ``http://localhost:8233``
+FREIGHTLINE_WORKER_ROLE            worker.role             ``all`` (or ``argocd``)
+FREIGHTLINE_SHARD                  worker.shard            (needed by the ``argocd`` role)
+FREIGHTLINE_METRICS_ADDRESS        listen.metrics_address  ``0.0.0.0:9464``; empty: off
+FREIGHTLINE_HEALTH_ADDRESS         listen.health_address   ``0.0.0.0:8080``; empty: off
+FREIGHTLINE_WEBHOOK_PORT           webhooks.port           (none: the worker serves no webhooks)
+FREIGHTLINE_WEBHOOK_HOST           webhooks.host           ``0.0.0.0``
+FREIGHTLINE_WEBHOOK_SECRET         webhooks.secret         (secret)
+FREIGHTLINE_GITHUB_WEBHOOK_SECRET  webhooks.github_secret  (secret; default: webhooks.secret)
+FREIGHTLINE_GIT_AUTHOR_NAME        git.author_name         ``Freightline``
+FREIGHTLINE_GIT_AUTHOR_EMAIL       git.author_email        ``freightline@localhost``
+FREIGHTLINE_GIT_USERNAME           git.username            (with git.password)
+FREIGHTLINE_GIT_PASSWORD           git.password            (secret)
+FREIGHTLINE_CREDENTIALS_FILE       git.credentials_file    (a file of Kargo Secret documents)
+ARGOCD_SERVER                      argocd.server           (none: Argo CD steps error clearly)
+ARGOCD_AUTH_TOKEN                  argocd.token            (secret)
+ARGOCD_INSECURE                    argocd.insecure         ``false``
+FREIGHTLINE_NOTIFY_URLS            notify.urls             (comma-separated; secrets)
+FREIGHTLINE_REGISTRY_MIRRORS       registry.mirrors        (``registry=mirror,...``)
+FREIGHTLINE_METRIC_*               metrics.header_values   (secrets for ``{{env.NAME}}`` headers)
+FREIGHTLINE_PROJECT                cli.project             (the CLI's default ``--project``)
+USER, LOGNAME                      cli.user                ``cli`` (who the CLI acts as)
+=================================  ======================  ======================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, get_args
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from freightline.errors import ConfigError
+
+__all__ = [
+    "ArgoCDSettings",
+    "CliSettings",
+    "GitSettings",
+    "ListenSettings",
+    "MetricSettings",
+    "NotifySettings",
+    "RegistrySettings",
+    "Settings",
+    "TemporalSettings",
+    "WebhookSettings",
+    "WorkerSettings",
+    "environment_variables",
+    "load_settings",
+    "parse_address",
+]
+
+TASK_QUEUE_ENV: Final = "FREIGHTLINE_TASK_QUEUE"
+UI_URL_ENV: Final = "FREIGHTLINE_UI_URL"
+WORKER_ROLE_ENV: Final = "FREIGHTLINE_WORKER_ROLE"
+SHARD_ENV: Final = "FREIGHTLINE_SHARD"
+METRICS_ADDRESS_ENV: Final = "FREIGHTLINE_METRICS_ADDRESS"
+HEALTH_ADDRESS_ENV: Final = "FREIGHTLINE_HEALTH_ADDRESS"
+WEBHOOK_PORT_ENV: Final = "FREIGHTLINE_WEBHOOK_PORT"
+WEBHOOK_HOST_ENV: Final = "FREIGHTLINE_WEBHOOK_HOST"
+WEBHOOK_SECRET_ENV: Final = "FREIGHTLINE_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+GITHUB_SECRET_ENV: Final = "FREIGHTLINE_GITHUB_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+GIT_AUTHOR_NAME_ENV: Final = "FREIGHTLINE_GIT_AUTHOR_NAME"
+GIT_AUTHOR_EMAIL_ENV: Final = "FREIGHTLINE_GIT_AUTHOR_EMAIL"
+GIT_USERNAME_ENV: Final = "FREIGHTLINE_GIT_USERNAME"
+GIT_PASSWORD_ENV: Final = "FREIGHTLINE_GIT_PASSWORD"  # noqa: S105 - a variable name
+CREDENTIALS_FILE_ENV: Final = "FREIGHTLINE_CREDENTIALS_FILE"
+ARGOCD_SERVER_ENV: Final = "ARGOCD_SERVER"
+ARGOCD_AUTH_TOKEN_ENV: Final = "ARGOCD_AUTH_TOKEN"  # noqa: S105 - a variable name
+ARGOCD_INSECURE_ENV: Final = "ARGOCD_INSECURE"
+NOTIFY_URLS_ENV: Final = "FREIGHTLINE_NOTIFY_URLS"
+REGISTRY_MIRRORS_ENV: Final = "FREIGHTLINE_REGISTRY_MIRRORS"
+METRIC_HEADER_ENV_PREFIX: Final = "FREIGHTLINE_METRIC_"
+PROJECT_ENV: Final = "FREIGHTLINE_PROJECT"
+
+DEFAULT_TASK_QUEUE: Final = "freightline"
+DEFAULT_UI_URL: Final = "http://localhost:8233"
+DEFAULT_METRICS_ADDRESS: Final = "0.0.0.0:9464"  # scraped from outside the pod
+DEFAULT_HEALTH_ADDRESS: Final = "0.0.0.0:8080"  # probed by the kubelet
+DEFAULT_WEBHOOK_HOST: Final = "0.0.0.0"  # noqa: S104 - webhooks come from other machines
+DEFAULT_AUTHOR_NAME: Final = "Freightline"
+DEFAULT_AUTHOR_EMAIL: Final = "freightline@localhost"
+
+
+def parse_address(address: str, *, setting: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) as a bindable pair, or a ConfigError naming the setting."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f'{setting}: "{address}" is not HOST:PORT (e.g. 0.0.0.0:9464)')
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":9464" means all interfaces
+
+
+class _Group(BaseSettings):
+    """A group of settings, each field read from the variable its alias names (exactly)."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        env_ignore_empty=True,  # an empty variable is an unset one, unless a group says otherwise
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        str_strip_whitespace=True,
+    )
+
+
+class TemporalSettings(_Group):
+    """Where work goes and where people look (the connection itself is Temporal's envconfig)."""
+
+    task_queue: str = Field(DEFAULT_TASK_QUEUE, min_length=1, validation_alias=TASK_QUEUE_ENV)
+    ui_url: str = Field(DEFAULT_UI_URL, validation_alias=UI_URL_ENV)
+    """The Temporal UI, for links the CLI prints and notifications carry."""
+
+
+class WorkerSettings(_Group):
+    """What this worker runs: everything, or one cluster's Argo CD activities."""
+
+    role: Literal["all", "argocd"] = Field("all", validation_alias=WORKER_ROLE_ENV)
+    shard: str | None = Field(None, validation_alias=SHARD_ENV)
+    """With the ``argocd`` role: the Stages' ``spec.shard`` whose Argo CD this worker reaches."""
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _known_role(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip() not in ("all", "argocd"):
+            raise ValueError("expected all or argocd")
+        return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _argocd_needs_a_shard(self) -> WorkerSettings:
+        if self.role == "argocd" and not self.shard:
+            raise ValueError(
+                f"{WORKER_ROLE_ENV}=argocd needs {SHARD_ENV}: the Stages' spec.shard whose "
+                "Argo CD this worker reaches"
+            )
+        return self
+
+
+class ListenSettings(_Group):
+    """The worker's listeners: Prometheus metrics and the health probes."""
+
+    # Here an empty variable means "off", not "default".
+    model_config = SettingsConfigDict(env_ignore_empty=False)
+
+    metrics_address: str | None = Field(
+        DEFAULT_METRICS_ADDRESS, validation_alias=METRICS_ADDRESS_ENV
+    )
+    health_address: str | None = Field(DEFAULT_HEALTH_ADDRESS, validation_alias=HEALTH_ADDRESS_ENV)
+
+    @field_validator("metrics_address", "health_address", mode="before")
+    @classmethod
+    def _host_port_or_off(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None
+        try:
+            parse_address(value, setting="")
+        except ConfigError:
+            raise ValueError("not HOST:PORT (e.g. 0.0.0.0:9464), or empty for off") from None
+        return value
+
+
+class WebhookSettings(_Group):
+    """The webhook receiver: where the worker serves it, and the shared secrets."""
+
+    port: int | None = Field(None, ge=0, le=65535, validation_alias=WEBHOOK_PORT_ENV)
+    host: str = Field(DEFAULT_WEBHOOK_HOST, validation_alias=WEBHOOK_HOST_ENV)
+    secret: SecretStr | None = Field(None, validation_alias=WEBHOOK_SECRET_ENV)
+    github_secret: SecretStr | None = Field(None, validation_alias=GITHUB_SECRET_ENV)
+
+    def secret_value(self) -> str:
+        """The shared secret ("" when unset: every request is then refused)."""
+        return self.secret.get_secret_value() if self.secret else ""
+
+    def github_secret_value(self) -> str:
+        """The GitHub signing secret, the shared one unless set apart."""
+        return self.github_secret.get_secret_value() if self.github_secret else self.secret_value()
+
+
+class GitSettings(_Group):
+    """Commit identity and credentials; the credentials never leave the worker."""
+
+    author_name: str = Field(DEFAULT_AUTHOR_NAME, validation_alias=GIT_AUTHOR_NAME_ENV)
+    author_email: str = Field(DEFAULT_AUTHOR_EMAIL, validation_alias=GIT_AUTHOR_EMAIL_ENV)
+    username: str | None = Field(None, validation_alias=GIT_USERNAME_ENV)
+    password: SecretStr | None = Field(None, validation_alias=GIT_PASSWORD_ENV)
+    credentials_file: Path | None = Field(None, validation_alias=CREDENTIALS_FILE_ENV)
+
+    @model_validator(mode="after")
+    def _username_with_password(self) -> GitSettings:
+        if bool(self.username) != bool(self.password and self.password.get_secret_value()):
+            given, missing = (
+                (GIT_USERNAME_ENV, GIT_PASSWORD_ENV)
+                if self.username
+                else (GIT_PASSWORD_ENV, GIT_USERNAME_ENV)
+            )
+            raise ValueError(f"{given} is set without {missing}: set both, or neither")
+        return self
+
+    @property
+    def author(self) -> tuple[str, str]:
+        """The default commit author: (name, email)."""
+        return self.author_name, self.author_email
+
+
+class ArgoCDSettings(_Group):
+    """Where the worker's Argo CD is and how to authenticate; never leaves the worker."""
+
+    server: str | None = Field(None, validation_alias=ARGOCD_SERVER_ENV)
+    """The API server, ``https://argocd.example.com``; a bare host means https."""
+    token: SecretStr | None = Field(None, validation_alias=ARGOCD_AUTH_TOKEN_ENV)
+    insecure: bool = Field(False, validation_alias=ARGOCD_INSECURE_ENV)
+    """Skip TLS verification (self-signed dev servers)."""
+
+    @property
+    def base_url(self) -> str:
+        server = (self.server or "").rstrip("/")
+        return server if "://" in server else f"https://{server}"
+
+    def token_value(self) -> str:
+        return self.token.get_secret_value().strip() if self.token else ""
+
+
+class NotifySettings(_Group):
+    """Where notification events go; the URLs often hold a token, so they are secrets."""
+
+    urls: Annotated[tuple[SecretStr, ...], NoDecode] = Field((), validation_alias=NOTIFY_URLS_ENV)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+
+class RegistrySettings(_Group):
+    """Registry mirrors: discovery asks the mirror, Freight names the original.
+
+    ``public.ecr.aws=127.0.0.1:5000`` lists and resolves ``public.ecr.aws/nginx/nginx``
+    at ``127.0.0.1:5000/nginx/nginx`` (see ``freightline.mirrors``).
+    """
+
+    mirrors: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, validation_alias=REGISTRY_MIRRORS_ENV
+    )
+
+    @field_validator("mirrors", mode="before")
+    @classmethod
+    def _registry_equals_mirror(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        mirrors = {}
+        for entry in filter(None, (e.strip() for e in value.split(","))):
+            registry, sep, mirror = entry.partition("=")
+            if not sep or not registry.strip() or not mirror.strip():
+                raise ValueError(f"{entry!r} is not registry=mirror")
+            mirrors[registry.strip()] = mirror.strip()
+        return mirrors
+
+
+def _metric_header_values() -> dict[str, SecretStr]:
+    # The names are the user's (``{{env.FREIGHTLINE_METRIC_TOKEN}}``), so they are found by prefix.
+    return {
+        name: SecretStr(value)
+        for name, value in os.environ.items()
+        if name.startswith(METRIC_HEADER_ENV_PREFIX) and len(name) > len(METRIC_HEADER_ENV_PREFIX)
+    }
+
+
+class MetricSettings(BaseModel):
+    """Values a web metric's headers may name as ``{{env.FREIGHTLINE_METRIC_<NAME>}}``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    header_values: Mapping[str, SecretStr] = Field(default_factory=_metric_header_values)
+
+    def plain(self) -> dict[str, str]:
+        """The values themselves, for the measurement that sends them (and nothing else)."""
+        return {name: value.get_secret_value() for name, value in self.header_values.items()}
+
+
+class CliSettings(_Group):
+    """Defaults of the ``freightline`` command."""
+
+    project: str | None = Field(None, validation_alias=PROJECT_ENV)
+    user: str = Field("cli", validation_alias=AliasChoices("USER", "LOGNAME"))
+    """Who the CLI acts as (approvals, aborts), unless ``--user`` says."""
+
+
+class Settings(BaseModel):
+    """Everything a Freightline process is configured with, by group."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    listen: ListenSettings = Field(default_factory=ListenSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    git: GitSettings = Field(default_factory=GitSettings)
+    argocd: ArgoCDSettings = Field(default_factory=ArgoCDSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    metrics: MetricSettings = Field(default_factory=MetricSettings)
+    cli: CliSettings = Field(default_factory=CliSettings)
+
+    def replace(self, **groups: Mapping[str, Any]) -> Settings:
+        """A copy with fields set by name, per group, the environment not read again.
+
+        ``settings.replace(temporal={"ui_url": server.ui_url})``: what a process
+        that starts its own services (``freightline dev``, the demo) tells its
+        in-process worker. Raises ConfigError for a bad value.
+        """
+        updated: dict[str, BaseModel] = {}
+        for name, values in groups.items():
+            group: BaseModel = getattr(self, name)
+            try:
+                updated[name] = type(group).model_validate({**dict(group), **values})
+            except ValidationError as err:
+                raise ConfigError("; ".join(_problems(err))) from None
+        return self.model_copy(update=updated)
+
+
+_GROUPS: Final[dict[str, type[BaseModel]]] = {
+    name: field.annotation
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type)
+}
+
+
+def load_settings() -> Settings:
+    """The process's settings, from its environment; call it once, where the process starts.
+
+    Raises ConfigError: one line naming each bad variable (never a secret's value).
+    """
+    groups: dict[str, BaseModel] = {}
+    problems: list[str] = []
+    for name, model in _GROUPS.items():
+        try:
+            groups[name] = model()
+        except ValidationError as err:  # every group is read, so one run names every problem
+            problems += _problems(err)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return Settings.model_validate(groups)
+
+
+def _problems(err: ValidationError) -> list[str]:
+    """``NAME='value': problem`` for each error (a secret's value is never shown)."""
+    problems = []
+    for error in err.errors():
+        name = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if not name:
+            problems.append(message)
+        elif name in _SECRET_VARIABLES or not isinstance(error.get("input"), str | int | None):
+            problems.append(f"{name}: {message}")
+        else:
+            problems.append(f"{name}={error['input']!r}: {message}")
+    return problems
+
+
+def environment_variables() -> dict[str, str]:
+    """Every variable the settings read, to the field it sets (``group.field``)."""
+    names = {}
+    for group, model in _GROUPS.items():
+        for field_name, field in model.model_fields.items():
+            alias = field.validation_alias
+            choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+            for choice in choices:
+                if isinstance(choice, str):
+                    names[choice] = f"{group}.{field_name}"
+    names[f"{METRIC_HEADER_ENV_PREFIX}*"] = "metrics.header_values"
+    return names
+
+
+def _holds_secret(annotation: object) -> bool:
+    return annotation is SecretStr or any(_holds_secret(arg) for arg in get_args(annotation))
+
+
+# Errors about these name the variable but never echo its value.
+_SECRET_VARIABLES: Final = frozenset(
+    name
+    for model in _GROUPS.values()
+    for field in model.model_fields.values()
+    if _holds_secret(field.annotation)
+    for name in (
+        field.validation_alias.choices
+        if isinstance(field.validation_alias, AliasChoices)
+        else [field.validation_alias]
+    )
+    if isinstance(name, str)
+)

@@ -35,14 +35,15 @@ from activities.metrics import MetricActivities
 from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
 from activities.worktree import WorktreeActivities
-from freightline.credentials import CredentialStore, GitCredentials
+from freightline.app.observability import WorkerHealth, serve_health, worker_runtime
+from freightline.app.temporal import connect, exit_process
+from freightline.app.webhooks import WebhookServer
+from freightline.contracts.names import argocd_task_queue
+from freightline.contracts.steps import resolve_all
 from freightline.errors import ConfigError
+from freightline.kargo.credentials import CredentialStore, GitCredentials
 from freightline.logging import configure_logging, get_logger
-from freightline.observability import WorkerHealth, serve_health, worker_runtime
 from freightline.settings import GitSettings, Settings, load_settings
-from freightline.steps import resolve_all
-from freightline.temporal import argocd_task_queue, connect, exit_process
-from freightline.webhooks import WebhookServer
 from workflows.notify import NotifyWorkflow
 from workflows.project import ProjectWorkflow
 from workflows.promotion import PromotionWorkflow

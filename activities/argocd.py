@@ -55,7 +55,7 @@ from temporalio.exceptions import CancelledError
 
 from activities import boundary
 from activities.step_context import StepConfig, parse_config
-from freightline.argocd import (
+from freightline.contracts.argocd import (
     DEFAULT_NAMESPACE,
     HEALTH_ACTIVITY,
     PROMOTION_INFO,
@@ -73,6 +73,8 @@ from freightline.argocd import (
     stage_health,
     synced_revisions,
 )
+from freightline.contracts.promotion import StepOutcome, StepStatus
+from freightline.contracts.steps import step_named
 from freightline.errors import (
     ArgoCDResponseError,
     ArgoCDUnavailableError,
@@ -81,16 +83,14 @@ from freightline.errors import (
     FreightlineError,
     StepError,
 )
-from freightline.freight import same_repository
+from freightline.kargo.freight import same_repository
 from freightline.logging import get_logger
-from freightline.promotion import StepOutcome, StepStatus
 from freightline.settings import (
     ARGOCD_AUTH_TOKEN_ENV,
     ARGOCD_INSECURE_ENV,
     ARGOCD_SERVER_ENV,
     ArgoCDSettings,
 )
-from freightline.steps import step_named
 
 __all__ = [
     "ARGOCD_AUTH_TOKEN_ENV",

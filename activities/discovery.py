@@ -30,17 +30,17 @@ from activities import boundary
 from activities.git_discovery import discover_commits
 from activities.helm import discover_charts, oci_repository
 from activities.registry import RegistryClient, discover_images
-from freightline.credentials import CredentialStore
-from freightline.errors import ConfigError, FreightlineError
-from freightline.resources import RepoSubscription
-from freightline.selection import ImageSelectionPolicy
-from freightline.warehouse import (
+from freightline.contracts.warehouse import (
     DiscoveredImageRef,
     DiscoveryRequest,
     DiscoveryResult,
     SubscriptionDiscovery,
     subscription_label,
 )
+from freightline.errors import ConfigError, FreightlineError
+from freightline.kargo.credentials import CredentialStore
+from freightline.kargo.resources import RepoSubscription
+from freightline.kargo.selection import ImageSelectionPolicy
 
 __all__ = ["DiscoveryActivities", "image_policy"]
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import git
 
-from freightline.credentials import GitCredentials
 from freightline.errors import ConfigError, GitCommandError, StepError
+from freightline.kargo.credentials import GitCredentials
 from freightline.settings import DEFAULT_AUTHOR_EMAIL, DEFAULT_AUTHOR_NAME
 
 DEFAULT_AUTHOR = (DEFAULT_AUTHOR_NAME, DEFAULT_AUTHOR_EMAIL)

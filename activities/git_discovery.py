@@ -22,7 +22,7 @@ changes (against its first parent) is included and not excluded. A selector
 is a path prefix (``src/``), ``glob:`` (shell-style, ``*`` also crosses
 ``/``) or ``regex:`` (searched anywhere in the path).
 
-Credentials come from the worker's :class:`~freightline.credentials.CredentialStore`
+Credentials come from the worker's :class:`~freightline.kargo.credentials.CredentialStore`
 and reach git through ``GIT_ASKPASS`` (see :mod:`activities.git`).
 """
 
@@ -36,11 +36,11 @@ from datetime import datetime
 from pathlib import Path
 
 from activities.git import GitRunner, git_environment
-from freightline.credentials import GitCredentials
+from freightline.contracts.warehouse import DiscoveredCommit
 from freightline.errors import ConfigError, DiscoveryError, GitCommandError
-from freightline.resources import GitSubscription
-from freightline.semver import parse_constraint, try_parse_version
-from freightline.warehouse import DiscoveredCommit
+from freightline.kargo.credentials import GitCredentials
+from freightline.kargo.resources import GitSubscription
+from freightline.kargo.semver import parse_constraint, try_parse_version
 
 __all__ = ["discover_commits", "path_filter"]
 

@@ -11,7 +11,7 @@ from pydantic import Field
 from activities.git import Clone, commit_author, git_environment
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import ConfigError
-from freightline.freight import same_repository
+from freightline.kargo.freight import same_repository
 
 
 class Checkout(StepConfig):

@@ -24,10 +24,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from activities.registry import RegistryClient, parse_repo_url
+from freightline.contracts.warehouse import DiscoveredChart
 from freightline.errors import ConfigError, DiscoveryError, RegistryUnavailableError
-from freightline.resources import ChartSubscription
-from freightline.semver import Constraint, parse_constraint, try_parse_version
-from freightline.warehouse import DiscoveredChart
+from freightline.kargo.resources import ChartSubscription
+from freightline.kargo.semver import Constraint, parse_constraint, try_parse_version
 
 __all__ = ["discover_charts", "oci_repository"]
 

@@ -1,10 +1,10 @@
 """The measurement activity: one measurement of one AnalysisTemplate metric.
 
-``measure_metric`` takes a :class:`~freightline.analysis.MeasureRequest` (a
+``measure_metric`` takes a :class:`~freightline.kargo.analysis.MeasureRequest` (a
 metric whose ``{{args.*}}`` are already substituted, see
-:func:`freightline.analysis.resolve_metrics`) and returns a
-:class:`~freightline.analysis.Measurement`, its phase decided by the metric's
-conditions (:func:`freightline.analysis.evaluate_measurement`). It is a sync
+:func:`freightline.kargo.analysis.resolve_metrics`) and returns a
+:class:`~freightline.kargo.analysis.Measurement`, its phase decided by the metric's
+conditions (:func:`freightline.kargo.analysis.evaluate_measurement`). It is a sync
 activity: ``prometheus-api-client`` is built on ``requests``; the worker runs
 sync activities in its thread pool.
 
@@ -63,7 +63,8 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from activities import boundary
-from freightline.analysis import (
+from freightline.errors import ConfigError, CredentialError, FreightlineError
+from freightline.kargo.analysis import (
     DEFAULT_PROMETHEUS_TIMEOUT_SECONDS,
     DEFAULT_WEB_TIMEOUT_SECONDS,
     Measurement,
@@ -71,9 +72,8 @@ from freightline.analysis import (
     MeasureRequest,
     evaluate_measurement,
 )
-from freightline.errors import ConfigError, CredentialError, FreightlineError
+from freightline.kargo.resources import Metric, PrometheusMetric, WebMetric
 from freightline.logging import get_logger
-from freightline.resources import Metric, PrometheusMetric, WebMetric
 from freightline.settings import METRIC_HEADER_ENV_PREFIX as HEADER_ENV_PREFIX
 
 __all__ = [

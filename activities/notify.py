@@ -19,9 +19,9 @@ from pydantic import SecretStr
 from temporalio import activity
 
 from activities import boundary
+from freightline.contracts.names import workflow_ui_url
+from freightline.contracts.notifications import NotificationEvent, redacted
 from freightline.errors import NotificationError
-from freightline.notifications import NotificationEvent, redacted
-from freightline.temporal import workflow_ui_url
 
 REQUEST_TIMEOUT = timedelta(seconds=3)
 

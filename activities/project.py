@@ -12,6 +12,7 @@ already known changes nothing, and a retire sent twice is answered the same.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -26,21 +27,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import boundary
-from freightline.client import with_warehouse_freight
-from freightline.errors import NotFoundError
-from freightline.project import (
-    DesiredState,
-    ReconcileResult,
-    direct_requesters,
-    stage_configs,
-    warehouse_configs,
-)
-from freightline.promotion import PromotionPlan, PromotionRequest, plan_promotion
-from freightline.resources import ProjectResources
-from freightline.stage import FreightAvailable, StageState
-from freightline.stage_requests import RetireRequest
-from freightline.temporal import (
+from freightline.contracts.names import (
     FREIGHT_AVAILABLE_SIGNAL,
+    FREIGHT_QUERY,
     SA_PROJECT,
     SA_STAGE,
     SA_WAREHOUSE,
@@ -50,7 +39,19 @@ from freightline.temporal import (
     stage_workflow_id,
     warehouse_workflow_id,
 )
-from freightline.warehouse import WarehouseInput
+from freightline.contracts.project import (
+    DesiredState,
+    ReconcileResult,
+    direct_requesters,
+    stage_configs,
+    warehouse_configs,
+)
+from freightline.contracts.promotion import PromotionPlan, PromotionRequest, plan_promotion
+from freightline.contracts.stage import FreightAvailable, StageState
+from freightline.contracts.stage_requests import RetireRequest
+from freightline.contracts.warehouse import WarehouseInput
+from freightline.errors import NotFoundError
+from freightline.kargo.resources import Freight, ProjectResources
 
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 
@@ -229,3 +230,38 @@ class ProjectActivities:
             retired.append(f"{kind}/{name}")
             activity.heartbeat(f"{kind}/{name}")
         return retired
+
+
+# --- reading Freight from the Warehouse workflows (the CLI reads them too) ---
+
+
+async def warehouse_freight(client: Client, resources: ProjectResources) -> list[Freight]:
+    """The Freight every Warehouse workflow of the project holds, newest first."""
+    found: list[Freight] = []
+    for name in sorted(resources.warehouses):
+        handle = client.get_workflow_handle(warehouse_workflow_id(resources.name, name))
+        try:
+            found += await handle.query(FREIGHT_QUERY, result_type=list[Freight])
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+    return sorted(found, key=discovered_at, reverse=True)
+
+
+async def with_warehouse_freight(
+    client: Client, resources: ProjectResources, freight: str
+) -> ProjectResources:
+    """``resources`` with the Freight named ``freight`` (ID or alias) merged in from the
+    project's Warehouses when it is not among the applied Freight."""
+    if any(freight in (f.metadata.name, f.alias) for f in resources.freight.values()):
+        return resources
+    for candidate in await warehouse_freight(client, resources):
+        if freight in (candidate.metadata.name, candidate.alias):
+            merged = {**resources.freight, candidate.metadata.name: candidate}
+            return resources.model_copy(update={"freight": merged})
+    return resources
+
+
+def discovered_at(freight: Freight) -> datetime:
+    """When a Warehouse made ``freight`` (the oldest possible time when unknown)."""
+    return freight.discovered_at or datetime.min.replace(tzinfo=UTC)

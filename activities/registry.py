@@ -52,7 +52,7 @@ from freightline.errors import (
     RegistryError,
     RegistryUnavailableError,
 )
-from freightline.selection import (
+from freightline.kargo.selection import (
     ImageSelectionPolicy,
     ImageSelectionStrategy,
     Platform,

@@ -13,9 +13,9 @@ from pydantic.alias_generators import to_camel
 
 from activities.git import DEFAULT_AUTHOR, Clone, Worktree
 from activities.workspace import Workspace
-from freightline.credentials import GitCredentials
+from freightline.contracts.promotion import PlannedStep, PromotionPlan
 from freightline.errors import ConfigError
-from freightline.promotion import PlannedStep, PromotionPlan
+from freightline.kargo.credentials import GitCredentials
 
 CredentialLookup = Callable[[str], GitCredentials | None]
 """Finds the worker's git credentials for a repository URL (None: anonymous)."""

@@ -1,6 +1,6 @@
 """The clone-to-push activity: steps that share a working tree run here, together.
 
-The step registry (``freightline.steps.STEPS``) gives each worktree step's
+The step registry (``freightline.contracts.steps.STEPS``) gives each worktree step's
 config model and implementation. One activity run gets a fresh temporary
 directory, runs its steps in order (evaluating ``if`` and ``${{ }}`` with
 the same ``StepScope`` as the workflow, validating each rendered config
@@ -31,17 +31,17 @@ from activities import boundary
 from activities.git import DEFAULT_AUTHOR
 from activities.step_context import CredentialLookup, StepContext, parse_config
 from activities.workspace import Workspace
-from freightline.credentials import GitCredentials
-from freightline.errors import ConfigError, FreightlineError
-from freightline.logging import get_logger
-from freightline.promotion import (
+from freightline.contracts.promotion import (
     PlannedStep,
     StepOutcome,
     StepScope,
     StepStatus,
     WorktreeBatch,
 )
-from freightline.steps import StepRunner, step_named
+from freightline.contracts.steps import StepRunner, step_named
+from freightline.errors import ConfigError, FreightlineError
+from freightline.kargo.credentials import GitCredentials
+from freightline.logging import get_logger
 
 StepImplementation = Callable[[StepContext, Any], dict[str, Any]]
 """A worktree step: the context and its validated config model in, its outputs out."""

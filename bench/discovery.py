@@ -26,8 +26,8 @@ import httpx
 
 from activities.registry import RegistryClient, discover_images, parse_repo_url
 from bench.harness import machine, median, now, workdir
-from freightline.selection import ImageSelectionPolicy, select_tags
-from freightline.semver import try_parse_version
+from freightline.kargo.selection import ImageSelectionPolicy, select_tags
+from freightline.kargo.semver import try_parse_version
 from tests.registry_fixture import Pusher, Registry, start_registry
 
 

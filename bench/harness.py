@@ -21,7 +21,7 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from freightline.devserver import DevServer
+from freightline.app.devserver import DevServer
 from sandbox.registry import quiet_port
 from sandbox.workers import start_worker, worker_env
 

@@ -26,13 +26,13 @@ sys.path.insert(0, str(ROOT))
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from freightline.client import apply_project, stage_states  # noqa: E402
-from freightline.config import group_by_project, load_text  # noqa: E402
-from freightline.devserver import temporal_binary  # noqa: E402
+from freightline.app.client import apply_project, stage_states  # noqa: E402
+from freightline.app.devserver import temporal_binary  # noqa: E402
+from freightline.app.webhooks import WebhookServer  # noqa: E402
+from freightline.contracts.names import SEARCH_ATTRIBUTES  # noqa: E402
+from freightline.kargo.config import group_by_project, load_text  # noqa: E402
 from freightline.logging import configure_logging  # noqa: E402
 from freightline.settings import load_settings  # noqa: E402
-from freightline.temporal import SEARCH_ATTRIBUTES  # noqa: E402
-from freightline.webhooks import WebhookServer  # noqa: E402
 from sandbox.argocd import ArgoCDEmulator, Timing  # noqa: E402
 from sandbox.gitops import KARGO_QUICKSTART, create_bare_repo  # noqa: E402
 from sandbox.registry import (  # noqa: E402

@@ -37,11 +37,11 @@ from bench.harness import (
     workdir,
 )
 from bench.throughput import STEPS
-from freightline.client import apply_project, promote_in_stage, stage_states
-from freightline.config import group_by_project, load_text
-from freightline.resources import ProjectResources
-from freightline.temporal import stage_workflow_id, warehouse_workflow_id
-from freightline.warehouse import WarehouseStatus
+from freightline.app.client import apply_project, promote_in_stage, stage_states
+from freightline.contracts.names import stage_workflow_id, warehouse_workflow_id
+from freightline.contracts.warehouse import WarehouseStatus
+from freightline.kargo.config import group_by_project, load_text
+from freightline.kargo.resources import ProjectResources
 from sandbox.gitops import create_bare_repo
 from tests.pipelines import IMAGE, dump
 from tests.registry_fixture import Pusher, start_registry

@@ -31,8 +31,8 @@ from bench.harness import (
     queue_name,
     workdir,
 )
-from freightline.client import apply_project, start_promotion
-from freightline.promotion import PromotionPhase, PromotionResult
+from freightline.app.client import apply_project, start_promotion
+from freightline.contracts.promotion import PromotionPhase, PromotionResult
 from sandbox.gitops import KARGO_DEMO, commit_count, create_bare_repo
 from tests.pipelines import IMAGE, freight_for, single_stage_project, with_freight
 

@@ -1,5 +1,5 @@
 """``python -m freightline`` is the ``freightline`` command."""
 
-from freightline.cli import main
+from freightline.app.cli import main
 
 main()

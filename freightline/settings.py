@@ -11,7 +11,7 @@ expected all or argocd``), never a traceback.
 Temporal's own connection variables (``TEMPORAL_ADDRESS``,
 ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*``,
 ``TEMPORAL_PROFILE``) are not here: Temporal's envconfig reads them, as the
-``temporal`` CLI does (``freightline.temporal.connect``).
+``temporal`` CLI does (``freightline.app.temporal.connect``).
 
 Each group is a pydantic-settings model of its own, so a group can be built
 alone and a test or the demo can set a field by name over the environment.
@@ -274,7 +274,7 @@ class RegistrySettings(_Group):
     """Registry mirrors: discovery asks the mirror, Freight names the original.
 
     ``public.ecr.aws=127.0.0.1:5000`` lists and resolves ``public.ecr.aws/nginx/nginx``
-    at ``127.0.0.1:5000/nginx/nginx`` (see ``freightline.mirrors``).
+    at ``127.0.0.1:5000/nginx/nginx`` (see ``freightline.kargo.mirrors``).
     """
 
     mirrors: Annotated[dict[str, str], NoDecode] = Field(

@@ -16,9 +16,10 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from freightline.devserver import temporal_binary
+from freightline.app.devserver import temporal_binary
+from freightline.app.temporal import exit_process
+from freightline.contracts.names import SEARCH_ATTRIBUTES
 from freightline.settings import load_settings
-from freightline.temporal import SEARCH_ATTRIBUTES, exit_process
 from sandbox.gitops import create_bare_repo
 from tests.metric_server import ErrorRateServer
 

@@ -37,10 +37,10 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from freightline.app.temporal import connect, exit_process
+from freightline.contracts.promotion import WorktreeBatch
 from freightline.logging import configure_logging, get_logger
-from freightline.promotion import WorktreeBatch
 from freightline.settings import load_settings
-from freightline.temporal import connect, exit_process
 from worker import run_worker
 
 CRASH_EXIT = 137

@@ -8,9 +8,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from freightline.config import ProjectResources, group_by_project, load_text, substitute_env
-from freightline.freight import freight_alias, freight_id
-from freightline.resources import Freight
+from freightline.kargo.config import ProjectResources, group_by_project, load_text, substitute_env
+from freightline.kargo.freight import freight_alias, freight_id
+from freightline.kargo.resources import Freight
 from sandbox.gitops import KARGO_QUICKSTART
 
 IMAGE = "public.ecr.aws/nginx/nginx"

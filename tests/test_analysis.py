@@ -1,4 +1,4 @@
-"""Argo Rollouts' analysis rules in ``freightline.analysis``: pure, no services."""
+"""Argo Rollouts' analysis rules in ``freightline.kargo.analysis``: pure, no services."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from freightline.analysis import (
+from freightline.errors import ConfigError
+from freightline.kargo.analysis import (
     DEFAULT_ERROR_RETRY_INTERVAL,
     AnalysisRunStatus,
     Measurement,
@@ -35,8 +36,7 @@ from freightline.analysis import (
     substitute_args,
     validate_metric,
 )
-from freightline.errors import ConfigError
-from freightline.resources import AnalysisRunArgument, AnalysisTemplate, Metric
+from freightline.kargo.resources import AnalysisRunArgument, AnalysisTemplate, Metric
 
 T0 = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)
 PHASES: list[MeasurementPhase] = ["Successful", "Failed", "Inconclusive", "Error"]

@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from freightline.client import (
+from freightline.app.client import (
     abort_promotion,
     apply_project,
     decide_promotion,
@@ -25,11 +25,11 @@ from freightline.client import (
     stage_states,
     start_promotion,
 )
-from freightline.config import group_by_project, load_text
-from freightline.devserver import temporal_binary
+from freightline.app.devserver import temporal_binary
+from freightline.contracts.promotion import PromotionPhase, PromotionResult, StepStatus
 from freightline.errors import FreightlineError
-from freightline.promotion import PromotionPhase, PromotionResult, StepStatus
-from freightline.resources import ProjectResources
+from freightline.kargo.config import group_by_project, load_text
+from freightline.kargo.resources import ProjectResources
 from freightline.settings import load_settings
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import branch_head

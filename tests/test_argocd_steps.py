@@ -25,7 +25,8 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.argocd import ArgoCDActivities, ArgoCDSettings, LabelSelector
-from freightline.argocd import (
+from freightline.app.client import apply_project, start_promotion
+from freightline.contracts.argocd import (
     AUTHORIZED_STAGE_ANNOTATION,
     AppRef,
     ArgoCDHealthRequest,
@@ -37,11 +38,10 @@ from freightline.argocd import (
     stage_health,
     step_timeout,
 )
-from freightline.client import apply_project, start_promotion
-from freightline.config import group_by_project, load_text
+from freightline.contracts.promotion import PromotionPhase, PromotionResult, StepStatus
 from freightline.errors import ConfigError
-from freightline.promotion import PromotionPhase, PromotionResult, StepStatus
-from freightline.resources import ProjectResources
+from freightline.kargo.config import group_by_project, load_text
+from freightline.kargo.resources import ProjectResources
 from freightline.settings import load_settings
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import KARGO_QUICKSTART, branch_head

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from freightline.devserver import port_open, temporal_binary
+from freightline.app.devserver import port_open, temporal_binary
 from sandbox.registry import free_port
 
 pytestmark = pytest.mark.integration

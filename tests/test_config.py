@@ -14,22 +14,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from freightline.config import (
+from freightline.errors import ConfigError
+from freightline.kargo.config import (
     check_references,
     group_by_project,
     load_file,
     load_text,
     substitute_env,
 )
-from freightline.errors import ConfigError
-from freightline.freight import (
+from freightline.kargo.freight import (
     freight_alias,
     freight_id,
     freight_id_preimage,
     normalize_chart_url,
     normalize_git_url,
 )
-from freightline.resources import (
+from freightline.kargo.resources import (
     RESOURCE_KINDS,
     AnalysisTemplate,
     Chart,

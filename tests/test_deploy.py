@@ -16,8 +16,8 @@ from ruamel.yaml import YAML
 from temporalio.envconfig import ClientConfig
 
 from activities.kustomize_steps import render_kustomization
+from freightline.contracts.names import argocd_task_queue
 from freightline.settings import DEFAULT_HEALTH_ADDRESS, DEFAULT_METRICS_ADDRESS
-from freightline.temporal import argocd_task_queue
 from worker import GRACEFUL_SHUTDOWN
 
 REPO = Path(__file__).resolve().parent.parent
@@ -314,8 +314,10 @@ def test_dockerfile_builds_on_python_slim_and_installs_the_project() -> None:
     }
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     modules = {f"{m}.py" for m in setuptools["py-modules"]}
-    # Every package pyproject ships is in the image (a new package must be copied too).
-    assert {*setuptools["packages"], *modules, "pyproject.toml"} <= copied
+    # Every top-level package pyproject ships is in the image (a new one must be copied too).
+    packages = {p.split(".")[0].rstrip("*") for p in setuptools["packages"]["find"]["include"]}
+    assert {*packages, *modules, "pyproject.toml"} <= copied
+    assert "sandbox" not in copied  # stand-ins and the demo stay out of the worker's image
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     assert all(f"!{path}" in ignore or f"!{path}/" in ignore for path in copied)
 

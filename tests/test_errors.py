@@ -28,9 +28,9 @@ from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
 from activities.worktree import WorktreeActivities
 from freightline import errors
-from freightline.analysis import MeasureRequest
-from freightline.argocd import ArgoCDStepInput
-from freightline.credentials import CredentialStore, GitCredentials
+from freightline.contracts.argocd import ArgoCDStepInput
+from freightline.contracts.promotion import StepStatus, WorktreeBatch, plan_promotion
+from freightline.contracts.warehouse import DiscoveryRequest
 from freightline.errors import (
     ArgoCDResponseError,
     FreightlineError,
@@ -40,9 +40,9 @@ from freightline.errors import (
     root_cause,
     to_application_error,
 )
-from freightline.promotion import StepStatus, WorktreeBatch, plan_promotion
-from freightline.resources import Metric, RepoSubscription
-from freightline.warehouse import DiscoveryRequest
+from freightline.kargo.analysis import MeasureRequest
+from freightline.kargo.credentials import CredentialStore, GitCredentials
+from freightline.kargo.resources import Metric, RepoSubscription
 from tests.pipelines import freight_for, single_stage_project, with_freight
 
 FAMILIES: list[type[FreightlineError]] = [

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from freightline.errors import ExpressionError, FreightlineError
-from freightline.expressions import (
+from freightline.kargo.expressions import (
     ArrayNode,
     Binary,
     Call,
@@ -692,7 +692,7 @@ def test_render_raises_nothing_but_expression_error(text: str) -> None:
 
 
 def _bundle() -> Any:
-    from freightline.resources import Freight
+    from freightline.kargo.resources import Freight
 
     return Freight.model_validate(
         {
@@ -726,6 +726,6 @@ def _bundle() -> Any:
 def test_artifact_functions_compare_urls_in_kargos_normal_form(
     expression: str, expected: Any
 ) -> None:
-    from freightline.freight import artifact_functions
+    from freightline.kargo.freight import artifact_functions
 
     assert render(expression, artifact_functions(_bundle())) == expected

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from activities.git_discovery import discover_commits, path_filter
+from freightline.contracts.warehouse import DiscoveryError
 from freightline.errors import ConfigError
-from freightline.resources import GitSubscription
-from freightline.warehouse import DiscoveryError
+from freightline.kargo.resources import GitSubscription
 
 pytestmark = pytest.mark.integration
 

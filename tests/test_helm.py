@@ -16,9 +16,9 @@ import pytest
 
 from activities.helm import discover_charts
 from activities.registry import RegistryClient
+from freightline.contracts.warehouse import DiscoveryError
 from freightline.errors import ConfigError, RegistryError
-from freightline.resources import ChartSubscription
-from freightline.warehouse import DiscoveryError
+from freightline.kargo.resources import ChartSubscription
 from tests.registry_fixture import OCI_MANIFEST, Pusher, Registry, start_registry
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The HTTP stack (freightline.http) against a real uvicorn server on a loopback port."""
+"""The HTTP stack (freightline.app.http) against a real uvicorn server on a loopback port."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from freightline.http import HttpServer, Limits, build_app, serve
+from freightline.app.http import HttpServer, Limits, build_app, serve
 from tests.hostile_http import exchange, large_body, request_head, slow_body, slow_headers
 
 FAST = Limits(header_timeout=1.0, body_timeout=1.0, idle_timeout=1, shutdown_timeout=1)

@@ -23,9 +23,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.metrics import MetricActivities, measure, parse_json_path
-from freightline.analysis import MeasureRequest
 from freightline.errors import ConfigError, CredentialError
-from freightline.resources import Metric
+from freightline.kargo.analysis import MeasureRequest
+from freightline.kargo.resources import Metric
 from freightline.settings import load_settings
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import create_bare_repo

@@ -14,9 +14,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from freightline.client import decide_promotion
-from freightline.notifications import NotificationEvent, redacted
-from freightline.promotion import PromotionPhase, PromotionResult
+from freightline.app.client import decide_promotion
+from freightline.contracts.notifications import NotificationEvent, redacted
+from freightline.contracts.promotion import PromotionPhase, PromotionResult
 from freightline.settings import NOTIFY_URLS_ENV, load_settings
 from tests.conftest import wait_for
 from tests.test_approval import failure, gated, start, waiting_for_approval

@@ -19,26 +19,23 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Replayer, Worker
 
-from freightline.client import apply_project, start_promotion
-from freightline.errors import ConfigError
-from freightline.observability import (
+from freightline.app.client import apply_project, start_promotion
+from freightline.app.observability import HealthServer, WorkerHealth, serve_health, worker_runtime
+from freightline.app.temporal import connect
+from freightline.contracts.metrics import (
     DISCOVERY_DURATION,
     DISCOVERY_ERRORS,
     FREIGHT_DISCOVERED,
     PROMOTION_DURATION,
     PROMOTIONS,
     VERIFICATIONS,
-    HealthServer,
-    WorkerHealth,
     record_discovery,
     record_promotion_finished,
     record_verification_finished,
-    serve_health,
-    worker_runtime,
 )
-from freightline.promotion import PromotionPhase
+from freightline.contracts.promotion import PromotionPhase
+from freightline.errors import ConfigError
 from freightline.settings import load_settings, parse_address
-from freightline.temporal import connect
 from tests.conftest import wait_for
 from tests.pipelines import freight_for, quickstart_up_to_push, with_freight
 from worker import WORKFLOWS, run_worker

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from freightline.client import apply_project, stage_states
-from freightline.config import group_by_project, load_text
+from freightline.app.client import apply_project, stage_states
+from freightline.app.webhooks import WebhookServer
+from freightline.contracts.stage import StageState
+from freightline.kargo.config import group_by_project, load_text
 from freightline.settings import load_settings
-from freightline.stage import StageState
-from freightline.webhooks import WebhookServer
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import KARGO_QUICKSTART, branch_head
 from sandbox.registry import Pusher, free_port, start_registry, webhook_notifications

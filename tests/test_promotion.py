@@ -14,9 +14,9 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from freightline.client import apply_project, start_promotion
-from freightline.devserver import temporal_binary
-from freightline.promotion import PromotionPhase, PromotionResult
+from freightline.app.client import apply_project, start_promotion
+from freightline.app.devserver import temporal_binary
+from freightline.contracts.promotion import PromotionPhase, PromotionResult
 from sandbox.gitops import branch_head, commit_count, git, show_file
 from sandbox.workers import start_worker, worker_env
 from tests.conftest import wait_for

@@ -24,20 +24,29 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.project import ProjectActivities
-from freightline.client import apply_project, delete_resource, promote_in_stage, running_promotion
-from freightline.errors import FreightlineError
-from freightline.project import ProjectState, stage_configs, warehouse_configs
-from freightline.promotion import (
+from freightline.app.client import (
+    apply_project,
+    delete_resource,
+    promote_in_stage,
+    running_promotion,
+)
+from freightline.contracts.names import (
+    project_workflow_id,
+    stage_workflow_id,
+    warehouse_workflow_id,
+)
+from freightline.contracts.project import ProjectState, stage_configs, warehouse_configs
+from freightline.contracts.promotion import (
     PromotionPhase,
     PromotionResult,
     StepOutcome,
     StepStatus,
     WorktreeBatch,
 )
+from freightline.contracts.stage import StageConfig
+from freightline.contracts.warehouse import WarehouseConfig
+from freightline.errors import FreightlineError
 from freightline.settings import load_settings
-from freightline.stage import StageConfig
-from freightline.temporal import project_workflow_id, stage_workflow_id, warehouse_workflow_id
-from freightline.warehouse import WarehouseConfig
 from tests.conftest import wait_for
 from tests.pipelines import (
     dump,

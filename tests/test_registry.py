@@ -32,7 +32,7 @@ from freightline.errors import (
     RegistryError,
     RegistryUnavailableError,
 )
-from freightline.selection import (
+from freightline.kargo.selection import (
     ImageSelectionPolicy,
     filter_tags,
     order_by_build_date,

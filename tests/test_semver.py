@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from freightline.errors import ConfigError
-from freightline.semver import (
+from freightline.kargo.semver import (
     InvalidVersionError,
     Version,
     parse_constraint,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from freightline.client import apply_project, stage_states
-from freightline.config import group_by_project, load_text
+from freightline.app.client import apply_project, stage_states
+from freightline.kargo.config import group_by_project, load_text
 from freightline.settings import load_settings
 from tests.conftest import wait_for
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight

@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
-from freightline.client import (
+from freightline.app.client import (
     apply_project,
     approve_freight,
     delete_resource,
@@ -19,9 +19,9 @@ from freightline.client import (
     promote_in_stage,
     stage_states,
 )
+from freightline.contracts.names import stage_workflow_id
+from freightline.contracts.stage import StageState
 from freightline.errors import ConfigError, FreightlineError
-from freightline.stage import StageState
-from freightline.temporal import stage_workflow_id
 from sandbox.gitops import commit_count, show_file
 from tests.conftest import wait_for
 from tests.pipelines import IMAGE, freight_for, quickstart_auto, with_freight

@@ -10,10 +10,17 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from activities.step_context import StepConfig
+from freightline.contracts.promotion import plan_promotion
+from freightline.contracts.steps import (
+    STEPS,
+    StepRunner,
+    resolve,
+    resolve_all,
+    runner_of,
+    step_named,
+)
 from freightline.errors import ConfigError
-from freightline.promotion import plan_promotion
-from freightline.resources import ApprovalPolicy
-from freightline.steps import STEPS, StepRunner, resolve, resolve_all, runner_of, step_named
+from freightline.kargo.resources import ApprovalPolicy
 from tests.pipelines import freight_for, single_stage_project, with_freight
 
 # Kargo's names for the steps Freightline runs; a new step joins this list with its entry.

@@ -14,9 +14,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from freightline.client import apply_project, promote_in_stage, stage_states, stage_update
-from freightline.config import group_by_project, load_text
-from freightline.stage import StageState
+from freightline.app.client import apply_project, promote_in_stage, stage_states, stage_update
+from freightline.contracts.stage import StageState
+from freightline.kargo.config import group_by_project, load_text
 from tests.conftest import wait_for
 from tests.metric_server import ErrorRateServer
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight

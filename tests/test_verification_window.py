@@ -9,10 +9,10 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from freightline.analysis import AnalysisRunStatus
-from freightline.resources import Metric
+from freightline.contracts.verification import VerificationRequest
+from freightline.kargo.analysis import AnalysisRunStatus
+from freightline.kargo.resources import Metric
 from freightline.settings import load_settings
-from freightline.verification import VerificationRequest
 from tests.metric_server import ErrorRateServer
 
 pytestmark = pytest.mark.integration

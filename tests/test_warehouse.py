@@ -21,33 +21,21 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.discovery import DiscoveryActivities
-from freightline.client import (
+from activities.project import with_warehouse_freight
+from freightline.app.client import (
     apply_project,
     assemble_freight,
     project_freight,
     refresh_warehouse,
     warehouse_statuses,
-    with_warehouse_freight,
 )
-from freightline.config import group_by_project, load_text
-from freightline.credentials import CredentialStore
-from freightline.errors import ExpressionError, FreightlineError, NotFoundError
-from freightline.freight import freight_alias, freight_id
-from freightline.resources import (
-    Freight,
-    FreightOrigin,
-    Image,
-    ProjectResources,
-    RepoSubscription,
-    Warehouse,
-)
-from freightline.temporal import (
+from freightline.contracts.names import (
     FREIGHT_QUERY,
     WAREHOUSE_WORKFLOW,
     stage_workflow_id,
     warehouse_workflow_id,
 )
-from freightline.warehouse import (
+from freightline.contracts.warehouse import (
     MAX_FREIGHT_HISTORY,
     DiscoveredChart,
     DiscoveredCommit,
@@ -64,6 +52,18 @@ from freightline.warehouse import (
     direct_stages,
     record_freight,
     remember_created,
+)
+from freightline.errors import ExpressionError, FreightlineError, NotFoundError
+from freightline.kargo.config import group_by_project, load_text
+from freightline.kargo.credentials import CredentialStore
+from freightline.kargo.freight import freight_alias, freight_id
+from freightline.kargo.resources import (
+    Freight,
+    FreightOrigin,
+    Image,
+    ProjectResources,
+    RepoSubscription,
+    Warehouse,
 )
 from tests.conftest import wait_for
 from tests.pipelines import dump
@@ -545,7 +545,7 @@ async def test_cli_get_freight_warehouses_and_refresh(
 ) -> None:
     from typer.testing import CliRunner
 
-    from freightline.cli import app
+    from freightline.app.cli import app
 
     project = f"wh-{uuid.uuid4().hex[:8]}"
     repo = f"{registry.host}/{project}"
@@ -584,7 +584,7 @@ async def test_manual_warehouse_freight_is_assembled_from_what_it_discovered(
 ) -> None:
     from typer.testing import CliRunner
 
-    from freightline.cli import app
+    from freightline.app.cli import app
 
     project = f"man-{uuid.uuid4().hex[:8]}"
     repo = f"{registry.host}/{project}"

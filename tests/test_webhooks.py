@@ -14,18 +14,18 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from freightline.client import apply_project
-from freightline.config import group_by_project, load_text
-from freightline.http import Limits
-from freightline.resources import Freight, ProjectResources
-from freightline.temporal import FREIGHT_QUERY, warehouse_workflow_id
-from freightline.warehouse import WarehouseStatus
-from freightline.webhooks import (
+from freightline.app.client import apply_project
+from freightline.app.http import Limits
+from freightline.app.webhooks import (
     WebhookServer,
     github_signature,
     matching_warehouses,
     registry_repositories,
 )
+from freightline.contracts.names import FREIGHT_QUERY, warehouse_workflow_id
+from freightline.contracts.warehouse import WarehouseStatus
+from freightline.kargo.config import group_by_project, load_text
+from freightline.kargo.resources import Freight, ProjectResources
 from sandbox.registry import Pusher, start_registry, webhook_notifications
 from tests.conftest import wait_for
 from tests.hostile_http import large_body, slow_body, slow_headers

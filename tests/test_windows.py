@@ -12,12 +12,12 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from freightline.client import apply_project, start_promotion
-from freightline.config import group_by_project, load_text
-from freightline.promotion import PromotionPhase, PromotionRequest, PromotionResult
-from freightline.resources import ProjectConfig, PromotionWindow
-from freightline.temporal import PROMOTION_WORKFLOW, task_queue
-from freightline.windows import evaluate, next_allowed, windows_for
+from freightline.app.client import apply_project, start_promotion
+from freightline.contracts.names import PROMOTION_WORKFLOW, task_queue
+from freightline.contracts.promotion import PromotionPhase, PromotionRequest, PromotionResult
+from freightline.kargo.config import group_by_project, load_text
+from freightline.kargo.resources import ProjectConfig, PromotionWindow
+from freightline.kargo.windows import evaluate, next_allowed, windows_for
 from sandbox.gitops import branch_head
 from tests.conftest import wait_for
 from tests.pipelines import dump, freight_for, quickstart_documents, with_freight

@@ -14,8 +14,8 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
+    from freightline.contracts.notifications import NotificationEvent
     from freightline.errors import diagnose
-    from freightline.notifications import NotificationEvent
     from workflows.options import notify_options
 
 

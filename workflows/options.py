@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from freightline.argocd import SHARD_PICKUP_TIMEOUT
+    from freightline.contracts.argocd import SHARD_PICKUP_TIMEOUT
     from freightline.errors import non_retryable_error_types
 
 __all__ = [

@@ -29,9 +29,10 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     # PromotionWindow validation imports it lazily; the sandbox must get the real module.
-    import freightline.windows  # noqa: F401
+    import freightline.kargo.windows  # noqa: F401
     from activities.project import ProjectActivities
-    from freightline.project import (
+    from freightline.contracts.names import SA_PROJECT
+    from freightline.contracts.project import (
         ApplyResult,
         DeleteRequest,
         DesiredState,
@@ -40,8 +41,7 @@ with workflow.unsafe.imports_passed_through():
         merge_resources,
         remove_resource,
     )
-    from freightline.resources import ProjectResources
-    from freightline.temporal import SA_PROJECT
+    from freightline.kargo.resources import ProjectResources
 
 RECONCILES = "project-reconciles"
 """Patch: the workflow reconciles its Stages and Warehouses (before it, the CLI did)."""

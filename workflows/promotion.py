@@ -7,7 +7,7 @@ workflow with type ``PromotionFailed`` (a step ran and failed) or
 ``PromotionErrored`` (the promotion could not run as configured, or the
 infrastructure kept failing), carrying the ``PromotionResult`` as details.
 Which one is the failing error's to say (``freightline.errors``: each class
-knows its outcome); the step registry (``freightline.steps``) says where each
+knows its outcome); the step registry (``freightline.contracts.steps``) says where each
 step runs. Activities are called by reference, with the option sets of
 ``workflows.options``.
 
@@ -40,11 +40,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.argocd import ArgoCDActivities
     from activities.project import ProjectActivities
     from activities.worktree import WorktreeActivities
-    from freightline.argocd import ArgoCDStepInput, shard_unserved, step_timeout
-    from freightline.errors import ConfigError, Diagnosis, ExpressionError, diagnose
-    from freightline.notifications import EventKind, NotificationEvent
-    from freightline.observability import record_promotion_finished
-    from freightline.promotion import (
+    from freightline.contracts.argocd import ArgoCDStepInput, shard_unserved, step_timeout
+    from freightline.contracts.metrics import record_promotion_finished
+    from freightline.contracts.names import SA_FREIGHT, SA_PROJECT, SA_STAGE, argocd_task_queue
+    from freightline.contracts.notifications import EventKind, NotificationEvent
+    from freightline.contracts.promotion import (
         AbortMessage,
         ApprovalDecision,
         ApprovalMessage,
@@ -62,10 +62,10 @@ with workflow.unsafe.imports_passed_through():
         WorktreeBatch,
         failure_type,
     )
-    from freightline.resources import ApprovalPolicy, parse_duration
-    from freightline.steps import STEPS, StepRunner, runner_of
-    from freightline.temporal import SA_FREIGHT, SA_PROJECT, SA_STAGE, argocd_task_queue
-    from freightline.windows import evaluate as evaluate_windows
+    from freightline.contracts.steps import STEPS, StepRunner, runner_of
+    from freightline.errors import ConfigError, Diagnosis, ExpressionError, diagnose
+    from freightline.kargo.resources import ApprovalPolicy, parse_duration
+    from freightline.kargo.windows import evaluate as evaluate_windows
 
     ArgoCDStepActivity = Callable[[ArgoCDActivities, ArgoCDStepInput], StepOutcome]
     # Resolved from the step registry here, at import, so that no run ever imports a module.
@@ -284,7 +284,7 @@ class PromotionWorkflow:
     async def wait_for_approval(
         self, request: PromotionRequest, plan: PromotionPlan, step: PlannedStep
     ) -> StepOutcome:
-        """The ``wait-for-approval`` step (see ``freightline.steps``): hold until enough
+        """The ``wait-for-approval`` step (see ``freightline.contracts.steps``): hold until enough
         distinct approvers approved, someone rejected, or time ran out."""
         scope = StepScope(plan, self._outcomes)
         try:

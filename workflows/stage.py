@@ -20,25 +20,30 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.argocd import ArgoCDActivities
-    from freightline.analysis import AnalysisPhase, AnalysisRunStatus
-    from freightline.argocd import (
+    from freightline.contracts.argocd import (
         ArgoCDHealthRequest,
         HealthState,
         StageHealth,
         apps_of,
         shard_unserved,
     )
-    from freightline.errors import ConfigError, diagnose
-    from freightline.notifications import NotificationEvent
-    from freightline.promotion import (
+    from freightline.contracts.names import (
+        FREIGHT_AVAILABLE_SIGNAL,
+        SA_FREIGHT,
+        SA_PROJECT,
+        SA_STAGE,
+        argocd_task_queue,
+        stage_workflow_id,
+    )
+    from freightline.contracts.notifications import NotificationEvent
+    from freightline.contracts.promotion import (
         AbortMessage,
         PromotionPhase,
         PromotionRequest,
         PromotionResult,
         ended_phase,
     )
-    from freightline.resources import Freight
-    from freightline.stage import (
+    from freightline.contracts.stage import (
         AvailableFreight,
         FreightAvailable,
         LastPromotion,
@@ -55,16 +60,11 @@ with workflow.unsafe.imports_passed_through():
         record_promoted,
         record_verification,
     )
-    from freightline.stage_requests import ApproveRequest, PromoteRequest, RetireRequest
-    from freightline.temporal import (
-        FREIGHT_AVAILABLE_SIGNAL,
-        SA_FREIGHT,
-        SA_PROJECT,
-        SA_STAGE,
-        argocd_task_queue,
-        stage_workflow_id,
-    )
-    from freightline.verification import verification_request
+    from freightline.contracts.stage_requests import ApproveRequest, PromoteRequest, RetireRequest
+    from freightline.contracts.verification import verification_request
+    from freightline.errors import ConfigError, diagnose
+    from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus
+    from freightline.kargo.resources import Freight
     from workflows.notify import send_notification
     from workflows.options import health_options
     from workflows.promotion import PromotionWorkflow

@@ -20,7 +20,10 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.metrics import MetricActivities
-    from freightline.analysis import (
+    from freightline.contracts.metrics import record_verification_finished
+    from freightline.contracts.verification import VerificationRequest
+    from freightline.errors import diagnose
+    from freightline.kargo.analysis import (
         COMPLETED_PHASES,
         AnalysisRunStatus,
         Measurement,
@@ -32,10 +35,7 @@ with workflow.unsafe.imports_passed_through():
         record_measurement,
         start_run,
     )
-    from freightline.errors import diagnose
-    from freightline.observability import record_verification_finished
-    from freightline.resources import Metric
-    from freightline.verification import VerificationRequest
+    from freightline.kargo.resources import Metric
     from workflows.options import measurement_options
 
 LOCAL_MEASUREMENTS = "local-measurements"

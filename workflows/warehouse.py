@@ -1,7 +1,7 @@
 """The ``Warehouse`` workflow: one per Warehouse, discovering artifacts and making Freight.
 
 Loop: run the ``discover_warehouse`` activity over every subscription, turn
-the result into Freight with :func:`freightline.warehouse.decide_freight`,
+the result into Freight with :func:`freightline.contracts.warehouse.decide_freight`,
 record it (bounded, newest first) and tell the Stages that request Freight
 from this Warehouse directly (``freight_available`` signal). Then sleep for
 the Warehouse's ``interval`` or until the ``refresh`` signal, whichever comes
@@ -27,12 +27,8 @@ from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.discovery import DiscoveryActivities
-    from freightline.errors import FreightlineError, diagnose
-    from freightline.observability import record_discovery
-    from freightline.resources import Freight, parse_duration
-    from freightline.stage import FreightAvailable
-    from freightline.stage_requests import RetireRequest
-    from freightline.temporal import (
+    from freightline.contracts.metrics import record_discovery
+    from freightline.contracts.names import (
         ASSEMBLE_UPDATE,
         FREIGHT_AVAILABLE_SIGNAL,
         FREIGHT_QUERY,
@@ -41,7 +37,9 @@ with workflow.unsafe.imports_passed_through():
         SA_WAREHOUSE,
         stage_workflow_id,
     )
-    from freightline.warehouse import (
+    from freightline.contracts.stage import FreightAvailable
+    from freightline.contracts.stage_requests import RetireRequest
+    from freightline.contracts.warehouse import (
         AssembleRequest,
         DiscoveryRequest,
         DiscoveryResult,
@@ -55,6 +53,8 @@ with workflow.unsafe.imports_passed_through():
         record_freight,
         remember_created,
     )
+    from freightline.errors import FreightlineError, diagnose
+    from freightline.kargo.resources import Freight, parse_duration
     from workflows.options import discovery_options
 
 

@@ -24,8 +24,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from freightline.analysis import AnalysisRunStatus
-from freightline.client import (
+from freightline.app.client import (
     abort_promotion,
     apply_project,
     decide_promotion,
@@ -33,19 +32,20 @@ from freightline.client import (
     stage_states,
     start_promotion,
 )
-from freightline.devserver import temporal_binary
-from freightline.promotion import PromotionResult
-from freightline.resources import Metric
-from freightline.settings import load_settings
-from freightline.temporal import (
+from freightline.app.devserver import temporal_binary
+from freightline.contracts.names import (
     SEARCH_ATTRIBUTES,
     WAREHOUSE_WORKFLOW,
     project_workflow_id,
     stage_workflow_id,
     warehouse_workflow_id,
 )
-from freightline.verification import VerificationRequest
-from freightline.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus
+from freightline.contracts.promotion import PromotionResult
+from freightline.contracts.verification import VerificationRequest
+from freightline.contracts.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus
+from freightline.kargo.analysis import AnalysisRunStatus
+from freightline.kargo.resources import Metric
+from freightline.settings import load_settings
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import create_bare_repo
 from tests.metric_server import ErrorRateServer

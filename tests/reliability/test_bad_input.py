@@ -28,11 +28,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.worktree import WorktreeActivities
 from freightline import errors
-from freightline.config import group_by_project, load_text
+from freightline.contracts.promotion import StepOutcome, WorktreeBatch, plan_promotion
 from freightline.errors import ExpressionError, FreightlineError
-from freightline.expressions import evaluate, render
-from freightline.promotion import StepOutcome, WorktreeBatch, plan_promotion
-from freightline.selection import ImageSelectionPolicy, select_tags
+from freightline.kargo.config import group_by_project, load_text
+from freightline.kargo.expressions import evaluate, render
+from freightline.kargo.selection import ImageSelectionPolicy, select_tags
 from sandbox.gitops import branch_head, create_bare_repo, git
 from tests.pipelines import IMAGE, freight_for, single_stage_project, with_freight
 

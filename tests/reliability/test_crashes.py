@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from freightline.analysis import AnalysisRunStatus
-from freightline.client import apply_project, decide_promotion, start_promotion
-from freightline.promotion import PromotionPhase, PromotionResult
-from freightline.resources import Metric
-from freightline.verification import VerificationRequest
+from freightline.app.client import apply_project, decide_promotion, start_promotion
+from freightline.contracts.promotion import PromotionPhase, PromotionResult
+from freightline.contracts.verification import VerificationRequest
+from freightline.kargo.analysis import AnalysisRunStatus
+from freightline.kargo.resources import Metric
 from sandbox.argocd import Timing
 from sandbox.gitops import branch_head, commit_count
 from sandbox.workers import worker_env

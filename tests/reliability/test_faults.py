@@ -19,13 +19,13 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from freightline.analysis import AnalysisRunStatus
-from freightline.client import apply_project, start_promotion
-from freightline.promotion import PromotionPhase, PromotionResult
-from freightline.resources import Metric
-from freightline.temporal import WAREHOUSE_WORKFLOW, warehouse_workflow_id
-from freightline.verification import VerificationRequest
-from freightline.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus
+from freightline.app.client import apply_project, start_promotion
+from freightline.contracts.names import WAREHOUSE_WORKFLOW, warehouse_workflow_id
+from freightline.contracts.promotion import PromotionPhase, PromotionResult
+from freightline.contracts.verification import VerificationRequest
+from freightline.contracts.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus
+from freightline.kargo.analysis import AnalysisRunStatus
+from freightline.kargo.resources import Metric
 from sandbox.gitops import branch_head, commit_count
 from sandbox.prometheus import PrometheusServer
 from tests.conftest import wait_for

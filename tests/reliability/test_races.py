@@ -16,8 +16,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from freightline.client import apply_project
-from freightline.promotion import PromotionPhase
+from freightline.app.client import apply_project
+from freightline.contracts.promotion import PromotionPhase
 from sandbox.gitops import commit_count, git, show_file
 from tests.pipelines import IMAGE, freight_for, single_stage_project, with_freight
 from tests.test_promotion import CLONE, COMMIT, PUSH, promote

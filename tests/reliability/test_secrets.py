@@ -21,8 +21,8 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from freightline.client import apply_project, stage_states
-from freightline.config import group_by_project, load_text
+from freightline.app.client import apply_project, stage_states
+from freightline.kargo.config import group_by_project, load_text
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import branch_head
 from sandbox.workers import worker_env

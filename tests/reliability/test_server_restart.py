@@ -1,7 +1,7 @@
 """The Temporal dev server (persistent SQLite) stops and starts again mid-promotion, and
 mid-verification-window: each resumes, losing and repeating nothing.
 
-The server is this test's own (``freightline.devserver.DevServer`` on free ports, database
+The server is this test's own (``freightline.app.devserver.DevServer`` on free ports, database
 in the test's directory), so stopping it leaves the session's server alone. The promotion
 is inside ``argocd-update``'s wait (the emulator keeps the app Progressing for a while)
 when the server goes down; the worker subprocess stays up and reconnects.
@@ -17,12 +17,12 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from freightline.analysis import AnalysisRunStatus
-from freightline.client import apply_project, start_promotion
-from freightline.devserver import DevServer
-from freightline.promotion import PromotionPhase, PromotionResult
-from freightline.resources import Metric
-from freightline.verification import VerificationRequest
+from freightline.app.client import apply_project, start_promotion
+from freightline.app.devserver import DevServer
+from freightline.contracts.promotion import PromotionPhase, PromotionResult
+from freightline.contracts.verification import VerificationRequest
+from freightline.kargo.analysis import AnalysisRunStatus
+from freightline.kargo.resources import Metric
 from sandbox.argocd import Timing
 from sandbox.gitops import branch_head, commit_count, create_bare_repo
 from sandbox.registry import quiet_port

@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from freightline.analysis import resolve_metrics
 from freightline.errors import ConfigError
-from freightline.freight import artifact_functions
-from freightline.resources import AnalysisTemplate, Freight, Metric, Stage
+from freightline.kargo.analysis import resolve_metrics
+from freightline.kargo.freight import artifact_functions
+from freightline.kargo.resources import AnalysisTemplate, Freight, Metric, Stage
 
 
 class VerificationRequest(BaseModel):

@@ -14,11 +14,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from freightline.config import check_references
+from freightline.contracts.stage import StageConfig
+from freightline.contracts.warehouse import WarehouseConfig, direct_stages
 from freightline.errors import ConfigError
-from freightline.resources import ProjectResources
-from freightline.stage import StageConfig
-from freightline.warehouse import WarehouseConfig, direct_stages
+from freightline.kargo.config import check_references
+from freightline.kargo.resources import ProjectResources
 
 MERGED_KINDS = {
     "warehouses": "Warehouse",

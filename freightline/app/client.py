@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio.client import (
@@ -19,27 +19,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from freightline.config import ProjectResources
-from freightline.errors import ConfigError, FreightlineError, NotFoundError
-from freightline.project import ApplyResult, DeleteRequest, ProjectState
-from freightline.promotion import (
-    AbortMessage,
-    ApprovalMessage,
-    PromotionRequest,
-    PromotionResult,
-    PromotionStatus,
-    find_freight,
-)
-from freightline.resources import Freight
-from freightline.stage import (
-    PromotionTicket,
-    StageState,
-    freight_details,
-)
-from freightline.stage_requests import ApproveRequest, PromoteRequest
-from freightline.temporal import (
+from activities.project import discovered_at, warehouse_freight
+from freightline.contracts.names import (
     ASSEMBLE_UPDATE,
-    FREIGHT_QUERY,
     PROJECT_WORKFLOW,
     PROMOTION_WORKFLOW,
     REFRESH_SIGNAL,
@@ -52,10 +34,21 @@ from freightline.temporal import (
     task_queue,
     warehouse_workflow_id,
 )
-from freightline.warehouse import (
-    AssembleRequest,
-    WarehouseStatus,
+from freightline.contracts.project import ApplyResult, DeleteRequest, ProjectState
+from freightline.contracts.promotion import (
+    AbortMessage,
+    ApprovalMessage,
+    PromotionRequest,
+    PromotionResult,
+    PromotionStatus,
+    find_freight,
 )
+from freightline.contracts.stage import PromotionTicket, StageState, freight_details
+from freightline.contracts.stage_requests import ApproveRequest, PromoteRequest
+from freightline.contracts.warehouse import AssembleRequest, WarehouseStatus
+from freightline.errors import ConfigError, FreightlineError, NotFoundError
+from freightline.kargo.config import ProjectResources
+from freightline.kargo.resources import Freight
 
 ACCEPT_TIMEOUT = timedelta(seconds=30)
 """How long an apply or delete waits for a worker to accept it."""
@@ -380,44 +373,13 @@ def pipeline_order(resources: ProjectResources) -> list[str]:
 # --- Warehouses ---------------------------------------------------------------------------------
 
 
-async def warehouse_freight(client: Client, resources: ProjectResources) -> list[Freight]:
-    """The Freight every Warehouse workflow of the project holds, newest first."""
-    found: list[Freight] = []
-    for name in sorted(resources.warehouses):
-        handle = client.get_workflow_handle(warehouse_workflow_id(resources.name, name))
-        try:
-            found += await handle.query(FREIGHT_QUERY, result_type=list[Freight])
-        except RPCError as err:
-            if err.status is not RPCStatusCode.NOT_FOUND:
-                raise
-    return sorted(found, key=_discovered_at, reverse=True)
-
-
-async def with_warehouse_freight(
-    client: Client, resources: ProjectResources, freight: str
-) -> ProjectResources:
-    """``resources`` with the Freight named ``freight`` (ID or alias) merged in from the
-    project's Warehouses when it is not among the applied Freight."""
-    if any(freight in (f.metadata.name, f.alias) for f in resources.freight.values()):
-        return resources
-    for candidate in await warehouse_freight(client, resources):
-        if freight in (candidate.metadata.name, candidate.alias):
-            merged = {**resources.freight, candidate.metadata.name: candidate}
-            return resources.model_copy(update={"freight": merged})
-    return resources
-
-
-def _discovered_at(freight: Freight) -> datetime:
-    return freight.discovered_at or datetime.min.replace(tzinfo=UTC)
-
-
 async def project_freight(client: Client, project: str) -> list[Freight]:
     """All Freight of a project: its Warehouses' and the applied, newest first, no repeats."""
     resources = await project_resources(client, project)
     seen: dict[str, Freight] = {}
     for freight in [*await warehouse_freight(client, resources), *resources.freight.values()]:
         seen.setdefault(freight.metadata.name, freight)
-    return sorted(seen.values(), key=_discovered_at, reverse=True)
+    return sorted(seen.values(), key=discovered_at, reverse=True)
 
 
 @contextlib.contextmanager

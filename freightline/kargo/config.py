@@ -1,7 +1,7 @@
 """Loading configuration: multi-document YAML of Kargo (and Argo Rollouts) resources.
 
 ``load_file``/``load_text`` parse every document, validate each one against
-its kind's model (:mod:`freightline.resources`) and report *all* problems at
+its kind's model (:mod:`freightline.kargo.resources`) and report *all* problems at
 once in one :class:`~freightline.errors.ConfigError`, one line per problem::
 
     pipeline.yaml:14: document 3 (Warehouse "kargo-demo"): spec.subscriptions[0].image.
@@ -13,7 +13,7 @@ The field path is spelled as in the manifest (camelCase), and the line is the
 line of that field when the YAML parser knows it. Documents without
 ``metadata.namespace`` belong to the single Project document of the same file
 (or to the ``project`` argument). ``group_by_project`` then sorts resources
-into :class:`~freightline.resources.ProjectResources` and checks references
+into :class:`~freightline.kargo.resources.ProjectResources` and checks references
 between them (tasks, Warehouses, upstream Stages, AnalysisTemplates) and
 duplicate names.
 
@@ -26,7 +26,7 @@ Freightline keeps credentials out of configuration entirely. The worker
 reads them itself, inside activities only: the refused document moves,
 unchanged, into the worker's ``FREIGHTLINE_CREDENTIALS_FILE``, or a single
 git identity goes in ``FREIGHTLINE_GIT_USERNAME``/``FREIGHTLINE_GIT_PASSWORD``
-(the scheme is documented once, in :mod:`freightline.credentials`).
+(the scheme is documented once, in :mod:`freightline.kargo.credentials`).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError, YAMLFutureWarning, YAMLWarning
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from freightline.credentials import CRED_TYPE_LABEL
 from freightline.errors import ConfigError
-from freightline.resources import (
+from freightline.kargo.credentials import CRED_TYPE_LABEL
+from freightline.kargo.resources import (
     API_VERSIONS,
     CHART_REPO_URL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,

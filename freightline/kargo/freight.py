@@ -39,7 +39,14 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from freightline.resources import ArtifactReference, Chart, Freight, FreightOrigin, GitCommit, Image
+from freightline.kargo.resources import (
+    ArtifactReference,
+    Chart,
+    Freight,
+    FreightOrigin,
+    GitCommit,
+    Image,
+)
 
 __all__ = [
     "freight_alias",

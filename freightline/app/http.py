@@ -58,7 +58,7 @@ from freightline.logging import get_logger
 
 __all__ = ["HttpServer", "Limits", "RequestLimits", "build_app", "serve"]
 
-log = get_logger("freightline.http")
+log = get_logger("freightline.app.http")
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ Kargo makes it:
 - **the newest artifact of every subscription**, combined into one Freight
   whose origin is the Warehouse; a subscription that found nothing means no
   Freight (and a message on the status);
-- the ID is Kargo's (:func:`freightline.freight.freight_id`); Freight whose ID
+- the ID is Kargo's (:func:`freightline.kargo.freight.freight_id`); Freight whose ID
   the Warehouse already holds is not made again;
-- the alias comes from :func:`freightline.freight.freight_alias`, avoiding
+- the alias comes from :func:`freightline.kargo.freight.freight_alias`, avoiding
   the aliases the Warehouse already uses;
 - ``freightCreationPolicy: Manual`` discovers but makes no Freight;
 - ``freightCreationCriteria.expression`` must be true for the candidate
@@ -34,10 +34,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from freightline import expressions
 from freightline.errors import ConfigError, DiscoveryError, ExpressionError
-from freightline.freight import artifact_functions, freight_alias, freight_id
-from freightline.resources import (
+from freightline.kargo import expressions
+from freightline.kargo.freight import artifact_functions, freight_alias, freight_id
+from freightline.kargo.resources import (
     Chart,
     Freight,
     FreightMeta,

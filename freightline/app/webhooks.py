@@ -1,6 +1,6 @@
 """The webhook receiver: a push somewhere becomes a ``refresh`` of the Warehouses that watch it.
 
-Routes on Freightline's one HTTP stack (``freightline.http``: Starlette on
+Routes on Freightline's one HTTP stack (``freightline.app.http``: Starlette on
 uvicorn, with its body and time limits), served by ``freightline webhooks
 --port N`` or inside the worker when ``FREIGHTLINE_WEBHOOK_PORT`` is set. Every
 route names the project; a request refreshes every Warehouse of that project
@@ -23,7 +23,7 @@ or unauthenticated request gets ``401`` and signals nothing; the answer to an
 accepted request lists the Warehouses refreshed: ``{"refreshed": ["images"]}``.
 This endpoint faces the internet, which is why it is not a hand-written HTTP
 parser any more: a body over 1 MiB gets ``413``, a client that takes over 10 s
-to send its headers or its body is cut off (``freightline.http.Limits``).
+to send its headers or its body is cut off (``freightline.app.http.Limits``).
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ from starlette.routing import BaseRoute, Route
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from freightline.freight import normalize_chart_url, normalize_git_url, normalize_image_url
-from freightline.http import HttpServer, Limits, build_app, serve
+from freightline.app.http import HttpServer, Limits, build_app, serve
+from freightline.contracts.names import REFRESH_SIGNAL, warehouse_workflow_id
+from freightline.kargo.freight import normalize_chart_url, normalize_git_url, normalize_image_url
+from freightline.kargo.mirrors import originals_of
+from freightline.kargo.resources import ProjectResources, RepoSubscription
 from freightline.logging import get_logger
-from freightline.mirrors import originals_of
-from freightline.resources import ProjectResources, RepoSubscription
 from freightline.settings import WEBHOOK_SECRET_ENV
-from freightline.temporal import REFRESH_SIGNAL, warehouse_workflow_id
 
 __all__ = [
     "WebhookReceiver",
@@ -62,7 +62,7 @@ __all__ = [
 
 TOKEN_HEADER = "x-freightline-token"  # noqa: S105 - a header name
 
-log = get_logger("freightline.webhooks")
+log = get_logger("freightline.app.webhooks")
 
 
 # --- what a push names ------------------------------------------------------------------------
@@ -71,7 +71,7 @@ log = get_logger("freightline.webhooks")
 def registry_repositories(body: Any, mirrors: Mapping[str, str] | None = None) -> set[str]:
     """``host/repository`` of each manifest push in a distribution notification envelope.
 
-    A push to a registry mirror (``mirrors``, see ``freightline.mirrors``) also
+    A push to a registry mirror (``mirrors``, see ``freightline.kargo.mirrors``) also
     names the repository of the registry it mirrors.
     """
     mirrors = mirrors or {}
@@ -214,7 +214,7 @@ class WebhookReceiver:
 
         The names of the Warehouses signalled, or None when there is no such project.
         """
-        from freightline.client import project_resources
+        from freightline.app.client import project_resources
 
         try:
             resources = await project_resources(self.client, project)

@@ -143,7 +143,7 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "wait-for-approval",
                 StepRunner.WORKFLOW,
                 "workflows.promotion:PromotionWorkflow.wait_for_approval",
-                "freightline.resources:ApprovalPolicy",
+                "freightline.kargo.resources:ApprovalPolicy",
             ),
         )
     }

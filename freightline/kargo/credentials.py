@@ -41,7 +41,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from freightline.errors import CredentialError
-from freightline.freight import RepositoryKind, same_repository
+from freightline.kargo.freight import RepositoryKind, same_repository
 from freightline.settings import CREDENTIALS_FILE_ENV
 
 CRED_TYPE_LABEL = "kargo.akuity.io/cred-type"

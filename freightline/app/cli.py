@@ -63,7 +63,7 @@ def run_async(function: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., 
             raise fail(f"Temporal: {err.message}") from None
         except (ConnectionError, RuntimeError) as err:
             if "connect" in str(err).lower():
-                from freightline.temporal import configured_address
+                from freightline.app.temporal import configured_address
 
                 address = configured_address()
                 raise fail(
@@ -106,9 +106,9 @@ def dev(
     ] = "127.0.0.1:9464",
 ) -> None:
     """Start Temporal's dev server (UI, search attributes) and a worker; Ctrl-C stops both."""
-    from freightline.devserver import DevServer
+    from freightline.app.devserver import DevServer
+    from freightline.app.observability import worker_runtime
     from freightline.logging import configure_logging
-    from freightline.observability import worker_runtime
 
     configure_logging()
     try:
@@ -135,7 +135,7 @@ def dev(
     # The worker is told where this server is; the process's environment stays as it was.
     worker_settings = worker_settings.replace(temporal={"ui_url": server.ui_url})
     try:
-        from freightline.temporal import connect
+        from freightline.app.temporal import connect
         from worker import run_worker
 
         async def serve() -> None:
@@ -164,9 +164,9 @@ async def apply(
     file: Annotated[Path, typer.Option("--file", "-f", help="YAML file of Kargo resources.")],
 ) -> None:
     """Create or update everything in FILE (validated first; nothing changes on error)."""
-    from freightline.client import apply_project
-    from freightline.config import group_by_project, load_file
-    from freightline.temporal import connect
+    from freightline.app.client import apply_project
+    from freightline.app.temporal import connect
+    from freightline.kargo.config import group_by_project, load_file
 
     projects = group_by_project(load_file(file))
     client = await connect()
@@ -198,8 +198,9 @@ async def promote(
     ] = False,
 ) -> None:
     """Promote available Freight into a Stage (queued behind the Stage's running promotion)."""
-    from freightline.client import promote_in_stage
-    from freightline.temporal import connect, workflow_ui_url
+    from freightline.app.client import promote_in_stage
+    from freightline.app.temporal import connect
+    from freightline.contracts.names import workflow_ui_url
 
     target = freight or freight_alias
     if not target or (freight and freight_alias):
@@ -226,8 +227,8 @@ async def delete(
     project: ProjectOption = None,
 ) -> None:
     """Delete a resource from a project (refused while others still use it)."""
-    from freightline.client import delete_resource
-    from freightline.temporal import connect
+    from freightline.app.client import delete_resource
+    from freightline.app.temporal import connect
 
     kinds = {
         k.lower(): k for k in ("Stage", "Warehouse", "PromotionTask", "AnalysisTemplate", "Freight")
@@ -249,8 +250,8 @@ async def approve(
     freight_alias: Annotated[str | None, typer.Option(help="Freight alias.")] = None,
 ) -> None:
     """Make Freight available to a Stage without upstream verification (as Kargo's approve)."""
-    from freightline.client import approve_freight
-    from freightline.temporal import connect
+    from freightline.app.client import approve_freight
+    from freightline.app.temporal import connect
 
     target = freight or freight_alias
     if not target or (freight and freight_alias):
@@ -274,8 +275,8 @@ async def assemble(
     output: OutputOption = "table",
 ) -> None:
     """Make Freight from what a Warehouse discovered (for freightCreationPolicy: Manual)."""
-    from freightline.client import assemble_freight
-    from freightline.temporal import connect
+    from freightline.app.client import assemble_freight
+    from freightline.app.temporal import connect
 
     picks: dict[str, str] = {}
     for item in pick or []:
@@ -304,8 +305,8 @@ async def verify(
     abort: Annotated[bool, typer.Option("--abort", help="Abort the running verification.")] = False,
 ) -> None:
     """Re-run the Stage's verification of its current Freight (or abort the running one)."""
-    from freightline.client import stage_update
-    from freightline.temporal import connect
+    from freightline.app.client import stage_update
+    from freightline.app.temporal import connect
 
     update = "abort_verification" if abort else "verify"
     console.print(await stage_update(await connect(), _project(project), stage, update, _user()))
@@ -322,8 +323,8 @@ async def approve_promotion(
     promotion: PromotionArgument, comment: CommentOption = "", user: UserOption = None
 ) -> None:
     """Approve a promotion waiting in a wait-for-approval step (refused with the reason)."""
-    from freightline.client import decide_promotion
-    from freightline.temporal import connect
+    from freightline.app.client import decide_promotion
+    from freightline.app.temporal import connect
 
     client = await connect()
     console.print(await decide_promotion(client, promotion, "approve", user or _user(), comment))
@@ -335,8 +336,8 @@ async def reject_promotion(
     promotion: PromotionArgument, comment: CommentOption = "", user: UserOption = None
 ) -> None:
     """Reject a promotion waiting for approval: it ends Failed, naming you."""
-    from freightline.client import decide_promotion
-    from freightline.temporal import connect
+    from freightline.app.client import decide_promotion
+    from freightline.app.temporal import connect
 
     client = await connect()
     console.print(await decide_promotion(client, promotion, "reject", user or _user(), comment))
@@ -352,8 +353,8 @@ async def abort(
     user: UserOption = None,
 ) -> None:
     """Abort a running or waiting promotion: it stops at the next safe point, ends Aborted."""
-    from freightline.client import abort_promotion, running_promotion
-    from freightline.temporal import connect
+    from freightline.app.client import abort_promotion, running_promotion
+    from freightline.app.temporal import connect
 
     if (promotion is None) == (stage is None):
         raise fail("give exactly one of --promotion or --stage")
@@ -368,7 +369,7 @@ async def _wait_for(client: Any, promotion: str) -> None:
     """Wait for a queued promotion to start, then to finish."""
     from temporalio.service import RPCStatusCode
 
-    from freightline.promotion import PromotionResult
+    from freightline.contracts.promotion import PromotionResult
 
     handle = client.get_workflow_handle(promotion, result_type=PromotionResult)
     with console.status(f"waiting for {promotion}"):
@@ -411,10 +412,10 @@ async def status(
     """The pipeline: each Stage's Freight, health, running promotion and queue."""
     from rich.live import Live
 
-    from freightline.client import project_resources, running_notes, stage_states
-    from freightline.project import stage_configs
-    from freightline.status_view import pipeline_table
-    from freightline.temporal import connect
+    from freightline.app.client import project_resources, running_notes, stage_states
+    from freightline.app.status_view import pipeline_table
+    from freightline.app.temporal import connect
+    from freightline.contracts.project import stage_configs
 
     client = await connect()
     name = _project(project)
@@ -439,8 +440,8 @@ async def status(
 @run_async
 async def get_stages(project: ProjectOption = None, output: OutputOption = "table") -> None:
     """Stages of a project."""
-    from freightline.client import project_resources
-    from freightline.temporal import connect
+    from freightline.app.client import project_resources
+    from freightline.app.temporal import connect
 
     resources = await project_resources(await connect(), _project(project))
     rows = []
@@ -458,8 +459,8 @@ async def get_stages(project: ProjectOption = None, output: OutputOption = "tabl
 @run_async
 async def get_warehouses(project: ProjectOption = None, output: OutputOption = "table") -> None:
     """Warehouses of a project, with their last discovery and last error."""
-    from freightline.client import project_resources, warehouse_statuses
-    from freightline.temporal import connect
+    from freightline.app.client import project_resources, warehouse_statuses
+    from freightline.app.temporal import connect
 
     client = await connect()
     resources = await project_resources(client, _project(project))
@@ -485,8 +486,8 @@ async def get_warehouses(project: ProjectOption = None, output: OutputOption = "
 @run_async
 async def get_freight(project: ProjectOption = None, output: OutputOption = "table") -> None:
     """Freight known to a project: its Warehouses' and the applied, newest first."""
-    from freightline.client import project_freight
-    from freightline.temporal import connect
+    from freightline.app.client import project_freight
+    from freightline.app.temporal import connect
 
     name = _project(project)
     rows = []
@@ -518,8 +519,8 @@ async def get_promotions(
     output: OutputOption = "table",
 ) -> None:
     """Recent promotions, newest first."""
-    from freightline.client import list_promotions
-    from freightline.temporal import connect
+    from freightline.app.client import list_promotions
+    from freightline.app.temporal import connect
 
     rows = await list_promotions(await connect(), project, stage)
     _print(list(rows), output, "promotions")
@@ -532,8 +533,8 @@ async def refresh_warehouse(
     project: ProjectOption = None,
 ) -> None:
     """Ask a Warehouse to discover now (the ``refresh`` signal)."""
-    from freightline.client import refresh_warehouse as send_refresh
-    from freightline.temporal import connect
+    from freightline.app.client import refresh_warehouse as send_refresh
+    from freightline.app.temporal import connect
 
     await send_refresh(await connect(), _project(project), name)
     console.print(f"Warehouse/{name} refresh requested")
@@ -546,9 +547,9 @@ async def webhooks(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
 ) -> None:
     """Serve the webhook receiver (registry notifications, GitHub pushes, generic hooks)."""
+    from freightline.app.temporal import connect
+    from freightline.app.webhooks import WebhookServer
     from freightline.settings import WEBHOOK_SECRET_ENV
-    from freightline.temporal import connect
-    from freightline.webhooks import WebhookServer
 
     hooks = settings().webhooks
     if not hooks.secret_value():
@@ -600,7 +601,13 @@ def demo(
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
 ) -> None:
     """The main job: a Temporal dev server, a worker and a promotion into a local GitOps repo."""
-    from freightline.demo import run_demo
+    try:
+        from sandbox.demo.run import run_demo
+    except ImportError:  # an installed package: the sandbox stays in the checkout
+        raise fail(
+            "freightline demo runs from a checkout (it starts the sandbox's stand-ins): "
+            "clone the repository and run scripts/demo"
+        ) from None
 
     try:
         ok = run_demo(workdir=workdir, once=once, port=port, ui_port=ui_port, console=console)
@@ -612,7 +619,7 @@ def demo(
 
 def main() -> None:
     """Console-script entry point: runs the command, then leaves by ``exit_process``."""
-    from freightline.temporal import exit_process
+    from freightline.app.temporal import exit_process
 
     code = 0
     try:

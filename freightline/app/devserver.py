@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from freightline.contracts.names import SEARCH_ATTRIBUTES
 from freightline.errors import FreightlineError
-from freightline.temporal import SEARCH_ATTRIBUTES
 
 
 def temporal_binary() -> str:

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import rrule, rrulestr
 
-from freightline.resources import ProjectResources, PromotionWindow, _selects, parse_duration
+from freightline.kargo.resources import ProjectResources, PromotionWindow, _selects, parse_duration
 
 HORIZON = timedelta(days=366)
 """How far ahead :func:`evaluate` looks for an open instant before calling the schedule frozen."""

@@ -1,29 +1,19 @@
-"""Names and connections every Freightline process shares with Temporal.
+"""The names every Freightline process shares with Temporal.
 
 The public interface of DESIGN.md lives here: the task queue, workflow type
-names, workflow-ID rules, search attributes, and how a client connects
-(``TEMPORAL_ADDRESS`` / ``TEMPORAL_NAMESPACE`` / an envconfig profile, with
-TLS and API keys handled by Temporal's own envconfig).
+names, workflow-ID rules, search attributes, and the signals, updates and
+queries Freightline's workflows send each other. How a client connects is
+``freightline.app.temporal``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import uuid
-from typing import NoReturn
 from urllib.parse import quote
 
-from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.envconfig import ClientConfig
-from temporalio.runtime import Runtime
 
 from freightline.settings import TemporalSettings
-
-DEFAULT_ADDRESS = "localhost:7233"
 
 PROJECT_WORKFLOW = "Project"
 PROMOTION_WORKFLOW = "Promotion"
@@ -40,7 +30,7 @@ SEARCH_ATTRIBUTES = (SA_PROJECT, SA_STAGE, SA_FREIGHT, SA_WAREHOUSE)
 def task_queue(settings: TemporalSettings | None = None) -> str:
     """The task queue workers poll and clients start workflows on (``FREIGHTLINE_TASK_QUEUE``).
 
-    The client helpers (``freightline.client``) call it without settings; it then
+    The client helpers (``freightline.app.client``) call it without settings; it then
     reads that one variable through the settings module, so a caller that set
     no queue of its own follows the process's environment.
     """
@@ -76,11 +66,12 @@ def warehouse_workflow_id(project: str, warehouse: str) -> str:
 
 # Signals and queries between Freightline's own workflows (and from scripts).
 FREIGHT_AVAILABLE_SIGNAL = "freight_available"
-"""Sent to a Stage: Freight it may take (payload ``freightline.stage.FreightAvailable``)."""
+"""Sent to a Stage: Freight it may take (payload ``freightline.contracts.stage.FreightAvailable``)."""
 REFRESH_SIGNAL = "refresh"
 """Sent to a Warehouse: discover now."""
 ASSEMBLE_UPDATE = "assemble"
-"""Sent to a Warehouse: make Freight of discovered artifacts (``freightline.warehouse.AssembleRequest``)."""
+"""Sent to a Warehouse: make Freight of discovered artifacts
+(``freightline.contracts.warehouse.AssembleRequest``)."""
 FREIGHT_QUERY = "freight"
 """Asked of a Warehouse: its Freight, newest first (``list[Freight]``)."""
 
@@ -90,50 +81,9 @@ def promotion_workflow_id(project: str, stage: str, freight_alias: str) -> str:
     return f"promotion:{project}:{stage}:{freight_alias}:{uuid.uuid4().hex[:8]}"
 
 
-async def connect(
-    address: str | None = None, namespace: str | None = None, *, runtime: Runtime | None = None
-) -> Client:
-    """Connect with the pydantic data converter, configured like the ``temporal`` CLI.
-
-    Settings come from Temporal's envconfig (``TEMPORAL_ADDRESS``,
-    ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*``,
-    ``TEMPORAL_PROFILE`` and the config file); explicit arguments win. A worker
-    passes its ``runtime`` (``freightline.observability.worker_runtime``) so the
-    SDK's metrics and Freightline's are served from it.
-    """
-    config = ClientConfig.load_client_connect_config()
-    config.setdefault("target_host", DEFAULT_ADDRESS)
-    if address:
-        config["target_host"] = address
-    if namespace:
-        config["namespace"] = namespace
-    return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
-
-
-def configured_address() -> str:
-    """The frontend address Temporal's envconfig gives (``TEMPORAL_ADDRESS``, a profile)."""
-    return str(ClientConfig.load_client_connect_config().get("target_host") or DEFAULT_ADDRESS)
-
-
 def workflow_ui_url(
     ui_url: str, namespace: str, workflow_id: str, run_id: str | None = None
 ) -> str:
     """A link to one workflow run in the Temporal UI at ``ui_url`` (``TemporalSettings.ui_url``)."""
     url = f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
     return f"{url}/{run_id}/history" if run_id else url
-
-
-def exit_process(code: int) -> NoReturn:
-    """End a process that used a Temporal client, skipping interpreter finalization.
-
-    The SDK's Rust runtime keeps native threads that may still hold a Python thread
-    state while CPython finalizes; now and then the process then aborts with "Fatal
-    Python error: PyGILState_Release" and exit code -6 after its work succeeded
-    (temporalio/sdk-python#300). Every command has finished and cleaned up by the
-    time this runs, so the process flushes its output and leaves without
-    finalizing.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 
-from freightline.promotion import PromotionPhase
-from freightline.stage import StageState
+from freightline.contracts.promotion import PromotionPhase
+from freightline.contracts.stage import StageState
 
 
 def pipeline_table(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from freightline.resources import Freight
+from freightline.kargo.resources import Freight
 
 
 class _Model(BaseModel):

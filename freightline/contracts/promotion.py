@@ -23,12 +23,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from freightline import expressions
+from freightline.contracts.steps import runner_of
 from freightline.errors import ConfigError, ExpressionError, NotFoundError
-from freightline.freight import artifact_functions
-from freightline.resources import Freight, ProjectResources, PromotionStep, PromotionWindow
-from freightline.steps import runner_of
-from freightline.windows import windows_for
+from freightline.kargo import expressions
+from freightline.kargo.freight import artifact_functions
+from freightline.kargo.resources import Freight, ProjectResources, PromotionStep, PromotionWindow
+from freightline.kargo.windows import windows_for
 
 
 class _Model(BaseModel):

@@ -19,11 +19,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from freightline.analysis import AnalysisPhase, AnalysisRunStatus
-from freightline.argocd import AppRef, HealthState, StageHealth
-from freightline.promotion import PromotionPhase
-from freightline.resources import AnalysisTemplate, Freight, FreightRequest, Stage, parse_duration
-from freightline.stage_requests import RetireRequest
+from freightline.contracts.argocd import AppRef, HealthState, StageHealth
+from freightline.contracts.promotion import PromotionPhase
+from freightline.contracts.stage_requests import RetireRequest
+from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus
+from freightline.kargo.resources import (
+    AnalysisTemplate,
+    Freight,
+    FreightRequest,
+    Stage,
+    parse_duration,
+)
 
 HISTORY_LIMIT = 10
 AVAILABLE_LIMIT = 50

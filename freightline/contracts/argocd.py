@@ -31,9 +31,9 @@ from pydantic.alias_generators import to_camel
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.exceptions import TimeoutType
 
+from freightline.contracts.promotion import PromotionResult, StepStatus
 from freightline.errors import ConfigError
-from freightline.promotion import PromotionResult, StepStatus
-from freightline.resources import parse_duration
+from freightline.kargo.resources import parse_duration
 
 AUTHORIZED_STAGE_ANNOTATION = "kargo.akuity.io/authorized-stage"
 """An Application lists the ``<project>:<stage>`` allowed to change it (Kargo's rule)."""

@@ -21,7 +21,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from freightline.errors import ConfigError
-from freightline.semver import Constraint, parse_constraint, try_parse_version
+from freightline.kargo.semver import Constraint, parse_constraint, try_parse_version
 
 __all__ = [
     "ImageSelectionPolicy",

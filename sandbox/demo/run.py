@@ -35,24 +35,25 @@ from rich.console import Console
 from rich.live import Live
 from temporalio.client import Client
 
-from freightline.argocd import HealthState
-from freightline.client import apply_project, decide_promotion, running_notes, stage_states
-from freightline.config import group_by_project, load_text, substitute_env
-from freightline.devserver import DevServer
+from freightline.app.client import apply_project, decide_promotion, running_notes, stage_states
+from freightline.app.devserver import DevServer
+from freightline.app.observability import worker_runtime
+from freightline.app.status_view import pipeline_table
+from freightline.app.temporal import connect
+from freightline.contracts.argocd import HealthState
+from freightline.contracts.names import stage_workflow_id, workflow_ui_url
+from freightline.contracts.promotion import PromotionStatus
+from freightline.contracts.stage import StageState
 from freightline.errors import FreightlineError
+from freightline.kargo.config import group_by_project, load_text, substitute_env
 from freightline.logging import configure_logging
-from freightline.observability import worker_runtime
-from freightline.promotion import PromotionStatus
 from freightline.settings import Settings, load_settings
-from freightline.stage import StageState
-from freightline.status_view import pipeline_table
-from freightline.temporal import connect, stage_workflow_id, workflow_ui_url
 from sandbox.argocd import ArgoCDEmulator
 from sandbox.gitops import KARGO_QUICKSTART, create_bare_repo
 from sandbox.prometheus import PrometheusServer
 from sandbox.registry import Pusher, Registry, free_port, start_registry, webhook_notifications
 
-DEMO_PIPELINE = Path(__file__).resolve().parent.parent / "sandbox" / "demo" / "kargo.yaml"
+DEMO_PIPELINE = Path(__file__).resolve().parent / "kargo.yaml"
 PROJECT = "kargo-demo"
 IMAGE_PATH = "demo/nginx"
 GOOD_TAG, BAD_TAG = "1.0.0", "1.0.1"

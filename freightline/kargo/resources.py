@@ -342,8 +342,8 @@ class PromotionWindow(KargoModel):
 
     @model_validator(mode="after")
     def _parses(self) -> PromotionWindow:
-        # Imported here because freightline.windows builds on these models.
-        from freightline.windows import check_window
+        # Imported here because freightline.kargo.windows builds on these models.
+        from freightline.kargo.windows import check_window
 
         check_window(self)
         return self
@@ -695,15 +695,15 @@ class Freight(ResourceBase):
         return self.metadata.name
 
     def computed_id(self) -> str:
-        """The ID Kargo's rule gives this Freight's contents (see ``freightline.freight``)."""
-        # Imported here because freightline.freight builds on these models.
-        from freightline.freight import freight_id
+        """The ID Kargo's rule gives this Freight's contents (see ``freightline.kargo.freight``)."""
+        # Imported here because freightline.kargo.freight builds on these models.
+        from freightline.kargo.freight import freight_id
 
         return freight_id(self)
 
     def with_computed_name(self) -> Freight:
         """A copy named by its computed ID, with a generated alias when it has none."""
-        from freightline.freight import freight_alias
+        from freightline.kargo.freight import freight_alias
 
         new_id = self.computed_id()
         metadata = self.metadata.model_copy(update={"name": new_id})

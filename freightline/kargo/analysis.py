@@ -59,8 +59,8 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 from pydantic import AfterValidator, AwareDatetime, Field, ValidationError
 
 from freightline.errors import ConfigError, ExpressionError
-from freightline.expressions import evaluate, render_string
-from freightline.resources import (
+from freightline.kargo.expressions import evaluate, render_string
+from freightline.kargo.resources import (
     AnalysisArgument,
     AnalysisRunArgument,
     AnalysisTemplate,

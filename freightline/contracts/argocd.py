@@ -26,11 +26,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.exceptions import TimeoutType
 
+from freightline.contracts.model import Contract
 from freightline.contracts.promotion import PromotionResult, StepStatus
 from freightline.errors import ConfigError
 from freightline.kargo.resources import parse_duration
@@ -49,13 +49,7 @@ SHARD_PICKUP_TIMEOUT = timedelta(minutes=5)
 """How long a sharded Stage's Argo CD activity waits for a worker of its shard to take it."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
-
-
-class ArgoCDStepInput(_Model):
+class ArgoCDStepInput(Contract):
     """What the workflow hands an Argo CD step activity: references and rendered config only."""
 
     project: str
@@ -229,7 +223,7 @@ _SEVERITY = [
 ]
 
 
-class AppRef(_Model):
+class AppRef(Contract):
     """An Application a Stage's health depends on, and the revisions it should run."""
 
     name: str
@@ -238,7 +232,7 @@ class AppRef(_Model):
     """Per source, in order; "" for a source with no desired revision."""
 
 
-class AppStatus(_Model):
+class AppStatus(Contract):
     """What Argo CD reported for one Application."""
 
     name: str
@@ -249,7 +243,7 @@ class AppStatus(_Model):
     """The revisions the last sync operation deployed."""
 
 
-class StageHealth(_Model):
+class StageHealth(Contract):
     """A Stage's health derived from its Applications."""
 
     status: HealthState
@@ -257,7 +251,7 @@ class StageHealth(_Model):
     apps: tuple[AppStatus, ...] = ()
 
 
-class ArgoCDHealthRequest(_Model):
+class ArgoCDHealthRequest(Contract):
     """The input of ``argocd_health``."""
 
     apps: tuple[AppRef, ...] = ()

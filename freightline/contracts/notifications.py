@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from freightline.contracts.model import Contract
 
 EventKind = Literal[
     "promotion.succeeded",
@@ -25,10 +24,8 @@ EventKind = Literal[
 ]
 
 
-class NotificationEvent(BaseModel):
+class NotificationEvent(Contract):
     """One event, as the workflow knows it (no URLs, no secrets)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
     event: EventKind
     project: str

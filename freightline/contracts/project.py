@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
-
+from freightline.contracts.model import Contract
 from freightline.contracts.stage import StageConfig
 from freightline.contracts.warehouse import WarehouseConfig, direct_stages
 from freightline.errors import ConfigError
@@ -29,11 +27,7 @@ MERGED_KINDS = {
 }
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-
-class ProjectState(_Model):
+class ProjectState(Contract):
     """Everything the Project workflow carries across continue-as-new."""
 
     resources: ProjectResources
@@ -46,7 +40,7 @@ class ProjectState(_Model):
     last_reconcile_error: str = ""
 
 
-class DesiredState(_Model):
+class DesiredState(Contract):
     """The ``desired`` query: what the reconcile activity brings the entity workflows to."""
 
     generation: int
@@ -54,7 +48,7 @@ class DesiredState(_Model):
     pending_offers: tuple[str, ...] = ()
 
 
-class ReconcileResult(_Model):
+class ReconcileResult(Contract):
     """What one reconcile did; ``generation`` is the one it read and now holds."""
 
     generation: int
@@ -71,7 +65,7 @@ class ReconcileResult(_Model):
         return f"generation {self.generation}: " + ", ".join(parts)
 
 
-class ApplyResult(_Model):
+class ApplyResult(Contract):
     """What an apply changed, one line per resource: ``Stage/test created``."""
 
     project: str
@@ -131,7 +125,7 @@ def merge_resources(
     )
 
 
-class DeleteRequest(_Model):
+class DeleteRequest(Contract):
     """The Project's ``delete`` update: ``{"kind": "Stage", "name": "uat"}``."""
 
     kind: str

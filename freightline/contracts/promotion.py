@@ -20,9 +20,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
+from freightline.contracts.model import Contract
 from freightline.contracts.steps import runner_of
 from freightline.errors import ConfigError, ExpressionError, NotFoundError
 from freightline.kargo import expressions
@@ -31,13 +31,7 @@ from freightline.kargo.resources import Freight, ProjectResources, PromotionStep
 from freightline.kargo.windows import windows_for
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
-
-
-class PromotionRequest(_Model):
+class PromotionRequest(Contract):
     """The input of a ``Promotion`` workflow.
 
     ``freight`` is a Freight ID or alias. Everything else is optional: a
@@ -53,14 +47,14 @@ class PromotionRequest(_Model):
     """Run now even when the Stage's promotion windows are closed (recorded in the result)."""
 
 
-class ApprovalMessage(_Model):
+class ApprovalMessage(Contract):
     """The ``approve`` / ``reject`` signal and update input: ``{"user": ..., "comment": ...}``."""
 
     user: str
     comment: str = ""
 
 
-class AbortMessage(_Model):
+class AbortMessage(Contract):
     """The ``abort`` signal input: ``{"user": ..., "reason": ...}``."""
 
     user: str
@@ -71,7 +65,7 @@ class AbortMessage(_Model):
     Stage is deleted."""
 
 
-class ApprovalDecision(_Model):
+class ApprovalDecision(Contract):
     """One approval or rejection the promotion accepted."""
 
     user: str
@@ -82,7 +76,7 @@ class ApprovalDecision(_Model):
     """The alias of the ``wait-for-approval`` step it answered."""
 
 
-class RefusedMessage(_Model):
+class RefusedMessage(Contract):
     """A signal the promotion ignored (unauthorised, duplicate, nothing pending), and why."""
 
     user: str
@@ -91,14 +85,14 @@ class RefusedMessage(_Model):
     at: datetime
 
 
-class Var(_Model):
+class Var(Contract):
     """A named value; ``value`` may hold ``${{ }}`` expressions."""
 
     name: str
     value: Any = None
 
 
-class PlannedStep(_Model):
+class PlannedStep(Contract):
     """One step of a promotion, after PromotionTask expansion."""
 
     index: int
@@ -116,7 +110,7 @@ class PlannedStep(_Model):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
-class PromotionPlan(_Model):
+class PromotionPlan(Contract):
     """Everything a promotion runs, resolved once at its start and kept in its history."""
 
     project: str
@@ -139,7 +133,7 @@ class StepStatus(StrEnum):
     SKIPPED = "Skipped"
 
 
-class StepOutcome(_Model):
+class StepOutcome(Contract):
     """What one step did."""
 
     alias: str
@@ -149,7 +143,7 @@ class StepOutcome(_Model):
     outputs: dict[str, Any] = Field(default_factory=dict)
 
 
-class WorktreeBatch(_Model):
+class WorktreeBatch(Contract):
     """The input of ``run_worktree_steps``: which steps of the plan, and what ran before."""
 
     plan: PromotionPlan
@@ -179,7 +173,7 @@ def ended_phase(failure_type: str | None) -> PromotionPhase | None:
     return PromotionPhase(name)
 
 
-class PromotionResult(_Model):
+class PromotionResult(Contract):
     """The end of a promotion: its phase, the failing step if any, and every step's outcome."""
 
     project: str
@@ -203,7 +197,7 @@ class PromotionResult(_Model):
         return {step.alias: step.outputs for step in self.steps}
 
 
-class ApprovalStatus(_Model):
+class ApprovalStatus(Contract):
     """The approval a promotion waits for, as its ``status`` query shows it."""
 
     step: str
@@ -215,7 +209,7 @@ class ApprovalStatus(_Model):
     deadline: datetime | None = None
 
 
-class PromotionStatus(_Model):
+class PromotionStatus(Contract):
     """The ``status`` query of a ``Promotion``: where it is, and every finished step."""
 
     phase: PromotionPhase

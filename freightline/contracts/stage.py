@@ -16,10 +16,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from freightline.contracts.argocd import AppRef, HealthState, StageHealth
+from freightline.contracts.model import Contract, State
 from freightline.contracts.promotion import PromotionPhase
 from freightline.contracts.stage_requests import RetireRequest
 from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus
@@ -35,18 +35,12 @@ HISTORY_LIMIT = 10
 AVAILABLE_LIMIT = 50
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class FreightAvailable(_Model):
+class FreightAvailable(Contract):
     """The ``freight_available`` signal: Freight a Stage may take.
 
     ``source`` says why: discovered by a Warehouse the Stage requests
     directly from, or verified in an upstream Stage (``via`` names it).
     """
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
     freight: Freight
     source: Literal["warehouse", "stage"]
@@ -55,7 +49,7 @@ class FreightAvailable(_Model):
     """For ``source="stage"``: when the upstream Stage verified it (soak time counts from here)."""
 
 
-class StageConfig(_Model):
+class StageConfig(State):
     """What ``freightline apply`` tells a Stage workflow (its ``configure`` update)."""
 
     project: str
@@ -69,7 +63,7 @@ class StageConfig(_Model):
     """Verification phases (Failed, Error) after which the Stage returns to its previous Freight."""
 
 
-class AvailableFreight(_Model):
+class AvailableFreight(State):
     """Freight this Stage knows of, and why it may (or may not yet) take it."""
 
     freight: Freight
@@ -79,7 +73,7 @@ class AvailableFreight(_Model):
     first_seen: datetime
 
 
-class PromotionTicket(_Model):
+class PromotionTicket(State):
     """A promotion the Stage will run (queued) or is running."""
 
     promotion: str
@@ -95,7 +89,7 @@ class PromotionTicket(_Model):
     """Passed to the Promotion: do not wait for a promotion window."""
 
 
-class HistoryEntry(_Model):
+class HistoryEntry(State):
     """One Freight this Stage held (newest first in ``StageState.history``)."""
 
     freight: str
@@ -106,7 +100,7 @@ class HistoryEntry(_Model):
     versions: tuple[str, ...] = ()
 
 
-class VerificationRecord(_Model):
+class VerificationRecord(State):
     """One verification run of Freight in this Stage (newest first in ``StageState.verifications``)."""
 
     verification: str
@@ -120,7 +114,7 @@ class VerificationRecord(_Model):
     result: AnalysisRunStatus | None = None
 
 
-class LastPromotion(_Model):
+class LastPromotion(State):
     promotion: str
     freight: str
     freight_alias: str | None = None
@@ -129,7 +123,7 @@ class LastPromotion(_Model):
     finished_at: datetime
 
 
-class StageState(_Model):
+class StageState(State):
     """Everything the Stage workflow carries across continue-as-new; also its status query."""
 
     config: StageConfig

@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
-
+from freightline.contracts.model import Contract
 from freightline.kargo.resources import Freight
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-
-class PromoteRequest(_Model):
+class PromoteRequest(Contract):
     """The Stage's ``promote`` update: ``{"freight": "<id or alias>", "requestedBy": "..."}``."""
 
     freight: str
@@ -22,14 +16,14 @@ class PromoteRequest(_Model):
     """Run even while the Stage's promotion windows are closed (recorded in the result)."""
 
 
-class ApproveRequest(_Model):
+class ApproveRequest(Contract):
     """The Stage's ``approve`` update: make this Freight available without verification."""
 
     freight: Freight
     user: str = "unknown"
 
 
-class RetireRequest(_Model):
+class RetireRequest(Contract):
     """The ``retire`` update of a Stage or Warehouse whose resource left its project.
 
     A Stage stops taking Freight, aborts its running promotion gracefully (at a

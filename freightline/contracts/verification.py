@@ -5,19 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
-
+from freightline.contracts.model import Contract
 from freightline.errors import ConfigError
 from freightline.kargo.analysis import resolve_metrics
 from freightline.kargo.freight import artifact_functions
 from freightline.kargo.resources import AnalysisTemplate, Freight, Metric, Stage
 
 
-class VerificationRequest(BaseModel):
+class VerificationRequest(Contract):
     """The input of a ``Verification`` workflow (no credentials: header secrets stay on workers)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
     project: str
     stage: str

@@ -31,9 +31,9 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
+from freightline.contracts.model import Contract
 from freightline.errors import ConfigError, DiscoveryError, ExpressionError
 from freightline.kargo import expressions
 from freightline.kargo.freight import artifact_functions, freight_alias, freight_id
@@ -78,16 +78,10 @@ MAX_KNOWN_CREATED = 5_000
 """How many image build dates (digest -> created) a Warehouse remembers for NewestBuild."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, serialize_by_alias=True
-    )
-
-
 # --- discovery results ---------------------------------------------------------------------
 
 
-class DiscoveredImageRef(_Model):
+class DiscoveredImageRef(Contract):
     """An image tag and the digest it points at (Kargo's ``DiscoveredImageReference``)."""
 
     tag: str
@@ -96,7 +90,7 @@ class DiscoveredImageRef(_Model):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-class DiscoveredCommit(_Model):
+class DiscoveredCommit(Contract):
     """A commit (and the tag that names it, for tag strategies)."""
 
     id: str
@@ -108,14 +102,14 @@ class DiscoveredCommit(_Model):
     creator_date: datetime.datetime | None = None
 
 
-class DiscoveredChart(_Model):
+class DiscoveredChart(Contract):
     """A chart version (and where to download it, when the repository says)."""
 
     version: str
     url: str | None = None
 
 
-class SubscriptionDiscovery(_Model):
+class SubscriptionDiscovery(Contract):
     """What one subscription found, newest first (at most its ``discoveryLimit``)."""
 
     kind: Literal["image", "git", "chart"]
@@ -131,7 +125,7 @@ class SubscriptionDiscovery(_Model):
         return not (self.images or self.commits or self.charts)
 
 
-class DiscoveryRequest(_Model):
+class DiscoveryRequest(Contract):
     """Input of the ``discover_warehouse`` activity: subscriptions and cached build dates."""
 
     project: str
@@ -140,7 +134,7 @@ class DiscoveryRequest(_Model):
     known_created: dict[str, str] = Field(default_factory=dict)
 
 
-class DiscoveryResult(_Model):
+class DiscoveryResult(Contract):
     """The output of the ``discover_warehouse`` activity: artifacts only, no secrets."""
 
     subscriptions: tuple[SubscriptionDiscovery, ...]
@@ -163,7 +157,7 @@ def subscription_label(index: int, subscription: RepoSubscription) -> str:
 # --- workflow state ------------------------------------------------------------------------
 
 
-class WarehouseConfig(_Model):
+class WarehouseConfig(Contract):
     """What ``freightline apply`` gives a Warehouse: its resource and who to tell."""
 
     warehouse: Warehouse
@@ -171,7 +165,7 @@ class WarehouseConfig(_Model):
     """Stages that request Freight from this Warehouse directly (``sources.direct``)."""
 
 
-class WarehouseState(_Model):
+class WarehouseState(Contract):
     """Everything a Warehouse workflow carries across continue-as-new."""
 
     freight: tuple[Freight, ...] = ()
@@ -188,7 +182,7 @@ class WarehouseState(_Model):
     failures: int = 0
 
 
-class WarehouseInput(_Model):
+class WarehouseInput(Contract):
     """The input of a ``Warehouse`` workflow."""
 
     project: str
@@ -198,7 +192,7 @@ class WarehouseInput(_Model):
     """Discover at once on start (a continued run that was waiting does not)."""
 
 
-class WarehouseStatus(_Model):
+class WarehouseStatus(Contract):
     """The ``status`` query: when it last looked, what went wrong, what it holds."""
 
     project: str
@@ -225,7 +219,7 @@ def continue_as_new_input(project: str, config: WarehouseConfig, state: Warehous
 # --- Freight -------------------------------------------------------------------------------
 
 
-class FreightDecision(_Model):
+class FreightDecision(Contract):
     """What one discovery means for the Warehouse's Freight."""
 
     freight: Freight | None = None
@@ -264,7 +258,7 @@ def decide_freight(
     return FreightDecision(freight=candidate, message=f"made Freight {candidate.alias}")
 
 
-class AssembleRequest(_Model):
+class AssembleRequest(Contract):
     """The Warehouse ``assemble`` update: who asks, and the artifact to take per repoURL."""
 
     user: str = "unknown"

@@ -173,6 +173,43 @@ class Scenarios:
             handle = self.client.get_workflow_handle(stage_workflow_id("kargo-demo", "test"))
             await _save(handle, "stage")
 
+    async def rollback(self) -> None:
+        """``Stage`` (test): good Freight verified; bad Freight promoted, its verification Failed,
+        rolled back to the good one (``autoRollback.onVerification``)."""
+        from tests.test_verification import verified_pipeline
+
+        repo = self.repo("rollback")
+        server = ErrorRateServer()
+        good, bad = freight_for("1.5.0"), freight_for("1.5.9")
+        server.rates[bad.alias or ""] = 0.5
+        resources = verified_pipeline(repo, server.url, rollback=True)
+
+        async def test_state() -> Any:
+            return {s.name: s for s in await stage_states(self.client, "kargo-demo")}["test"]
+
+        async def good_verified() -> bool:
+            test = await test_state()
+            return bool(test.verifications) and test.verifications[0].phase == "Successful"
+
+        async def rolled_back() -> bool:
+            test = await test_state()
+            return (
+                len(test.history) >= 3
+                and test.history[0].freight == good.metadata.name
+                and (test.running is None and test.verifying is None)
+            )
+
+        try:
+            async with self.worker():
+                await apply_project(self.client, with_freight(resources, good))
+                await _wait(good_verified, timeout=90)
+                await apply_project(self.client, with_freight(resources, good, bad))
+                await _wait(rolled_back, timeout=120)
+                handle = self.client.get_workflow_handle(stage_workflow_id("kargo-demo", "test"))
+                await _save(handle, "stage-rollback")
+        finally:
+            server.stop()
+
     async def verification(self) -> None:
         """``Verification``: two measurements of a web metric, one second apart."""
         server = ErrorRateServer()
@@ -287,7 +324,16 @@ async def _expect_failure(handle: WorkflowHandle[Any, Any]) -> None:
 
 
 # Promotion last: it is the workflow most often changed, so it is re-recorded most.
-ORDER = ["project", "stage", "verification", "warehouse", "approval", "window", "promotion"]
+ORDER = [
+    "project",
+    "stage",
+    "rollback",
+    "verification",
+    "warehouse",
+    "approval",
+    "window",
+    "promotion",
+]
 
 
 async def record(names: list[str]) -> None:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from freightline.app.client import (
@@ -19,8 +20,10 @@ from freightline.app.client import (
     promote_in_stage,
     stage_states,
 )
-from freightline.contracts.names import stage_workflow_id
+from freightline.contracts.names import project_workflow_id, stage_workflow_id
+from freightline.contracts.project import DeleteRequest
 from freightline.contracts.stage import StageState
+from freightline.contracts.stage_requests import PromoteRequest
 from freightline.errors import ConfigError, FreightlineError
 from sandbox.gitops import commit_count, show_file
 from tests.conftest import wait_for
@@ -152,6 +155,28 @@ async def test_reapplying_the_same_file_changes_nothing(
     for stage in ("test", "uat", "prod"):
         handle = client.get_workflow_handle(stage_workflow_id(PROJECT, stage))
         assert (await handle.describe()).raw_info.history_length == lengths[stage]
+
+
+async def test_refusals_carry_a_named_non_retryable_type(
+    client: Client, worker: Worker, gitops_repo: Path
+) -> None:
+    await apply_project(client, quickstart_auto(gitops_repo, auto=False))
+    stage = client.get_workflow_handle(stage_workflow_id(PROJECT, "test"))
+    project = client.get_workflow_handle(project_workflow_id(PROJECT))
+    refusals = [
+        (stage, "promote", PromoteRequest(freight="nope", requested_by="a"), "RequestRefused"),
+        (stage, "verify", "alice", "RequestRefused"),
+        (stage, "abort_verification", "alice", "RequestRefused"),
+        (project, "delete", DeleteRequest(kind="Stage", name="uat", user="a"), "ConfigError"),
+        (project, "delete", DeleteRequest(kind="Nope", name="uat", user="a"), "ConfigError"),
+    ]
+    for handle, update, arg, kind in refusals:
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(update, arg, result_type=str)
+        cause = refused.value.cause
+        assert isinstance(cause, ApplicationError), (update, cause)
+        assert (update, cause.type, cause.non_retryable) == (update, kind, True)
+        assert "\n" not in cause.message
 
 
 async def test_deleting_a_stage_is_refused_while_used_then_removes_it(

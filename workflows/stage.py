@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.argocd import ArgoCDActivities
@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from freightline.contracts.stage_requests import ApproveRequest, PromoteRequest, RetireRequest
     from freightline.contracts.verification import verification_request
-    from freightline.errors import ConfigError, diagnose
+    from freightline.errors import ConfigError, RequestRefused, diagnose, to_application_error
     from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus
     from freightline.kargo.resources import Freight
     from workflows.notify import send_notification
@@ -148,7 +148,7 @@ class StageWorkflow:
             self.state.config.project,
             self.state.name,
         ):
-            raise ValueError(
+            raise _refused(
                 f"configuration for {config.project}/{config.stage.metadata.name} "
                 f"sent to Stage {self.state.config.project}/{self.state.name}"
             )
@@ -208,9 +208,9 @@ class StageWorkflow:
     @promote.validator
     def validate_promote(self, request: PromoteRequest) -> None:
         if self.state.retiring is not None:
-            raise ValueError(f'Stage "{self.state.name}" is being deleted from its project')
+            raise _refused(f'Stage "{self.state.name}" is being deleted from its project')
         if self._find_available(request.freight) is None:
-            raise ValueError(
+            raise _refused(
                 f'Freight "{request.freight}" is not available to Stage "{self.state.name}": '
                 f"{self._availability_rule()}; `freightline approve` makes Freight available by hand"
             )
@@ -234,7 +234,7 @@ class StageWorkflow:
         origin = request.freight.origin.name
         origins = {r.origin.name for r in self.state.config.stage.spec.requested_freight}
         if origin not in origins:
-            raise ValueError(
+            raise _refused(
                 f'Stage "{self.state.name}" does not request Freight from Warehouse "{origin}"'
             )
 
@@ -250,9 +250,9 @@ class StageWorkflow:
     @verify.validator
     def validate_verify(self, user: str) -> None:
         if self.state.current is None:
-            raise ValueError(f'Stage "{self.state.name}" has no Freight to verify')
+            raise _refused(f'Stage "{self.state.name}" has no Freight to verify')
         if self.state.verifying is not None or self.state.running is not None:
-            raise ValueError(f'Stage "{self.state.name}" is busy: a promotion or verification runs')
+            raise _refused(f'Stage "{self.state.name}" is busy: a promotion or verification runs')
 
     @workflow.update(name="abort_verification")
     async def abort_verification(self, user: str) -> str:
@@ -265,7 +265,7 @@ class StageWorkflow:
     @abort_verification.validator
     def validate_abort_verification(self, user: str) -> None:
         if self.state.verifying is None:
-            raise ValueError(f'Stage "{self.state.name}" has no verification running')
+            raise _refused(f'Stage "{self.state.name}" has no verification running')
 
     @workflow.query(name="status")
     def status(self) -> StageState:
@@ -638,3 +638,8 @@ class StageWorkflow:
             )
         lines.append(f"auto-promotion: {'on' if state.config.auto_promotion else 'off'}")
         workflow.set_current_details("\n\n".join(lines))
+
+
+def _refused(reason: str) -> ApplicationError:
+    """A validator's refusal: a named, non-retryable type for the caller (not ValueError)."""
+    return to_application_error(RequestRefused(reason))

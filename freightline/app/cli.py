@@ -96,7 +96,9 @@ def dev(
         Path(".freightline/temporal.db")
     ),
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
-    ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+    ui_port: Annotated[
+        int | None, typer.Option(help="Temporal UI port (default: the frontend port + 1000).")
+    ] = None,
     metrics_address: Annotated[
         str,
         typer.Option(
@@ -123,6 +125,9 @@ def dev(
             f"cannot serve metrics on {metrics_address!r}: {err} "
             "(choose another with --metrics-address, or '' for none)"
         ) from None
+    from freightline.app.temporal import DEV_UI_PORT_OFFSET
+
+    ui_port = ui_port or port + DEV_UI_PORT_OFFSET
     server = DevServer(db_file=db, port=port, ui_port=ui_port, log_file=db.with_suffix(".log"))
     try:
         with console.status("starting the Temporal dev server"):
@@ -130,6 +135,8 @@ def dev(
     except FreightlineError as err:
         raise fail(str(err)) from None
     console.print(f"Temporal UI: {server.ui_url}   address: {server.address}   db: {db}")
+    if ui_port != port + DEV_UI_PORT_OFFSET and not worker_settings.temporal.ui_url:
+        console.print(f"other commands link to this UI with FREIGHTLINE_UI_URL={server.ui_url}")
     if runtime is not None:
         console.print(f"worker metrics: http://{metrics_address}/metrics")
     # The worker is told where this server is; the process's environment stays as it was.
@@ -199,7 +206,7 @@ async def promote(
 ) -> None:
     """Promote available Freight into a Stage (queued behind the Stage's running promotion)."""
     from freightline.app.client import promote_in_stage
-    from freightline.app.temporal import connect
+    from freightline.app.temporal import connect, ui_url
     from freightline.contracts.names import workflow_ui_url
 
     target = freight or freight_alias
@@ -210,9 +217,8 @@ async def promote(
         client, _project(project), stage, target, _user(), override_windows=override_windows
     )
     console.print(f"promotion {ticket.promotion} queued")
-    console.print(
-        f"  {workflow_ui_url(settings().temporal.ui_url, client.namespace, ticket.promotion)}"
-    )
+    ui = ui_url(settings().temporal.ui_url, client.service_client.config.target_host)
+    console.print(f"  {workflow_ui_url(ui, client.namespace, ticket.promotion)}")
     if wait:
         await _wait_for(client, ticket.promotion)
 
@@ -544,7 +550,10 @@ async def refresh_warehouse(
 @run_async
 async def webhooks(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on (default: FREIGHTLINE_WEBHOOK_HOST, 127.0.0.1)."),
+    ] = None,
 ) -> None:
     """Serve the webhook receiver (registry notifications, GitHub pushes, generic hooks)."""
     from freightline.app.temporal import connect
@@ -552,6 +561,7 @@ async def webhooks(
     from freightline.settings import WEBHOOK_SECRET_ENV
 
     hooks = settings().webhooks
+    host = host or hooks.host
     if not hooks.secret_value():
         raise fail(f"set {WEBHOOK_SECRET_ENV}: without a secret every webhook is refused")
     client = await connect()

@@ -246,7 +246,7 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
 
 def _print_links(demo: Demo, client: Client, promotion: str) -> None:
     say = demo.console.print
-    ui = demo.settings.temporal.ui_url
+    ui = demo.server.ui_url  # the demo's own dev server
     say(
         f"Temporal UI, this project's workflows: {ui}/namespaces/{client.namespace}/workflows"
         f"?query=FreightlineProject%3D%22{PROJECT}%22"

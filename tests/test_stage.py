@@ -20,6 +20,7 @@ from freightline.app.client import (
     promote_in_stage,
     stage_states,
 )
+from freightline.contracts.argocd import HealthState
 from freightline.contracts.names import project_workflow_id, stage_workflow_id
 from freightline.contracts.project import DeleteRequest
 from freightline.contracts.stage import StageState
@@ -63,6 +64,8 @@ async def test_auto_promotion_flows_freight_through_every_stage_in_order(
         assert f"{IMAGE}:1.29.1" in rendered
         assert by_stage[stage].history[0].verified
         assert by_stage[stage].history[0].versions == ("nginx:1.29.1",)
+        # No Argo CD step, no health checks: Healthy, as Kargo says.
+        assert by_stage[stage].health is HealthState.HEALTHY, stage
 
     # The status view shows the same, one row per Stage, upstream first.
     process = await asyncio.create_subprocess_exec(
@@ -85,7 +88,7 @@ async def test_auto_promotion_flows_freight_through_every_stage_in_order(
     table = stdout.decode()
     rows = [line for line in table.splitlines() if freight.alias and freight.alias in line]
     assert [row.split()[1] for row in rows] == ["test", "uat", "prod"]
-    assert all("nginx:1.29.1" in row for row in rows)
+    assert all("nginx:1.29.1" in row and "Healthy" in row for row in rows)
 
 
 async def test_manual_promotion_needs_available_freight_and_queues(

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         StageHealth,
         apps_of,
         shard_unserved,
+        stage_health,
     )
     from freightline.contracts.names import (
         FREIGHT_AVAILABLE_SIGNAL,
@@ -96,6 +97,8 @@ class StageWorkflow:
         workflow.upsert_search_attributes(
             [SA_PROJECT.value_set(self.state.config.project), SA_STAGE.value_set(self.state.name)]
         )
+        if self.state.current is not None and not self.state.health_apps:
+            self._record_health(stage_health(()))  # state carried from before this rule
         while True:
             self._show()
             timeout = self._next_timeout()
@@ -344,6 +347,9 @@ class StageWorkflow:
         record_promoted(self.state, ticket, now)
         if result is not None:
             self.state.health_apps = apps_of(result)
+        if not self.state.health_apps:
+            # Nothing to check is Healthy, as Kargo's aggregating checker starts from Healthy.
+            self._record_health(stage_health(()))
         if not ticket.auto and ticket.rollback_of is None:
             entry = self.state.available.get(ticket.freight)
             if entry is not None:
@@ -369,10 +375,13 @@ class StageWorkflow:
             # Only a sharded queue nobody polls gets here: the activity itself never fails.
             issue = shard_unserved(shard, queue, err) or diagnose(err).reason
             health = StageHealth(status=HealthState.UNKNOWN, issues=(issue,))
+        self._record_health(health)
+        return health
+
+    def _record_health(self, health: StageHealth) -> None:
         self.state.health = health.status
         self.state.health_detail = health
         self.state.health_checked_at = workflow.now()
-        return health
 
     async def _wait_until_healthy(self) -> str | None:
         """None once the Stage is Healthy; else why it is not, after ``HEALTHY_WAIT``.

@@ -6,7 +6,11 @@ test controls; Prometheus-backed measurement is covered in test_metrics.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +148,42 @@ async def test_verify_reruns_and_abort_stops_a_long_window(
     await wait_for(verifying, timeout=30)
     with pytest.raises(Exception, match="busy"):
         await stage_update(client, PROJECT, "test", "verify", "erin")
+
+
+async def test_status_shows_a_failed_verification_as_failed(
+    client: Client, worker: Worker, gitops_repo: Path, error_rates: ErrorRateServer
+) -> None:
+    bad = freight_for("1.29.8")
+    error_rates.rates[bad.alias or ""] = 0.5
+    resources = verified_pipeline(gitops_repo, error_rates.url, rollback=False)
+    await apply_project(client, with_freight(resources, bad))
+
+    async def failed() -> bool:
+        test = (await states(client))["test"]
+        return bool(test.verifications) and test.verifying is None
+
+    await wait_for(failed, timeout=60)
+    test = (await states(client))["test"]
+    record = test.verifications[0]
+    assert (record.phase, record.freight) == ("Failed", bad.metadata.name)
+    assert test.current is not None and not test.current.verified
+
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "freightline", "status", "-p", PROJECT],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "COLUMNS": "400",
+        },
+    )
+    assert shown.returncode == 0, shown.stderr
+    (row,) = [line for line in shown.stdout.splitlines() if line.startswith("│ test ")]
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    assert cells[1] == bad.alias  # the Freight the Stage holds, no "(verifying)"
+    assert cells[4].startswith("verification Failed: ")
+    assert " ".join((record.message or "").split())[:40] in cells[4]
+    assert "verifying" not in row

@@ -339,7 +339,12 @@ async def running_notes(client: Client, states: Sequence[StageState]) -> dict[st
         except RPCError:
             continue  # not started yet, or already finished
         if status.approval is not None:
-            notes[state.name] = "waiting for approval"
+            approval = status.approval
+            who = ", ".join(approval.approvers) if approval.approvers else "anyone"
+            notes[state.name] = (
+                f"waiting for approval ({len(approval.approved_by)} of {approval.required}; "
+                f"approvers: {who})"
+            )
         elif status.waiting_for_window:
             notes[state.name] = f"waiting for a window: {status.waiting_for_window}"
         elif status.current:

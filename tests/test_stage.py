@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,53 @@ async def test_auto_promotion_flows_freight_through_every_stage_in_order(
     rows = [line for line in table.splitlines() if freight.alias and freight.alias in line]
     assert [row.split()[1] for row in rows] == ["test", "uat", "prod"]
     assert all("nginx:1.29.1" in row and "Healthy" in row for row in rows)
+
+    # The scriptable view: `get stages -o json` is what each Stage workflow holds.
+    listing = {s["name"]: s for s in json.loads(await cli(client, "get", "stages", "-o", "json"))}
+    assert list(listing) == sorted(by_stage)
+    for name, state in by_stage.items():
+        status = listing[name]["status"]
+        current = state.current
+        assert current is not None
+        assert status["currentFreight"]["freight"] == current.freight == freight.metadata.name
+        assert status["currentFreight"]["freightAlias"] == freight.alias
+        assert datetime.fromisoformat(status["currentFreight"]["promotedAt"]) == current.promoted_at
+        assert status["currentFreight"]["verified"] is True
+        assert status["health"] == "Healthy" and status["running"] is None
+        assert status["lastVerification"]["phase"] == "Successful"
+        assert status["lastPromotion"]["phase"] == "Succeeded"
+        assert status["lastPromotion"]["promotion"] == current.promotion
+        assert listing[name]["spec"]["requestedFreight"][0]["origin"]["name"] == "kargo-demo"
+    promotions = json.loads(await cli(client, "get", "promotions", "-o", "json"))
+    ours = {p["id"]: p for p in promotions if p["project"] == PROJECT}
+    for state in by_stage.values():
+        assert state.current is not None
+        row = ours[state.current.promotion]
+        assert (row["status"], row["stage"], row["freight"]) == (
+            "COMPLETED",
+            state.name,
+            freight.metadata.name,
+        )
+        assert datetime.fromisoformat(row["closed"]) >= datetime.fromisoformat(row["started"])
+        assert row["runId"]
+
+
+async def cli(client: Client, *args: str) -> str:
+    """Run ``freightline ARGS -p kargo-demo`` in a subprocess; its stdout."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "freightline",
+        *args,
+        "-p",
+        PROJECT,
+        env={**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    return stdout.decode()
 
 
 async def test_manual_promotion_needs_available_freight_and_queues(

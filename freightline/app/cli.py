@@ -13,6 +13,7 @@ import functools
 import json
 import traceback
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -445,11 +446,17 @@ async def status(
 @get_app.command("stages")
 @run_async
 async def get_stages(project: ProjectOption = None, output: OutputOption = "table") -> None:
-    """Stages of a project."""
-    from freightline.app.client import project_resources
+    """Stages of a project (``-o json``: spec and state, see the README's scriptable output)."""
+    from freightline.app.client import project_resources, stage_states
+    from freightline.app.listings import stage_listing
     from freightline.app.temporal import connect
 
-    resources = await project_resources(await connect(), _project(project))
+    client = await connect()
+    resources = await project_resources(client, _project(project))
+    if output == "json":
+        states = {s.name: s for s in await stage_states(client, resources.name)}
+        _print_json([stage_listing(s, states.get(n)) for n, s in sorted(resources.stages.items())])
+        return
     rows = []
     for name, stage in sorted(resources.stages.items()):
         sources = []
@@ -471,6 +478,13 @@ async def get_warehouses(project: ProjectOption = None, output: OutputOption = "
     client = await connect()
     resources = await project_resources(client, _project(project))
     statuses = {s.warehouse: s for s in await warehouse_statuses(client, resources.name)}
+    if output == "json":
+        from freightline.app.listings import warehouse_listing
+
+        _print_json(
+            [warehouse_listing(w, statuses.get(n)) for n, w in sorted(resources.warehouses.items())]
+        )
+        return
     rows = []
     for name, w in sorted(resources.warehouses.items()):
         status = statuses.get(name)
@@ -496,8 +510,14 @@ async def get_freight(project: ProjectOption = None, output: OutputOption = "tab
     from freightline.app.temporal import connect
 
     name = _project(project)
+    known = await project_freight(await connect(), name)
+    if output == "json":
+        from freightline.app.listings import freight_listing
+
+        _print_json([freight_listing(f) for f in known])
+        return
     rows = []
-    for freight in await project_freight(await connect(), name):
+    for freight in known:
         artifacts = [f"{i.repo_url}:{i.tag}" for i in freight.images or ()]
         artifacts += [f"{c.repo_url}@{(c.id or '')[:7]}" for c in freight.commits or ()]
         artifacts += [f"{c.name}:{c.version}" for c in freight.charts or ()]
@@ -529,7 +549,20 @@ async def get_promotions(
     from freightline.app.temporal import connect
 
     rows = await list_promotions(await connect(), project, stage)
-    _print(list(rows), output, "promotions")
+    if output == "json":
+        from freightline.app.listings import promotion_listing
+
+        _print_json([promotion_listing(row) for row in rows])
+        return
+    table = [
+        {
+            key: value.isoformat(timespec="seconds") if isinstance(value, datetime) else value or ""
+            for key, value in row.items()
+            if key != "runId"
+        }
+        for row in rows
+    ]
+    _print(table, output, "promotions")
 
 
 @refresh_app.command("warehouse")
@@ -583,6 +616,11 @@ async def webhooks(
         await server.serve_forever()
     finally:
         await server.close()
+
+
+def _print_json(listing: list[dict[str, Any]]) -> None:
+    """The scriptable output (``freightline.app.listings``): one JSON array."""
+    print(json.dumps(listing, indent=2))
 
 
 def _print(rows: list[dict[str, str]], output: str, title: str) -> None:

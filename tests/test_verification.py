@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from freightline.app.client import apply_project, promote_in_stage, stage_states, stage_update
@@ -167,6 +167,9 @@ async def test_status_shows_a_failed_verification_as_failed(
     record = test.verifications[0]
     assert (record.phase, record.freight) == ("Failed", bad.metadata.name)
     assert test.current is not None and not test.current.verified
+    # The Temporal UI's list says so too: the Verification workflow ended failed.
+    ended = await client.get_workflow_handle(record.verification).describe()
+    assert ended.status is WorkflowExecutionStatus.FAILED
 
     shown = await asyncio.to_thread(
         subprocess.run,

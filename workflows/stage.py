@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
         record_verification,
     )
     from freightline.contracts.stage_requests import ApproveRequest, PromoteRequest, RetireRequest
-    from freightline.contracts.verification import verification_request
+    from freightline.contracts.verification import ended_run, verification_request
     from freightline.errors import ConfigError, RequestRefused, diagnose, to_application_error
     from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus
     from freightline.kargo.resources import Freight
@@ -499,7 +499,12 @@ class StageWorkflow:
             )
             phase, message = result.phase, result.message
         except ChildWorkflowError as err:
-            result, phase, message = None, "Error", diagnose(err).reason
+            # A run that did not end Successful fails its workflow and carries the run.
+            result = ended_run(err)
+            if result is not None:
+                phase, message = result.phase, result.message
+            else:
+                phase, message = "Error", diagnose(err).reason
         record = self.state.verifying.model_copy(
             update={
                 "phase": phase,

@@ -19,11 +19,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from freightline.app.client import apply_project, promote_in_stage, stage_states, stage_update
+from freightline.contracts.names import stage_workflow_id
 from freightline.contracts.stage import StageState
 from freightline.kargo.config import group_by_project, load_text
 from tests.conftest import wait_for
 from tests.metric_server import ErrorRateServer
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight
+from tests.test_windows import current_details
 
 pytestmark = pytest.mark.integration
 
@@ -170,6 +172,13 @@ async def test_status_shows_a_failed_verification_as_failed(
     # The Temporal UI's list says so too: the Verification workflow ended failed.
     ended = await client.get_workflow_handle(record.verification).describe()
     assert ended.status is WorkflowExecutionStatus.FAILED
+    # And the Stage's details in the UI name the failure.
+    stage = client.get_workflow_handle(stage_workflow_id(PROJECT, "test"))
+
+    async def details_say_failed() -> bool:
+        return "verification Failed: " in await current_details(stage)
+
+    await wait_for(details_say_failed, timeout=10)
 
     shown = await asyncio.to_thread(
         subprocess.run,

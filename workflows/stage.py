@@ -646,6 +646,17 @@ class StageWorkflow:
             )
         if state.queue:
             lines.append("queued: " + ", ".join(f"`{t.freight_alias}`" for t in state.queue))
+        last_run = state.verifications[0] if state.verifications else None
+        if (
+            current is not None
+            and state.verifying is None
+            and last_run is not None
+            and last_run.freight == current.freight
+        ):
+            lines.append(
+                f"verification {'Verified' if last_run.phase == 'Successful' else last_run.phase}"
+                + (f": {last_run.message}" if last_run.message else "")
+            )
         if state.last_promotion and state.last_promotion.phase is not PromotionPhase.SUCCEEDED:
             lines.append(
                 f"last promotion {state.last_promotion.phase.value}: {state.last_promotion.message}"

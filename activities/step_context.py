@@ -37,7 +37,8 @@ def parse_config(model: type[Config], config: dict[str, Any]) -> Config:
         return model.model_validate(config)
     except ValidationError as err:
         problems = "; ".join(
-            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
         )
         raise ConfigError(problems) from None
 

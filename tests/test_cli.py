@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from freightline.app.devserver import port_open, temporal_binary
+from freightline.kargo.config import MAX_ALIAS_VALUES, MAX_DOCUMENTS, MAX_FILE_BYTES
 from sandbox.registry import free_port
 
 pytestmark = pytest.mark.integration
@@ -149,3 +150,57 @@ def test_dev_with_a_busy_metrics_port_says_so_and_starts_nothing(tmp_path: Path)
     assert "--metrics-address" in done.stderr
     assert not port_open("127.0.0.1", port)
     assert not (tmp_path / "temporal.db").exists()
+
+
+def apply_with_a_listening_temporal(path: Path) -> subprocess.CompletedProcess[str]:
+    """``freightline apply -f path`` against a socket that notes whether anything connected."""
+    with socket.socket() as temporal:
+        temporal.bind(("127.0.0.1", 0))
+        temporal.listen()
+        temporal.setblocking(False)
+        done = freightline(
+            "apply",
+            "-f",
+            str(path),
+            env={"TEMPORAL_ADDRESS": f"127.0.0.1:{temporal.getsockname()[1]}"},
+        )
+        with pytest.raises(BlockingIOError):  # nothing was sent to Temporal
+            temporal.accept()
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    return done
+
+
+def test_apply_refuses_a_file_over_the_size_limit(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("w") as out:  # valid YAML all the way: only its size is wrong
+        out.write("apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata:\n  name: p\n")
+        out.write("  labels:\n" + "".join(f"    l{i}: {'x' * 60}\n" for i in range(70_000)))
+    assert big.stat().st_size > MAX_FILE_BYTES
+    done = apply_with_a_listening_temporal(big)
+    assert "over the limit of 4 MiB" in done.stderr
+    assert "Temporal's own gRPC limit" in done.stderr
+
+
+def test_apply_refuses_too_many_documents(tmp_path: Path) -> None:
+    many = tmp_path / "many.yaml"
+    project = "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata:\n  name: p\n"
+    many.write_text("---\n".join([project] * (MAX_DOCUMENTS + 1)))
+    done = apply_with_a_listening_temporal(many)
+    assert f"more than {MAX_DOCUMENTS} YAML documents" in done.stderr
+
+
+def test_apply_refuses_an_alias_bomb_quickly(tmp_path: Path) -> None:
+    # Billion laughs: 9 levels of 9 aliases, 9**9 values once expanded; a few hundred bytes.
+    lines = ["apiVersion: kargo.akuity.io/v1alpha1", "kind: Project", "metadata:", "  name: p"]
+    lines += ["  labels:", '    a0: &a0 ["lol"]']
+    lines += [f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    done = apply_with_a_listening_temporal(bomb)
+    # A loose bound (the CLI's start-up included), not a speed: unbounded, this ran for minutes.
+    assert time.monotonic() - started < 10
+    assert f"YAML aliases expand to more than {MAX_ALIAS_VALUES} values" in done.stderr
+    assert 'bomb.yaml:1: document 1 (Project "p")' in done.stderr

@@ -216,7 +216,7 @@ def run_steps(repo: Path, steps: list[dict[str, Any]], tag: str = "1.0.0") -> li
     plan = plan_promotion(resources, "test", freight.metadata.name, "promotion:p:test:fuzz")
     batch = WorktreeBatch(plan=plan, step_indexes=tuple(s.index for s in plan.steps), previous=())
     outcomes: list[StepOutcome] = ActivityEnvironment().run(
-        WorktreeActivities().run_worktree_steps, batch
+        WorktreeActivities(allow_local_repositories=True).run_worktree_steps, batch
     )
     return outcomes
 

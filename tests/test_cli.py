@@ -204,3 +204,14 @@ def test_apply_refuses_an_alias_bomb_quickly(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     assert f"YAML aliases expand to more than {MAX_ALIAS_VALUES} values" in done.stderr
     assert 'bomb.yaml:1: document 1 (Project "p")' in done.stderr
+
+
+def test_apply_refuses_aliases_of_a_long_string_past_the_size_limit(tmp_path: Path) -> None:
+    # 50 KB on disk, 5 MB once expanded: one alias is one value, but not one byte.
+    lines = ["apiVersion: kargo.akuity.io/v1alpha1", "kind: Project", "metadata:", "  name: p"]
+    lines += ["  annotations:", f'    a0: &long "{"x" * 50_000}"']
+    lines += [f"    a{i}: *long" for i in range(1, 100)]
+    swollen = tmp_path / "swollen.yaml"
+    swollen.write_text("\n".join(lines) + "\n")
+    done = apply_with_a_listening_temporal(swollen)
+    assert "with its YAML aliases expanded the file is over the limit of 4 MiB" in done.stderr

@@ -26,7 +26,8 @@ limit for one message, which an ``apply`` of a bigger file would hit raw), holds
 more than :data:`MAX_DOCUMENTS` documents, or when its YAML aliases expand to
 more than :data:`MAX_ALIAS_VALUES` values (a "billion laughs" file composes in
 milliseconds, since an alias is one shared node, and only its expansion into
-plain values would explode: the count stops it early).
+plain values would explode: the count stops it early) or, expanded, make it
+larger than :data:`MAX_FILE_BYTES` (an alias of a long string).
 
 Credentials
 -----------
@@ -181,11 +182,11 @@ def load_text(text: str, source: str = "<stdin>", project: str | None = None) ->
         problems.append(f"{source}: invalid YAML: {_one_line(str(err)) or type(err).__name__}")
 
     loaded: list[tuple[ResourceBase, int]] = []
-    aliases = _AliasBudget(MAX_ALIAS_VALUES)
+    budget = _ExpansionBudget(MAX_ALIAS_VALUES, MAX_FILE_BYTES)
     for index, document in enumerate(documents, start=1):
         if document is None:
             continue  # an empty document, e.g. a trailing "---"
-        resource = _load_document(document, source, index, problems, aliases)
+        resource = _load_document(document, source, index, problems, budget)
         if resource is not None:
             loaded.append((resource, index))
 
@@ -201,7 +202,7 @@ def _yaml() -> YAML:
 
 
 def _load_document(
-    document: Any, source: str, index: int, problems: list[str], aliases: _AliasBudget
+    document: Any, source: str, index: int, problems: list[str], budget: _ExpansionBudget
 ) -> ResourceBase | None:
     line = _node_line(document)
     where = f"{source}:{line}: document {index}"
@@ -241,12 +242,18 @@ def _load_document(
         )
         return None
     try:
-        plain = _plain(document, (), aliases)
+        plain = _plain(document, (), budget)
         resource = model.model_validate(plain, by_alias=True, by_name=False)
     except _AliasBombError:
         raise ConfigError(
             f"{label}: YAML aliases expand to more than {MAX_ALIAS_VALUES} values; the limit "
             f"is {MAX_ALIAS_VALUES} per file (against alias bombs)"
+        ) from None
+    except _ExpandedTooLargeError:
+        raise ConfigError(
+            f"{label}: with its YAML aliases expanded the file is over the limit of "
+            f"{MAX_FILE_BYTES >> 20} MiB (Temporal's own gRPC limit is {MAX_FILE_BYTES >> 20} MiB "
+            "per message); split it into several files"
         ) from None
     except _RecursiveAlias:
         problems.append(f"{label}: a YAML alias refers to itself; cannot load a recursive value")
@@ -323,17 +330,26 @@ class _AliasBombError(Exception):
     """YAML aliases expand to more values than the budget allows."""
 
 
-class _AliasBudget:
-    """Counts the values produced by expanding aliases of mappings and sequences.
+class _ExpandedTooLargeError(Exception):
+    """The values, aliases expanded, are larger than a file may be."""
 
-    An alias is the anchored node itself, shared: composing costs nothing, and
-    a mapping or sequence met a second time is being expanded again. Each value
-    produced inside such a repeat counts, so a bomb stops after ``limit`` values.
+
+class _ExpansionBudget:
+    """What expanding a file's aliases into plain values may cost.
+
+    An alias is the anchored node itself, shared: composing costs nothing, and a
+    mapping or sequence met a second time is being expanded again. Each value
+    produced inside such a repeat counts against ``max_alias_values``, so a bomb
+    stops early. An alias of a long string is one value but many bytes: every
+    value's size (its characters, or 1) counts against ``max_size``, which a file
+    without aliases stays under.
     """
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.expanded = 0
+    def __init__(self, max_alias_values: int, max_size: int) -> None:
+        self.max_alias_values = max_alias_values
+        self.max_size = max_size
+        self.alias_values = 0
+        self.size = 0
         self._seen: set[int] = set()
 
     def repeats(self, node: dict[Any, Any] | list[Any]) -> bool:
@@ -342,26 +358,33 @@ class _AliasBudget:
         self._seen.add(id(node))
         return False
 
-    def count(self) -> None:
-        self.expanded += 1
-        if self.expanded > self.limit:
-            raise _AliasBombError
+    def count(self, node: Any, *, via_alias: bool) -> None:
+        if via_alias:
+            self.alias_values += 1
+            if self.alias_values > self.max_alias_values:
+                raise _AliasBombError
+        self.size += len(node) if isinstance(node, str) else 1
+        if self.size > self.max_size:
+            raise _ExpandedTooLargeError
 
 
 def _plain(
-    node: Any, ancestors: tuple[int, ...], aliases: _AliasBudget, repeated: bool = False
+    node: Any, ancestors: tuple[int, ...], budget: _ExpansionBudget, repeated: bool = False
 ) -> Any:
     """The ruamel tree as plain JSON-like Python values (dict, list, str, int, ...)."""
-    if repeated:
-        aliases.count()
+    budget.count(node, via_alias=repeated)
     if isinstance(node, dict | list):
         if id(node) in ancestors:
             raise _RecursiveAlias
-        repeated = repeated or aliases.repeats(node)
+        repeated = repeated or budget.repeats(node)
         inner = (*ancestors, id(node))
         if isinstance(node, dict):
-            return {_plain_key(k): _plain(v, inner, aliases, repeated) for k, v in node.items()}
-        return [_plain(item, inner, aliases, repeated) for item in node]
+            plain = {}
+            for key, value in node.items():
+                budget.count(key, via_alias=repeated)
+                plain[_plain_key(key)] = _plain(value, inner, budget, repeated)
+            return plain
+        return [_plain(item, inner, budget, repeated) for item in node]
     if isinstance(node, ScalarBoolean):
         return bool(node)
     if isinstance(node, bool) or node is None:

@@ -59,6 +59,7 @@ esac
 NETWORK_PROTOCOLS = ("https", "http", "ssh", "git")
 _SCP_LIKE = re.compile(r"^[^/]+:")  # [user@]host:path, git's rule: a colon before any slash
 _REMOTE_HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_COMMIT_ID = re.compile(r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")  # a server fetches full IDs only
 
 
 def is_local_repository(repo_url: str) -> bool:
@@ -236,7 +237,15 @@ class Clone:
             raise ConfigError(f'checkout path "{target.name}" is not empty')
         if branch is not None:
             if self.remote_branch_exists(branch):
-                self.run("worktree", "add", "-B", branch, str(target), f"origin/{branch}")
+                self.run(
+                    "worktree",
+                    "add",
+                    "-B",
+                    branch,
+                    "--end-of-options",
+                    str(target),
+                    f"origin/{branch}",
+                )
             elif create:
                 # An orphan branch with an empty tree (git 2.39 has no `worktree add --orphan`).
                 self.run("worktree", "add", "--detach", str(target))
@@ -250,11 +259,20 @@ class Clone:
         ref = tag or commit
         if ref is None:
             raise ConfigError("a checkout needs a branch, a tag or a commit")
+        # A name from a project's configuration is never read as an option: a commit of
+        # "--upload-pack=<command>" would run the command (git parses options after
+        # arguments), so commits must be IDs, and --end-of-options precedes every name.
         if tag is not None:
-            self.run("fetch", "--depth", "1", "origin", f"refs/tags/{tag}:refs/tags/{tag}")
+            refspec = f"refs/tags/{tag}:refs/tags/{tag}"
+            self.run("fetch", "--depth", "1", "--end-of-options", "origin", refspec)
         else:
-            self.run("fetch", "--depth", "1", "origin", ref)
-        self.run("worktree", "add", "--detach", str(target), ref if tag else "FETCH_HEAD")
+            if not _COMMIT_ID.match(ref):
+                raise ConfigError(
+                    f'commit "{ref}" is not a full commit ID (40 hexadecimal digits, 64 with SHA-256)'
+                )
+            self.run("fetch", "--depth", "1", "--end-of-options", "origin", ref)
+        checkout = f"refs/tags/{tag}" if tag is not None else "FETCH_HEAD"
+        self.run("worktree", "add", "--detach", "--end-of-options", str(target), checkout)
         return Worktree(self, target, None)
 
 
@@ -328,9 +346,9 @@ class Worktree:
 
     def _rebase_onto(self, branch: str) -> None:
         if self.run("rev-parse", "--is-shallow-repository") == "true":
-            self.run("fetch", "--unshallow", "origin", branch)
+            self.run("fetch", "--unshallow", "--end-of-options", "origin", branch)
         else:
-            self.run("fetch", "origin", branch)
+            self.run("fetch", "--end-of-options", "origin", branch)
         try:
             self.run("rebase", "FETCH_HEAD", check=False)
         except git.GitCommandError:

@@ -283,6 +283,28 @@ def test_hostile_branch_names_in_clone_and_push(gitops_repo: Path, sentinel: Pat
         assert branch_head(gitops_repo, "main") == main, f"{name!r} pushed to main"
 
 
+def test_hostile_commits_and_tags_in_clone(gitops_repo: Path, sentinel: Path) -> None:
+    # git parses options after arguments: a commit "--upload-pack=<command>" once ran it.
+    for name in hostile_names(sentinel):
+        for checkout in ({"commit": name}, {"tag": name}):
+            clone = {
+                "uses": "git-clone",
+                "config": {"repoURL": "REPO_URL", "checkout": [{**checkout, "path": "./out"}]},
+            }
+            result_or_typed_error(gitops_repo, [clone])
+    # Real ones check out.
+    head = branch_head(gitops_repo, "main")
+    assert head is not None
+    git("tag", "v1.0.0", head, cwd=gitops_repo)
+    for checkout in ({"commit": head}, {"commit": head[:12]}, {"tag": "v1.0.0"}):
+        clone = {
+            "uses": "git-clone",
+            "config": {"repoURL": "REPO_URL", "checkout": [{**checkout, "path": "./out"}]},
+        }
+        expected = "not a full commit ID" if checkout.get("commit") == head[:12] else "ok"
+        assert expected in result_or_typed_error(gitops_repo, [clone]), checkout
+
+
 def test_hostile_image_tags_in_set_image(gitops_repo: Path, sentinel: Path) -> None:
     for tag in hostile_names(sentinel):
         steps = [

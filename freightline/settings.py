@@ -18,34 +18,34 @@ alone and a test or the demo can set a field by name over the environment.
 Secrets are ``SecretStr``: their repr is ``'**********'``, they never appear in
 logs or error messages, and they never reach a workflow's input or history.
 
-=================================  ======================  ======================================
-variable                           field                   default
-=================================  ======================  ======================================
-FREIGHTLINE_TASK_QUEUE             temporal.task_queue     ``freightline``
-FREIGHTLINE_UI_URL                 temporal.ui_url         ``http://localhost:8233``
-FREIGHTLINE_WORKER_ROLE            worker.role             ``all`` (or ``argocd``)
-FREIGHTLINE_SHARD                  worker.shard            (needed by the ``argocd`` role)
-FREIGHTLINE_METRICS_ADDRESS        listen.metrics_address  ``0.0.0.0:9464``; empty: off
-FREIGHTLINE_HEALTH_ADDRESS         listen.health_address   ``0.0.0.0:8080``; empty: off
-FREIGHTLINE_WEBHOOK_PORT           webhooks.port           (none: the worker serves no webhooks)
-FREIGHTLINE_WEBHOOK_HOST           webhooks.host           ``0.0.0.0``
-FREIGHTLINE_WEBHOOK_SECRET         webhooks.secret         (secret)
-FREIGHTLINE_GITHUB_WEBHOOK_SECRET  webhooks.github_secret  (secret; default: webhooks.secret)
-FREIGHTLINE_GIT_AUTHOR_NAME        git.author_name         ``Freightline``
-FREIGHTLINE_GIT_AUTHOR_EMAIL       git.author_email        ``freightline@localhost``
-FREIGHTLINE_GIT_USERNAME           git.username            (with git.password)
-FREIGHTLINE_GIT_PASSWORD           git.password            (secret)
-FREIGHTLINE_CREDENTIALS_FILE       git.credentials_file    (a file of Kargo Secret documents)
+====================================  ============================  ======================================
+variable                              field                         default
+====================================  ============================  ======================================
+FREIGHTLINE_TASK_QUEUE                temporal.task_queue           ``freightline``
+FREIGHTLINE_UI_URL                    temporal.ui_url               ``http://localhost:8233``
+FREIGHTLINE_WORKER_ROLE               worker.role                   ``all`` (or ``argocd``)
+FREIGHTLINE_SHARD                     worker.shard                  (needed by the ``argocd`` role)
+FREIGHTLINE_METRICS_ADDRESS           listen.metrics_address        ``0.0.0.0:9464``; empty: off
+FREIGHTLINE_HEALTH_ADDRESS            listen.health_address         ``0.0.0.0:8080``; empty: off
+FREIGHTLINE_WEBHOOK_PORT              webhooks.port                 (none: the worker serves no webhooks)
+FREIGHTLINE_WEBHOOK_HOST              webhooks.host                 ``0.0.0.0``
+FREIGHTLINE_WEBHOOK_SECRET            webhooks.secret               (secret)
+FREIGHTLINE_GITHUB_WEBHOOK_SECRET     webhooks.github_secret        (secret; default: webhooks.secret)
+FREIGHTLINE_GIT_AUTHOR_NAME           git.author_name               ``Freightline``
+FREIGHTLINE_GIT_AUTHOR_EMAIL          git.author_email              ``freightline@localhost``
+FREIGHTLINE_GIT_USERNAME              git.username                  (with git.password)
+FREIGHTLINE_GIT_PASSWORD              git.password                  (secret)
+FREIGHTLINE_CREDENTIALS_FILE          git.credentials_file          (a file of Kargo Secret documents)
 FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES  git.allow_local_repositories  ``false``
-ARGOCD_SERVER                      argocd.server           (none: Argo CD steps error clearly)
-ARGOCD_AUTH_TOKEN                  argocd.token            (secret)
-ARGOCD_INSECURE                    argocd.insecure         ``false``
-FREIGHTLINE_NOTIFY_URLS            notify.urls             (comma-separated; secrets)
-FREIGHTLINE_REGISTRY_MIRRORS       registry.mirrors        (``registry=mirror,...``)
-FREIGHTLINE_METRIC_*               metrics.header_values   (secrets for ``{{env.NAME}}`` headers)
-FREIGHTLINE_PROJECT                cli.project             (the CLI's default ``--project``)
-USER, LOGNAME                      cli.user                ``cli`` (who the CLI acts as)
-=================================  ======================  ======================================
+ARGOCD_SERVER                         argocd.server                 (none: Argo CD steps error clearly)
+ARGOCD_AUTH_TOKEN                     argocd.token                  (secret)
+ARGOCD_INSECURE                       argocd.insecure               ``false``
+FREIGHTLINE_NOTIFY_URLS               notify.urls                   (comma-separated; secrets)
+FREIGHTLINE_REGISTRY_MIRRORS          registry.mirrors              (``registry=mirror,...``)
+FREIGHTLINE_METRIC_*                  metrics.header_values         (secrets for ``{{env.NAME}}`` headers)
+FREIGHTLINE_PROJECT                   cli.project                   (the CLI's default ``--project``)
+USER, LOGNAME                         cli.user                      ``cli`` (who the CLI acts as)
+====================================  ============================  ======================================
 """
 
 from __future__ import annotations

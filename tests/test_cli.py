@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ import pytest
 
 from freightline.app.devserver import port_open, temporal_binary
 from freightline.kargo.config import MAX_ALIAS_VALUES, MAX_DOCUMENTS, MAX_FILE_BYTES
+from freightline.settings import ALLOW_LOCAL_REPOSITORIES_ENV
+from sandbox.gitops import create_bare_repo
 from sandbox.registry import free_port
 
 pytestmark = pytest.mark.integration
@@ -52,7 +55,11 @@ def test_dev_starts_server_with_search_attributes_and_a_worker_and_stops_cleanly
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "FREIGHTLINE_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}"},
+        # Not told to allow local repositories: `dev` allows them itself.
+        env={
+            **{k: v for k, v in os.environ.items() if k != ALLOW_LOCAL_REPOSITORIES_ENV},
+            "FREIGHTLINE_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+        },
     )
     try:
         deadline = time.monotonic() + 60
@@ -82,13 +89,25 @@ def test_dev_starts_server_with_search_attributes_and_a_worker_and_stops_cleanly
             assert name in listed
         # The worker answers: an apply needs it to accept the Project update.
         pipeline = tmp_path / "project.yaml"
+        repo = create_bare_repo(tmp_path / "code.git")
         pipeline.write_text(
-            "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata:\n  name: p\n"
+            "apiVersion: kargo.akuity.io/v1alpha1\nkind: Project\nmetadata:\n  name: p\n---\n"
+            "apiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata:\n  name: code\n"
+            f"spec:\n  subscriptions:\n  - git:\n      repoURL: {repo.as_uri()}\n"
         )
-        applied = freightline(
-            "apply", "-f", str(pipeline), env={"TEMPORAL_ADDRESS": f"127.0.0.1:{port}"}
-        )
+        at_dev = {"TEMPORAL_ADDRESS": f"127.0.0.1:{port}"}
+        applied = freightline("apply", "-f", str(pipeline), env=at_dev)
         assert applied.returncode == 0, applied.stderr
+        # A developer's bare repository on disk is discovered: `dev` allows local repositories.
+        deadline = time.monotonic() + 60
+        while True:
+            listed = freightline("get", "warehouses", "-p", "p", "-o", "json", env=at_dev).stdout
+            (warehouse,) = json.loads(listed)
+            if warehouse["freight"] == "1":
+                break
+            assert time.monotonic() < deadline, warehouse
+            time.sleep(0.5)
+        assert warehouse["lastError"] == ""
         # The worker serves the SDK's metrics, as `freightline worker` does.
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert metrics.status_code == 200

@@ -86,8 +86,13 @@ def build_worker(
     resolve_all()  # every step's implementation and config model, or fail now
     credentials = credential_store(settings.git)
     project = ProjectActivities(client, notifying=bool(settings.notify.urls))
-    worktree = WorktreeActivities(git_credentials=credentials.git, author=settings.git.author)
-    discovery = DiscoveryActivities(credentials, mirrors=settings.registry.mirrors)
+    local = settings.git.allow_local_repositories
+    worktree = WorktreeActivities(
+        git_credentials=credentials.git, author=settings.git.author, allow_local_repositories=local
+    )
+    discovery = DiscoveryActivities(
+        credentials, mirrors=settings.registry.mirrors, allow_local_repositories=local
+    )
     argocd = ArgoCDActivities(settings.argocd)
     metrics = MetricActivities(settings.metrics.plain())
     link_to = ui_url(settings.temporal.ui_url, client.service_client.config.target_host)

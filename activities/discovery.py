@@ -80,8 +80,10 @@ class DiscoveryActivities:
         *,
         http_timeout: timedelta = HTTP_TIMEOUT,
         mirrors: Mapping[str, str] | None = None,
+        allow_local_repositories: bool = False,
     ) -> None:
         self.credentials = credentials
+        self.allow_local_repositories = allow_local_repositories  # the worker's settings
         self.mirrors = dict(mirrors or {})  # the worker's registry mirrors (its settings)
         self.http_timeout = http_timeout
         self._http: httpx.AsyncClient | None = None
@@ -165,7 +167,9 @@ class DiscoveryActivities:
         if subscription.git is not None:
             git = subscription.git
             credentials = self.credentials.git(git.repo_url)
-            commits = await asyncio.to_thread(discover_commits, git, credentials)
+            commits = await asyncio.to_thread(
+                discover_commits, git, credentials, allow_local=self.allow_local_repositories
+            )
             return SubscriptionDiscovery(kind="git", repo_url=git.repo_url, commits=tuple(commits))
         chart = subscription.chart
         assert chart is not None

@@ -4,6 +4,17 @@ Built on GitPython's command runner (the real ``git`` binary). Credentials,
 when a repository needs them, reach git through ``GIT_ASKPASS`` and
 environment variables of the git process only: they never appear in
 command lines, remote URLs, logs or results.
+
+A repository URL comes from a project's configuration, so it must not read
+the worker's own filesystem: a local path or ``file://`` URL (a git step's
+``repoURL: .`` would clone the worker's working directory, or another
+project's repository on the same disk) is refused with a ConfigError naming
+``FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES``, which the dev server, the demo and
+the tests turn on (their repositories are bare repositories on disk), and so
+is git's ``<transport>::<address>`` remote-helper form (``ext::`` runs a
+command). :func:`remote_url` checks; git itself enforces the same through
+``GIT_ALLOW_PROTOCOL`` in :func:`git_environment`, for whatever else git or a
+tool that runs it (kustomize's remote resources) may be asked to fetch.
 """
 
 from __future__ import annotations
@@ -22,7 +33,11 @@ import git
 
 from freightline.errors import ConfigError, GitCommandError, StepError
 from freightline.kargo.credentials import GitCredentials
-from freightline.settings import DEFAULT_AUTHOR_EMAIL, DEFAULT_AUTHOR_NAME
+from freightline.settings import (
+    ALLOW_LOCAL_REPOSITORIES_ENV,
+    DEFAULT_AUTHOR_EMAIL,
+    DEFAULT_AUTHOR_NAME,
+)
 
 DEFAULT_AUTHOR = (DEFAULT_AUTHOR_NAME, DEFAULT_AUTHOR_EMAIL)
 MAX_PUSH_ATTEMPTS = 10
@@ -40,13 +55,63 @@ esac
 """
 
 
+# Transports git may use (GIT_ALLOW_PROTOCOL): "file" is a local path or file:// URL.
+NETWORK_PROTOCOLS = ("https", "http", "ssh", "git")
+_SCP_LIKE = re.compile(r"^[^/]+:")  # [user@]host:path, git's rule: a colon before any slash
+_REMOTE_HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_COMMIT_ID = re.compile(r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")  # a server fetches full IDs only
+
+
+def is_local_repository(repo_url: str) -> bool:
+    """Whether git would read ``repo_url`` from this machine's filesystem."""
+    url = repo_url.strip()
+    if "://" in url:
+        return url.lower().startswith("file://")
+    return not _SCP_LIKE.match(url)
+
+
+def remote_url(repo_url: str, *, allow_local: bool) -> str:
+    """The URL to give git for a configured ``repo_url``, or a ConfigError why it is refused.
+
+    A local path becomes a ``file://`` URL (so ``--depth`` works on it), when allowed.
+    """
+    if _REMOTE_HELPER.match(repo_url.strip()):
+        raise ConfigError(
+            f'repoURL "{repo_url}": git remote helpers ("<transport>::<address>") are refused; '
+            "give an https://, ssh:// or git@host:path URL"
+        )
+    if not is_local_repository(repo_url):
+        return repo_url
+    if not allow_local:
+        raise ConfigError(
+            f'repoURL "{repo_url}": a local path or file:// URL would read the worker\'s own '
+            f"filesystem; refused unless the worker sets {ALLOW_LOCAL_REPOSITORIES_ENV}=true"
+        )
+    if "://" in repo_url:
+        return repo_url
+    return Path(repo_url).resolve().as_uri()
+
+
+def allowed_protocols(*, allow_local: bool) -> str:
+    """``GIT_ALLOW_PROTOCOL`` for git processes: the network transports, and file if allowed."""
+    return ":".join((*NETWORK_PROTOCOLS, "file") if allow_local else NETWORK_PROTOCOLS)
+
+
 @contextmanager
 def git_environment(
-    credentials: GitCredentials | None, author: tuple[str, str] = DEFAULT_AUTHOR
+    credentials: GitCredentials | None,
+    author: tuple[str, str] = DEFAULT_AUTHOR,
+    *,
+    allow_local: bool = False,
 ) -> Iterator[dict[str, str]]:
-    """Environment for git processes: no prompts, askpass for credentials, ``author`` as identity."""
+    """Environment for git processes: no prompts, askpass for credentials, ``author`` as identity.
+
+    Git refuses transports other than :data:`NETWORK_PROTOCOLS` (and local
+    repositories unless ``allow_local``) whatever it is asked to fetch.
+    """
     name, email = author
     env = {
+        "GIT_ALLOW_PROTOCOL": allowed_protocols(allow_local=allow_local),
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
         "LC_ALL": "C",
@@ -121,18 +186,22 @@ class Clone:
 
     @classmethod
     def create(
-        cls, repo_url: str, path: Path, env: Mapping[str, str], secrets: tuple[str, ...] = ()
+        cls,
+        repo_url: str,
+        path: Path,
+        env: Mapping[str, str],
+        secrets: tuple[str, ...] = (),
+        *,
+        allow_local: bool = False,
     ) -> Clone:
-        """Clone without a checkout; branches are fetched shallowly, worktrees added later."""
+        """Clone without a checkout; branches are fetched shallowly, worktrees added later.
+
+        A local ``repo_url`` is refused unless ``allow_local`` (see :func:`remote_url`).
+        """
+        url = remote_url(repo_url, allow_local=allow_local)
         path.parent.mkdir(parents=True, exist_ok=True)
         GitRunner(path.parent, env, secrets)(
-            "clone",
-            "--no-checkout",
-            "--depth",
-            "1",
-            "--no-single-branch",
-            _clone_url(repo_url),
-            str(path),
+            "clone", "--no-checkout", "--depth", "1", "--no-single-branch", url, str(path)
         )
         clone = cls(repo_url, path, env, secrets)
         # Detach the clone's own HEAD so every branch is free for a worktree
@@ -168,7 +237,15 @@ class Clone:
             raise ConfigError(f'checkout path "{target.name}" is not empty')
         if branch is not None:
             if self.remote_branch_exists(branch):
-                self.run("worktree", "add", "-B", branch, str(target), f"origin/{branch}")
+                self.run(
+                    "worktree",
+                    "add",
+                    "-B",
+                    branch,
+                    "--end-of-options",
+                    str(target),
+                    f"origin/{branch}",
+                )
             elif create:
                 # An orphan branch with an empty tree (git 2.39 has no `worktree add --orphan`).
                 self.run("worktree", "add", "--detach", str(target))
@@ -182,11 +259,20 @@ class Clone:
         ref = tag or commit
         if ref is None:
             raise ConfigError("a checkout needs a branch, a tag or a commit")
+        # A name from a project's configuration is never read as an option: a commit of
+        # "--upload-pack=<command>" would run the command (git parses options after
+        # arguments), so commits must be IDs, and --end-of-options precedes every name.
         if tag is not None:
-            self.run("fetch", "--depth", "1", "origin", f"refs/tags/{tag}:refs/tags/{tag}")
+            refspec = f"refs/tags/{tag}:refs/tags/{tag}"
+            self.run("fetch", "--depth", "1", "--end-of-options", "origin", refspec)
         else:
-            self.run("fetch", "--depth", "1", "origin", ref)
-        self.run("worktree", "add", "--detach", str(target), ref if tag else "FETCH_HEAD")
+            if not _COMMIT_ID.match(ref):
+                raise ConfigError(
+                    f'commit "{ref}" is not a full commit ID (40 hexadecimal digits, 64 with SHA-256)'
+                )
+            self.run("fetch", "--depth", "1", "--end-of-options", "origin", ref)
+        checkout = f"refs/tags/{tag}" if tag is not None else "FETCH_HEAD"
+        self.run("worktree", "add", "--detach", "--end-of-options", str(target), checkout)
         return Worktree(self, target, None)
 
 
@@ -260,9 +346,9 @@ class Worktree:
 
     def _rebase_onto(self, branch: str) -> None:
         if self.run("rev-parse", "--is-shallow-repository") == "true":
-            self.run("fetch", "--unshallow", "origin", branch)
+            self.run("fetch", "--unshallow", "--end-of-options", "origin", branch)
         else:
-            self.run("fetch", "origin", branch)
+            self.run("fetch", "--end-of-options", "origin", branch)
         try:
             self.run("rebase", "FETCH_HEAD", check=False)
         except git.GitCommandError:
@@ -293,13 +379,6 @@ def _is_rejection(err: git.GitCommandError) -> bool:
             "stale info",
         )
     )
-
-
-def _clone_url(repo_url: str) -> str:
-    # A plain path is a local bare repository; file:// lets --depth work on it.
-    if "://" not in repo_url and not re.match(r"^[\w.-]+@[\w.-]+:", repo_url):
-        return Path(repo_url).resolve().as_uri()
-    return repo_url
 
 
 def commit_author(

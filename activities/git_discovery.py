@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from activities.git import GitRunner, git_environment
+from activities.git import GitRunner, git_environment, remote_url
 from freightline.contracts.warehouse import DiscoveredCommit
 from freightline.errors import ConfigError, DiscoveryError, GitCommandError
 from freightline.kargo.credentials import GitCredentials
@@ -51,26 +51,31 @@ MAX_HISTORY = 10_000
 
 
 def discover_commits(
-    subscription: GitSubscription, credentials: GitCredentials | None
+    subscription: GitSubscription,
+    credentials: GitCredentials | None,
+    *,
+    allow_local: bool = False,
 ) -> list[DiscoveredCommit]:
     """Up to ``discoveryLimit`` commits the subscription selects, newest first.
 
-    Raises ConfigError (bad regex, constraint or path selector) or
-    DiscoveryError (missing repository or branch, git failure).
+    Raises ConfigError (bad regex, constraint or path selector; a ``file://``
+    repository unless ``allow_local``, the worker's settings) or DiscoveryError
+    (missing repository or branch, git failure).
     """
+    url = remote_url(subscription.repo_url, allow_local=allow_local)
     keep = path_filter(subscription.include_paths or (), subscription.exclude_paths or ())
     allowed = _tag_filter(subscription)
     constraint = None
     if subscription.commit_selection_strategy == "SemVer" and subscription.semver_constraint:
         constraint = parse_constraint(subscription.semver_constraint)
     with (
-        git_environment(credentials) as env,
+        git_environment(credentials, allow_local=allow_local) as env,
         tempfile.TemporaryDirectory(prefix="freightline-discovery-") as tmp,
     ):
         secrets = (credentials.password,) if credentials else ()
         git = _Repo(subscription.repo_url, Path(tmp), GitRunner(Path(tmp), env, secrets))
         git.run("init", "--quiet", "--bare")
-        git.run("remote", "add", "origin", subscription.repo_url)
+        git.run("remote", "add", "origin", url)
         if subscription.commit_selection_strategy == "NewestFromBranch":
             return git.branch_commits(subscription.branch, subscription.discovery_limit, keep)
         tags = {t: c for t, c in git.remote_tags().items() if allowed(t)}

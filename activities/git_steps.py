@@ -48,9 +48,12 @@ def git_clone(ctx: StepContext, config: GitCloneConfig) -> dict[str, Any]:
     clone = ctx.clones.get(config.repo_url)
     if clone is None:
         # The environment (askpass script) must outlive this step: push needs it too.
-        env = ctx.enter(git_environment(credentials, ctx.author))
+        allow_local = ctx.allow_local_repositories
+        env = ctx.enter(git_environment(credentials, ctx.author, allow_local=allow_local))
         name = hashlib.sha1(config.repo_url.encode(), usedforsecurity=False).hexdigest()[:12]
-        clone = Clone.create(config.repo_url, ctx.workspace.private / name, env, secrets)
+        clone = Clone.create(
+            config.repo_url, ctx.workspace.private / name, env, secrets, allow_local=allow_local
+        )
         ctx.clones[config.repo_url] = clone
     for checkout in config.checkout:
         target = ctx.workspace.resolve(checkout.path, field="checkout.path")

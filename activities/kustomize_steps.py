@@ -1,7 +1,18 @@
-"""The kustomize steps: kustomize-set-image and kustomize-build (real kustomize)."""
+"""The kustomize steps: kustomize-set-image and kustomize-build (real kustomize).
+
+kustomize reads more than the directory it builds: its default load restrictor
+keeps *files* under each kustomization's root, but a base or component
+directory (``resources: [../../elsewhere]``) may be anywhere, and a remote
+resource is fetched with git. So before kustomize runs, every local base and
+component the kustomizations name is checked to stay inside the work tree
+(a PathEscapeError otherwise), and kustomize's git runs with the worker's
+``GIT_ALLOW_PROTOCOL`` (no ``file://`` unless the worker allows local
+repositories, see :mod:`activities.git`).
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,9 +21,10 @@ from typing import Any
 
 from pydantic import Field
 
+from activities.git import allowed_protocols
 from activities.step_context import StepConfig, StepContext
 from activities.yaml_files import dump_all, load_documents, read_yaml, write_yaml
-from freightline.errors import ConfigError, StepError
+from freightline.errors import ConfigError, PathEscapeError, StepError
 
 
 class ImageUpdate(StepConfig):
@@ -95,7 +107,10 @@ def kustomize_build(ctx: StepContext, config: BuildConfig) -> dict[str, Any]:
     source = ctx.workspace.resolve(config.path)
     out = ctx.workspace.resolve(config.out_path, field="outPath")
     _kustomization_file(source, ctx.describe())
-    rendered = render_kustomization(source, ctx.describe())
+    check_bases_inside(source, ctx.workspace.root, ctx.describe())
+    rendered = render_kustomization(
+        source, ctx.describe(), allow_local_repositories=ctx.allow_local_repositories
+    )
     if out.suffix in (".yaml", ".yml"):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(rendered)
@@ -120,16 +135,67 @@ def kustomize_command() -> list[str]:
     )
 
 
-def render_kustomization(directory: Path, where: str = "kustomize") -> str:
-    """Run real kustomize on a directory and return the rendered YAML."""
+_DIRECTORY_FIELDS = ("resources", "bases", "components")
+
+
+def check_bases_inside(directory: Path, root: Path, where: str = "kustomize") -> None:
+    """Refuse a kustomization whose local bases or components (transitively) leave ``root``.
+
+    An entry that is no local path (``https://...``, ``git@...``, ``github.com/...``) is
+    kustomize's remote resource, fetched by git under the worker's ``GIT_ALLOW_PROTOCOL``.
+    """
+    pending, seen = [directory.resolve()], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            file = _kustomization_file(current, where)
+        except ConfigError:
+            continue  # a plain file resource or a missing one: kustomize's to judge
+        document = read_yaml(file)
+        if not isinstance(document, dict):
+            continue
+        for field in _DIRECTORY_FIELDS:
+            for entry in document.get(field) or ():
+                if not isinstance(entry, str) or "://" in entry or entry.startswith("git@"):
+                    continue  # remote: fetched by kustomize's git, under GIT_ALLOW_PROTOCOL
+                target = (current / entry).resolve()
+                if not target.exists():
+                    continue  # kustomize tries it as a remote, or fails on it
+                if target != root and root not in target.parents:
+                    relative = os.path.relpath(file, root)
+                    raise PathEscapeError(
+                        f'{where}: {relative}: {field} entry "{entry}" leaves the work tree'
+                    )
+                if target.is_dir():
+                    pending.append(target)
+
+
+def render_kustomization(
+    directory: Path, where: str = "kustomize", *, allow_local_repositories: bool = False
+) -> str:
+    """Run real kustomize on a directory and return the rendered YAML.
+
+    The git kustomize runs for remote resources gets the worker's ``GIT_ALLOW_PROTOCOL``.
+    """
+    protocols = allowed_protocols(allow_local=allow_local_repositories)
     result = subprocess.run(
         [*kustomize_command(), str(directory)],
         capture_output=True,
         text=True,
         check=False,
         timeout=300,
+        env={**os.environ, "GIT_ALLOW_PROTOCOL": protocols},
     )
     if result.returncode != 0:
-        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
-        raise StepError(f"{where}: kustomize: {reason}")
+        raise StepError(f"{where}: kustomize: {_reason(result.stderr)}")
     return result.stdout
+
+
+def _reason(stderr: str) -> str:
+    # kubectl wraps a long error as `err=<` ... `>`; git's own "fatal:" line says most.
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() not in ("", ">")]
+    fatal = [line for line in lines if "fatal:" in line]
+    return (fatal or lines or ["failed"])[-1]

@@ -52,6 +52,8 @@ class StepContext:
     git_credentials: CredentialLookup
     author: tuple[str, str] = DEFAULT_AUTHOR
     """The worker's commit author (name, email), unless a step's config names one."""
+    allow_local_repositories: bool = False
+    """Whether a repoURL may be a local path or file:// URL (the worker's settings)."""
     step: PlannedStep | None = None
     clones: dict[str, Clone] = field(default_factory=dict)
     worktrees: dict[Path, Worktree] = field(default_factory=dict)

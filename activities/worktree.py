@@ -62,10 +62,12 @@ class WorktreeActivities:
         scratch_root: Path | None = None,
         *,
         author: tuple[str, str] = DEFAULT_AUTHOR,
+        allow_local_repositories: bool = False,
     ) -> None:
         self.git_credentials = git_credentials
         self.scratch_root = scratch_root
         self.author = author
+        self.allow_local_repositories = allow_local_repositories
 
     @boundary.defn(name="run_worktree_steps")
     def run_worktree_steps(self, batch: WorktreeBatch) -> list[StepOutcome]:
@@ -79,7 +81,11 @@ class WorktreeActivities:
             tempfile.TemporaryDirectory(prefix="freightline-", dir=self.scratch_root) as tmp,
         ):
             ctx = StepContext(
-                Workspace(Path(tmp)), batch.plan, self.git_credentials, author=self.author
+                Workspace(Path(tmp)),
+                batch.plan,
+                self.git_credentials,
+                author=self.author,
+                allow_local_repositories=self.allow_local_repositories,
             )
             with ctx.resources:
                 for step in steps:

@@ -85,6 +85,7 @@ async def main(rounds: int) -> None:
         os.environ["FREIGHTLINE_TASK_QUEUE"] = "bench-pipeline"
         settings = load_settings().replace(
             argocd={"server": emulator.base_url, "token": TOKEN},
+            git={"allow_local_repositories": True},  # the GitOps repo is a bare repo on disk
             registry={"mirrors": {"public.ecr.aws": registry.host}},
         )
         hooks = WebhookServer(

@@ -18,33 +18,34 @@ alone and a test or the demo can set a field by name over the environment.
 Secrets are ``SecretStr``: their repr is ``'**********'``, they never appear in
 logs or error messages, and they never reach a workflow's input or history.
 
-=================================  ======================  ======================================
-variable                           field                   default
-=================================  ======================  ======================================
-FREIGHTLINE_TASK_QUEUE             temporal.task_queue     ``freightline``
-FREIGHTLINE_UI_URL                 temporal.ui_url         (derived from TEMPORAL_ADDRESS)
-FREIGHTLINE_WORKER_ROLE            worker.role             ``all`` (or ``argocd``)
-FREIGHTLINE_SHARD                  worker.shard            (needed by the ``argocd`` role)
-FREIGHTLINE_METRICS_ADDRESS        listen.metrics_address  ``127.0.0.1:9464``; empty: off
-FREIGHTLINE_HEALTH_ADDRESS         listen.health_address   ``127.0.0.1:8080``; empty: off
-FREIGHTLINE_WEBHOOK_PORT           webhooks.port           (none: the worker serves no webhooks)
-FREIGHTLINE_WEBHOOK_HOST           webhooks.host           ``127.0.0.1``
-FREIGHTLINE_WEBHOOK_SECRET         webhooks.secret         (secret)
-FREIGHTLINE_GITHUB_WEBHOOK_SECRET  webhooks.github_secret  (secret; default: webhooks.secret)
-FREIGHTLINE_GIT_AUTHOR_NAME        git.author_name         ``Freightline``
-FREIGHTLINE_GIT_AUTHOR_EMAIL       git.author_email        ``freightline@localhost``
-FREIGHTLINE_GIT_USERNAME           git.username            (with git.password)
-FREIGHTLINE_GIT_PASSWORD           git.password            (secret)
-FREIGHTLINE_CREDENTIALS_FILE       git.credentials_file    (a file of Kargo Secret documents)
-ARGOCD_SERVER                      argocd.server           (none: Argo CD steps error clearly)
-ARGOCD_AUTH_TOKEN                  argocd.token            (secret)
-ARGOCD_INSECURE                    argocd.insecure         ``false``
-FREIGHTLINE_NOTIFY_URLS            notify.urls             (comma-separated; secrets)
-FREIGHTLINE_REGISTRY_MIRRORS       registry.mirrors        (``registry=mirror,...``)
-FREIGHTLINE_METRIC_*               metrics.header_values   (secrets for ``{{env.NAME}}`` headers)
-FREIGHTLINE_PROJECT                cli.project             (the CLI's default ``--project``)
-USER, LOGNAME                      cli.user                ``cli`` (who the CLI acts as)
-=================================  ======================  ======================================
+====================================  ============================  ======================================
+variable                              field                         default
+====================================  ============================  ======================================
+FREIGHTLINE_TASK_QUEUE                temporal.task_queue           ``freightline``
+FREIGHTLINE_UI_URL                    temporal.ui_url               (derived from TEMPORAL_ADDRESS)
+FREIGHTLINE_WORKER_ROLE               worker.role                   ``all`` (or ``argocd``)
+FREIGHTLINE_SHARD                     worker.shard                  (needed by the ``argocd`` role)
+FREIGHTLINE_METRICS_ADDRESS           listen.metrics_address        ``127.0.0.1:9464``; empty: off
+FREIGHTLINE_HEALTH_ADDRESS            listen.health_address         ``127.0.0.1:8080``; empty: off
+FREIGHTLINE_WEBHOOK_PORT              webhooks.port                 (none: the worker serves no webhooks)
+FREIGHTLINE_WEBHOOK_HOST              webhooks.host                 ``127.0.0.1``
+FREIGHTLINE_WEBHOOK_SECRET            webhooks.secret               (secret)
+FREIGHTLINE_GITHUB_WEBHOOK_SECRET     webhooks.github_secret        (secret; default: webhooks.secret)
+FREIGHTLINE_GIT_AUTHOR_NAME           git.author_name               ``Freightline``
+FREIGHTLINE_GIT_AUTHOR_EMAIL          git.author_email              ``freightline@localhost``
+FREIGHTLINE_GIT_USERNAME              git.username                  (with git.password)
+FREIGHTLINE_GIT_PASSWORD              git.password                  (secret)
+FREIGHTLINE_CREDENTIALS_FILE          git.credentials_file          (a file of Kargo Secret documents)
+FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES  git.allow_local_repositories  ``false``
+ARGOCD_SERVER                         argocd.server                 (none: Argo CD steps error clearly)
+ARGOCD_AUTH_TOKEN                     argocd.token                  (secret)
+ARGOCD_INSECURE                       argocd.insecure               ``false``
+FREIGHTLINE_NOTIFY_URLS               notify.urls                   (comma-separated; secrets)
+FREIGHTLINE_REGISTRY_MIRRORS          registry.mirrors              (``registry=mirror,...``)
+FREIGHTLINE_METRIC_*                  metrics.header_values         (secrets for ``{{env.NAME}}`` headers)
+FREIGHTLINE_PROJECT                   cli.project                   (the CLI's default ``--project``)
+USER, LOGNAME                         cli.user                      ``cli`` (who the CLI acts as)
+====================================  ============================  ======================================
 
 Every listener binds to loopback unless told otherwise: a worker on a laptop
 exposes nothing to its network, and a second one clashes only on ports. The
@@ -105,6 +106,7 @@ GIT_AUTHOR_EMAIL_ENV: Final = "FREIGHTLINE_GIT_AUTHOR_EMAIL"
 GIT_USERNAME_ENV: Final = "FREIGHTLINE_GIT_USERNAME"
 GIT_PASSWORD_ENV: Final = "FREIGHTLINE_GIT_PASSWORD"  # noqa: S105 - a variable name
 CREDENTIALS_FILE_ENV: Final = "FREIGHTLINE_CREDENTIALS_FILE"
+ALLOW_LOCAL_REPOSITORIES_ENV: Final = "FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES"
 ARGOCD_SERVER_ENV: Final = "ARGOCD_SERVER"
 ARGOCD_AUTH_TOKEN_ENV: Final = "ARGOCD_AUTH_TOKEN"  # noqa: S105 - a variable name
 ARGOCD_INSECURE_ENV: Final = "ARGOCD_INSECURE"
@@ -226,6 +228,10 @@ class GitSettings(_Group):
     username: str | None = Field(None, validation_alias=GIT_USERNAME_ENV)
     password: SecretStr | None = Field(None, validation_alias=GIT_PASSWORD_ENV)
     credentials_file: Path | None = Field(None, validation_alias=CREDENTIALS_FILE_ENV)
+    allow_local_repositories: bool = Field(False, validation_alias=ALLOW_LOCAL_REPOSITORIES_ENV)
+    """Whether git subscriptions and steps may name a local path or ``file://`` URL: the
+    worker's own filesystem, off by default (the dev server, the demo and the tests use
+    bare repositories on disk and turn it on)."""
 
     @model_validator(mode="after")
     def _username_with_password(self) -> GitSettings:

@@ -22,7 +22,8 @@ def worker_env(address: str, queue: str, **extra: str) -> dict[str, str]:
     """This process's environment for a worker on ``address`` and ``queue``, plus ``extra``.
 
     The health and metrics listeners are off: other workers may hold their
-    default ports.
+    default ports. Local repositories are allowed: the sandbox's are bare
+    repositories on disk.
     """
     return {
         **os.environ,
@@ -30,6 +31,7 @@ def worker_env(address: str, queue: str, **extra: str) -> dict[str, str]:
         "FREIGHTLINE_TASK_QUEUE": queue,
         "FREIGHTLINE_HEALTH_ADDRESS": "",
         "FREIGHTLINE_METRICS_ADDRESS": "",
+        "FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES": "true",
         **extra,
     }
 

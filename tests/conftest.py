@@ -140,6 +140,14 @@ def _no_worker_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _local_repositories_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The tests' repositories are bare repositories on disk: every worker they build
+    (``load_settings()``, ``worker_env``) allows them; a test of the refusal unsets it."""
+    monkeypatch.setenv("FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES", "true")
+    yield
+
+
 async def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0.1) -> None:
     """Await a condition (a sync or async callable) with a deadline, instead of sleeping."""
     deadline = asyncio.get_running_loop().time() + timeout

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from activities.git_discovery import discover_commits, path_filter
-from freightline.contracts.warehouse import DiscoveryError
+from freightline.contracts.warehouse import DiscoveredCommit, DiscoveryError
 from freightline.errors import ConfigError
 from freightline.kargo.resources import GitSubscription
 
@@ -76,6 +76,11 @@ def upstream(tmp_path: Path) -> Iterator[Upstream]:
     yield Upstream(tmp_path)
 
 
+def discover(subscription: GitSubscription, credentials: None) -> list[DiscoveredCommit]:
+    """Discovery on a worker that allows local repositories (these are bare repos on disk)."""
+    return discover_commits(subscription, credentials, allow_local=True)
+
+
 def sub(upstream: Upstream, **fields: Any) -> GitSubscription:
     return GitSubscription.model_validate({"repoURL": upstream.url, **fields})
 
@@ -83,7 +88,7 @@ def sub(upstream: Upstream, **fields: Any) -> GitSubscription:
 def test_newest_from_branch_default_branch_and_limit(upstream: Upstream) -> None:
     shas = [upstream.commit(f"file{i}.txt") for i in range(5)]
     upstream.push()
-    commits = discover_commits(sub(upstream, discoveryLimit=3), None)
+    commits = discover(sub(upstream, discoveryLimit=3), None)
     assert [c.id for c in commits] == shas[::-1][:3]
     assert commits[0].branch == "main"
     assert commits[0].subject == "change file4.txt"
@@ -97,7 +102,7 @@ def test_newest_from_branch_named_branch(upstream: Upstream) -> None:
     upstream.push()
     feature = upstream.commit("b.txt")
     upstream.push("feature/x")
-    commits = discover_commits(sub(upstream, branch="feature/x"), None)
+    commits = discover(sub(upstream, branch="feature/x"), None)
     assert commits[0].id == feature
     assert commits[0].branch == "feature/x"
 
@@ -112,13 +117,13 @@ def test_path_filters_plain_glob_regex_and_deepening(upstream: Upstream) -> None
     upstream.push()
 
     def ids(**fields: Any) -> list[str]:
-        return [c.id for c in discover_commits(sub(upstream, discoveryLimit=1, **fields), None)]
+        return [c.id for c in discover(sub(upstream, discoveryLimit=1, **fields), None)]
 
     assert ids(includePaths=["src/"], excludePaths=["glob:*_test.py"]) == [wanted]
     assert ids(includePaths=["regex:^src/app\\.py$"]) == [wanted]
     assert ids(includePaths=["glob:src/*.py"], excludePaths=["regex:_test"]) == [wanted]
     # Excluding everything but docs: the docs commit is the newest that keeps a path.
-    docs = discover_commits(sub(upstream, excludePaths=["src/", "other/"], discoveryLimit=5), None)
+    docs = discover(sub(upstream, excludePaths=["src/", "other/"], discoveryLimit=5), None)
     assert [c.subject for c in docs] == ["change docs/readme.md"]
 
 
@@ -139,7 +144,7 @@ def test_semver_tags_with_constraint_and_limit(upstream: Upstream) -> None:
         upstream.commit(f"{tag}.txt")
         upstream.tag(tag, annotated=tag == "v1.10.0")
     upstream.push()
-    commits = discover_commits(
+    commits = discover(
         sub(upstream, commitSelectionStrategy="SemVer", semverConstraint="^1.0", discoveryLimit=2),
         None,
     )
@@ -148,7 +153,7 @@ def test_semver_tags_with_constraint_and_limit(upstream: Upstream) -> None:
     head_of_tag = upstream.git("rev-parse", "v1.10.0^{commit}")
     assert commits[0].id == head_of_tag
     assert commits[0].subject == "change v1.10.0.txt"
-    loose = discover_commits(
+    loose = discover(
         sub(upstream, commitSelectionStrategy="SemVer", strictSemvers=False, discoveryLimit=10),
         None,
     )
@@ -167,7 +172,7 @@ def test_lexical_and_tag_regexes(upstream: Upstream) -> None:
         upstream.commit(f"{tag}.txt")
         upstream.tag(tag)
     upstream.push()
-    commits = discover_commits(
+    commits = discover(
         sub(
             upstream,
             commitSelectionStrategy="Lexical",
@@ -185,7 +190,7 @@ def test_newest_tag_by_creation_date(upstream: Upstream) -> None:
     upstream.tag("zeta")  # lightweight: the commit's date
     upstream.tag("alpha", annotated=True, ref=first)  # annotated later: the tagger's date
     upstream.push()
-    commits = discover_commits(sub(upstream, commitSelectionStrategy="NewestTag"), None)
+    commits = discover(sub(upstream, commitSelectionStrategy="NewestTag"), None)
     assert [c.tag for c in commits] == ["alpha", "zeta"]
     assert commits[0].id == first
 
@@ -196,7 +201,7 @@ def test_tag_strategy_with_path_filter(upstream: Upstream) -> None:
     upstream.commit("docs/x.md")
     upstream.tag("v1.1.0")
     upstream.push()
-    commits = discover_commits(
+    commits = discover(
         sub(upstream, commitSelectionStrategy="SemVer", includePaths=["charts/"]), None
     )
     assert [c.tag for c in commits] == ["v1.0.0"]
@@ -207,14 +212,10 @@ def test_errors_are_clear(upstream: Upstream, tmp_path: Path) -> None:
     upstream.push()
     missing = GitSubscription.model_validate({"repoURL": (tmp_path / "nope.git").as_uri()})
     with pytest.raises(DiscoveryError, match=r"nope\.git"):
-        discover_commits(missing, None)
+        discover(missing, None)
     with pytest.raises(DiscoveryError, match="branch 'gone' does not exist"):
-        discover_commits(sub(upstream, branch="gone"), None)
+        discover(sub(upstream, branch="gone"), None)
     with pytest.raises(ConfigError, match="allowTagsRegexes: invalid regex"):
-        discover_commits(
-            sub(upstream, commitSelectionStrategy="Lexical", allowTagsRegexes=["("]), None
-        )
+        discover(sub(upstream, commitSelectionStrategy="Lexical", allowTagsRegexes=["("]), None)
     with pytest.raises(ConfigError, match="invalid semver constraint"):
-        discover_commits(
-            sub(upstream, commitSelectionStrategy="SemVer", semverConstraint="^^1"), None
-        )
+        discover(sub(upstream, commitSelectionStrategy="SemVer", semverConstraint="^^1"), None)

@@ -12,8 +12,9 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
-from freightline.app.http import HttpServer, Limits, build_app, serve
+from freightline.app.http import HttpServer, Limits, RequestLimits, build_app, serve
 from tests.hostile_http import exchange, large_body, request_head, slow_body, slow_headers
 
 FAST = Limits(header_timeout=1.0, body_timeout=1.0, idle_timeout=1, shutdown_timeout=1)
@@ -113,3 +114,41 @@ async def test_a_taken_port_is_an_error_for_the_caller() -> None:
         with pytest.raises(OSError):
             async with serve(APP, "127.0.0.1", taken.getsockname()[1], FAST):
                 pass
+
+
+MALFORMED_LENGTHS = ["-1", "-100", "abc", "1e3", "+5", "0x10", "5, 6", "9" * 40]
+
+
+@pytest.mark.parametrize("length", MALFORMED_LENGTHS)
+async def test_a_malformed_content_length_is_a_400_and_the_server_keeps_serving(
+    server: HttpServer, length: str
+) -> None:
+    head = request_head("POST", "/echo", {"Content-Length": length})
+    outcome = await exchange(server.port, [head + b"hello"])
+    assert outcome.status == 400
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as http:
+        assert (await http.post("/echo", content=b"hello")).json() == {"received": 5}
+
+
+async def test_request_limits_refuse_a_malformed_content_length_behind_any_server() -> None:
+    # Another ASGI server in front may pass the header through unchecked: the middleware
+    # answers 400 itself and never runs the application.
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def application(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("the application ran")
+
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/echo",
+        "headers": [(b"content-length", b"-1")],
+    }
+    await RequestLimits(application, FAST)(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400

@@ -12,11 +12,12 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from temporalio import activity, workflow
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Replayer, Worker
 
 from freightline.app.client import apply_project, start_promotion
@@ -35,9 +36,11 @@ from freightline.contracts.metrics import (
 )
 from freightline.contracts.promotion import PromotionPhase
 from freightline.errors import ConfigError
+from freightline.kargo.config import group_by_project, load_text
+from freightline.kargo.resources import ProjectResources
 from freightline.settings import load_settings, parse_address
 from tests.conftest import wait_for
-from tests.pipelines import freight_for, quickstart_up_to_push, with_freight
+from tests.pipelines import IMAGE, dump, freight_for, quickstart_up_to_push, with_freight
 from worker import WORKFLOWS, run_worker
 
 pytestmark = pytest.mark.integration
@@ -250,3 +253,125 @@ async def test_health_without_an_address_serves_nothing_but_keeps_state() -> Non
         assert isinstance(health, WorkerHealth)
         assert health.live() == (True, "alive")
         assert health.ready() == (False, "starting")
+
+
+def hostile_stages(repo: Path) -> dict[str, list[dict[str, Any]]]:
+    """Stages whose steps a worker must refuse, each a different way (all end quickly)."""
+    clone = {
+        "uses": "git-clone",
+        "config": {"repoURL": repo.as_uri(), "checkout": [{"branch": "main", "path": "./src"}]},
+    }
+
+    def clone_of(url: str, branch: str = "main") -> dict[str, Any]:
+        return {
+            "uses": "git-clone",
+            "config": {"repoURL": url, "checkout": [{"branch": branch, "path": "./src"}]},
+        }
+
+    return {
+        "remote-helper": [clone_of("ext::sh -c touch% /tmp/freightline-pwned")],
+        "option-branch": [clone_of(repo.as_uri(), "--upload-pack=touch /tmp/freightline-pwned")],
+        "missing-repo": [clone_of((repo.parent / "nowhere.git").as_uri())],
+        "path-escape": [
+            clone,
+            {
+                "uses": "yaml-update",
+                "config": {
+                    "path": "./src/../../../etc/passwd",
+                    "updates": [{"key": "a", "value": 1}],
+                },
+            },
+        ],
+        "bad-expression": [
+            clone,
+            {
+                "uses": "yaml-update",
+                "config": {
+                    "path": "./src/base/deploy.yaml",
+                    "updates": [{"key": "a", "value": "${{ + }}"}],
+                },
+            },
+        ],
+        "unknown-step": [{"uses": "kubectl-apply", "config": {}}],
+    }
+
+
+def hostile_project(repo: Path) -> ProjectResources:
+    stages = hostile_stages(repo)
+    documents: list[dict[str, Any]] = [
+        {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": "p"}},
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Warehouse",
+            "metadata": {"name": "kargo-demo", "namespace": "p"},
+            "spec": {"subscriptions": [{"image": {"repoURL": IMAGE}}], "interval": "1h"},
+        },
+    ]
+    for name, steps in stages.items():
+        documents.append(
+            {
+                "apiVersion": "kargo.akuity.io/v1alpha1",
+                "kind": "Stage",
+                "metadata": {"name": name, "namespace": "p"},
+                "spec": {
+                    "requestedFreight": [
+                        {
+                            "origin": {"kind": "Warehouse", "name": "kargo-demo"},
+                            "sources": {"direct": True},
+                        }
+                    ],
+                    "promotionTemplate": {"spec": {"steps": steps}},
+                },
+            }
+        )
+    (resources,) = group_by_project(load_text(dump(documents), source="hostile")).values()
+    return resources
+
+
+async def test_readiness_holds_through_a_batch_of_hostile_promotions(
+    client: Client, task_queue: str, gitops_repo: Path
+) -> None:
+    freight = freight_for("1.30.1")
+    polls: list[tuple[int, str]] = []
+    with HealthServer("127.0.0.1:0") as server:
+        base = f"http://127.0.0.1:{server.port}"
+        stop = asyncio.Event()
+        running = asyncio.create_task(
+            run_worker(client, settings=load_settings(), stop=stop, health=server.health)
+        )
+        try:
+
+            async def ready() -> bool:
+                return (await get(f"{base}/readyz")).status_code == 200
+
+            await wait_for(ready)
+            hostile = with_freight(hostile_project(gitops_repo), freight)
+            await apply_project(client, hostile)
+            handles = [
+                await start_promotion(client, "p", stage, freight.metadata.name)
+                for _ in range(4)
+                for stage in hostile.stages
+            ]
+            finished = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+
+            async def poll() -> None:
+                # Each probe gets a kubelet-like timeout; a slow answer fails the test.
+                async with httpx.AsyncClient(timeout=2) as http:
+                    while not finished.done():
+                        answer = await http.get(f"{base}/readyz")
+                        polls.append((answer.status_code, answer.text.strip()))
+                        await asyncio.sleep(0.05)
+
+            await asyncio.gather(poll(), asyncio.wait_for(asyncio.shield(finished), timeout=120))
+            outcomes = await finished
+            assert all(isinstance(o, WorkflowFailureError) for o in outcomes), outcomes
+            assert polls and all(p == (200, "ready") for p in polls), polls
+
+            # A legitimate promotion still goes through.
+            await apply_project(client, with_freight(quickstart_up_to_push(gitops_repo), freight))
+            handle = await start_promotion(client, "kargo-demo", "test", freight.metadata.name)
+            assert (await handle.result()).phase is PromotionPhase.SUCCEEDED
+            assert (await get(f"{base}/readyz")).status_code == 200
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.shield(running), timeout=60)

@@ -45,7 +45,8 @@ from freightline.contracts.promotion import (
 )
 from freightline.contracts.stage import StageConfig
 from freightline.contracts.warehouse import WarehouseConfig
-from freightline.errors import FreightlineError
+from freightline.errors import ConfigError, FreightlineError
+from freightline.kargo.config import group_by_project, load_text
 from freightline.settings import load_settings
 from tests.conftest import wait_for
 from tests.pipelines import (
@@ -210,3 +211,34 @@ async def test_deleting_a_stage_lets_its_running_push_finish_then_aborts_and_end
         await wait_for(ended, timeout=30)
         with pytest.raises(FreightlineError):
             await running_promotion(client, "p", "test")
+
+
+async def test_a_configuration_over_temporals_message_limit_is_refused_before_sending(
+    client: Client, task_queue: str
+) -> None:
+    # Built in code, past the loader's limits: the client's own check is the last guard.
+    name = f"huge-{task_queue}"
+    (resources,) = group_by_project(
+        load_text(
+            dump(
+                [
+                    {
+                        "apiVersion": "kargo.akuity.io/v1alpha1",
+                        "kind": "Project",
+                        "metadata": {"name": name},
+                    }
+                ]
+            )
+        )
+    ).values()
+    assert resources.project is not None
+    annotations = {f"a{i}": "x" * 60_000 for i in range(80)}  # about 4.8 MB
+    metadata = resources.project.metadata.model_copy(update={"annotations": annotations})
+    huge = resources.model_copy(
+        update={"project": resources.project.model_copy(update={"metadata": metadata})}
+    )
+    with pytest.raises(ConfigError, match=r"over the limit of 4 MiB \(Temporal's own gRPC limit"):
+        await apply_project(client, huge)
+    with pytest.raises(RPCError) as missing:  # nothing was sent: no Project workflow
+        await client.get_workflow_handle(project_workflow_id(name)).describe()
+    assert missing.value.status is RPCStatusCode.NOT_FOUND

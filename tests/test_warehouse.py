@@ -307,7 +307,7 @@ async def test_discovery_activity_all_kinds_with_worker_credentials(
             ]
         )
     )
-    activities = DiscoveryActivities(CredentialStore(creds))
+    activities = DiscoveryActivities(CredentialStore(creds), allow_local_repositories=True)
     try:
         result = await activities.discover_warehouse(
             DiscoveryRequest(

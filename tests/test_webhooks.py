@@ -28,7 +28,7 @@ from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.resources import Freight, ProjectResources
 from sandbox.registry import Pusher, start_registry, webhook_notifications
 from tests.conftest import wait_for
-from tests.hostile_http import large_body, slow_body, slow_headers
+from tests.hostile_http import exchange, large_body, request_head, slow_body, slow_headers
 from tests.pipelines import dump
 from tests.test_git_discovery import Upstream
 
@@ -279,3 +279,21 @@ async def test_hostile_clients_do_not_hold_back_a_good_request(
         assert (too_long.status, too_long_chunked.status) == (413, 413)
         assert not too_long_chunked.finished
     assert await signals(handle) == 1  # only the good request signalled
+
+
+async def test_malformed_requests_get_a_4xx_and_the_receiver_keeps_serving(
+    webhooks: WebhookServer,
+) -> None:
+    generic = "/webhooks/nowhere/generic"
+    token = {"X-Freightline-Token": SECRET}
+    for length in ("-1", "abc"):
+        head = request_head("POST", generic, {**token, "Content-Length": length})
+        assert (await exchange(webhooks.port, [head + b"{}"])).status == 400
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{webhooks.port}", timeout=10) as http:
+        answered = await http.post(
+            generic, json={"repoURL": "https://example.com/x.git"}, headers=token
+        )
+        health = await http.get("/healthz")
+    # Well-formed requests are answered by the application: an unknown project, and health.
+    assert answered.status_code == 404 and "nowhere" in answered.json()["error"]
+    assert health.status_code == 200

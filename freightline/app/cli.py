@@ -141,7 +141,10 @@ def dev(
     if runtime is not None:
         console.print(f"worker metrics: http://{metrics_address}/metrics")
     # The worker is told where this server is; the process's environment stays as it was.
-    worker_settings = worker_settings.replace(temporal={"ui_url": server.ui_url})
+    # A developer's repositories are often bare repositories on their own disk.
+    worker_settings = worker_settings.replace(
+        temporal={"ui_url": server.ui_url}, git={"allow_local_repositories": True}
+    )
     try:
         from freightline.app.temporal import connect
         from worker import run_worker

@@ -47,7 +47,7 @@ from freightline.contracts.stage import PromotionTicket, StageState, freight_det
 from freightline.contracts.stage_requests import ApproveRequest, PromoteRequest
 from freightline.contracts.warehouse import AssembleRequest, WarehouseStatus
 from freightline.errors import ConfigError, FreightlineError, NotFoundError
-from freightline.kargo.config import ProjectResources
+from freightline.kargo.config import MAX_FILE_BYTES, ProjectResources
 from freightline.kargo.resources import Freight
 
 ACCEPT_TIMEOUT = timedelta(seconds=30)
@@ -63,6 +63,7 @@ async def apply_project(client: Client, resources: ProjectResources) -> ApplyRes
     that dies while waiting for the answer changes nothing. The answer comes when
     they hold it (``reconciled``) or after the workflow's answer deadline.
     """
+    await _check_message_size(client, resources)
     empty = ProjectResources(name=resources.name)
     queue = task_queue()
     start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
@@ -91,6 +92,22 @@ async def apply_project(client: Client, resources: ProjectResources) -> ApplyRes
     except WorkflowUpdateFailedError as err:
         raise ConfigError(_update_refusal(err)) from None
     return result
+
+
+async def _check_message_size(client: Client, resources: ProjectResources) -> None:
+    """Refuse, before sending, a configuration over Temporal's gRPC limit for one message.
+
+    ``apply`` refuses a file over the limit; YAML aliases can still expand a smaller
+    one beyond it, and Temporal would answer with a raw gRPC error.
+    """
+    (payload,) = await client.data_converter.encode([resources])
+    size = payload.ByteSize()
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(
+            f'project "{resources.name}": its configuration is {size} bytes as sent, over the '
+            f"limit of {MAX_FILE_BYTES >> 20} MiB (Temporal's own gRPC limit per message); "
+            "apply it in several files"
+        )
 
 
 def _no_worker(queue: str) -> str:

@@ -128,7 +128,11 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = _LimitedBody(scope, receive, self.limits)
+        try:
+            body = _LimitedBody(scope, receive, self.limits)
+        except _BodyRefused as refused:
+            await _error_response(refused)(scope, receive, send)
+            return
 
         async def send_closing_early(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -186,10 +190,14 @@ class _LimitedBody:
 
 
 def _content_length(headers: Headers) -> int | None:
-    try:
-        return int(headers["content-length"])
-    except (KeyError, ValueError):
-        return None  # h11 has already refused a malformed one
+    # h11 answers a malformed one with 400 before the app runs (and the connection closes
+    # while the server keeps serving); this is for any other server in front of the app.
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    if not value.strip().isascii() or not value.strip().isdigit():
+        raise _BodyRefused(400, f"Content-Length {value[:40]!r} is not a number of bytes")
+    return int(value)
 
 
 # --- the server -------------------------------------------------------------------------------

@@ -10,15 +10,22 @@ before the client connects (``worker_runtime`` then
 
 Health: a small HTTP server on a thread of its own (``FREIGHTLINE_HEALTH_ADDRESS``).
 ``/healthz`` answers 200 while the process and its event loop respond;
-``/readyz`` answers 200 only while the worker is polling and the Temporal
-frontend answers, and 503 before that and from the moment shutdown (drain)
-begins.
+``/readyz`` answers 200 while the worker can take work: it is polling and
+the Temporal frontend answered within the last :data:`READINESS_STALE`; 503
+before that and from the moment shutdown (drain) begins.
+
+Readiness is cheap and keeps answering under load: a task on the worker's
+event loop asks the frontend every :data:`READINESS_INTERVAL` and records the
+answer, and ``/readyz`` only reads that record. Asking the frontend on each
+probe (as before) made a probe wait for a busy event loop and a 3 s gRPC call,
+so a probe could time out while the worker was busy refusing bad promotions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -39,6 +46,11 @@ if TYPE_CHECKING:
 
 
 READINESS_TIMEOUT = timedelta(seconds=3)
+"""How long one frontend check may take."""
+READINESS_INTERVAL = timedelta(seconds=5)
+"""How often the worker checks the frontend while it serves."""
+READINESS_STALE = timedelta(seconds=15)
+"""An answer older than this (checks failing to run at all) is not ready."""
 LIVENESS_TIMEOUT = timedelta(seconds=5)
 
 
@@ -67,20 +79,46 @@ class WorkerHealth:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: Client | None = None
         self._worker: Worker | None = None
         self._draining = False
+        self._frontend: tuple[float, bool, str] | None = None  # (when, reachable, reason)
+        self._watch: asyncio.Task[None] | None = None
 
     def serving(self, worker: Worker, client: Client) -> None:
-        """The worker is polling: ready from now on, while its server answers."""
+        """The worker is polling: ready from now on, while its server answers.
+
+        Call it on the worker's event loop: it starts the frontend checks there.
+        """
         with self._lock:
             self._loop = asyncio.get_running_loop()
-            self._client, self._worker, self._draining = client, worker, False
+            self._worker, self._draining = worker, False
+            self._frontend = None
+            if self._watch is None or self._watch.done():
+                self._watch = self._loop.create_task(
+                    self._watch_frontend(client), name="freightline-readiness"
+                )
 
     def draining(self) -> None:
         """Shutdown began: not ready any more (in-flight activities are finishing)."""
         with self._lock:
             self._draining = True
+            watch, loop = self._watch, self._loop
+        if watch is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(watch.cancel)
+
+    async def _watch_frontend(self, client: Client) -> None:
+        target = client.service_client.config.target_host
+        while True:
+            try:
+                await _reach_frontend(client)
+                answer = (True, "ready")
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                answer = (False, f"temporal unreachable at {target}: {err}")
+            with self._lock:
+                self._frontend = (time.monotonic(), *answer)
+            await asyncio.sleep(READINESS_INTERVAL.total_seconds())
 
     def live(self) -> tuple[bool, str]:
         """Whether the process can still make progress: its event loop runs callbacks."""
@@ -97,25 +135,25 @@ class WorkerHealth:
         return True, "alive"
 
     def ready(self) -> tuple[bool, str]:
-        """Whether the worker polls and Temporal answers."""
+        """Whether the worker can take work: it polls and Temporal answered lately.
+
+        Reads what the worker recorded; never waits for the event loop or the network.
+        """
         with self._lock:
-            loop, client, worker, draining = self._loop, self._client, self._worker, self._draining
+            worker, draining, frontend = self._worker, self._draining, self._frontend
         if draining:
             return False, "draining"
-        if loop is None or client is None or worker is None:
+        if worker is None:
             return False, "starting"
         if not worker.is_running:
             return False, "worker not running"
-        try:
-            asyncio.run_coroutine_threadsafe(_reach_frontend(client), loop).result(
-                READINESS_TIMEOUT.total_seconds() + 1
-            )
-        except Exception as err:
-            return (
-                False,
-                f"temporal unreachable at {client.service_client.config.target_host}: {err}",
-            )
-        return True, "ready"
+        if frontend is None:
+            return False, "starting: checking the Temporal frontend"
+        checked, reachable, reason = frontend
+        age = time.monotonic() - checked
+        if age > READINESS_STALE.total_seconds():
+            return False, f"the Temporal frontend was last checked {age:.0f}s ago"
+        return reachable, reason
 
 
 async def _reach_frontend(client: Client) -> None:

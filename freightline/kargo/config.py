@@ -17,6 +17,18 @@ into :class:`~freightline.kargo.resources.ProjectResources` and checks reference
 between them (tasks, Warehouses, upstream Stages, AnalysisTemplates) and
 duplicate names.
 
+Limits
+------
+
+A file is refused, with one line naming the limit and before anything is sent
+to Temporal, when it is over :data:`MAX_FILE_BYTES` (4 MiB: Temporal's own gRPC
+limit for one message, which an ``apply`` of a bigger file would hit raw), holds
+more than :data:`MAX_DOCUMENTS` documents, or when its YAML aliases expand to
+more than :data:`MAX_ALIAS_VALUES` values (a "billion laughs" file composes in
+milliseconds, since an alias is one shared node, and only its expansion into
+plain values would explode: the count stops it early) or, expanded, make it
+larger than :data:`MAX_FILE_BYTES` (an alias of a long string).
+
 Credentials
 -----------
 
@@ -72,6 +84,9 @@ from freightline.kargo.resources import (
 from freightline.settings import CREDENTIALS_FILE_ENV, GIT_PASSWORD_ENV, GIT_USERNAME_ENV
 
 __all__ = [
+    "MAX_ALIAS_VALUES",
+    "MAX_DOCUMENTS",
+    "MAX_FILE_BYTES",
     "ProjectResources",
     "check_references",
     "group_by_project",
@@ -79,6 +94,13 @@ __all__ = [
     "load_text",
     "substitute_env",
 ]
+
+MAX_FILE_BYTES = 4 << 20
+"""Largest configuration file: Temporal's gRPC limit for one message is 4 MiB too."""
+MAX_DOCUMENTS = 1000
+"""Most YAML documents in one file."""
+MAX_ALIAS_VALUES = 50_000
+"""Most values YAML aliases may expand to in one file (alias bombs)."""
 
 # --- environment substitution ------------------------------------------------------------------
 
@@ -100,21 +122,41 @@ def load_file(path: str | os.PathLike[str], project: str | None = None) -> list[
     """Load and validate every document of a YAML file (see :func:`load_text`)."""
     name = os.fspath(path)
     try:
-        with open(name, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(name, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_FILE_BYTES:  # a regular file says its size: refused unread
+                raise ConfigError(_too_large(name, size))
+            data = handle.read(MAX_FILE_BYTES + 1)  # a pipe does not
     except OSError as err:
         raise ConfigError(f"{name}: cannot read: {err.strerror or err}") from err
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(_too_large(name, None))
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{name}: not UTF-8 text ({err.reason} at byte {err.start})") from err
     return load_text(text, source=name, project=project)
+
+
+def _too_large(source: str, size: int | None) -> str:
+    what = f"{size} bytes" if size is not None else "the input"
+    return (
+        f"{source}: {what} is over the limit of {MAX_FILE_BYTES >> 20} MiB for one file "
+        f"(Temporal's own gRPC limit is {MAX_FILE_BYTES >> 20} MiB per message); "
+        "split it into several files"
+    )
 
 
 def load_text(text: str, source: str = "<stdin>", project: str | None = None) -> list[Resource]:
     """Load and validate every document of a multi-document YAML text.
 
     ``project`` is the namespace for documents that give none when the text
-    holds no single Project document. Raises ConfigError listing every problem.
+    holds no single Project document. Raises ConfigError listing every problem,
+    or one line naming the limit a text over a limit (see Limits above) breaks.
     """
+    size = len(text.encode("utf-8"))
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(_too_large(source, size))
     problems: list[str] = []
     documents: list[Any] = []
     try:
@@ -122,7 +164,13 @@ def load_text(text: str, source: str = "<stdin>", project: str | None = None) ->
             # A re-used anchor is valid YAML (the later one wins), as in Kubernetes.
             warnings.simplefilter("ignore", YAMLWarning)
             warnings.simplefilter("ignore", YAMLFutureWarning)
-            documents.extend(_yaml().load_all(text))
+            for document in _yaml().load_all(text):  # one at a time: stop at the limit
+                documents.append(document)
+                if len(documents) > MAX_DOCUMENTS:
+                    raise ConfigError(
+                        f"{source}: more than {MAX_DOCUMENTS} YAML documents; the limit is "
+                        f"{MAX_DOCUMENTS} per file: split it into several files"
+                    )
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = f"{mark.line + 1}" if mark is not None else "?"
@@ -134,10 +182,11 @@ def load_text(text: str, source: str = "<stdin>", project: str | None = None) ->
         problems.append(f"{source}: invalid YAML: {_one_line(str(err)) or type(err).__name__}")
 
     loaded: list[tuple[ResourceBase, int]] = []
+    budget = _ExpansionBudget(MAX_ALIAS_VALUES, MAX_FILE_BYTES)
     for index, document in enumerate(documents, start=1):
         if document is None:
             continue  # an empty document, e.g. a trailing "---"
-        resource = _load_document(document, source, index, problems)
+        resource = _load_document(document, source, index, problems, budget)
         if resource is not None:
             loaded.append((resource, index))
 
@@ -153,7 +202,7 @@ def _yaml() -> YAML:
 
 
 def _load_document(
-    document: Any, source: str, index: int, problems: list[str]
+    document: Any, source: str, index: int, problems: list[str], budget: _ExpansionBudget
 ) -> ResourceBase | None:
     line = _node_line(document)
     where = f"{source}:{line}: document {index}"
@@ -193,8 +242,19 @@ def _load_document(
         )
         return None
     try:
-        plain = _plain(document, ())
+        plain = _plain(document, (), budget)
         resource = model.model_validate(plain, by_alias=True, by_name=False)
+    except _AliasBombError:
+        raise ConfigError(
+            f"{label}: YAML aliases expand to more than {MAX_ALIAS_VALUES} values; the limit "
+            f"is {MAX_ALIAS_VALUES} per file (against alias bombs)"
+        ) from None
+    except _ExpandedTooLargeError:
+        raise ConfigError(
+            f"{label}: with its YAML aliases expanded the file is over the limit of "
+            f"{MAX_FILE_BYTES >> 20} MiB (Temporal's own gRPC limit is {MAX_FILE_BYTES >> 20} MiB "
+            "per message); split it into several files"
+        ) from None
     except _RecursiveAlias:
         problems.append(f"{label}: a YAML alias refers to itself; cannot load a recursive value")
         return None
@@ -266,15 +326,65 @@ class _RecursiveAlias(Exception):
     """A YAML anchor that contains an alias to itself."""
 
 
-def _plain(node: Any, ancestors: tuple[int, ...]) -> Any:
+class _AliasBombError(Exception):
+    """YAML aliases expand to more values than the budget allows."""
+
+
+class _ExpandedTooLargeError(Exception):
+    """The values, aliases expanded, are larger than a file may be."""
+
+
+class _ExpansionBudget:
+    """What expanding a file's aliases into plain values may cost.
+
+    An alias is the anchored node itself, shared: composing costs nothing, and a
+    mapping or sequence met a second time is being expanded again. Each value
+    produced inside such a repeat counts against ``max_alias_values``, so a bomb
+    stops early. An alias of a long string is one value but many bytes: every
+    value's size (its characters, or 1) counts against ``max_size``, which a file
+    without aliases stays under.
+    """
+
+    def __init__(self, max_alias_values: int, max_size: int) -> None:
+        self.max_alias_values = max_alias_values
+        self.max_size = max_size
+        self.alias_values = 0
+        self.size = 0
+        self._seen: set[int] = set()
+
+    def repeats(self, node: dict[Any, Any] | list[Any]) -> bool:
+        if id(node) in self._seen:
+            return True
+        self._seen.add(id(node))
+        return False
+
+    def count(self, node: Any, *, via_alias: bool) -> None:
+        if via_alias:
+            self.alias_values += 1
+            if self.alias_values > self.max_alias_values:
+                raise _AliasBombError
+        self.size += len(node) if isinstance(node, str) else 1
+        if self.size > self.max_size:
+            raise _ExpandedTooLargeError
+
+
+def _plain(
+    node: Any, ancestors: tuple[int, ...], budget: _ExpansionBudget, repeated: bool = False
+) -> Any:
     """The ruamel tree as plain JSON-like Python values (dict, list, str, int, ...)."""
+    budget.count(node, via_alias=repeated)
     if isinstance(node, dict | list):
         if id(node) in ancestors:
             raise _RecursiveAlias
+        repeated = repeated or budget.repeats(node)
         inner = (*ancestors, id(node))
         if isinstance(node, dict):
-            return {_plain_key(k): _plain(v, inner) for k, v in node.items()}
-        return [_plain(item, inner) for item in node]
+            plain = {}
+            for key, value in node.items():
+                budget.count(key, via_alias=repeated)
+                plain[_plain_key(key)] = _plain(value, inner, budget, repeated)
+            return plain
+        return [_plain(item, inner, budget, repeated) for item in node]
     if isinstance(node, ScalarBoolean):
         return bool(node)
     if isinstance(node, bool) or node is None:

@@ -127,6 +127,7 @@ def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Con
         # The worker gets the demo's services through its settings; the environment is untouched.
         settings = settings.replace(
             temporal={"ui_url": server.ui_url},
+            git={"allow_local_repositories": True},  # the GitOps repo is a bare repo on disk
             argocd={"server": emulator.base_url, "token": token},
             webhooks={"host": "127.0.0.1", "port": webhook_port, "secret": webhook_secret},
         )

@@ -89,7 +89,9 @@ class Scenarios:
         """Freightline's worker, built now (it reads ``ARGOCD_SERVER`` when built)."""
         from worker import build_worker
 
-        return build_worker(self.client, load_settings(), queue=self.queue)
+        # The recorder's repositories are bare repositories on disk.
+        settings = load_settings().replace(git={"allow_local_repositories": True})
+        return build_worker(self.client, settings, queue=self.queue)
 
     def repo(self, name: str) -> Path:
         return create_bare_repo(self.workdir / f"{name}-{uuid.uuid4().hex[:6]}.git")

@@ -217,7 +217,7 @@ def run_steps(repo: Path, steps: list[dict[str, Any]], tag: str = "1.0.0") -> li
     plan = plan_promotion(resources, "test", freight.metadata.name, "promotion:p:test:fuzz")
     batch = WorktreeBatch(plan=plan, step_indexes=tuple(s.index for s in plan.steps), previous=())
     outcomes: list[StepOutcome] = ActivityEnvironment().run(
-        WorktreeActivities().run_worktree_steps, batch
+        WorktreeActivities(allow_local_repositories=True).run_worktree_steps, batch
     )
     return outcomes
 
@@ -307,6 +307,28 @@ def test_an_invalid_branch_name_is_a_configuration_mistake(
                 run_steps(gitops_repo, steps)
             assert refused.value.type == "ConfigError", (name, refused.value.message)
             assert "is not a valid git branch name" in refused.value.message
+
+
+def test_hostile_commits_and_tags_in_clone(gitops_repo: Path, sentinel: Path) -> None:
+    # git parses options after arguments: a commit "--upload-pack=<command>" once ran it.
+    for name in hostile_names(sentinel):
+        for checkout in ({"commit": name}, {"tag": name}):
+            clone = {
+                "uses": "git-clone",
+                "config": {"repoURL": "REPO_URL", "checkout": [{**checkout, "path": "./out"}]},
+            }
+            result_or_typed_error(gitops_repo, [clone])
+    # Real ones check out.
+    head = branch_head(gitops_repo, "main")
+    assert head is not None
+    git("tag", "v1.0.0", head, cwd=gitops_repo)
+    for checkout in ({"commit": head}, {"commit": head[:12]}, {"tag": "v1.0.0"}):
+        clone = {
+            "uses": "git-clone",
+            "config": {"repoURL": "REPO_URL", "checkout": [{**checkout, "path": "./out"}]},
+        }
+        expected = "not a full commit ID" if checkout.get("commit") == head[:12] else "ok"
+        assert expected in result_or_typed_error(gitops_repo, [clone]), checkout
 
 
 def test_hostile_image_tags_in_set_image(gitops_repo: Path, sentinel: Path) -> None:

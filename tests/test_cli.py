@@ -103,11 +103,12 @@ def test_dev_starts_server_with_search_attributes_and_a_worker_and_stops_cleanly
         while True:
             listed = freightline("get", "warehouses", "-p", "p", "-o", "json", env=at_dev).stdout
             (warehouse,) = json.loads(listed)
-            if warehouse["freight"] == "1":
+            status = warehouse["status"] or {}
+            if status.get("freightCount") == 1:
                 break
             assert time.monotonic() < deadline, warehouse
             time.sleep(0.5)
-        assert warehouse["lastError"] == ""
+        assert status["lastError"] is None
         # The worker serves the SDK's metrics, as `freightline worker` does.
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert metrics.status_code == 200

@@ -232,12 +232,14 @@ async def test_a_configuration_over_temporals_message_limit_is_refused_before_se
         )
     ).values()
     assert resources.project is not None
-    annotations = {f"a{i}": "x" * 60_000 for i in range(80)}  # about 4.8 MB
+    annotations = {f"a{i}": "x" * 60_000 for i in range(40)}  # about 2.4 MB
     metadata = resources.project.metadata.model_copy(update={"annotations": annotations})
     huge = resources.model_copy(
         update={"project": resources.project.model_copy(update={"metadata": metadata})}
     )
-    with pytest.raises(ConfigError, match=r"over the limit of 4 MiB \(Temporal's own gRPC limit"):
+    with pytest.raises(
+        ConfigError, match=r"over the limit of 2 MiB \(Temporal's default limit per payload"
+    ):
         await apply_project(client, huge)
     with pytest.raises(RPCError) as missing:  # nothing was sent: no Project workflow
         await client.get_workflow_handle(project_workflow_id(name)).describe()

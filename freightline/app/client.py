@@ -47,7 +47,7 @@ from freightline.contracts.stage import PromotionTicket, StageState, freight_det
 from freightline.contracts.stage_requests import ApproveRequest, PromoteRequest
 from freightline.contracts.warehouse import AssembleRequest, WarehouseStatus
 from freightline.errors import ConfigError, FreightlineError, NotFoundError
-from freightline.kargo.config import MAX_FILE_BYTES, ProjectResources
+from freightline.kargo.config import ProjectResources
 from freightline.kargo.resources import Freight
 
 ACCEPT_TIMEOUT = timedelta(seconds=30)
@@ -94,18 +94,24 @@ async def apply_project(client: Client, resources: ProjectResources) -> ApplyRes
     return result
 
 
-async def _check_message_size(client: Client, resources: ProjectResources) -> None:
-    """Refuse, before sending, a configuration over Temporal's gRPC limit for one message.
+MAX_PAYLOAD_BYTES = 2 << 20
+"""Temporal's default limit for one payload (``limit.blobSize.error``: 2 MiB), below its
+gRPC limit of 4 MiB per message: an apply's resources travel as one payload."""
 
-    ``apply`` refuses a file over the limit; YAML aliases can still expand a smaller
-    one beyond it, and Temporal would answer with a raw gRPC error.
+
+async def _check_message_size(client: Client, resources: ProjectResources) -> None:
+    """Refuse, before sending, a configuration over Temporal's limit for one payload.
+
+    ``apply`` refuses a file over its own limit; a file under it (or YAML aliases
+    expanding a smaller one) can still be over this one, and Temporal would answer
+    with a raw error.
     """
     (payload,) = await client.data_converter.encode([resources])
     size = payload.ByteSize()
-    if size > MAX_FILE_BYTES:
+    if size > MAX_PAYLOAD_BYTES:
         raise ConfigError(
             f'project "{resources.name}": its configuration is {size} bytes as sent, over the '
-            f"limit of {MAX_FILE_BYTES >> 20} MiB (Temporal's own gRPC limit per message); "
+            f"limit of {MAX_PAYLOAD_BYTES >> 20} MiB (Temporal's default limit per payload); "
             "apply it in several files"
         )
 

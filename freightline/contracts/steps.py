@@ -119,6 +119,15 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "activities.yaml_files:yaml_update",
                 "activities.yaml_files:YamlUpdateConfig",
             ),
+            _worktree("copy", "activities.file_steps:copy", "activities.file_steps:CopyConfig"),
+            _worktree(
+                "delete", "activities.file_steps:delete", "activities.file_steps:DeleteConfig"
+            ),
+            _worktree(
+                "file-write",
+                "activities.file_steps:file_write",
+                "activities.file_steps:FileWriteConfig",
+            ),
             _worktree(
                 "git-commit",
                 "activities.git_steps:git_commit",

@@ -38,6 +38,8 @@ KARGO_STEPS = {
     "argocd-update": StepRunner.ARGOCD,
     "argocd-wait": StepRunner.ARGOCD,
     "wait-for-approval": StepRunner.WORKFLOW,
+    "fail": StepRunner.WORKFLOW,
+    "compose-output": StepRunner.WORKFLOW,
 }
 
 
@@ -65,6 +67,12 @@ def test_every_reference_resolves_to_what_its_runner_calls(name: str) -> None:
         definition = activity._Definition.must_from_callable(implementation)
         assert definition.name == name.replace("-", "_")
         assert issubclass(model, StepConfig)
+    elif step.inline:
+        # A pure function of the validated config, called by the workflow and the worktree
+        # activity alike (freightline.contracts.steps.run_inline).
+        parameters = list(inspect.signature(implementation).parameters.values())
+        assert [p.name for p in parameters] == ["config"]
+        assert parameters[0].annotation in (model.__name__, model)
     else:
         assert implementation.__qualname__ == "PromotionWorkflow.wait_for_approval"
         assert model is ApprovalPolicy

@@ -33,6 +33,8 @@ KARGO_STEPS = {
     "copy": StepRunner.WORKTREE,
     "delete": StepRunner.WORKTREE,
     "file-write": StepRunner.WORKTREE,
+    "yaml-parse": StepRunner.WORKTREE,
+    "json-parse": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,

@@ -148,6 +148,16 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "activities.file_steps:FileWriteConfig",
             ),
             _worktree(
+                "yaml-parse",
+                "activities.parse_steps:yaml_parse",
+                "activities.parse_steps:YamlParseConfig",
+            ),
+            _worktree(
+                "json-parse",
+                "activities.parse_steps:json_parse",
+                "activities.parse_steps:JsonParseConfig",
+            ),
+            _worktree(
                 "git-commit",
                 "activities.git_steps:git_commit",
                 "activities.git_steps:GitCommitConfig",

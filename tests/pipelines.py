@@ -57,8 +57,11 @@ def with_freight(resources: ProjectResources, *freight: Freight) -> ProjectResou
     )
 
 
-def commit_freight(repo: Path, commit: str, warehouse: str = "kargo-demo") -> Freight:
-    """A Freight for one commit of a local repository, ID and alias computed by the real rule."""
+def commit_freight(
+    repo: Path, commit: str, warehouse: str = "kargo-demo", images: tuple[str, ...] = ()
+) -> Freight:
+    """A Freight for one commit of a local repository (and ``repo:tag`` images), ID and
+    alias computed by the real rule."""
     body: dict[str, Any] = {
         "apiVersion": "kargo.akuity.io/v1alpha1",
         "kind": "Freight",
@@ -66,6 +69,11 @@ def commit_freight(repo: Path, commit: str, warehouse: str = "kargo-demo") -> Fr
         "origin": {"kind": "Warehouse", "name": warehouse},
         "commits": [{"repoURL": repo.as_uri(), "id": commit, "branch": "main"}],
     }
+    if images:
+        body["images"] = [
+            {"repoURL": image.rpartition(":")[0], "tag": image.rpartition(":")[2]}
+            for image in images
+        ]
     name = freight_id(Freight.model_validate(body))
     body["metadata"]["name"] = name
     body["alias"] = freight_alias(name)

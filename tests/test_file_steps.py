@@ -79,10 +79,16 @@ def add_to_main(repo: Path, files: dict[str, str], links: dict[str, Path | str])
 
 
 def run_steps(
-    tmp_path: Path, repo: Path, steps: list[dict[str, Any]], *, variables: Any = GIT_REPO
+    tmp_path: Path,
+    repo: Path,
+    steps: list[dict[str, Any]],
+    *,
+    variables: Any = GIT_REPO,
+    images: tuple[str, ...] = (),
 ) -> list[StepOutcome]:
-    """Plan ``steps`` for one Freight (main's head) and run them in the worktree activity."""
-    freight = commit_freight(repo, branch_head(repo, "main") or "")
+    """Plan ``steps`` for one Freight (main's head, and ``images``) and run them in the
+    worktree activity."""
+    freight = commit_freight(repo, branch_head(repo, "main") or "", images=images)
     resources = single_stage_project(repo, steps, variables=variables)
     plan = plan_promotion(with_freight(resources, freight), "test", freight.metadata.name, "p:x")
     batch = WorktreeBatch(plan=plan, step_indexes=tuple(range(len(plan.steps))))

@@ -33,6 +33,7 @@ KARGO_STEPS = {
     "copy": StepRunner.WORKTREE,
     "delete": StepRunner.WORKTREE,
     "file-write": StepRunner.WORKTREE,
+    "json-update": StepRunner.WORKTREE,
     "yaml-parse": StepRunner.WORKTREE,
     "json-parse": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,

@@ -148,6 +148,11 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "activities.file_steps:FileWriteConfig",
             ),
             _worktree(
+                "json-update",
+                "activities.json_files:json_update",
+                "activities.json_files:JsonUpdateConfig",
+            ),
+            _worktree(
                 "yaml-parse",
                 "activities.parse_steps:yaml_parse",
                 "activities.parse_steps:YamlParseConfig",

@@ -5,9 +5,11 @@ parsed document says where each key path leads, ``json-source-map`` says where
 that value's text starts and ends, and only those characters change. A key
 path is Kargo's (sjson's): dots separate keys, a backslash escapes a dot
 (``example\\.com/version``), a number indexes a list (``containers.0.image``),
-``-1`` appends. As with sjson a missing key is added (``,"key":value`` after the
-object's last member) and an existing value of any type is replaced; a value
-that is not a string, number or bool is refused, as Kargo refuses it.
+``-1`` appends. As sjson does, a missing key is added (``,"key":value`` just
+before the closing brace), an index past the end pads the list with nulls (and
+writes that list compactly), a scalar in the way becomes a new map, and an
+existing value of any type is replaced; a value that is not a string, number or
+bool is refused, as Kargo refuses it.
 """
 
 from __future__ import annotations
@@ -98,61 +100,62 @@ def _split_key(key: str) -> list[str]:
 
 
 def _set(text: str, parts: list[str], encoded: str) -> str:
-    """``text`` with the value at ``parts`` replaced (or added) by ``encoded``."""
+    """``text`` with the value at ``parts`` set to ``encoded``, as sjson sets it."""
     document = json.loads(text)
     spans = calculate(text)
     node: Any = document
     for depth, part in enumerate(parts):
-        pointer = "/" + "/".join(parts[:depth]) if depth else ""
-        rest = parts[depth:]
+        entry = spans["/" + "/".join(parts[:depth]) if depth else ""]
+        start, end = entry.value_start.position, entry.value_end.position
         if isinstance(node, dict):
-            if part not in node:
-                return _add(text, spans[pointer], bool(node), part, rest[1:], encoded)
-            node = node[part]
-        elif isinstance(node, list):
-            index = _index(part)
-            if index < 0 or index >= len(node):
-                return _append(text, spans[pointer], node, index, rest[1:], encoded)
-            parts[depth] = str(index)
-            node = node[index]
-        else:
-            raise ValueError(f'"{parts[depth - 1]}" holds a scalar, not a map or a list')
+            if part in node:
+                node = node[part]
+                continue
+            # A new member just before the closing brace (what precedes it stays).
+            member = ("," if node else "") + _build(parts[depth:], encoded, in_list=False)
+            return text[: end - 1] + member + text[end - 1 :]
+        if isinstance(node, list):
+            if part == "-1":  # append, just before the closing bracket
+                item = ("," if node else "") + _build(parts[depth:], encoded, in_list=True)
+                return text[: end - 1] + item + text[end - 1 :]
+            if not part.isdigit():
+                raise ValueError(f"cannot set array element for non-numeric key '{part}'")
+            index = int(part)
+            if index < len(node):
+                node = node[index]
+                parts[depth] = str(index)
+                continue
+            # Past the end: sjson writes the list anew, items compact, nulls up to the index.
+            base = "/" + "/".join(parts[:depth]) if depth else ""
+            items = [
+                text[
+                    spans[f"{base}/{i}"].value_start.position : spans[
+                        f"{base}/{i}"
+                    ].value_end.position
+                ]
+                for i in range(len(node))
+            ]
+            items += ["null"] * (index - len(node))
+            items.append(_build(parts[depth:], encoded, in_list=True))
+            return text[:start] + "[" + ",".join(items) + "]" + text[end:]
+        # A scalar in the way: sjson replaces it with a new map (a list for an index).
+        return text[:start] + _container(parts[depth:], encoded) + text[end:]
     entry = spans["/" + "/".join(parts)]
-    start, end = entry.value_start.position, entry.value_end.position
-    return text[:start] + encoded + text[end:]
+    return text[: entry.value_start.position] + encoded + text[entry.value_end.position :]
 
 
-def _index(part: str) -> int:
-    if part == "-1":
-        return -1
-    if not part.isdigit():
-        raise ValueError(f'"{part}" is not a list index')
-    return int(part)
+def _container(parts: list[str], encoded: str) -> str:
+    """A new map or list holding ``encoded`` at ``parts`` (a list when the first is an index)."""
+    first = parts[0]
+    if first.isdigit() or first == "-1":
+        padding = "null," * (int(first) if first.isdigit() else 0)
+        return "[" + padding + _build(parts, encoded, in_list=True) + "]"
+    return "{" + _build(parts, encoded, in_list=False) + "}"
 
 
-def _nested(rest: list[str], encoded: str) -> str:
-    """The JSON text of a value at ``rest`` below a new key: ``{"b":{"c":value}}``."""
-    for part in reversed(rest):
-        encoded = f"{json.dumps(part, ensure_ascii=False)}:{encoded}"
-        encoded = "{" + encoded + "}"
-    return encoded
-
-
-def _add(text: str, entry: Any, has_members: bool, key: str, rest: list[str], value: str) -> str:
-    # After the last member (or inside an empty object), as sjson adds a key.
-    close = entry.value_end.position - 1
-    member = f"{json.dumps(key, ensure_ascii=False)}:{_nested(rest, value)}"
-    if has_members:
-        position = len(text[:close].rstrip())
-        return text[:position] + "," + member + text[position:]
-    return text[:close] + member + text[close:]
-
-
-def _append(
-    text: str, entry: Any, items: list[Any], index: int, rest: list[str], value: str
-) -> str:
-    padding = [] if index < 0 else ["null"] * (index - len(items))
-    new = ",".join([*padding, _nested(rest, value)])
-    close = entry.value_end.position - 1
-    position = len(text[:close].rstrip())
-    return text[:position] + ("," if items else "") + new + text[position:]
+def _build(parts: list[str], encoded: str, *, in_list: bool) -> str:
+    """sjson's new member (``"key":value``) or list item for ``parts``, nesting the rest."""
+    head = "" if in_list else json.dumps(parts[0], ensure_ascii=False) + ":"
+    if len(parts) == 1:
+        return head + encoded
+    return head + _container(parts[1:], encoded)

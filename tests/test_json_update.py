@@ -105,19 +105,39 @@ def test_the_key_paths_on_kargo_s_page_and_sjson_additions(tmp_path: Path, repo:
         "- empty.a.b: true",
         "- containers.-1: 1.5",
     ]
+    # sjson's own layout for what it adds: before the closing brace or bracket, no spaces.
     assert show_file(repo, "stage/test", "settings.json") + "\n" == (
         "{\n"
         '  "image": {\n'
-        '    "tag": "v1.0.0","pullPolicy":"Always"\n'
-        "  },\n"
+        '    "tag": "v1.0.0"\n'
+        '  ,"pullPolicy":"Always"},\n'
         '  "example.com/version": "v2.0.0",\n'
         '  "containers": [\n'
-        '    { "name": "my-app", "image": "my-app:v2.0" },1.5\n'
-        "  ],\n"
+        '    { "name": "my-app", "image": "my-app:v2.0" }\n'
+        "  ,1.5],\n"
         '  "replicas":   3,\n'
         '  "empty": {"a":{"b":true}}\n'
         "}\n"
     )
+
+
+def test_sjson_past_the_end_and_through_a_scalar(tmp_path: Path, repo: Path) -> None:
+    steps = [
+        CLONE_SRC_AND_OUT,
+        update(
+            "./src/configs/settings.json",
+            ("containers.3", "x"),
+            ("replicas.min", 1),
+            ("empty.list.1", False),
+        ),
+        {"uses": "copy", "config": {"inPath": "./src/configs", "outPath": "./out"}},
+        *COMMIT_AND_PUSH,
+    ]
+    run_steps(tmp_path, repo, steps)
+    text = show_file(repo, "stage/test", "settings.json")
+    assert '"containers": [{ "name": "my-app", "image": "my-app:v1.0" },null,null,"x"],' in text
+    assert '"replicas":   {"min":1},' in text
+    assert '"empty": {"list":[null,false]}' in text
 
 
 @pytest.mark.parametrize(
@@ -126,8 +146,7 @@ def test_the_key_paths_on_kargo_s_page_and_sjson_additions(tmp_path: Path, repo:
         ((("image", {"tag": "x"}),), 'value for key "image" is not a scalar type'),
         ((("image.tag", None),), 'value for key "image.tag" is not a scalar type'),
         ((("image.tag", [1]),), 'value for key "image.tag" is not a scalar type'),
-        ((("replicas.x", 1),), '"replicas" holds a scalar'),
-        ((("containers.x", 1),), '"x" is not a list index'),
+        ((("containers.x", 1),), "cannot set array element for non-numeric key 'x'"),
         ((("image..tag", 1),), "has an empty part"),
     ],
 )

@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
         WorktreeBatch,
         failure_type,
     )
-    from freightline.contracts.steps import STEPS, StepRunner, is_inline, run_inline, runner_of
+    from freightline.contracts.steps import STEPS, StepRunner, run_inline, runner_of
     from freightline.errors import (
         ConfigError,
         Diagnosis,
@@ -80,10 +80,12 @@ with workflow.unsafe.imports_passed_through():
         for step in STEPS.values()
         if step.runner is StepRunner.ARGOCD
     }
-    for step in STEPS.values():  # inline steps, likewise: resolved now, run by reference
-        if step.inline:
-            step.resolve_implementation()
-            step.config_model()
+    # Inline steps likewise: their module is imported now, and run_inline finds it cached.
+    INLINE_STEPS = frozenset(
+        definition.name
+        for definition in STEPS.values()
+        if definition.inline and definition.resolve_implementation() and definition.config_model()
+    )
     from workflows.notify import send_notification
     from workflows.options import argocd_options, quick_options, worktree_options
 
@@ -197,7 +199,7 @@ class PromotionWorkflow:
             self._current_step = step.alias
             runner = runner_of(step.uses)
             if runner is StepRunner.WORKFLOW:
-                if is_inline(step.uses):
+                if step.uses in INLINE_STEPS:
                     outcome = self._run_inline_step(plan, step)
                     stops = not step.continue_on_error
                 else:  # wait-for-approval: its rejection or timeout always ends the promotion
@@ -662,7 +664,7 @@ def _worktree_batch(plan: PromotionPlan, start: int) -> list[PlannedStep]:
         if runner_of(step.uses) is StepRunner.WORKTREE:
             batch += [*inline, step]
             inline = []
-        elif is_inline(step.uses):
+        elif step.uses in INLINE_STEPS:
             inline.append(step)
         else:
             break

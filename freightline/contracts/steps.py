@@ -48,7 +48,6 @@ __all__ = [
     "STEPS",
     "StepDefinition",
     "StepRunner",
-    "is_inline",
     "parse_config",
     "resolve",
     "resolve_all",
@@ -227,12 +226,6 @@ def run_inline(uses: str, config: dict[str, Any]) -> dict[str, Any]:
 def step_named(uses: str) -> StepDefinition | None:
     """The step a Stage's ``uses`` names, or None for an unknown step."""
     return STEPS.get(uses)
-
-
-def is_inline(uses: str) -> bool:
-    """Whether the step named ``uses`` is an inline workflow step (see ``StepDefinition``)."""
-    step = STEPS.get(uses)
-    return step is not None and step.inline
 
 
 def runner_of(uses: str) -> StepRunner | None:

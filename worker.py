@@ -8,8 +8,9 @@ the process exits. The activity classes and servers get their settings through
 their constructors; nothing below reads the environment.
 
 It serves Prometheus metrics on ``FREIGHTLINE_METRICS_ADDRESS`` (default
-0.0.0.0:9464) and ``/healthz`` / ``/readyz`` on ``FREIGHTLINE_HEALTH_ADDRESS``
-(default 0.0.0.0:8080); an empty value turns either off.
+127.0.0.1:9464) and ``/healthz`` / ``/readyz`` on ``FREIGHTLINE_HEALTH_ADDRESS``
+(default 127.0.0.1:8080); an empty value turns either off. The deployment
+(``deploy/``) sets both to 0.0.0.0.
 
 ``FREIGHTLINE_WORKER_ROLE=argocd`` with ``FREIGHTLINE_SHARD=<shard>`` runs instead a
 worker for one cluster's Argo CD: only the Argo CD activities, on the task queue
@@ -36,7 +37,7 @@ from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
 from activities.worktree import WorktreeActivities
 from freightline.app.observability import WorkerHealth, serve_health, worker_runtime
-from freightline.app.temporal import connect, exit_process
+from freightline.app.temporal import connect, exit_process, ui_url
 from freightline.app.webhooks import WebhookServer
 from freightline.contracts.names import argocd_task_queue
 from freightline.contracts.steps import resolve_all
@@ -89,7 +90,8 @@ def build_worker(
     discovery = DiscoveryActivities(credentials, mirrors=settings.registry.mirrors)
     argocd = ArgoCDActivities(settings.argocd)
     metrics = MetricActivities(settings.metrics.plain())
-    notify = NotifyActivities(settings.notify.urls, ui_url=settings.temporal.ui_url)
+    link_to = ui_url(settings.temporal.ui_url, client.service_client.config.target_host)
+    notify = NotifyActivities(settings.notify.urls, ui_url=link_to)
     return Worker(
         client,
         task_queue=queue or settings.temporal.task_queue,

@@ -6,12 +6,21 @@ import hashlib
 import shutil
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from activities.git import Clone, commit_author, git_environment
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import ConfigError
 from freightline.kargo.freight import same_repository
+from freightline.kargo.gitrefs import branch_problem
+
+
+def _valid_branch(name: str | None) -> str | None:
+    """A pydantic check: a branch git would refuse is a configuration mistake (Errored)."""
+    problem = branch_problem(name) if name else None
+    if problem:
+        raise ValueError(f"{name!r} is not a valid git branch name: {problem}")
+    return name
 
 
 class Checkout(StepConfig):
@@ -21,6 +30,8 @@ class Checkout(StepConfig):
     from_freight: bool = False
     create: bool = False
     path: str
+
+    check_branch = field_validator("branch")(_valid_branch)
 
 
 class GitCloneConfig(StepConfig):
@@ -97,6 +108,8 @@ class GitPushConfig(StepConfig):
     generate_target_branch: bool = False
     force: bool = False
     max_attempts: int = Field(default=10, ge=1, le=50)
+
+    check_target_branch = field_validator("target_branch")(_valid_branch)
 
 
 def git_push(ctx: StepContext, config: GitPushConfig) -> dict[str, Any]:

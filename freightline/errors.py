@@ -11,6 +11,9 @@
     ├── CredentialError                Errored  no     a credential is missing, malformed or
     │                                                  refused (Argo CD's 401)
     ├── NotFoundError                  Errored  no     an unknown project, stage, freight, ...
+    ├── RequestRefused                 Errored  no     a workflow's update validator refused a
+    │   │                                              request (promote, verify, approve, ...)
+    │   └── ApprovalRefused            Errored  no     ... an approval or rejection of a promotion
     ├── DiscoveryError                 Errored  no     a subscription's repository, branch or
     │                                                  chart is not there
     ├── RegistryError                  Errored  no     a container registry refused a request
@@ -41,13 +44,16 @@ details=[{"outcome": ..., ...}])``; workflows read a failure back with
 :func:`diagnose`, which unwraps it with :func:`root_cause` and finds the
 outcome by the error's type name, so failures recorded before ``details``
 carried an outcome classify the same on replay. Retry policies take
-:func:`non_retryable_error_types`. Every class lives here (not next to the
+:func:`non_retryable_error_types`. A workflow's update validator refuses with
+the same conversion (``raise to_application_error(RequestRefused(...))``),
+so a caller sees a named, non-retryable type, never ``ValueError``. Every class lives here (not next to the
 code that raises it) because workflows must know the whole tree without
 importing activity code.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -56,6 +62,7 @@ from typing import Any, ClassVar, Self
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 __all__ = [
+    "ApprovalRefused",
     "ArgoCDResponseError",
     "ArgoCDUnavailableError",
     "AuthenticationError",
@@ -72,10 +79,12 @@ __all__ = [
     "PathEscapeError",
     "RegistryError",
     "RegistryUnavailableError",
+    "RequestRefused",
     "StepError",
     "diagnose",
     "error_class",
     "non_retryable_error_types",
+    "refusing",
     "root_cause",
     "to_application_error",
 ]
@@ -133,6 +142,14 @@ class CredentialError(FreightlineError):
 
 class NotFoundError(FreightlineError):
     """A named resource (project, stage, freight, ...) does not exist."""
+
+
+class RequestRefused(FreightlineError):
+    """A workflow's update validator refused a request; the message says why. Nothing changed."""
+
+
+class ApprovalRefused(RequestRefused):
+    """An approval or rejection a waiting promotion cannot take (who, or when)."""
 
 
 class DiscoveryError(FreightlineError):
@@ -214,6 +231,16 @@ def to_application_error(err: FreightlineError) -> ApplicationError:
         type=kind.__name__,
         non_retryable=not kind.retryable,
     )
+
+
+@contextlib.contextmanager
+def refusing() -> Iterator[None]:
+    """Around an update validator's checks: a FreightlineError refuses the update with its own
+    type, non-retryable (as :func:`to_application_error`), not as a retryable generic failure."""
+    try:
+        yield
+    except FreightlineError as err:
+        raise to_application_error(err) from None
 
 
 def root_cause(failure: BaseException) -> BaseException:

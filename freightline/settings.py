@@ -22,13 +22,13 @@ logs or error messages, and they never reach a workflow's input or history.
 variable                           field                   default
 =================================  ======================  ======================================
 FREIGHTLINE_TASK_QUEUE             temporal.task_queue     ``freightline``
-FREIGHTLINE_UI_URL                 temporal.ui_url         ``http://localhost:8233``
+FREIGHTLINE_UI_URL                 temporal.ui_url         (derived from TEMPORAL_ADDRESS)
 FREIGHTLINE_WORKER_ROLE            worker.role             ``all`` (or ``argocd``)
 FREIGHTLINE_SHARD                  worker.shard            (needed by the ``argocd`` role)
-FREIGHTLINE_METRICS_ADDRESS        listen.metrics_address  ``0.0.0.0:9464``; empty: off
-FREIGHTLINE_HEALTH_ADDRESS         listen.health_address   ``0.0.0.0:8080``; empty: off
+FREIGHTLINE_METRICS_ADDRESS        listen.metrics_address  ``127.0.0.1:9464``; empty: off
+FREIGHTLINE_HEALTH_ADDRESS         listen.health_address   ``127.0.0.1:8080``; empty: off
 FREIGHTLINE_WEBHOOK_PORT           webhooks.port           (none: the worker serves no webhooks)
-FREIGHTLINE_WEBHOOK_HOST           webhooks.host           ``0.0.0.0``
+FREIGHTLINE_WEBHOOK_HOST           webhooks.host           ``127.0.0.1``
 FREIGHTLINE_WEBHOOK_SECRET         webhooks.secret         (secret)
 FREIGHTLINE_GITHUB_WEBHOOK_SECRET  webhooks.github_secret  (secret; default: webhooks.secret)
 FREIGHTLINE_GIT_AUTHOR_NAME        git.author_name         ``Freightline``
@@ -45,6 +45,11 @@ FREIGHTLINE_METRIC_*               metrics.header_values   (secrets for ``{{env.
 FREIGHTLINE_PROJECT                cli.project             (the CLI's default ``--project``)
 USER, LOGNAME                      cli.user                ``cli`` (who the CLI acts as)
 =================================  ======================  ======================================
+
+Every listener binds to loopback unless told otherwise: a worker on a laptop
+exposes nothing to its network, and a second one clashes only on ports. The
+deployment (``deploy/``) sets ``0.0.0.0`` explicitly, where the kubelet and
+Prometheus reach the pod from outside.
 """
 
 from __future__ import annotations
@@ -109,10 +114,9 @@ METRIC_HEADER_ENV_PREFIX: Final = "FREIGHTLINE_METRIC_"
 PROJECT_ENV: Final = "FREIGHTLINE_PROJECT"
 
 DEFAULT_TASK_QUEUE: Final = "freightline"
-DEFAULT_UI_URL: Final = "http://localhost:8233"
-DEFAULT_METRICS_ADDRESS: Final = "0.0.0.0:9464"  # scraped from outside the pod
-DEFAULT_HEALTH_ADDRESS: Final = "0.0.0.0:8080"  # probed by the kubelet
-DEFAULT_WEBHOOK_HOST: Final = "0.0.0.0"  # noqa: S104 - webhooks come from other machines
+DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:9464"  # deploy/ sets 0.0.0.0 for the scraper
+DEFAULT_HEALTH_ADDRESS: Final = "127.0.0.1:8080"  # deploy/ sets 0.0.0.0 for the kubelet
+DEFAULT_WEBHOOK_HOST: Final = "127.0.0.1"  # serving other machines is a deliberate setting
 DEFAULT_AUTHOR_NAME: Final = "Freightline"
 DEFAULT_AUTHOR_EMAIL: Final = "freightline@localhost"
 
@@ -142,8 +146,9 @@ class TemporalSettings(_Group):
     """Where work goes and where people look (the connection itself is Temporal's envconfig)."""
 
     task_queue: str = Field(DEFAULT_TASK_QUEUE, min_length=1, validation_alias=TASK_QUEUE_ENV)
-    ui_url: str = Field(DEFAULT_UI_URL, validation_alias=UI_URL_ENV)
-    """The Temporal UI, for links the CLI prints and notifications carry."""
+    ui_url: str | None = Field(None, validation_alias=UI_URL_ENV)
+    """The Temporal UI, for links the CLI prints and notifications carry; unset, it is derived
+    from the frontend address (``freightline.app.temporal.ui_url``)."""
 
 
 class WorkerSettings(_Group):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -26,7 +33,12 @@ from freightline.app.client import (
     start_promotion,
 )
 from freightline.app.devserver import temporal_binary
-from freightline.contracts.promotion import PromotionPhase, PromotionResult, StepStatus
+from freightline.contracts.promotion import (
+    ApprovalMessage,
+    PromotionPhase,
+    PromotionResult,
+    StepStatus,
+)
 from freightline.errors import FreightlineError
 from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.resources import ProjectResources
@@ -184,6 +196,42 @@ async def test_freightline_cli_two_approvers_and_refusals_with_reasons(
     # Nothing is pending any more.
     late = await freightline_cli(client, "approve-promotion", handle.id, "--user", "carol")
     assert late.returncode == 1 and "no such running promotion" in late.stderr
+
+
+async def test_a_waiting_promotion_says_how_to_approve_and_refusals_are_named(
+    client: Client, worker: Worker, gitops_repo: Path
+) -> None:
+    handle = await start(client, gated(gitops_repo, {"approvers": ["alice"]}), "1.29.7")
+    await waiting_for_approval(handle)
+    details = await current_details(handle)
+    assert f"`freightline approve-promotion {handle.id} --user YOU --comment why`" in details
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            "approve_promotion", ApprovalMessage(user="mallory"), result_type=str
+        )
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert (cause.type, cause.non_retryable) == ("ApprovalRefused", True)
+    assert '"mallory" may not approve step "change-board"' in cause.message
+
+    # The temporal CLI command the details give, run as written (as alice), approves.
+    shown = re.search(r"`(temporal workflow update execute [^`]+)`", details)
+    assert shown is not None
+    command = shlex.split(shown.group(1).replace("YOU", "alice"))
+    target = client.service_client.config.target_host
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [temporal_binary(), *command[1:], "--address", target],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: PromotionResult = await handle.result()
+    assert result.phase is PromotionPhase.SUCCEEDED
+    assert [a.user for a in result.approvals] == ["alice"]
+    assert "to approve" not in await current_details(handle)
 
 
 async def test_rejection_fails_the_promotion_naming_who(

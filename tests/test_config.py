@@ -567,6 +567,24 @@ def test_parse_duration_rejects(text: str) -> None:
         parse_duration(text)
 
 
+def test_a_warehouse_interval_of_yaml_zero_means_only_on_refresh() -> None:
+    document = textwrap.dedent(
+        """\
+        apiVersion: kargo.akuity.io/v1alpha1
+        kind: Warehouse
+        metadata: {name: w, namespace: p}
+        spec:
+          interval: INTERVAL
+          subscriptions:
+          - image: {repoURL: ghcr.io/acme/app}
+        """
+    )
+    (warehouse,) = load_text(document.replace("INTERVAL", "0"), source="w.yaml")
+    assert isinstance(warehouse, Warehouse) and warehouse.spec.interval == "0"
+    with pytest.raises(ConfigError, match=r"spec\.interval"):  # any other bare number has no unit
+        load_text(document.replace("INTERVAL", "5"), source="w.yaml")
+
+
 def test_substitute_env() -> None:
     text = "a: ${A}\nb: ${{ vars.x }}\nc: ${UNKNOWN}\nd: $A\ne: ${A}${B}"
     assert substitute_env(text, {"A": "1", "B": "2"}) == (

@@ -27,6 +27,7 @@ KUSTOMIZATIONS = [
     KUBERNETES / "base",
     *sorted(p for p in (KUBERNETES / "overlays").iterdir() if p.is_dir()),
 ]
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the manifests must say
 SECRET_LOOKING = re.compile(r"TOKEN|PASSWORD|SECRET|API_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 
 Document = dict[str, Any]
@@ -85,8 +86,12 @@ def test_deployments_are_replicated_probed_and_drain_in_time(rendered: list[Docu
         (container,) = pod["containers"]
         env = container_env(deployment, rendered)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        health_port = port_of(env.get("FREIGHTLINE_HEALTH_ADDRESS", DEFAULT_HEALTH_ADDRESS))
-        metrics_port = port_of(env.get("FREIGHTLINE_METRICS_ADDRESS", DEFAULT_METRICS_ADDRESS))
+        # The defaults are loopback: a pod must bind every interface, explicitly.
+        assert env["FREIGHTLINE_HEALTH_ADDRESS"].startswith(ALL_INTERFACES), name
+        assert env["FREIGHTLINE_METRICS_ADDRESS"].startswith(ALL_INTERFACES), name
+        assert env["FREIGHTLINE_WEBHOOK_HOST"] == ALL_INTERFACES, name
+        health_port = port_of(env["FREIGHTLINE_HEALTH_ADDRESS"])
+        metrics_port = port_of(env["FREIGHTLINE_METRICS_ADDRESS"])
         assert ports == {"health": health_port, "metrics": metrics_port}, name
         for probe, path in (
             ("livenessProbe", "/healthz"),
@@ -339,7 +344,12 @@ def test_dockerfile_runs_the_worker_as_non_root_with_a_healthcheck() -> None:
     env = dict(
         pair.split("=", 1) for k, a in stage if k == "ENV" for pair in shlex.split(a) if "=" in pair
     )
-    assert env["FREIGHTLINE_METRICS_ADDRESS"] == DEFAULT_METRICS_ADDRESS
-    assert env["FREIGHTLINE_HEALTH_ADDRESS"] == DEFAULT_HEALTH_ADDRESS
+    assert (
+        env["FREIGHTLINE_METRICS_ADDRESS"] == f"{ALL_INTERFACES}:{port_of(DEFAULT_METRICS_ADDRESS)}"
+    )
+    assert (
+        env["FREIGHTLINE_HEALTH_ADDRESS"] == f"{ALL_INTERFACES}:{port_of(DEFAULT_HEALTH_ADDRESS)}"
+    )
+    assert env["FREIGHTLINE_WEBHOOK_HOST"] == ALL_INTERFACES
     assert keywords.index("USER") < keywords.index("ENTRYPOINT")
     assert any(k == "COPY" and "kustomize" in a for k, a in stage)

@@ -60,6 +60,8 @@ EXPECTED = {
     "ExpressionError": (Outcome.ERRORED, False),
     "CredentialError": (Outcome.ERRORED, False),
     "NotFoundError": (Outcome.ERRORED, False),
+    "RequestRefused": (Outcome.ERRORED, False),
+    "ApprovalRefused": (Outcome.ERRORED, False),
     "DiscoveryError": (Outcome.ERRORED, False),
     "RegistryError": (Outcome.ERRORED, False),
     "AuthenticationError": (Outcome.ERRORED, False),

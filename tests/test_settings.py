@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from freightline.app.temporal import ui_url
 from freightline.errors import ConfigError
 from freightline.settings import (
     METRIC_HEADER_ENV_PREFIX,
@@ -38,14 +39,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.temporal.task_queue == "freightline"
-    assert settings.temporal.ui_url == "http://localhost:8233"
+    assert settings.temporal.ui_url is None  # derived from the frontend address
     assert (settings.worker.role, settings.worker.shard) == ("all", None)
-    assert settings.listen.metrics_address == "0.0.0.0:9464"
-    assert settings.listen.health_address == "0.0.0.0:8080"
+    # Loopback unless told: a laptop's worker exposes nothing (deploy/ sets 0.0.0.0).
+    assert settings.listen.metrics_address == "127.0.0.1:9464"
+    assert settings.listen.health_address == "127.0.0.1:8080"
     hooks = settings.webhooks
     assert (hooks.port, hooks.host, hooks.secret_value(), hooks.github_secret_value()) == (
         None,
-        "0.0.0.0",  # noqa: S104 - the default under test
+        "127.0.0.1",
         "",
         "",
     )
@@ -246,3 +248,19 @@ def test_a_command_stops_on_a_bad_variable_with_one_line() -> None:
         "error: FREIGHTLINE_METRICS_ADDRESS='nowhere': not HOST:PORT (e.g. 0.0.0.0:9464), "
         "or empty for off"
     )
+
+
+@pytest.mark.parametrize(
+    ("configured", "address", "expected"),
+    [
+        ("https://ui.example.com/", "temporal:7233", "https://ui.example.com"),
+        (None, "localhost:7233", "http://localhost:8233"),  # freightline dev's default
+        (None, "127.0.0.1:17233", "http://127.0.0.1:18233"),  # freightline dev --port 17233
+        (None, "ns.acct.tmprl.cloud:7233", "https://cloud.temporal.io"),
+        (None, "", "http://localhost:8233"),
+    ],
+)
+def test_ui_url_is_the_setting_or_derived_from_the_frontend(
+    configured: str | None, address: str, expected: str
+) -> None:
+    assert ui_url(configured, address) == expected

@@ -6,20 +6,26 @@ test controls; Prometheus-backed measurement is covered in test_metrics.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from freightline.app.client import apply_project, promote_in_stage, stage_states, stage_update
+from freightline.contracts.names import stage_workflow_id
 from freightline.contracts.stage import StageState
 from freightline.kargo.config import group_by_project, load_text
 from tests.conftest import wait_for
 from tests.metric_server import ErrorRateServer
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight
+from tests.test_windows import current_details
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +150,52 @@ async def test_verify_reruns_and_abort_stops_a_long_window(
     await wait_for(verifying, timeout=30)
     with pytest.raises(Exception, match="busy"):
         await stage_update(client, PROJECT, "test", "verify", "erin")
+
+
+async def test_status_shows_a_failed_verification_as_failed(
+    client: Client, worker: Worker, gitops_repo: Path, error_rates: ErrorRateServer
+) -> None:
+    bad = freight_for("1.29.8")
+    error_rates.rates[bad.alias or ""] = 0.5
+    resources = verified_pipeline(gitops_repo, error_rates.url, rollback=False)
+    await apply_project(client, with_freight(resources, bad))
+
+    async def failed() -> bool:
+        test = (await states(client))["test"]
+        return bool(test.verifications) and test.verifying is None
+
+    await wait_for(failed, timeout=60)
+    test = (await states(client))["test"]
+    record = test.verifications[0]
+    assert (record.phase, record.freight) == ("Failed", bad.metadata.name)
+    assert test.current is not None and not test.current.verified
+    # The Temporal UI's list says so too: the Verification workflow ended failed.
+    ended = await client.get_workflow_handle(record.verification).describe()
+    assert ended.status is WorkflowExecutionStatus.FAILED
+    # And the Stage's details in the UI name the failure.
+    stage = client.get_workflow_handle(stage_workflow_id(PROJECT, "test"))
+
+    async def details_say_failed() -> bool:
+        return "verification Failed: " in await current_details(stage)
+
+    await wait_for(details_say_failed, timeout=10)
+
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "freightline", "status", "-p", PROJECT],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "COLUMNS": "400",
+        },
+    )
+    assert shown.returncode == 0, shown.stderr
+    (row,) = [line for line in shown.stdout.splitlines() if line.startswith("│ test ")]
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    assert cells[1] == bad.alias  # the Freight the Stage holds, no "(verifying)"
+    assert cells[4].startswith("verification Failed: ")
+    assert " ".join((record.message or "").split())[:40] in cells[4]
+    assert "verifying" not in row

@@ -7,9 +7,10 @@ from datetime import timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
-from freightline.contracts.verification import VerificationRequest
+from freightline.contracts.verification import VerificationRequest, ended_run
 from freightline.kargo.analysis import AnalysisRunStatus
 from freightline.kargo.resources import Metric
 from freightline.settings import load_settings
@@ -87,14 +88,20 @@ async def test_a_measurement_that_cannot_run_is_an_error_not_a_failed_workflow(
     )
     request = VerificationRequest(project="p", stage="uat", freight="f" * 40, metrics=(metric,))
     async with build_worker(time_skipping_client, load_settings(), queue="window-errors"):
-        result = await time_skipping_client.execute_workflow(
-            "Verification",
-            request,
-            id="verification-window-errors",
-            task_queue="window-errors",
-            result_type=AnalysisRunStatus,
-        )
-    assert result.phase == "Error"
+        with pytest.raises(WorkflowFailureError) as ended:
+            await time_skipping_client.execute_workflow(
+                "Verification",
+                request,
+                id="verification-window-errors",
+                task_queue="window-errors",
+                result_type=AnalysisRunStatus,
+            )
+    # A run that did not end Successful fails the workflow (the UI lists it failed), with the
+    # run as the failure's details.
+    cause = ended.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "VerificationError"
+    result = ended_run(cause)
+    assert result is not None and result.phase == "Error"
     (metric_result,) = result.metric_results
     assert metric_result.measurements and {m.phase for m in metric_result.measurements} == {"Error"}
     assert 'prometheus.address "prometheus:9090" is not an http(s) URL' in (

@@ -568,11 +568,27 @@ async def test_cli_get_freight_warehouses_and_refresh(
     )
     await wait_for(lambda: _count(handle, 2))
     rows = json.loads(await asyncio.to_thread(cli, "get", "freight", "-p", project, "-o", "json"))
-    assert [r["artifacts"] for r in rows] == [f"{repo}:1.1.0", f"{repo}:1.0.0"]
+    # The scriptable contract: what the Warehouse workflow holds, whole (IDs, digests, times).
+    held = await freight_of(handle)
+    assert [r["id"] for r in rows] == [f.metadata.name for f in held]
+    for row, freight in zip(rows, held, strict=True):
+        assert len(row["id"]) == 40 and row["alias"] == freight.alias
+        assert row["origin"] == {"kind": "Warehouse", "name": "images"}
+        (image,) = row["images"]
+        (expected,) = freight.images or []
+        assert image == {"repoURL": repo, "tag": expected.tag, "digest": expected.digest}
+        assert image["digest"].startswith("sha256:") and len(image["digest"]) == 71
+        assert datetime.fromisoformat(row["discoveredAt"]) == freight.discovered_at
+        assert (row["commits"], row["charts"]) == ([], [])
+        assert Freight.model_validate(row["freight"]) == freight  # Kargo's own shape, whole
+    assert [r["images"][0]["tag"] for r in rows] == ["1.1.0", "1.0.0"]
     (row,) = json.loads(
         await asyncio.to_thread(cli, "get", "warehouses", "-p", project, "-o", "json")
     )
-    assert row["freight"] == "2" and row["lastError"] == "" and row["lastDiscovery"] != "never"
+    status = row["status"]
+    assert row["name"] == "images" and row["spec"]["subscriptions"][0]["image"]["repoURL"] == repo
+    assert status["freightCount"] == 2 and status["lastError"] is None
+    assert datetime.fromisoformat(status["lastDiscovery"]).tzinfo is not None
     missing = await asyncio.to_thread(
         runner.invoke, app, ["refresh", "warehouse", "nope", "-p", project]
     )

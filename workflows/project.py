@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         merge_resources,
         remove_resource,
     )
+    from freightline.errors import refusing
     from freightline.kargo.resources import ProjectResources
 
 RECONCILES = "project-reconciles"
@@ -112,7 +113,8 @@ class ProjectWorkflow:
 
     @apply.validator
     def validate_apply(self, incoming: ProjectResources) -> None:
-        merge_resources(self.state.resources, incoming)
+        with refusing():  # a ConfigError, non-retryable, naming what is wrong
+            merge_resources(self.state.resources, incoming)
 
     @workflow.update(name="delete")
     async def delete(self, request: DeleteRequest) -> str:
@@ -135,7 +137,8 @@ class ProjectWorkflow:
 
     @delete.validator
     def validate_delete(self, request: DeleteRequest) -> None:
-        remove_resource(self.state.resources, request.kind, request.name)
+        with refusing():
+            remove_resource(self.state.resources, request.kind, request.name)
 
     @workflow.query(name="resources")
     def resources(self) -> ProjectResources:

@@ -64,11 +64,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from freightline.contracts.steps import STEPS, StepRunner, run_inline, runner_of
     from freightline.errors import (
+        ApprovalRefused,
         ConfigError,
         Diagnosis,
         ExpressionError,
         FreightlineError,
         diagnose,
+        to_application_error,
     )
     from freightline.kargo.resources import ApprovalPolicy, parse_duration
     from freightline.kargo.windows import evaluate as evaluate_windows
@@ -404,7 +406,7 @@ class PromotionWorkflow:
     def validate_approve_promotion(self, message: ApprovalMessage) -> None:
         refusal = self._refusal(message, "approve")
         if refusal:
-            raise ValueError(refusal)
+            raise to_application_error(ApprovalRefused(refusal))
 
     @workflow.update(name="reject_promotion")
     def reject_promotion(self, message: ApprovalMessage) -> str:
@@ -415,7 +417,7 @@ class PromotionWorkflow:
     def validate_reject_promotion(self, message: ApprovalMessage) -> None:
         refusal = self._refusal(message, "reject")
         if refusal:
-            raise ValueError(refusal)
+            raise to_application_error(ApprovalRefused(refusal))
 
     @workflow.signal(name="abort")
     def abort(self, message: AbortMessage) -> None:
@@ -564,6 +566,8 @@ class PromotionWorkflow:
         lines += [f"- ignored {r.signal} from {r.user}: {r.reason}" for r in self._refused[-5:]]
         if self._windows_overridden_by:
             lines.append(f"- promotion windows overridden by {self._windows_overridden_by}")
+        if self._approval is not None and not self._approval.decided:
+            lines.append(how_to_approve(workflow.info().workflow_id))
         workflow.set_current_details("\n\n".join(lines))
 
     def _show_current(self, doing: str) -> None:
@@ -636,6 +640,18 @@ _EVENTS: dict[PromotionPhase, EventKind] = {
     PromotionPhase.ERRORED: "promotion.errored",
     PromotionPhase.ABORTED: "promotion.aborted",
 }
+
+
+def how_to_approve(promotion: str) -> str:
+    """What a waiting promotion's details say: the commands that approve or reject it."""
+    body = '{"user": "YOU", "comment": "why"}'
+    return (
+        "**to approve** (as one of the approvers):\n"
+        f"`freightline approve-promotion {promotion} --user YOU --comment why`\n"
+        f"or `temporal workflow update execute --workflow-id {promotion} "
+        f"--name approve_promotion --input '{body}'`\n"
+        f"(`freightline reject-promotion {promotion}` or `--name reject_promotion` rejects it)"
+    )
 
 
 def _one_line(err: Exception) -> str:

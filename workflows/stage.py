@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.argocd import ArgoCDActivities
@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         StageHealth,
         apps_of,
         shard_unserved,
+        stage_health,
     )
     from freightline.contracts.names import (
         FREIGHT_AVAILABLE_SIGNAL,
@@ -61,8 +62,8 @@ with workflow.unsafe.imports_passed_through():
         record_verification,
     )
     from freightline.contracts.stage_requests import ApproveRequest, PromoteRequest, RetireRequest
-    from freightline.contracts.verification import verification_request
-    from freightline.errors import ConfigError, diagnose
+    from freightline.contracts.verification import ended_run, verification_request
+    from freightline.errors import ConfigError, RequestRefused, diagnose, to_application_error
     from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus
     from freightline.kargo.resources import Freight
     from workflows.notify import send_notification
@@ -96,6 +97,8 @@ class StageWorkflow:
         workflow.upsert_search_attributes(
             [SA_PROJECT.value_set(self.state.config.project), SA_STAGE.value_set(self.state.name)]
         )
+        if self.state.current is not None and not self.state.health_apps:
+            self._record_health(stage_health(()))  # state carried from before this rule
         while True:
             self._show()
             timeout = self._next_timeout()
@@ -148,7 +151,7 @@ class StageWorkflow:
             self.state.config.project,
             self.state.name,
         ):
-            raise ValueError(
+            raise _refused(
                 f"configuration for {config.project}/{config.stage.metadata.name} "
                 f"sent to Stage {self.state.config.project}/{self.state.name}"
             )
@@ -208,9 +211,9 @@ class StageWorkflow:
     @promote.validator
     def validate_promote(self, request: PromoteRequest) -> None:
         if self.state.retiring is not None:
-            raise ValueError(f'Stage "{self.state.name}" is being deleted from its project')
+            raise _refused(f'Stage "{self.state.name}" is being deleted from its project')
         if self._find_available(request.freight) is None:
-            raise ValueError(
+            raise _refused(
                 f'Freight "{request.freight}" is not available to Stage "{self.state.name}": '
                 f"{self._availability_rule()}; `freightline approve` makes Freight available by hand"
             )
@@ -234,7 +237,7 @@ class StageWorkflow:
         origin = request.freight.origin.name
         origins = {r.origin.name for r in self.state.config.stage.spec.requested_freight}
         if origin not in origins:
-            raise ValueError(
+            raise _refused(
                 f'Stage "{self.state.name}" does not request Freight from Warehouse "{origin}"'
             )
 
@@ -250,9 +253,9 @@ class StageWorkflow:
     @verify.validator
     def validate_verify(self, user: str) -> None:
         if self.state.current is None:
-            raise ValueError(f'Stage "{self.state.name}" has no Freight to verify')
+            raise _refused(f'Stage "{self.state.name}" has no Freight to verify')
         if self.state.verifying is not None or self.state.running is not None:
-            raise ValueError(f'Stage "{self.state.name}" is busy: a promotion or verification runs')
+            raise _refused(f'Stage "{self.state.name}" is busy: a promotion or verification runs')
 
     @workflow.update(name="abort_verification")
     async def abort_verification(self, user: str) -> str:
@@ -265,7 +268,7 @@ class StageWorkflow:
     @abort_verification.validator
     def validate_abort_verification(self, user: str) -> None:
         if self.state.verifying is None:
-            raise ValueError(f'Stage "{self.state.name}" has no verification running')
+            raise _refused(f'Stage "{self.state.name}" has no verification running')
 
     @workflow.query(name="status")
     def status(self) -> StageState:
@@ -344,6 +347,9 @@ class StageWorkflow:
         record_promoted(self.state, ticket, now)
         if result is not None:
             self.state.health_apps = apps_of(result)
+        if not self.state.health_apps:
+            # Nothing to check is Healthy, as Kargo's aggregating checker starts from Healthy.
+            self._record_health(stage_health(()))
         if not ticket.auto and ticket.rollback_of is None:
             entry = self.state.available.get(ticket.freight)
             if entry is not None:
@@ -369,10 +375,13 @@ class StageWorkflow:
             # Only a sharded queue nobody polls gets here: the activity itself never fails.
             issue = shard_unserved(shard, queue, err) or diagnose(err).reason
             health = StageHealth(status=HealthState.UNKNOWN, issues=(issue,))
+        self._record_health(health)
+        return health
+
+    def _record_health(self, health: StageHealth) -> None:
         self.state.health = health.status
         self.state.health_detail = health
         self.state.health_checked_at = workflow.now()
-        return health
 
     async def _wait_until_healthy(self) -> str | None:
         """None once the Stage is Healthy; else why it is not, after ``HEALTHY_WAIT``.
@@ -490,7 +499,12 @@ class StageWorkflow:
             )
             phase, message = result.phase, result.message
         except ChildWorkflowError as err:
-            result, phase, message = None, "Error", diagnose(err).reason
+            # A run that did not end Successful fails its workflow and carries the run.
+            result = ended_run(err)
+            if result is not None:
+                phase, message = result.phase, result.message
+            else:
+                phase, message = "Error", diagnose(err).reason
         record = self.state.verifying.model_copy(
             update={
                 "phase": phase,
@@ -632,9 +646,25 @@ class StageWorkflow:
             )
         if state.queue:
             lines.append("queued: " + ", ".join(f"`{t.freight_alias}`" for t in state.queue))
+        last_run = state.verifications[0] if state.verifications else None
+        if (
+            current is not None
+            and state.verifying is None
+            and last_run is not None
+            and last_run.freight == current.freight
+        ):
+            lines.append(
+                f"verification {'Verified' if last_run.phase == 'Successful' else last_run.phase}"
+                + (f": {last_run.message}" if last_run.message else "")
+            )
         if state.last_promotion and state.last_promotion.phase is not PromotionPhase.SUCCEEDED:
             lines.append(
                 f"last promotion {state.last_promotion.phase.value}: {state.last_promotion.message}"
             )
         lines.append(f"auto-promotion: {'on' if state.config.auto_promotion else 'off'}")
         workflow.set_current_details("\n\n".join(lines))
+
+
+def _refused(reason: str) -> ApplicationError:
+    """A validator's refusal: a named, non-retryable type for the caller (not ValueError)."""
+    return to_application_error(RequestRefused(reason))

@@ -6,7 +6,10 @@ read-only query, safe to repeat if a worker dies mid-measurement; its result
 is recorded once); the gaps between them are durable timers, so a one-hour window survives worker and
 server restarts and loses or repeats no measurement (each is recorded in
 history the moment its activity completes). The ``abort`` signal ends it
-Aborted; the ``status`` query shows every measurement so far.
+Aborted; the ``status`` query shows every measurement so far. A run that ends
+Successful is the workflow's result; any other ending fails the workflow
+(``VerificationFailed`` and so on, the run as details) so that the Temporal UI
+lists it as failed; the Stage reads the run back from either.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 with workflow.unsafe.imports_passed_through():
     from activities.metrics import MetricActivities
     from freightline.contracts.metrics import record_verification_finished
-    from freightline.contracts.verification import VerificationRequest
+    from freightline.contracts.verification import VerificationRequest, failure_type
     from freightline.errors import diagnose
     from freightline.kargo.analysis import (
         COMPLETED_PHASES,
@@ -40,6 +43,10 @@ with workflow.unsafe.imports_passed_through():
 
 LOCAL_MEASUREMENTS = "local-measurements"
 """Patch: measurements run as local activities (runs started before it keep activities)."""
+FAILS_UNLESS_SUCCESSFUL = "fails-unless-successful"
+"""Patch: a run that did not end Successful fails the workflow (type ``VerificationFailed``
+and so on, the run as details), so the Temporal UI lists it as failed; runs started before
+it complete with the run as their result."""
 
 
 @workflow.defn(name="Verification")
@@ -81,6 +88,13 @@ class VerificationWorkflow:
             self._status.phase,
             (workflow.now() - started).total_seconds(),
         )
+        if self._status.phase != "Successful" and workflow.patched(FAILS_UNLESS_SUCCESSFUL):
+            raise ApplicationError(
+                f"verification {self._status.phase}: {self._status.message or 'no reason given'}",
+                self._status,
+                type=failure_type(self._status.phase),
+                non_retryable=True,
+            )
         return self._status
 
     async def _measure(self, request: VerificationRequest, metric: Metric) -> Measurement:

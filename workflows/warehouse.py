@@ -53,7 +53,13 @@ with workflow.unsafe.imports_passed_through():
         record_freight,
         remember_created,
     )
-    from freightline.errors import FreightlineError, diagnose
+    from freightline.errors import (
+        FreightlineError,
+        RequestRefused,
+        diagnose,
+        refusing,
+        to_application_error,
+    )
     from freightline.kargo.resources import Freight, parse_duration
     from workflows.options import discovery_options
 
@@ -142,8 +148,10 @@ class WarehouseWorkflow:
     @update_spec.validator
     def validate_update_spec(self, config: WarehouseConfig) -> None:
         if config.warehouse.metadata.name != self.name:
-            raise ValueError(
-                f'Warehouse "{config.warehouse.metadata.name}" sent to Warehouse "{self.name}"'
+            raise to_application_error(
+                RequestRefused(
+                    f'Warehouse "{config.warehouse.metadata.name}" sent to Warehouse "{self.name}"'
+                )
             )
 
     @workflow.update(name=ASSEMBLE_UPDATE)
@@ -169,7 +177,8 @@ class WarehouseWorkflow:
 
     @assemble.validator
     def validate_assemble(self, request: AssembleRequest) -> None:
-        self._assembled(request)
+        with refusing():
+            self._assembled(request)
 
     def _assembled(self, request: AssembleRequest) -> Freight:
         return assemble_freight(

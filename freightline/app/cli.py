@@ -13,6 +13,7 @@ import functools
 import json
 import traceback
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -96,7 +97,9 @@ def dev(
         Path(".freightline/temporal.db")
     ),
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
-    ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+    ui_port: Annotated[
+        int | None, typer.Option(help="Temporal UI port (default: the frontend port + 1000).")
+    ] = None,
     metrics_address: Annotated[
         str,
         typer.Option(
@@ -123,6 +126,9 @@ def dev(
             f"cannot serve metrics on {metrics_address!r}: {err} "
             "(choose another with --metrics-address, or '' for none)"
         ) from None
+    from freightline.app.temporal import DEV_UI_PORT_OFFSET
+
+    ui_port = ui_port or port + DEV_UI_PORT_OFFSET
     server = DevServer(db_file=db, port=port, ui_port=ui_port, log_file=db.with_suffix(".log"))
     try:
         with console.status("starting the Temporal dev server"):
@@ -130,6 +136,8 @@ def dev(
     except FreightlineError as err:
         raise fail(str(err)) from None
     console.print(f"Temporal UI: {server.ui_url}   address: {server.address}   db: {db}")
+    if ui_port != port + DEV_UI_PORT_OFFSET and not worker_settings.temporal.ui_url:
+        console.print(f"other commands link to this UI with FREIGHTLINE_UI_URL={server.ui_url}")
     if runtime is not None:
         console.print(f"worker metrics: http://{metrics_address}/metrics")
     # The worker is told where this server is; the process's environment stays as it was.
@@ -199,7 +207,7 @@ async def promote(
 ) -> None:
     """Promote available Freight into a Stage (queued behind the Stage's running promotion)."""
     from freightline.app.client import promote_in_stage
-    from freightline.app.temporal import connect
+    from freightline.app.temporal import connect, ui_url
     from freightline.contracts.names import workflow_ui_url
 
     target = freight or freight_alias
@@ -210,9 +218,8 @@ async def promote(
         client, _project(project), stage, target, _user(), override_windows=override_windows
     )
     console.print(f"promotion {ticket.promotion} queued")
-    console.print(
-        f"  {workflow_ui_url(settings().temporal.ui_url, client.namespace, ticket.promotion)}"
-    )
+    ui = ui_url(settings().temporal.ui_url, client.service_client.config.target_host)
+    console.print(f"  {workflow_ui_url(ui, client.namespace, ticket.promotion)}")
     if wait:
         await _wait_for(client, ticket.promotion)
 
@@ -439,11 +446,17 @@ async def status(
 @get_app.command("stages")
 @run_async
 async def get_stages(project: ProjectOption = None, output: OutputOption = "table") -> None:
-    """Stages of a project."""
-    from freightline.app.client import project_resources
+    """Stages of a project (``-o json``: spec and state, see the README's scriptable output)."""
+    from freightline.app.client import project_resources, stage_states
+    from freightline.app.listings import stage_listing
     from freightline.app.temporal import connect
 
-    resources = await project_resources(await connect(), _project(project))
+    client = await connect()
+    resources = await project_resources(client, _project(project))
+    if output == "json":
+        states = {s.name: s for s in await stage_states(client, resources.name)}
+        _print_json([stage_listing(s, states.get(n)) for n, s in sorted(resources.stages.items())])
+        return
     rows = []
     for name, stage in sorted(resources.stages.items()):
         sources = []
@@ -465,6 +478,13 @@ async def get_warehouses(project: ProjectOption = None, output: OutputOption = "
     client = await connect()
     resources = await project_resources(client, _project(project))
     statuses = {s.warehouse: s for s in await warehouse_statuses(client, resources.name)}
+    if output == "json":
+        from freightline.app.listings import warehouse_listing
+
+        _print_json(
+            [warehouse_listing(w, statuses.get(n)) for n, w in sorted(resources.warehouses.items())]
+        )
+        return
     rows = []
     for name, w in sorted(resources.warehouses.items()):
         status = statuses.get(name)
@@ -490,8 +510,14 @@ async def get_freight(project: ProjectOption = None, output: OutputOption = "tab
     from freightline.app.temporal import connect
 
     name = _project(project)
+    known = await project_freight(await connect(), name)
+    if output == "json":
+        from freightline.app.listings import freight_listing
+
+        _print_json([freight_listing(f) for f in known])
+        return
     rows = []
-    for freight in await project_freight(await connect(), name):
+    for freight in known:
         artifacts = [f"{i.repo_url}:{i.tag}" for i in freight.images or ()]
         artifacts += [f"{c.repo_url}@{(c.id or '')[:7]}" for c in freight.commits or ()]
         artifacts += [f"{c.name}:{c.version}" for c in freight.charts or ()]
@@ -523,7 +549,20 @@ async def get_promotions(
     from freightline.app.temporal import connect
 
     rows = await list_promotions(await connect(), project, stage)
-    _print(list(rows), output, "promotions")
+    if output == "json":
+        from freightline.app.listings import promotion_listing
+
+        _print_json([promotion_listing(row) for row in rows])
+        return
+    table = [
+        {
+            key: value.isoformat(timespec="seconds") if isinstance(value, datetime) else value or ""
+            for key, value in row.items()
+            if key != "runId"
+        }
+        for row in rows
+    ]
+    _print(table, output, "promotions")
 
 
 @refresh_app.command("warehouse")
@@ -544,7 +583,10 @@ async def refresh_warehouse(
 @run_async
 async def webhooks(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on (default: FREIGHTLINE_WEBHOOK_HOST, 127.0.0.1)."),
+    ] = None,
 ) -> None:
     """Serve the webhook receiver (registry notifications, GitHub pushes, generic hooks)."""
     from freightline.app.temporal import connect
@@ -552,6 +594,7 @@ async def webhooks(
     from freightline.settings import WEBHOOK_SECRET_ENV
 
     hooks = settings().webhooks
+    host = host or hooks.host
     if not hooks.secret_value():
         raise fail(f"set {WEBHOOK_SECRET_ENV}: without a secret every webhook is refused")
     client = await connect()
@@ -573,6 +616,11 @@ async def webhooks(
         await server.serve_forever()
     finally:
         await server.close()
+
+
+def _print_json(listing: list[dict[str, Any]]) -> None:
+    """The scriptable output (``freightline.app.listings``): one JSON array."""
+    print(json.dumps(listing, indent=2))
 
 
 def _print(rows: list[dict[str, str]], output: str, title: str) -> None:

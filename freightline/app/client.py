@@ -167,8 +167,11 @@ async def start_promotion(
 
 async def list_promotions(
     client: Client, project: str | None = None, stage: str | None = None, limit: int = 50
-) -> Sequence[dict[str, str]]:
-    """Recent promotions, newest first, from Temporal's visibility store."""
+) -> Sequence[dict[str, Any]]:
+    """Recent promotions, newest first, from Temporal's visibility store: ``id``, ``runId``,
+    ``status`` (Temporal's: RUNNING, COMPLETED, FAILED, ...), ``project``, ``stage``,
+    ``freight`` (the full ID), ``started`` and ``closed`` (datetimes; ``closed`` None while
+    running)."""
     query = f"WorkflowType = '{PROMOTION_WORKFLOW}'"
     if project:
         query += f" AND {SA_PROJECT.name} = '{project}'"
@@ -180,11 +183,13 @@ async def list_promotions(
         rows.append(
             {
                 "id": execution.id,
-                "status": execution.status.name if execution.status else "",
-                "project": attributes.get(SA_PROJECT) or "",
-                "stage": attributes.get(SA_STAGE) or "",
-                "freight": attributes.get(SA_FREIGHT) or "",
-                "started": execution.start_time.isoformat(timespec="seconds"),
+                "runId": execution.run_id,
+                "status": execution.status.name if execution.status else None,
+                "project": attributes.get(SA_PROJECT),
+                "stage": attributes.get(SA_STAGE),
+                "freight": attributes.get(SA_FREIGHT),
+                "started": execution.start_time,
+                "closed": execution.close_time,
             }
         )
     return rows
@@ -339,7 +344,12 @@ async def running_notes(client: Client, states: Sequence[StageState]) -> dict[st
         except RPCError:
             continue  # not started yet, or already finished
         if status.approval is not None:
-            notes[state.name] = "waiting for approval"
+            approval = status.approval
+            who = ", ".join(approval.approvers) if approval.approvers else "anyone"
+            notes[state.name] = (
+                f"waiting for approval ({len(approval.approved_by)} of {approval.required}; "
+                f"approvers: {who})"
+            )
         elif status.waiting_for_window:
             notes[state.name] = f"waiting for a window: {status.waiting_for_window}"
         elif status.current:

@@ -19,6 +19,9 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
 DEFAULT_ADDRESS = "localhost:7233"
+DEV_UI_PORT_OFFSET = 1000
+"""``temporal server start-dev`` (and ``freightline dev``) serve the UI on the frontend port + 1000."""
+CLOUD_UI_URL = "https://cloud.temporal.io"
 
 
 async def connect(
@@ -44,6 +47,24 @@ async def connect(
 def configured_address() -> str:
     """The frontend address Temporal's envconfig gives (``TEMPORAL_ADDRESS``, a profile)."""
     return str(ClientConfig.load_client_connect_config().get("target_host") or DEFAULT_ADDRESS)
+
+
+def ui_url(configured: str | None, address: str) -> str:
+    """The Temporal UI links point at: ``FREIGHTLINE_UI_URL`` when set, else derived from the
+    frontend ``address`` a client uses.
+
+    Temporal Cloud's frontends (``*.tmprl.cloud``) have their UI at cloud.temporal.io; any
+    other is taken for a dev server, whose UI is on the same host at the frontend port + 1000
+    (``localhost:7233`` → ``http://localhost:8233``).
+    """
+    if configured:
+        return configured.rstrip("/")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = address or "localhost", "7233"
+    if host.rstrip(".").endswith(".tmprl.cloud"):
+        return CLOUD_UI_URL
+    return f"http://{host}:{int(port) + DEV_UI_PORT_OFFSET}"
 
 
 def exit_process(code: int) -> NoReturn:

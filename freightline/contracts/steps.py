@@ -204,7 +204,8 @@ def parse_config(model: type[Config], config: dict[str, Any]) -> Config:
         return model.model_validate(config)
     except ValidationError as err:
         problems = "; ".join(
-            f"config{''.join(f'.{p}' for p in e['loc'] if p != '')}: {e['msg']}"
+            f"config{''.join(f'.{p}' for p in e['loc'] if p != '')}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
             for e in err.errors()
         )
         raise ConfigError(problems) from None

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from temporalio.exceptions import ApplicationError
+
 from freightline.contracts.model import Contract
-from freightline.errors import ConfigError
-from freightline.kargo.analysis import resolve_metrics
+from freightline.errors import ConfigError, root_cause
+from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus, resolve_metrics
 from freightline.kargo.freight import artifact_functions
 from freightline.kargo.resources import AnalysisTemplate, Freight, Metric, Stage
 
@@ -24,6 +26,25 @@ class VerificationRequest(Contract):
     @property
     def run_name(self) -> str:
         return f"{self.project}/{self.stage}/{self.freight_alias or self.freight[:7]}"
+
+
+def failure_type(phase: AnalysisPhase) -> str:
+    """The ``ApplicationError`` type of a Verification whose run ended ``phase`` (not
+    Successful): ``VerificationFailed``, ``VerificationError``, ``VerificationInconclusive``,
+    ``VerificationAborted``. The Temporal UI then lists the run as failed, not completed."""
+    return f"Verification{phase}"
+
+
+def ended_run(failure: BaseException) -> AnalysisRunStatus | None:
+    """The run a Verification that ended unsuccessfully carries as its failure's details;
+    None for any other failure (a terminated or timed-out child, a crash)."""
+    cause = root_cause(failure)
+    if not isinstance(cause, ApplicationError) or not cause.details:
+        return None
+    phase = (cause.type or "").removeprefix("Verification")
+    if cause.type == phase or phase not in ("Failed", "Error", "Inconclusive", "Aborted"):
+        return None
+    return AnalysisRunStatus.model_validate(cause.details[0])
 
 
 def verification_request(

@@ -33,6 +33,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -88,8 +89,14 @@ def _check_duration(text: str) -> str:
     return text
 
 
-Duration = Annotated[str, AfterValidator(_check_duration)]
-"""A Go duration string, validated by :func:`parse_duration`."""
+def _bare_zero(value: object) -> object:
+    # YAML reads `interval: 0` as the number 0; Go's duration syntax allows "0" alone
+    # without a unit, so the number means it too (any other number stays refused).
+    return "0" if value == 0 and not isinstance(value, bool) else value
+
+
+Duration = Annotated[str, BeforeValidator(_bare_zero), AfterValidator(_check_duration)]
+"""A Go duration string, validated by :func:`parse_duration` (a YAML ``0`` is ``"0"``)."""
 
 # Kubernetes object names (DNS-1123 subdomain), as in Kargo's CRD patterns.
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.table import Table
 from temporalio.client import Client
 
 from freightline.app.client import apply_project, decide_promotion, running_notes, stage_states
@@ -162,6 +163,10 @@ async def _main(demo: Demo, once: bool) -> bool:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+                # The last table is read now, not half a second before the script's last
+                # line: the closing view agrees with what the demo just said.
+                with contextlib.suppress(Exception):
+                    live.update(await _table(client))
             if not once:
                 demo.console.print("running; Ctrl-C stops the worker and every service")
                 await stop.wait()
@@ -186,11 +191,15 @@ async def _apply(client: Client, demo: Demo) -> None:
     demo.console.print(f"applied {DEMO_PIPELINE.name}: test → uat (verified) → prod")
 
 
+async def _table(client: Client) -> Table:
+    states = await stage_states(client, PROJECT)
+    return pipeline_table(PROJECT, states, await running_notes(client, states))
+
+
 async def _watch(client: Client, live: Live) -> None:
     while True:
         with contextlib.suppress(Exception):  # a refresh that fails just waits for the next
-            states = await stage_states(client, PROJECT)
-            live.update(pipeline_table(PROJECT, states, await running_notes(client, states)))
+            live.update(await _table(client))
         await asyncio.sleep(0.5)
 
 
@@ -246,7 +255,7 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
 
 def _print_links(demo: Demo, client: Client, promotion: str) -> None:
     say = demo.console.print
-    ui = demo.settings.temporal.ui_url
+    ui = demo.server.ui_url  # the demo's own dev server
     say(
         f"Temporal UI, this project's workflows: {ui}/namespaces/{client.namespace}/workflows"
         f"?query=FreightlineProject%3D%22{PROJECT}%22"

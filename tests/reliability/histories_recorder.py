@@ -240,6 +240,37 @@ class Scenarios:
         finally:
             server.stop()
 
+    async def verification_failed(self) -> None:
+        """``Verification``: a measurement over the limit (failureLimit 0), Failed; the workflow fails with
+        ``VerificationFailed`` and the run (the ``fails-unless-successful`` patch)."""
+        server = ErrorRateServer()
+        server.rates["rate"] = 0.5
+        try:
+            metric = Metric.model_validate(
+                {
+                    "name": "error-rate",
+                    "interval": "1s",
+                    "count": 2,
+                    "successCondition": "result < 0.05",
+                    "provider": {"web": {"url": f"{server.url}/rate", "jsonPath": "{$.errorRate}"}},
+                }
+            )
+            request = VerificationRequest(
+                project="kargo-demo", stage="test", freight="f" * 40, metrics=(metric,)
+            )
+            async with self.worker():
+                handle = await self.client.start_workflow(
+                    "Verification",
+                    request,
+                    id=f"verification-{uuid.uuid4().hex[:6]}",
+                    task_queue=self.queue,
+                    result_type=AnalysisRunStatus,
+                )
+                await _expect_failure(handle)
+                await _save(handle, "verification-failed")
+        finally:
+            server.stop()
+
     async def warehouse(self) -> None:
         """``Warehouse``: discoveries on a 1s interval, a new tag, a refresh."""
         registry = start_registry(self.workdir / "registry")
@@ -329,6 +360,7 @@ ORDER = [
     "stage",
     "rollback",
     "verification",
+    "verification_failed",
     "warehouse",
     "approval",
     "window",

@@ -32,6 +32,7 @@ from freightline.contracts.promotion import StepOutcome, WorktreeBatch, plan_pro
 from freightline.errors import ExpressionError, FreightlineError
 from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.expressions import evaluate, render
+from freightline.kargo.gitrefs import branch_problem
 from freightline.kargo.selection import ImageSelectionPolicy, select_tags
 from sandbox.gitops import branch_head, create_bare_repo, git
 from tests.pipelines import IMAGE, freight_for, single_stage_project, with_freight
@@ -281,6 +282,31 @@ def test_hostile_branch_names_in_clone_and_push(gitops_repo: Path, sentinel: Pat
             result_or_typed_error(gitops_repo, steps)
         assert_refs_sane(gitops_repo)
         assert branch_head(gitops_repo, "main") == main, f"{name!r} pushed to main"
+
+
+def test_an_invalid_branch_name_is_a_configuration_mistake(
+    gitops_repo: Path, sentinel: Path
+) -> None:
+    """Refused before git runs, as ConfigError: the promotion ends Errored, not Failed."""
+    invalid = [n for n in hostile_names(sentinel) if n and branch_problem(n)]
+    assert len(invalid) >= 10
+    write = {"uses": "yaml-update", "config": {"path": "./out/f.yaml", "updates": []}}
+    for name in invalid:
+        clone = {
+            "uses": "git-clone",
+            "config": {
+                "repoURL": "REPO_URL",
+                "checkout": [{"branch": name, "create": True, "path": "./out"}],
+            },
+        }
+        for steps in (
+            [clone, write, *commit_and_push("./out")],
+            [CLONE_MAIN, EDIT, *commit_and_push("./src", name)],
+        ):
+            with pytest.raises(ApplicationError) as refused:
+                run_steps(gitops_repo, steps)
+            assert refused.value.type == "ConfigError", (name, refused.value.message)
+            assert "is not a valid git branch name" in refused.value.message
 
 
 def test_hostile_image_tags_in_set_image(gitops_repo: Path, sentinel: Path) -> None:

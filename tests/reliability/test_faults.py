@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Worker
 
 from freightline.app.client import apply_project, start_promotion
 from freightline.contracts.names import WAREHOUSE_WORKFLOW, warehouse_workflow_id
 from freightline.contracts.promotion import PromotionPhase, PromotionResult
-from freightline.contracts.verification import VerificationRequest
+from freightline.contracts.verification import VerificationRequest, ended_run
 from freightline.contracts.warehouse import WarehouseConfig, WarehouseInput, WarehouseStatus
 from freightline.kargo.analysis import AnalysisRunStatus
 from freightline.kargo.resources import Metric
@@ -140,8 +140,10 @@ async def test_prometheus_stopped_mid_verification(
             await wait_for(lambda h=handle: measured(h, "Successful", 1), timeout=30)
 
         prometheus.stop()
-        failed = await asyncio.wait_for(strict.result(), timeout=60)
-        assert failed.phase == "Error", failed
+        with pytest.raises(WorkflowFailureError) as ended:
+            await asyncio.wait_for(strict.result(), timeout=60)
+        failed = ended_run(ended.value.cause)  # the workflow failed, carrying its run
+        assert failed is not None and failed.phase == "Error", failed
         errors = [m for m in failed.metric_results[0].measurements if m.phase == "Error"]
         assert len(errors) == 3
         assert all(

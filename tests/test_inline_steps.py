@@ -223,6 +223,35 @@ async def test_a_fail_inside_a_worktree_sequence_stops_it_before_the_push(
     assert branch_head(gitops_repo, "stage/test") is None
 
 
+# Recorded as tests/histories/promotion-inline.json (scripts/record-histories inline).
+INLINE_SCENARIO: list[dict[str, Any]] = [
+    {
+        "uses": "git-clone",
+        "config": {
+            "repoURL": "REPO_URL",
+            "checkout": [{"branch": "stage/test", "create": True, "path": "./out"}],
+        },
+    },
+    {"uses": "compose-output", "as": "names", "config": {"file": "${{ ctx.stage }}.txt"}},
+    {"uses": "file-write", "config": {"path": "./out/${{ outputs.names.file }}", "contents": ""}},
+    {"uses": "git-commit", "config": {"path": "./out", "message": "inline"}},
+    {"uses": "git-push", "as": "push", "config": {"path": "./out"}},
+    {"uses": "compose-output", "as": "pushed", "config": {"commit": "${{ outputs.push.commit }}"}},
+    {"uses": "fail", "as": "stop", "config": {"message": "pushed ${{ outputs.pushed.commit }}"}},
+]
+
+
+async def test_the_recorded_inline_scenario_pushes_then_fails(
+    client: Client, worker: Worker, gitops_repo: Path
+) -> None:
+    freight = commit_freight(gitops_repo, "")
+    result = await promote(client, single_stage_project(gitops_repo, INLINE_SCENARIO), freight)
+    assert result.phase is PromotionPhase.FAILED
+    pushed = branch_head(gitops_repo, "stage/test")
+    assert result.message == f'step "stop" (fail): failed: pushed {pushed}'
+    assert result.outputs["pushed"] == {"commit": pushed}
+
+
 @pytest.mark.parametrize(
     ("step", "message"),
     [

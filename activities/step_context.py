@@ -6,16 +6,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from activities.git import DEFAULT_AUTHOR, Clone, Worktree
 from activities.workspace import Workspace
 from freightline.contracts.promotion import PlannedStep, PromotionPlan
+from freightline.contracts.steps import parse_config
 from freightline.errors import ConfigError
 from freightline.kargo.credentials import GitCredentials
+
+__all__ = ["CredentialLookup", "StepConfig", "StepContext", "parse_config"]
 
 CredentialLookup = Callable[[str], GitCredentials | None]
 """Finds the worker's git credentials for a repository URL (None: anonymous)."""
@@ -27,20 +30,7 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-Config = TypeVar("Config", bound=BaseModel)
 T = TypeVar("T")
-
-
-def parse_config(model: type[Config], config: dict[str, Any]) -> Config:
-    """Validate a step's rendered config against its model; ConfigError names each field."""
-    try:
-        return model.model_validate(config)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in err.errors()
-        )
-        raise ConfigError(problems) from None
 
 
 @dataclass

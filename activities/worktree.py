@@ -38,7 +38,7 @@ from freightline.contracts.promotion import (
     StepStatus,
     WorktreeBatch,
 )
-from freightline.contracts.steps import StepRunner, step_named
+from freightline.contracts.steps import StepRunner, run_inline, step_named
 from freightline.errors import ConfigError, FreightlineError
 from freightline.kargo.credentials import GitCredentials
 from freightline.logging import get_logger
@@ -108,12 +108,17 @@ class WorktreeActivities:
             if not scope.should_run(step):
                 return StepOutcome(alias=step.alias, uses=step.uses, status=StepStatus.SKIPPED)
             definition = step_named(step.uses)
-            if definition is None or definition.runner is not StepRunner.WORKTREE:
+            if definition is None or not (
+                definition.runner is StepRunner.WORKTREE or definition.inline
+            ):
                 raise ConfigError(f"{ctx.describe()}: not a worktree step")
-            implementation: StepImplementation = definition.resolve_implementation()
             config = scope.render_config(step)
-            model = definition.config_model()
-            outputs = implementation(ctx, parse_config(model, config) if model else config)
+            if definition.inline:
+                outputs = run_inline(step.uses, config)
+            else:
+                implementation: StepImplementation = definition.resolve_implementation()
+                model = definition.config_model()
+                outputs = implementation(ctx, parse_config(model, config) if model else config)
             return StepOutcome(
                 alias=step.alias, uses=step.uses, status=StepStatus.SUCCEEDED, outputs=outputs
             )

@@ -57,10 +57,37 @@ def with_freight(resources: ProjectResources, *freight: Freight) -> ProjectResou
     )
 
 
+def commit_freight(
+    repo: Path, commit: str, warehouse: str = "kargo-demo", images: tuple[str, ...] = ()
+) -> Freight:
+    """A Freight for one commit of a local repository (and ``repo:tag`` images), ID and
+    alias computed by the real rule."""
+    body: dict[str, Any] = {
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "Freight",
+        "metadata": {"name": "pending", "namespace": "p"},
+        "origin": {"kind": "Warehouse", "name": warehouse},
+        "commits": [{"repoURL": repo.as_uri(), "id": commit, "branch": "main"}],
+    }
+    if images:
+        body["images"] = [
+            {"repoURL": image.rpartition(":")[0], "tag": image.rpartition(":")[2]}
+            for image in images
+        ]
+    name = freight_id(Freight.model_validate(body))
+    body["metadata"]["name"] = name
+    body["alias"] = freight_alias(name)
+    return Freight.model_validate(body)
+
+
 def single_stage_project(
-    repo: Path, steps: list[dict[str, Any]], *, stages: tuple[str, ...] = ("test",)
+    repo: Path,
+    steps: list[dict[str, Any]],
+    *,
+    stages: tuple[str, ...] = ("test",),
+    variables: list[dict[str, Any]] | None = None,
 ) -> ProjectResources:
-    """A project whose Stages run ``steps`` directly (for bad-input and race tests)."""
+    """A project whose Stages run ``steps`` directly (``REPO_URL`` in them names ``repo``)."""
     documents: list[dict[str, Any]] = [
         {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": "p"}},
         {
@@ -83,7 +110,9 @@ def single_stage_project(
                             "sources": {"direct": True},
                         }
                     ],
-                    "promotionTemplate": {"spec": {"steps": steps}},
+                    "promotionTemplate": {
+                        "spec": {"steps": steps, **({"vars": variables} if variables else {})}
+                    },
                 },
             }
         )

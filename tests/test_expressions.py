@@ -729,3 +729,17 @@ def test_artifact_functions_compare_urls_in_kargos_normal_form(
     from freightline.kargo.freight import artifact_functions
 
     assert render(expression, artifact_functions(_bundle())) == expected
+
+
+def test_as_yaml_and_as_json_render_a_value_as_kargo_writes_it() -> None:
+    value = {"b": [1, {"y": True, "x": None}], "a": "text"}
+    env = {"v": value}
+    assert render_string("${{ asYAML(v) }}", env) == (
+        "a: text\nb:\n    - 1\n    - x: null\n      y: true\n"
+    )
+    assert render_string("${{ asJSON(v) }}", env) == (
+        '{\n  "a": "text",\n  "b": [\n    1,\n    {\n      "x": null,\n      "y": true\n'
+        "    }\n  ]\n}\n"
+    )
+    assert render_string("${{ asYAML('x') }}", {}) == "x\n"
+    assert render_string("${{ asJSON(42) }}", {}) == "42\n"

@@ -30,11 +30,19 @@ KARGO_STEPS = {
     "kustomize-set-image": StepRunner.WORKTREE,
     "kustomize-build": StepRunner.WORKTREE,
     "yaml-update": StepRunner.WORKTREE,
+    "copy": StepRunner.WORKTREE,
+    "delete": StepRunner.WORKTREE,
+    "file-write": StepRunner.WORKTREE,
+    "json-update": StepRunner.WORKTREE,
+    "yaml-parse": StepRunner.WORKTREE,
+    "json-parse": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,
     "argocd-wait": StepRunner.ARGOCD,
     "wait-for-approval": StepRunner.WORKFLOW,
+    "fail": StepRunner.WORKFLOW,
+    "compose-output": StepRunner.WORKFLOW,
 }
 
 
@@ -62,6 +70,12 @@ def test_every_reference_resolves_to_what_its_runner_calls(name: str) -> None:
         definition = activity._Definition.must_from_callable(implementation)
         assert definition.name == name.replace("-", "_")
         assert issubclass(model, StepConfig)
+    elif step.inline:
+        # A pure function of the validated config, called by the workflow and the worktree
+        # activity alike (freightline.contracts.steps.run_inline).
+        parameters = list(inspect.signature(implementation).parameters.values())
+        assert [p.name for p in parameters] == ["config"]
+        assert parameters[0].annotation in (model.__name__, model)
     else:
         assert implementation.__qualname__ == "PromotionWorkflow.wait_for_approval"
         assert model is ApprovalPolicy

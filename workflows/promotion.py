@@ -62,12 +62,13 @@ with workflow.unsafe.imports_passed_through():
         WorktreeBatch,
         failure_type,
     )
-    from freightline.contracts.steps import STEPS, StepRunner, runner_of
+    from freightline.contracts.steps import STEPS, StepRunner, run_inline, runner_of
     from freightline.errors import (
         ApprovalRefused,
         ConfigError,
         Diagnosis,
         ExpressionError,
+        FreightlineError,
         diagnose,
         to_application_error,
     )
@@ -81,6 +82,12 @@ with workflow.unsafe.imports_passed_through():
         for step in STEPS.values()
         if step.runner is StepRunner.ARGOCD
     }
+    # Inline steps likewise: their module is imported now, and run_inline finds it cached.
+    INLINE_STEPS = frozenset(
+        definition.name
+        for definition in STEPS.values()
+        if definition.inline and definition.resolve_implementation() and definition.config_model()
+    )
     from workflows.notify import send_notification
     from workflows.options import argocd_options, quick_options, worktree_options
 
@@ -194,9 +201,14 @@ class PromotionWorkflow:
             self._current_step = step.alias
             runner = runner_of(step.uses)
             if runner is StepRunner.WORKFLOW:
-                outcome = await self.wait_for_approval(request, plan, step)
+                if step.uses in INLINE_STEPS:
+                    outcome = self._run_inline_step(plan, step)
+                    stops = not step.continue_on_error
+                else:  # wait-for-approval: its rejection or timeout always ends the promotion
+                    outcome = await self.wait_for_approval(request, plan, step)
+                    stops = True
                 self._outcomes.append(outcome)
-                if outcome.status in (StepStatus.FAILED, StepStatus.ERRORED):
+                if stops and outcome.status in (StepStatus.FAILED, StepStatus.ERRORED):
                     phase = PromotionPhase(outcome.status.value)
                     return await self._end(request, plan, phase, outcome.message, step.alias)
                 index += 1
@@ -287,6 +299,26 @@ class PromotionWorkflow:
             except TimeoutError:
                 continue
             raise _Aborted
+
+    def _run_inline_step(self, plan: PromotionPlan, step: PlannedStep) -> StepOutcome:
+        """``fail``, ``compose-output``: pure, so here, with no activity (the worktree
+        activity runs them the same way when they sit between its steps)."""
+        scope = StepScope(plan, self._outcomes)
+        try:
+            if not scope.should_run(step):
+                return StepOutcome(alias=step.alias, uses=step.uses, status=StepStatus.SKIPPED)
+            outputs = run_inline(step.uses, scope.render_config(step))
+        except FreightlineError as err:
+            err.locate(f'step "{step.alias}" ({step.uses})')
+            return StepOutcome(
+                alias=step.alias,
+                uses=step.uses,
+                status=StepStatus(err.outcome.value),
+                message=str(err),
+            )
+        return StepOutcome(
+            alias=step.alias, uses=step.uses, status=StepStatus.SUCCEEDED, outputs=outputs
+        )
 
     async def wait_for_approval(
         self, request: PromotionRequest, plan: PromotionPlan, step: PlannedStep
@@ -639,11 +671,19 @@ def _app_names(config: dict[str, Any]) -> str:
 
 
 def _worktree_batch(plan: PromotionPlan, start: int) -> list[PlannedStep]:
-    batch = []
+    """The worktree steps from ``start`` on, with the inline steps between them (so that a
+    ``compose-output`` or ``fail`` does not cut the clone-to-push sequence in two); inline
+    steps after the last worktree step are left to the workflow."""
+    batch: list[PlannedStep] = []
+    inline: list[PlannedStep] = []
     for step in plan.steps[start:]:
-        if runner_of(step.uses) is not StepRunner.WORKTREE:
+        if runner_of(step.uses) is StepRunner.WORKTREE:
+            batch += [*inline, step]
+            inline = []
+        elif step.uses in INLINE_STEPS:
+            inline.append(step)
+        else:
             break
-        batch.append(step)
     return batch
 
 

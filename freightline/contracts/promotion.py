@@ -378,6 +378,20 @@ class StepScope:
     def record(self, outcome: StepOutcome) -> None:
         self.outcomes.append(outcome)
 
+    def context(self) -> dict[str, Any]:
+        """``ctx``: the project, Stage, promotion and target Freight."""
+        freight = self.plan.freight
+        return {
+            "project": self.plan.project,
+            "stage": self.plan.stage,
+            "promotion": self.plan.promotion,
+            "targetFreight": {
+                "name": freight.metadata.name,
+                "alias": freight.alias,
+                "origin": {"kind": freight.origin.kind, "name": freight.origin.name},
+            },
+        }
+
     def env(self, step: PlannedStep) -> dict[str, Any]:
         freight = self.plan.freight
         outputs = {o.alias: o.outputs for o in self.outcomes}
@@ -390,16 +404,7 @@ class StepScope:
                 if alias.startswith(prefix)
             }
         env: dict[str, Any] = {
-            "ctx": {
-                "project": self.plan.project,
-                "stage": self.plan.stage,
-                "promotion": self.plan.promotion,
-                "targetFreight": {
-                    "name": freight.metadata.name,
-                    "alias": freight.alias,
-                    "origin": {"kind": freight.origin.kind, "name": freight.origin.name},
-                },
-            },
+            "ctx": self.context(),
             "outputs": outputs,
             "task": {"outputs": task_outputs},
             **artifact_functions(freight),

@@ -4,8 +4,11 @@ Steps that share a working tree (clone, edit, render, commit, push) run
 together as one activity from clone to push, so a retry on another worker
 with an empty disk repeats the whole sequence and converges on the same
 commit. Steps that talk to an outside system on their own (Argo CD) run as
-their own activities. Steps that only decide or wait (``wait-for-approval``)
-run in the workflow itself, on signals and timers.
+their own activities. Steps that only decide or wait (``wait-for-approval``,
+``fail``, ``compose-output``) run in the workflow itself, on signals and
+timers; those of them that neither wait nor do I/O are *inline*: between two
+worktree steps they run inside the worktree activity instead, so that they do
+not cut a clone-to-push sequence in two.
 
 :data:`STEPS` is the one table. The planner (``plan_promotion``) refuses a
 step it does not hold, the ``Promotion`` workflow asks it where each step
@@ -35,16 +38,20 @@ import importlib
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+
+from freightline.errors import ConfigError
 
 __all__ = [
     "STEPS",
     "StepDefinition",
     "StepRunner",
+    "parse_config",
     "resolve",
     "resolve_all",
+    "run_inline",
     "runner_of",
     "step_named",
 ]
@@ -67,14 +74,18 @@ class StepDefinition:
 
     ``implementation`` is, per runner: a function ``(StepContext, config) -> outputs``
     (worktree); the activity method that runs the step (Argo CD); the workflow
-    method that runs it (workflow). ``config`` names the pydantic model of the
-    step's rendered config, or is None for a step without one.
+    method that runs it (workflow), or for an ``inline`` step a pure function
+    ``(config) -> outputs`` that both the workflow and the worktree activity call.
+    ``config`` names the pydantic model of the step's rendered config, or is None
+    for a step without one.
     """
 
     name: str
     runner: StepRunner
     implementation: str
     config: str | None = None
+    inline: bool = False
+    """A workflow step without I/O or waiting: it may also run inside a worktree batch."""
 
     def resolve_implementation(self) -> Any:
         """The object ``implementation`` names (imports its module on first use)."""
@@ -92,6 +103,13 @@ class StepDefinition:
 
 def _worktree(name: str, implementation: str, config: str) -> StepDefinition:
     return StepDefinition(name, StepRunner.WORKTREE, implementation, config)
+
+
+def _inline(name: str, implementation: str, config: str) -> StepDefinition:
+    module = "freightline.contracts.inline_steps"
+    return StepDefinition(
+        name, StepRunner.WORKFLOW, f"{module}:{implementation}", f"{module}:{config}", inline=True
+    )
 
 
 STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
@@ -119,6 +137,30 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "activities.yaml_files:yaml_update",
                 "activities.yaml_files:YamlUpdateConfig",
             ),
+            _worktree("copy", "activities.file_steps:copy", "activities.file_steps:CopyConfig"),
+            _worktree(
+                "delete", "activities.file_steps:delete", "activities.file_steps:DeleteConfig"
+            ),
+            _worktree(
+                "file-write",
+                "activities.file_steps:file_write",
+                "activities.file_steps:FileWriteConfig",
+            ),
+            _worktree(
+                "json-update",
+                "activities.json_files:json_update",
+                "activities.json_files:JsonUpdateConfig",
+            ),
+            _worktree(
+                "yaml-parse",
+                "activities.parse_steps:yaml_parse",
+                "activities.parse_steps:YamlParseConfig",
+            ),
+            _worktree(
+                "json-parse",
+                "activities.parse_steps:json_parse",
+                "activities.parse_steps:JsonParseConfig",
+            ),
             _worktree(
                 "git-commit",
                 "activities.git_steps:git_commit",
@@ -145,10 +187,41 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "workflows.promotion:PromotionWorkflow.wait_for_approval",
                 "freightline.kargo.resources:ApprovalPolicy",
             ),
+            _inline("fail", "fail", "FailConfig"),
+            _inline("compose-output", "compose_output", "ComposeOutputConfig"),
         )
     }
 )
 """Every step Freightline runs, by the name a Stage's ``uses`` gives it."""
+
+
+Config = TypeVar("Config", bound=BaseModel)
+
+
+def parse_config(model: type[Config], config: dict[str, Any]) -> Config:
+    """Validate a step's rendered config against its model; ConfigError names each field."""
+    try:
+        return model.model_validate(config)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"config{''.join(f'.{p}' for p in e['loc'] if p != '')}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
+        raise ConfigError(problems) from None
+
+
+def run_inline(uses: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Run an inline step (``fail``, ``compose-output``) on its rendered config: its outputs,
+    or the ``FreightlineError`` it ends with. The workflow and the worktree activity both
+    call this."""
+    step = STEPS[uses]
+    if not step.inline:
+        raise ConfigError(f'"{uses}" is not an inline step')
+    model = step.config_model()
+    parsed = parse_config(model, config) if model is not None else config
+    outputs: dict[str, Any] = step.resolve_implementation()(parsed)
+    return outputs
 
 
 def step_named(uses: str) -> StepDefinition | None:

@@ -28,6 +28,7 @@ import binascii
 import dataclasses
 import datetime
 import functools
+import io
 import json
 import math
 import re
@@ -1007,6 +1008,35 @@ def _builtin_from_base64(value: Any) -> str:
         raise _EvalError(f"invalid base64: {err}") from None
 
 
+def _builtin_as_yaml(value: Any) -> str:
+    # Kargo's asYAML(): go-yaml v3's Marshal (keys sorted, four-space indent, sequences
+    # indented under their key, no folding), wrapped in quotes that render strips again.
+    from ruamel.yaml import YAML  # only here: the evaluator needs no YAML otherwise
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.indent(mapping=4, sequence=6, offset=4)
+    yaml.width = 1 << 30
+    buffer = io.StringIO()
+    yaml.dump(_sorted(_jsonable(value)), buffer)
+    # A scalar at the top dumps with a document end marker that go-yaml does not write.
+    text = buffer.getvalue().removesuffix("...\n")
+    return f'"{text}"'
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def _builtin_as_json(value: Any) -> str:
+    # Kargo's asJSON(): indented JSON and a newline, wrapped in quotes render strips again.
+    return f'"{_to_json(value, indent=2)}\n"'
+
+
 def _builtin_quote(value: Any) -> str:
     # Kargo's quote(): wraps the value's text in double quotes, which render
     # strips again, so ``${{ quote(true) }}`` yields the string "true".
@@ -1044,6 +1074,8 @@ _BUILTINS: Mapping[str, _Builtin] = MappingProxyType(
         "last": _Builtin(_builtin_last, 1, 1),
         "get": _Builtin(_builtin_get, 2, 2),
         "quote": _Builtin(_builtin_quote, 1, 1),
+        "asYAML": _Builtin(_builtin_as_yaml, 1, 1),
+        "asJSON": _Builtin(_builtin_as_json, 1, 1),
     }
 )
 

@@ -312,6 +312,21 @@ class Scenarios:
         finally:
             registry.stop()
 
+    async def inline(self) -> None:
+        """``Promotion`` with inline steps: a ``compose-output`` inside the clone-to-push
+        activity, then ``compose-output`` and ``fail`` in the workflow itself (Failed)."""
+        from tests.pipelines import commit_freight, single_stage_project
+        from tests.test_inline_steps import INLINE_SCENARIO
+
+        repo = self.repo("inline")
+        freight = commit_freight(repo, "")
+        async with self.worker():
+            resources = with_freight(single_stage_project(repo, INLINE_SCENARIO), freight)
+            await apply_project(self.client, resources)
+            handle = await start_promotion(self.client, "p", "test", freight.metadata.name)
+            await _expect_failure(handle)
+            await _save(handle, "promotion-inline")
+
     async def promotion(self) -> None:
         """``Promotion``: the whole quickstart, Argo CD included; and one that errors."""
         repo = self.repo("promotion")
@@ -366,6 +381,7 @@ ORDER = [
     "warehouse",
     "approval",
     "window",
+    "inline",
     "promotion",
 ]
 

@@ -93,7 +93,8 @@ def run_steps(
     plan = plan_promotion(with_freight(resources, freight), "test", freight.metadata.name, "p:x")
     batch = WorktreeBatch(plan=plan, step_indexes=tuple(range(len(plan.steps))))
     outcomes: list[StepOutcome] = ActivityEnvironment().run(
-        WorktreeActivities(scratch_root=tmp_path).run_worktree_steps, batch
+        WorktreeActivities(scratch_root=tmp_path, allow_local_repositories=True).run_worktree_steps,
+        batch,
     )
     return outcomes
 

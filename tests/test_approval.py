@@ -323,6 +323,11 @@ async def test_stage_shorthand_and_abort_while_waiting_for_approval(
     await wait_for(recorded)
     again = await freightline_cli(client, "abort", "--promotion", ticket.promotion)
     assert again.returncode == 1 and "nothing to abort" in again.stderr
+    # Temporal says FAILED; the listing says how it ended.
+    listed = await freightline_cli(client, "get", "promotions", "-p", PROJECT, "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [r for r in json.loads(listed.stdout) if r["id"] == ticket.promotion]
+    assert (row["phase"], row["status"]) == ("Aborted", "FAILED")
 
 
 # --- abort while an activity runs ------------------------------------------------------------------

@@ -113,7 +113,8 @@ async def test_auto_promotion_flows_freight_through_every_stage_in_order(
     for state in by_stage.values():
         assert state.current is not None
         row = ours[state.current.promotion]
-        assert (row["status"], row["stage"], row["freight"]) == (
+        assert (row["phase"], row["status"], row["stage"], row["freight"]) == (
+            "Succeeded",
             "COMPLETED",
             state.name,
             freight.metadata.name,

@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecution,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
@@ -38,9 +40,11 @@ from freightline.contracts.project import ApplyResult, DeleteRequest, ProjectSta
 from freightline.contracts.promotion import (
     AbortMessage,
     ApprovalMessage,
+    PromotionPhase,
     PromotionRequest,
     PromotionResult,
     PromotionStatus,
+    ended_phase,
     find_freight,
 )
 from freightline.contracts.stage import PromotionTicket, StageState, freight_details
@@ -192,9 +196,9 @@ async def list_promotions(
     client: Client, project: str | None = None, stage: str | None = None, limit: int = 50
 ) -> Sequence[dict[str, Any]]:
     """Recent promotions, newest first, from Temporal's visibility store: ``id``, ``runId``,
-    ``status`` (Temporal's: RUNNING, COMPLETED, FAILED, ...), ``project``, ``stage``,
-    ``freight`` (the full ID), ``started`` and ``closed`` (datetimes; ``closed`` None while
-    running)."""
+    ``phase`` (Freightline's: Running, Succeeded, Failed, Errored, Aborted), ``status``
+    (Temporal's: RUNNING, COMPLETED, FAILED, ...), ``project``, ``stage``, ``freight`` (the
+    full ID), ``started`` and ``closed`` (datetimes; ``closed`` None while running)."""
     query = f"WorkflowType = '{PROMOTION_WORKFLOW}'"
     if project:
         query += f" AND {SA_PROJECT.name} = '{project}'"
@@ -207,6 +211,7 @@ async def list_promotions(
             {
                 "id": execution.id,
                 "runId": execution.run_id,
+                "phase": await _promotion_phase(client, execution),
                 "status": execution.status.name if execution.status else None,
                 "project": attributes.get(SA_PROJECT),
                 "stage": attributes.get(SA_STAGE),
@@ -216,6 +221,29 @@ async def list_promotions(
             }
         )
     return rows
+
+
+async def _promotion_phase(client: Client, execution: WorkflowExecution) -> str:
+    """How a promotion ended, in Freightline's words. Temporal's status says FAILED for
+    Failed, Errored and Aborted alike; the failure's type tells them apart (one read of a
+    closed run's result). A run that could not end on its own (terminated, timed out)
+    counts as Errored, as its Stage records it."""
+    status = execution.status
+    if status is WorkflowExecutionStatus.RUNNING:
+        return PromotionPhase.RUNNING.value
+    if status is WorkflowExecutionStatus.COMPLETED:
+        return PromotionPhase.SUCCEEDED.value
+    if status is WorkflowExecutionStatus.FAILED:
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        try:
+            await handle.result(follow_runs=False)
+        except WorkflowFailureError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                phase = ended_phase(cause.type)
+                if phase is not None:
+                    return phase.value
+    return PromotionPhase.ERRORED.value
 
 
 # --- Stages -------------------------------------------------------------------------------------

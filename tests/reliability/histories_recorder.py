@@ -214,39 +214,18 @@ class Scenarios:
 
     async def verification(self) -> None:
         """``Verification``: two measurements of a web metric, one second apart."""
-        server = ErrorRateServer()
-        server.rates["rate"] = 0.01
-        try:
-            metric = Metric.model_validate(
-                {
-                    "name": "error-rate",
-                    "interval": "1s",
-                    "count": 2,
-                    "successCondition": "result < 0.05",
-                    "provider": {"web": {"url": f"{server.url}/rate", "jsonPath": "{$.errorRate}"}},
-                }
-            )
-            request = VerificationRequest(
-                project="kargo-demo", stage="test", freight="f" * 40, metrics=(metric,)
-            )
-            async with self.worker():
-                handle = await self.client.start_workflow(
-                    "Verification",
-                    request,
-                    id=f"verification-{uuid.uuid4().hex[:6]}",
-                    task_queue=self.queue,
-                    result_type=AnalysisRunStatus,
-                )
-                await handle.result()
-                await _save(handle, "verification")
-        finally:
-            server.stop()
+        await self._web_verification(0.01, "verification")
 
     async def verification_failed(self) -> None:
         """``Verification``: a measurement over the limit (failureLimit 0), Failed; the workflow fails with
         ``VerificationFailed`` and the run (the ``fails-unless-successful`` patch)."""
+        await self._web_verification(0.5, "verification-failed")
+
+    async def _web_verification(self, rate: float, name: str) -> None:
+        """Two measurements of a web metric answering ``rate``, one second apart, saved as
+        ``name``; under 0.05 it succeeds, else the workflow fails."""
         server = ErrorRateServer()
-        server.rates["rate"] = 0.5
+        server.rates["rate"] = rate
         try:
             metric = Metric.model_validate(
                 {
@@ -268,8 +247,11 @@ class Scenarios:
                     task_queue=self.queue,
                     result_type=AnalysisRunStatus,
                 )
-                await _expect_failure(handle)
-                await _save(handle, "verification-failed")
+                if rate < 0.05:
+                    await handle.result()
+                else:
+                    await _expect_failure(handle)
+                await _save(handle, name)
         finally:
             server.stop()
 

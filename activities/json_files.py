@@ -24,6 +24,7 @@ from pydantic import Field
 
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import ConfigError
+from freightline.kargo.keypaths import split_key_path
 
 
 class JsonUpdate(StepConfig):
@@ -47,7 +48,11 @@ def json_update(ctx: StepContext, config: JsonUpdateConfig) -> dict[str, Any]:
         if not _is_scalar(update.value):
             raise ConfigError(f'{where}: value for key "{update.key}" is not a scalar type')
         try:
-            text = _set(text, _split_key(update.key), _encode(update.value))
+            text = _set(
+                text,
+                split_key_path(update.key, keep_trailing_backslash=True),
+                _encode(update.value),
+            )
         except (ValueError, LookupError) as err:
             raise ConfigError(f'{where}: error setting key "{update.key}": {err}') from None
     file.write_text(text)
@@ -79,24 +84,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
         return str(int(value))
     return _encode(value)
-
-
-def _split_key(key: str) -> list[str]:
-    parts, current, escaped = [], "", False
-    for char in key:
-        if escaped:
-            current, escaped = current + char, False
-        elif char == "\\":
-            escaped = True
-        elif char == ".":
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current + ("\\" if escaped else ""))
-    if any(not part for part in parts):
-        raise ConfigError(f'key "{key}" has an empty part')
-    return parts
 
 
 def _set(text: str, parts: list[str], encoded: str) -> str:

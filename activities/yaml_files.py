@@ -13,6 +13,7 @@ from ruamel.yaml.error import YAMLError
 
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import ConfigError, StepError
+from freightline.kargo.keypaths import split_key_path
 
 
 def _yaml() -> YAML:
@@ -70,7 +71,7 @@ def yaml_update(ctx: StepContext, config: YamlUpdateConfig) -> dict[str, Any]:
 
 
 def _set(document: Any, key: str, value: Any, where: str) -> None:
-    parts = _split_key(key)
+    parts = split_key_path(key)
     node = document
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
@@ -88,22 +89,3 @@ def _set(document: Any, key: str, value: Any, where: str) -> None:
                 node = node.setdefault(part, {})
         else:
             raise ConfigError(f'{where}: key "{key}": "{part}" is inside a scalar')
-
-
-def _split_key(key: str) -> list[str]:
-    # Dots separate parts; a backslash escapes a dot inside a part (as in Kargo).
-    parts, current, escaped = [], "", False
-    for char in key:
-        if escaped:
-            current, escaped = current + char, False
-        elif char == "\\":
-            escaped = True
-        elif char == ".":
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    if any(not p for p in parts):
-        raise ConfigError(f'key "{key}" has an empty part')
-    return parts

@@ -16,11 +16,10 @@ pytestmark = pytest.mark.integration
 
 def test_demo_once_runs_the_whole_pipeline_and_stops_everything(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
+    # As scripts/demo runs it: the console script, from outside the checkout.
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "freightline",
+            str(Path(sys.executable).parent / "freightline"),
             "demo",
             "--once",
             "--workdir",
@@ -30,6 +29,7 @@ def test_demo_once_runs_the_whole_pipeline_and_stops_everything(tmp_path: Path) 
             "--ui-port",
             str(ui_port),
         ],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,

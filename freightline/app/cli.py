@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import sys
 import traceback
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -652,6 +653,11 @@ def demo(
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
 ) -> None:
     """The main job: a Temporal dev server, a worker and a promotion into a local GitOps repo."""
+    # The sandbox is not part of the package: in a checkout (an editable install, as
+    # scripts/demo makes) it sits next to freightline/, whatever the current directory.
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "sandbox" / "demo" / "run.py").is_file() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
     try:
         from sandbox.demo.run import run_demo
     except ImportError:  # an installed package: the sandbox stays in the checkout

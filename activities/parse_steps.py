@@ -1,4 +1,4 @@
-"""The parse steps, as Kargo's: yaml-parse and json-parse.
+"""The parse steps, as Kargo's: yaml-parse, json-parse and toml-parse.
 
 Each reads one file of the work tree and gives, for each ``outputs[]`` entry, the
 value of its ``fromExpression`` (an expression without ``${{ }}``: the step
@@ -7,13 +7,15 @@ the expression's names are the document's top-level keys (``image.tag``).
 Beyond Kargo, ``ctx`` (project, Stage, promotion, target Freight) is there too
 unless the document has a ``ctx`` key of its own: Kargo's own ``file-write``
 example extracts ``apps[ctx.stage]``, which needs it. Every failure (no file,
-not YAML/JSON, a failing expression) ends the step Errored, as in Kargo.
+not YAML/JSON/TOML, a failing expression) ends the step Errored, as in Kargo.
+TOML's dates and times come out as ISO 8601 text, as the YAML ones do.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import tomllib
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +47,10 @@ class JsonParseConfig(ParseConfig):
     """Kargo's ``json-parse`` config."""
 
 
+class TomlParseConfig(ParseConfig):
+    """Kargo's ``toml-parse`` config."""
+
+
 def yaml_parse(ctx: StepContext, config: YamlParseConfig) -> dict[str, Any]:
     """Outputs extracted from a YAML file."""
     return _parse(ctx, config, "YAML", _load_yaml)
@@ -53,6 +59,11 @@ def yaml_parse(ctx: StepContext, config: YamlParseConfig) -> dict[str, Any]:
 def json_parse(ctx: StepContext, config: JsonParseConfig) -> dict[str, Any]:
     """Outputs extracted from a JSON file."""
     return _parse(ctx, config, "JSON", json.loads)
+
+
+def toml_parse(ctx: StepContext, config: TomlParseConfig) -> dict[str, Any]:
+    """Outputs extracted from a TOML file."""
+    return _parse(ctx, config, "TOML", tomllib.loads)
 
 
 def _load_yaml(text: str) -> Any:
@@ -71,7 +82,7 @@ def _parse(
         raise ConfigError(f'{where}: could not parse empty {kind} file "{config.path}"')
     try:
         document = _plain(load(text))
-    except (YAMLError, ValueError) as err:
+    except (YAMLError, ValueError) as err:  # tomllib.TOMLDecodeError is a ValueError
         raise ConfigError(f'{where}: could not parse {kind} file "{config.path}": {err}') from None
     if not isinstance(document, dict):
         raise ConfigError(
@@ -88,6 +99,6 @@ def _plain(value: Any) -> Any:
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_plain(item) for item in value]
-    if isinstance(value, datetime.date | datetime.datetime):
+    if isinstance(value, datetime.date | datetime.datetime | datetime.time):
         return value.isoformat()
     return value

@@ -36,6 +36,8 @@ KARGO_STEPS = {
     "json-update": StepRunner.WORKTREE,
     "yaml-parse": StepRunner.WORKTREE,
     "json-parse": StepRunner.WORKTREE,
+    "toml-parse": StepRunner.WORKTREE,
+    "toml-update": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,

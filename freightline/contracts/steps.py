@@ -162,6 +162,16 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "activities.parse_steps:JsonParseConfig",
             ),
             _worktree(
+                "toml-parse",
+                "activities.parse_steps:toml_parse",
+                "activities.parse_steps:TomlParseConfig",
+            ),
+            _worktree(
+                "toml-update",
+                "activities.toml_files:toml_update",
+                "activities.toml_files:TomlUpdateConfig",
+            ),
+            _worktree(
                 "git-commit",
                 "activities.git_steps:git_commit",
                 "activities.git_steps:GitCommitConfig",

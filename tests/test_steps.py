@@ -38,6 +38,7 @@ KARGO_STEPS = {
     "json-parse": StepRunner.WORKTREE,
     "toml-parse": StepRunner.WORKTREE,
     "toml-update": StepRunner.WORKTREE,
+    "yaml-merge": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,

@@ -172,6 +172,11 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "activities.toml_files:TomlUpdateConfig",
             ),
             _worktree(
+                "yaml-merge",
+                "activities.yaml_merge:yaml_merge",
+                "activities.yaml_merge:YamlMergeConfig",
+            ),
+            _worktree(
                 "git-commit",
                 "activities.git_steps:git_commit",
                 "activities.git_steps:GitCommitConfig",

@@ -39,6 +39,8 @@ KARGO_STEPS = {
     "toml-parse": StepRunner.WORKTREE,
     "toml-update": StepRunner.WORKTREE,
     "yaml-merge": StepRunner.WORKTREE,
+    "tar": StepRunner.WORKTREE,
+    "untar": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,

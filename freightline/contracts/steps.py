@@ -176,6 +176,10 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "activities.yaml_merge:yaml_merge",
                 "activities.yaml_merge:YamlMergeConfig",
             ),
+            _worktree("tar", "activities.archive_steps:tar", "activities.archive_steps:TarConfig"),
+            _worktree(
+                "untar", "activities.archive_steps:untar", "activities.archive_steps:UntarConfig"
+            ),
             _worktree(
                 "git-commit",
                 "activities.git_steps:git_commit",

@@ -1,4 +1,4 @@
-"""The git steps: git-clone, git-clear, git-commit, git-push."""
+"""The git steps: git-clone, git-clear, git-tag, git-commit, git-push."""
 
 from __future__ import annotations
 
@@ -89,6 +89,48 @@ def git_clear(ctx: StepContext, config: GitClearConfig) -> dict[str, Any]:
         else:
             entry.unlink()
     return {}
+
+
+def _valid_tag(name: str) -> str:
+    """A pydantic check: tags follow git's ref-name rule, as branches do."""
+    problem = branch_problem(name)
+    if problem:
+        raise ValueError(f"{name!r} is not a valid git tag name: {problem}")
+    return name
+
+
+class GitTagConfig(StepConfig):
+    path: str = Field(min_length=1)
+    tag: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+    force: bool = False
+
+    check_tag = field_validator("tag")(_valid_tag)
+
+
+def git_tag(ctx: StepContext, config: GitTagConfig) -> dict[str, Any]:
+    """Create an annotated tag on the checkout's HEAD; output that commit, as Kargo does.
+
+    As Kargo's, an existing tag of that name is an error unless ``force`` (then it
+    moves). One exception, so that a retried promotion converges: a tag that
+    already names HEAD (a retry cloned it back after pushing it) is kept as it is.
+    """
+    worktree = ctx.worktree_at(config.path)
+    head = worktree.head()
+    if not head:
+        raise ConfigError(f"{ctx.describe()}: error creating tag {config.tag}: no commit to tag")
+    ref = f"refs/tags/{config.tag}"
+    existing = worktree.clone.rev_parse(f"{ref}^{{commit}}")  # tags are the clone's
+    if existing == head:
+        return {"commit": head}
+    if existing and not config.force:
+        raise ConfigError(
+            f'{ctx.describe()}: error creating tag {config.tag}: tag "{config.tag}" '
+            "already exists (set force to move it)"
+        )
+    force = ["--force"] if config.force else []
+    worktree.run("tag", "--annotate", "--message", config.message, *force, config.tag, head)
+    return {"commit": head}
 
 
 class GitCommitConfig(StepConfig):

@@ -41,6 +41,7 @@ KARGO_STEPS = {
     "yaml-merge": StepRunner.WORKTREE,
     "tar": StepRunner.WORKTREE,
     "untar": StepRunner.WORKTREE,
+    "git-tag": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,

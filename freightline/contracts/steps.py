@@ -181,6 +181,9 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "untar", "activities.archive_steps:untar", "activities.archive_steps:UntarConfig"
             ),
             _worktree(
+                "git-tag", "activities.git_steps:git_tag", "activities.git_steps:GitTagConfig"
+            ),
+            _worktree(
                 "git-commit",
                 "activities.git_steps:git_commit",
                 "activities.git_steps:GitCommitConfig",

@@ -86,10 +86,12 @@ class _Budget:
         self.total = 0
         self.entries = 0
 
-    def take(self, name: str, size: int) -> None:
+    def count(self) -> None:
         self.entries += 1
         if self.entries > MAX_ENTRIES:
             raise ConfigError(f"{self.where}: the archive has more than {MAX_ENTRIES} entries")
+
+    def take(self, name: str, size: int) -> None:
         if size > MAX_FILE_SIZE:
             raise ConfigError(
                 f'{self.where}: file "{name}" exceeds the size limit of {MAX_FILE_SIZE} bytes'
@@ -160,6 +162,8 @@ def _member_filter(
         log.warning("untar skipped an archive member", member=member.name, reason=reason)
 
     def member_filter(member: tarfile.TarInfo, staging: str) -> tarfile.TarInfo | None:
+        # Every member counts, skipped ones too: tarfile keeps each header it reads in memory.
+        budget.count()
         if not (member.isreg() or member.isdir() or member.issym()):
             return None  # as Kargo: only files, directories and symlinks
         name = member.name
@@ -178,7 +182,8 @@ def _member_filter(
         if member.issym() and not _kargo_safe(member.linkname):
             skip(member, "its link target could leave outPath")
             return None
-        budget.take(name, member.size if member.isreg() else 0)
+        if member.isreg():
+            budget.take(name, member.size)
         try:
             return tarfile.data_filter(member.replace(name=name, deep=False), staging)
         except tarfile.FilterError as err:
@@ -244,13 +249,10 @@ def _entries(
             relative = path.relative_to(source).as_posix()
             if _ignored(ignored, relative, directory=not path.is_symlink()):
                 continue
-            if path.is_symlink():  # os.walk does not descend into it: archived as a link
-                entries.append((relative, path))
-                budget.take(relative, 0)
-                continue
-            kept.append(name)
+            budget.count()
             entries.append((relative, path))
-            budget.take(relative, 0)
+            if not path.is_symlink():  # os.walk does not descend into one: archived as a link
+                kept.append(name)
         directories[:] = kept
         for name in sorted(files):
             path = base / name
@@ -264,7 +266,9 @@ def _entries(
             info = path.lstat()
             if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
                 continue  # sockets, fifos, devices: nothing a manifest holds
-            budget.take(relative, info.st_size if stat.S_ISREG(info.st_mode) else 0)
+            budget.count()
+            if stat.S_ISREG(info.st_mode):
+                budget.take(relative, info.st_size)
             entries.append((relative, path))
     return sorted(entries)
 

@@ -51,15 +51,16 @@ def toml_update(ctx: StepContext, config: TomlUpdateConfig) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigError(f'{where}: error reading TOML file "{config.path}": not a file')
     try:
-        document = tomlkit.parse(file.read_text())
-    except TOMLKitError as err:
+        # Bytes, not text mode: text mode would turn \r\n line ends into \n.
+        document = tomlkit.parse(file.read_bytes().decode())
+    except (TOMLKitError, UnicodeDecodeError) as err:
         raise ConfigError(f'{where}: error parsing TOML file "{config.path}": {err}') from None
     for update in config.updates:
         try:
             _set(document, split_key_path(update.key, keep_trailing_backslash=True), update.value)
         except ValueError as err:
             raise ConfigError(f'{where}: error updating key "{update.key}": {err}') from None
-    file.write_text(tomlkit.dumps(document))
+    file.write_bytes(tomlkit.dumps(document).encode())
     lines = "".join(f"\n- {u.key}: {toml_text(u.value)}" for u in config.updates)
     return {"commitMessage": f"Updated {config.path}\n{lines}"}
 

@@ -78,6 +78,8 @@ def repo(tmp_path: Path) -> Path:
     (seed / "configs/settings.toml").write_text(SETTINGS)
     (seed / "empty.toml").write_text("")
     (seed / "bad.toml").write_text("key = \n")
+    (seed / "crlf.toml").write_bytes(b'a = 1\r\n[b]\r\nc = "x" # why\r\n')
+    (seed / "no-newline.toml").write_bytes(b"v = 1")
     return create_bare_repo(tmp_path / "gitops.git", seed=seed)
 
 
@@ -197,6 +199,26 @@ def test_toml_update_changes_only_the_values(tmp_path: Path, repo: Path) -> None
         "- server.hosts.1: 'c.example.com'\n- server.limits.memory: 512\n"
         "- labels.example\\.com/version: '2.0.0'\n- services.1.name: true"
     )
+
+
+def test_toml_update_keeps_line_ends_and_a_missing_last_newline(tmp_path: Path, repo: Path) -> None:
+    steps = [
+        CLONE_SRC_AND_OUT,
+        {"uses": "copy", "config": {"inPath": "./src/crlf.toml", "outPath": "./out/crlf.toml"}},
+        {"uses": "copy", "config": {"inPath": "./src/no-newline.toml", "outPath": "./out/nl.toml"}},
+        {
+            "uses": "toml-update",
+            "config": {"path": "./out/crlf.toml", "updates": [{"key": "b.c", "value": "y"}]},
+        },
+        {
+            "uses": "toml-update",
+            "config": {"path": "./out/nl.toml", "updates": [{"key": "v", "value": 2}]},
+        },
+        *COMMIT_AND_PUSH,
+    ]
+    run_in(tmp_path, repo, steps)
+    assert raw_file(repo, "stage/test", "crlf.toml") == b"a = 1\r\n[b]\r\nc = 'y' # why\r\n"
+    assert raw_file(repo, "stage/test", "nl.toml") == b"v = 2"
 
 
 @pytest.mark.parametrize(

@@ -13,18 +13,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Worker
 
 import activities.archive_steps as archive_steps
 from activities.worktree import WorktreeActivities
-from freightline.contracts.promotion import StepOutcome, WorktreeBatch, plan_promotion
+from freightline.app.client import apply_project, start_promotion
+from freightline.contracts.promotion import (
+    PromotionPhase,
+    StepOutcome,
+    WorktreeBatch,
+    plan_promotion,
+)
 from freightline.kargo.freight import freight_alias, freight_id
 from freightline.kargo.resources import Freight
 from sandbox.gitops import KARGO_DEMO, branch_head, create_bare_repo, git
 from tests.kargo_pages import assert_all_covered, example
-from tests.pipelines import single_stage_project, with_freight
-from tests.test_file_steps import GIT_REPO, add_to_main, files_on, outcome_of
+from tests.pipelines import commit_freight, single_stage_project, with_freight
+from tests.test_file_steps import (
+    CLONE_SRC_AND_OUT,
+    GIT_REPO,
+    add_to_main,
+    files_on,
+    outcome_of,
+)
 from tests.test_toml_steps import raw_file
 
 CHART_REPO = "https://example.github.io/helm-charts"
@@ -449,3 +463,63 @@ def test_tar_bounds_what_it_reads(
     step = {"uses": "tar", "config": {"inPath": "./src/source-code", "outPath": "./x.tar"}}
     err = refused(tmp_path, repo, [CLONE_SRC, step])
     assert "exceeds the size limit of 5 bytes" in str(err) and outcome_of(err) == "Errored"
+
+
+# --- a manifest that uses them passes apply and promotes --------------------------------------
+
+
+@pytest.mark.integration
+async def test_a_stage_using_these_steps_applies_and_promotes(
+    client: Client, worker: Worker, repo: Path
+) -> None:
+    steps = [
+        CLONE_SRC_AND_OUT,
+        {"uses": "git-clear", "config": {"path": "./out"}},
+        {
+            "uses": "untar",
+            "config": {
+                "inPath": "./src/artifacts/bundle.tar.gz",
+                "outPath": "./out/unpacked",
+                "stripComponents": 1,
+                "ignore": "*.log\n",
+            },
+        },
+        {
+            "uses": "file-write",
+            "config": {"path": "./out/override.yaml", "contents": "replicas: 2\n"},
+        },
+        {
+            "uses": "yaml-merge",
+            "as": "merge",
+            "config": {
+                "inFiles": ["./src/base/deploy.yaml", "./out/override.yaml"],
+                "outFile": "./out/deploy.yaml",
+            },
+        },
+        {
+            "uses": "tar",
+            "config": {"inPath": "./out/unpacked", "outPath": "./out/bundle.tgz", "gzip": True},
+        },
+        {"uses": "git-commit", "as": "commit", "config": {"path": "./out", "message": "built"}},
+        {
+            "uses": "git-tag",
+            "as": "tag",
+            "config": {
+                "path": "./out",
+                "tag": "test-${{ ctx.targetFreight.alias }}",
+                "message": "m",
+            },
+        },
+        {"uses": "git-push", "as": "push", "config": {"path": "./out"}},
+    ]
+    freight = commit_freight(repo, branch_head(repo, "main") or "")
+    await apply_project(
+        client, with_freight(single_stage_project(repo, steps, variables=GIT_REPO), freight)
+    )
+    result = await (await start_promotion(client, "p", "test", freight.metadata.name)).result()
+    assert result.phase is PromotionPhase.SUCCEEDED
+    assert result.outputs["tag"] == {"commit": result.outputs["push"]["commit"]}
+    assert result.outputs["merge"]["commitMessage"].startswith("Merged 2 YAML files")
+    files = files_on(repo, "stage/test")
+    assert {"deploy.yaml", "bundle.tgz", "unpacked/app.yaml"} <= files
+    assert "unpacked/logs/debug.log" not in files

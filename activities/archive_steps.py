@@ -117,7 +117,7 @@ def untar(ctx: StepContext, config: UntarConfig) -> dict[str, Any]:
     """Extract a tar (or gzipped tar) file into ``outPath``, replacing what was there."""
     where = ctx.describe()
     source = ctx.workspace.resolve(config.in_path, field="inPath")
-    target = ctx.workspace.resolve(config.out_path, field="outPath")
+    target = ctx.workspace.resolve(config.out_path, field="outPath", writing=True)
     if not source.is_file():
         raise ConfigError(f'{where}: failed to open tar file "{config.in_path}": not a file')
     if target == ctx.workspace.root:
@@ -214,7 +214,7 @@ def tar(ctx: StepContext, config: TarConfig) -> dict[str, Any]:
     """Archive a file, or a directory's contents, into a tar (or gzipped tar) file."""
     where = ctx.describe()
     source = ctx.workspace.resolve(config.in_path, field="inPath")
-    target = ctx.workspace.resolve(config.out_path, field="outPath")
+    target = ctx.workspace.resolve(config.out_path, field="outPath", writing=True)
     if not source.exists():
         raise ConfigError(f'{where}: input path "{config.in_path}" does not exist')
     if target.is_dir():

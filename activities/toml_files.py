@@ -47,7 +47,7 @@ class TomlUpdateConfig(StepConfig):
 def toml_update(ctx: StepContext, config: TomlUpdateConfig) -> dict[str, Any]:
     """Set each update's scalar value in one TOML file; output Kargo's ``commitMessage``."""
     where = ctx.describe()
-    file = ctx.workspace.resolve(config.path)
+    file = ctx.workspace.resolve(config.path, writing=True)
     if not file.is_file():
         raise ConfigError(f'{where}: error reading TOML file "{config.path}": not a file')
     try:

@@ -25,8 +25,13 @@ class Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
         self.private.mkdir(parents=True, exist_ok=True)
 
-    def resolve(self, path: str, *, field: str = "path") -> Path:
-        """The absolute path of ``path`` inside the workspace."""
+    def resolve(self, path: str, *, field: str = "path", writing: bool = False) -> Path:
+        """The absolute path of ``path`` inside the workspace.
+
+        ``writing``: the step writes there, so a path in git's metadata (a ``.git`` part)
+        is refused too; what lands there (a gitdir, a config) would steer, or run
+        commands in, the git that later steps run.
+        """
         if not isinstance(path, str) or not path.strip():
             raise PathEscapeError(f'{field}: expected a relative path, got "{path}"')
         if os.path.isabs(path):
@@ -36,4 +41,6 @@ class Workspace:
         candidate = (self.root / path).resolve()
         if candidate != self.root and self.root not in candidate.parents:
             raise PathEscapeError(f'{field}: "{path}" leaves the work tree')
+        if writing and ".git" in candidate.relative_to(self.root).parts:
+            raise PathEscapeError(f'{field}: "{path}" is in git\'s metadata (.git)')
         return candidate

@@ -65,7 +65,7 @@ def yaml_merge(ctx: StepContext, config: YamlMergeConfig) -> dict[str, Any]:
             merged = document if merged is None else _merge_value(merged, document, "")
         except ValueError as err:
             raise ConfigError(f'{where}: error merging in file "{name}": {err}') from None
-    target = ctx.workspace.resolve(config.out_file, field="outFile")
+    target = ctx.workspace.resolve(config.out_file, field="outFile", writing=True)
     if target.is_dir():
         raise ConfigError(f'{where}: outFile "{config.out_file}" is a directory')
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

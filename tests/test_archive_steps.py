@@ -343,6 +343,7 @@ CLONE_SRC = {
         ({"inPath": "./a.tgz", "outPath": "./x", "stripComponents": -1}, "greater than or equal"),
         ({"inPath": "./a.tgz", "outPath": "./x", "ignore": ""}, "ignore: String should have"),
         ({"inPath": "./a.tgz"}, "outPath: Field required"),
+        ({"inPath": "./src/artifacts/bundle.tar.gz", "outPath": "./src/.git"}, "git's metadata"),
     ],
 )
 def test_untar_errors_are_errored(
@@ -445,6 +446,7 @@ def test_tar_archives_symlinks_as_links_and_never_reads_outside(tmp_path: Path, 
         ({"inPath": "../", "outPath": "./x.tar"}, "leaves the work tree"),
         ({"inPath": "./src/source-code", "outPath": "../x.tar"}, "leaves the work tree"),
         ({"inPath": "./src/source-code", "outPath": "./src"}, "is a directory"),
+        ({"inPath": "./src/source-code", "outPath": "./src/.git/x.tar"}, "git's metadata"),
         ({"inPath": "./src", "outPath": "./x.tar", "ignore": ""}, "ignore: String should have"),
         ({"inPath": "./src", "outPath": "./x.tar", "gzip": "maybe"}, "gzip: Input should be"),
     ],

@@ -273,6 +273,7 @@ def test_toml_parse_errors_are_errored(
         ("./src/bad.toml", "key", "x", 'error parsing TOML file "./src/bad.toml"'),
         ("./src/none.toml", "key", "x", 'error reading TOML file "./src/none.toml"'),
         ("../outside.toml", "key", "x", "leaves the work tree"),
+        ("./out/.git", "key", "x", "git's metadata"),
     ],
 )
 def test_toml_update_errors_are_errored(

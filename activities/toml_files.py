@@ -18,7 +18,6 @@ integer into a float; Freightline writes an integer as an integer.
 
 from __future__ import annotations
 
-import json
 import math
 from decimal import Decimal
 from typing import Any
@@ -115,6 +114,25 @@ def _item(value: Any) -> Item:
     return item
 
 
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
+
+
+def _is_control(char: str) -> bool:
+    return char < " " or char == "\x7f"
+
+
+def _escaped(char: str) -> str:
+    return f"\\u{ord(char):04X}" if _is_control(char) else char
+
+
 def toml_text(value: Any) -> str:
     """A scalar's TOML text as go-toml writes it; ValueError for anything else."""
     if isinstance(value, bool):
@@ -130,8 +148,7 @@ def toml_text(value: Any) -> str:
             return f"{value:.1f}"
         return format(Decimal(repr(value)), "f")
     if isinstance(value, str):
-        if any(c == "'" or c == "\x7f" or (c < " " and c != "\t") for c in value):
-            # JSON's escapes are TOML's basic-string escapes (\uXXXX for other controls).
-            return json.dumps(value, ensure_ascii=False)
+        if any(c == "'" or (_is_control(c) and c != "\t") for c in value):
+            return '"' + "".join(_ESCAPES.get(c) or _escaped(c) for c in value) + '"'
         return f"'{value}'"
     raise ValueError("value is not a TOML scalar type")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,8 @@ def test_toml_update_keeps_line_ends_and_a_missing_last_newline(tmp_path: Path, 
         ("it's", '"it\'s"'),
         ("two\nlines", '"two\\nlines"'),
         ("tab\there", "'tab\there'"),
+        ("bell\x07 del\x7f", '"bell\\u0007 del\\u007F"'),
+        ('back\\slash "quoted"', "'back\\slash \"quoted\"'"),
         (42, "42"),
         (42.0, "42.0"),
         (1e-7, "0.0000001"),
@@ -236,6 +239,7 @@ def test_toml_update_keeps_line_ends_and_a_missing_last_newline(tmp_path: Path, 
 )
 def test_values_are_written_as_go_toml_writes_them(value: Any, text: str) -> None:
     assert toml_text(value) == text
+    assert tomllib.loads(f"v = {text}")["v"] == value
 
 
 # --- errors ----------------------------------------------------------------------------------

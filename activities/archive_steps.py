@@ -144,7 +144,8 @@ def _extract(where: str, source: Path, staging: Path, config: UntarConfig) -> No
         with tarfile.open(source, "r:gz" if gzipped else "r:") as archive:
             # Each member passes member_filter, which ends in tarfile's data filter.
             archive.extractall(staging, filter=member_filter)  # noqa: S202
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:  # OSError: BadGzipFile,
+        # or a member the archive's earlier members block (a file where a directory goes)
         raise ConfigError(
             f'{where}: failed to extract tar file "{config.in_path}": error reading tar: {err}'
         ) from None
@@ -226,6 +227,10 @@ def tar(ctx: StepContext, config: TarConfig) -> dict[str, Any]:
         with os.fdopen(handle, "wb") as out:
             _write_archive(out, entries, gzipped=config.gzip)
         os.replace(temporary, target)
+    except OSError as err:
+        raise ConfigError(
+            f'{where}: failed to create the tar archive "{config.out_path}": {err}'
+        ) from None
     finally:
         Path(temporary).unlink(missing_ok=True)
     return {}

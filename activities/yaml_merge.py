@@ -68,8 +68,13 @@ def yaml_merge(ctx: StepContext, config: YamlMergeConfig) -> dict[str, Any]:
     target = ctx.workspace.resolve(config.out_file, field="outFile", writing=True)
     if target.is_dir():
         raise ConfigError(f'{where}: outFile "{config.out_file}" is a directory')
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target.write_text(_dump(merged) if merged is not None else "")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target.write_text(_dump(merged) if merged is not None else "")
+    except OSError as err:
+        raise ConfigError(
+            f'{where}: error writing merged YAML to "{config.out_file}": {err}'
+        ) from None
     if not found:
         return {}
     if len(found) == 1:

@@ -287,6 +287,15 @@ def test_untar_skips_every_member_that_could_leave_out_path(tmp_path: Path) -> N
     assert mode_of(repo, "stage/test", "x/setuid") == "100755"  # no set-id bit survives
 
 
+def test_an_archive_that_contradicts_itself_is_errored(tmp_path: Path) -> None:
+    clash = archive(member("a", b"a file\n"), member("a/b", b"where a directory should be\n"))
+    repo = repo_with(tmp_path, {"clash.tgz": clash})
+    step = {"uses": "untar", "config": {"inPath": "./src/clash.tgz", "outPath": "./src/x"}}
+    err = refused(tmp_path, repo, [CLONE_SRC, step])
+    assert 'failed to extract tar file "./src/clash.tgz"' in str(err)
+    assert outcome_of(err) == "Errored"
+
+
 def test_untar_bounds_what_an_archive_may_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -182,6 +182,7 @@ def test_all_files_missing_writes_an_empty_file(tmp_path: Path, repo: Path) -> N
         ({"inFiles": ["./src/base.yaml"], "outFile": "/tmp/x.yaml"}, "is absolute"),
         ({"inFiles": ["./src/base.yaml"], "outFile": "./src"}, "is a directory"),
         ({"inFiles": ["./src/base.yaml"], "outFile": "./out/.git"}, "git's metadata"),
+        ({"inFiles": ["./src/base.yaml"], "outFile": "./src/base.yaml/x"}, "error writing merged"),
         ({"inFiles": []}, "inFiles: List should have at least 1 item"),
         ({"inFiles": ["./src/base.yaml"], "outFile": ""}, "outFile: String should have at least"),
     ],

@@ -69,12 +69,11 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def _ignore_spec(patterns: str | None) -> GitIgnoreSpec:
     lines = [line.strip() for line in (patterns or "").splitlines()]
-    return GitIgnoreSpec.from_lines(
-        [".git", *(line for line in lines if line and not line.startswith("#"))]
-    )
+    return GitIgnoreSpec.from_lines([line for line in lines if line and not line.startswith("#")])
 
 
 def _ignored(spec: GitIgnoreSpec, name: str, *, directory: bool) -> bool:
+    """Whether ``ignore`` leaves ``name`` out; a ``.git`` part always does."""
     return ".git" in name.split("/") or spec.match_file(name + "/" if directory else name)
 
 

@@ -18,10 +18,18 @@ from freightline.contracts.steps import parse_config
 from freightline.errors import ConfigError
 from freightline.kargo.credentials import GitCredentials
 
-__all__ = ["CredentialLookup", "StepConfig", "StepContext", "parse_config"]
+__all__ = ["BasicLookup", "CredentialLookup", "StepConfig", "StepContext", "parse_config"]
 
 CredentialLookup = Callable[[str], GitCredentials | None]
 """Finds the worker's git credentials for a repository URL (None: anonymous)."""
+
+BasicLookup = Callable[[str, str], tuple[str, str] | None]
+"""Finds the worker's ``(username, password)`` for a Kargo credential type (``image``,
+``helm``) and a repository URL (None: anonymous). The values never leave the activity."""
+
+
+def _no_basic(_cred_type: str, _repo_url: str) -> tuple[str, str] | None:
+    return None
 
 
 class StepConfig(BaseModel):
@@ -44,6 +52,8 @@ class StepContext:
     """The worker's commit author (name, email), unless a step's config names one."""
     allow_local_repositories: bool = False
     """Whether a repoURL may be a local path or file:// URL (the worker's settings)."""
+    basic_credentials: BasicLookup = _no_basic
+    """Image and chart repository credentials (the worker's credential store)."""
     step: PlannedStep | None = None
     clones: dict[str, Clone] = field(default_factory=dict)
     worktrees: dict[Path, Worktree] = field(default_factory=dict)

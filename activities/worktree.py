@@ -29,7 +29,7 @@ from temporalio import activity
 
 from activities import boundary
 from activities.git import DEFAULT_AUTHOR
-from activities.step_context import CredentialLookup, StepContext, parse_config
+from activities.step_context import BasicLookup, CredentialLookup, StepContext, parse_config
 from activities.workspace import Workspace
 from freightline.contracts.promotion import (
     PlannedStep,
@@ -53,6 +53,10 @@ def _anonymous(_repo_url: str) -> GitCredentials | None:
     return None
 
 
+def _anonymous_basic(_cred_type: str, _repo_url: str) -> tuple[str, str] | None:
+    return None
+
+
 class WorktreeActivities:
     """Holds what the steps need from the worker: credentials, commit author, a scratch root."""
 
@@ -63,8 +67,10 @@ class WorktreeActivities:
         *,
         author: tuple[str, str] = DEFAULT_AUTHOR,
         allow_local_repositories: bool = False,
+        basic_credentials: BasicLookup = _anonymous_basic,
     ) -> None:
         self.git_credentials = git_credentials
+        self.basic_credentials = basic_credentials
         self.scratch_root = scratch_root
         self.author = author
         self.allow_local_repositories = allow_local_repositories
@@ -86,6 +92,7 @@ class WorktreeActivities:
                 self.git_credentials,
                 author=self.author,
                 allow_local_repositories=self.allow_local_repositories,
+                basic_credentials=self.basic_credentials,
             )
             with ctx.resources:
                 for step in steps:

@@ -38,6 +38,8 @@ KARGO_STEPS = {
     "json-parse": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
+    "http": StepRunner.WORKTREE,
+    "http-download": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,
     "argocd-wait": StepRunner.ARGOCD,
     "wait-for-approval": StepRunner.WORKFLOW,

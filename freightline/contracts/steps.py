@@ -169,6 +169,14 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
             _worktree(
                 "git-push", "activities.git_steps:git_push", "activities.git_steps:GitPushConfig"
             ),
+            _worktree(
+                "http", "activities.http_steps:http_request", "activities.http_steps:HTTPConfig"
+            ),
+            _worktree(
+                "http-download",
+                "activities.http_steps:http_download",
+                "activities.http_steps:HTTPDownloadConfig",
+            ),
             StepDefinition(
                 "argocd-update",
                 StepRunner.ARGOCD,

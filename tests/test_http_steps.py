@@ -18,18 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 from activities import http_steps
 from activities.http_steps import HTTPDownloadConfig, http_download
-from activities.step_context import StepContext
-from activities.workspace import Workspace
-from activities.worktree import WorktreeActivities
-from freightline.contracts.promotion import StepOutcome, WorktreeBatch, plan_promotion
 from freightline.errors import ConfigError, StepError
 from freightline.kargo.resources import Freight
-from tests.pipelines import freight_for, single_stage_project, with_freight
+from tests.pipelines import freight_for
+from tests.step_runs import context, outcome_of, refused, run
 from tests.step_server import StepServer, step_server
 
 CAT_FACTS = {
@@ -59,35 +54,6 @@ def server() -> Iterator[StepServer]:
 def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_steps, "MIN_POLL_INTERVAL", timedelta(0))
     monkeypatch.setattr(http_steps, "POLL_INTERVAL", timedelta(milliseconds=20))
-
-
-def run(
-    tmp_path: Path,
-    steps: list[dict[str, Any]],
-    *,
-    variables: list[dict[str, Any]] | None = None,
-    freight: Freight | None = None,
-) -> list[StepOutcome]:
-    freight = freight or freight_for("1.0.0")
-    resources = single_stage_project(tmp_path, steps, variables=variables)
-    plan = plan_promotion(with_freight(resources, freight), "test", freight.metadata.name, "p:x")
-    batch = WorktreeBatch(plan=plan, step_indexes=tuple(range(len(plan.steps))))
-    outcomes: list[StepOutcome] = ActivityEnvironment().run(
-        WorktreeActivities(scratch_root=tmp_path).run_worktree_steps, batch
-    )
-    return outcomes
-
-
-def refused(tmp_path: Path, steps: list[dict[str, Any]], **kwargs: Any) -> ApplicationError:
-    with pytest.raises(ApplicationError) as caught:
-        run(tmp_path, steps, **kwargs)
-    return caught.value
-
-
-def outcome_of(err: ApplicationError) -> str:
-    (details,) = err.details
-    assert isinstance(details, dict)
-    return str(details["outcome"])
 
 
 def answer(body: Any, headers: dict[str, str] = JSON, status: int = 200) -> Any:
@@ -419,13 +385,6 @@ def test_download_a_chart_of_the_freight(tmp_path: Path, server: StepServer) -> 
 
 
 # --- http-download: edge cases (the step itself, to look at the files) ---------------------
-
-
-def context(tmp_path: Path) -> StepContext:
-    freight = freight_for("1.0.0")
-    resources = single_stage_project(tmp_path, [{"uses": "fail", "config": {}}])
-    plan = plan_promotion(with_freight(resources, freight), "test", freight.metadata.name, "p:x")
-    return StepContext(Workspace(tmp_path / "ws"), plan, lambda _url: None)
 
 
 def test_download_refuses_escapes_and_replaces_links(tmp_path: Path, server: StepServer) -> None:

@@ -40,6 +40,8 @@ KARGO_STEPS = {
     "git-push": StepRunner.WORKTREE,
     "http": StepRunner.WORKTREE,
     "http-download": StepRunner.WORKTREE,
+    "oci-download": StepRunner.WORKTREE,
+    "oci-push": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,
     "argocd-wait": StepRunner.ARGOCD,
     "wait-for-approval": StepRunner.WORKFLOW,

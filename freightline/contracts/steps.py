@@ -177,6 +177,14 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "activities.http_steps:http_download",
                 "activities.http_steps:HTTPDownloadConfig",
             ),
+            _worktree(
+                "oci-download",
+                "activities.oci_steps:oci_download",
+                "activities.oci_steps:OCIDownloadConfig",
+            ),
+            _worktree(
+                "oci-push", "activities.oci_steps:oci_push", "activities.oci_steps:OCIPushConfig"
+            ),
             StepDefinition(
                 "argocd-update",
                 StepRunner.ARGOCD,

@@ -1,0 +1,66 @@
+"""Running steps for tests: plan them for one Freight and run them in the worktree activity,
+or build the context one step function takes (to look at the files it leaves)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.step_context import BasicLookup, StepContext
+from activities.workspace import Workspace
+from activities.worktree import WorktreeActivities
+from freightline.contracts.promotion import StepOutcome, WorktreeBatch, plan_promotion
+from freightline.kargo.resources import Freight
+from tests.pipelines import freight_for, single_stage_project, with_freight
+
+
+def _anonymous(_cred_type: str, _repo_url: str) -> tuple[str, str] | None:
+    return None
+
+
+def run(
+    tmp_path: Path,
+    steps: list[dict[str, Any]],
+    *,
+    variables: list[dict[str, Any]] | None = None,
+    freight: Freight | None = None,
+    credentials: BasicLookup = _anonymous,
+    repo: Path | None = None,
+) -> list[StepOutcome]:
+    """Plan ``steps`` (as ``apply`` would validate them) and run them in the worktree activity;
+    ``REPO_URL`` in them names ``repo``."""
+    freight = freight or freight_for("1.0.0")
+    resources = single_stage_project(repo or tmp_path, steps, variables=variables)
+    plan = plan_promotion(with_freight(resources, freight), "test", freight.metadata.name, "p:x")
+    batch = WorktreeBatch(plan=plan, step_indexes=tuple(range(len(plan.steps))))
+    activities = WorktreeActivities(
+        scratch_root=tmp_path, basic_credentials=credentials, allow_local_repositories=True
+    )
+    outcomes: list[StepOutcome] = ActivityEnvironment().run(activities.run_worktree_steps, batch)
+    return outcomes
+
+
+def refused(tmp_path: Path, steps: list[dict[str, Any]], **kwargs: Any) -> ApplicationError:
+    with pytest.raises(ApplicationError) as caught:
+        run(tmp_path, steps, **kwargs)
+    return caught.value
+
+
+def outcome_of(err: ApplicationError) -> str:
+    (details,) = err.details
+    assert isinstance(details, dict)
+    return str(details["outcome"])
+
+
+def context(tmp_path: Path, credentials: BasicLookup = _anonymous) -> StepContext:
+    """A step context over a fresh workspace under ``tmp_path``."""
+    freight = freight_for("1.0.0")
+    resources = single_stage_project(tmp_path, [{"uses": "fail", "config": {}}])
+    plan = plan_promotion(with_freight(resources, freight), "test", freight.metadata.name, "p:x")
+    return StepContext(
+        Workspace(tmp_path / "ws"), plan, lambda _url: None, basic_credentials=credentials
+    )

@@ -1,8 +1,10 @@
 """Running steps for tests: plan them for one Freight and run them in the worktree activity,
-or build the context one step function takes (to look at the files it leaves)."""
+or build the context one step function takes (to look at the files it leaves); and
+pushing an OCI artifact (a chart) to a test registry."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,43 @@ from activities.worktree import WorktreeActivities
 from freightline.contracts.promotion import StepOutcome, WorktreeBatch, plan_promotion
 from freightline.kargo.resources import Freight
 from tests.pipelines import freight_for, single_stage_project, with_freight
+from tests.registry_fixture import OCI_MANIFEST, Pusher, Registry
+
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+
+
+def push_artifact(
+    registry: Registry,
+    repo: str,
+    tag: str,
+    layers: list[tuple[str, bytes]],
+    *,
+    config_type: str = HELM_CONFIG,
+    annotations: dict[str, str] | None = None,
+) -> str:
+    """Push an OCI artifact (a config and ``layers``); its manifest digest."""
+    pusher = Pusher(registry)
+    try:
+        config = json.dumps({"name": repo.rsplit("/", 1)[-1], "version": tag}).encode()
+        body: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": config_type,
+                "digest": pusher.blob(repo, config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": kind, "digest": pusher.blob(repo, data), "size": len(data)}
+                for kind, data in layers
+            ],
+        }
+        if annotations:
+            body["annotations"] = annotations
+        return pusher.manifest(repo, tag, body, OCI_MANIFEST)
+    finally:
+        pusher.close()
 
 
 def _anonymous(_cred_type: str, _repo_url: str) -> tuple[str, str] | None:

@@ -16,7 +16,6 @@ lower-case spelling is nil in Kargo too. ``oci-download``'s last example (with
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,17 @@ from tests.registry_fixture import (
     htpasswd_line,
     start_registry,
 )
-from tests.step_runs import context, outcome_of, refused, run
+from tests.step_runs import (
+    HELM_CHART,
+    context,
+    outcome_of,
+    push_artifact,
+    refused,
+    run,
+)
 
 pytestmark = pytest.mark.integration
 
-HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
-HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 EXAMPLE_CONFIG = "application/vnd.example.config.v1+json"
 
 
@@ -76,39 +80,6 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         yield reg
     finally:
         reg.stop()
-
-
-def push_artifact(
-    registry: Registry,
-    repo: str,
-    tag: str,
-    layers: list[tuple[str, bytes]],
-    *,
-    config_type: str = HELM_CONFIG,
-    annotations: dict[str, str] | None = None,
-) -> str:
-    """Push an OCI artifact (a config and ``layers``); its manifest digest."""
-    pusher = Pusher(registry)
-    try:
-        config = json.dumps({"name": repo.rsplit("/", 1)[-1], "version": tag}).encode()
-        body: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": config_type,
-                "digest": pusher.blob(repo, config),
-                "size": len(config),
-            },
-            "layers": [
-                {"mediaType": kind, "digest": pusher.blob(repo, data), "size": len(data)}
-                for kind, data in layers
-            ],
-        }
-        if annotations:
-            body["annotations"] = annotations
-        return pusher.manifest(repo, tag, body, OCI_MANIFEST)
-    finally:
-        pusher.close()
 
 
 def freight(

@@ -42,6 +42,8 @@ KARGO_STEPS = {
     "http-download": StepRunner.WORKTREE,
     "oci-download": StepRunner.WORKTREE,
     "oci-push": StepRunner.WORKTREE,
+    "helm-update-chart": StepRunner.WORKTREE,
+    "helm-template": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,
     "argocd-wait": StepRunner.ARGOCD,
     "wait-for-approval": StepRunner.WORKFLOW,

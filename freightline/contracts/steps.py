@@ -185,6 +185,16 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
             _worktree(
                 "oci-push", "activities.oci_steps:oci_push", "activities.oci_steps:OCIPushConfig"
             ),
+            _worktree(
+                "helm-update-chart",
+                "activities.helm_steps:helm_update_chart",
+                "activities.helm_steps:HelmUpdateChartConfig",
+            ),
+            _worktree(
+                "helm-template",
+                "activities.helm_steps:helm_template",
+                "activities.helm_steps:HelmTemplateConfig",
+            ),
             StepDefinition(
                 "argocd-update",
                 StepRunner.ARGOCD,

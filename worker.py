@@ -92,6 +92,7 @@ def build_worker(
         author=settings.git.author,
         allow_local_repositories=local,
         basic_credentials=credentials.basic,
+        secrets=credentials.secret,
     )
     discovery = DiscoveryActivities(
         credentials, mirrors=settings.registry.mirrors, allow_local_repositories=local

@@ -12,7 +12,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.step_context import BasicLookup, StepContext
+from activities.step_context import BasicLookup, SecretLookup, StepContext
 from activities.workspace import Workspace
 from activities.worktree import WorktreeActivities
 from freightline.contracts.promotion import StepOutcome, WorktreeBatch, plan_promotion
@@ -68,6 +68,7 @@ def run(
     variables: list[dict[str, Any]] | None = None,
     freight: Freight | None = None,
     credentials: BasicLookup = _anonymous,
+    secrets: SecretLookup | None = None,
     repo: Path | None = None,
 ) -> list[StepOutcome]:
     """Plan ``steps`` (as ``apply`` would validate them) and run them in the worktree activity;
@@ -77,7 +78,10 @@ def run(
     plan = plan_promotion(with_freight(resources, freight), "test", freight.metadata.name, "p:x")
     batch = WorktreeBatch(plan=plan, step_indexes=tuple(range(len(plan.steps))))
     activities = WorktreeActivities(
-        scratch_root=tmp_path, basic_credentials=credentials, allow_local_repositories=True
+        scratch_root=tmp_path,
+        basic_credentials=credentials,
+        allow_local_repositories=True,
+        **({"secrets": secrets} if secrets else {}),
     )
     outcomes: list[StepOutcome] = ActivityEnvironment().run(activities.run_worktree_steps, batch)
     return outcomes

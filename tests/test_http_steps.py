@@ -3,10 +3,11 @@
 runner against a real loopback server, then the edge cases.
 
 What differs from the pages, and why: URLs point at the local server instead of
-catfacts.net, slack.com and example.com; ``${{ secret(...) }}`` is replaced by a literal
-token (Freightline keeps no Secrets in promotion config: credentials stay on the worker);
-the chart example's ``untar`` step is another step's test (``untar``), so it stops after
-the download. Polling waits are shortened by lowering the 10 s floor on ``pollInterval``.
+catfacts.net, slack.com and example.com; ``${{ secret(...) }}`` reads a generic Secret of
+the worker's credentials file (Freightline keeps no Secret in the project: credentials
+stay on the worker), here a real credentials file; the chart example's ``untar`` step is
+another step's test (``untar``), so it stops after the download. Polling waits are
+shortened by lowering the 10 s floor on ``pollInterval``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import pytest
 
 from activities import http_steps
 from activities.http_steps import HTTPDownloadConfig, http_download
+from activities.step_context import SecretLookup
 from freightline.errors import ConfigError, StepError
+from freightline.kargo.credentials import CredentialStore
 from freightline.kargo.resources import Freight
 from tests.pipelines import freight_for
 from tests.step_runs import context, outcome_of, refused, run
@@ -42,6 +45,45 @@ CAT_FACTS = {
     ]
 }
 JSON = {"Content-Type": "application/json"}
+
+
+SECRETS = """\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: slack
+  labels:
+    kargo.akuity.io/cred-type: generic
+stringData:
+  token: xoxb-token
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: artifacts
+  namespace: p
+  labels:
+    kargo.akuity.io/cred-type: generic
+data:
+  token: YXJ0aWZhY3QtdG9rZW4=
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: artifacts
+  namespace: another-project
+  labels:
+    kargo.akuity.io/cred-type: generic
+stringData:
+  token: not-this-one
+"""
+
+
+def worker_secrets(tmp_path: Path) -> SecretLookup:
+    """The worker's generic Secrets, from a real credentials file (base64 ``data`` too)."""
+    path = tmp_path / "credentials.yaml"
+    path.write_text(SECRETS)
+    return CredentialStore(path).secret
 
 
 @pytest.fixture
@@ -127,7 +169,7 @@ def test_posting_to_slack(tmp_path: Path, server: StepServer) -> None:
             "method": "POST",
             "url": f"{server.url}/api/chat.postMessage",
             "headers": [
-                {"name": "Authorization", "value": "Bearer xoxb-token"},
+                {"name": "Authorization", "value": "Bearer ${{ secret('slack').token }}"},
                 {"name": "Content-Type", "value": "application/json"},
             ],
             "body": '${{ quote({\n  "channel": vars.slackChannel,\n  "blocks": [\n    {\n'
@@ -136,7 +178,8 @@ def test_posting_to_slack(tmp_path: Path, server: StepServer) -> None:
             'channel."\n      }\n    }\n  ]\n}) }}\n',
         },
     }
-    (outcome,) = run(tmp_path, [step], variables=[{"name": "slackChannel", "value": "C123456"}])
+    variables = [{"name": "slackChannel", "value": "C123456"}]
+    (outcome,) = run(tmp_path, [step], variables=variables, secrets=worker_secrets(tmp_path))
     assert outcome.outputs == {}
     (seen,) = server.seen
     assert (seen.method, seen.headers["Authorization"]) == ("POST", "Bearer xoxb-token")
@@ -322,13 +365,16 @@ def test_download_with_authentication(tmp_path: Path, server: StepServer) -> Non
         "config": {
             "url": f"{server.url}/releases/v1.2.3/app.tar.gz",
             "outPath": "artifacts/app.tar.gz",
-            "headers": [{"name": "Authorization", "value": "Bearer artifact-token"}],
+            "headers": [
+                {"name": "Authorization", "value": "Bearer ${{ secret('artifacts').token }}"}
+            ],
             "allowOverwrite": True,
             "timeout": "10m",
         },
     }
     again = {**step, "as": "again"}
-    run(tmp_path, [step, again, download_then_parse("artifacts/app.tar.gz", "a")])  # overwrites
+    steps = [step, again, download_then_parse("artifacts/app.tar.gz", "a")]
+    run(tmp_path, steps, secrets=worker_secrets(tmp_path))  # the second overwrites
     assert [s.headers["Authorization"] for s in server.seen] == ["Bearer artifact-token"] * 2
 
 
@@ -341,7 +387,9 @@ def test_download_with_query_parameters(tmp_path: Path, server: StepServer) -> N
             "url": f"{server.url}/releases/source.zip",
             "outPath": "releases/source.zip",
             "queryParams": [{"name": "version", "value": "${{ vars.version }}"}],
-            "headers": [{"name": "Authorization", "value": "token artifact-token"}],
+            "headers": [
+                {"name": "Authorization", "value": "token ${{ secret('artifacts').token }}"}
+            ],
             "allowOverwrite": False,
             "timeout": "5m",
         },
@@ -350,11 +398,18 @@ def test_download_with_query_parameters(tmp_path: Path, server: StepServer) -> N
         tmp_path,
         [step, download_then_parse("releases/source.zip", "b")],
         variables=[{"name": "version", "value": "1.2.3"}],
+        secrets=worker_secrets(tmp_path),
     )
     assert parsed.outputs == {"doc": 2}
     assert server.seen[0].query == {"version": ["1.2.3"]}
+    assert server.seen[0].headers["Authorization"] == "token artifact-token"
     again = {**step, "as": "again"}
-    err = refused(tmp_path, [step, again], variables=[{"name": "version", "value": "1"}])
+    err = refused(
+        tmp_path,
+        [step, again],
+        variables=[{"name": "version", "value": "1"}],
+        secrets=worker_secrets(tmp_path),
+    )
     assert outcome_of(err) == "Errored" and "overwrite is not allowed" in str(err)
 
 
@@ -424,3 +479,27 @@ def test_download_failures(
         http_download(ctx, HTTPDownloadConfig(url=f"{server.url}/big", out_path="a"))
     assert not (ctx.workspace.root / "a").exists()
     assert list(ctx.workspace.root.iterdir()) == []  # no temporary file left behind
+
+
+def test_secret_is_the_workers_and_stays_out_of_the_results(
+    tmp_path: Path, server: StepServer
+) -> None:
+    server.routes["/x"] = answer({"ok": True})
+    step = {
+        "uses": "http",
+        "as": "call",
+        "config": {
+            "url": f"{server.url}/x",
+            "headers": [{"name": "X-Token", "value": "${{ secret('artifacts').token }}"}],
+            "outputs": [{"name": "ok", "fromExpression": "response.body.ok"}],
+        },
+    }
+    (outcome,) = run(tmp_path, [step], secrets=worker_secrets(tmp_path))
+    # The project's own Secret (namespace p), not another project's.
+    assert server.seen[-1].headers["X-Token"] == "artifact-token"
+    assert "artifact-token" not in outcome.model_dump_json()
+    # An unknown Secret is an empty map, as in Kargo: the empty header value is refused.
+    missing = {**step, "config": {**step["config"], "headers": [
+        {"name": "X-Token", "value": "${{ secret('nope').token }}"}]}}  # fmt: skip
+    err = refused(tmp_path, [missing], secrets=worker_secrets(tmp_path))
+    assert err.type == "ConfigError" and "headers.0.value" in str(err)

@@ -60,7 +60,7 @@ from activities.helm import discover_charts
 from activities.http_steps import refuse_link_local
 from activities.registry import RegistryClient, parse_repo_url
 from activities.step_context import StepConfig, StepContext
-from activities.yaml_files import read_yaml, write_yaml
+from activities.yaml_files import read_yaml
 from freightline.errors import (
     ConfigError,
     DiscoveryError,
@@ -77,6 +77,7 @@ __all__ = [
     "helm_template",
     "helm_template_arguments",
     "helm_update_chart",
+    "lock_digest",
 ]
 
 HELM_CHART_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
@@ -118,9 +119,9 @@ def helm_update_chart(ctx: StepContext, config: HelmUpdateChartConfig) -> dict[s
         raise ConfigError(f'{where}: "{config.path}" holds no Chart.yaml')
     charts_dir = ctx.workspace.resolve(os.path.join(config.path, "charts"))
     lock_file = ctx.workspace.resolve(os.path.join(config.path, "Chart.lock"))
+    text = chart_file.read_text()
     document = read_yaml(chart_file)
     dependencies = _dependencies(document, "Chart.yaml", where)
-    changed_file = False
     for update in config.charts or ():
         match = next(
             (
@@ -137,11 +138,10 @@ def helm_update_chart(ctx: StepContext, config: HelmUpdateChartConfig) -> dict[s
             )
         index, dependency = match
         if dependency.get("version") != update.version:
-            document["dependencies"][index]["version"] = update.version
+            text = _set_version(text, document["dependencies"][index], update.version, where)
             dependency["version"] = update.version
-            changed_file = True
-    if changed_file:
-        write_yaml(chart_file, document)
+    if text != chart_file.read_text():
+        chart_file.write_text(text)
     if not dependencies:
         if lock_file.exists():
             return {}
@@ -162,6 +162,47 @@ def helm_update_chart(ctx: StepContext, config: HelmUpdateChartConfig) -> dict[s
         f"\n- {name}: {change or 'removed'}" for name, change in sorted(changes.items())
     )
     return {"commitMessage": f"Updated chart dependencies for {config.path}\n{lines}"}
+
+
+def _set_version(text: str, dependency: Any, version: str, where: str) -> str:
+    """``text`` with the dependency's ``version`` value replaced where it stands: every other
+    byte of Chart.yaml stays (comments, quoting style, indentation), as Kargo's edit does."""
+    if "version" not in dependency:
+        raise ConfigError(f'{where}: Chart.yaml: dependency "{dependency.get("name")}" has no '
+                          "version to update")  # fmt: skip
+    line, column = dependency.lc.value("version")
+    lines = text.splitlines(keepends=True)
+    current = lines[line]
+    rest = current[column:]
+    quote = rest[:1]
+    if quote in ("'", '"'):
+        end = _closing_quote(rest, quote)
+        new = quote + (version.replace("'", "''") if quote == "'" else json.dumps(version)[1:-1])
+        lines[line] = current[:column] + new + quote + rest[end + 1 :]
+    else:
+        # A plain scalar ends at a comment or the line's end; inside {...} also at , } ].
+        flow = bool(getattr(getattr(dependency, "fa", None), "flow_style", lambda: False)())
+        stop = r"\s+#|\s*[,}\]]|\s*$" if flow else r"\s+#|\s*$"
+        plain = re.match(rf"[^\n]*?(?={stop})", rest)
+        end = plain.end() if plain else len(rest.rstrip("\r\n"))
+        lines[line] = current[:column] + _scalar(version) + rest[end:]
+    return "".join(lines)
+
+
+def _closing_quote(text: str, quote: str) -> int:
+    index = 1
+    while index < len(text):
+        char = text[index]
+        if quote == '"' and char == "\\":
+            index += 2
+            continue
+        if char == quote:
+            if quote == "'" and text[index + 1 : index + 2] == "'":
+                index += 2
+                continue
+            return index
+        index += 1
+    return len(text) - 1
 
 
 def _dependencies(document: Any, name: str, where: str) -> list[dict[str, Any]]:
@@ -391,9 +432,7 @@ def _move_into(charts_dir: Path, fetched: list[Path], locked: list[_Locked]) -> 
 
 def _lock_text(dependencies: list[dict[str, Any]], locked: list[_Locked]) -> str:
     lock = [{"name": x.name, "repository": x.repository, "version": x.version} for x in locked]
-    # Helm's HashReq: the requested and the locked dependencies, as Go marshals them.
-    hashed = _go_json([_helm_dependencies(dependencies), _helm_dependencies(lock)])
-    digest = "sha256:" + hashlib.sha256(hashed).hexdigest()
+    digest = lock_digest(dependencies, lock)
     generated = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
     out = io.StringIO()
     out.write("dependencies:\n")
@@ -404,6 +443,13 @@ def _lock_text(dependencies: list[dict[str, Any]], locked: list[_Locked]) -> str
     out.write(f"digest: {digest}\n")
     out.write(f"generated: {json.dumps(generated)}\n")
     return out.getvalue()
+
+
+def lock_digest(requested: list[dict[str, Any]], locked: list[dict[str, Any]]) -> str:
+    """Helm's ``HashReq``: the hash of Chart.yaml's and the lock's dependencies, as Go
+    marshals them, which ``Chart.lock``'s ``digest`` holds."""
+    hashed = _go_json([_helm_dependencies(requested), _helm_dependencies(locked)])
+    return "sha256:" + hashlib.sha256(hashed).hexdigest()
 
 
 def _helm_dependencies(dependencies: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from activities.helm_steps import HelmUpdateChartConfig, helm_update_chart
+from activities.helm_steps import HelmUpdateChartConfig, helm_update_chart, lock_digest
 from freightline.errors import ConfigError, PathEscapeError, StepError
 from freightline.kargo.freight import freight_alias, freight_id
 from freightline.kargo.resources import Freight
@@ -269,7 +269,12 @@ def chart_in_workspace(tmp_path: Path, chart: str, **files: str) -> Any:
 def test_update_writes_helms_lock_and_replaces_old_archives(
     tmp_path: Path, chart_repo: StepServer
 ) -> None:
-    chart = "# my chart\n" + chart_yaml(chart_repo.url, "1.2.3") + "# trailing comment\n"
+    # Helm's own indentation style, a comment on the line, quotes: all kept by the update.
+    chart = (
+        "# my chart\napiVersion: v2\nname: example\nversion: 0.1.0\ndependencies:\n"
+        f"  - name: some-chart   # the one\n    version: '1.2.3'  # pinned\n"
+        f"    repository: {chart_repo.url}\n# trailing comment\n"
+    )
     ctx = chart_in_workspace(tmp_path, chart)
     config = HelmUpdateChartConfig(path="chart")
     first = helm_update_chart(ctx, config)
@@ -292,8 +297,26 @@ def test_update_writes_helms_lock_and_replaces_old_archives(
         "Updated chart dependencies for chart\n\n- some-chart: 1.2.3 -> 1.3.0"
     )
     text = (ctx.workspace.root / "chart" / "Chart.yaml").read_text()
-    assert text == chart.replace("version: 1.2.3", "version: 1.3.0")
+    assert text == chart.replace("version: '1.2.3'", "version: '1.3.0'")
     assert sorted(p.name for p in charts.iterdir()) == ["notes.txt", "some-chart-1.3.0.tgz"]
+
+
+def test_the_lock_digest_is_helms() -> None:
+    # A Chart.lock Helm wrote (github.com/8gears/n8n-helm-chart): its Chart.yaml dependency
+    # has a condition, which the digest covers; the lock's entry is name/repository/version.
+    requested = [
+        {
+            "name": "redis",
+            "version": "17.2.0",
+            "repository": "https://charts.bitnami.com/bitnami",
+            "condition": "redis.enabled",
+        }
+    ]
+    locked = [{"name": "redis", "repository": "https://charts.bitnami.com/bitnami",
+               "version": "17.2.0"}]  # fmt: skip
+    assert lock_digest(requested, locked) == (
+        "sha256:989a8e3f05d54b04db15e782bd24ca5a5872a36f5dc02b7882b25491a5a5ddde"
+    )
 
 
 def test_update_refusals(tmp_path: Path, chart_repo: StepServer) -> None:

@@ -61,6 +61,10 @@ def _anonymous(_cred_type: str, _repo_url: str) -> tuple[str, str] | None:
     return None
 
 
+def _no_secrets(_project: str, _name: str) -> dict[str, str]:
+    return {}
+
+
 def run(
     tmp_path: Path,
     steps: list[dict[str, Any]],
@@ -81,7 +85,7 @@ def run(
         scratch_root=tmp_path,
         basic_credentials=credentials,
         allow_local_repositories=True,
-        **({"secrets": secrets} if secrets else {}),
+        secrets=secrets or _no_secrets,
     )
     outcomes: list[StepOutcome] = ActivityEnvironment().run(activities.run_worktree_steps, batch)
     return outcomes

@@ -485,21 +485,22 @@ def test_secret_is_the_workers_and_stays_out_of_the_results(
     tmp_path: Path, server: StepServer
 ) -> None:
     server.routes["/x"] = answer({"ok": True})
-    step = {
-        "uses": "http",
-        "as": "call",
-        "config": {
-            "url": f"{server.url}/x",
-            "headers": [{"name": "X-Token", "value": "${{ secret('artifacts').token }}"}],
-            "outputs": [{"name": "ok", "fromExpression": "response.body.ok"}],
-        },
-    }
-    (outcome,) = run(tmp_path, [step], secrets=worker_secrets(tmp_path))
+
+    def step(secret: str) -> dict[str, Any]:
+        return {
+            "uses": "http",
+            "as": "call",
+            "config": {
+                "url": f"{server.url}/x",
+                "headers": [{"name": "X-Token", "value": f"${{{{ secret('{secret}').token }}}}"}],
+                "outputs": [{"name": "ok", "fromExpression": "response.body.ok"}],
+            },
+        }
+
+    (outcome,) = run(tmp_path, [step("artifacts")], secrets=worker_secrets(tmp_path))
     # The project's own Secret (namespace p), not another project's.
     assert server.seen[-1].headers["X-Token"] == "artifact-token"
     assert "artifact-token" not in outcome.model_dump_json()
     # An unknown Secret is an empty map, as in Kargo: the empty header value is refused.
-    missing = {**step, "config": {**step["config"], "headers": [
-        {"name": "X-Token", "value": "${{ secret('nope').token }}"}]}}  # fmt: skip
-    err = refused(tmp_path, [missing], secrets=worker_secrets(tmp_path))
+    err = refused(tmp_path, [step("nope")], secrets=worker_secrets(tmp_path))
     assert err.type == "ConfigError" and "headers.0.value" in str(err)

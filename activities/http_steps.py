@@ -149,7 +149,7 @@ def _ask(where: str, config: HTTPConfig) -> tuple[bool, dict[str, Any], int]:
     timeout = _duration(config.timeout, REQUEST_TIMEOUT, "timeout")
     body = config.body.encode() if config.body else None
     with (
-        _client(config.insecure_skip_tls_verify, timeout, config.proxy) as client,
+        _client(config.insecure_skip_tls_verify, timeout, config.proxy, where) as client,
         _send(
             client, where, config.method, config.url, config.headers, config.query_params, body,
             what="sending the HTTP request",
@@ -293,7 +293,7 @@ def http_download(ctx: StepContext, config: HTTPDownloadConfig) -> dict[str, Any
         raise ConfigError(f'{where}: outPath "{config.out_path}" is a directory')
     timeout = _duration(config.timeout, DOWNLOAD_TIMEOUT, "timeout")
     with (
-        _client(config.insecure_skip_tls_verify, timeout, None) as client,
+        _client(config.insecure_skip_tls_verify, timeout, None, where) as client,
         _send(
             client, where, "GET", config.url, config.headers, config.query_params, None,
             what="downloading",
@@ -340,9 +340,19 @@ def save_stream(chunks: Iterator[bytes], target: Path, limit: int, where: str) -
 
 
 @contextmanager
-def _client(insecure: bool, timeout: timedelta, proxy: str | None) -> Iterator[httpx.Client]:
+def _client(
+    insecure: bool, timeout: timedelta, proxy: str | None, where: str
+) -> Iterator[httpx.Client]:
+    def no_link_local(request: httpx.Request) -> None:
+        # A request hook runs for every request, each redirect included (as Kargo's dialer).
+        refuse_link_local(request.url.host, where)
+
     with httpx.Client(
-        verify=not insecure, timeout=timeout.total_seconds(), proxy=proxy, follow_redirects=True
+        verify=not insecure,
+        timeout=timeout.total_seconds(),
+        proxy=proxy,
+        follow_redirects=True,
+        event_hooks={"request": [no_link_local]},
     ) as client:
         yield client
 
@@ -371,7 +381,6 @@ def _send(
         raise ConfigError(f"{where}: error building HTTP request: {err}") from None
     if request.url.scheme not in ("http", "https"):
         raise ConfigError(f'{where}: url "{url}": only http and https URLs are supported')
-    refuse_link_local(request.url.host, where)
     try:
         response = client.send(request, stream=True)
     except httpx.TimeoutException as err:

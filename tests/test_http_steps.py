@@ -322,6 +322,23 @@ def test_unreachable_is_retryable_and_link_local_is_refused(tmp_path: Path) -> N
     assert err.type == "ConfigError" and "link-local" in str(err)
 
 
+def test_a_redirect_to_link_local_is_refused(tmp_path: Path, server: StepServer) -> None:
+    server.routes["/go"] = (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"")
+    server.routes["/here"] = (302, {"Location": "/there"}, b"")
+    server.routes["/there"] = answer({"arrived": True})
+    step = {"uses": "http", "config": {"url": f"{server.url}/go"}}
+    err = refused(tmp_path, [step])
+    assert err.type == "ConfigError" and "169.254.169.254" in str(err)
+    followed = {
+        "uses": "http",
+        "config": {
+            "url": f"{server.url}/here",
+            "outputs": [{"name": "arrived", "fromExpression": "response.body.arrived"}],
+        },
+    }
+    assert run(tmp_path, [followed])[0].outputs == {"arrived": True}
+
+
 def test_a_non_boolean_criterion_and_a_long_retry_timeout_are_errors(
     tmp_path: Path, server: StepServer
 ) -> None:

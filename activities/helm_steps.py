@@ -14,10 +14,11 @@ of the chart's dependencies. ``Chart.lock`` is written as Helm writes it
 dependencies — and ``generated``), and, as Kargo does, left byte for byte as it
 was when no locked version changed. The output ``commitMessage`` lists what
 changed (``name: old -> new``); no change, no output. Credentials are the worker's
-``helm`` ones, by repository (OCI: ``oci://<repository>/<name>``). Dependencies
-with a ``file://`` repository are refused: Helm would package the local chart,
-which this step does not do yet (Kargo does). A dependency without a repository
-must already sit in ``charts/``.
+``helm`` ones, by repository (OCI: ``oci://<repository>/<name>``). A ``file://``
+dependency is a chart directory of the work tree (a path leaving it, through a
+link too, is refused), packaged into ``charts/`` as ``helm package`` lays it out
+(``.helmignore`` honoured). A dependency without a repository must already sit
+in ``charts/``.
 
 ``helm-template`` runs the ``helm`` binary (``helm template``) when the worker has
 it on its PATH; without it the step ends Errored saying so. The config maps onto
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gzip
 import hashlib
 import io
 import json
@@ -52,6 +54,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import httpx
+from pathspec import GitIgnoreSpec
 from pydantic import Field
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -66,10 +69,12 @@ from freightline.errors import (
     DiscoveryError,
     EndpointUnavailableError,
     FreightlineError,
+    PathEscapeError,
     RegistryError,
     StepError,
 )
 from freightline.kargo.resources import ChartSubscription
+from freightline.kargo.semver import parse_constraint, try_parse_version
 
 __all__ = [
     "HelmTemplateConfig",
@@ -105,6 +110,8 @@ class _Locked:
     version: str
     archive: str | None = None
     """Where to fetch it: an HTTP URL, or ``oci://registry/repo:tag``; None: already local."""
+    local_dir: Path | None = None
+    """A ``file://`` dependency's chart directory, packaged into ``charts/`` as Helm does."""
 
 
 # --- helm-update-chart -------------------------------------------------------------------------
@@ -113,7 +120,7 @@ class _Locked:
 def helm_update_chart(ctx: StepContext, config: HelmUpdateChartConfig) -> dict[str, Any]:
     """Update a chart's dependencies (Kargo's ``helm-update-chart``)."""
     where = ctx.describe()
-    ctx.workspace.resolve(config.path)
+    chart_dir = ctx.workspace.resolve(config.path)
     chart_file = ctx.workspace.resolve(os.path.join(config.path, "Chart.yaml"))
     if not chart_file.is_file():
         raise ConfigError(f'{where}: "{config.path}" holds no Chart.yaml')
@@ -149,8 +156,17 @@ def helm_update_chart(ctx: StepContext, config: HelmUpdateChartConfig) -> dict[s
     before = _lock_versions(lock_file, where)
     if charts_dir.exists() and not charts_dir.is_dir():
         raise ConfigError(f'{where}: "{config.path}/charts" is not a directory')
+    local = {
+        i: _local_dependency(ctx, where, chart_dir, d)
+        for i, d in enumerate(dependencies)
+        if str(d.get("repository") or "").startswith("file://")
+    }
     with tempfile.TemporaryDirectory(dir=ctx.workspace.private) as tmp:
-        locked, fetched = asyncio.run(_resolve_and_fetch(ctx, where, dependencies, Path(tmp)))
+        remote = [d for i, d in enumerate(dependencies) if i not in local]
+        resolved, fetched = asyncio.run(_resolve_and_fetch(ctx, where, remote, Path(tmp)))
+        pending = iter(resolved)
+        locked = [local[i] if i in local else next(pending) for i in range(len(dependencies))]
+        fetched += [_package(ctx, lock, Path(tmp), where) for lock in local.values()]
         charts_dir.mkdir(parents=True, exist_ok=True)
         _move_into(charts_dir, fetched, locked)
     after = {lock.name: lock.version for lock in locked}
@@ -259,10 +275,6 @@ async def _resolve(
         raise ConfigError(f"{where}: a dependency in Chart.yaml has no name")
     if not repository:
         return _Locked(name, "", version)  # a chart already in charts/
-    if repository.startswith("file://"):
-        raise ConfigError(
-            f'{where}: dependency "{name}": local (file://) dependencies are not supported yet'
-        )
     if not repository.startswith(("http://", "https://", "oci://")):
         raise ConfigError(
             f'{where}: dependency "{name}": repository "{repository}" must be an http(s):// '
@@ -299,6 +311,85 @@ async def _resolve(
         f"{repository.rstrip('/')}/{name}:{chosen.version.replace('+', '_')}" if oci else chosen.url
     )
     return _Locked(name, repository, chosen.version, archive)
+
+
+def _local_dependency(
+    ctx: StepContext, where: str, chart_dir: Path, dependency: dict[str, Any]
+) -> _Locked:
+    """A ``file://`` dependency: its chart directory must lie in the work tree (symlinks
+    included, as Kargo checks) and its version satisfy the constraint, as Helm resolves it."""
+    name = str(dependency.get("name") or "")
+    repository = str(dependency["repository"])
+    relative = repository.removeprefix("file://")
+    if not name:
+        raise ConfigError(f"{where}: a dependency in Chart.yaml has no name")
+    if os.path.isabs(relative):
+        raise PathEscapeError(f'{where}: dependency path "{relative}" must be relative')
+    inside = os.path.relpath(os.path.normpath(chart_dir / relative), ctx.workspace.root)
+    directory = ctx.workspace.resolve(inside, field=f"dependency {name}")
+    chart_file = directory / "Chart.yaml"
+    if not chart_file.is_file():
+        raise ConfigError(f'{where}: dependency "{name}": {repository} holds no Chart.yaml')
+    chart = YAML(typ="safe").load(chart_file.read_text())
+    version = str(chart.get("version") or "") if isinstance(chart, dict) else ""
+    wanted = str(dependency.get("version") or "*")
+    parsed = try_parse_version(version, strict=False)
+    if parsed is None or not parse_constraint(wanted).matches(parsed):
+        raise ConfigError(
+            f'{where}: can\'t get a valid version for dependency "{name}" '
+            f'(repository "{repository}", version "{wanted}"): the chart there is "{version}"'
+        )
+    return _Locked(name, repository, version, local_dir=directory)
+
+
+def _package(ctx: StepContext, lock: _Locked, tmp: Path, where: str) -> Path:
+    """``helm package`` of a local dependency: ``<name>-<version>.tgz`` holding
+    ``<name>/...``, without what its ``.helmignore`` names. Links are followed, as Helm
+    does, and must stay in the work tree. Byte for byte the same on every run."""
+    directory = lock.local_dir
+    assert directory is not None
+    chart = YAML(typ="safe").load((directory / "Chart.yaml").read_text())
+    chart_name = str(chart.get("name") or lock.name)
+    ignore = directory / ".helmignore"
+    lines = ignore.read_text().splitlines() if ignore.is_file() else []
+    ignored = GitIgnoreSpec.from_lines(
+        [line for line in lines if line.strip() and not line.startswith("#")]
+    )
+    target = tmp / f"{chart_name}-{lock.version}.tgz"
+    root = ctx.workspace.root
+    with (
+        target.open("wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        seen: set[Path] = set()
+        for parent, dirs, files in os.walk(directory, followlinks=True):
+            real_parent = Path(parent).resolve()
+            if real_parent != root and root not in real_parent.parents:
+                raise PathEscapeError(
+                    f'{where}: dependency "{lock.name}": '
+                    f"{Path(parent).relative_to(directory)} leads out of the work tree"
+                )
+            if real_parent in seen:  # a link back up: Helm would loop, this stops
+                dirs.clear()
+                continue
+            seen.add(real_parent)
+            dirs.sort()
+            for name in sorted(files):
+                path = Path(parent) / name
+                relative = path.relative_to(directory).as_posix()
+                if ignored.match_file(relative):
+                    continue
+                real = path.resolve()
+                if root not in real.parents:
+                    raise PathEscapeError(
+                        f'{where}: dependency "{lock.name}": {relative} leads out of the work tree'
+                    )
+                data = real.read_bytes()
+                info = tarfile.TarInfo(f"{chart_name}/{relative}")
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                tar.addfile(info, io.BytesIO(data))
+    return target
 
 
 def _registry(ctx: StepContext, http: httpx.AsyncClient, credential_url: str) -> RegistryClient:
@@ -412,7 +503,7 @@ def _check_chart(archive: Path, lock: _Locked, where: str) -> None:
 def _move_into(charts_dir: Path, fetched: list[Path], locked: list[_Locked]) -> None:
     """Helm's safe move: the new archives in, older chart archives of the chart out (not
     those of dependencies without a repository, which live there on purpose)."""
-    local = {lock.name for lock in locked if lock.archive is None}
+    local = {lock.name for lock in locked if lock.archive is None and lock.local_dir is None}
     names = {archive.name for archive in fetched}
     for existing in sorted(charts_dir.iterdir()):
         if existing.name in names or existing.is_dir() or existing.is_symlink():

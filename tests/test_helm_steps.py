@@ -332,13 +332,52 @@ def test_update_refusals(tmp_path: Path, chart_repo: StepServer) -> None:
     (ctx.workspace.root / "chart" / "charts").symlink_to(tmp_path)
     with pytest.raises(PathEscapeError):
         helm_update_chart(ctx, HelmUpdateChartConfig(path="chart"))
-    local = chart_in_workspace(tmp_path / "b", chart_yaml("file://../other", "1.0.0"))
-    with pytest.raises(ConfigError, match=r"local \(file://\) dependencies are not supported"):
-        helm_update_chart(local, HelmUpdateChartConfig(path="chart"))
     chart_repo.routes["/some-chart-1.2.3.tgz"] = (200, {}, b"<html>login</html>")
     broken = chart_in_workspace(tmp_path / "c", chart_yaml(chart_repo.url, "1.2.3"))
     with pytest.raises(StepError, match="not a Helm chart archive"):
         helm_update_chart(broken, HelmUpdateChartConfig(path="chart"))
+
+
+def test_update_packages_a_local_dependency(tmp_path: Path) -> None:
+    chart = (
+        "apiVersion: v2\nname: example\nversion: 0.1.0\ndependencies:\n"
+        "- name: sub\n  version: ^0.1.0\n  repository: file://../sub\n"
+    )
+    ctx = chart_in_workspace(tmp_path, chart)
+    sub = ctx.workspace.root / "sub"
+    (sub / "templates").mkdir(parents=True)
+    (sub / "Chart.yaml").write_text("apiVersion: v2\nname: sub\nversion: 0.1.2\n")
+    (sub / "templates" / "cm.yaml").write_text("kind: ConfigMap\n")
+    (sub / "README.md").write_text("ignored")
+    (sub / ".helmignore").write_text("# docs\n*.md\n")
+    charts = ctx.workspace.root / "chart" / "charts"
+    charts.mkdir()
+    (charts / "sub-0.1.0.tgz").write_bytes(chart_archive("sub", "0.1.0"))  # outdated
+    result = helm_update_chart(ctx, HelmUpdateChartConfig(path="chart"))
+    assert result["commitMessage"].endswith("- sub: 0.1.2")
+    assert [p.name for p in charts.iterdir()] == ["sub-0.1.2.tgz"]
+    with tarfile.open(charts / "sub-0.1.2.tgz") as tar:
+        assert tar.getnames() == ["sub/.helmignore", "sub/Chart.yaml", "sub/templates/cm.yaml"]
+    lock = YAML(typ="safe").load((ctx.workspace.root / "chart" / "Chart.lock").read_text())
+    assert lock["dependencies"] == [
+        {"name": "sub", "repository": "file://../sub", "version": "0.1.2"}
+    ]
+    archive = (charts / "sub-0.1.2.tgz").read_bytes()
+    (ctx.workspace.root / "chart" / "Chart.lock").unlink()
+    helm_update_chart(ctx, HelmUpdateChartConfig(path="chart"))
+    assert (charts / "sub-0.1.2.tgz").read_bytes() == archive  # the same bytes on a retry
+
+    (sub / "Chart.yaml").write_text("apiVersion: v2\nname: sub\nversion: 0.2.0\n")
+    with pytest.raises(ConfigError, match=r'the chart there is "0\.2\.0"'):
+        helm_update_chart(ctx, HelmUpdateChartConfig(path="chart"))
+    (sub / "Chart.yaml").write_text("apiVersion: v2\nname: sub\nversion: 0.1.2\n")
+    (tmp_path / "secret.txt").write_text("outside")
+    (sub / "templates" / "leak.yaml").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(PathEscapeError, match="leads out of the work tree"):
+        helm_update_chart(ctx, HelmUpdateChartConfig(path="chart"))
+    outside = chart_in_workspace(tmp_path / "b", chart.replace("../sub", "../../../sub"))
+    with pytest.raises(PathEscapeError):
+        helm_update_chart(outside, HelmUpdateChartConfig(path="chart"))
 
 
 def test_update_through_the_runner_is_errored_for_a_bad_config(tmp_path: Path) -> None:

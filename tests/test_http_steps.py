@@ -12,23 +12,30 @@ shortened by lowering the 10 s floor on ``pollInterval``.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 
 from activities import http_steps
 from activities.http_steps import HTTPDownloadConfig, http_download
 from activities.step_context import SecretLookup
+from freightline.app.client import apply_project, start_promotion
+from freightline.contracts.promotion import PromotionPhase
 from freightline.errors import ConfigError, StepError
 from freightline.kargo.credentials import CredentialStore
 from freightline.kargo.resources import Freight
-from tests.pipelines import freight_for
+from freightline.settings import load_settings
+from tests.pipelines import freight_for, single_stage_project, with_freight
 from tests.step_runs import context, outcome_of, refused, run
 from tests.step_server import StepServer, step_server
+from worker import build_worker
 
 CAT_FACTS = {
     "facts": [
@@ -521,3 +528,59 @@ def test_secret_is_the_workers_and_stays_out_of_the_results(
     # An unknown Secret is an empty map, as in Kargo: the empty header value is refused.
     err = refused(tmp_path, [step("nope")], secrets=worker_secrets(tmp_path))
     assert err.type == "ConfigError" and "headers.0.value" in str(err)
+
+
+# --- through Temporal: a promotion with the worker's secret --------------------------------
+
+
+def decoded(history: str) -> str:
+    """The history with every payload's base64 ``data`` decoded next to it."""
+    payloads = re.findall(r'"data": "([A-Za-z0-9+/=]+)"', history)
+    return history + "".join(base64.b64decode(p).decode(errors="replace") for p in payloads)
+
+
+async def test_a_promotion_calls_with_the_workers_secret_and_keeps_it_out_of_history(
+    tmp_path: Path,
+    server: StepServer,
+    client: Client,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    credentials = tmp_path / "credentials.yaml"
+    credentials.write_text(SECRETS)
+    monkeypatch.setenv("FREIGHTLINE_CREDENTIALS_FILE", str(credentials))
+    server.routes["/hook"] = answer({"id": 7})
+    server.routes["/config.yaml"] = answer(b"replicas: 3\n", {"Content-Type": "text/yaml"})
+    steps = [
+        {
+            "uses": "http",
+            "as": "notify",
+            "config": {
+                "method": "POST",
+                "url": f"{server.url}/hook",
+                "headers": [
+                    {"name": "Authorization", "value": "Bearer ${{ secret('slack').token }}"}
+                ],
+                "body": "${{ quote({'stage': ctx.stage}) }}",
+                "outputs": [{"name": "id", "fromExpression": "response.body.id"}],
+            },
+        },
+        {
+            "uses": "http-download",
+            "config": {"url": f"{server.url}/config.yaml", "outPath": "config.yaml"},
+        },
+        download_then_parse("config.yaml", "replicas"),
+    ]
+    freight = freight_for("1.0.0")
+    async with build_worker(client, load_settings(), queue=task_queue):
+        resources = with_freight(single_stage_project(tmp_path, steps), freight)
+        await apply_project(client, resources)
+        handle = await start_promotion(client, "p", "test", freight.metadata.name)
+        result = await handle.result()
+        history = decoded(json.dumps((await handle.fetch_history()).to_json_dict()))
+    assert result.phase is PromotionPhase.SUCCEEDED
+    assert result.outputs["notify"] == {"id": 7} and result.outputs["read"] == {"doc": 3}
+    assert server.seen[0].headers["Authorization"] == "Bearer xoxb-token"
+    assert json.loads(server.seen[0].body) == {"stage": "test"}
+    # The workflow holds the reference (the step's config), never the value.
+    assert "secret('slack')" in history and "xoxb-token" not in history

@@ -118,7 +118,7 @@ def parse_reference(text: str, field: str) -> Reference:
     return Reference(repo, reference, cred_type)
 
 
-def _run(ctx: StepContext, insecure: bool, work: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+def _run(insecure: bool, work: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
     async def main() -> T:
         async with httpx.AsyncClient(
             verify=not insecure, timeout=REQUEST_TIMEOUT, follow_redirects=True
@@ -185,7 +185,7 @@ def oci_download(ctx: StepContext, config: OCIDownloadConfig) -> dict[str, Any]:
             raise
 
     try:
-        _run(ctx, config.insecure_skip_tls_verify, download)
+        _run(config.insecure_skip_tls_verify, download)
     except RegistryError as err:
         raise err.locate(where) from None
     return {}
@@ -251,7 +251,7 @@ def oci_push(ctx: StepContext, config: OCIPushConfig) -> dict[str, Any]:
         return await copier.image(manifest, target.reference, manifest_annotations)
 
     try:
-        digest = _run(ctx, config.insecure_skip_tls_verify, push)
+        digest = _run(config.insecure_skip_tls_verify, push)
     except RegistryError as err:
         raise err.locate(where) from None
     registry = "index.docker.io" if target.repo.registry == "docker.io" else target.repo.registry

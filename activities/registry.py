@@ -757,9 +757,11 @@ class RegistryClient:
     async def _fetch_token(
         self, repo: ImageRepository, realm: str, params: Mapping[str, str], scope: str
     ) -> _Token:
-        query = {"scope": scope}
+        # A challenge may name several scopes (a push that mounts from another repository):
+        # the token service takes each as a parameter of its own.
+        query = [("scope", part) for part in scope.split()]
         if params.get("service"):
-            query["service"] = params["service"]
+            query.append(("service", params["service"]))
         headers: dict[str, str] = {}
         if self._credentials(repo.registry) is not None:
             headers = self._basic_header(repo, "fetching a token")

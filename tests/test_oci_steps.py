@@ -33,6 +33,8 @@ from tests.registry_fixture import (
     OCI_MANIFEST,
     Pusher,
     Registry,
+    TokenIssuer,
+    TokenServer,
     digest_of,
     htpasswd_line,
     start_registry,
@@ -421,6 +423,50 @@ def test_push_latest_with_insecure_skip_tls_verify(
 
 
 # --- oci-push: edge cases ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry with Bearer tokens (``auth: token``): the push needs a push-scoped token."""
+    issuer = TokenIssuer(tmp_path_factory.mktemp("oci-token-issuer"))
+    tokens = TokenServer(issuer=issuer, service="oci-steps", users={"robot": "t0ken"})
+    with tokens.running():
+        reg = start_registry(
+            issuer.key_path.parent / "registry",
+            auth={
+                "token": {
+                    "realm": tokens.realm,
+                    "service": tokens.service,
+                    "issuer": issuer.name,
+                    "rootcertbundle": str(issuer.cert_path),
+                }
+            },
+        )
+        token = tokens.issue(["repository:src:pull,push"], subject="seed")
+        reg.headers = {"Authorization": f"Bearer {token}"}
+        try:
+            yield reg
+        finally:
+            reg.stop()
+
+
+def test_push_with_bearer_tokens(tmp_path: Path, token_registry: Registry) -> None:
+    digest = push_artifact(token_registry, "src", "1", [(HELM_CHART, b"layer: token\n")])
+    step = {
+        "uses": "oci-push",
+        "config": {
+            "srcRef": f"{token_registry.host}/src:1",
+            "destRef": f"{token_registry.host}/dst:2",
+        },
+    }
+
+    def credentials(cred_type: str, repo_url: str) -> tuple[str, str] | None:
+        return ("robot", "t0ken") if cred_type == "image" else None
+
+    (outcome,) = run(tmp_path, [step], credentials=credentials)
+    assert outcome.outputs["digest"] == digest
+    mounts = [r for r in token_registry.settle_requests() if "mount=" in r[1]]
+    assert mounts and mounts[-1][2] == 201  # the token allowed pulling from src too
 
 
 def test_push_refusals(

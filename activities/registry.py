@@ -759,9 +759,9 @@ class RegistryClient:
     ) -> _Token:
         # A challenge may name several scopes (a push that mounts from another repository):
         # the token service takes each as a parameter of its own.
-        query = [("scope", part) for part in scope.split()]
+        query: dict[str, str | list[str]] = {"scope": scope.split()}
         if params.get("service"):
-            query.append(("service", params["service"]))
+            query["service"] = params["service"]
         headers: dict[str, str] = {}
         if self._credentials(repo.registry) is not None:
             headers = self._basic_header(repo, "fetching a token")

@@ -23,13 +23,14 @@ in ``charts/``.
 ``helm-template`` runs the ``helm`` binary (``helm template``) when the worker has
 it on its PATH; without it the step ends Errored saying so. The config maps onto
 ``helm template``'s flags as Kargo's use of Helm's install action does: the
-release name (default ``release-name``), ``--namespace`` (default: the project),
-values files (missing ones skipped with ``ignoreMissingValueFiles``), ``--set`` /
-``--set-literal``, ``--include-crds``, ``--no-hooks``, ``--skip-tests``,
-``--kube-version``, ``--api-versions``, ``--dependency-update`` for
-``buildDependencies`` (Helm fetches with its own repository settings, not the
-worker's credentials), and ``--output-dir`` (with ``--release-name`` for
-``useReleaseName``) for a directory ``outPath`` in the ``helm`` layout. A
+release name, ``--namespace`` (default: the project), values files (missing
+ones skipped with ``ignoreMissingValueFiles``), ``--set`` / ``--set-literal``,
+``--include-crds``, ``--no-hooks``, ``--skip-tests``, ``--kube-version``,
+``--api-versions``, and ``--output-dir`` (with ``--release-name`` for
+``useReleaseName``) for a directory ``outPath`` in the ``helm`` layout.
+``buildDependencies`` runs ``helm dependency build`` first, as Kargo builds them
+(from ``Chart.lock``); Helm fetches with its own repository settings there, not
+the worker's credentials. A
 ``.yaml``/``.yml`` ``outPath`` gets all manifests in one file; the ``flat``
 layout one file per resource, named ``[group-]kind[-namespace]-name.yaml``.
 """
@@ -633,8 +634,6 @@ def helm_template_arguments(ctx: StepContext, config: HelmTemplateConfig, out: P
         args += ["--values", str(file)]
     for value in config.set_values:
         args += ["--set-literal" if value.literal else "--set", f"{value.key}={value.value}"]
-    if config.build_dependencies:
-        args.append("--dependency-update")
     if config.include_crds:
         args.append("--include-crds")
     if config.disable_hooks:
@@ -664,6 +663,21 @@ def helm_template(ctx: StepContext, config: HelmTemplateConfig) -> dict[str, Any
     args = helm_template_arguments(ctx, config, out)
     if not _out_is_file(config) and config.out_layout != "flat":
         out.mkdir(parents=True, exist_ok=True)
+    if config.build_dependencies:
+        chart = ctx.workspace.resolve(config.path)
+        _helm(ctx, ["helm", "dependency", "build", str(chart)], where, "build chart dependencies")
+    result = _helm(ctx, args, where, "render chart")
+    _check_inside(ctx, out, where)
+    if _out_is_file(config):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.strip() + "\n")
+    elif config.out_layout == "flat":
+        _write_flat(out, result, where)
+    return {}
+
+
+def _helm(ctx: StepContext, args: list[str], where: str, what: str) -> str:
+    """Run helm in the work tree; its output, or a StepError with helm's last word."""
     try:
         result = subprocess.run(
             args,
@@ -674,17 +688,11 @@ def helm_template(ctx: StepContext, config: HelmTemplateConfig) -> dict[str, Any
             cwd=ctx.workspace.root,
         )
     except subprocess.TimeoutExpired:
-        raise StepError(f"{where}: helm template took more than {HELM_TIMEOUT} s") from None
+        raise StepError(f"{where}: helm took more than {HELM_TIMEOUT} s to {what}") from None
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
-        raise StepError(f"{where}: failed to render chart: {(lines or ['helm failed'])[-1]}")
-    _check_inside(ctx, out, where)
-    if _out_is_file(config):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result.stdout.strip() + "\n")
-    elif config.out_layout == "flat":
-        _write_flat(out, result.stdout, where)
-    return {}
+        raise StepError(f"{where}: failed to {what}: {(lines or ['helm failed'])[-1]}")
+    return result.stdout
 
 
 def _write_flat(out: Path, manifests: str, where: str) -> None:

@@ -388,7 +388,8 @@ def test_update_through_the_runner_is_errored_for_a_bad_config(tmp_path: Path) -
 # --- helm-template -----------------------------------------------------------------------------
 
 FAKE_HELM = """#!/bin/sh
-printf '%s\\n' "$@" > "$FAKE_HELM_ARGS"
+printf '%s\\n' "$@" "===" >> "$FAKE_HELM_ARGS"
+if [ "$1" = dependency ]; then exit 0; fi
 out=""; previous=""
 for argument in "$@"; do
   if [ "$previous" = "--output-dir" ]; then out="$argument"; fi
@@ -453,13 +454,21 @@ def template_steps(out_path: str, release: str | None) -> list[dict[str, Any]]:
     ]
 
 
-def arguments(record: Path, workdir_marker: str = "/work/") -> list[str]:
-    """The recorded arguments, absolute work-tree paths shortened to ``<work>/...``."""
-    shown = []
+def calls(record: Path, workdir_marker: str = "/work/") -> list[list[str]]:
+    """Each recorded helm call's arguments, work-tree paths shortened to ``<work>/...``."""
+    result: list[list[str]] = [[]]
     for line in record.read_text().splitlines():
+        if line == "===":
+            result.append([])
+            continue
         head, found, tail = line.partition(workdir_marker)
-        shown.append(f"<work>/{tail}" if found and head.startswith("/") else line)
-    return shown
+        result[-1].append(f"<work>/{tail}" if found and head.startswith("/") else line)
+    return result[:-1]
+
+
+def arguments(record: Path) -> list[str]:
+    """The last helm call's arguments."""
+    return calls(record)[-1]
 
 
 def test_template_without_helm_is_errored(
@@ -535,13 +544,16 @@ def test_template_passes_every_option_as_kargo_does(
              {"uses": "git-push", "config": {"path": "./out"}}]  # fmt: skip
     variables = [{"name": "gitRepo", "value": chart_src.as_uri()}]
     run(tmp_path, steps, variables=variables, freight=freight(chart_src, []), repo=chart_src)
-    assert arguments(fake_helm) == [
-        "template", "rel", f"<work>/src/{CHART_PATH}",
-        "--namespace", "ns",
-        "--values", f"<work>/src/{CHART_PATH}/test-values.yaml",
-        "--set", "a=1", "--set-literal", "b=x,y",
-        "--dependency-update", "--include-crds", "--no-hooks", "--skip-tests",
-        "--kube-version", "1.30.0", "--api-versions", "monitoring.coreos.com/v1",
+    assert calls(fake_helm) == [
+        ["dependency", "build", f"<work>/src/{CHART_PATH}"],  # buildDependencies, first
+        [
+            "template", "rel", f"<work>/src/{CHART_PATH}",
+            "--namespace", "ns",
+            "--values", f"<work>/src/{CHART_PATH}/test-values.yaml",
+            "--set", "a=1", "--set-literal", "b=x,y",
+            "--include-crds", "--no-hooks", "--skip-tests",
+            "--kube-version", "1.30.0", "--api-versions", "monitoring.coreos.com/v1",
+        ],
     ]  # fmt: skip
     assert pushed_files(chart_src) == {"configmap-test-cm.yaml"}  # flat: kind-namespace-name
 

@@ -12,7 +12,7 @@ instead, in one of two ways:
        metadata:
          name: kargo-demo-repo
          labels:
-           kargo.akuity.io/cred-type: git      # git | image | helm
+           kargo.akuity.io/cred-type: git      # git | image | helm | generic
        stringData:
          repoURL: https://github.com/example/kargo-demo.git
          # repoURLIsRegex: "true"              # repoURL is then a regular expression

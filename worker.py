@@ -88,7 +88,11 @@ def build_worker(
     project = ProjectActivities(client, notifying=bool(settings.notify.urls))
     local = settings.git.allow_local_repositories
     worktree = WorktreeActivities(
-        git_credentials=credentials.git, author=settings.git.author, allow_local_repositories=local
+        git_credentials=credentials.git,
+        author=settings.git.author,
+        allow_local_repositories=local,
+        basic_credentials=credentials.basic,
+        secrets=credentials.secret,
     )
     discovery = DiscoveryActivities(
         credentials, mirrors=settings.registry.mirrors, allow_local_repositories=local

@@ -27,6 +27,12 @@ Authentication adds, per client and registry: Basic, one 401 before the
 first request is retried with credentials; Bearer, one 401 and one token
 request per scope, after which the cached token is sent up front until it
 expires.
+
+The ``oci-download`` and ``oci-push`` steps (``activities/oci_steps.py``) use the
+same client to stream blobs into a file, upload them (mounting across
+repositories of one registry where it can) and put manifests. Every response
+is read up to a bound (:data:`MAX_RESPONSE_BYTES`, or the blob's own limit),
+never whole whatever its size.
 """
 
 from __future__ import annotations
@@ -37,10 +43,10 @@ import hashlib
 import ipaddress
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,6 +98,12 @@ MAX_TAG_PAGES = 10_000
 MAX_MEMO_ENTRIES = 50_000
 # Tokens are refreshed this many seconds before they expire.
 TOKEN_EXPIRY_MARGIN = 10.0
+MAX_RESPONSE_BYTES = 16 << 20
+"""The most a registry answer (a manifest, a tag page, a token, a config) may hold in memory;
+blobs stream into files under their own limit."""
+
+Body = Callable[[], bytes | AsyncIterator[bytes]]
+"""Makes a request's body (again, when a 401 makes the client send it a second time)."""
 
 CredentialProvider = Callable[[str], tuple[str, str] | None]
 """Registry host (as in the image reference, e.g. ``docker.io``) -> (username, password)."""
@@ -220,6 +232,8 @@ class Manifest:
     digest: str
     media_type: str
     body: Mapping[str, Any]
+    raw: bytes = b""
+    """The bytes as served (their digest is ``digest``): what a copy pushes unchanged."""
 
     @property
     def is_index(self) -> bool:
@@ -368,7 +382,7 @@ class RegistryClient:
         digest = response.headers.get("Docker-Content-Digest") or (
             "sha256:" + hashlib.sha256(response.content).hexdigest()
         )
-        return Manifest(digest=digest, media_type=media_type, body=body)
+        return Manifest(digest=digest, media_type=media_type, body=body, raw=response.content)
 
     async def head_manifest(self, repo: ImageRepository, reference: str) -> str | None:
         """The digest ``reference`` points at, from a HEAD; None if absent."""
@@ -395,6 +409,97 @@ class RegistryClient:
         if response.status_code == 404:
             raise RegistryError(f"repository {repo}: blob {digest} not found")
         return _json(response, repo, f"getting blob {digest}")
+
+    async def fetch_blob(
+        self, repo: ImageRepository, digest: str, into: BinaryIO, limit: int
+    ) -> int:
+        """Stream the blob ``digest`` into ``into`` (at most ``limit`` bytes), checking that its
+        content has that digest; returns its size."""
+        response = await self._request(
+            "GET",
+            repo,
+            httpx.URL(f"{repo.base_url}/blobs/{digest}"),
+            f"getting blob {digest}",
+            into=into,
+            limit=limit,
+        )
+        if response.status_code == 404:
+            raise RegistryError(f"repository {repo}: blob {digest} not found")
+        into.flush()
+        into.seek(0)
+        algorithm, _, expected = digest.partition(":")
+        if algorithm == "sha256":
+            hasher = hashlib.sha256()
+            while chunk := into.read(1 << 20):
+                hasher.update(chunk)
+            if hasher.hexdigest() != expected:
+                raise RegistryError(f"repository {repo}: blob {digest} arrived with other content")
+        return into.seek(0, 2)
+
+    async def has_blob(self, repo: ImageRepository, digest: str) -> bool:
+        response = await self._request(
+            "HEAD", repo, httpx.URL(f"{repo.base_url}/blobs/{digest}"), f"checking blob {digest}"
+        )
+        return response.status_code != 404
+
+    async def mount_blob(self, repo: ImageRepository, digest: str, source: str) -> bool:
+        """Ask the registry to mount blob ``digest`` from its repository ``source`` (no bytes
+        move); False when it would not (the caller uploads it then)."""
+        uploads = httpx.URL(f"{repo.base_url}/blobs/uploads/").copy_merge_params(
+            {"mount": digest, "from": source}
+        )
+        started = await self._request("POST", repo, uploads, f"mounting blob {digest}", push=True)
+        return started.status_code == 201
+
+    async def push_blob(self, repo: ImageRepository, digest: str, body: Body) -> None:
+        """Upload a blob in one request (after the POST that opens the upload)."""
+        uploads = httpx.URL(f"{repo.base_url}/blobs/uploads/")
+        started = await self._request(
+            "POST", repo, uploads, f"starting the upload of blob {digest}", push=True
+        )
+        location = started.headers.get("Location")
+        if started.status_code != 202 or not location:
+            raise RegistryError(
+                f"registry {repo.registry} answered {started.status_code} to an upload of {repo}"
+            )
+        # The Location carries the upload's state in its query: extend it, never replace it.
+        target = started.url.join(location).copy_merge_params({"digest": digest})
+        if (target.scheme, target.host, target.port) != (
+            uploads.scheme,
+            uploads.host,
+            uploads.port,
+        ):
+            raise RegistryError(f"repository {repo}: the upload location names another host")
+        done = await self._request(
+            "PUT",
+            repo,
+            target,
+            f"uploading blob {digest}",
+            headers={"Content-Type": "application/octet-stream"},
+            body=body,
+            push=True,
+        )
+        if done.status_code not in (201, 204):
+            raise RegistryError(
+                f"registry {repo.registry} answered {done.status_code} to the upload of {digest}"
+            )
+
+    async def put_manifest(
+        self, repo: ImageRepository, reference: str, media_type: str, data: bytes
+    ) -> str:
+        """Put a manifest or index under a tag or digest; returns its digest."""
+        response = await self._request(
+            "PUT",
+            repo,
+            httpx.URL(f"{repo.base_url}/manifests/{reference}"),
+            f"putting manifest {reference!r}",
+            headers={"Content-Type": media_type},
+            body=lambda: data,
+            push=True,
+        )
+        if response.status_code == 404:
+            raise RegistryError(f"repository {repo}: the registry refused manifest {reference!r}")
+        return "sha256:" + hashlib.sha256(data).hexdigest()
 
     # -- image metadata --
 
@@ -504,18 +609,29 @@ class RegistryClient:
         url: httpx.URL,
         what: str,
         headers: Mapping[str, str] | None = None,
+        *,
+        body: Body | None = None,
+        into: BinaryIO | None = None,
+        limit: int = MAX_RESPONSE_BYTES,
+        push: bool = False,
     ) -> httpx.Response:
         """Send with whatever auth is known; answer one 401 challenge; map errors.
 
-        Returns 2xx and 404 responses; raises for everything else.
+        Returns 2xx and 404 responses; raises for everything else. A 2xx body goes to
+        ``into`` when given (at most ``limit`` bytes), else into the response. ``push``
+        asks a token for push as well as pull.
         """
         base_headers = dict(headers or {})
-        auth = self._known_authorization(repo)
-        response = await self._send(method, url, {**base_headers, **auth}, repo, what)
+        auth = self._known_authorization(repo, push=push)
+        response = await self._send(
+            method, url, {**base_headers, **auth}, repo, what, body=body, into=into, limit=limit
+        )
         if response.status_code == 401:
             challenge = response.headers.get("WWW-Authenticate", "")
-            auth = await self._answer_challenge(repo, challenge, auth, what)
-            response = await self._send(method, url, {**base_headers, **auth}, repo, what)
+            auth = await self._answer_challenge(repo, challenge, auth, what, push=push)
+            response = await self._send(
+                method, url, {**base_headers, **auth}, repo, what, body=body, into=into, limit=limit
+            )
             if response.status_code == 401:
                 raise AuthenticationError(
                     f"registry {repo.registry} refused the credentials for {repo} while {what}"
@@ -544,10 +660,30 @@ class RegistryClient:
         headers: Mapping[str, str],
         repo: ImageRepository,
         what: str,
+        *,
+        body: Body | None = None,
+        into: BinaryIO | None = None,
+        limit: int = MAX_RESPONSE_BYTES,
     ) -> httpx.Response:
         try:
             async with self._semaphore:
-                return await self.http.request(method, url, headers=headers)
+                request = self.http.build_request(
+                    method, url, headers=headers, content=body() if body else None
+                )
+                response = await self.http.send(request, stream=True)
+                try:
+                    if into is not None and 200 <= response.status_code < 300:
+                        into.seek(0)
+                        into.truncate()
+                        await _read_bounded(response, limit, repo, what, into)
+                        response._content = b""  # the body went to ``into``
+                    else:
+                        response._content = await _read_bounded(
+                            response, MAX_RESPONSE_BYTES, repo, what
+                        )
+                finally:
+                    await response.aclose()
+                return response
         except httpx.TimeoutException as err:
             raise RegistryUnavailableError(
                 f"registry {repo.registry} timed out while {what} for {repo}"
@@ -557,8 +693,10 @@ class RegistryClient:
                 f"registry {repo.registry} unreachable while {what} for {repo}: {err}"
             ) from err
 
-    def _known_authorization(self, repo: ImageRepository) -> dict[str, str]:
+    def _known_authorization(self, repo: ImageRepository, *, push: bool = False) -> dict[str, str]:
         scope = self._repo_scopes.get((repo.registry, repo.name))
+        if push and scope is not None and "push" not in scope:
+            scope = None  # a pull token: the registry's challenge asks for the push scope
         if scope is not None:
             token = self._tokens.get((repo.registry, scope))
             if token is not None and token.expires_at > time.monotonic():
@@ -579,7 +717,13 @@ class RegistryClient:
         return {"Authorization": f"Basic {encoded}"}
 
     async def _answer_challenge(
-        self, repo: ImageRepository, challenge: str, used: Mapping[str, str], what: str
+        self,
+        repo: ImageRepository,
+        challenge: str,
+        used: Mapping[str, str],
+        what: str,
+        *,
+        push: bool = False,
     ) -> dict[str, str]:
         scheme, params = _parse_challenge(challenge)
         if scheme == "basic":
@@ -591,7 +735,9 @@ class RegistryClient:
             self._basic_registries.add(repo.registry)
             return header
         if scheme == "bearer" and params.get("realm"):
-            scope = params.get("scope") or f"repository:{repo.name}:pull"
+            scope = (
+                params.get("scope") or f"repository:{repo.name}:{'pull,push' if push else 'pull'}"
+            )
             key = (repo.registry, scope)
             lock = self._token_locks.setdefault(key, asyncio.Lock())
             async with lock:
@@ -611,7 +757,9 @@ class RegistryClient:
     async def _fetch_token(
         self, repo: ImageRepository, realm: str, params: Mapping[str, str], scope: str
     ) -> _Token:
-        query = {"scope": scope}
+        # A challenge may name several scopes (a push that mounts from another repository):
+        # the token service takes each as a parameter of its own.
+        query: dict[str, str | list[str]] = {"scope": scope.split()}
         if params.get("service"):
             query["service"] = params["service"]
         headers: dict[str, str] = {}
@@ -659,6 +807,29 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
         for m in _CHALLENGE_PARAM.finditer(rest)
     }
     return scheme.lower(), params
+
+
+async def _read_bounded(
+    response: httpx.Response,
+    limit: int,
+    repo: ImageRepository,
+    what: str,
+    into: BinaryIO | None = None,
+) -> bytes:
+    """The body (or its copy into ``into``), refused beyond ``limit`` bytes."""
+    data = bytearray()
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise RegistryError(
+                f"registry {repo.registry} sent more than {limit} bytes for {repo} while {what}"
+            )
+        if into is not None:
+            into.write(chunk)
+        else:
+            data += chunk
+    return bytes(data)
 
 
 def _next_link(response: httpx.Response) -> httpx.URL | None:

@@ -18,10 +18,33 @@ from freightline.contracts.steps import parse_config
 from freightline.errors import ConfigError
 from freightline.kargo.credentials import GitCredentials
 
-__all__ = ["CredentialLookup", "StepConfig", "StepContext", "parse_config"]
+__all__ = [
+    "BasicLookup",
+    "CredentialLookup",
+    "SecretLookup",
+    "StepConfig",
+    "StepContext",
+    "parse_config",
+]
 
 CredentialLookup = Callable[[str], GitCredentials | None]
 """Finds the worker's git credentials for a repository URL (None: anonymous)."""
+
+BasicLookup = Callable[[str, str], tuple[str, str] | None]
+"""Finds the worker's ``(username, password)`` for a Kargo credential type (``image``,
+``helm``) and a repository URL (None: anonymous). The values never leave the activity."""
+
+
+SecretLookup = Callable[[str, str], dict[str, str]]
+"""The data of a generic Secret of the worker's credentials, by project and name ({}: none)."""
+
+
+def _no_basic(_cred_type: str, _repo_url: str) -> tuple[str, str] | None:
+    return None
+
+
+def _no_secret(_project: str, _name: str) -> dict[str, str]:
+    return {}
 
 
 class StepConfig(BaseModel):
@@ -44,6 +67,10 @@ class StepContext:
     """The worker's commit author (name, email), unless a step's config names one."""
     allow_local_repositories: bool = False
     """Whether a repoURL may be a local path or file:// URL (the worker's settings)."""
+    basic_credentials: BasicLookup = _no_basic
+    """Image and chart repository credentials (the worker's credential store)."""
+    secrets: SecretLookup = _no_secret
+    """Generic Secrets (the worker's credential store), for ``secret()`` in step configs."""
     step: PlannedStep | None = None
     clones: dict[str, Clone] = field(default_factory=dict)
     worktrees: dict[Path, Worktree] = field(default_factory=dict)
@@ -52,6 +79,13 @@ class StepContext:
     def enter(self, manager: AbstractContextManager[T]) -> T:
         """Keep a context open until the whole step sequence ends."""
         return self.resources.enter_context(manager)
+
+    def secret(self, name: object) -> dict[str, str]:
+        """Kargo's ``secret(name)`` in a step's config: the generic Secret's data, {} if none.
+        It is rendered here, in the activity, so the values never reach the workflow."""
+        if not isinstance(name, str):
+            raise ConfigError(f"secret(): the argument must be a string, got {name!r}")
+        return self.secrets(self.plan.project, name)
 
     def describe(self) -> str:
         step = self.step

@@ -29,7 +29,13 @@ from temporalio import activity
 
 from activities import boundary
 from activities.git import DEFAULT_AUTHOR
-from activities.step_context import CredentialLookup, StepContext, parse_config
+from activities.step_context import (
+    BasicLookup,
+    CredentialLookup,
+    SecretLookup,
+    StepContext,
+    parse_config,
+)
 from activities.workspace import Workspace
 from freightline.contracts.promotion import (
     PlannedStep,
@@ -53,6 +59,14 @@ def _anonymous(_repo_url: str) -> GitCredentials | None:
     return None
 
 
+def _anonymous_basic(_cred_type: str, _repo_url: str) -> tuple[str, str] | None:
+    return None
+
+
+def _no_secrets(_project: str, _name: str) -> dict[str, str]:
+    return {}
+
+
 class WorktreeActivities:
     """Holds what the steps need from the worker: credentials, commit author, a scratch root."""
 
@@ -63,8 +77,12 @@ class WorktreeActivities:
         *,
         author: tuple[str, str] = DEFAULT_AUTHOR,
         allow_local_repositories: bool = False,
+        basic_credentials: BasicLookup = _anonymous_basic,
+        secrets: SecretLookup = _no_secrets,
     ) -> None:
         self.git_credentials = git_credentials
+        self.basic_credentials = basic_credentials
+        self.secrets = secrets
         self.scratch_root = scratch_root
         self.author = author
         self.allow_local_repositories = allow_local_repositories
@@ -86,6 +104,8 @@ class WorktreeActivities:
                 self.git_credentials,
                 author=self.author,
                 allow_local_repositories=self.allow_local_repositories,
+                basic_credentials=self.basic_credentials,
+                secrets=self.secrets,
             )
             with ctx.resources:
                 for step in steps:
@@ -112,7 +132,8 @@ class WorktreeActivities:
                 definition.runner is StepRunner.WORKTREE or definition.inline
             ):
                 raise ConfigError(f"{ctx.describe()}: not a worktree step")
-            config = scope.render_config(step)
+            # secret() is answered here, from the worker's credentials: never in the workflow.
+            config = scope.render_config(step, {"secret": ctx.secret})
             if definition.inline:
                 outputs = run_inline(step.uses, config)
             else:

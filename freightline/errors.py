@@ -20,6 +20,9 @@
     │   ├── AuthenticationError        Errored  no     ... the worker's credentials, or needs some
     │   └── RegistryUnavailableError   Errored  yes    ... timed out, unreachable, 5xx or 429
     ├── ArgoCDUnavailableError         Errored  yes    Argo CD timed out, unreachable, 5xx or 429
+    ├── EndpointUnavailableError       Errored  yes    an HTTP endpoint a step calls (``http``,
+    │                                                  ``http-download``, a chart repository)
+    │                                                  timed out, unreachable, 5xx or 429
     ├── NotificationError              Errored  yes    a notification endpoint did not take an
     │                                                  event (it never fails a promotion)
     └── StepError                      Failed   no     a step ran and the world said no
@@ -70,6 +73,7 @@ __all__ = [
     "CredentialError",
     "Diagnosis",
     "DiscoveryError",
+    "EndpointUnavailableError",
     "ExpressionError",
     "FreightlineError",
     "GitCommandError",
@@ -172,6 +176,12 @@ class RegistryUnavailableError(RegistryError):
 
 class ArgoCDUnavailableError(FreightlineError):
     """Argo CD could not be reached, timed out, or answered 429/5xx: a retry may succeed."""
+
+    retryable = True
+
+
+class EndpointUnavailableError(FreightlineError):
+    """An HTTP endpoint a step calls timed out, could not be reached, or answered 5xx/429."""
 
     retryable = True
 

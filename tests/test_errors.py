@@ -67,6 +67,7 @@ EXPECTED = {
     "AuthenticationError": (Outcome.ERRORED, False),
     "RegistryUnavailableError": (Outcome.ERRORED, True),
     "ArgoCDUnavailableError": (Outcome.ERRORED, True),
+    "EndpointUnavailableError": (Outcome.ERRORED, True),
     "NotificationError": (Outcome.ERRORED, True),
     "StepError": (Outcome.FAILED, False),
     "GitCommandError": (Outcome.FAILED, False),

@@ -392,7 +392,9 @@ class StepScope:
             },
         }
 
-    def env(self, step: PlannedStep) -> dict[str, Any]:
+    def env(self, step: PlannedStep, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The names a step's expressions see; ``extra`` adds some (the worktree activity's
+        ``secret``, which only an activity can answer)."""
         freight = self.plan.freight
         outputs = {o.alias: o.outputs for o in self.outcomes}
         task_outputs: dict[str, Any] = {}
@@ -413,6 +415,7 @@ class StepScope:
             "always": lambda: True,
             "status": self._status_of,
             "vars": {},
+            **(extra or {}),
         }
         rendered_vars: dict[str, Any] = {}
         for var in step.vars:
@@ -430,8 +433,10 @@ class StepScope:
             return not self._any_failed()
         return bool(_render(step.if_, self.env(step), step, "if"))
 
-    def render_config(self, step: PlannedStep) -> dict[str, Any]:
-        rendered = _render(step.config, self.env(step), step, "config")
+    def render_config(
+        self, step: PlannedStep, extra: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        rendered = _render(step.config, self.env(step, extra), step, "config")
         assert isinstance(rendered, dict)
         return rendered
 

@@ -191,6 +191,32 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
             _worktree(
                 "git-push", "activities.git_steps:git_push", "activities.git_steps:GitPushConfig"
             ),
+            _worktree(
+                "http", "activities.http_steps:http_request", "activities.http_steps:HTTPConfig"
+            ),
+            _worktree(
+                "http-download",
+                "activities.http_steps:http_download",
+                "activities.http_steps:HTTPDownloadConfig",
+            ),
+            _worktree(
+                "oci-download",
+                "activities.oci_steps:oci_download",
+                "activities.oci_steps:OCIDownloadConfig",
+            ),
+            _worktree(
+                "oci-push", "activities.oci_steps:oci_push", "activities.oci_steps:OCIPushConfig"
+            ),
+            _worktree(
+                "helm-update-chart",
+                "activities.helm_steps:helm_update_chart",
+                "activities.helm_steps:HelmUpdateChartConfig",
+            ),
+            _worktree(
+                "helm-template",
+                "activities.helm_steps:helm_template",
+                "activities.helm_steps:HelmTemplateConfig",
+            ),
             StepDefinition(
                 "argocd-update",
                 StepRunner.ARGOCD,

@@ -12,7 +12,7 @@ instead, in one of two ways:
        metadata:
          name: kargo-demo-repo
          labels:
-           kargo.akuity.io/cred-type: git      # git | image | helm
+           kargo.akuity.io/cred-type: git      # git | image | helm | generic
        stringData:
          repoURL: https://github.com/example/kargo-demo.git
          # repoURLIsRegex: "true"              # repoURL is then a regular expression
@@ -20,7 +20,13 @@ instead, in one of two ways:
          password: ghp_...
 
    (``data`` with base64 values works as well.) The file is re-read when it
-   changes; in Kubernetes, mount it from a real Secret.
+   changes; in Kubernetes, mount it from a real Secret. A document labelled
+   ``kargo.akuity.io/cred-type: generic`` holds any keys: it is what a step's
+   ``${{ secret('name') }}`` reads (by ``metadata.name``, and by
+   ``metadata.namespace`` = the project when it names one), as Kargo's
+   ``secret()`` reads a generic Secret of the project. Only steps that run in
+   the worktree activity can call ``secret()``: the value exists in that
+   activity only, never in the workflow.
 2. **Environment variables** for a single git identity:
    ``FREIGHTLINE_GIT_USERNAME`` and ``FREIGHTLINE_GIT_PASSWORD`` apply to
    every git repository that no file entry matches.
@@ -84,6 +90,18 @@ _KINDS: dict[str, RepositoryKind] = {"git": "git", "image": "image", "helm": "ch
 """Kargo's credential types, and the normal form each compares repository URLs in."""
 
 
+@dataclass(frozen=True)
+class GenericSecret:
+    """A ``generic`` Secret document: any keys, for ``secret()`` in step configs."""
+
+    name: str
+    namespace: str | None
+    data: dict[str, str]
+
+    def __repr__(self) -> str:
+        return f"GenericSecret({self.name}, {self.namespace}, keys={sorted(self.data)})"
+
+
 class CredentialStore:
     """The worker's credentials: file entries first, then one git identity for any repository.
 
@@ -95,6 +113,7 @@ class CredentialStore:
         self.path = path
         self.git_fallback = git_fallback
         self._entries: list[CredentialEntry] = []
+        self._secrets: list[GenericSecret] = []
         self._mtime: float | None = None
         self._lock = threading.Lock()
 
@@ -109,6 +128,15 @@ class CredentialStore:
         """A username and password for an image or helm repository, or None."""
         entry = self._find(cred_type, repo_url)
         return (entry.username, entry.password) if entry else None
+
+    def secret(self, project: str, name: str) -> dict[str, str]:
+        """The data of the generic Secret ``name`` (of ``project`` when it names a namespace);
+        empty when there is none, as Kargo's ``secret()``."""
+        self._load()
+        for secret in self._secrets:
+            if secret.name == name and secret.namespace in (None, project):
+                return dict(secret.data)
+        return {}
 
     def _find(self, cred_type: str, repo_url: str) -> CredentialEntry | None:
         for entry in self._load():
@@ -127,29 +155,45 @@ class CredentialStore:
                     f"{CREDENTIALS_FILE_ENV}={self.path}: {err.strerror}"
                 ) from None
             if mtime != self._mtime:
-                self._entries = parse_credentials_file(self.path)
+                self._entries, self._secrets = _parse(self.path)
                 self._mtime = mtime
             return self._entries
 
 
 def parse_credentials_file(path: Path) -> list[CredentialEntry]:
     """Read Kargo-style Secret documents; errors name the file and document, never a value."""
+    return _parse(path)[0]
+
+
+def _parse(path: Path) -> tuple[list[CredentialEntry], list[GenericSecret]]:
     try:
         documents = list(YAML(typ="safe").load_all(path.read_text()))
     except (OSError, YAMLError) as err:
         raise CredentialError(f"{path}: cannot read credentials: {type(err).__name__}") from None
     entries = []
+    secrets: list[GenericSecret] = []
     for number, doc in enumerate((d for d in documents if d is not None), start=1):
         where = f"{path}: document {number}"
         if not isinstance(doc, dict) or doc.get("kind") != "Secret":
             raise CredentialError(f"{where}: expected a kind: Secret document")
-        labels = (doc.get("metadata") or {}).get("labels") or {}
+        metadata = doc.get("metadata") or {}
+        labels = metadata.get("labels") or {}
         cred_type = labels.get(CRED_TYPE_LABEL)
-        if cred_type not in ("git", "image", "helm"):
-            raise CredentialError(f"{where}: label {CRED_TYPE_LABEL} must be git, image or helm")
+        if cred_type not in ("git", "image", "helm", "generic"):
+            raise CredentialError(
+                f"{where}: label {CRED_TYPE_LABEL} must be git, image, helm or generic"
+            )
         values = {k: str(v) for k, v in (doc.get("stringData") or {}).items()}
         for key, value in (doc.get("data") or {}).items():
             values.setdefault(key, base64.b64decode(str(value)).decode())
+        if cred_type == "generic":
+            if not metadata.get("name"):
+                raise CredentialError(f"{where}: a generic Secret needs metadata.name")
+            namespace = metadata.get("namespace")
+            secrets.append(
+                GenericSecret(str(metadata["name"]), str(namespace) if namespace else None, values)
+            )
+            continue
         missing = [k for k in ("repoURL", "username", "password") if not values.get(k)]
         if missing:
             raise CredentialError(f"{where}: missing {', '.join(missing)}")
@@ -162,4 +206,4 @@ def parse_credentials_file(path: Path) -> list[CredentialEntry]:
                 password=values["password"],
             )
         )
-    return entries
+    return entries, secrets

@@ -88,7 +88,10 @@ def build_worker(
     project = ProjectActivities(client, notifying=bool(settings.notify.urls))
     local = settings.git.allow_local_repositories
     worktree = WorktreeActivities(
-        git_credentials=credentials.git, author=settings.git.author, allow_local_repositories=local
+        git_credentials=credentials.git,
+        author=settings.git.author,
+        allow_local_repositories=local,
+        signing_key_file=settings.git.signing_key_file,
     )
     discovery = DiscoveryActivities(
         credentials, mirrors=settings.registry.mirrors, allow_local_repositories=local

@@ -44,6 +44,8 @@ class StepContext:
     """The worker's commit author (name, email), unless a step's config names one."""
     allow_local_repositories: bool = False
     """Whether a repoURL may be a local path or file:// URL (the worker's settings)."""
+    signing_key_file: Path | None = None
+    """The worker's GPG key that signs every commit (the worker's settings), or None."""
     step: PlannedStep | None = None
     clones: dict[str, Clone] = field(default_factory=dict)
     worktrees: dict[Path, Worktree] = field(default_factory=dict)

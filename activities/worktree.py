@@ -63,11 +63,13 @@ class WorktreeActivities:
         *,
         author: tuple[str, str] = DEFAULT_AUTHOR,
         allow_local_repositories: bool = False,
+        signing_key_file: Path | None = None,
     ) -> None:
         self.git_credentials = git_credentials
         self.scratch_root = scratch_root
         self.author = author
         self.allow_local_repositories = allow_local_repositories
+        self.signing_key_file = signing_key_file
 
     @boundary.defn(name="run_worktree_steps")
     def run_worktree_steps(self, batch: WorktreeBatch) -> list[StepOutcome]:
@@ -86,6 +88,7 @@ class WorktreeActivities:
                 self.git_credentials,
                 author=self.author,
                 allow_local_repositories=self.allow_local_repositories,
+                signing_key_file=self.signing_key_file,
             )
             with ctx.resources:
                 for step in steps:

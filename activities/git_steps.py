@@ -104,6 +104,9 @@ def git_clone(ctx: StepContext, config: GitCloneConfig) -> dict[str, Any]:
             **ctx.enter(git_environment(credentials, author, allow_local=allow_local)),
             **ctx.enter(signing_environment(ctx.signing_key_file)),
         }
+        if config.insecure_skip_tls_verify:
+            # Kargo's http.sslVerify=false, for this clone's git commands only.
+            env["GIT_SSL_NO_VERIFY"] = "true"
         name = hashlib.sha1(config.repo_url.encode(), usedforsecurity=False).hexdigest()[:12]
         clone = Clone.create(
             config.repo_url,

@@ -20,9 +20,14 @@ The examples run unchanged but for these substitutions:
 
 from __future__ import annotations
 
+import functools
 import shutil
+import ssl
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -485,7 +490,13 @@ def test_push_tag_pushes_once_and_a_retry_converges(tmp_path: Path, repo: Path) 
         worktree.run("tag", "--force", "v1.0.0")
         with pytest.raises(Exception, match="git push"):
             worktree.push_tag("v1.0.0")  # tags do not move
+        worktree.run("tag", "--annotate", "--message", "release", "v2.0.0")
+        worktree.push_tag("v2.0.0")
+        # A retry makes the annotated tag again: another tag object, the same commit.
+        worktree.run("tag", "--force", "--annotate", "--message", "again", "v2.0.0")
+        worktree.push_tag("v2.0.0")
     assert git("rev-parse", "refs/tags/v1.0.0", cwd=repo) == head
+    assert git("rev-parse", "refs/tags/v2.0.0^{commit}", cwd=repo) != head
 
 
 def test_force_replaces_the_remote_branch(tmp_path: Path, repo: Path) -> None:
@@ -556,3 +567,45 @@ def test_commit_urls_as_kargos_providers_make_them() -> None:
     )
     assert commit_url("git@github.com:o/r.git", sha) is None  # no host Kargo parses
     assert commit_url("/srv/git/r.git", sha) is None
+
+
+@pytest.fixture
+def https_repo(tmp_path: Path, repo: Path) -> Iterator[str]:
+    """``repo`` served read-only over HTTPS (git's dumb protocol) with a self-signed
+    certificate: its URL."""
+    git("update-server-info", cwd=repo)
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(repo.parent))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/{repo.name}"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_insecure_skip_tls_verify_skips_certificate_checks(
+    tmp_path: Path, repo: Path, https_repo: str
+) -> None:
+    variables = [{"name": "gitRepo", "value": https_repo}]
+    checked = clone({"branch": "main", "path": "./src"})
+    with pytest.raises(ApplicationError, match="certificate"):
+        run_steps(tmp_path, repo, [checked], variables=variables)
+    # Past TLS, git meets the server's next limit: a dumb HTTP server serves no shallow
+    # clone. That is the point: the certificate was not checked.
+    skipped = clone({"branch": "main", "path": "./src"}, insecureSkipTLSVerify=True)
+    with pytest.raises(ApplicationError) as caught:
+        run_steps(tmp_path, repo, [skipped], variables=variables)
+    assert "certificate" not in str(caught.value)
+    assert "shallow" in str(caught.value)

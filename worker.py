@@ -93,6 +93,7 @@ def build_worker(
         allow_local_repositories=local,
         basic_credentials=credentials.basic,
         secrets=credentials.secret,
+        signing_key_file=settings.git.signing_key_file,
     )
     discovery = DiscoveryActivities(
         credentials, mirrors=settings.registry.mirrors, allow_local_repositories=local

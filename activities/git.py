@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import re
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,7 @@ from freightline.settings import (
     ALLOW_LOCAL_REPOSITORIES_ENV,
     DEFAULT_AUTHOR_EMAIL,
     DEFAULT_AUTHOR_NAME,
+    GIT_SIGNING_KEY_FILE_ENV,
 )
 
 DEFAULT_AUTHOR = (DEFAULT_AUTHOR_NAME, DEFAULT_AUTHOR_EMAIL)
@@ -136,6 +138,65 @@ def git_environment(
         }
 
 
+@contextmanager
+def signing_environment(key_file: Path | None) -> Iterator[dict[str, str]]:
+    """Environment that makes git sign every commit and tag with the worker's GPG key.
+
+    The key is imported into a keyring of its own (``GNUPGHOME``, deleted afterwards,
+    its agent stopped), trusted ultimately as Kargo trusts its signing key, and named
+    to git by fingerprint through ``GIT_CONFIG_*`` (git's ``-c`` for every command, so
+    rebases sign too). No key file: no signing, an empty environment.
+    """
+    if key_file is None:
+        yield {}
+        return
+    if not key_file.is_file():
+        raise ConfigError(f"{GIT_SIGNING_KEY_FILE_ENV}: {key_file} is not a file")
+    with tempfile.TemporaryDirectory(prefix="freightline-gpg-") as home:
+        gpg = ["gpg", "--batch", "--no-tty", "--homedir", home]
+        try:
+            _run_gpg([*gpg, "--import", str(key_file)])
+            listing = _run_gpg([*gpg, "--with-colons", "--list-secret-keys"])
+            fingerprints = [
+                line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")
+            ]
+            if not fingerprints:
+                raise ConfigError(f"{GIT_SIGNING_KEY_FILE_ENV}: {key_file} holds no GPG secret key")
+            _run_gpg([*gpg, "--import-ownertrust"], stdin=f"{fingerprints[0]}:6:\n")
+            yield {
+                "GNUPGHOME": home,
+                "GIT_CONFIG_COUNT": "3",
+                "GIT_CONFIG_KEY_0": "commit.gpgSign",
+                "GIT_CONFIG_VALUE_0": "true",
+                "GIT_CONFIG_KEY_1": "tag.gpgSign",
+                "GIT_CONFIG_VALUE_1": "true",
+                "GIT_CONFIG_KEY_2": "user.signingKey",
+                "GIT_CONFIG_VALUE_2": fingerprints[0],
+            }
+        finally:
+            subprocess.run(
+                ["gpgconf", "--homedir", home, "--kill", "gpg-agent"],
+                capture_output=True,
+                check=False,
+                timeout=30,
+            )
+
+
+def _run_gpg(command: list[str], stdin: str | None = None) -> str:
+    try:
+        result = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, check=False, timeout=60
+        )
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{GIT_SIGNING_KEY_FILE_ENV} is set but gpg is not installed on the worker"
+        ) from None
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        raise ConfigError(f"{GIT_SIGNING_KEY_FILE_ENV}: gpg: {reason}")
+    return result.stdout
+
+
 class GitRunner:
     """Runs git in one directory with one environment."""
 
@@ -180,6 +241,8 @@ class Clone:
     def __init__(self, repo_url: str, path: Path, env: Mapping[str, str], secrets: tuple[str, ...]):
         self.repo_url = repo_url
         self.path = path
+        self.author: tuple[str, str] | None = None
+        """The git-clone step's ``author``: the default for commits in this clone."""
         self.env = env
         self.secrets = secrets
         self.run = GitRunner(path, env, secrets)
@@ -193,15 +256,19 @@ class Clone:
         secrets: tuple[str, ...] = (),
         *,
         allow_local: bool = False,
+        blobless: bool = False,
     ) -> Clone:
         """Clone without a checkout; branches are fetched shallowly, worktrees added later.
 
         A local ``repo_url`` is refused unless ``allow_local`` (see :func:`remote_url`).
+        ``blobless`` asks the server for no file contents until a checkout needs them
+        (``--filter=blob:none``; a server without partial clone support ignores it).
         """
         url = remote_url(repo_url, allow_local=allow_local)
         path.parent.mkdir(parents=True, exist_ok=True)
+        blobs = ("--filter=blob:none",) if blobless else ()
         GitRunner(path.parent, env, secrets)(
-            "clone", "--no-checkout", "--depth", "1", "--no-single-branch", url, str(path)
+            "clone", "--no-checkout", "--depth", "1", "--no-single-branch", *blobs, url, str(path)
         )
         clone = cls(repo_url, path, env, secrets)
         # Detach the clone's own HEAD so every branch is free for a worktree
@@ -223,6 +290,16 @@ class Clone:
         tip, so this costs no round trip; a branch made since shows up as a push rejection)."""
         return self.rev_parse(f"refs/remotes/origin/{branch}") is not None
 
+    def default_branch(self) -> str:
+        """The branch the remote's HEAD names (what a checkout without a ref gets)."""
+        try:
+            ref = self.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False)
+        except git.GitCommandError:
+            ref = ""
+        if not ref.startswith("refs/remotes/origin/"):
+            raise ConfigError(f"{self.repo_url} has no default branch (is it empty?)")
+        return ref.removeprefix("refs/remotes/origin/")
+
     def add_worktree(
         self,
         target: Path,
@@ -231,34 +308,42 @@ class Clone:
         tag: str | None = None,
         commit: str | None = None,
         create: bool = False,
+        sparse: list[str] | None = None,
     ) -> Worktree:
-        """Check out a branch, tag or commit at ``target`` (``create`` makes a missing branch)."""
+        """Check out a branch, tag or commit at ``target`` (``create`` makes a missing branch;
+        none of them: the default branch), only the ``sparse`` directories if given."""
         if target.exists() and any(target.iterdir()):
             raise ConfigError(f'checkout path "{target.name}" is not empty')
+        patterns = sparse_patterns(sparse) if sparse else ()
+        # A sparse checkout is added without files, then fills in only its directories
+        # (so a blobless clone fetches no other file's contents).
+        no_checkout = ("--no-checkout",) if patterns else ()
+        if branch is None and tag is None and commit is None:
+            branch = self.default_branch()
         if branch is not None:
             if self.remote_branch_exists(branch):
                 self.run(
                     "worktree",
                     "add",
+                    *no_checkout,
                     "-B",
                     branch,
                     "--end-of-options",
                     str(target),
                     f"origin/{branch}",
                 )
-            elif create:
-                # An orphan branch with an empty tree (git 2.39 has no `worktree add --orphan`).
-                self.run("worktree", "add", "--detach", str(target))
-                worktree = Worktree(self, target, branch)
-                worktree.run("checkout", "--quiet", "--orphan", branch)
-                worktree.run("rm", "-r", "--quiet", "--force", "--ignore-unmatch", ".")
-                return worktree
-            else:
-                raise ConfigError(f'branch "{branch}" does not exist in {self.repo_url}')
-            return Worktree(self, target, branch)
-        ref = tag or commit
-        if ref is None:
-            raise ConfigError("a checkout needs a branch, a tag or a commit")
+                return Worktree(self, target, branch)._sparse(patterns)
+            if not create:
+                raise ConfigError(
+                    f'remote branch "{branch}" of repo {self.repo_url} does not exist; set '
+                    "create: true to create it at checkout"
+                )
+            # An orphan branch with an empty tree (git 2.39 has no `worktree add --orphan`).
+            self.run("worktree", "add", "--detach", str(target))
+            worktree = Worktree(self, target, branch)
+            worktree.run("checkout", "--quiet", "--orphan", branch)
+            worktree.run("rm", "-r", "--quiet", "--force", "--ignore-unmatch", ".")
+            return worktree._sparse(patterns, populate=False)
         # A name from a project's configuration is never read as an option: a commit of
         # "--upload-pack=<command>" would run the command (git parses options after
         # arguments), so commits must be IDs, and --end-of-options precedes every name.
@@ -266,14 +351,40 @@ class Clone:
             refspec = f"refs/tags/{tag}:refs/tags/{tag}"
             self.run("fetch", "--depth", "1", "--end-of-options", "origin", refspec)
         else:
-            if not _COMMIT_ID.match(ref):
+            assert commit is not None
+            if not _COMMIT_ID.match(commit):
                 raise ConfigError(
-                    f'commit "{ref}" is not a full commit ID (40 hexadecimal digits, 64 with SHA-256)'
+                    f'commit "{commit}" is not a full commit ID '
+                    "(40 hexadecimal digits, 64 with SHA-256)"
                 )
-            self.run("fetch", "--depth", "1", "--end-of-options", "origin", ref)
+            self.run("fetch", "--depth", "1", "--end-of-options", "origin", commit)
         checkout = f"refs/tags/{tag}" if tag is not None else "FETCH_HEAD"
-        self.run("worktree", "add", "--detach", "--end-of-options", str(target), checkout)
-        return Worktree(self, target, None)
+        self.run(
+            "worktree", "add", *no_checkout, "--detach", "--end-of-options", str(target), checkout
+        )
+        return Worktree(self, target, None)._sparse(patterns)
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def sparse_patterns(patterns: list[str]) -> tuple[str, ...]:
+    """Kargo's rules for a sparse checkout's directories: relative, inside the repository,
+    no globs (cone mode takes directories). A leading ``-`` is refused too: git would read
+    it as an option."""
+    for pattern in patterns:
+        if Path(pattern).is_absolute():
+            raise ConfigError(f"sparse checkout pattern must be relative: {pattern}")
+        if pattern.startswith(".."):
+            raise ConfigError(f"sparse checkout pattern cannot escape repository: {pattern}")
+        if _GLOB.search(pattern):
+            raise ConfigError(
+                f"sparse checkout pattern cannot contain glob characters (*, ?, [): {pattern}; "
+                "use directory paths like 'src/app' instead"
+            )
+        if pattern.startswith("-"):
+            raise ConfigError(f"sparse checkout pattern cannot start with '-': {pattern}")
+    return tuple(patterns)
 
 
 class Worktree:
@@ -284,6 +395,23 @@ class Worktree:
         self.path = path
         self.branch = branch
         self.run = GitRunner(path, clone.env, clone.secrets)
+
+    def _sparse(self, patterns: tuple[str, ...], *, populate: bool = True) -> Worktree:
+        """Limit the checkout to ``patterns`` (cone mode), then fill in those files."""
+        if patterns:
+            self.run("sparse-checkout", "set", "--cone", *patterns)
+            if populate:
+                self.run("read-tree", "-mu", "HEAD")
+        return self
+
+    def update_submodules(self) -> None:
+        """``git submodule update --init --recursive``: the submodules' URLs are fetched under
+        the same ``GIT_ALLOW_PROTOCOL`` and credentials as the repository itself."""
+        self.run("submodule", "update", "--init", "--recursive")
+
+    def current_branch(self) -> str:
+        """The branch checked out here, or "" when HEAD is detached."""
+        return self.run("branch", "--show-current")
 
     def head(self) -> str | None:
         try:
@@ -315,16 +443,23 @@ class Worktree:
         )
         return self.head()
 
-    def push(self, target_branch: str, *, max_attempts: int = MAX_PUSH_ATTEMPTS) -> str:
+    def push(
+        self, target_branch: str, *, max_attempts: int = MAX_PUSH_ATTEMPTS, force: bool = False
+    ) -> str:
         """Push HEAD to ``target_branch``; on rejection fetch, rebase and try again.
 
         Pushing what the remote already has is a no-op (git answers "up to
         date"), so a retried promotion converges on the commit it pushed the
         first time. No ``ls-remote`` first: against a real remote every git
-        call is a network round trip.
+        call is a network round trip. ``force`` replaces the branch's history
+        with ours, once, without integrating anything (Kargo's ``force``).
         """
-        if self.head() is None:
+        head = self.head()
+        if head is None:
             raise ConfigError("nothing to push: the branch has no commits")
+        if force:
+            self.run("push", "--porcelain", "--force", "origin", f"HEAD:refs/heads/{target_branch}")
+            return head
         for attempt in range(max_attempts):
             try:
                 self.run(
@@ -343,6 +478,25 @@ class Worktree:
             f'git push to "{target_branch}" was rejected {max_attempts} times: '
             "the branch keeps moving; try again later"
         )
+
+    def push_tag(self, tag: str) -> None:
+        """Push one tag, once (Kargo neither rebases nor retries a tag push).
+
+        A tag the remote already has at the same commit counts as pushed, so a retried
+        promotion converges; at another commit it is a GitCommandError (tags do not move).
+        """
+        ref = f"refs/tags/{tag}"
+        local = self.clone.rev_parse(f"{ref}^{{commit}}")
+        if local is None:
+            raise ConfigError(f'tag "{tag}" does not exist in the checkout; create it first')
+        try:
+            self.run("push", "--porcelain", "origin", f"{ref}:{ref}", check=False)
+        except git.GitCommandError as err:
+            remote = self.run("ls-remote", "--end-of-options", "origin", f"{ref}^{{}}", ref)
+            commits = [line.split()[0] for line in remote.splitlines() if line.strip()]
+            # ls-remote lists the tag object, then (for an annotated tag) its commit.
+            if not commits or commits[-1] != local:
+                raise GitCommandError(self.run._scrub(f"git push: {_stderr_of(err)}")) from None
 
     def _rebase_onto(self, branch: str) -> None:
         if self.run("rev-parse", "--is-shallow-repository") == "true":

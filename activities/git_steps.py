@@ -1,18 +1,21 @@
-"""The git steps: git-clone, git-clear, git-tag, git-commit, git-push."""
+"""The git steps: git-clone, git-clear, git-tag, git-commit, git-push, as Kargo v1.11's."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from activities.git import Clone, commit_author, git_environment
+from activities.git import Clone, commit_author, git_environment, signing_environment
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import ConfigError
 from freightline.kargo.freight import same_repository
 from freightline.kargo.gitrefs import branch_problem
+from freightline.settings import GIT_SIGNING_KEY_FILE_ENV
 
 
 def _valid_branch(name: str | None) -> str | None:
@@ -23,47 +26,117 @@ def _valid_branch(name: str | None) -> str | None:
     return name
 
 
+class Author(StepConfig):
+    name: str = Field(min_length=1)
+    email: str = Field(min_length=1)
+    signing_key: str | None = None
+
+    @field_validator("signing_key")
+    @classmethod
+    def _no_key_in_config(cls, key: str | None) -> str | None:
+        # A step's config is part of the promotion's plan, which Temporal records in
+        # the workflow history: a private key there would be readable by anyone who can
+        # read histories. The worker holds its key instead.
+        if key:
+            raise ValueError(
+                "a signing key in a step's config would be recorded in the workflow "
+                f"history; give the worker its key with {GIT_SIGNING_KEY_FILE_ENV} instead"
+            )
+        return key
+
+
 class Checkout(StepConfig):
+    as_: str | None = Field(default=None, alias="as")
     branch: str | None = None
     tag: str | None = None
     commit: str | None = None
     from_freight: bool = False
     create: bool = False
-    path: str
+    path: str = Field(min_length=1)
+    sparse: list[str] | None = Field(default=None, min_length=1)
 
     check_branch = field_validator("branch")(_valid_branch)
 
+    @model_validator(mode="after")
+    def _one_ref(self) -> Checkout:
+        given = [name for name in ("branch", "commit", "tag") if getattr(self, name)]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are mutually exclusive")
+        return self
+
 
 class GitCloneConfig(StepConfig):
-    repo_url: str = Field(alias="repoURL")
+    repo_url: str = Field(alias="repoURL", min_length=1)
     checkout: list[Checkout] = Field(min_length=1)
     insecure_skip_tls_verify: bool = Field(default=False, alias="insecureSkipTLSVerify")
-    author: dict[str, str] | None = None
+    recurse_submodules: bool = False
+    blobless: bool = False
+    author: Author | None = None
+
+    @model_validator(mode="after")
+    def _unique_aliases(self) -> GitCloneConfig:
+        seen: set[str] = set()
+        for index, checkout in enumerate(self.checkout):
+            if checkout.as_:
+                if checkout.as_ in seen:
+                    raise ValueError(
+                        f'duplicate checkout alias "{checkout.as_}" at checkout[{index}]'
+                    )
+                seen.add(checkout.as_)
+        return self
 
 
 def git_clone(ctx: StepContext, config: GitCloneConfig) -> dict[str, Any]:
-    """Clone a repository once and check out each requested branch/tag/commit at its path."""
+    """Clone a repository once and check out each requested branch/tag/commit at its path.
+
+    Output ``commits``: each checkout's head commit, by its ``as`` or else its ``path``
+    (a branch just created has no commit yet: "").
+    """
     credentials = ctx.git_credentials(config.repo_url)
     secrets = (credentials.password,) if credentials else ()
     clone = ctx.clones.get(config.repo_url)
     if clone is None:
-        # The environment (askpass script) must outlive this step: push needs it too.
+        # The environment (askpass script, signing keyring) must outlive this step:
+        # commit and push need it too.
         allow_local = ctx.allow_local_repositories
-        env = ctx.enter(git_environment(credentials, ctx.author, allow_local=allow_local))
+        author = (config.author.name, config.author.email) if config.author else ctx.author
+        env = {
+            **ctx.enter(git_environment(credentials, author, allow_local=allow_local)),
+            **ctx.enter(signing_environment(ctx.signing_key_file)),
+        }
+        if config.insecure_skip_tls_verify:
+            # Kargo's http.sslVerify=false, for this clone's git commands only.
+            env["GIT_SSL_NO_VERIFY"] = "true"
         name = hashlib.sha1(config.repo_url.encode(), usedforsecurity=False).hexdigest()[:12]
         clone = Clone.create(
-            config.repo_url, ctx.workspace.private / name, env, secrets, allow_local=allow_local
+            config.repo_url,
+            ctx.workspace.private / name,
+            env,
+            secrets,
+            allow_local=allow_local,
+            blobless=config.blobless,
         )
+        clone.author = author
         ctx.clones[config.repo_url] = clone
+    commits: dict[str, str] = {}
     for checkout in config.checkout:
         target = ctx.workspace.resolve(checkout.path, field="checkout.path")
         commit = checkout.commit
         if checkout.from_freight:
             commit = _commit_from_freight(ctx, config.repo_url)
-        ctx.worktrees[target] = clone.add_worktree(
-            target, branch=checkout.branch, tag=checkout.tag, commit=commit, create=checkout.create
+        worktree = clone.add_worktree(
+            target,
+            branch=checkout.branch or None,
+            tag=checkout.tag or None,
+            commit=commit or None,
+            create=checkout.create,
+            sparse=checkout.sparse,
         )
-    return {}
+        ctx.worktrees[target] = worktree
+        if config.recurse_submodules:
+            worktree.update_submodules()
+        commits[checkout.as_ or checkout.path] = worktree.head() or ""
+    return {"commits": commits}
 
 
 def _commit_from_freight(ctx: StepContext, repo_url: str) -> str:
@@ -74,7 +147,7 @@ def _commit_from_freight(ctx: StepContext, repo_url: str) -> str:
 
 
 class GitClearConfig(StepConfig):
-    path: str
+    path: str = Field(min_length=1)
 
 
 def git_clear(ctx: StepContext, config: GitClearConfig) -> dict[str, Any]:
@@ -134,39 +207,123 @@ def git_tag(ctx: StepContext, config: GitTagConfig) -> dict[str, Any]:
 
 
 class GitCommitConfig(StepConfig):
-    path: str
+    path: str = Field(min_length=1)
     message: str = Field(min_length=1)
-    author: dict[str, str] | None = None
+    author: Author | None = None
 
 
 def git_commit(ctx: StepContext, config: GitCommitConfig) -> dict[str, Any]:
-    """Commit all changes; nothing to commit yields the current head, not an error."""
+    """Commit all changes; nothing to commit yields the current head, not an error.
+
+    The author is the step's ``author``, else the ``git-clone`` step's, else the
+    worker's; with a worker signing key the commit is signed.
+    """
     worktree = ctx.worktree_at(config.path)
-    name, email = commit_author({"author": config.author}, ctx.author)
+    author = {"name": config.author.name, "email": config.author.email} if config.author else None
+    name, email = commit_author({"author": author}, worktree.clone.author or ctx.author)
     commit = worktree.commit(config.message, name, email)
     return {"commit": commit or ""}
 
 
 class GitPushConfig(StepConfig):
-    path: str
+    path: str = Field(min_length=1)
     target_branch: str | None = None
     generate_target_branch: bool = False
+    tag: str | None = None
     force: bool = False
-    max_attempts: int = Field(default=10, ge=1, le=50)
+    max_attempts: int = Field(default=10, ge=1, le=2147483647)
+    provider: Literal["azure", "bitbucket", "gitea", "github", "gitlab"] | None = None
 
     check_target_branch = field_validator("target_branch")(_valid_branch)
 
+    @model_validator(mode="after")
+    def _one_target(self) -> GitPushConfig:
+        # Kargo's schema: generateTargetBranch, targetBranch and tag exclude one another,
+        # and a tag is never forced.
+        given = [
+            name
+            for name, value in (
+                ("generateTargetBranch", self.generate_target_branch),
+                ("targetBranch", self.target_branch),
+                ("tag", self.tag),
+            )
+            if value
+        ]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are mutually exclusive")
+        if self.tag and self.force:
+            raise ValueError("tag and force are mutually exclusive")
+        return self
+
 
 def git_push(ctx: StepContext, config: GitPushConfig) -> dict[str, Any]:
-    """Push the checkout's branch (or a target/generated branch), rebasing on rejection."""
-    if config.force:
-        raise ConfigError(f"{ctx.describe()}: force pushes are not supported")
+    """Push the checkout's branch (or a target/generated branch, or a tag).
+
+    A branch push fetches, rebases and retries on rejection, unless ``force``
+    (or ``generateTargetBranch``, which Kargo always forces: the branch belongs to
+    this promotion) replaces the remote branch outright. A tag is pushed once.
+    Outputs: ``commit`` (the head), ``branch`` (when there is one) and, when the
+    repository's host is a known Git provider, ``commitURL``.
+    """
     worktree = ctx.worktree_at(config.path)
-    if config.generate_target_branch:
-        branch = f"kargo/promotion/{ctx.plan.promotion}".replace(":", "-")
+    head = worktree.head()
+    branch = ""
+    if config.tag:
+        worktree.push_tag(config.tag)
+        branch = worktree.current_branch()
     else:
-        branch = config.target_branch or worktree.branch or ""
-    if not branch:
-        raise ConfigError(f"{ctx.describe()}: the checkout is not on a branch; set targetBranch")
-    commit = worktree.push(branch, max_attempts=config.max_attempts)
-    return {"branch": branch, "commit": commit}
+        force = config.force
+        if config.generate_target_branch:
+            branch = f"kargo/promotion/{ctx.plan.promotion}".replace(":", "-")
+            force = True
+        else:
+            branch = config.target_branch or worktree.branch or ""
+        if not branch:
+            raise ConfigError(
+                f"{ctx.describe()}: the checkout is not on a branch; set targetBranch"
+            )
+        head = worktree.push(branch, max_attempts=config.max_attempts, force=force)
+    outputs: dict[str, Any] = {"commit": head or ""}
+    if branch:
+        outputs["branch"] = branch
+    url = commit_url(worktree.clone.repo_url, head or "", config.provider)
+    if url:
+        outputs["commitURL"] = url
+    return outputs
+
+
+def commit_url(repo_url: str, commit: str, provider: str | None = None) -> str | None:
+    """The web page of ``commit``, as Kargo's Git providers link it, or None.
+
+    Without ``provider`` it is inferred from the host as Kargo infers it: a host naming
+    github (or ghe.com), gitlab or gitea, ``bitbucket.org``, ``dev.azure.com`` or
+    ``*.visualstudio.com``. Only http(s) and ssh URLs have a host to go by.
+    """
+    parts = urlsplit(repo_url.strip().lower())
+    if parts.scheme not in ("http", "https", "ssh") or not parts.hostname or not commit:
+        return None
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    path = re.sub(r"(\.git)?/*$", "", parts.path.rstrip("/"))
+    if provider is None:
+        if "github" in host or host.endswith("ghe.com"):
+            provider = "github"
+        elif "gitlab" in host:
+            provider = "gitlab"
+        elif "gitea" in host:
+            provider = "gitea"
+        elif parts.hostname == "bitbucket.org":
+            provider = "bitbucket"
+        elif host == "dev.azure.com" or host.endswith(".visualstudio.com"):
+            provider = "azure"
+        else:
+            return None
+    if provider == "gitlab":
+        return f"https://{host}{path}/-/commit/{commit}"
+    if provider == "bitbucket":
+        return f"https://{host}{path}/commits/{commit}"
+    if provider == "azure":
+        return f"https://dev.azure.com{path.removeprefix('/v3')}/commit/{commit}"
+    if provider == "github":
+        owner_repo = "/".join(path.strip("/").split("/")[:2])
+        return f"https://{host}/{owner_repo}/commit/{commit}"
+    return f"https://{host}{path}/commit/{commit}"

@@ -71,6 +71,8 @@ class StepContext:
     """Image and chart repository credentials (the worker's credential store)."""
     secrets: SecretLookup = _no_secret
     """Generic Secrets (the worker's credential store), for ``secret()`` in step configs."""
+    signing_key_file: Path | None = None
+    """The worker's GPG key that signs every commit (the worker's settings), or None."""
     step: PlannedStep | None = None
     clones: dict[str, Clone] = field(default_factory=dict)
     worktrees: dict[Path, Worktree] = field(default_factory=dict)

@@ -79,6 +79,7 @@ class WorktreeActivities:
         allow_local_repositories: bool = False,
         basic_credentials: BasicLookup = _anonymous_basic,
         secrets: SecretLookup = _no_secrets,
+        signing_key_file: Path | None = None,
     ) -> None:
         self.git_credentials = git_credentials
         self.basic_credentials = basic_credentials
@@ -86,6 +87,7 @@ class WorktreeActivities:
         self.scratch_root = scratch_root
         self.author = author
         self.allow_local_repositories = allow_local_repositories
+        self.signing_key_file = signing_key_file
 
     @boundary.defn(name="run_worktree_steps")
     def run_worktree_steps(self, batch: WorktreeBatch) -> list[StepOutcome]:
@@ -106,6 +108,7 @@ class WorktreeActivities:
                 allow_local_repositories=self.allow_local_repositories,
                 basic_credentials=self.basic_credentials,
                 secrets=self.secrets,
+                signing_key_file=self.signing_key_file,
             )
             with ctx.resources:
                 for step in steps:

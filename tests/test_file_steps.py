@@ -29,6 +29,7 @@ from freightline.contracts.promotion import (
     WorktreeBatch,
     plan_promotion,
 )
+from freightline.kargo.resources import Freight
 from sandbox.gitops import KARGO_DEMO, branch_head, create_bare_repo, git, show_file
 from tests.pipelines import commit_freight, single_stage_project, with_freight
 
@@ -85,15 +86,22 @@ def run_steps(
     *,
     variables: Any = GIT_REPO,
     images: tuple[str, ...] = (),
+    freight: Freight | None = None,
+    signing_key_file: Path | None = None,
 ) -> list[StepOutcome]:
-    """Plan ``steps`` for one Freight (main's head, and ``images``) and run them in the
-    worktree activity."""
-    freight = commit_freight(repo, branch_head(repo, "main") or "", images=images)
+    """Plan ``steps`` for one Freight (main's head, and ``images``; or ``freight``) and run
+    them in the worktree activity."""
+    if freight is None:
+        freight = commit_freight(repo, branch_head(repo, "main") or "", images=images)
     resources = single_stage_project(repo, steps, variables=variables)
     plan = plan_promotion(with_freight(resources, freight), "test", freight.metadata.name, "p:x")
     batch = WorktreeBatch(plan=plan, step_indexes=tuple(range(len(plan.steps))))
     outcomes: list[StepOutcome] = ActivityEnvironment().run(
-        WorktreeActivities(scratch_root=tmp_path, allow_local_repositories=True).run_worktree_steps,
+        WorktreeActivities(
+            scratch_root=tmp_path,
+            allow_local_repositories=True,
+            signing_key_file=signing_key_file,
+        ).run_worktree_steps,
         batch,
     )
     return outcomes

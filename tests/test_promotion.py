@@ -68,8 +68,7 @@ async def test_quickstart_task_renders_stage_branch(
     service = show_file(gitops_repo, "stage/test", "service-kargo-demo.yaml")
     assert "nodePort: 30081" in service
     message = git("log", "-1", "--format=%B", "refs/heads/stage/test", cwd=gitops_repo)
-    assert message.startswith("Updated src/base/kustomization.yaml to use new image")
-    assert f"{IMAGE}:1.29.1" in message
+    assert message == f"Updated ./src/base to use new image\n\n- {IMAGE}:1.29.1"
     # Rendered output only: the source branch is untouched.
     assert commit_count(gitops_repo, "main") == 1
 
@@ -218,12 +217,19 @@ PUSH = {"uses": "git-push", "config": {"path": "./src"}}
         ),
         (
             # A misconfiguration found while the steps run: Errored too, as from Argo CD.
-            {"uses": "git-push", "config": {"path": "./src", "force": True}},
+            {"uses": "git-push", "config": {"path": "./src", "tag": "v1", "force": True}},
             PromotionPhase.ERRORED,
-            "force pushes are not supported",
+            "tag and force are mutually exclusive",
         ),
     ],
-    ids=["unknown-step", "bad-expression", "path-escape", "absolute-path", "bad-config", "force"],
+    ids=[
+        "unknown-step",
+        "bad-expression",
+        "path-escape",
+        "absolute-path",
+        "bad-config",
+        "forced-tag",
+    ],
 )
 async def test_bad_steps_fail_clearly_and_push_nothing(
     client: Client,

@@ -1,21 +1,59 @@
-"""Kargo's key paths for the YAML and JSON update steps: ``a.b``, ``example\\.com/version``.
+"""Kargo's key paths: ``a.b``, ``example\\.com/version``, ``containers.0.image``.
 
-Dots separate the parts; a backslash escapes the character after it, so a dot
-can be part of a key. The one rule for ``yaml-update`` and ``json-update``.
+Two rules, because Kargo has two. ``yaml-update`` and ``kustomize-set-image``
+split keys with Kargo's own ``pkg/sjson.SplitKey`` (:func:`split_key`): dots
+separate parts, a backslash escapes only a dot or a colon (any other escape is
+an error), and an unescaped colon may only open a part, as sjson's hint that a
+numeric part is a map key (the colon is dropped). ``json-update`` hands its keys
+to tidwall/sjson itself (:func:`split_key_path`), where a backslash escapes any
+character.
 """
 
 from __future__ import annotations
 
 from freightline.errors import ConfigError
 
-__all__ = ["split_key_path"]
+__all__ = ["split_key", "split_key_path"]
+
+
+def split_key(key: str) -> list[str]:
+    """The parts of ``key`` as Kargo's ``SplitKey`` reads them; ConfigError as it refuses.
+
+    Surrounding whitespace is trimmed; a lone backslash at the very end escapes
+    nothing and is dropped, as Kargo drops it.
+    """
+    key = key.strip()
+    if not key:
+        raise ConfigError("empty key")
+    parts: list[str] = []
+    current, escaped = "", False
+    for char in key:
+        if escaped:
+            if char not in ".:":
+                raise ConfigError(f'invalid escape sequence in key "{key}"')
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == ".":
+            if not current:
+                raise ConfigError(f'empty key part in key "{key}"')
+            parts.append(current)
+            current = ""
+        elif char == ":":
+            if current:
+                raise ConfigError(f'unexpected colon in key "{key}"')
+        else:
+            current += char
+    if not current:
+        raise ConfigError(f'empty key part in key "{key}"')
+    return [*parts, current]
 
 
 def split_key_path(key: str, *, keep_trailing_backslash: bool = False) -> list[str]:
-    """The parts of ``key``; ConfigError when one is empty (``a..b``, ``.a``).
+    """The parts of ``key`` as sjson reads them; ConfigError when one is empty (``a..b``).
 
     A lone backslash at the very end escapes nothing: ``json-update`` keeps it as part
-    of the last key, as sjson does (``keep_trailing_backslash``); ``yaml-update`` drops it.
+    of the last key, as sjson does (``keep_trailing_backslash``).
     """
     parts, current, escaped = [], "", False
     for char in key:

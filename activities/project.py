@@ -29,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import boundary
 from freightline.contracts.metadata import (
+    FREIGHT_CHANGED_SIGNAL,
     SET_FREIGHT_ALIAS_UPDATE,
     SET_FREIGHT_METADATA_UPDATE,
     SET_STAGE_METADATA_UPDATE,
@@ -147,6 +148,17 @@ class ProjectActivities:
 
     # --- set-freight-alias and set-metadata ------------------------------------------------
 
+    async def _tell_stages(self, resources: ProjectResources, freight: Freight) -> None:
+        """Every running Stage of the project keeps copies of Freight it knows: send it the
+        Freight as it is now (a signal: a Stage that never saw it ignores it)."""
+        for name in sorted(resources.stages):
+            handle = self.client.get_workflow_handle(stage_workflow_id(resources.name, name))
+            try:
+                await handle.signal(FREIGHT_CHANGED_SIGNAL, freight)
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+
     @boundary.defn(name="set_freight_alias")
     async def set_freight_alias(self, request: FreightAliasRequest) -> FreightAliasResult:
         """Kargo's ``set-freight-alias``: rename a Freight in every workflow that holds it.
@@ -166,8 +178,10 @@ class ProjectActivities:
             if other.alias == request.alias and other.metadata.name != target.metadata.name:
                 raise StepError(alias_taken(request.alias, other, request.project))
         change = FreightAliasChange(freight=target.metadata.name, alias=request.alias)
+        renamed = target
         for holder in _holders(resources, everything, target):
-            await _update(self.client, holder, SET_FREIGHT_ALIAS_UPDATE, change, Freight)
+            renamed = await _update(self.client, holder, SET_FREIGHT_ALIAS_UPDATE, change, Freight)
+        await self._tell_stages(resources, renamed)
         return FreightAliasResult(
             freight=target.metadata.name, previous=target.alias, alias=request.alias
         )
@@ -205,6 +219,11 @@ class ProjectActivities:
                 after = await _update(
                     self.client, holder, SET_FREIGHT_METADATA_UPDATE, change, Freight
                 )
+            await self._tell_stages(resources, after)
+            # The next update of the same Freight starts from what this one left.
+            everything = [
+                after if f.metadata.name == after.metadata.name else f for f in everything
+            ]
             applied.append(
                 MetadataApplied(
                     kind="Freight",

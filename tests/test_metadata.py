@@ -17,9 +17,11 @@ from freightline.contracts.metadata import (
     with_metadata,
 )
 from freightline.contracts.steps import parse_config
+from freightline.contracts.verification import verification_request
 from freightline.errors import ConfigError, ExpressionError, NotFoundError, RequestRefused
 from freightline.kargo import expressions
 from freightline.kargo.metadata import metadata_functions, upsert_metadata
+from freightline.kargo.resources import AnalysisTemplate, Stage
 from tests.pipelines import freight_for
 
 
@@ -152,3 +154,57 @@ def test_a_plan_snapshots_only_the_metadata_its_steps_can_read() -> None:
     assert names_metadata_functions(
         [{"a": "${{ stageMetadata(ctx.stage).x }}"}, "freightMetadata('f') != nil"]
     ) == frozenset({"freightMetadata", "stageMetadata"})
+
+
+def test_verification_args_read_the_freight_s_and_the_stage_s_metadata() -> None:
+    """Kargo evaluates verification args with the same functions (FreightOperations,
+    DataOperations): here over the Stage's copies of the Freight and its own metadata."""
+    check = AnalysisTemplate.model_validate(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "AnalysisTemplate",
+            "metadata": {"name": "check", "namespace": "p"},
+            "spec": {
+                "args": [{"name": "threshold"}, {"name": "region"}],
+                "metrics": [
+                    {
+                        "name": "m",
+                        "successCondition": "result < {{ args.threshold }}",
+                        "provider": {"web": {"url": "http://{{ args.region }}.example/"}},
+                    }
+                ],
+            },
+        }
+    )
+    stage = Stage.model_validate(
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Stage",
+            "metadata": {"name": "uat", "namespace": "p"},
+            "spec": {
+                "requestedFreight": [
+                    {"origin": {"kind": "Warehouse", "name": "w"}, "sources": {"direct": True}}
+                ],
+                "verification": {
+                    "analysisTemplates": [{"name": "check"}],
+                    "args": [
+                        {
+                            "name": "threshold",
+                            "value": "${{ freightMetadata(ctx.targetFreight.name).threshold }}",
+                        },
+                        {"name": "region", "value": "${{ stageMetadata(ctx.stage).region }}"},
+                    ],
+                },
+            },
+        }
+    )
+    target = with_metadata(
+        (freight_for("1.0.0"),),
+        FreightMetadataChange(freight=freight_for("1.0.0").metadata.name, values={"threshold": 5}),
+        "p",
+    )[1]
+    request = verification_request("p", stage, target, {"check": check}, [], {"region": "eu"})
+    assert request is not None
+    (metric,) = request.metrics
+    assert metric.success_condition == "result < 5"
+    assert metric.provider.web is not None and metric.provider.web.url == "http://eu.example/"

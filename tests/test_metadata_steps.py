@@ -20,7 +20,12 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from freightline.app.client import apply_project, project_freight, stage_states
+from freightline.app.client import (
+    apply_project,
+    project_freight,
+    promote_in_stage,
+    stage_states,
+)
 from freightline.app.listings import freight_listing, stage_listing
 from freightline.contracts.names import PROMOTION_WORKFLOW, warehouse_workflow_id
 from freightline.contracts.project import warehouse_configs
@@ -34,6 +39,7 @@ from freightline.contracts.warehouse import WarehouseInput, WarehouseState
 from freightline.kargo.config import ProjectResources, group_by_project, load_text
 from freightline.kargo.freight import freight_alias, freight_id
 from freightline.kargo.resources import Freight
+from tests.conftest import wait_for
 from tests.pipelines import IMAGE, dump, with_freight
 
 pytestmark = pytest.mark.integration
@@ -157,6 +163,43 @@ async def test_set_freight_alias_reference_example(
     again = await promote(client, task_queue, "v1.2.3")
     assert again.phase is PromotionPhase.SUCCEEDED, again.message
     assert again.freight == only_image.metadata.name
+
+
+async def test_a_stage_follows_the_new_alias(
+    client: Client, worker: Worker, task_queue: str
+) -> None:
+    """Promoted through its Stage, the Freight's new alias is what the Stage shows, and what a
+    person promotes it by next."""
+    (steps,) = examples("set-freight-alias")
+    only_image = freight(tag="v1.2.3")
+    await apply_project(client, with_freight(project(steps), only_image))
+
+    async def test_stage() -> dict[str, Any]:
+        status: dict[str, Any] = (await stage_listed(client, "test"))["status"]
+        return status
+
+    await wait_for(lambda: _has_available(client, only_image.metadata.name))
+    await promote_in_stage(client, "p", "test", only_image.alias or "", "me")
+    await wait_for(lambda: _promoted(client, 1))
+
+    status = await test_stage()
+    assert status["lastPromotion"]["phase"] == "Succeeded", status["lastPromotion"]
+    assert status["currentFreight"]["freightAlias"] == "v1.2.3"
+    await promote_in_stage(client, "p", "test", "v1.2.3", "me")
+    await wait_for(lambda: _promoted(client, 2))
+    assert [entry["freightAlias"] for entry in (await test_stage())["history"]] == ["v1.2.3"] * 2
+
+
+async def _has_available(client: Client, freight_id: str) -> bool:
+    (state,) = [s for s in await stage_states(client, "p") if s.name == "test"]
+    return freight_id in state.available
+
+
+async def _promoted(client: Client, count: int) -> bool:
+    (state,) = [s for s in await stage_states(client, "p") if s.name == "test"]
+    return len(state.history) >= count or (
+        state.last_promotion is not None and state.last_promotion.phase != "Succeeded"
+    )
 
 
 async def test_set_freight_alias_refuses_an_alias_another_freight_holds(

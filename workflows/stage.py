@@ -30,9 +30,11 @@ with workflow.unsafe.imports_passed_through():
         stage_health,
     )
     from freightline.contracts.metadata import (
+        FREIGHT_CHANGED_SIGNAL,
         SET_STAGE_METADATA_UPDATE,
         STAGE_METADATA_QUERY,
         StageMetadataChange,
+        refresh_freight,
     )
     from freightline.contracts.names import (
         FREIGHT_AVAILABLE_SIGNAL,
@@ -299,6 +301,12 @@ class StageWorkflow:
         with refusing():  # an empty key, a value that is not JSON
             upsert_metadata(self.state.metadata, change.values)
 
+    @workflow.signal(name=FREIGHT_CHANGED_SIGNAL)
+    def freight_changed(self, freight: Freight) -> None:
+        """A Freight's alias or metadata changed where it is held: follow it in the copies."""
+        if refresh_freight(self.state, freight):
+            self._show()
+
     @workflow.query(name=STAGE_METADATA_QUERY)
     def metadata(self) -> dict[str, Any]:
         """What ``stageMetadata()`` returns for this Stage."""
@@ -473,6 +481,8 @@ class StageWorkflow:
                     self.state.config.stage,
                     entry.freight,
                     self.state.config.analysis_templates,
+                    [known.freight for known in self.state.available.values()],
+                    self.state.metadata,
                 )
                 if entry
                 else None

@@ -21,11 +21,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from freightline.contracts.model import Contract
+from freightline.contracts.stage import StageState
 from freightline.errors import NotFoundError, RequestRefused
 from freightline.kargo.metadata import FUNCTION_NAMES, upsert_metadata
 from freightline.kargo.resources import Freight, FreightStatus
 
 __all__ = [
+    "FREIGHT_CHANGED_SIGNAL",
     "SET_FREIGHT_ALIAS_UPDATE",
     "SET_FREIGHT_METADATA_UPDATE",
     "SET_STAGE_METADATA_UPDATE",
@@ -43,6 +45,7 @@ __all__ = [
     "StageMetadataChange",
     "alias_taken",
     "names_metadata_functions",
+    "refresh_freight",
     "with_alias",
     "with_metadata",
 ]
@@ -51,6 +54,9 @@ SET_FREIGHT_ALIAS_UPDATE = "set_freight_alias"
 """Sent to a Warehouse or Project workflow: rename one Freight it holds."""
 SET_FREIGHT_METADATA_UPDATE = "set_freight_metadata"
 """Sent to a Warehouse or Project workflow: upsert one Freight's ``status.metadata``."""
+FREIGHT_CHANGED_SIGNAL = "freight_changed"
+"""Sent to every Stage of the project after a Freight's alias or metadata changed (payload: the
+Freight now), so the copies a Stage keeps (available Freight, history, queue) follow."""
 SET_STAGE_METADATA_UPDATE = "set_metadata"
 """Sent to a Stage workflow: upsert its metadata."""
 STAGE_METADATA_QUERY = "metadata"
@@ -211,3 +217,28 @@ def names_metadata_functions(values: Iterable[Any]) -> frozenset[str]:
     conditions name: a promotion snapshots only the metadata its steps can read."""
     text = json.dumps(list(values), default=str)
     return frozenset(name for name in FUNCTION_NAMES if name in text)
+
+
+def refresh_freight(state: StageState, freight: Freight) -> bool:
+    """Bring a Stage's copies of ``freight`` to it (a new alias, new metadata): the Freight it
+    may take, and the alias its history, queue, promotions and verifications show. Whether
+    anything changed (a Stage that never saw the Freight changes nothing)."""
+    name = freight.metadata.name
+    changed = False
+    entry = state.available.get(name)
+    if entry is not None and entry.freight != freight:
+        entry.freight = freight
+        changed = True
+    records = [
+        *state.history,
+        *state.queue,
+        *state.verifications,
+        state.running,
+        state.last_promotion,
+        state.verifying,
+    ]
+    for record in records:
+        if record is not None and record.freight == name and record.freight_alias != freight.alias:
+            record.freight_alias = freight.alias
+            changed = True
+    return changed

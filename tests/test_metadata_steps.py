@@ -18,8 +18,10 @@ import pytest
 from ruamel.yaml import YAML
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
+from activities.project import ProjectActivities
 from freightline.app.client import (
     apply_project,
     project_freight,
@@ -27,6 +29,7 @@ from freightline.app.client import (
     stage_states,
 )
 from freightline.app.listings import freight_listing, stage_listing
+from freightline.contracts.metadata import FreightAliasRequest, MetadataRequest, MetadataUpdate
 from freightline.contracts.names import PROMOTION_WORKFLOW, warehouse_workflow_id
 from freightline.contracts.project import warehouse_configs
 from freightline.contracts.promotion import (
@@ -259,6 +262,27 @@ USING_METADATA = {
 }
 
 
+# The recorded history (tests/histories/promotion-metadata.json): both steps, then a reader.
+METADATA_SCENARIO = [
+    *examples("set-metadata")[0],
+    *examples("set-freight-alias")[0],
+    USING_METADATA,
+]
+
+
+async def test_the_recorded_metadata_scenario_succeeds(
+    client: Client, worker: Worker, task_queue: str
+) -> None:
+    target = freight(tag="v1.2.3", alias="my-app-freight")
+    await apply_project(client, with_freight(project(METADATA_SCENARIO), target))
+
+    result = await promote(client, task_queue, target.metadata.name)
+
+    assert result.phase is PromotionPhase.SUCCEEDED, result.message
+    assert result.freight_alias == "v1.2.3"
+    assert result.outputs["read"]["baz"] is True
+
+
 async def test_set_metadata_common_usage_example_and_reading_it_back(
     client: Client, worker: Worker, task_queue: str
 ) -> None:
@@ -418,3 +442,34 @@ async def test_both_steps_change_freight_its_warehouse_holds(
     assert renamed.alias == "v9.9.9"
     assert renamed.status is not None and renamed.status.metadata == {"tested": True}
     assert (await listed(client, discovered.metadata.name))["metadata"] == {"tested": True}
+
+
+async def test_a_retried_activity_converges_on_the_same_state(
+    client: Client, worker: Worker, task_queue: str
+) -> None:
+    """The activities run again (a retry after a crash, on any worker) change nothing more."""
+    target = freight(tag="v3")
+    await apply_project(
+        client, with_freight(project([{"uses": "compose-output", "config": {"a": 1}}]), target)
+    )
+    activities = ProjectActivities(client)
+    environment = ActivityEnvironment()
+    rename = FreightAliasRequest(project="p", freight=target.alias or "", alias="three")
+    annotate = MetadataRequest(
+        project="p",
+        updates=(
+            MetadataUpdate(kind="Freight", name=target.metadata.name, values={"n": 1}),
+            MetadataUpdate(kind="Stage", name="staging", values={"n": 2}),
+        ),
+    )
+    first = await environment.run(activities.set_freight_alias, rename)
+    again = await environment.run(
+        activities.set_freight_alias, rename.model_copy(update={"freight": "three"})
+    )
+    assert (first.previous, first.alias, again.alias) == (target.alias, "three", "three")
+    written = [await environment.run(activities.set_metadata, annotate) for _ in range(2)]
+    assert written[0] == written[1]
+    assert [a.metadata for a in written[1].applied] == [{"n": 1}, {"n": 2}]
+    listing = await listed(client, target.metadata.name)
+    assert (listing["alias"], listing["metadata"]) == ("three", {"n": 1})
+    assert (await stage_listed(client, "staging"))["status"]["metadata"] == {"n": 2}

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from freightline.app.status_view import metadata_cell
 from freightline.contracts.metadata import (
     FreightAliasChange,
     FreightMetadataChange,
@@ -208,3 +209,11 @@ def test_verification_args_read_the_freight_s_and_the_stage_s_metadata() -> None
     (metric,) = request.metrics
     assert metric.success_condition == "result < 5"
     assert metric.provider.web is not None and metric.provider.web.url == "http://eu.example/"
+
+
+def test_the_status_view_shows_a_stage_s_metadata() -> None:
+    assert metadata_cell({}) == ""
+    assert metadata_cell({"region": "eu", "tier": 2, "x": {"a": [1]}}) == (
+        'region="eu", tier=2, x={"a":[1]}'
+    )
+    assert len(metadata_cell({"long": "y" * 200})) == 60  # cut to the table's message width

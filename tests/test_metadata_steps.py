@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
@@ -29,8 +29,18 @@ from freightline.app.client import (
     stage_states,
 )
 from freightline.app.listings import freight_listing, stage_listing
-from freightline.contracts.metadata import FreightAliasRequest, MetadataRequest, MetadataUpdate
-from freightline.contracts.names import PROMOTION_WORKFLOW, warehouse_workflow_id
+from freightline.contracts.metadata import (
+    SET_FREIGHT_ALIAS_UPDATE,
+    FreightAliasChange,
+    FreightAliasRequest,
+    MetadataRequest,
+    MetadataUpdate,
+)
+from freightline.contracts.names import (
+    PROMOTION_WORKFLOW,
+    project_workflow_id,
+    warehouse_workflow_id,
+)
 from freightline.contracts.project import warehouse_configs
 from freightline.contracts.promotion import (
     PromotionPhase,
@@ -473,3 +483,26 @@ async def test_a_retried_activity_converges_on_the_same_state(
     listing = await listed(client, target.metadata.name)
     assert (listing["alias"], listing["metadata"]) == ("three", {"n": 1})
     assert (await stage_listed(client, "staging"))["status"]["metadata"] == {"n": 2}
+
+
+async def test_a_holder_s_validator_refuses_a_taken_alias_before_recording_it(
+    client: Client, worker: Worker, task_queue: str
+) -> None:
+    """The update a step's activity sends: refused by the holding workflow's validator (a
+    named, non-retryable type), so a duplicate alias is never recorded even in a race."""
+    first, second = freight(tag="v1"), freight(tag="v2")
+    await apply_project(client, with_freight(project([{"uses": "fail"}]), first, second))
+    handle = client.get_workflow_handle(project_workflow_id("p"))
+    change = FreightAliasChange(freight=second.metadata.name, alias=first.alias or "")
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(SET_FREIGHT_ALIAS_UPDATE, change, result_type=Freight)
+
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RequestRefused"
+    assert cause.non_retryable
+    assert cause.message == (
+        f'alias "{first.alias}" already used by another piece of Freight in project "p": '
+        f"Freight {first.metadata.name}"
+    )
+    assert (await listed(client, second.metadata.name))["alias"] == second.alias

@@ -109,6 +109,8 @@ def build_worker(
         activities=[
             project.resolve_promotion,
             project.reconcile_project,
+            project.set_freight_alias,
+            project.set_metadata,
             worktree.run_worktree_steps,
             argocd.argocd_update,
             argocd.argocd_wait,

@@ -24,9 +24,27 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import boundary
+from freightline.contracts.metadata import (
+    FREIGHT_CHANGED_SIGNAL,
+    SET_FREIGHT_ALIAS_UPDATE,
+    SET_FREIGHT_METADATA_UPDATE,
+    SET_STAGE_METADATA_UPDATE,
+    STAGE_METADATA_QUERY,
+    FreightAliasChange,
+    FreightAliasRequest,
+    FreightAliasResult,
+    FreightMetadataChange,
+    MetadataApplied,
+    MetadataRequest,
+    MetadataResult,
+    StageMetadataChange,
+    alias_taken,
+    names_metadata_functions,
+)
 from freightline.contracts.names import (
     FREIGHT_AVAILABLE_SIGNAL,
     FREIGHT_QUERY,
@@ -50,10 +68,11 @@ from freightline.contracts.promotion import PromotionPlan, PromotionRequest, pla
 from freightline.contracts.stage import FreightAvailable, StageState
 from freightline.contracts.stage_requests import RetireRequest
 from freightline.contracts.warehouse import WarehouseInput
-from freightline.errors import NotFoundError
+from freightline.errors import NotFoundError, RequestRefused, StepError, error_class
 from freightline.kargo.resources import Freight, ProjectResources
 
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
+T = TypeVar("T")
 
 
 class ProjectActivities:
@@ -89,8 +108,131 @@ class ProjectActivities:
             request.freight,
             promotion=activity.info().workflow_id or request.stage,
         )
+        plan = await self._with_metadata(resources, plan)
         # Only whether this worker has endpoints: the URLs themselves stay out of history.
         return plan.model_copy(update={"notify": self.notifying})
+
+    async def _with_metadata(
+        self, resources: ProjectResources, plan: PromotionPlan
+    ) -> PromotionPlan:
+        """The plan with the metadata ``freightMetadata()`` / ``stageMetadata()`` read, taken
+        now (so the workflow evaluates them without I/O), only when a step names them."""
+        named = names_metadata_functions(
+            [step.config, step.if_, [v.value for v in step.vars]] for step in plan.steps
+        )
+        update: dict[str, Any] = {}
+        if "freightMetadata" in named:
+            update["freight_metadata"] = {
+                freight.metadata.name: freight.status.metadata
+                for freight in await self._all_freight(resources)
+                if freight.status is not None and freight.status.metadata
+            }
+        if "stageMetadata" in named:
+            stages: dict[str, dict[str, Any]] = {}
+            for name in sorted(resources.stages):
+                handle = self.client.get_workflow_handle(stage_workflow_id(resources.name, name))
+                try:
+                    found = await handle.query(STAGE_METADATA_QUERY, result_type=dict[str, Any])
+                except RPCError as err:
+                    if err.status is not RPCStatusCode.NOT_FOUND:
+                        raise
+                    continue  # not started yet: no metadata
+                if found:
+                    stages[name] = found
+            update["stage_metadata"] = stages
+        return plan.model_copy(update=update) if update else plan
+
+    async def _all_freight(self, resources: ProjectResources) -> list[Freight]:
+        """Every Freight of the project: applied from files, then held by its Warehouses."""
+        return [*resources.freight.values(), *await warehouse_freight(self.client, resources)]
+
+    # --- set-freight-alias and set-metadata ------------------------------------------------
+
+    async def _tell_stages(self, resources: ProjectResources, freight: Freight) -> None:
+        """Every running Stage of the project keeps copies of Freight it knows: send it the
+        Freight as it is now (a signal: a Stage that never saw it ignores it)."""
+        for name in sorted(resources.stages):
+            handle = self.client.get_workflow_handle(stage_workflow_id(resources.name, name))
+            try:
+                await handle.signal(FREIGHT_CHANGED_SIGNAL, freight)
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+
+    @boundary.defn(name="set_freight_alias")
+    async def set_freight_alias(self, request: FreightAliasRequest) -> FreightAliasResult:
+        """Kargo's ``set-freight-alias``: rename a Freight in every workflow that holds it.
+
+        Kargo's API refuses an alias another Freight of the project has; here each holder's
+        update validator refuses one among its own Freight, and this checks the whole
+        project first, so the refusal names the Freight that has it either way.
+        Idempotent: a retry finds the alias already set and changes nothing.
+        """
+        resources = await self.project_resources(request.project)
+        everything = await self._all_freight(resources)
+        try:
+            target = _find(everything, request.freight, request.project)
+        except NotFoundError as err:
+            raise StepError(str(err)) from None  # Kargo: a Freight not found fails the step
+        for other in everything:
+            if other.alias == request.alias and other.metadata.name != target.metadata.name:
+                raise StepError(alias_taken(request.alias, other, request.project))
+        change = FreightAliasChange(freight=target.metadata.name, alias=request.alias)
+        renamed = target
+        for holder in _holders(resources, everything, target):
+            renamed = await _update(self.client, holder, SET_FREIGHT_ALIAS_UPDATE, change, Freight)
+        await self._tell_stages(resources, renamed)
+        return FreightAliasResult(
+            freight=target.metadata.name, previous=target.alias, alias=request.alias
+        )
+
+    @boundary.defn(name="set_metadata")
+    async def set_metadata(self, request: MetadataRequest) -> MetadataResult:
+        """Kargo's ``set-metadata``: upsert each update's values into a Stage's metadata (its
+        workflow) or a Freight's ``status.metadata`` (every workflow that holds it), in order.
+        Upserts: a retry converges on the same metadata."""
+        resources = await self.project_resources(request.project)
+        everything: list[Freight] | None = None
+        applied: list[MetadataApplied] = []
+        for update in request.updates:
+            if update.kind == "Stage":
+                if update.name not in resources.stages:
+                    raise NotFoundError(
+                        f'Stage "{update.name}" not found in project "{request.project}"'
+                    )
+                metadata = await _update(
+                    self.client,
+                    stage_workflow_id(request.project, update.name),
+                    SET_STAGE_METADATA_UPDATE,
+                    StageMetadataChange(values=update.values),
+                    dict[str, Any],
+                )
+                applied.append(MetadataApplied(kind="Stage", name=update.name, metadata=metadata))
+                activity.heartbeat(f"Stage/{update.name}")
+                continue
+            if everything is None:
+                everything = await self._all_freight(resources)
+            target = _find(everything, update.name, request.project)
+            change = FreightMetadataChange(freight=target.metadata.name, values=update.values)
+            after = target
+            for holder in _holders(resources, everything, target):
+                after = await _update(
+                    self.client, holder, SET_FREIGHT_METADATA_UPDATE, change, Freight
+                )
+            await self._tell_stages(resources, after)
+            # The next update of the same Freight starts from what this one left.
+            everything = [
+                after if f.metadata.name == after.metadata.name else f for f in everything
+            ]
+            applied.append(
+                MetadataApplied(
+                    kind="Freight",
+                    name=target.metadata.name,
+                    metadata=dict(after.status.metadata or {}) if after.status else {},
+                )
+            )
+            activity.heartbeat(f"Freight/{target.metadata.name}")
+        return MetadataResult(applied=tuple(applied))
 
     @boundary.defn(name="reconcile_project")
     async def reconcile_project(self, project: str) -> ReconcileResult:
@@ -260,6 +402,51 @@ async def with_warehouse_freight(
             merged = {**resources.freight, candidate.metadata.name: candidate}
             return resources.model_copy(update={"freight": merged})
     return resources
+
+
+def _find(freight: list[Freight], name: str, project: str) -> Freight:
+    """The Freight named ``name``: its ID, as in Kargo, or else its alias."""
+    for candidate in freight:
+        if candidate.metadata.name == name:
+            return candidate
+    for candidate in freight:
+        if candidate.alias == name:
+            return candidate
+    raise NotFoundError(f'Freight "{name}" not found in project "{project}"')
+
+
+def _holders(resources: ProjectResources, everything: list[Freight], target: Freight) -> list[str]:
+    """The workflows that hold a copy of ``target``: the Project (applied from a file) and
+    the Warehouse of its origin (discovered or assembled there); one or both."""
+    name = target.metadata.name
+    applied = name in resources.freight
+    copies = sum(1 for f in everything if f.metadata.name == name)
+    holders = [project_workflow_id(resources.name)] if applied else []
+    if copies > int(applied):
+        holders.append(warehouse_workflow_id(resources.name, target.origin.name))
+    return holders
+
+
+async def _update(
+    client: Client, workflow_id: str, update: str, change: BaseModel, result_type: type[T]
+) -> T:
+    """Send one holder its update: a refusal (a taken alias) is the step's failure, in the
+    validator's words; a holder that is gone, the step's error."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        answer: T = await handle.execute_update(update, change, result_type=result_type)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        kind = error_class(cause.type) if isinstance(cause, ApplicationError) else None
+        if kind is None or issubclass(kind, RequestRefused):
+            raise StepError(message) from None  # Kargo's API refused the change: Failed
+        raise kind(message) from None
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NotFoundError(f"workflow {workflow_id} is not running") from None
+        raise
+    return answer
 
 
 def discovered_at(freight: Freight) -> datetime:

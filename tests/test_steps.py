@@ -52,6 +52,8 @@ KARGO_STEPS = {
     "helm-template": StepRunner.WORKTREE,
     "argocd-update": StepRunner.ARGOCD,
     "argocd-wait": StepRunner.ARGOCD,
+    "set-freight-alias": StepRunner.PROJECT,
+    "set-metadata": StepRunner.PROJECT,
     "wait-for-approval": StepRunner.WORKFLOW,
     "fail": StepRunner.WORKFLOW,
     "compose-output": StepRunner.WORKFLOW,
@@ -77,6 +79,10 @@ def test_every_reference_resolves_to_what_its_runner_calls(name: str) -> None:
         assert [p.name for p in parameters] == ["ctx", "config"]
         assert issubclass(model, StepConfig)
         assert parameters[1].annotation in (model.__name__, model)
+    elif step.runner is StepRunner.PROJECT:
+        # An activity that updates the project's workflows; the workflow validates first.
+        definition = activity._Definition.must_from_callable(implementation)
+        assert definition.name == name.replace("-", "_")
     elif step.runner is StepRunner.ARGOCD:
         # An activity, under the name recorded histories and shard workers know.
         definition = activity._Definition.must_from_callable(implementation)

@@ -30,6 +30,7 @@ __all__ = [
     "health_options",
     "measurement_options",
     "notify_options",
+    "project_step_options",
     "quick_options",
     "retry_policy",
     "worktree_options",
@@ -90,6 +91,17 @@ NOTIFY_RETRY = retry_policy(maximum_attempts=5, maximum_interval=timedelta(secon
 def quick_options(summary: str, timeout: timedelta = QUICK_TIMEOUT) -> LocalActivityOptions:
     """A short activity with no side effects (resolving a promotion's plan); local or not."""
     return {"start_to_close_timeout": timeout, "retry_policy": ACTIVITY_RETRY, "summary": summary}
+
+
+def project_step_options(summary: str) -> ActivityOptions:
+    """``set-freight-alias`` / ``set-metadata``: a few updates to the project's workflows,
+    upserts, so a retry converges; an abort lets a started one finish."""
+    return {
+        "start_to_close_timeout": QUICK_TIMEOUT,
+        "retry_policy": ACTIVITY_RETRY,
+        "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        "summary": summary,
+    }
 
 
 def worktree_options(summary: str) -> ActivityOptions:

@@ -31,6 +31,14 @@ with workflow.unsafe.imports_passed_through():
     # PromotionWindow validation imports it lazily; the sandbox must get the real module.
     import freightline.kargo.windows  # noqa: F401
     from activities.project import ProjectActivities
+    from freightline.contracts.metadata import (
+        SET_FREIGHT_ALIAS_UPDATE,
+        SET_FREIGHT_METADATA_UPDATE,
+        FreightAliasChange,
+        FreightMetadataChange,
+        with_alias,
+        with_metadata,
+    )
     from freightline.contracts.names import SA_PROJECT
     from freightline.contracts.project import (
         ApplyResult,
@@ -42,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         remove_resource,
     )
     from freightline.errors import refusing
-    from freightline.kargo.resources import ProjectResources
+    from freightline.kargo.resources import Freight, ProjectResources
 
 RECONCILES = "project-reconciles"
 """Patch: the workflow reconciles its Stages and Warehouses (before it, the CLI did)."""
@@ -139,6 +147,45 @@ class ProjectWorkflow:
     def validate_delete(self, request: DeleteRequest) -> None:
         with refusing():
             remove_resource(self.state.resources, request.kind, request.name)
+
+    @workflow.update(name=SET_FREIGHT_ALIAS_UPDATE)
+    def set_freight_alias(self, change: FreightAliasChange) -> Freight:
+        """Kargo's ``set-freight-alias`` on Freight applied from a file; the Freight after.
+        Not a configuration change: nothing is reconciled."""
+        renamed = with_alias(self._applied_freight(), change, self._name)[1]
+        self._keep_freight(renamed)
+        return renamed
+
+    @set_freight_alias.validator
+    def validate_set_freight_alias(self, change: FreightAliasChange) -> None:
+        with refusing():
+            with_alias(self._applied_freight(), change, self._name)
+
+    @workflow.update(name=SET_FREIGHT_METADATA_UPDATE)
+    def set_freight_metadata(self, change: FreightMetadataChange) -> Freight:
+        """Kargo's ``set-metadata`` on Freight applied from a file; the Freight after."""
+        annotated = with_metadata(self._applied_freight(), change, self._name)[1]
+        self._keep_freight(annotated)
+        return annotated
+
+    @set_freight_metadata.validator
+    def validate_set_freight_metadata(self, change: FreightMetadataChange) -> None:
+        with refusing():
+            with_metadata(self._applied_freight(), change, self._name)
+
+    @property
+    def _name(self) -> str:
+        return self.state.resources.name
+
+    def _applied_freight(self) -> tuple[Freight, ...]:
+        return tuple(self.state.resources.freight.values())
+
+    def _keep_freight(self, freight: Freight) -> None:
+        resources = self.state.resources
+        applied = {**resources.freight, freight.metadata.name: freight}
+        self.state = self.state.model_copy(
+            update={"resources": resources.model_copy(update={"freight": applied})}
+        )
 
     @workflow.query(name="resources")
     def resources(self) -> ProjectResources:

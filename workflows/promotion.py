@@ -41,6 +41,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.project import ProjectActivities
     from activities.worktree import WorktreeActivities
     from freightline.contracts.argocd import ArgoCDStepInput, shard_unserved, step_timeout
+    from freightline.contracts.metadata import (
+        FreightAliasRequest,
+        MetadataRequest,
+        SetFreightAliasConfig,
+        SetMetadataConfig,
+    )
     from freightline.contracts.metrics import record_promotion_finished
     from freightline.contracts.names import SA_FREIGHT, SA_PROJECT, SA_STAGE, argocd_task_queue
     from freightline.contracts.notifications import EventKind, NotificationEvent
@@ -62,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
         WorktreeBatch,
         failure_type,
     )
-    from freightline.contracts.steps import STEPS, StepRunner, run_inline, runner_of
+    from freightline.contracts.steps import STEPS, StepRunner, parse_config, run_inline, runner_of
     from freightline.errors import (
         ApprovalRefused,
         ConfigError,
@@ -89,7 +95,12 @@ with workflow.unsafe.imports_passed_through():
         if definition.inline and definition.resolve_implementation() and definition.config_model()
     )
     from workflows.notify import send_notification
-    from workflows.options import argocd_options, quick_options, worktree_options
+    from workflows.options import (
+        argocd_options,
+        project_step_options,
+        quick_options,
+        worktree_options,
+    )
 
 LOCAL_ACTIVITY_ERRORS = (ActivityError, ApplicationError, TemporalTimeoutError)
 """What a failed (local) activity raises: a local activity's error arrives unwrapped."""
@@ -237,6 +248,15 @@ class PromotionWorkflow:
                     )
                 self._outcomes.extend(outcomes)
                 index += len(batch)
+            elif runner is StepRunner.PROJECT:
+                outcome, plan = await self._run_project_step(request, plan, step)
+                self._plan = plan  # later steps read the alias and metadata it wrote
+                self._outcomes.append(outcome)
+                failed = outcome.status in (StepStatus.FAILED, StepStatus.ERRORED)
+                if failed and not step.continue_on_error:
+                    phase = PromotionPhase(outcome.status.value)
+                    return await self._end(request, plan, phase, outcome.message, step.alias)
+                index += 1
             elif runner is StepRunner.ARGOCD:
                 outcome = await self._run_argocd_step(request, plan, step)
                 self._outcomes.append(outcome)
@@ -523,6 +543,72 @@ class PromotionWorkflow:
                 message=shard_unserved(plan.shard, queue, err) or failure.reason,
             )
         return outcome
+
+    async def _run_project_step(
+        self, request: PromotionRequest, plan: PromotionPlan, step: PlannedStep
+    ) -> tuple[StepOutcome, PromotionPlan]:
+        """``set-freight-alias`` / ``set-metadata``: render and validate here (pure), then one
+        activity sends the change to the workflows that hold the Freight or Stage; the plan
+        comes back with what it wrote, for the expressions of the steps after it."""
+        scope = StepScope(plan, self._outcomes)
+        try:
+            if not scope.should_run(step):
+                skipped = StepOutcome(alias=step.alias, uses=step.uses, status=StepStatus.SKIPPED)
+                return skipped, plan
+            model = STEPS[step.uses].config_model()
+            assert model is not None
+            config = parse_config(model, scope.render_config(step))
+        except FreightlineError as err:
+            message = str(err)
+            if not message.startswith("step "):
+                message = f'step "{step.alias}" ({step.uses}): {message}'
+            status = StepStatus(err.outcome.value)
+            return StepOutcome(
+                alias=step.alias, uses=step.uses, status=status, message=message
+            ), plan
+        self._show(request, plan, f"{step.alias}: {step.uses}")
+        try:
+            if isinstance(config, SetFreightAliasConfig):
+                renamed = await self._until_aborted(
+                    workflow.start_activity_method(
+                        ProjectActivities.set_freight_alias,
+                        FreightAliasRequest(
+                            project=plan.project, freight=config.name, alias=config.alias
+                        ),
+                        **project_step_options(f"set-freight-alias {config.alias}"),
+                    ),
+                    pushes=True,
+                )
+                plan = plan.alias_set(renamed.freight, renamed.alias)
+                message = renamed.message()
+            else:
+                assert isinstance(config, SetMetadataConfig)
+                written = await self._until_aborted(
+                    workflow.start_activity_method(
+                        ProjectActivities.set_metadata,
+                        MetadataRequest(project=plan.project, updates=config.updates),
+                        **project_step_options(
+                            "set-metadata "
+                            + ", ".join(f"{u.kind}/{u.name}" for u in config.updates)
+                        ),
+                    ),
+                    pushes=True,
+                )
+                for applied in written.applied:
+                    plan = plan.metadata_set(applied.kind, applied.name, applied.metadata)
+                message = ""
+        except ActivityError as err:
+            failure = diagnose(err)
+            return StepOutcome(
+                alias=step.alias,
+                uses=step.uses,
+                status=StepStatus(failure.outcome.value),
+                message=f'step "{step.alias}" ({step.uses}): {failure.reason}',
+            ), plan
+        succeeded = StepOutcome(
+            alias=step.alias, uses=step.uses, status=StepStatus.SUCCEEDED, message=message
+        )
+        return succeeded, plan
 
     @workflow.query(name="status")
     def status(self) -> PromotionStatus:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair
@@ -27,6 +28,13 @@ with workflow.unsafe.imports_passed_through():
         apps_of,
         shard_unserved,
         stage_health,
+    )
+    from freightline.contracts.metadata import (
+        FREIGHT_CHANGED_SIGNAL,
+        SET_STAGE_METADATA_UPDATE,
+        STAGE_METADATA_QUERY,
+        StageMetadataChange,
+        refresh_freight,
     )
     from freightline.contracts.names import (
         FREIGHT_AVAILABLE_SIGNAL,
@@ -63,8 +71,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from freightline.contracts.stage_requests import ApproveRequest, PromoteRequest, RetireRequest
     from freightline.contracts.verification import ended_run, verification_request
-    from freightline.errors import ConfigError, RequestRefused, diagnose, to_application_error
+    from freightline.errors import (
+        ConfigError,
+        RequestRefused,
+        diagnose,
+        refusing,
+        to_application_error,
+    )
     from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus
+    from freightline.kargo.metadata import upsert_metadata
     from freightline.kargo.resources import Freight
     from workflows.notify import send_notification
     from workflows.options import health_options
@@ -274,6 +289,29 @@ class StageWorkflow:
     def status(self) -> StageState:
         return self.state
 
+    @workflow.update(name=SET_STAGE_METADATA_UPDATE)
+    def set_metadata(self, change: StageMetadataChange) -> dict[str, Any]:
+        """Kargo's ``set-metadata`` on this Stage: upsert the keys; the whole metadata after."""
+        self.state.metadata = upsert_metadata(self.state.metadata, change.values)
+        self._show()
+        return self.state.metadata
+
+    @set_metadata.validator
+    def validate_set_metadata(self, change: StageMetadataChange) -> None:
+        with refusing():  # an empty key, a value that is not JSON
+            upsert_metadata(self.state.metadata, change.values)
+
+    @workflow.signal(name=FREIGHT_CHANGED_SIGNAL)
+    def freight_changed(self, freight: Freight) -> None:
+        """A Freight's alias or metadata changed where it is held: follow it in the copies."""
+        if refresh_freight(self.state, freight):
+            self._show()
+
+    @workflow.query(name=STAGE_METADATA_QUERY)
+    def metadata(self) -> dict[str, Any]:
+        """What ``stageMetadata()`` returns for this Stage."""
+        return self.state.metadata
+
     # --- promotion -----------------------------------------------------------------------
 
     def _enqueue(self, freight: Freight, requested_by: str, *, auto: bool) -> PromotionTicket:
@@ -443,6 +481,8 @@ class StageWorkflow:
                     self.state.config.stage,
                     entry.freight,
                     self.state.config.analysis_templates,
+                    [known.freight for known in self.state.available.values()],
+                    self.state.metadata,
                 )
                 if entry
                 else None
@@ -662,6 +702,8 @@ class StageWorkflow:
                 f"last promotion {state.last_promotion.phase.value}: {state.last_promotion.message}"
             )
         lines.append(f"auto-promotion: {'on' if state.config.auto_promotion else 'off'}")
+        if state.metadata:
+            lines.append("metadata: " + ", ".join(f"`{key}`" for key in state.metadata))
         workflow.set_current_details("\n\n".join(lines))
 
 

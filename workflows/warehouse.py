@@ -27,6 +27,14 @@ from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.discovery import DiscoveryActivities
+    from freightline.contracts.metadata import (
+        SET_FREIGHT_ALIAS_UPDATE,
+        SET_FREIGHT_METADATA_UPDATE,
+        FreightAliasChange,
+        FreightMetadataChange,
+        with_alias,
+        with_metadata,
+    )
     from freightline.contracts.metrics import record_discovery
     from freightline.contracts.names import (
         ASSEMBLE_UPDATE,
@@ -189,6 +197,33 @@ class WarehouseWorkflow:
             workflow.now(),
             request.picks,
         )
+
+    @workflow.update(name=SET_FREIGHT_ALIAS_UPDATE)
+    def set_freight_alias(self, change: FreightAliasChange) -> Freight:
+        """Kargo's ``set-freight-alias`` on Freight this Warehouse holds; the Freight after.
+        The validator refuses an alias another of its Freight holds, naming that Freight."""
+        held, renamed = with_alias(self.state.freight, change, self.project)
+        self.state = self.state.model_copy(update={"freight": held})
+        self._show()
+        return renamed
+
+    @set_freight_alias.validator
+    def validate_set_freight_alias(self, change: FreightAliasChange) -> None:
+        with refusing():
+            with_alias(self.state.freight, change, self.project)
+
+    @workflow.update(name=SET_FREIGHT_METADATA_UPDATE)
+    def set_freight_metadata(self, change: FreightMetadataChange) -> Freight:
+        """Kargo's ``set-metadata`` on Freight this Warehouse holds: upsert the keys of its
+        ``status.metadata``; the Freight after."""
+        held, annotated = with_metadata(self.state.freight, change, self.project)
+        self.state = self.state.model_copy(update={"freight": held})
+        return annotated
+
+    @set_freight_metadata.validator
+    def validate_set_freight_metadata(self, change: FreightMetadataChange) -> None:
+        with refusing():
+            with_metadata(self.state.freight, change, self.project)
 
     @workflow.query(name=FREIGHT_QUERY)
     def freight(self) -> list[Freight]:

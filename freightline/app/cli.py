@@ -536,6 +536,13 @@ async def get_freight(project: ProjectOption = None, output: OutputOption = "tab
                     if freight.discovered_at
                     else ""
                 ),
+                # set-metadata's keys and values, compact (-o json has them whole)
+                "metadata": ", ".join(
+                    f"{key}={json.dumps(value, separators=(',', ':'))}"
+                    for key, value in (
+                        (freight.status.metadata if freight.status else None) or {}
+                    ).items()
+                ),
             }
         )
     _print(rows, output, f"freight of {name}")

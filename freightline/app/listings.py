@@ -37,7 +37,7 @@ def _json(model: BaseModel | None) -> Any:
 def freight_listing(freight: Freight) -> dict[str, Any]:
     """Kargo's Freight resource (``metadata.name`` the ID; ``alias``; ``origin``; ``images``
     with ``repoURL``, ``tag``, ``digest``; ``commits`` with the full ``id``; ``charts``),
-    with ``id`` and ``discoveredAt`` at the top for scripts."""
+    with ``id``, ``discoveredAt`` and ``metadata`` at the top for scripts."""
     body = _kargo(freight)
     return {
         "id": freight.metadata.name,
@@ -47,6 +47,8 @@ def freight_listing(freight: Freight) -> dict[str, Any]:
         "images": body.get("images", []),
         "commits": body.get("commits", []),
         "charts": body.get("charts", []),
+        # What set-metadata steps wrote (Kargo's status.metadata): freightMetadata() reads it.
+        "metadata": (freight.status.metadata if freight.status else None) or {},
         "freight": body,
     }
 
@@ -69,6 +71,7 @@ def stage_listing(stage: Stage, state: StageState | None) -> dict[str, Any]:
         "lastPromotion": _json(state.last_promotion),
         "queue": [_json(ticket) for ticket in state.queue],
         "history": [_json(entry) for entry in state.history],
+        "metadata": state.metadata,
     }
     return listing
 

@@ -8,7 +8,9 @@ waits for while it runs and how it ended after.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.table import Table
 
@@ -87,6 +89,7 @@ def pipeline_table(
         "verification",
         "promotion",
         "queued",
+        "metadata",
         "auto",
     ):
         table.add_column(column)
@@ -100,9 +103,19 @@ def pipeline_table(
             verification_cell(state),
             promotion_cell(state, (notes or {}).get(state.name)),
             ", ".join(t.freight_alias or t.freight[:7] for t in state.queue),
+            metadata_cell(state.metadata),
             "on" if state.config.auto_promotion else "off",
         )
     return table
+
+
+def metadata_cell(metadata: Mapping[str, Any]) -> str:
+    """What ``set-metadata`` wrote on the Stage, compact: ``region="eu", tier=2``."""
+    return _short(
+        ", ".join(
+            f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in metadata.items()
+        )
+    )
 
 
 def _short(message: str) -> str:

@@ -27,7 +27,14 @@ from freightline.contracts.steps import runner_of
 from freightline.errors import ConfigError, ExpressionError, NotFoundError
 from freightline.kargo import expressions
 from freightline.kargo.freight import artifact_functions
-from freightline.kargo.resources import Freight, ProjectResources, PromotionStep, PromotionWindow
+from freightline.kargo.metadata import metadata_functions
+from freightline.kargo.resources import (
+    Freight,
+    FreightStatus,
+    ProjectResources,
+    PromotionStep,
+    PromotionWindow,
+)
 from freightline.kargo.windows import windows_for
 
 
@@ -124,6 +131,33 @@ class PromotionPlan(Contract):
     """Whether the worker that resolved the plan has notification targets configured."""
     shard: str | None = None
     """The Stage's ``spec.shard``: its Argo CD steps run on that shard's task queue."""
+    freight_metadata: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Freight ID → its ``status.metadata``, for ``freightMetadata()``: read when the plan was
+    resolved (only when a step names the function), then kept up to date by the promotion's
+    own ``set-metadata`` steps."""
+    stage_metadata: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Stage name → its metadata, for ``stageMetadata()``, likewise."""
+
+    def metadata_set(self, kind: str, name: str, metadata: dict[str, Any]) -> PromotionPlan:
+        """This plan after a ``set-metadata`` step wrote ``metadata`` (the whole map now) on
+        a Stage or a Freight (by ID): what the later steps' expressions read."""
+        if kind == "Stage":
+            return self.model_copy(
+                update={"stage_metadata": {**self.stage_metadata, name: metadata}}
+            )
+        update: dict[str, Any] = {"freight_metadata": {**self.freight_metadata, name: metadata}}
+        if name == self.freight.metadata.name:
+            status = self.freight.status or FreightStatus()
+            update["freight"] = self.freight.model_copy(
+                update={"status": status.model_copy(update={"metadata": metadata})}
+            )
+        return self.model_copy(update=update)
+
+    def alias_set(self, freight: str, alias: str) -> PromotionPlan:
+        """This plan after a ``set-freight-alias`` step renamed Freight ``freight`` (an ID)."""
+        if freight != self.freight.metadata.name:
+            return self
+        return self.model_copy(update={"freight": self.freight.model_copy(update={"alias": alias})})
 
 
 class StepStatus(StrEnum):
@@ -410,6 +444,7 @@ class StepScope:
             "outputs": outputs,
             "task": {"outputs": task_outputs},
             **artifact_functions(freight),
+            **metadata_functions(self._freight_metadata(), self.plan.stage_metadata),
             "success": lambda: not self._any_failed(),
             "failure": self._any_failed,
             "always": lambda: True,
@@ -426,6 +461,12 @@ class StepScope:
             }
         env["vars"] = rendered_vars
         return env
+
+    def _freight_metadata(self) -> dict[str, dict[str, Any]]:
+        """The snapshot, and the target Freight's own metadata even when none was taken."""
+        freight = self.plan.freight
+        own = freight.status.metadata if freight.status else None
+        return {**self.plan.freight_metadata, **({freight.metadata.name: own} if own else {})}
 
     def should_run(self, step: PlannedStep) -> bool:
         """Kargo's default: a step runs only when no earlier step failed, unless ``if`` says."""

@@ -14,7 +14,7 @@ the newest candidate is promoted again.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -144,6 +144,8 @@ class StageState(State):
     health_checked_at: datetime | None = None
     retiring: RetireRequest | None = None
     """Set when the Stage left its project: the workflow ends once its promotion stopped."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Kargo's ``status.metadata``: what ``set-metadata`` steps wrote (``stageMetadata()``)."""
 
     @property
     def name(self) -> str:

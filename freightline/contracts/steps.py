@@ -66,6 +66,9 @@ class StepRunner(StrEnum):
     """In its own Argo CD activity (``activities/argocd.py``)."""
     WORKFLOW = "workflow"
     """In the ``Promotion`` workflow itself: no activity (``workflows/promotion.py``)."""
+    PROJECT = "project"
+    """In its own activity that changes what the project's workflows hold: a Freight's alias
+    or metadata, a Stage's metadata (``activities/project.py``)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class StepDefinition:
     """One step: its Kargo name, its runner, and references to its config model and code.
 
     ``implementation`` is, per runner: a function ``(StepContext, config) -> outputs``
-    (worktree); the activity method that runs the step (Argo CD); the workflow
+    (worktree); the activity method that runs the step (Argo CD, project); the workflow
     method that runs it (workflow), or for an ``inline`` step a pure function
     ``(config) -> outputs`` that both the workflow and the worktree activity call.
     ``config`` names the pydantic model of the step's rendered config, or is None
@@ -234,6 +237,18 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 StepRunner.WORKFLOW,
                 "workflows.promotion:PromotionWorkflow.wait_for_approval",
                 "freightline.kargo.resources:ApprovalPolicy",
+            ),
+            StepDefinition(
+                "set-freight-alias",
+                StepRunner.PROJECT,
+                "activities.project:ProjectActivities.set_freight_alias",
+                "freightline.contracts.metadata:SetFreightAliasConfig",
+            ),
+            StepDefinition(
+                "set-metadata",
+                StepRunner.PROJECT,
+                "activities.project:ProjectActivities.set_metadata",
+                "freightline.contracts.metadata:SetMetadataConfig",
             ),
             _inline("fail", "fail", "FailConfig"),
             _inline("compose-output", "compose_output", "ComposeOutputConfig"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
@@ -11,6 +11,7 @@ from freightline.contracts.model import Contract
 from freightline.errors import ConfigError, root_cause
 from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus, resolve_metrics
 from freightline.kargo.freight import artifact_functions
+from freightline.kargo.metadata import metadata_functions
 from freightline.kargo.resources import AnalysisTemplate, Freight, Metric, Stage
 
 
@@ -48,9 +49,17 @@ def ended_run(failure: BaseException) -> AnalysisRunStatus | None:
 
 
 def verification_request(
-    project: str, stage: Stage, freight: Freight, templates: Mapping[str, AnalysisTemplate]
+    project: str,
+    stage: Stage,
+    freight: Freight,
+    templates: Mapping[str, AnalysisTemplate],
+    known_freight: Sequence[Freight] = (),
+    stage_metadata: Mapping[str, Any] | None = None,
 ) -> VerificationRequest | None:
-    """The verification to run for ``freight`` in ``stage``; None when the Stage has none."""
+    """The verification to run for ``freight`` in ``stage``; None when the Stage has none.
+
+    Its args see ``freightMetadata()`` of ``freight`` and ``known_freight`` (the Freight the
+    Stage holds copies of) and ``stageMetadata()`` of this Stage (``stage_metadata``)."""
     verification = stage.spec.verification
     if verification is None or not verification.analysis_templates:
         return None
@@ -75,6 +84,14 @@ def verification_request(
         },
         "vars": {},
         **artifact_functions(freight),
+        **metadata_functions(
+            {
+                f.metadata.name: f.status.metadata
+                for f in (*known_freight, freight)
+                if f.status is not None and f.status.metadata
+            },
+            {stage.metadata.name: stage_metadata} if stage_metadata else {},
+        ),
     }
     metrics = tuple(resolve_metrics(chosen, verification.args or [], env))
     return VerificationRequest(

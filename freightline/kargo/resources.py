@@ -680,8 +680,18 @@ class ArtifactReference(KargoModel):
     metadata: dict[str, Any] | None = None
 
 
+class FreightStatus(KargoModel):
+    """Freight's ``status``: what Freightline keeps of it is ``metadata``, the key/value pairs
+    the ``set-metadata`` step writes and ``freightMetadata()`` reads (any JSON value)."""
+
+    metadata: dict[str, Any] | None = None
+
+
 class Freight(ResourceBase):
-    """An immutable set of artifact versions; ``metadata.name`` is its ID."""
+    """An immutable set of artifact versions; ``metadata.name`` is its ID.
+
+    Its artifacts never change; its ``alias`` (``set-freight-alias``) and ``status.metadata``
+    (``set-metadata``) may, in the workflow that holds it."""
 
     api_version: Literal["kargo.akuity.io/v1alpha1"] = Field(
         default=KARGO_API_VERSION, alias="apiVersion"
@@ -695,6 +705,7 @@ class Freight(ResourceBase):
     charts: list[Chart] | None = None
     artifacts: list[ArtifactReference] | None = None
     discovered_at: datetime.datetime | None = None
+    status: FreightStatus | None = None
 
     @property
     def id(self) -> str:

@@ -309,6 +309,19 @@ class Scenarios:
             await _expect_failure(handle)
             await _save(handle, "promotion-inline")
 
+    async def metadata(self) -> None:
+        """``Promotion``: ``set-freight-alias`` and ``set-metadata`` (Kargo's examples), then a
+        ``compose-output`` reading the metadata back, Succeeded."""
+        from tests.test_metadata_steps import METADATA_SCENARIO, freight, project
+
+        target = freight(tag="v1.2.3", alias="my-app-freight")
+        async with self.worker():
+            await apply_project(self.client, with_freight(project(METADATA_SCENARIO), target))
+            handle = await start_promotion(self.client, "p", "test", target.metadata.name)
+            result: PromotionResult = await handle.result()
+            assert result.phase == "Succeeded", result.message
+            await _save(handle, "promotion-metadata")
+
     async def promotion(self) -> None:
         """``Promotion``: the whole quickstart, Argo CD included; and one that errors."""
         repo = self.repo("promotion")
@@ -364,6 +377,7 @@ ORDER = [
     "approval",
     "window",
     "inline",
+    "metadata",
     "promotion",
 ]
 

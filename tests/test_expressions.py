@@ -425,7 +425,8 @@ def test_render_whole_string_returns_the_raw_value() -> None:
 def test_render_interpolates_text() -> None:
     env = _env()
     assert render("stage/${{ ctx.stage }}", env) == "stage/test"
-    assert render("${{ 1 }}${{ 2 }}", env) == "12"
+    # Kargo types the whole rendered text: "12" is the number 12.
+    assert render("${{ 1 }}${{ 2 }}", env) == 12
     assert render("n=${{ vars.n }} f=${{ vars.f }} x=${{ 6 / 3 }}", env) == "n=7 f=2.5 x=2"
     assert render("b=${{ vars.flag }} none=${{ vars.empty }}", env) == "b=true none=null"
     assert render("l=${{ vars.list }} m=${{ {'b': 1, 'a': [nil]} }}", env) == (

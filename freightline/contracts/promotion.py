@@ -124,6 +124,15 @@ class PromotionPlan(Contract):
     """Whether the worker that resolved the plan has notification targets configured."""
     shard: str | None = None
     """The Stage's ``spec.shard``: its Argo CD steps run on that shard's task queue."""
+    planned_at: datetime | None = None
+    """When the plan was made: what ``now()`` returns in the promotion's expressions, the
+    same in the workflow, in every activity and on replay (None in plans recorded before)."""
+    actor: str | None = None
+    """Who asked for the promotion: ``ctx.meta.promotion.actor``."""
+    rollback: bool = False
+    """Whether the promotion is an automatic rollback: ``ctx.meta.promotion.rollback``."""
+    ui_base_url: str = ""
+    """The worker's UI address: ``ctx.uiBaseUrl``."""
 
 
 class StepStatus(StrEnum):
@@ -240,8 +249,19 @@ def find_freight(resources: ProjectResources, freight: str) -> Freight:
     raise NotFoundError(f'project "{resources.name}" has no Freight with ID or alias "{freight}"')
 
 
+ROLLBACK_ACTOR = "auto-rollback"
+"""The ``requestedBy`` of the promotions a Stage starts to roll back a failed verification."""
+
+
 def plan_promotion(
-    resources: ProjectResources, stage: str, freight: str, promotion: str
+    resources: ProjectResources,
+    stage: str,
+    freight: str,
+    promotion: str,
+    *,
+    planned_at: datetime | None = None,
+    actor: str | None = None,
+    ui_base_url: str = "",
 ) -> PromotionPlan:
     """Expand a Stage's promotion template into a flat, validated list of steps."""
     stage_resource = resources.stages.get(stage)
@@ -285,6 +305,10 @@ def plan_promotion(
         steps=tuple(steps),
         windows=windows_for(resources, stage),
         shard=stage_resource.spec.shard,
+        planned_at=planned_at,
+        actor=actor,
+        rollback=actor == ROLLBACK_ACTOR,
+        ui_base_url=ui_base_url,
     )
 
 
@@ -378,10 +402,12 @@ class StepScope:
     def record(self, outcome: StepOutcome) -> None:
         self.outcomes.append(outcome)
 
-    def context(self) -> dict[str, Any]:
-        """``ctx``: the project, Stage, promotion and target Freight."""
+    def context(self, step: PlannedStep | None = None) -> dict[str, Any]:
+        """``ctx``: Kargo's promotion context (the project, Stage, promotion, target Freight,
+        the UI address and ``meta``: who promoted, whether it is a rollback, the step's alias)."""
         freight = self.plan.freight
         return {
+            "uiBaseUrl": self.plan.ui_base_url,
             "project": self.plan.project,
             "stage": self.plan.stage,
             "promotion": self.plan.promotion,
@@ -389,6 +415,10 @@ class StepScope:
                 "name": freight.metadata.name,
                 "alias": freight.alias,
                 "origin": {"kind": freight.origin.kind, "name": freight.origin.name},
+            },
+            "meta": {
+                "promotion": {"actor": self.plan.actor or "", "rollback": self.plan.rollback},
+                "step": {"alias": step.alias if step is not None else ""},
             },
         }
 
@@ -404,16 +434,18 @@ class StepScope:
                 if alias.startswith(prefix)
             }
         env: dict[str, Any] = {
-            "ctx": self.context(),
+            "ctx": self.context(step),
             "outputs": outputs,
             "task": {"outputs": task_outputs},
             **artifact_functions(freight),
             "success": lambda: not self._any_failed(),
             "failure": self._any_failed,
             "always": lambda: True,
-            "status": self._status_of,
+            "status": lambda alias: self._status_of(step, alias),
             "vars": {},
         }
+        if self.plan.planned_at is not None:
+            env[expressions.NOW] = self.plan.planned_at
         rendered_vars: dict[str, Any] = {}
         for var in step.vars:
             env["vars"] = rendered_vars
@@ -425,10 +457,19 @@ class StepScope:
         return env
 
     def should_run(self, step: PlannedStep) -> bool:
-        """Kargo's default: a step runs only when no earlier step failed, unless ``if`` says."""
+        """Kargo's default: a step runs only when no earlier step failed, unless ``if`` says.
+
+        As in Kargo, ``if`` must render to a bool (``"false"`` renders to false, typed
+        like every template); anything else is an error, not a truthiness guess."""
         if step.if_ is None:
             return not self._any_failed()
-        return bool(_render(step.if_, self.env(step), step, "if"))
+        value = _render(step.if_, self.env(step), step, "if")
+        if not isinstance(value, bool):
+            raise ExpressionError(
+                f'step "{step.alias}" ({step.uses}) if: must evaluate to a bool, '
+                f"got {type(value).__name__} {value!r}"
+            )
+        return value
 
     def render_config(self, step: PlannedStep) -> dict[str, Any]:
         rendered = _render(step.config, self.env(step), step, "config")
@@ -438,9 +479,15 @@ class StepScope:
     def _any_failed(self) -> bool:
         return any(o.status in (StepStatus.FAILED, StepStatus.ERRORED) for o in self.outcomes)
 
-    def _status_of(self, alias: str) -> str:
+    def _status_of(self, step: PlannedStep, alias: Any) -> str:
+        # Kargo: inside a PromotionTask, status("x") names the sibling step "x" of the same
+        # task; outside one, a top-level step.
+        if not isinstance(alias, str) or not alias:
+            raise ExpressionError("status: the argument must be a non-empty step alias")
+        prefix = f"{step.task_alias}::" if step.task_alias is not None else ""
         for outcome in self.outcomes:
-            if outcome.alias == alias:
+            namespace, _, short = outcome.alias.rpartition("::")
+            if (namespace + "::" if namespace else "") == prefix and short == alias:
                 return outcome.status.value
         return ""
 

@@ -32,6 +32,7 @@ import io
 import json
 import math
 import re
+import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -1652,8 +1653,6 @@ _DATE_LAYOUTS = (
 
 
 def _zone(name: Any) -> datetime.tzinfo:
-    import zoneinfo  # only here: most expressions never name a time zone
-
     text = _string_arg(name, "timezone")
     if text in ("UTC", ""):
         return datetime.UTC
@@ -2654,3 +2653,32 @@ def render(value: Any, env: Mapping[str, Any]) -> Any:
     if isinstance(value, tuple):
         return tuple(render(item, env) for item in value)
     return value
+
+
+def check_template(value: Any) -> None:
+    """Parse every ``${{ }}`` expression in ``value`` (strings inside dicts and lists too),
+    without evaluating any: ``apply`` calls it so a syntax error is refused up front.
+
+    Raises :class:`ExpressionError` for an unclosed delimiter or an expression that
+    does not parse.
+    """
+    if isinstance(value, str):
+        if _OPEN in value or _OPEN_ALT in value:
+            for is_expression, text in _segments(value):
+                if is_expression:
+                    parse(text.strip())
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            check_template(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_template(item)
+
+
+def check_condition(text: str) -> None:
+    """Parse a condition (``if:``, ``freightCreationCriteria.expression``), written as a
+    template or as a bare expression, without evaluating it."""
+    if _OPEN in text or _OPEN_ALT in text:
+        check_template(text)
+    else:
+        parse(text.strip())

@@ -629,7 +629,7 @@ def test_failing_callable_is_named_and_chained() -> None:
     with pytest.raises(ExpressionError) as info:
         evaluate("imageFrom(vars.name).Tag", _env(imageFrom=image_from))
     assert str(info.value) == (
-        'expression "imageFrom(vars.name).Tag": imageFrom: no image found for repo nginx'
+        'expression "imageFrom(vars.name).Tag": imageFrom: no image found for repo nginx at column 1'
     )
     assert info.value.__cause__ is cause
 
@@ -639,7 +639,7 @@ def test_callers_can_prefix_the_step() -> None:
         evaluate("foo", {})
     except ExpressionError as err:
         wrapped = ExpressionError(f"step update: {err}")
-    assert str(wrapped) == 'step update: expression "foo": unknown name "foo"'
+    assert str(wrapped) == 'step update: expression "foo": unknown name "foo" at column 1'
 
 
 def test_render_errors() -> None:
@@ -1244,3 +1244,10 @@ spec:
         "'$.data.value' must be in braces",
     ]:
         assert expected in message, message
+
+
+def test_evaluation_errors_name_the_position() -> None:
+    assert error_of('vars.n + "x"').endswith("invalid operation: int + string at column 8")
+    assert error_of("vars.nested.a.b.c.d").endswith('has no field "c" at column 16')
+    assert error_of("map([1], # + 'a')").endswith("at column 12")
+    assert "at line 2, column 13" in error_of("[\n  vars.name * 2]")

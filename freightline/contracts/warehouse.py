@@ -16,8 +16,10 @@ Kargo makes it:
   before it is made. Its names are Kargo's: ``imageFrom(repoURL)``,
   ``commitFrom(repoURL)``, ``chartFrom(repoURL[, name])`` over the
   candidate's artifacts (fields ``RepoURL``, ``Tag``, ``Digest``,
-  ``Annotations`` / ``ID``, ``Branch``, ``Message``, ``Author``,
-  ``Committer`` / ``Name``, ``Version``), and ``warehouse(name)``.
+  ``Annotations`` / ``ID``, ``Branch``, ``Subject`` (or ``Message``), ``Author``,
+  ``Committer`` / ``Name``, ``Version``; an unknown field is an error, not a
+  silently false criterion), ``artifactFrom`` and ``warehouse(name)``; see
+  docs/expressions.md.
 
 The Warehouse keeps the newest :data:`MAX_FREIGHT_HISTORY` Freight, newest
 first; older Freight is dropped from the Warehouse (Freight already promoted

@@ -147,7 +147,9 @@ _MAX_SIZE = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """Base of the expression AST."""
+    """Base of the expression AST; ``pos`` is where it starts in the text (errors name it)."""
+
+    pos: int = dataclasses.field(default=-1, compare=False, kw_only=True, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +275,13 @@ class _ParseError(Exception):
 
 
 class _EvalError(Exception):
-    """What went wrong while evaluating; ``evaluate`` adds the expression text."""
+    """What went wrong while evaluating; ``evaluate`` adds the expression text and where."""
+
+    pos: int | None = None
+
+    def at(self, pos: int | None) -> _EvalError:
+        self.pos = pos
+        return self
 
 
 class _NilChain(Exception):
@@ -568,9 +576,9 @@ class _Parser:
                 left = self._comparison(left, op, negate)
             else:
                 right_precedence = op_precedence + (0 if op in _RIGHT_ASSOCIATIVE else 1)
-                left = Binary(op, left, self.expression(right_precedence))
+                left = Binary(op, left, self.expression(right_precedence), pos=token.pos)
                 if negate:
-                    left = Unary("not", left)
+                    left = Unary("not", left, pos=token.pos)
             previous = op
         if precedence == 0:
             left = self._conditional(left)
@@ -594,17 +602,18 @@ class _Parser:
             self._fail(name, f"expected a function name after |, not {name.describe()}")
         if self.current.is_op("("):
             return self._call(name.text, left)
-        return Call(Name(name.text), (left,))
+        return Call(Name(name.text, pos=name.pos), (left,), pos=name.pos)
 
     def _comparison(self, left: Node, op: str, negate: bool) -> Node:
         # expr-lang chains comparisons: ``a < b < c`` means ``a < b && b < c``.
         root: Node | None = None
         while True:
+            op_pos = self.tokens[self.index - 1].pos
             right = self.expression(_COMPARISON_PRECEDENCE + 1)
-            node: Node = Binary(op, left, right)
+            node: Node = Binary(op, left, right, pos=op_pos)
             if negate:
-                node = Unary("not", node)
-            root = node if root is None else Binary("&&", root, node)
+                node = Unary("not", node, pos=op_pos)
+            root = node if root is None else Binary("&&", root, node, pos=op_pos)
             left = right
             token = self.current
             negate = token.is_op("not") and self._peek().text in _NEGATABLE
@@ -619,10 +628,10 @@ class _Parser:
 
     def _conditional(self, node: Node) -> Node:
         while self.current.is_op("?"):
-            self._advance()
+            question = self._advance()
             then = self.expression(0)
             self._expect(":")
-            node = Conditional(node, then, self.expression(0))
+            node = Conditional(node, then, self.expression(0), pos=question.pos)
         return node
 
     def _primary(self) -> Node:
@@ -633,16 +642,17 @@ class _Parser:
             if not self.closures:
                 self._fail(token, f"{_quoted(token.text)} can only be used inside a predicate")
             self._advance()
-            return self._postfix(Pointer(token.value))
+            return self._postfix(Pointer(token.value, pos=token.pos))
         if token.is_op(".") and self.closures and self._peek().kind == "ident":
             # .Field inside a predicate is #.Field
             self._advance()
             name = self._advance()
-            return self._postfix(Member(Pointer(""), Literal(name.text)))
+            pointer = Pointer("", pos=token.pos)
+            return self._postfix(Member(pointer, Literal(name.text), pos=token.pos))
         if token.kind == "op" and token.text in _UNARY:
             self._advance()
             operand = self.expression(_UNARY[token.text])
-            return self._postfix(Unary(token.text, operand))
+            return self._postfix(Unary(token.text, operand, pos=token.pos))
         if token.is_op("("):
             self._advance()
             inner = self.expression(0)
@@ -652,7 +662,7 @@ class _Parser:
 
     def _if(self) -> Node:
         # expr-lang's if cond { a } else { b }
-        self._advance()
+        start = self._advance().pos
         cond = self.expression(0)
         self._expect("{")
         then = self.expression(0)
@@ -661,11 +671,11 @@ class _Parser:
         if else_token.kind != "ident" or else_token.text != "else":
             self._fail(else_token, "expected else after the if block")
         if self.current.kind == "ident" and self.current.text == "if":
-            return Conditional(cond, then, self._if())
+            return Conditional(cond, then, self._if(), pos=start)
         self._expect("{")
         otherwise = self.expression(0)
         self._expect("}")
-        return Conditional(cond, then, otherwise)
+        return Conditional(cond, then, otherwise, pos=start)
 
     def _secondary(self) -> Node:
         token = self._advance()
@@ -676,7 +686,11 @@ class _Parser:
             if token.text == "nil":
                 return Literal(None)
             is_call = self.current.is_op("(")
-            node = self._call(token.text) if is_call else Name(token.text)
+            node = (
+                self._call(token.text, pos=token.pos)
+                if is_call
+                else Name(token.text, pos=token.pos)
+            )
         elif token.kind == "num":
             return Literal(token.value)
         elif token.kind == "str":
@@ -689,10 +703,13 @@ class _Parser:
             self._fail(token)
         return self._postfix(node)
 
-    def _call(self, name: str, piped: Node | None = None) -> Node:
+    def _call(self, name: str, piped: Node | None = None, pos: int = -1) -> Node:
+        if pos < 0:
+            pos = self.tokens[self.index - 1].pos
+        callee = Name(name, pos=pos)
         if name not in _PREDICATE_ARGS:
             given = self._arguments()
-            return Call(Name(name), given if piped is None else (piped, *given))
+            return Call(callee, given if piped is None else (piped, *given), pos=pos)
         # A predicate builtin: its predicate argument is a closure, braces optional.
         closure_at = _PREDICATE_ARGS[name]
         self._expect("(")
@@ -709,7 +726,7 @@ class _Parser:
             else:
                 args.append(self.expression(0))
         self._advance()
-        return Call(Name(name), tuple(args))
+        return Call(callee, tuple(args), pos=pos)
 
     def _closure(self) -> Node:
         self.closures += 1
@@ -791,32 +808,32 @@ class _Parser:
                     name.kind == "ident" or (name.kind == "op" and name.text in _WORD_OPERATORS)
                 ):
                     self._fail(name, f"expected a field name after {_quoted(token.text)}")
-                node = Member(inner, Literal(name.text), optional=optional, dot=True)
+                node = Member(inner, Literal(name.text), optional=optional, dot=True, pos=token.pos)
                 if self.current.is_op("("):
-                    node = Call(node, self._arguments())
+                    node = Call(node, self._arguments(), pos=token.pos)
             elif token.is_op("[") or (optional and self._peek().is_op("[")):
                 if optional:
                     self._advance()
                 self._advance()
-                node = self._index(inner, optional)
+                node = self._index(inner, optional, token.pos)
             else:
                 return node
             if in_chain or optional:
                 node = Chain(node)
 
-    def _index(self, obj: Node, optional: bool) -> Node:
+    def _index(self, obj: Node, optional: bool, pos: int) -> Node:
         start: Node | None = None
         stop: Node | None = None
         if not self.current.is_op(":"):
             start = self.expression(0)
             if self.current.is_op("]"):
                 self._advance()
-                return Member(obj, start, optional=optional, dot=False)
+                return Member(obj, start, optional=optional, dot=False, pos=pos)
         self._expect(":")
         if not self.current.is_op("]"):
             stop = self.expression(0)
         self._expect("]")
-        return SliceNode(obj, start, stop)
+        return SliceNode(obj, start, stop, pos=pos)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -2150,6 +2167,15 @@ class _Interpreter:
             raise _EvalError(f"expression takes more than {_MAX_STEPS} evaluation steps")
 
     def eval(self, node: Node) -> Any:
+        try:
+            return self._eval(node)
+        except _EvalError as err:
+            # The innermost node that knows where it is names the place of the error.
+            if err.pos is None and node.pos >= 0:
+                err.pos = node.pos
+            raise
+
+    def _eval(self, node: Node) -> Any:
         self.charge()
         match node:
             case Literal(value=value):
@@ -2256,7 +2282,7 @@ class _Interpreter:
         try:
             result = function(*args)
         except _EvalError as err:
-            raise _EvalError(f"{name}: {err}") from err.__cause__
+            raise _EvalError(f"{name}: {err}").at(err.pos) from err.__cause__
         except ExpressionError as err:
             raise _EvalError(f"{name}: {err}") from err
         except Exception as err:
@@ -2299,7 +2325,7 @@ class _Interpreter:
         except _EvalError as err:
             if str(err).startswith(f"{name}:"):
                 raise
-            raise _EvalError(f"{name}: {err}") from err.__cause__
+            raise _EvalError(f"{name}: {err}").at(err.pos) from err.__cause__
 
     def _unary(self, op: str, value: Any) -> Any:
         if op in ("!", "not"):
@@ -2475,7 +2501,8 @@ def evaluate(expression: str, env: Mapping[str, Any]) -> Any:
     try:
         return _Interpreter(env).eval(node)
     except _EvalError as err:
-        raise ExpressionError(f"expression {_quoted(expression)}: {err}") from err.__cause__
+        where = "" if err.pos is None else f" at {_location(expression, err.pos)}"
+        raise ExpressionError(f"expression {_quoted(expression)}: {err}{where}") from err.__cause__
     except _NilChain:  # pragma: no cover - every optional access sits inside a Chain
         return None
     except RecursionError:

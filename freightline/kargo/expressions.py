@@ -859,7 +859,10 @@ def parse(expression: str) -> Node:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    kind = type(value)
+    if kind is int or kind is float:  # the common case, kept cheap
+        return True
+    return kind is not bool and isinstance(value, int | float)
 
 
 def _is_list(value: Any) -> bool:
@@ -2105,13 +2108,18 @@ def _equal(left: Any, right: Any) -> bool:
         return False
 
 
-def _fetch(obj: Any, key: Any, subject: str, *, dot: bool) -> Any:
-    """``obj.key`` or ``obj[key]``: nil for a missing map key, an error otherwise."""
+def _fetch(obj: Any, key: Any, node: Node | str, *, dot: bool) -> Any:
+    """``obj.key`` or ``obj[key]``: nil for a missing map key, an error otherwise.
+
+    ``node`` is what ``obj`` came from, turned into text only for an error message."""
     if isinstance(obj, Mapping):
         try:
             return obj.get(key)
         except TypeError:
             raise _EvalError(f"cannot index map with {_describe(key)}") from None
+    if _is_list(obj) and not dot and type(key) is int and -len(obj) <= key < len(obj):
+        return obj[key]  # the common case, kept cheap
+    subject = node if isinstance(node, str) else _unparse(node)
     if obj is None:
         if dot:
             raise _EvalError(f'{_quoted(subject)} is nil, so it has no field "{key}"')
@@ -2141,9 +2149,9 @@ def _fetch(obj: Any, key: Any, subject: str, *, dot: bool) -> Any:
         raise _EvalError(f"{_quoted(subject)}.{key}: {err}") from err
 
 
-def _slice(obj: Any, start: Any, stop: Any, subject: str) -> Any:
+def _slice(obj: Any, start: Any, stop: Any, node: Node) -> Any:
     if not (_is_list(obj) or isinstance(obj, str)):
-        raise _EvalError(f"cannot slice {_type_name(obj)} ({_quoted(subject)})")
+        raise _EvalError(f"cannot slice {_type_name(obj)} ({_quoted(_unparse(node))})")
     for bound in (start, stop):
         if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
             raise _EvalError(f"slice bounds must be ints, not {_type_name(bound)}")
@@ -2167,65 +2175,84 @@ class _Interpreter:
             raise _EvalError(f"expression takes more than {_MAX_STEPS} evaluation steps")
 
     def eval(self, node: Node) -> Any:
+        self.steps += 1
+        if self.steps > _MAX_STEPS:
+            self.charge(0)
         try:
-            return self._eval(node)
+            return _HANDLERS[type(node)](self, node)
         except _EvalError as err:
             # The innermost node that knows where it is names the place of the error.
             if err.pos is None and node.pos >= 0:
                 err.pos = node.pos
             raise
+        except KeyError:  # pragma: no cover - every node class has a handler
+            if type(node) in _HANDLERS:
+                raise
+            raise _EvalError(f"cannot evaluate {type(node).__name__}") from None
 
-    def _eval(self, node: Node) -> Any:
-        self.charge()
-        match node:
-            case Literal(value=value):
-                return value
-            case Name(name=name):
-                return self._lookup(name)
-            case Pointer(name=name):
-                return self._pointer(name)
-            case Member(obj=obj, key=key, optional=optional, dot=dot):
-                target = self.eval(obj)
-                if target is None and optional:
-                    raise _NilChain
-                return _fetch(target, self.eval(key), _unparse(obj), dot=dot)
-            case SliceNode(obj=obj, start=start, stop=stop):
-                return _slice(
-                    self.eval(obj),
-                    None if start is None else self.eval(start),
-                    None if stop is None else self.eval(stop),
-                    _unparse(obj),
-                )
-            case Chain(node=inner):
-                try:
-                    return self.eval(inner)
-                except _NilChain:
-                    return None
-            case Call(callee=callee, args=args):
-                return self._call(callee, args)
-            case ArrayNode(items=items):
-                return [self.eval(item) for item in items]
-            case MapNode(pairs=pairs):
-                return self._map(pairs)
-            case Unary(op=op, operand=operand):
-                return self._unary(op, self.eval(operand))
-            case Binary(op=op, left=left, right=right):
-                return self._binary(op, left, right)
-            case Conditional(cond=cond, then=then, otherwise=otherwise):
-                test = self.eval(cond)
-                if not isinstance(test, bool):
-                    raise _EvalError(f"condition of ?: must be a bool, not {_type_name(test)}")
-                return self.eval(then if test else otherwise)
-            case Let(name=name, value=value, body=body):
-                saved = self.variables
-                self.variables = {**saved, name: self.eval(value)}
-                try:
-                    return self.eval(body)
-                finally:
-                    self.variables = saved
-            case Closure():
-                raise _EvalError("a predicate can only be an argument of a predicate builtin")
-        raise _EvalError(f"cannot evaluate {type(node).__name__}")
+    # One method per node class, dispatched by type (a match statement over a dozen
+    # class patterns costs more than the work of most nodes).
+
+    def _literal(self, node: Literal) -> Any:
+        return node.value
+
+    def _name(self, node: Name) -> Any:
+        return self._lookup(node.name)
+
+    def _pointer_node(self, node: Pointer) -> Any:
+        return self._pointer(node.name)
+
+    def _member(self, node: Member) -> Any:
+        target = self.eval(node.obj)
+        if target is None and node.optional:
+            raise _NilChain
+        return _fetch(target, self.eval(node.key), node.obj, dot=node.dot)
+
+    def _slice_node(self, node: SliceNode) -> Any:
+        return _slice(
+            self.eval(node.obj),
+            None if node.start is None else self.eval(node.start),
+            None if node.stop is None else self.eval(node.stop),
+            node.obj,
+        )
+
+    def _chain(self, node: Chain) -> Any:
+        try:
+            return self.eval(node.node)
+        except _NilChain:
+            return None
+
+    def _call_node(self, node: Call) -> Any:
+        return self._call(node.callee, node.args)
+
+    def _array(self, node: ArrayNode) -> Any:
+        return [self.eval(item) for item in node.items]
+
+    def _map_node(self, node: MapNode) -> Any:
+        return self._map(node.pairs)
+
+    def _unary_node(self, node: Unary) -> Any:
+        return self._unary(node.op, self.eval(node.operand))
+
+    def _binary_node(self, node: Binary) -> Any:
+        return self._binary(node.op, node.left, node.right)
+
+    def _conditional(self, node: Conditional) -> Any:
+        test = self.eval(node.cond)
+        if not isinstance(test, bool):
+            raise _EvalError(f"condition of ?: must be a bool, not {_type_name(test)}")
+        return self.eval(node.then if test else node.otherwise)
+
+    def _let(self, node: Let) -> Any:
+        saved = self.variables
+        self.variables = {**saved, node.name: self.eval(node.value)}
+        try:
+            return self.eval(node.body)
+        finally:
+            self.variables = saved
+
+    def _closure(self, node: Closure) -> Any:
+        raise _EvalError("a predicate can only be an argument of a predicate builtin")
 
     def _lookup(self, name: str) -> Any:
         if name in self.variables:
@@ -2255,7 +2282,7 @@ class _Interpreter:
         return result
 
     def _call(self, callee: Node, arg_nodes: tuple[Node, ...]) -> Any:
-        name = _unparse(callee)
+        name = callee.name if isinstance(callee, Name) else _unparse(callee)
         builtin: _Builtin | None = None
         if (
             isinstance(callee, Name)
@@ -2488,6 +2515,26 @@ class _Interpreter:
             return re.search(right, left) is not None
         except re.error as err:
             raise _EvalError(f"invalid regular expression {_describe(right)}: {err}") from None
+
+
+_HANDLERS: Mapping[type[Node], Callable[[_Interpreter, Any], Any]] = MappingProxyType(
+    {
+        Literal: _Interpreter._literal,
+        Name: _Interpreter._name,
+        Pointer: _Interpreter._pointer_node,
+        Member: _Interpreter._member,
+        SliceNode: _Interpreter._slice_node,
+        Chain: _Interpreter._chain,
+        Call: _Interpreter._call_node,
+        ArrayNode: _Interpreter._array,
+        MapNode: _Interpreter._map_node,
+        Unary: _Interpreter._unary_node,
+        Binary: _Interpreter._binary_node,
+        Conditional: _Interpreter._conditional,
+        Let: _Interpreter._let,
+        Closure: _Interpreter._closure,
+    }
+)
 
 
 def evaluate(expression: str, env: Mapping[str, Any]) -> Any:

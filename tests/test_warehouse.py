@@ -162,6 +162,36 @@ def test_manual_policy_empty_subscription_and_criteria() -> None:
     with pytest.raises(ExpressionError, match="freightCreationCriteria"):
         decide_freight("p", criteria("nosuch(1)"), discovery("1"), (), NOW)
 
+    # Kargo's criteria fields: Subject (and CreatorDate, from discovery); a misspelt field
+    # is an error, never a silently false criterion; now() is the discovery's time.
+    repo = "https://github.com/example/app.git"
+    by_subject = f"commitFrom('{repo}').Subject == 'fix'"
+    assert decide_freight("p", criteria(by_subject), discovery("1.0.0"), (), NOW).freight
+    with pytest.raises(ExpressionError, match='has no field "Subjekt"'):
+        decide_freight(
+            "p", criteria(f"commitFrom('{repo}').Subjekt == 'fix'"), discovery("1"), (), NOW
+        )
+    found = discovery("1.0.0")
+    dated = found.model_copy(
+        update={
+            "subscriptions": tuple(
+                s.model_copy(
+                    update={
+                        "commits": tuple(
+                            c.model_copy(update={"creator_date": NOW - timedelta(hours=2)})
+                            for c in s.commits
+                        )
+                    }
+                )
+                for s in found.subscriptions
+            )
+        }
+    )
+    old_enough = f"now() - commitFrom('{repo}').CreatorDate > duration('1h')"
+    assert decide_freight("p", criteria(old_enough), dated, (), NOW).freight
+    too_new = f"now() - commitFrom('{repo}').CreatorDate > duration('3h')"
+    assert decide_freight("p", criteria(too_new), dated, (), NOW).freight is None
+
 
 def test_history_is_bounded_newest_first() -> None:
     spec = warehouse([IMAGE_SUB, GIT_SUB, CHART_SUB])

@@ -33,13 +33,15 @@ Repositories are compared in the normal forms above, one rule per kind
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from freightline.kargo.expressions import Time
 from freightline.kargo.resources import (
     ArtifactReference,
     Chart,
@@ -398,7 +400,7 @@ class CommitView:
     Subject: str | None
     Author: str | None
     Committer: str | None
-    CreatorDate: str | None
+    CreatorDate: Time | None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -442,6 +444,13 @@ class ArtifactView:
         }
 
 
+def _creator_date(
+    commit_id: str | None, dates: Mapping[str, datetime.datetime] | None
+) -> Time | None:
+    moment = (dates or {}).get(commit_id or "")
+    return None if moment is None else Time(moment)
+
+
 def _origin_of(function: str, origin: Any) -> str | None:
     """The Warehouse name an optional ``warehouse("name")`` argument asks for."""
     if origin is None:
@@ -462,14 +471,19 @@ def _repo_arg(function: str, value: Any) -> str:
     return value
 
 
-def artifact_functions(freight: Freight | Iterable[Freight]) -> dict[str, Callable[..., Any]]:
+def artifact_functions(
+    freight: Freight | Iterable[Freight],
+    *,
+    commit_dates: Mapping[str, datetime.datetime] | None = None,
+) -> dict[str, Callable[..., Any]]:
     """Kargo's expression functions over a Stage's Freight (one Freight, or one per origin):
     ``imageFrom(repoURL[, origin])``, ``commitFrom(repoURL[, origin])``,
     ``chartFrom(repoURL[, name][, origin])``, ``artifactFrom(subscription[, origin])`` (each
     nil when no Freight has such an artifact) and ``warehouse(name)`` (an origin).
 
     The one implementation for promotion steps, Freight creation criteria and
-    verification: the same call gives the same answer everywhere.
+    verification: the same call gives the same answer everywhere. ``commit_dates`` (commit
+    ID to its creator date, known right after discovery) fills ``CreatorDate``.
     """
     collection = [freight] if isinstance(freight, Freight) else list(freight)
 
@@ -501,7 +515,7 @@ def artifact_functions(freight: Freight | Iterable[Freight]) -> dict[str, Callab
                         Subject=commit.message,
                         Author=commit.author,
                         Committer=commit.committer,
-                        CreatorDate=None,
+                        CreatorDate=_creator_date(commit.id, commit_dates),
                     )
         return None
 

@@ -949,12 +949,19 @@ def test_expr_lang_language_definition(expression: str, expected: Any) -> None:
         ('sharedSecret("slack").token', "sharedSecret() is not supported"),
         ('configMap("settings").repoURL', "configMap() is not supported here"),
         ("if 1 { 2 } else { 3 }", "condition of ?: must be a bool"),
+        ('"ab" matches "(?<=a)b"', "invalid regular expression"),
     ],
 )
 def test_expr_lang_errors_name_the_expression(expression: str, message: str) -> None:
     text = error_of(expression)
     assert message in text
     assert text.startswith(f'expression "{expression}"')
+
+
+def test_matches_is_re2_like_go() -> None:
+    # A backtracking engine takes minutes on this; Go's engine (RE2), and ours, do not.
+    assert evaluate('repeat("a", 5000) + "!" matches "(a+)+$"', {}) is False
+    assert evaluate(r'"v1.2.3" matches `^v[0-9]+\.[0-9]+`', {}) is True
 
 
 def test_hostile_expressions_stop_within_the_budget() -> None:
@@ -1251,3 +1258,70 @@ def test_evaluation_errors_name_the_position() -> None:
     assert error_of("vars.nested.a.b.c.d").endswith('has no field "c" at column 16')
     assert error_of("map([1], # + 'a')").endswith("at column 12")
     assert "at line 2, column 13" in error_of("[\n  vars.name * 2]")
+
+
+def test_verification_args_see_kargo_functions_and_the_workflow_clock() -> None:
+    import datetime
+
+    from freightline.contracts.verification import verification_request
+    from freightline.kargo.config import group_by_project, load_text
+    from tests.pipelines import dump, freight_for
+
+    documents = [
+        {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": "p"}},
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Warehouse",
+            "metadata": {"name": "w", "namespace": "p"},
+            "spec": {"subscriptions": [{"image": {"repoURL": "nginx"}}]},
+        },
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "AnalysisTemplate",
+            "metadata": {"name": "a", "namespace": "p"},
+            "spec": {
+                "args": [{"name": "day"}, {"name": "tag"}],
+                "metrics": [
+                    {
+                        "name": "m",
+                        "successCondition": "result == 1",
+                        "provider": {
+                            "web": {
+                                "url": "http://127.0.0.1:9/{{args.day}}/{{args.tag}}",
+                                "jsonPath": "{$.v}",
+                            }
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Stage",
+            "metadata": {"name": "s", "namespace": "p"},
+            "spec": {
+                "requestedFreight": [
+                    {"origin": {"kind": "Warehouse", "name": "w"}, "sources": {"direct": True}}
+                ],
+                "verification": {
+                    "analysisTemplates": [{"name": "a"}],
+                    "args": [
+                        {"name": "day", "value": "${{ now().Format('2006-01-02') }}"},
+                        {"name": "tag", "value": "${{ imageFrom('nginx').Tag | upper() }}"},
+                    ],
+                },
+            },
+        },
+    ]
+    (resources,) = group_by_project(load_text(dump(documents), source="test")).values()
+    now = datetime.datetime(2026, 12, 2, 21, 0, tzinfo=datetime.UTC)
+    request = verification_request(
+        "p",
+        resources.stages["s"],
+        freight_for("v1.0.0", image="nginx", warehouse="w"),
+        resources.analysis_templates,
+        now=now,
+    )
+    assert request is not None
+    web = request.metrics[0].provider.web
+    assert web is not None and web.url == "http://127.0.0.1:9/2026-12-02/V1.0.0"

@@ -443,6 +443,7 @@ class StageWorkflow:
                     self.state.config.stage,
                     entry.freight,
                     self.state.config.analysis_templates,
+                    now=started,
                 )
                 if entry
                 else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
@@ -10,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 from freightline.contracts.model import Contract
 from freightline.errors import ConfigError, root_cause
 from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus, resolve_metrics
+from freightline.kargo.expressions import NOW
 from freightline.kargo.freight import artifact_functions
 from freightline.kargo.resources import AnalysisTemplate, Freight, Metric, Stage
 
@@ -48,9 +50,15 @@ def ended_run(failure: BaseException) -> AnalysisRunStatus | None:
 
 
 def verification_request(
-    project: str, stage: Stage, freight: Freight, templates: Mapping[str, AnalysisTemplate]
+    project: str,
+    stage: Stage,
+    freight: Freight,
+    templates: Mapping[str, AnalysisTemplate],
+    now: datetime | None = None,
 ) -> VerificationRequest | None:
-    """The verification to run for ``freight`` in ``stage``; None when the Stage has none."""
+    """The verification to run for ``freight`` in ``stage``; None when the Stage has none.
+
+    ``now`` (the workflow's clock) is what ``now()`` gives in the verification args."""
     verification = stage.spec.verification
     if verification is None or not verification.analysis_templates:
         return None
@@ -76,6 +84,8 @@ def verification_request(
         "vars": {},
         **artifact_functions(freight),
     }
+    if now is not None:
+        env[NOW] = now
     metrics = tuple(resolve_metrics(chosen, verification.args or [], env))
     return VerificationRequest(
         project=project,

@@ -1217,6 +1217,10 @@ spec:
   requestedFreight:
   - origin: {kind: Warehouse, name: w}
     sources: {direct: true}
+  verification:
+    analysisTemplates: [{name: a}]
+    args:
+    - {name: tag, value: '${{ imageFrom("nginx").Tag | }}'}
   promotionTemplate:
     spec:
       vars:
@@ -1245,6 +1249,7 @@ spec:
         "spec.subscriptions[1].git.semverConstraint: invalid semver constraint",
         "spec.freightCreationCriteria.expression: expression",
         'document 2 (Stage "s"): spec.promotionTemplate.spec.vars[0].value: expression',
+        "spec.verification.args[0].value: expression",
         'spec.promotionTemplate.spec.steps[0].if: expression "success("',
         'spec.promotionTemplate.spec.steps[0].config: expression "[1, 2"',
         'document 3 (AnalysisTemplate "a"): spec.metrics[0].provider.web.jsonPath: jsonPath '
@@ -1325,3 +1330,127 @@ def test_verification_args_see_kargo_functions_and_the_workflow_clock() -> None:
     assert request is not None
     web = request.metrics[0].provider.web
     assert web is not None and web.url == "http://127.0.0.1:9/2026-12-02/V1.0.0"
+
+
+def test_kargo_reference_promotion_example() -> None:
+    # The promotion template of Kargo's expressions reference ("Pre-Defined Variables"),
+    # and its semverDiff example, rendered step by step.
+    from freightline.contracts.promotion import StepOutcome, StepScope, StepStatus, plan_promotion
+    from freightline.kargo.config import group_by_project, load_text
+    from tests.pipelines import dump, freight_for, with_freight
+
+    template = {
+        "vars": [
+            {"name": "gitRepo", "value": "https://github.com/example/repo.git"},
+            {"name": "srcPath", "value": "./src"},
+            {"name": "outPath", "value": "./out"},
+            {"name": "targetBranch", "value": "stage/${{ ctx.stage }}"},
+            {"name": "imageRepo", "value": "public.ecr.aws/nginx/nginx"},
+        ],
+        "steps": [
+            {
+                "uses": "kustomize-set-image",
+                "as": "update-image",
+                "config": {
+                    "path": "${{ vars.srcPath }}/base",
+                    "images": [{"image": "public.ecr.aws/nginx/nginx"}],
+                },
+            },
+            {
+                "uses": "git-commit",
+                "as": "commit",
+                "config": {
+                    "path": "${{ vars.outPath }}",
+                    "message": "${{ outputs['update-image'].commitMessage }}",
+                },
+            },
+            {
+                "uses": "git-push",
+                "as": "direct-push",
+                "if": "${{ semverDiff(imageFrom(vars.imageRepo).Tag, "
+                "outputs['update-image'].currentVersion) != 'Major' }}",
+                "config": {
+                    "path": "${{ vars.outPath }}",
+                    "targetBranch": "${{ vars.targetBranch }}",
+                    "message": "${{ semverDiff(imageFrom(vars.imageRepo).Tag, "
+                    "outputs['update-image'].currentVersion) }} update of ${{ vars.imageRepo }}",
+                },
+            },
+            {
+                "uses": "argocd-update",
+                "config": {
+                    "apps": [
+                        {
+                            "name": "example-${{ ctx.stage }}",
+                            "sources": [
+                                {
+                                    "repoURL": "${{ vars.gitRepo }}",
+                                    "desiredRevision": "${{ outputs.commit.commit }}",
+                                }
+                            ],
+                        }
+                    ]
+                },
+            },
+        ],
+    }
+    documents = [
+        {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": "p"}},
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Warehouse",
+            "metadata": {"name": "w", "namespace": "p"},
+            "spec": {"subscriptions": [{"image": {"repoURL": "public.ecr.aws/nginx/nginx"}}]},
+        },
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Stage",
+            "metadata": {"name": "uat", "namespace": "p"},
+            "spec": {
+                "requestedFreight": [
+                    {"origin": {"kind": "Warehouse", "name": "w"}, "sources": {"direct": True}}
+                ],
+                "promotionTemplate": {"spec": template},
+            },
+        },
+    ]
+    (resources,) = group_by_project(load_text(dump(documents), source="test")).values()
+    freight = freight_for("1.29.1", warehouse="w")
+    plan = plan_promotion(with_freight(resources, freight), "uat", freight.metadata.name, "p1")
+    steps = {step.alias: step for step in plan.steps}
+    scope = StepScope(
+        plan,
+        [
+            StepOutcome(
+                alias="update-image",
+                uses="kustomize-set-image",
+                status=StepStatus.SUCCEEDED,
+                outputs={"commitMessage": "Updated nginx to 1.29.1", "currentVersion": "1.28.0"},
+            ),
+            StepOutcome(
+                alias="commit",
+                uses="git-commit",
+                status=StepStatus.SUCCEEDED,
+                outputs={"commit": "3f2c1a9e"},
+            ),
+        ],
+    )
+    assert scope.render_config(steps["update-image"])["path"] == "./src/base"
+    assert scope.render_config(steps["commit"]) == {
+        "path": "./out",
+        "message": "Updated nginx to 1.29.1",
+    }
+    assert scope.should_run(steps["direct-push"]) is True
+    assert scope.render_config(steps["direct-push"]) == {
+        "path": "./out",
+        "targetBranch": "stage/uat",
+        "message": "Minor update of public.ecr.aws/nginx/nginx",
+    }
+    assert scope.render_config(steps["step-3"])["apps"] == [
+        {
+            "name": "example-uat",
+            "sources": [
+                {"repoURL": "https://github.com/example/repo.git", "desiredRevision": "3f2c1a9e"}
+            ],
+        }
+    ]

@@ -637,7 +637,7 @@ class AnalysisRunArgument(KargoModel):
     """A value passed to the AnalysisTemplates' ``args``."""
 
     name: str
-    value: str
+    value: TemplatedText
 
 
 class Verification(KargoModel):

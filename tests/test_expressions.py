@@ -1454,3 +1454,13 @@ def test_kargo_reference_promotion_example() -> None:
             ],
         }
     ]
+
+
+def test_render_text_keeps_what_only_looks_like_a_number() -> None:
+    from freightline.kargo.expressions import render_text
+
+    assert render("${{ '1.10' }}", {}) == 1.1  # typed, as Kargo types step config
+    assert render_text("${{ '1.10' }}", {}) == "1.10"
+    assert render_text("${{ 3 }}-${{ true }}", {}) == "3-true"
+    assert render_text("${{ quote('x') }}", {}) == "x"
+    assert render_text("plain", {}) == "plain"

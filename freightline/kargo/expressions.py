@@ -65,6 +65,7 @@ __all__ = [
     "parse",
     "render",
     "render_string",
+    "render_text",
 ]
 
 # expr-lang's precedence table (parser/operator/operator.go). ``??`` binds
@@ -2703,6 +2704,24 @@ def render_string(template: str, env: Mapping[str, Any]) -> Any:
     """
     if _OPEN not in template and _OPEN_ALT not in template:
         return template
+    return _typed(_rendered_text(template, env), template)
+
+
+def render_text(template: str, env: Mapping[str, Any]) -> str:
+    """Like :func:`render_string`, but always the text, never typed: where a string is
+    wanted whatever it looks like (a verification argument), ``1.10`` stays ``1.10``.
+    Text in double quotes (``quote()``) still loses them."""
+    if _OPEN not in template and _OPEN_ALT not in template:
+        return template
+    text = _rendered_text(template, env)
+    newline = text.endswith("\n")
+    body = text[:-1] if newline else text
+    if len(body) > 1 and body[0] == body[-1] == '"':
+        return body[1:-1] + ("\n" if newline else "")
+    return text
+
+
+def _rendered_text(template: str, env: Mapping[str, Any]) -> str:
     parts: list[str] = []
     for is_expression, text in _segments(template):
         if not is_expression:
@@ -2722,7 +2741,7 @@ def render_string(template: str, env: Mapping[str, Any]) -> Any:
             raise ExpressionError(
                 f"template {_quoted(template[:80])}: renders more than {_MAX_SIZE} characters"
             )
-    return _typed("".join(parts), template)
+    return "".join(parts)
 
 
 def render(value: Any, env: Mapping[str, Any]) -> Any:

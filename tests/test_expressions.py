@@ -912,6 +912,7 @@ _TWEETS = [{"Size": 100, "Content": "short"}, {"Size": 300, "Content": "x" * 300
         ('(date("2023-08-14") + duration("36h")).Day()', 15),
         ('date("2023-08-14") < date("2023-08-15")', True),
         ("now().Year()", 2026),
+        ('now().In(timezone("Europe/Zurich")).Hour()', 21),
         ('now() - duration("1h") < now()', True),
         ('now().Format("2006-01-02T15:04:05Z07:00")', "2026-12-02T20:00:00Z"),
     ],

@@ -1,23 +1,30 @@
 """Kargo's ``${{ expr }}`` expressions: the one expression evaluator of Freightline.
 
-The language is expr-lang's (github.com/expr-lang/expr), which Kargo embeds:
-literals, names looked up in an environment, member access and optional
-chaining, indexing and slicing, calls, and expr-lang's operators with its
-precedence table. A hand-written tokenizer feeds a Pratt parser that builds a
-small AST of frozen dataclasses; an interpreter walks it.
+The language is expr-lang's (github.com/expr-lang/expr, v1.17 as Kargo v1.11 embeds
+it): literals, names, member access and optional chaining, indexing and slicing,
+calls and method calls, expr-lang's operators with its precedence table, the pipe
+``|``, ``let``, ``if``/``else``, predicates over ``#`` (``filter``, ``map``,
+``reduce`` ...) and its built-ins, dates and durations included; plus Kargo's
+functions (``quote``, ``unsafeQuote``, ``semverParse`` ...) and Kargo's typing of
+rendered templates (:func:`render_string`). docs/expressions.md is the reference.
 
-Everything here is pure and deterministic (no I/O, clock or randomness), so
-Temporal workflow code can import it inside its sandbox. The only global
-state is the ``lru_cache`` of parsed expressions.
+A hand-written tokenizer feeds a Pratt parser that builds a small AST of frozen
+dataclasses (each node knows its position, for error messages); an interpreter walks
+it, dispatching by node type, within a budget of steps and sizes so that hostile
+input fails with a message. ``matches`` uses RE2, Go's regexp engine.
+
+Everything here is pure and deterministic (no I/O, clock or randomness), so Temporal
+workflow code can import it inside its sandbox: ``now()`` returns the ``datetime`` the
+caller put under :data:`NOW` in the environment (a promotion's planning time, a
+discovery's or a verification's start, all recorded in a history). The only global
+state is the ``lru_cache`` of parsed expressions and compiled patterns.
 
 Differences from expr-lang, on purpose:
 
 - an unknown top-level name is an error (expr-lang without a typed env gives
   nil), except on the left of ``??``, so ``maybe ?? "default"`` works;
 - division by zero and ``**`` overflow are errors instead of ``Inf``/``NaN``;
-- predicates (``map``, ``filter``, ``all``, ...), the pipe ``|``, ``let`` and
-  date functions are not supported;
-- ``string(x)`` and ``quote(x)`` use the interpolation text form described in
+- ``string(x)`` uses the interpolation text form described in
   :func:`render_string` rather than Go's ``%v``.
 """
 
@@ -1612,6 +1619,9 @@ class Time:
     def UTC(self) -> Time:
         return Time(self.at.astimezone(datetime.UTC))
 
+    def In(self, zone: Any) -> Time:
+        return Time(self.at.astimezone(_zone(zone)))
+
     def Format(self, layout: Any) -> str:
         return _strftime(self.at, _string_arg(layout, "layout"))
 
@@ -1683,6 +1693,12 @@ def _zone(name: Any) -> datetime.tzinfo:
         return zoneinfo.ZoneInfo(text)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise _EvalError(f"unknown time zone {_describe(text)}") from None
+
+
+def _builtin_timezone(name: Any) -> str:
+    # expr-lang gives a *time.Location; its name serves every place that takes one here.
+    _zone(name)
+    return str(name)
 
 
 def _parse_with_layout(text: str, layout: str, zone: datetime.tzinfo) -> datetime.datetime | None:
@@ -1913,7 +1929,7 @@ _BUILTINS: Mapping[str, _Builtin] = MappingProxyType(
         "now": _Builtin(_builtin_now, 0, 0, needs_env=True),
         "date": _Builtin(_builtin_date, 1, 3),
         "duration": _Builtin(_builtin_duration, 1, 1),
-        "timezone": _Builtin(lambda name: _string_arg(_zone(name) and name), 1, 1),
+        "timezone": _Builtin(_builtin_timezone, 1, 1),
         "semverParse": _Builtin(_builtin_semver_parse, 1, 1),
         "semverDiff": _Builtin(_builtin_semver_diff, 2, 2),
         "configMap": _Builtin(

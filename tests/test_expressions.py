@@ -661,6 +661,9 @@ _EXPRESSION_PIECES = st.sampled_from(
         "%", "**", "^", "!", "not", "in", "and", "or", "&&", "||", "==", "!=", "<", ">=",
         "..", "matches", "contains", "startsWith", "len", "upper", "quote", "split",
         "name", "list", "nested", "a", " ", "\\", "'", '"', "#", "|", "${{", "}}",
+        "filter(", "map(", "reduce(", "sortBy(", "groupBy(", "count(", "#acc", "#index",
+        "let x = ", "x", ";", "if ", " else ", "$env", "now()", "duration(", "date(",
+        "semverParse(", ".IncMinor()", ".Tag", "${%", "%}", "1..3", "unsafeQuote(",
     ]
 )  # fmt: skip
 _EXPRESSION_TEXT = st.lists(_EXPRESSION_PIECES, max_size=25).map("".join)

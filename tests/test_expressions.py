@@ -1094,6 +1094,7 @@ def test_check_template_parses_without_evaluating() -> None:
     check_template({"a": ["${{ nobody.knows() }}", "plain"], "b": "x-${% {'a': 1} %}"})
     check_condition("success() && status('x') == 'Succeeded'")
     check_condition("${{ always() }}")
+    check_condition("  ")
     with pytest.raises(ExpressionError, match="unexpected end of expression"):
         check_template({"a": ["${{ 1 + }}"]})
     with pytest.raises(ExpressionError, match="never closed"):

@@ -461,7 +461,7 @@ class StepScope:
 
         As in Kargo, ``if`` must render to a bool (``"false"`` renders to false, typed
         like every template); anything else is an error, not a truthiness guess."""
-        if step.if_ is None:
+        if step.if_ is None or not step.if_.strip():  # Kargo: an empty if is no if
             return not self._any_failed()
         value = _render(step.if_, self.env(step), step, "if")
         if not isinstance(value, bool):

@@ -2802,5 +2802,5 @@ def check_condition(text: str) -> None:
     template or as a bare expression, without evaluating it."""
     if _OPEN in text or _OPEN_ALT in text:
         check_template(text)
-    else:
+    elif text.strip():  # an empty condition is no condition
         parse(text.strip())

@@ -951,7 +951,8 @@ def test_expr_lang_language_definition(expression: str, expected: Any) -> None:
         ('date("yesterday")', 'cannot parse "yesterday" as a date'),
         ('secret("slack").token', "secret() is not supported"),
         ('sharedSecret("slack").token', "sharedSecret() is not supported"),
-        ('configMap("settings").repoURL', "configMap() is not supported here"),
+        ('configMap("settings").repoURL', "configMap() is not available here"),
+        ('sharedConfigMap("settings").repoURL', "no shared resources namespace"),
         ("if 1 { 2 } else { 3 }", "condition of ?: must be a bool"),
         ('"ab" matches "(?<=a)b"', "invalid regular expression"),
     ],
@@ -1134,7 +1135,11 @@ def test_step_scope_follows_kargo(tmp_path: Any) -> None:
                     "uses": "compose-output",
                     "as": "second",
                     "if": "${{ status('first') == 'Errored' }}",
-                    "config": {"now": "${{ now().Format('2006-01-02') }}"},
+                    "config": {
+                        "now": "${{ now().Format('2006-01-02') }}",
+                        "repo": "${{ configMap('settings').repoURL }}",
+                        "missing": "${{ configMap('nothing') }}",
+                    },
                 },
             ]
         },
@@ -1161,7 +1166,16 @@ def test_step_scope_follows_kargo(tmp_path: Any) -> None:
         "kind": "Project",
         "metadata": {"name": "p"},
     }
-    text = dump([project, warehouse, task, stage])
+    config_maps = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "p"},
+            "data": {"repoURL": f"https://example.com/{name}.git"},
+        }
+        for name in ("settings", "unused")
+    ]
+    text = dump([project, warehouse, task, stage, *config_maps])
     (resources,) = group_by_project(load_text(text, source="test")).values()
     freight = freight_for("1.0.0", warehouse="w")
     resources = with_freight(resources, freight)
@@ -1192,7 +1206,13 @@ def test_step_scope_follows_kargo(tmp_path: Any) -> None:
     with pytest.raises(ExpressionError, match="must evaluate to a bool"):
         scope.should_run(by_alias["odd"])
     # now() is the plan's time: the same wherever and whenever the scope is rebuilt.
-    assert scope.render_config(second) == {"now": "2026-12-02"}
+    assert scope.render_config(second) == {
+        "now": "2026-12-02",
+        "repo": "https://example.com/settings.git",
+        "missing": {},
+    }
+    # The plan (in the promotion's history) carries only the ConfigMaps the steps name.
+    assert set(plan.config_maps) == {"settings"}
     ctx = scope.env(second)["ctx"]
     assert ctx["uiBaseUrl"] == "http://ui"
     assert ctx["meta"] == {
@@ -1469,3 +1489,27 @@ def test_render_text_keeps_what_only_looks_like_a_number() -> None:
     assert render_text("${{ 3 }}-${{ true }}", {}) == "3-true"
     assert render_text("${{ quote('x') }}", {}) == "x"
     assert render_text("plain", {}) == "plain"
+
+
+def test_config_maps_are_applied_updated_and_deleted_like_other_kinds() -> None:
+    from freightline.contracts.project import merge_resources, remove_resource
+    from freightline.kargo.config import group_by_project, load_text
+    from freightline.kargo.resources import ProjectResources
+    from tests.pipelines import dump
+
+    def resources(value: str) -> ProjectResources:
+        document = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "p"},
+            "data": {"repoURL": value},
+        }
+        (group,) = group_by_project(load_text(dump([document]), source="cm.yaml")).values()
+        return group
+
+    merged, result = merge_resources(ProjectResources(name="p"), resources("a"))
+    assert result.created == ("ConfigMap/settings",)
+    merged, result = merge_resources(merged, resources("b"))
+    assert result.updated == ("ConfigMap/settings",)
+    assert merged.config_maps["settings"].data == {"repoURL": "b"}
+    assert remove_resource(merged, "ConfigMap", "settings").config_maps == {}

@@ -133,6 +133,8 @@ class PromotionPlan(Contract):
     """Whether the promotion is an automatic rollback: ``ctx.meta.promotion.rollback``."""
     ui_base_url: str = ""
     """The worker's UI address: ``ctx.uiBaseUrl``."""
+    config_maps: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """The data of the project's ConfigMaps the steps name, for ``configMap(name)``."""
 
 
 class StepStatus(StrEnum):
@@ -309,7 +311,24 @@ def plan_promotion(
         actor=actor,
         rollback=actor == ROLLBACK_ACTOR,
         ui_base_url=ui_base_url,
+        config_maps=_named_config_maps(resources, steps),
     )
+
+
+def _named_config_maps(
+    resources: ProjectResources, steps: Sequence[PlannedStep]
+) -> dict[str, dict[str, str]]:
+    # Only the ConfigMaps whose name the steps mention (a literal in configMap("name") or in
+    # a var): the plan is in the promotion's history, which should not carry every
+    # ConfigMap of the project.
+    if not resources.config_maps:
+        return {}
+    text = "".join(step.model_dump_json(by_alias=True) for step in steps)
+    return {
+        name: dict(config_map.data or {})
+        for name, config_map in sorted(resources.config_maps.items())
+        if name in text
+    }
 
 
 def _planned(
@@ -446,6 +465,7 @@ class StepScope:
         }
         if self.plan.planned_at is not None:
             env[expressions.NOW] = self.plan.planned_at
+        env[expressions.CONFIG_MAPS] = self.plan.config_maps
         rendered_vars: dict[str, Any] = {}
         for var in step.vars:
             env["vars"] = rendered_vars

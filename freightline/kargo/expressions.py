@@ -1849,10 +1849,13 @@ def _builtin_semver_diff(first: Any, second: Any) -> str:
 def _data_lookup(env: Mapping[str, Any], key: str, function: str, name: Any) -> dict[str, str]:
     table = env.get(key)
     if not isinstance(table, Mapping):
-        raise _EvalError(
-            f"{function}() is not supported here: Freightline keeps no ConfigMaps; "
-            "put the value in the Stage's or the step's vars (see docs/expressions.md)"
+        where = (
+            "Freightline has no shared resources namespace: apply the ConfigMap to the "
+            "project and use configMap()"
+            if key == SHARED_CONFIG_MAPS
+            else "only promotion steps read the project's ConfigMaps"
         )
+        raise _EvalError(f"{function}() is not available here: {where}")
     data = table.get(_string_arg(name, "name"))
     return dict(data) if isinstance(data, Mapping) else {}
 

@@ -882,6 +882,20 @@ class AnalysisTemplate(ResourceBase):
     spec: AnalysisTemplateSpec
 
 
+# --- ConfigMap ---------------------------------------------------------------------------------
+
+
+class ConfigMap(ResourceBase):
+    """A Kubernetes ConfigMap applied to the project: what ``configMap(name)`` reads in
+    promotion steps. Non-secret by definition (its values reach promotion histories, as any
+    rendered step config does); a Secret is refused by ``apply``."""
+
+    api_version: Literal["v1"] = Field(default="v1", alias="apiVersion")
+    kind: Literal["ConfigMap"] = "ConfigMap"
+    data: dict[str, str] | None = None
+    immutable: bool | None = None
+
+
 # --- the union and the registry ----------------------------------------------------------------
 
 Resource = Annotated[
@@ -892,7 +906,8 @@ Resource = Annotated[
     | PromotionTask
     | Freight
     | Promotion
-    | AnalysisTemplate,
+    | AnalysisTemplate
+    | ConfigMap,
     Field(discriminator="kind"),
 ]
 """Any top-level kind, discriminated by ``kind``."""
@@ -906,6 +921,7 @@ RESOURCE_KINDS: dict[str, type[ResourceBase]] = {
     "Freight": Freight,
     "Promotion": Promotion,
     "AnalysisTemplate": AnalysisTemplate,
+    "ConfigMap": ConfigMap,
 }
 """Model class by ``kind``."""
 
@@ -929,6 +945,7 @@ class ProjectResources(BaseModel):
     freight: dict[str, Freight] = Field(default_factory=dict)
     promotions: dict[str, Promotion] = Field(default_factory=dict)
     analysis_templates: dict[str, AnalysisTemplate] = Field(default_factory=dict)
+    config_maps: dict[str, ConfigMap] = Field(default_factory=dict)
 
     def policy_for(self, stage: str) -> PromotionPolicy | None:
         """The ProjectConfig's (or legacy Project's) promotion policy for ``stage``: the first

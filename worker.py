@@ -85,7 +85,9 @@ def build_worker(
     """
     resolve_all()  # every step's implementation and config model, or fail now
     credentials = credential_store(settings.git)
-    project = ProjectActivities(client, notifying=bool(settings.notify.urls))
+    project = ProjectActivities(
+        client, notifying=bool(settings.notify.urls), ui_base_url=settings.temporal.ui_url or ""
+    )
     local = settings.git.allow_local_repositories
     worktree = WorktreeActivities(
         git_credentials=credentials.git,

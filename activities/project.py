@@ -78,9 +78,10 @@ T = TypeVar("T")
 class ProjectActivities:
     """Reads and reconciles configuration through a Temporal client (the worker's own)."""
 
-    def __init__(self, client: Client, *, notifying: bool = False) -> None:
+    def __init__(self, client: Client, *, notifying: bool = False, ui_base_url: str = "") -> None:
         self.client = client
         self.notifying = notifying
+        self.ui_base_url = ui_base_url
 
     async def project_resources(self, project: str) -> ProjectResources:
         handle = self.client.get_workflow_handle(project_workflow_id(project))
@@ -107,6 +108,11 @@ class ProjectActivities:
             request.stage,
             request.freight,
             promotion=activity.info().workflow_id or request.stage,
+            # now() in the promotion's expressions: this activity's result is recorded in the
+            # history, so the workflow and every later activity see the same instant.
+            planned_at=datetime.now(UTC),
+            actor=request.requested_by,
+            ui_base_url=self.ui_base_url,
         )
         plan = await self._with_metadata(resources, plan)
         # Only whether this worker has endpoints: the URLs themselves stay out of history.

@@ -158,6 +158,13 @@ def test_every_kind_round_trips_through_json() -> None:
         HEADER
         + textwrap.dedent(
             """\
+            apiVersion: v1
+            kind: ConfigMap
+            metadata:
+              name: settings
+            data:
+              repoURL: https://github.com/example/repo.git
+            ---
             apiVersion: kargo.akuity.io/v1alpha1
             kind: ProjectConfig
             metadata:
@@ -381,13 +388,13 @@ def test_every_problem_is_reported_at_once() -> None:
         + WAREHOUSE.replace("discoveryLimit: 10", "discoveryLimit: 0")
         + "---\n"
         + WAREHOUSE.replace("name: images", "name: more").replace("interval: 1m", "interval: x")
-        + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+        + "---\napiVersion: v1\nkind: Service\nmetadata: {name: c}\n"
     )
     lines = load_error(text).splitlines()
     assert len(lines) == 3
     assert "document 2" in lines[0] and "greater than or equal to 1" in lines[0]
     assert "document 3" in lines[1] and "spec.interval" in lines[1]
-    assert "document 4" in lines[2] and 'unknown kind "ConfigMap"' in lines[2]
+    assert "document 4" in lines[2] and 'unknown kind "Service"' in lines[2]
 
 
 def test_step_needs_exactly_one_of_uses_and_task() -> None:

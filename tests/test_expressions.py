@@ -425,7 +425,8 @@ def test_render_whole_string_returns_the_raw_value() -> None:
 def test_render_interpolates_text() -> None:
     env = _env()
     assert render("stage/${{ ctx.stage }}", env) == "stage/test"
-    assert render("${{ 1 }}${{ 2 }}", env) == "12"
+    # Kargo types the whole rendered text: "12" is the number 12.
+    assert render("${{ 1 }}${{ 2 }}", env) == 12
     assert render("n=${{ vars.n }} f=${{ vars.f }} x=${{ 6 / 3 }}", env) == "n=7 f=2.5 x=2"
     assert render("b=${{ vars.flag }} none=${{ vars.empty }}", env) == "b=true none=null"
     assert render("l=${{ vars.list }} m=${{ {'b': 1, 'a': [nil]} }}", env) == (
@@ -628,7 +629,7 @@ def test_failing_callable_is_named_and_chained() -> None:
     with pytest.raises(ExpressionError) as info:
         evaluate("imageFrom(vars.name).Tag", _env(imageFrom=image_from))
     assert str(info.value) == (
-        'expression "imageFrom(vars.name).Tag": imageFrom: no image found for repo nginx'
+        'expression "imageFrom(vars.name).Tag": imageFrom: no image found for repo nginx at column 1'
     )
     assert info.value.__cause__ is cause
 
@@ -638,7 +639,7 @@ def test_callers_can_prefix_the_step() -> None:
         evaluate("foo", {})
     except ExpressionError as err:
         wrapped = ExpressionError(f"step update: {err}")
-    assert str(wrapped) == 'step update: expression "foo": unknown name "foo"'
+    assert str(wrapped) == 'step update: expression "foo": unknown name "foo" at column 1'
 
 
 def test_render_errors() -> None:
@@ -660,6 +661,9 @@ _EXPRESSION_PIECES = st.sampled_from(
         "%", "**", "^", "!", "not", "in", "and", "or", "&&", "||", "==", "!=", "<", ">=",
         "..", "matches", "contains", "startsWith", "len", "upper", "quote", "split",
         "name", "list", "nested", "a", " ", "\\", "'", '"', "#", "|", "${{", "}}",
+        "filter(", "map(", "reduce(", "sortBy(", "groupBy(", "count(", "#acc", "#index",
+        "let x = ", "x", ";", "if ", " else ", "$env", "now()", "duration(", "date(",
+        "semverParse(", ".IncMinor()", ".Tag", "${%", "%}", "1..3", "unsafeQuote(",
     ]
 )  # fmt: skip
 _EXPRESSION_TEXT = st.lists(_EXPRESSION_PIECES, max_size=25).map("".join)
@@ -743,3 +747,769 @@ def test_as_yaml_and_as_json_render_a_value_as_kargo_writes_it() -> None:
     )
     assert render_string("${{ asYAML('x') }}", {}) == "x\n"
     assert render_string("${{ asJSON(42) }}", {}) == "42\n"
+
+
+# --- conformance: expr-lang's language definition -----------------------------------------
+# Each row is an example of expr-lang's docs/language-definition.md (v1.17, the version Kargo
+# v1.11 embeds), with the value the page gives.
+
+_USER = {"Name": "John Smith", "Age": 30}
+_TWEETS = [{"Size": 100, "Content": "short"}, {"Size": 300, "Content": "x" * 300}]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        # literals and operators
+        ("0x2A", 42),
+        ("0o52", 42),
+        ("0b101010", 42),
+        (".5", 0.5),
+        ("`Hello\nWorld`", "Hello\nWorld"),
+        ('"Hello\\nWorld"', "Hello\nWorld"),
+        ('"John" in ["John", "Jane"]', True),
+        ('"name" in {"name": "John", "age": 30}', True),
+        ("[1, 2, 3, 4, 5][1:4]", [2, 3, 4]),
+        ("[1, 2, 3, 4, 5][1:-1]", [2, 3, 4]),
+        ("[1, 2, 3, 4, 5][:3]", [1, 2, 3]),
+        ("[1, 2, 3, 4, 5][3:]", [4, 5]),
+        ("[1, 2, 3][-1]", 3),
+        ("1..3 == [1, 2, 3]", True),
+        ("user?.Name", "John Smith"),
+        ("nobody?.Name", None),
+        ('nobody?.Name ?? "Anonymous"', "Anonymous"),
+        ('user.Name | lower() | split(" ")', ["john", "smith"]),
+        ("let x = 42; x * 2", 84),
+        ("let x = 42;\nlet y = 2;\nx * y", 84),
+        ('let name = user.Name | lower() | split(" ");\n"Hello, " + name[0] + "!"', "Hello, john!"),
+        ('user.Name == $env["user"].Name', True),
+        ("user.Name == user['Name']", True),
+        ("'user' in $env", True),
+        ('"foo" matches "^f"', True),
+        ('"foobar" contains "oba"', True),
+        ('"foobar" startsWith "foo"', True),
+        ('"foobar" endsWith "bar"', True),
+        ('"a" not in ["b"]', True),
+        ("2 ** 10", 1024.0),
+        ("7 % 3", 1),
+        ("1 < 2 ? 'yes' : 'no'", "yes"),
+        ('if user.Age > 18 { "adult" } else { "minor" }', "adult"),
+        # predicates
+        ("filter(0..9, {# % 2 == 0})", [0, 2, 4, 6, 8]),
+        ("filter(tweets, {len(.Content) > 240})", [_TWEETS[1]]),
+        ("filter(tweets, len(.Content) > 240)", [_TWEETS[1]]),
+        ("all(tweets, {.Size < 280})", False),
+        ("any(tweets, {.Size > 280})", True),
+        ("one(tweets, {.Size > 280})", True),
+        ("none(tweets, {.Size > 280})", False),
+        ("map(tweets, {.Size})", [100, 300]),
+        ("map([1, 2, 3], # * 2)", [2, 4, 6]),
+        ("map([10, 20], #index)", [0, 1]),
+        ("find([1, 2, 3, 4], # > 2)", 3),
+        ("findIndex([1, 2, 3, 4], # > 2)", 2),
+        ("findLast([1, 2, 3, 4], # > 2)", 4),
+        ("findLastIndex([1, 2, 3, 4], # > 2)", 3),
+        ("find([1, 2], # > 5)", None),
+        ("groupBy([1, 2, 3, 4], # % 2)", {1: [1, 3], 0: [2, 4]}),
+        ("count([1, 2, 3], # > 1)", 2),
+        ("count([true, false, true])", 2),
+        ("len(filter([1, 2, 3], # > 1))", 2),
+        ("reduce(1..9, #acc + #)", 45),
+        ("reduce(1..9, #acc + #, 0)", 45),
+        ("reduce([1, 2, 3], #acc + #index, 10)", 13),
+        ("sum([1, 2, 3])", 6),
+        ("sum([1, 2, 3], # * 2)", 12),
+        ("mean([1, 2, 3])", 2.0),
+        ("median([1, 2, 3])", 2.0),
+        ("sortBy(tweets, .Size, 'desc')[0].Size", 300),
+        ("sortBy([3, 1, 2], #)", [1, 2, 3]),
+        ("[1, 2, 3] | map(# + 1) | filter(# > 2)", [3, 4]),
+        # strings
+        ('trim("  Hello  ")', "Hello"),
+        ('trim("__Hello__", "_")', "Hello"),
+        ('trimPrefix("HelloWorld", "Hello")', "World"),
+        ('trimSuffix("HelloWorld", "World")', "Hello"),
+        ('upper("hello")', "HELLO"),
+        ('lower("HELLO")', "hello"),
+        ('split("apple,orange,grape", ",")', ["apple", "orange", "grape"]),
+        ('split("apple,orange,grape", ",", 2)', ["apple", "orange,grape"]),
+        ('splitAfter("apple,orange,grape", ",")', ["apple,", "orange,", "grape"]),
+        ('splitAfter("apple,orange,grape", ",", 2)', ["apple,", "orange,grape"]),
+        ('replace("Hello World", "World", "Universe")', "Hello Universe"),
+        ('repeat("Hi", 3)', "HiHiHi"),
+        ('indexOf("apple pie", "pie")', 6),
+        ('lastIndexOf("apple pie apple", "apple")', 10),
+        ('hasPrefix("HelloWorld", "Hello")', True),
+        ('hasSuffix("HelloWorld", "World")', True),
+        # numbers
+        ("max(5, 7)", 7),
+        ("min(5, 7)", 5),
+        ("max([1, 9, 3])", 9),
+        ("abs(-5)", 5),
+        ("ceil(1.5)", 2.0),
+        ("floor(1.5)", 1.0),
+        ("round(1.5)", 2.0),
+        ("round(2.5)", 3.0),
+        ("round(-2.5)", -3.0),
+        # arrays and maps
+        ("first([1, 2, 3])", 1),
+        ("last([1, 2, 3])", 3),
+        ("first([])", None),
+        ("take([1, 2, 3, 4], 2)", [1, 2]),
+        ("sort([3, 1, 4])", [1, 3, 4]),
+        ('sort([3, 1, 4], "desc")', [4, 3, 1]),
+        ("reverse([1, 2, 3])", [3, 2, 1]),
+        ("uniq([1, 2, 2, 3, 1])", [1, 2, 3]),
+        ("concat([1, 2], [3], [])", [1, 2, 3]),
+        ("flatten([1, [2, [3, [4]]]])", [1, 2, 3, 4]),
+        ('join(["apple", "orange", "grape"], ",")', "apple,orange,grape"),
+        ('join(["apple", "orange", "grape"])', "appleorangegrape"),
+        ('keys({"name": "John", "age": 30})', ["name", "age"]),
+        ('values({"name": "John", "age": 30})', ["John", 30]),
+        ('toPairs({"name": "John", "age": 30})', [["name", "John"], ["age", 30]]),
+        ('fromPairs([["name", "John"], ["age", 30]])', {"name": "John", "age": 30}),
+        ("len([1, 2, 3])", 3),
+        ('len({"name": "John", "age": 30})', 2),
+        ('len("Hello")', 5),
+        ("get([1, 2, 3], 1)", 2),
+        ("get([1, 2, 3], 9)", None),
+        ('get({"name": "John", "age": 30}, "name")', "John"),
+        # conversions
+        ("type(42)", "int"),
+        ('type("hello")', "string"),
+        ("type(1.5)", "float"),
+        ("type(nil)", "nil"),
+        ("type([1])", "array"),
+        ("type({})", "map"),
+        ('type(date("2023-08-14"))', "time.Time"),
+        ('int("123")', 123),
+        ('float("123.45")', 123.45),
+        ("string(123)", "123"),
+        ('toJSON({"name": "John", "age": 30})', '{\n  "age": 30,\n  "name": "John"\n}'),
+        ('fromJSON(\'{"name": "John", "age": 30}\')', {"name": "John", "age": 30}),
+        ('toBase64("Hello World")', "SGVsbG8gV29ybGQ="),
+        ('fromBase64("SGVsbG8gV29ybGQ=")', "Hello World"),
+        # bits
+        ("bitand(0b1010, 0b1100)", 0b1000),
+        ("bitor(0b1010, 0b1100)", 0b1110),
+        ("bitxor(0b1010, 0b1100)", 0b110),
+        ("bitnand(0b1010, 0b1100)", 0b10),
+        ("bitnot(0b1010)", -0b1011),
+        ("bitshl(0b101101, 2)", 0b10110100),
+        ("bitshr(0b101101, 2)", 0b1011),
+        ("bitushr(-0b101, 2)", 4611686018427387902),
+        # dates and durations
+        ('duration("1h").Seconds()', 3600.0),
+        ('duration("1h30m").String()', "1h30m0s"),
+        ('duration("1.5s").String()', "1.5s"),
+        ('duration("100ms").Milliseconds()', 100),
+        ('duration("1h") > duration("59m")', True),
+        ('date("2023-08-14").Year()', 2023),
+        ('date("2023-08-14T10:30:00Z").Hour()', 10),
+        ('date("2023-08-14 00:00:00").Day()', 14),
+        ('date("15:04:05").Minute()', 4),
+        ('date("2023-08-14", "2006-01-02").Month()', 8),
+        ('date("14/08/2023", "02/01/2006").Format("2006-01-02")', "2023-08-14"),
+        ('date("2023-08-14 00:00:00", "2006-01-02 15:04:05", "Europe/Zurich").UTC().Hour()', 22),
+        ('(date("2023-08-15") - date("2023-08-14")).Hours()', 24.0),
+        ('(date("2023-08-14") + duration("36h")).Day()', 15),
+        ('date("2023-08-14") < date("2023-08-15")', True),
+        ("now().Year()", 2026),
+        ('now().In(timezone("Europe/Zurich")).Hour()', 21),
+        ('now() - duration("1h") < now()', True),
+        ('now().Format("2006-01-02T15:04:05Z07:00")', "2026-12-02T20:00:00Z"),
+    ],
+)
+def test_expr_lang_language_definition(expression: str, expected: Any) -> None:
+    import datetime
+
+    from freightline.kargo.expressions import NOW
+
+    env = {
+        "user": _USER,
+        "tweets": _TWEETS,
+        "nobody": None,
+        NOW: datetime.datetime(2026, 12, 2, 20, 0, tzinfo=datetime.UTC),
+    }
+    assert evaluate(expression, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("# > 1", "can only be used inside a predicate"),
+        ("filter([1, 2], # + 1)", "the predicate must give a bool"),
+        ("map(1, # + 1)", "first argument must be an array"),
+        ("let = 1; 2", "expected a variable name after let"),
+        ("let x = 1 x", 'unexpected token "x" at column 11'),
+        ("1 | 2", "expected a function name after |"),
+        ("reduce([], #acc + #)", "reduce of an empty array needs an initial value"),
+        ('repeat("x", 10000000)', "longer than 1000000 characters"),
+        ("map(1..1000000, map(1..1000000, #))", "more than 1000000 evaluation steps"),
+        ("now()", "now() is not available here"),
+        ('duration("5 minutes")', "invalid duration"),
+        ('date("yesterday")', 'cannot parse "yesterday" as a date'),
+        ('secret("slack").token', "secret() is not supported"),
+        ('sharedSecret("slack").token', "sharedSecret() is not supported"),
+        ('configMap("settings").repoURL', "configMap() is not available here"),
+        ('sharedConfigMap("settings").repoURL', "no shared resources namespace"),
+        ("if 1 { 2 } else { 3 }", "condition of ?: must be a bool"),
+        ('"ab" matches "(?<=a)b"', "invalid regular expression"),
+    ],
+)
+def test_expr_lang_errors_name_the_expression(expression: str, message: str) -> None:
+    text = error_of(expression)
+    assert message in text
+    assert text.startswith(f'expression "{expression}"')
+
+
+def test_matches_is_re2_like_go() -> None:
+    # A backtracking engine takes minutes on this; Go's engine (RE2), and ours, do not.
+    assert evaluate('repeat("a", 5000) + "!" matches "(a+)+$"', {}) is False
+    assert evaluate(r'"v1.2.3" matches `^v[0-9]+\.[0-9]+`', {}) is True
+
+
+def test_hostile_expressions_stop_within_the_budget() -> None:
+    # Each would take minutes or gigabytes unbounded; each fails with a message instead.
+    for expression in [
+        "reduce(1..1000000, #acc + [#], [])",
+        'reduce(1..100, #acc + #acc, "xx")',
+        "len(flatten(map(1..2000, 1..1000)))",
+        "sortBy(1..1000000, -#)[0]",
+    ]:
+        with pytest.raises(ExpressionError, match=r"steps|longer than|more than"):
+            evaluate(expression, {})
+
+
+# --- conformance: Kargo's expressions reference ----------------------------------------------
+# The examples of Kargo v1.11's docs/.../40-expressions.md and pkg/expressions' typing rules.
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ('${{ "Hello, world!" }}', "Hello, world!"),
+        ("${{ 40 + 2 }}", 42),
+        ("${{ quote(40 + 2) }}", "42"),
+        ('${{ quote("string") }}', "string"),
+        ("${{ unsafeQuote(40 + 2) }}", "42"),
+        ('${{ unsafeQuote("string") }}', '"string"'),
+        ('${% {"labels": {"app": "nginx"}} %}', {"labels": {"app": "nginx"}}),
+        ('${{ {"labels": {"app": "nginx"}} }}', {"labels": {"app": "nginx"}}),
+        # a rendered "true", "42", "null" is typed as Kargo types it
+        ('${{ "true" }}', True),
+        ('${{ "False" }}', False),
+        ('${{ "42" }}', 42),
+        ('${{ "1.5" }}', 1.5),
+        ('${{ "null" }}', None),
+        ('${{ "[1, 2]" }}', [1, 2]),
+        ("${{ true }}", True),
+        ("${{ nil }}", None),
+        ("${{ 1 }}.${{ 5 }}", 1.5),
+        ("v${{ 1 }}", "v1"),
+        ('${{ "1.29.1" }}', "1.29.1"),
+        ('${{ quote("true") }}', "true"),
+        ('${{ "line" }}\n', "line\n"),
+        ('${{ quote("a\\"b") }}', 'a\\"b'),
+        ("${{ semverParse('1.2.3').IncMinor().String() }}", "1.3.0"),
+        ("${{ semverParse('v1.2.3-rc.1+build').Prerelease() }}", "rc.1"),
+        ("${{ semverParse('1.2.3-rc.1').IncPatch().String() }}", "1.2.3"),
+        ("${{ semverParse('1.2').Patch() }}", 0),
+        ("${{ semverParse('1.2.3').IncMajor().String() }}", "2.0.0"),
+        ("${{ semverDiff('1.2.3', '2.0.0') }}", "Major"),
+        ("${{ semverDiff('1.2.3', '1.3.0') }}", "Minor"),
+        ("${{ semverDiff('1.2.3', '1.2.4') }}", "Patch"),
+        ("${{ semverDiff('1.2.3+a', '1.2.3+b') }}", "Metadata"),
+        ("${{ semverDiff('1.2.3', 'v1.2.3') }}", "None"),
+        ("${{ semverDiff('1.2.3', 'latest') }}", "Incomparable"),
+        ("${{ asJSON({'a': 1}) }}", '{\n  "a": 1\n}\n'),
+    ],
+)
+def test_kargo_expressions_reference(template: str, expected: Any) -> None:
+    value = render(template, {})
+    assert value == expected and type(value) is type(expected)
+
+
+def test_kargo_artifact_functions_use_kargo_field_names() -> None:
+    from freightline.kargo.freight import artifact_functions
+    from freightline.kargo.resources import (
+        ArtifactReference,
+        Chart,
+        Freight,
+        FreightOrigin,
+        GitCommit,
+        Image,
+    )
+
+    def freight(name: str, warehouse: str, **artifacts: Any) -> Freight:
+        return Freight(
+            metadata={"name": name, "namespace": "p"},
+            origin=FreightOrigin(kind="Warehouse", name=warehouse),
+            **artifacts,
+        )
+
+    front = freight(
+        "f1",
+        "front",
+        images=[Image(repo_url="ghcr.io/example/app", tag="1.2.3", digest="sha256:1")],
+        commits=[
+            GitCommit(repo_url="https://github.com/example/app.git", id="abc", message="Fix it")
+        ],
+        charts=[Chart(repo_url="oci://example.com/charts/app", version="0.1.0")],
+        artifacts=[ArtifactReference(subscription_name="bin", version="v9")],
+    )
+    back = freight(
+        "f2",
+        "back",
+        images=[Image(repo_url="ghcr.io/example/app", tag="2.0.0", digest="sha256:2")],
+    )
+    env = artifact_functions([front, back])
+    url = "https://github.com/example/app.git"
+    assert evaluate(f"commitFrom('{url}').Subject", env) == "Fix it"
+    assert evaluate(f"commitFrom('{url}').Message", env) == "Fix it"
+    assert evaluate(f"commitFrom('{url}').ID", env) == "abc"
+    assert evaluate("imageFrom('ghcr.io/example/app').Tag", env) == "1.2.3"
+    assert evaluate("imageFrom('ghcr.io/example/app', warehouse('back')).Tag", env) == "2.0.0"
+    assert evaluate("imageFrom('ghcr.io/example/app', warehouse('front')).Tag", env) == "1.2.3"
+    assert evaluate("imageFrom('ghcr.io/example/app', warehouse('none'))", env) is None
+    assert evaluate("imageFrom('ghcr.io/example/other')?.Tag ?? 'none'", env) == "none"
+    assert evaluate("chartFrom('oci://example.com/charts/app').Version", env) == "0.1.0"
+    assert evaluate("artifactFrom('bin').Version", env) == "v9"
+    assert evaluate("warehouse('back').Name", env) == "back"
+    with pytest.raises(ExpressionError, match='has no field "Messages"'):
+        evaluate(f"commitFrom('{url}').Messages", env)
+    with pytest.raises(ExpressionError, match="must come from warehouse"):
+        evaluate("imageFrom('ghcr.io/example/app', 'back')", env)
+    # Rendered whole, an artifact is its JSON form, with Kargo's json field names.
+    assert render("${{ imageFrom('ghcr.io/example/app') }}", env) == {
+        "repoURL": "ghcr.io/example/app",
+        "tag": "1.2.3",
+        "digest": "sha256:1",
+        "annotations": {},
+    }
+
+
+def test_check_template_parses_without_evaluating() -> None:
+    from freightline.kargo.expressions import check_condition, check_template
+
+    check_template({"a": ["${{ nobody.knows() }}", "plain"], "b": "x-${% {'a': 1} %}"})
+    check_condition("success() && status('x') == 'Succeeded'")
+    check_condition("${{ always() }}")
+    check_condition("  ")
+    with pytest.raises(ExpressionError, match="unexpected end of expression"):
+        check_template({"a": ["${{ 1 + }}"]})
+    with pytest.raises(ExpressionError, match="never closed"):
+        check_condition("${{ true")
+
+
+# --- the promotion scope: if, status(), ctx, now() -----------------------------------------
+
+
+def test_step_scope_follows_kargo(tmp_path: Any) -> None:
+    import datetime
+
+    from freightline.contracts.promotion import (
+        StepOutcome,
+        StepScope,
+        StepStatus,
+        plan_promotion,
+    )
+    from freightline.kargo.config import group_by_project, load_text
+    from tests.pipelines import dump, freight_for, with_freight
+
+    steps = [
+        {"uses": "compose-output", "as": "first", "config": {}},
+        {"task": {"name": "t"}, "as": "task"},
+        {"uses": "compose-output", "as": "last", "if": "${{ 'false' }}", "config": {}},
+        {"uses": "compose-output", "as": "odd", "if": "${{ 'yes' }}", "config": {}},
+        {"uses": "compose-output", "as": "bare", "if": "status('first') == 'Succeeded'"},
+    ]
+    task = {
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "PromotionTask",
+        "metadata": {"name": "t", "namespace": "p"},
+        "spec": {
+            "steps": [
+                {"uses": "compose-output", "as": "first", "config": {}},
+                {
+                    "uses": "compose-output",
+                    "as": "second",
+                    "if": "${{ status('first') == 'Errored' }}",
+                    "config": {
+                        "now": "${{ now().Format('2006-01-02') }}",
+                        "repo": "${{ configMap('settings').repoURL }}",
+                        "missing": "${{ configMap('nothing') }}",
+                    },
+                },
+            ]
+        },
+    }
+    stage = {
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": "test", "namespace": "p"},
+        "spec": {
+            "requestedFreight": [
+                {"origin": {"kind": "Warehouse", "name": "w"}, "sources": {"direct": True}}
+            ],
+            "promotionTemplate": {"spec": {"steps": steps}},
+        },
+    }
+    warehouse = {
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "Warehouse",
+        "metadata": {"name": "w", "namespace": "p"},
+        "spec": {"subscriptions": [{"image": {"repoURL": "nginx"}}]},
+    }
+    project = {
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "Project",
+        "metadata": {"name": "p"},
+    }
+    config_maps = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "p"},
+            "data": {"repoURL": f"https://example.com/{name}.git"},
+        }
+        for name in ("settings", "unused")
+    ]
+    text = dump([project, warehouse, task, stage, *config_maps])
+    (resources,) = group_by_project(load_text(text, source="test")).values()
+    freight = freight_for("1.0.0", warehouse="w")
+    resources = with_freight(resources, freight)
+    planned_at = datetime.datetime(2026, 12, 2, 21, 0, tzinfo=datetime.UTC)
+    plan = plan_promotion(
+        resources,
+        "test",
+        freight.metadata.name,
+        "promotion:p:test:x",
+        planned_at=planned_at,
+        actor="auto-rollback",
+        ui_base_url="http://ui",
+    )
+    by_alias = {step.alias: step for step in plan.steps}
+    scope = StepScope(
+        plan,
+        [
+            StepOutcome(alias="first", uses="compose-output", status=StepStatus.SUCCEEDED),
+            StepOutcome(alias="task::first", uses="compose-output", status=StepStatus.ERRORED),
+        ],
+    )
+    second = by_alias["task::second"]
+    # status() inside a task names the task's own steps; outside, the top-level ones.
+    assert scope.should_run(second) is True
+    assert scope.should_run(by_alias["bare"]) is True
+    # if: is typed as Kargo types templates: "false" is false; a non-bool is an error.
+    assert scope.should_run(by_alias["last"]) is False
+    with pytest.raises(ExpressionError, match="must evaluate to a bool"):
+        scope.should_run(by_alias["odd"])
+    # now() is the plan's time: the same wherever and whenever the scope is rebuilt.
+    assert scope.render_config(second) == {
+        "now": "2026-12-02",
+        "repo": "https://example.com/settings.git",
+        "missing": {},
+    }
+    # The plan (in the promotion's history) carries only the ConfigMaps the steps name.
+    assert set(plan.config_maps) == {"settings"}
+    ctx = scope.env(second)["ctx"]
+    assert ctx["uiBaseUrl"] == "http://ui"
+    assert ctx["meta"] == {
+        "promotion": {"actor": "auto-rollback", "rollback": True},
+        "step": {"alias": "task::second"},
+    }
+
+
+def test_apply_refuses_bad_expressions_constraints_and_json_paths() -> None:
+    from freightline.kargo.config import load_text
+
+    text = """\
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {name: w, namespace: p}
+spec:
+  subscriptions:
+  - image: {repoURL: nginx, constraint: '^^1', strictSemvers: 'yes'}
+  - git: {repoURL: 'https://github.com/example/repo.git', semverConstraint: '>= banana'}
+  freightCreationCriteria:
+    expression: commitFrom('https://github.com/example/repo.git').Subject ==
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: s, namespace: p}
+spec:
+  requestedFreight:
+  - origin: {kind: Warehouse, name: w}
+    sources: {direct: true}
+  verification:
+    analysisTemplates: [{name: a}]
+    args:
+    - {name: tag, value: '${{ imageFrom("nginx").Tag | }}'}
+  promotionTemplate:
+    spec:
+      vars:
+      - {name: v, value: '${{ ctx.stage + }}'}
+      steps:
+      - uses: compose-output
+        if: ${{ success( }}
+        config:
+          x: '${{ [1, 2 }}'
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: a, namespace: p}
+spec:
+  metrics:
+  - name: m
+    provider:
+      web: {url: 'http://example.com', jsonPath: '$.data.value'}
+"""
+    with pytest.raises(FreightlineError) as info:
+        load_text(text, source="kargo.yaml")
+    message = str(info.value)
+    for expected in [
+        'kargo.yaml:6: document 1 (Warehouse "w"): spec.subscriptions[0].image.strictSemvers',
+        "spec.subscriptions[0].image.constraint: invalid semver constraint '^^1'",
+        "spec.subscriptions[1].git.semverConstraint: invalid semver constraint",
+        "spec.freightCreationCriteria.expression: expression",
+        'document 2 (Stage "s"): spec.promotionTemplate.spec.vars[0].value: expression',
+        "spec.verification.args[0].value: expression",
+        'spec.promotionTemplate.spec.steps[0].if: expression "success("',
+        'spec.promotionTemplate.spec.steps[0].config: expression "[1, 2"',
+        'document 3 (AnalysisTemplate "a"): spec.metrics[0].provider.web.jsonPath: jsonPath '
+        "'$.data.value' must be in braces",
+    ]:
+        assert expected in message, message
+
+
+def test_evaluation_errors_name_the_position() -> None:
+    assert error_of('vars.n + "x"').endswith("invalid operation: int + string at column 8")
+    assert error_of("vars.nested.a.b.c.d").endswith('has no field "c" at column 16')
+    assert error_of("map([1], # + 'a')").endswith("at column 12")
+    assert "at line 2, column 13" in error_of("[\n  vars.name * 2]")
+
+
+def test_verification_args_see_kargo_functions_and_the_workflow_clock() -> None:
+    import datetime
+
+    from freightline.contracts.verification import verification_request
+    from freightline.kargo.config import group_by_project, load_text
+    from tests.pipelines import dump, freight_for
+
+    documents = [
+        {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": "p"}},
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Warehouse",
+            "metadata": {"name": "w", "namespace": "p"},
+            "spec": {"subscriptions": [{"image": {"repoURL": "nginx"}}]},
+        },
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "AnalysisTemplate",
+            "metadata": {"name": "a", "namespace": "p"},
+            "spec": {
+                "args": [{"name": "day"}, {"name": "tag"}],
+                "metrics": [
+                    {
+                        "name": "m",
+                        "successCondition": "result == 1",
+                        "provider": {
+                            "web": {
+                                "url": "http://127.0.0.1:9/{{args.day}}/{{args.tag}}",
+                                "jsonPath": "{$.v}",
+                            }
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Stage",
+            "metadata": {"name": "s", "namespace": "p"},
+            "spec": {
+                "requestedFreight": [
+                    {"origin": {"kind": "Warehouse", "name": "w"}, "sources": {"direct": True}}
+                ],
+                "verification": {
+                    "analysisTemplates": [{"name": "a"}],
+                    "args": [
+                        {"name": "day", "value": "${{ now().Format('2006-01-02') }}"},
+                        {"name": "tag", "value": "${{ imageFrom('nginx').Tag | upper() }}"},
+                    ],
+                },
+            },
+        },
+    ]
+    (resources,) = group_by_project(load_text(dump(documents), source="test")).values()
+    now = datetime.datetime(2026, 12, 2, 21, 0, tzinfo=datetime.UTC)
+    request = verification_request(
+        "p",
+        resources.stages["s"],
+        freight_for("v1.0.0", image="nginx", warehouse="w"),
+        resources.analysis_templates,
+        now=now,
+    )
+    assert request is not None
+    web = request.metrics[0].provider.web
+    assert web is not None and web.url == "http://127.0.0.1:9/2026-12-02/V1.0.0"
+
+
+def test_kargo_reference_promotion_example() -> None:
+    # The promotion template of Kargo's expressions reference ("Pre-Defined Variables"),
+    # and its semverDiff example, rendered step by step.
+    from freightline.contracts.promotion import StepOutcome, StepScope, StepStatus, plan_promotion
+    from freightline.kargo.config import group_by_project, load_text
+    from tests.pipelines import dump, freight_for, with_freight
+
+    template = {
+        "vars": [
+            {"name": "gitRepo", "value": "https://github.com/example/repo.git"},
+            {"name": "srcPath", "value": "./src"},
+            {"name": "outPath", "value": "./out"},
+            {"name": "targetBranch", "value": "stage/${{ ctx.stage }}"},
+            {"name": "imageRepo", "value": "public.ecr.aws/nginx/nginx"},
+        ],
+        "steps": [
+            {
+                "uses": "kustomize-set-image",
+                "as": "update-image",
+                "config": {
+                    "path": "${{ vars.srcPath }}/base",
+                    "images": [{"image": "public.ecr.aws/nginx/nginx"}],
+                },
+            },
+            {
+                "uses": "git-commit",
+                "as": "commit",
+                "config": {
+                    "path": "${{ vars.outPath }}",
+                    "message": "${{ outputs['update-image'].commitMessage }}",
+                },
+            },
+            {
+                "uses": "git-push",
+                "as": "direct-push",
+                "if": "${{ semverDiff(imageFrom(vars.imageRepo).Tag, "
+                "outputs['update-image'].currentVersion) != 'Major' }}",
+                "config": {
+                    "path": "${{ vars.outPath }}",
+                    "targetBranch": "${{ vars.targetBranch }}",
+                    "message": "${{ semverDiff(imageFrom(vars.imageRepo).Tag, "
+                    "outputs['update-image'].currentVersion) }} update of ${{ vars.imageRepo }}",
+                },
+            },
+            {
+                "uses": "argocd-update",
+                "config": {
+                    "apps": [
+                        {
+                            "name": "example-${{ ctx.stage }}",
+                            "sources": [
+                                {
+                                    "repoURL": "${{ vars.gitRepo }}",
+                                    "desiredRevision": "${{ outputs.commit.commit }}",
+                                }
+                            ],
+                        }
+                    ]
+                },
+            },
+        ],
+    }
+    documents = [
+        {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": "p"}},
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Warehouse",
+            "metadata": {"name": "w", "namespace": "p"},
+            "spec": {"subscriptions": [{"image": {"repoURL": "public.ecr.aws/nginx/nginx"}}]},
+        },
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Stage",
+            "metadata": {"name": "uat", "namespace": "p"},
+            "spec": {
+                "requestedFreight": [
+                    {"origin": {"kind": "Warehouse", "name": "w"}, "sources": {"direct": True}}
+                ],
+                "promotionTemplate": {"spec": template},
+            },
+        },
+    ]
+    (resources,) = group_by_project(load_text(dump(documents), source="test")).values()
+    freight = freight_for("1.29.1", warehouse="w")
+    plan = plan_promotion(with_freight(resources, freight), "uat", freight.metadata.name, "p1")
+    steps = {step.alias: step for step in plan.steps}
+    scope = StepScope(
+        plan,
+        [
+            StepOutcome(
+                alias="update-image",
+                uses="kustomize-set-image",
+                status=StepStatus.SUCCEEDED,
+                outputs={"commitMessage": "Updated nginx to 1.29.1", "currentVersion": "1.28.0"},
+            ),
+            StepOutcome(
+                alias="commit",
+                uses="git-commit",
+                status=StepStatus.SUCCEEDED,
+                outputs={"commit": "3f2c1a9e"},
+            ),
+        ],
+    )
+    assert scope.render_config(steps["update-image"])["path"] == "./src/base"
+    assert scope.render_config(steps["commit"]) == {
+        "path": "./out",
+        "message": "Updated nginx to 1.29.1",
+    }
+    assert scope.should_run(steps["direct-push"]) is True
+    assert scope.render_config(steps["direct-push"]) == {
+        "path": "./out",
+        "targetBranch": "stage/uat",
+        "message": "Minor update of public.ecr.aws/nginx/nginx",
+    }
+    assert scope.render_config(steps["step-3"])["apps"] == [
+        {
+            "name": "example-uat",
+            "sources": [
+                {"repoURL": "https://github.com/example/repo.git", "desiredRevision": "3f2c1a9e"}
+            ],
+        }
+    ]
+
+
+def test_render_text_keeps_what_only_looks_like_a_number() -> None:
+    from freightline.kargo.expressions import render_text
+
+    assert render("${{ '1.10' }}", {}) == 1.1  # typed, as Kargo types step config
+    assert render_text("${{ '1.10' }}", {}) == "1.10"
+    assert render_text("${{ 3 }}-${{ true }}", {}) == "3-true"
+    assert render_text("${{ quote('x') }}", {}) == "x"
+    assert render_text("plain", {}) == "plain"
+
+
+def test_config_maps_are_applied_updated_and_deleted_like_other_kinds() -> None:
+    from freightline.contracts.project import merge_resources, remove_resource
+    from freightline.kargo.config import group_by_project, load_text
+    from freightline.kargo.resources import ProjectResources
+    from tests.pipelines import dump
+
+    def resources(value: str) -> ProjectResources:
+        document = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "p"},
+            "data": {"repoURL": value},
+        }
+        (group,) = group_by_project(load_text(dump([document]), source="cm.yaml")).values()
+        return group
+
+    merged, result = merge_resources(ProjectResources(name="p"), resources("a"))
+    assert result.created == ("ConfigMap/settings",)
+    merged, result = merge_resources(merged, resources("b"))
+    assert result.updated == ("ConfigMap/settings",)
+    assert merged.config_maps["settings"].data == {"repoURL": "b"}
+    assert remove_resource(merged, "ConfigMap", "settings").config_maps == {}

@@ -185,11 +185,12 @@ PUSH = {"uses": "git-push", "config": {"path": "./src"}}
                 "uses": "yaml-update",
                 "config": {
                     "path": "./src/base/deploy.yaml",
-                    "updates": [{"key": "spec.replicas", "value": "${{ vars.replicas + }}"}],
+                    # Parses (a syntax error is refused by apply), fails when evaluated.
+                    "updates": [{"key": "spec.replicas", "value": "${{ vars.replicas + 1 }}"}],
                 },
             },
             PromotionPhase.ERRORED,
-            "vars.replicas +",
+            "vars.replicas + 1",
         ),
         (
             {

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
@@ -27,7 +26,6 @@ from freightline.app.client import (
     assemble_freight,
     project_freight,
     refresh_warehouse,
-    warehouse_statuses,
 )
 from freightline.contracts.names import (
     FREIGHT_QUERY,
@@ -163,6 +161,36 @@ def test_manual_policy_empty_subscription_and_criteria() -> None:
         )
     with pytest.raises(ExpressionError, match="freightCreationCriteria"):
         decide_freight("p", criteria("nosuch(1)"), discovery("1"), (), NOW)
+
+    # Kargo's criteria fields: Subject (and CreatorDate, from discovery); a misspelt field
+    # is an error, never a silently false criterion; now() is the discovery's time.
+    repo = "https://github.com/example/app.git"
+    by_subject = f"commitFrom('{repo}').Subject == 'fix'"
+    assert decide_freight("p", criteria(by_subject), discovery("1.0.0"), (), NOW).freight
+    with pytest.raises(ExpressionError, match='has no field "Subjekt"'):
+        decide_freight(
+            "p", criteria(f"commitFrom('{repo}').Subjekt == 'fix'"), discovery("1"), (), NOW
+        )
+    found = discovery("1.0.0")
+    dated = found.model_copy(
+        update={
+            "subscriptions": tuple(
+                s.model_copy(
+                    update={
+                        "commits": tuple(
+                            c.model_copy(update={"creator_date": NOW - timedelta(hours=2)})
+                            for c in s.commits
+                        )
+                    }
+                )
+                for s in found.subscriptions
+            )
+        }
+    )
+    old_enough = f"now() - commitFrom('{repo}').CreatorDate > duration('1h')"
+    assert decide_freight("p", criteria(old_enough), dated, (), NOW).freight
+    too_new = f"now() - commitFrom('{repo}').CreatorDate > duration('3h')"
+    assert decide_freight("p", criteria(too_new), dated, (), NOW).freight is None
 
 
 def test_history_is_bounded_newest_first() -> None:
@@ -344,12 +372,9 @@ async def test_discovery_activity_errors_name_the_subscription(registry: Registr
     silent.bind(("127.0.0.1", 0))
     silent.listen()  # accepts connections, never answers: a registry that times out
     try:
-        bad_constraint = await error(
-            {"image": {"repoURL": f"{registry.host}/app", "constraint": "^^1"}}
-        )
-        assert bad_constraint.type == "ConfigError" and bad_constraint.non_retryable
-        assert "subscription 1 (image" in bad_constraint.message
-        assert "invalid semver constraint" in bad_constraint.message
+        # A bad constraint never reaches discovery: the subscription itself is refused.
+        with pytest.raises(ValueError, match="invalid semver constraint"):
+            subs({"image": {"repoURL": f"{registry.host}/app", "constraint": "^^1"}})
         bad_regex = await error(
             {"image": {"repoURL": f"{registry.host}/app", "allowTagsRegexes": ["("]}}
         )
@@ -461,21 +486,16 @@ async def test_apply_discovers_refresh_and_bad_constraint(
     )
     assert newest.metadata.name in resources.freight
 
-    # A bad constraint: a clear error on the status, the loop alive, the Freight kept.
-    await apply_project(client, resources_of(project_text(project, repo, constraint="^^1")))
-    await wait_for(lambda: _has_error(handle, "invalid semver constraint"))
+    # A bad constraint is refused by apply, naming the field; the Warehouse keeps going.
+    with pytest.raises(FreightlineError, match=r"image\.constraint: invalid semver constraint"):
+        resources_of(project_text(project, repo, constraint="^^1"))
     assert len(await freight_of(handle)) == 2
-    (status,) = await warehouse_statuses(client, project)
-    assert status.failures == 1 and status.freight_count == 2
-    assert "invalid semver constraint" in await _details(handle)
-    description = await handle.describe()
-    assert description.status is not None and description.status.name == "RUNNING"
 
-    # Fixed: discovery works again; the newest matching image is old Freight, so nothing new.
+    # A new constraint: the newest matching image is old Freight, so nothing new.
     await apply_project(client, resources_of(project_text(project, repo, constraint="<1.2")))
-    await wait_for(lambda: _error_cleared(handle))
+    await wait_for(lambda: _says(handle, "no new artifacts"))
     assert len(await freight_of(handle)) == 2
-    assert "no new artifacts" in (await status_of(handle)).message
+    assert (await status_of(handle)).last_error is None
 
 
 async def test_failures_keep_the_loop_and_unknown_stages_are_skipped(
@@ -529,15 +549,8 @@ async def _has_error(handle: WorkflowHandle[Any, Any], text: str) -> bool:
     return error is not None and text in error
 
 
-async def _error_cleared(handle: WorkflowHandle[Any, Any]) -> bool:
-    status = await status_of(handle)
-    return status.last_error is None and status.failures >= 1
-
-
-async def _details(handle: WorkflowHandle[Any, Any]) -> str:
-    """The workflow's current details, as the Temporal UI shows them."""
-    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
-    return str(metadata.current_details)
+async def _says(handle: WorkflowHandle[Any, Any], text: str) -> bool:
+    return text in (await status_of(handle)).message
 
 
 async def test_cli_get_freight_warehouses_and_refresh(

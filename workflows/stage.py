@@ -483,6 +483,7 @@ class StageWorkflow:
                     self.state.config.analysis_templates,
                     [known.freight for known in self.state.available.values()],
                     self.state.metadata,
+                    now=started,
                 )
                 if entry
                 else None

@@ -232,7 +232,10 @@ async def promote(
 @run_async
 async def delete(
     kind: Annotated[
-        str, typer.Argument(help="stage, warehouse, promotiontask, analysistemplate or freight.")
+        str,
+        typer.Argument(
+            help="stage, warehouse, promotiontask, analysistemplate, configmap or freight."
+        ),
     ],
     name: Annotated[str, typer.Argument(help="The resource's name.")],
     project: ProjectOption = None,
@@ -242,7 +245,8 @@ async def delete(
     from freightline.app.temporal import connect
 
     kinds = {
-        k.lower(): k for k in ("Stage", "Warehouse", "PromotionTask", "AnalysisTemplate", "Freight")
+        k.lower(): k
+        for k in ("Stage", "Warehouse", "PromotionTask", "AnalysisTemplate", "ConfigMap", "Freight")
     }
     if kind.lower() not in kinds:
         raise fail(f'cannot delete "{kind}": one of {", ".join(kinds)}')

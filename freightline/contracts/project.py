@@ -23,6 +23,7 @@ MERGED_KINDS = {
     "stages": "Stage",
     "promotion_tasks": "PromotionTask",
     "analysis_templates": "AnalysisTemplate",
+    "config_maps": "ConfigMap",
     "freight": "Freight",
 }
 

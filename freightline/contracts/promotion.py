@@ -138,6 +138,18 @@ class PromotionPlan(Contract):
     stage_metadata: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Stage name → its metadata, for ``stageMetadata()``, likewise."""
 
+    planned_at: datetime | None = None
+    """When the plan was made: what ``now()`` returns in the promotion's expressions, the
+    same in the workflow, in every activity and on replay (None in plans recorded before)."""
+    actor: str | None = None
+    """Who asked for the promotion: ``ctx.meta.promotion.actor``."""
+    rollback: bool = False
+    """Whether the promotion is an automatic rollback: ``ctx.meta.promotion.rollback``."""
+    ui_base_url: str = ""
+    """The worker's UI address: ``ctx.uiBaseUrl``."""
+    config_maps: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """The data of the project's ConfigMaps the steps name, for ``configMap(name)``."""
+
     def metadata_set(self, kind: str, name: str, metadata: dict[str, Any]) -> PromotionPlan:
         """This plan after a ``set-metadata`` step wrote ``metadata`` (the whole map now) on
         a Stage or a Freight (by ID): what the later steps' expressions read."""
@@ -274,8 +286,19 @@ def find_freight(resources: ProjectResources, freight: str) -> Freight:
     raise NotFoundError(f'project "{resources.name}" has no Freight with ID or alias "{freight}"')
 
 
+ROLLBACK_ACTOR = "auto-rollback"
+"""The ``requestedBy`` of the promotions a Stage starts to roll back a failed verification."""
+
+
 def plan_promotion(
-    resources: ProjectResources, stage: str, freight: str, promotion: str
+    resources: ProjectResources,
+    stage: str,
+    freight: str,
+    promotion: str,
+    *,
+    planned_at: datetime | None = None,
+    actor: str | None = None,
+    ui_base_url: str = "",
 ) -> PromotionPlan:
     """Expand a Stage's promotion template into a flat, validated list of steps."""
     stage_resource = resources.stages.get(stage)
@@ -319,7 +342,28 @@ def plan_promotion(
         steps=tuple(steps),
         windows=windows_for(resources, stage),
         shard=stage_resource.spec.shard,
+        planned_at=planned_at,
+        actor=actor,
+        rollback=actor == ROLLBACK_ACTOR,
+        ui_base_url=ui_base_url,
+        config_maps=_named_config_maps(resources, steps),
     )
+
+
+def _named_config_maps(
+    resources: ProjectResources, steps: Sequence[PlannedStep]
+) -> dict[str, dict[str, str]]:
+    # Only the ConfigMaps whose name the steps mention (a literal in configMap("name") or in
+    # a var): the plan is in the promotion's history, which should not carry every
+    # ConfigMap of the project.
+    if not resources.config_maps:
+        return {}
+    text = "".join(step.model_dump_json(by_alias=True) for step in steps)
+    return {
+        name: dict(config_map.data or {})
+        for name, config_map in sorted(resources.config_maps.items())
+        if name in text
+    }
 
 
 def _planned(
@@ -412,10 +456,12 @@ class StepScope:
     def record(self, outcome: StepOutcome) -> None:
         self.outcomes.append(outcome)
 
-    def context(self) -> dict[str, Any]:
-        """``ctx``: the project, Stage, promotion and target Freight."""
+    def context(self, step: PlannedStep | None = None) -> dict[str, Any]:
+        """``ctx``: Kargo's promotion context (the project, Stage, promotion, target Freight,
+        the UI address and ``meta``: who promoted, whether it is a rollback, the step's alias)."""
         freight = self.plan.freight
         return {
+            "uiBaseUrl": self.plan.ui_base_url,
             "project": self.plan.project,
             "stage": self.plan.stage,
             "promotion": self.plan.promotion,
@@ -423,6 +469,10 @@ class StepScope:
                 "name": freight.metadata.name,
                 "alias": freight.alias,
                 "origin": {"kind": freight.origin.kind, "name": freight.origin.name},
+            },
+            "meta": {
+                "promotion": {"actor": self.plan.actor or "", "rollback": self.plan.rollback},
+                "step": {"alias": step.alias if step is not None else ""},
             },
         }
 
@@ -440,7 +490,7 @@ class StepScope:
                 if alias.startswith(prefix)
             }
         env: dict[str, Any] = {
-            "ctx": self.context(),
+            "ctx": self.context(step),
             "outputs": outputs,
             "task": {"outputs": task_outputs},
             **artifact_functions(freight),
@@ -448,10 +498,13 @@ class StepScope:
             "success": lambda: not self._any_failed(),
             "failure": self._any_failed,
             "always": lambda: True,
-            "status": self._status_of,
+            "status": lambda alias: self._status_of(step, alias),
             "vars": {},
             **(extra or {}),
         }
+        if self.plan.planned_at is not None:
+            env[expressions.NOW] = self.plan.planned_at
+        env[expressions.CONFIG_MAPS] = self.plan.config_maps
         rendered_vars: dict[str, Any] = {}
         for var in step.vars:
             env["vars"] = rendered_vars
@@ -469,10 +522,19 @@ class StepScope:
         return {**self.plan.freight_metadata, **({freight.metadata.name: own} if own else {})}
 
     def should_run(self, step: PlannedStep) -> bool:
-        """Kargo's default: a step runs only when no earlier step failed, unless ``if`` says."""
-        if step.if_ is None:
+        """Kargo's default: a step runs only when no earlier step failed, unless ``if`` says.
+
+        As in Kargo, ``if`` must render to a bool (``"false"`` renders to false, typed
+        like every template); anything else is an error, not a truthiness guess."""
+        if step.if_ is None or not step.if_.strip():  # Kargo: an empty if is no if
             return not self._any_failed()
-        return bool(_render(step.if_, self.env(step), step, "if"))
+        value = _render(step.if_, self.env(step), step, "if")
+        if not isinstance(value, bool):
+            raise ExpressionError(
+                f'step "{step.alias}" ({step.uses}) if: must evaluate to a bool, '
+                f"got {type(value).__name__} {value!r}"
+            )
+        return value
 
     def render_config(
         self, step: PlannedStep, extra: Mapping[str, Any] | None = None
@@ -484,9 +546,15 @@ class StepScope:
     def _any_failed(self) -> bool:
         return any(o.status in (StepStatus.FAILED, StepStatus.ERRORED) for o in self.outcomes)
 
-    def _status_of(self, alias: str) -> str:
+    def _status_of(self, step: PlannedStep, alias: Any) -> str:
+        # Kargo: inside a PromotionTask, status("x") names the sibling step "x" of the same
+        # task; outside one, a top-level step.
+        if not isinstance(alias, str) or not alias:
+            raise ExpressionError("status: the argument must be a non-empty step alias")
+        prefix = f"{step.task_alias}::" if step.task_alias is not None else ""
         for outcome in self.outcomes:
-            if outcome.alias == alias:
+            namespace, _, short = outcome.alias.rpartition("::")
+            if (namespace + "::" if namespace else "") == prefix and short == alias:
                 return outcome.status.value
         return ""
 

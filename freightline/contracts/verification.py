@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
@@ -10,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 from freightline.contracts.model import Contract
 from freightline.errors import ConfigError, root_cause
 from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus, resolve_metrics
+from freightline.kargo.expressions import NOW
 from freightline.kargo.freight import artifact_functions
 from freightline.kargo.metadata import metadata_functions
 from freightline.kargo.resources import AnalysisTemplate, Freight, Metric, Stage
@@ -55,11 +57,13 @@ def verification_request(
     templates: Mapping[str, AnalysisTemplate],
     known_freight: Sequence[Freight] = (),
     stage_metadata: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> VerificationRequest | None:
     """The verification to run for ``freight`` in ``stage``; None when the Stage has none.
 
     Its args see ``freightMetadata()`` of ``freight`` and ``known_freight`` (the Freight the
-    Stage holds copies of) and ``stageMetadata()`` of this Stage (``stage_metadata``)."""
+    Stage holds copies of) and ``stageMetadata()`` of this Stage (``stage_metadata``);
+    ``now`` (the workflow's clock) is what ``now()`` gives in them."""
     verification = stage.spec.verification
     if verification is None or not verification.analysis_templates:
         return None
@@ -93,6 +97,8 @@ def verification_request(
             {stage.metadata.name: stage_metadata} if stage_metadata else {},
         ),
     }
+    if now is not None:
+        env[NOW] = now
     metrics = tuple(resolve_metrics(chosen, verification.args or [], env))
     return VerificationRequest(
         project=project,

@@ -16,8 +16,10 @@ Kargo makes it:
   before it is made. Its names are Kargo's: ``imageFrom(repoURL)``,
   ``commitFrom(repoURL)``, ``chartFrom(repoURL[, name])`` over the
   candidate's artifacts (fields ``RepoURL``, ``Tag``, ``Digest``,
-  ``Annotations`` / ``ID``, ``Branch``, ``Message``, ``Author``,
-  ``Committer`` / ``Name``, ``Version``), and ``warehouse(name)``.
+  ``Annotations`` / ``ID``, ``Branch``, ``Subject`` (or ``Message``), ``Author``,
+  ``Committer`` / ``Name``, ``Version``; an unknown field is an error, not a
+  silently false criterion), ``artifactFrom`` and ``warehouse(name)``; see
+  docs/expressions.md.
 
 The Warehouse keeps the newest :data:`MAX_FREIGHT_HISTORY` Freight, newest
 first; older Freight is dropped from the Warehouse (Freight already promoted
@@ -253,7 +255,7 @@ def decide_freight(
             return FreightDecision(message=f"no new artifacts (newest Freight {held.alias})")
     criteria = warehouse.spec.freight_creation_criteria
     expression = (criteria.expression or "").strip() if criteria else ""
-    if expression and not _criteria_met(expression, candidate):
+    if expression and not _criteria_met(expression, candidate, discovery, now):
         return FreightDecision(message=f"freightCreationCriteria not met by {_describe(candidate)}")
     return FreightDecision(freight=candidate, message=f"made Freight {candidate.alias}")
 
@@ -436,12 +438,22 @@ def _describe(freight: Freight) -> str:
     return ", ".join(parts)
 
 
-def _criteria_met(expression: str, candidate: Freight) -> bool:
+def _criteria_met(
+    expression: str, candidate: Freight, discovery: DiscoveryResult, now: datetime.datetime
+) -> bool:
     text = expression.strip()
     if not text.startswith("${{"):
         text = "${{ " + text + " }}"
+    # commitFrom(url).CreatorDate from discovery; now() is the discovery's (workflow) time.
+    dates = {
+        commit.id: commit.creator_date
+        for found in discovery.subscriptions
+        for commit in found.commits[:1]
+        if commit.creator_date is not None
+    }
+    env = {**artifact_functions(candidate, commit_dates=dates), expressions.NOW: now}
     try:
-        value = expressions.render(text, artifact_functions(candidate))
+        value = expressions.render(text, env)
     except ExpressionError as err:
         raise ExpressionError(f"freightCreationCriteria.expression: {err}") from None
     if isinstance(value, str) and value in ("true", "false"):

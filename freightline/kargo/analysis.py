@@ -59,7 +59,7 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 from pydantic import AfterValidator, AwareDatetime, Field, ValidationError
 
 from freightline.errors import ConfigError, ExpressionError
-from freightline.kargo.expressions import evaluate, render_string
+from freightline.kargo.expressions import evaluate, render_text
 from freightline.kargo.resources import (
     AnalysisArgument,
     AnalysisRunArgument,
@@ -253,14 +253,12 @@ def flatten_templates(templates: AnalysisTemplate | Sequence[AnalysisTemplate]) 
 
 
 def _arg_text(name: str, template: str, env: Mapping[str, Any]) -> str:
+    # An argument is text: the rendered text itself (true, 3, 1.10, compact JSON), not typed
+    # (Kargo refuses an argument that types as a number; a tag 1.10 must not become 1.1).
     try:
-        value = render_string(template, env)
-        if not isinstance(value, str):
-            # The engine's own text form (true, 3, 1.5, compact JSON), as Kargo interpolates.
-            value = evaluate("string(value)", {"value": value})
+        return render_text(template, env)
     except ExpressionError as err:
         raise ConfigError(f'verification arg "{name}": {err}') from None
-    return str(value)
 
 
 def resolve_args(

@@ -69,6 +69,7 @@ from freightline.kargo.resources import (
     RESOURCE_KINDS,
     VAR_NAME_PATTERN,
     AnalysisTemplate,
+    ConfigMap,
     Freight,
     Project,
     ProjectConfig,
@@ -313,7 +314,8 @@ def _as_resource(resource: ResourceBase) -> Resource:
         | PromotionTask
         | Freight
         | Promotion
-        | AnalysisTemplate,
+        | AnalysisTemplate
+        | ConfigMap,
     ):
         return resource
     raise TypeError(f"not a Freightline resource kind: {type(resource).__name__}")
@@ -642,6 +644,8 @@ def _add(group: ProjectResources, resource: ResourceBase, problems: list[str]) -
             _put(group.promotions, resource, duplicate)
         case AnalysisTemplate():
             _put(group.analysis_templates, resource, duplicate)
+        case ConfigMap():
+            _put(group.config_maps, resource, duplicate)
         case _:
             problems.append(f"{_where(resource)}kind {resource.kind} cannot be grouped")
 

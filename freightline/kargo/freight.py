@@ -33,12 +33,15 @@ Repositories are compared in the normal forms above, one rule per kind
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from freightline.kargo.expressions import Time
 from freightline.kargo.resources import (
     ArtifactReference,
     Chart,
@@ -350,64 +353,209 @@ def same_repository(kind: RepositoryKind, a: str | None, b: str | None) -> bool:
     return normalize(a.strip()) == normalize(b.strip())
 
 
-def _origin_matches(freight: Freight, origin: Any) -> bool:
-    """An optional ``warehouse("name")`` argument selects Freight of that origin only."""
-    if not isinstance(origin, dict):
-        return True
-    name = origin.get("name")
-    return not isinstance(name, str) or name == freight.origin.name
+@dataclass(frozen=True, slots=True)
+class FreightOriginView:
+    """What ``warehouse(name)`` gives: Kargo's ``FreightOrigin`` (``Kind``, ``Name``)."""
+
+    Kind: str
+    Name: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.Kind, "name": self.Name}
 
 
-def artifact_functions(freight: Freight) -> dict[str, Callable[..., Any]]:
-    """Kargo's expression functions over one Freight: ``imageFrom(repoURL[, origin])``,
-    ``commitFrom(repoURL[, origin])``, ``chartFrom(repoURL[, name][, origin])`` (each nil when
-    the Freight has no such artifact) and ``warehouse(name)`` (an origin)."""
+@dataclass(frozen=True, slots=True)
+class ImageView:
+    """What ``imageFrom()`` gives: Kargo's ``Image`` fields; an unknown field is an error."""
 
-    def image_from(repo_url: str, origin: Any = None) -> dict[str, Any] | None:
-        if not _origin_matches(freight, origin):
-            return None
-        for image in freight.images or ():
-            if same_repository("image", image.repo_url, repo_url):
-                return {
-                    "RepoURL": image.repo_url,
-                    "Tag": image.tag,
-                    "Digest": image.digest,
-                    "Annotations": image.annotations or {},
-                }
+    RepoURL: str | None
+    Tag: str | None
+    Digest: str | None
+    Annotations: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repoURL": self.RepoURL,
+            "tag": self.Tag,
+            "digest": self.Digest,
+            "annotations": self.Annotations,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CommitView:
+    """What ``commitFrom()`` gives, in every context.
+
+    Kargo gives a ``GitCommit`` (``Message``) in promotions and verification and a
+    ``DiscoveredCommit`` (``Subject``, ``CreatorDate``) in Freight creation criteria;
+    this object answers both names, so an expression copied from either page works
+    anywhere. ``Message`` and ``Subject`` are both the commit's first line.
+    """
+
+    RepoURL: str | None
+    ID: str | None
+    Branch: str | None
+    Tag: str | None
+    Message: str | None
+    Subject: str | None
+    Author: str | None
+    Committer: str | None
+    CreatorDate: Time | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repoURL": self.RepoURL,
+            "id": self.ID,
+            "branch": self.Branch,
+            "tag": self.Tag,
+            "message": self.Message,
+            "author": self.Author,
+            "committer": self.Committer,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChartView:
+    """What ``chartFrom()`` gives: Kargo's ``Chart`` fields."""
+
+    RepoURL: str | None
+    Name: str | None
+    Version: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repoURL": self.RepoURL, "name": self.Name, "version": self.Version}
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactView:
+    """What ``artifactFrom()`` gives: Kargo's generic ``ArtifactReference``."""
+
+    ArtifactType: str | None
+    SubscriptionName: str
+    Version: str
+    Metadata: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "artifactType": self.ArtifactType,
+            "subscriptionName": self.SubscriptionName,
+            "version": self.Version,
+            "metadata": self.Metadata,
+        }
+
+
+def _creator_date(
+    commit_id: str | None, dates: Mapping[str, datetime.datetime] | None
+) -> Time | None:
+    moment = (dates or {}).get(commit_id or "")
+    return None if moment is None else Time(moment)
+
+
+def _origin_of(function: str, origin: Any) -> str | None:
+    """The Warehouse name an optional ``warehouse("name")`` argument asks for."""
+    if origin is None:
+        return None
+    if isinstance(origin, FreightOriginView):
+        return origin.Name
+    if isinstance(origin, dict) and isinstance(origin.get("name"), str):
+        return str(origin["name"])  # the map form older Freightline documented
+    raise ValueError(
+        f"{function}: the origin argument must come from warehouse(name), "
+        f"not {type(origin).__name__}"
+    )
+
+
+def _repo_arg(function: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{function}: first argument must be a string, not {type(value).__name__}")
+    return value
+
+
+def artifact_functions(
+    freight: Freight | Iterable[Freight],
+    *,
+    commit_dates: Mapping[str, datetime.datetime] | None = None,
+) -> dict[str, Callable[..., Any]]:
+    """Kargo's expression functions over a Stage's Freight (one Freight, or one per origin):
+    ``imageFrom(repoURL[, origin])``, ``commitFrom(repoURL[, origin])``,
+    ``chartFrom(repoURL[, name][, origin])``, ``artifactFrom(subscription[, origin])`` (each
+    nil when no Freight has such an artifact) and ``warehouse(name)`` (an origin).
+
+    The one implementation for promotion steps, Freight creation criteria and
+    verification: the same call gives the same answer everywhere. ``commit_dates`` (commit
+    ID to its creator date, known right after discovery) fills ``CreatorDate``.
+    """
+    collection = [freight] if isinstance(freight, Freight) else list(freight)
+
+    def candidates(function: str, origin: Any) -> list[Freight]:
+        wanted = _origin_of(function, origin)
+        return [f for f in collection if wanted is None or f.origin.name == wanted]
+
+    def image_from(repo_url: Any, origin: Any = None) -> ImageView | None:
+        url = _repo_arg("imageFrom", repo_url)
+        for held in candidates("imageFrom", origin):
+            for image in held.images or ():
+                if same_repository("image", image.repo_url, url):
+                    return ImageView(
+                        image.repo_url, image.tag, image.digest, dict(image.annotations or {})
+                    )
         return None
 
-    def commit_from(repo_url: str, origin: Any = None) -> dict[str, Any] | None:
-        if not _origin_matches(freight, origin):
-            return None
-        for commit in freight.commits or ():
-            if same_repository("git", commit.repo_url, repo_url):
-                return {
-                    "RepoURL": commit.repo_url,
-                    "ID": commit.id,
-                    "Branch": commit.branch,
-                    "Tag": commit.tag,
-                    "Message": commit.message,
-                    "Author": commit.author,
-                    "Committer": commit.committer,
-                }
+    def commit_from(repo_url: Any, origin: Any = None) -> CommitView | None:
+        url = _repo_arg("commitFrom", repo_url)
+        for held in candidates("commitFrom", origin):
+            for commit in held.commits or ():
+                if same_repository("git", commit.repo_url, url):
+                    return CommitView(
+                        RepoURL=commit.repo_url,
+                        ID=commit.id,
+                        Branch=commit.branch,
+                        Tag=commit.tag,
+                        Message=commit.message,
+                        Subject=commit.message,
+                        Author=commit.author,
+                        Committer=commit.committer,
+                        CreatorDate=_creator_date(commit.id, commit_dates),
+                    )
         return None
 
-    def chart_from(repo_url: str, *rest: Any) -> dict[str, Any] | None:
+    def chart_from(repo_url: Any, *rest: Any) -> ChartView | None:
         # chartFrom(repoURL), (repoURL, name), (repoURL, origin) or (repoURL, name, origin).
-        name = next((arg for arg in rest if isinstance(arg, str)), None)
-        origin = next((arg for arg in rest if isinstance(arg, dict)), None)
-        if not _origin_matches(freight, origin):
-            return None
-        for chart in freight.charts or ():
-            if same_repository("chart", chart.repo_url, repo_url) and (
-                name is None or chart.name == name
-            ):
-                return {"RepoURL": chart.repo_url, "Name": chart.name, "Version": chart.version}
+        url = _repo_arg("chartFrom", repo_url)
+        if len(rest) > 2:
+            raise ValueError(f"chartFrom: expected 1 to 3 arguments, got {len(rest) + 1}")
+        name = rest[0] if rest and isinstance(rest[0], str) else None
+        origins = [arg for arg in rest if not isinstance(arg, str)]
+        for held in candidates("chartFrom", origins[0] if origins else None):
+            for chart in held.charts or ():
+                if same_repository("chart", chart.repo_url, url) and (
+                    name is None or chart.name == name
+                ):
+                    return ChartView(chart.repo_url, chart.name, chart.version)
         return None
+
+    def artifact_from(subscription: Any, origin: Any = None) -> ArtifactView | None:
+        wanted = _repo_arg("artifactFrom", subscription)
+        for held in candidates("artifactFrom", origin):
+            for artifact in held.artifacts or ():
+                if artifact.subscription_name == wanted:
+                    return ArtifactView(
+                        artifact.artifact_type,
+                        artifact.subscription_name,
+                        artifact.version,
+                        dict(artifact.metadata or {}),
+                    )
+        return None
+
+    def warehouse(name: Any) -> FreightOriginView:
+        if not isinstance(name, str) or not name:
+            raise ValueError("warehouse: the name must be a non-empty string")
+        return FreightOriginView("Warehouse", name)
 
     return {
         "imageFrom": image_from,
         "commitFrom": commit_from,
         "chartFrom": chart_from,
-        "warehouse": lambda name: {"kind": "Warehouse", "name": name},
+        "artifactFrom": artifact_from,
+        "warehouse": warehouse,
     }

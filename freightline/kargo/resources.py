@@ -37,9 +37,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from freightline.errors import ConfigError, ExpressionError
+from freightline.kargo import expressions
+from freightline.kargo.semver import parse_constraint
 
 KARGO_API_VERSION: Final = "kargo.akuity.io/v1alpha1"
 ARGO_ROLLOUTS_API_VERSION: Final = "argoproj.io/v1alpha1"
@@ -200,7 +205,7 @@ class Var(KargoModel):
     """A named value for ``${{ vars.name }}``."""
 
     name: VarName
-    value: str | None = None
+    value: TemplatedText | None = None
 
 
 class FreightOrigin(KargoModel):
@@ -251,11 +256,11 @@ class PromotionStep(KargoModel):
     uses: str | None = Field(default=None, min_length=1)
     task: PromotionTaskReference | None = None
     as_: str | None = Field(default=None, alias="as")
-    if_: str | None = Field(default=None, alias="if")
+    if_: Condition | None = Field(default=None, alias="if")
     continue_on_error: bool | None = None
     retry: PromotionStepRetry | None = None
     vars: list[Var] | None = None
-    config: dict[str, Any] | None = None
+    config: TemplatedConfig | None = None
 
     @model_validator(mode="after")
     def _uses_or_task(self) -> PromotionStep:
@@ -409,6 +414,40 @@ class ProjectConfig(ResourceBase):
     spec: ProjectConfigSpec = Field(default_factory=ProjectConfigSpec)
 
 
+# --- checked at apply: constraints and expressions ------------------------------------------
+
+
+def _constraint(text: str) -> str:
+    # A constraint that does not parse is refused by apply, not at the first discovery.
+    try:
+        parse_constraint(text)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
+def _condition(text: str) -> str:
+    try:
+        expressions.check_condition(text)
+    except ExpressionError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
+def _templates(value: Any) -> Any:
+    try:
+        expressions.check_template(value)
+    except ExpressionError as err:
+        raise ValueError(str(err)) from None
+    return value
+
+
+SemverConstraint = Annotated[str, AfterValidator(_constraint)]
+Condition = Annotated[str, AfterValidator(_condition)]
+TemplatedConfig = Annotated[dict[str, Any], AfterValidator(_templates)]
+TemplatedText = Annotated[str, AfterValidator(_templates)]
+
+
 # --- Warehouse ---------------------------------------------------------------------------------
 
 IMAGE_REPO_URL_PATTERN = r"^(\w+([\.-]\w+)*(:[\d]+)?/)?(\w+([\.-]\w+)*)(/\w+([\.-]\w+)*)*$"
@@ -427,8 +466,8 @@ class ImageSubscription(KargoModel):
 
     repo_url: str = Field(alias="repoURL", min_length=1, pattern=IMAGE_REPO_URL_PATTERN)
     image_selection_strategy: Literal["Digest", "Lexical", "NewestBuild", "SemVer"] = "SemVer"
-    strict_semvers: bool = True
-    constraint: str | None = None
+    strict_semvers: StrictBool = True
+    constraint: SemverConstraint | None = None
     allow_tags: str | None = None
     allow_tags_regexes: list[str] | None = None
     ignore_tags: list[str] | None = None
@@ -451,8 +490,8 @@ class GitSubscription(KargoModel):
         "NewestFromBranch"
     )
     branch: str | None = Field(default=None, min_length=1, max_length=255, pattern=_BRANCH)
-    strict_semvers: bool = True
-    semver_constraint: str | None = None
+    strict_semvers: StrictBool = True
+    semver_constraint: SemverConstraint | None = None
     allow_tags: str | None = None
     allow_tags_regexes: list[str] | None = None
     ignore_tags: list[str] | None = None
@@ -471,7 +510,7 @@ class ChartSubscription(KargoModel):
 
     repo_url: str = Field(alias="repoURL", min_length=1, pattern=CHART_REPO_URL_PATTERN)
     name: str | None = None
-    semver_constraint: str | None = None
+    semver_constraint: SemverConstraint | None = None
     discovery_limit: DiscoveryLimit = 20
     insecure_skip_tls_verify: bool | None = Field(default=None, alias="insecureSkipTLSVerify")
 
@@ -498,7 +537,7 @@ class RepoSubscription(KargoModel):
 class FreightCreationCriteria(KargoModel):
     """An expression new artifacts must satisfy before Freight is created automatically."""
 
-    expression: str | None = None
+    expression: Condition | None = None
 
 
 class WarehouseSpec(KargoModel):
@@ -598,7 +637,7 @@ class AnalysisRunArgument(KargoModel):
     """A value passed to the AnalysisTemplates' ``args``."""
 
     name: str
-    value: str
+    value: TemplatedText
 
 
 class Verification(KargoModel):
@@ -787,6 +826,16 @@ class WebMetricHeader(KargoModel):
     value: str
 
 
+def _json_path(text: str) -> str:
+    # Argo Rollouts' web provider reads a Kubernetes JSONPath template: in braces.
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        raise ValueError(
+            f"jsonPath {text!r} must be in braces, as Argo Rollouts reads it: {{$.data.value}}"
+        )
+    return text
+
+
 class WebMetric(KargoModel):
     """An HTTP request whose JSON response is read with ``jsonPath``."""
 
@@ -794,7 +843,7 @@ class WebMetric(KargoModel):
     method: Literal["GET", "POST", "PUT"] | None = None
     headers: list[WebMetricHeader] | None = None
     body: str | None = None
-    json_path: str | None = None
+    json_path: Annotated[str, AfterValidator(_json_path)] | None = None
     timeout_seconds: int | None = Field(default=None, ge=1)
     insecure: bool | None = None
 
@@ -844,6 +893,20 @@ class AnalysisTemplate(ResourceBase):
     spec: AnalysisTemplateSpec
 
 
+# --- ConfigMap ---------------------------------------------------------------------------------
+
+
+class ConfigMap(ResourceBase):
+    """A Kubernetes ConfigMap applied to the project: what ``configMap(name)`` reads in
+    promotion steps. Non-secret by definition (its values reach promotion histories, as any
+    rendered step config does); a Secret is refused by ``apply``."""
+
+    api_version: Literal["v1"] = Field(default="v1", alias="apiVersion")
+    kind: Literal["ConfigMap"] = "ConfigMap"
+    data: dict[str, str] | None = None
+    immutable: bool | None = None
+
+
 # --- the union and the registry ----------------------------------------------------------------
 
 Resource = Annotated[
@@ -854,7 +917,8 @@ Resource = Annotated[
     | PromotionTask
     | Freight
     | Promotion
-    | AnalysisTemplate,
+    | AnalysisTemplate
+    | ConfigMap,
     Field(discriminator="kind"),
 ]
 """Any top-level kind, discriminated by ``kind``."""
@@ -868,6 +932,7 @@ RESOURCE_KINDS: dict[str, type[ResourceBase]] = {
     "Freight": Freight,
     "Promotion": Promotion,
     "AnalysisTemplate": AnalysisTemplate,
+    "ConfigMap": ConfigMap,
 }
 """Model class by ``kind``."""
 
@@ -891,6 +956,7 @@ class ProjectResources(BaseModel):
     freight: dict[str, Freight] = Field(default_factory=dict)
     promotions: dict[str, Promotion] = Field(default_factory=dict)
     analysis_templates: dict[str, AnalysisTemplate] = Field(default_factory=dict)
+    config_maps: dict[str, ConfigMap] = Field(default_factory=dict)
 
     def policy_for(self, stage: str) -> PromotionPolicy | None:
         """The ProjectConfig's (or legacy Project's) promotion policy for ``stage``: the first

@@ -66,6 +66,8 @@ from freightline.kargo.resources import (
     AnalysisTemplate,
     KargoModel,
     Metric,
+    PrometheusMetric,
+    WebMetric,
     parse_duration,
 )
 
@@ -90,6 +92,7 @@ __all__ = [
     "metric_phase",
     "next_measurement_at",
     "next_wakeup",
+    "provider_timeout_seconds",
     "record",
     "record_measurement",
     "resolve_args",
@@ -124,6 +127,8 @@ DEFAULT_ERROR_RETRY_INTERVAL: Final = datetime.timedelta(seconds=10)
 # Argo Rollouts' web provider default; Prometheus has none there, but an activity must end.
 DEFAULT_WEB_TIMEOUT_SECONDS: Final = 10
 DEFAULT_PROMETHEUS_TIMEOUT_SECONDS: Final = 30
+# Graphite's (and Datadog's default) HTTP client timeout in Argo Rollouts.
+_DEFAULT_PROVIDER_TIMEOUT_SECONDS: Final = 10
 
 # --- models ------------------------------------------------------------------------------------
 
@@ -681,10 +686,19 @@ def measurement_timeout(metric: Metric) -> datetime.timedelta:
     Error measurement (which counts against ``consecutiveErrorLimit``) rather
     than as an activity timeout.
     """
+    return datetime.timedelta(seconds=provider_timeout_seconds(metric) + 15)
+
+
+def provider_timeout_seconds(metric: Metric) -> float:
+    """How long ``metric``'s provider may take to answer one query, in seconds.
+
+    The provider's own setting where Argo Rollouts has one, else its default
+    there (Graphite's 10 s client), else Freightline's (an activity must end).
+    """
     provider = metric.provider
-    if provider.prometheus is not None:
-        seconds = provider.prometheus.timeout or DEFAULT_PROMETHEUS_TIMEOUT_SECONDS
-    else:
-        assert provider.web is not None  # a provider has exactly one kind
-        seconds = provider.web.timeout_seconds or DEFAULT_WEB_TIMEOUT_SECONDS
-    return datetime.timedelta(seconds=seconds + 15)
+    spec = provider.spec
+    if isinstance(spec, PrometheusMetric):
+        return spec.timeout or DEFAULT_PROMETHEUS_TIMEOUT_SECONDS
+    if isinstance(spec, WebMetric):
+        return spec.timeout_seconds or DEFAULT_WEB_TIMEOUT_SECONDS
+    return _DEFAULT_PROVIDER_TIMEOUT_SECONDS

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from activities.providers import graphite, prometheus, web
+from activities.providers import datadog, graphite, prometheus, web
 from activities.providers.measuring import WorkerSecrets
 
 __all__ = ["QUERIES", "Query"]
@@ -24,4 +24,5 @@ QUERIES: Final[Mapping[str, Query]] = {
     "prometheus": prometheus.query,
     "web": web.query,
     "graphite": graphite.query,
+    "datadog": datadog.query,
 }

@@ -76,6 +76,10 @@ class WorkerSecrets:
         self._environ = environ
         self.used: list[str] = []
 
+    def setting(self, secret: str, key: str) -> str | None:
+        """A value that is no credential (an address, an account ID): not scrubbed."""
+        return self._environ.get(secret_variable(secret, key)) or None
+
     def get(self, secret: str, key: str) -> str | None:
         """The value, or None when the worker has none."""
         value = self._environ.get(secret_variable(secret, key))

@@ -64,8 +64,10 @@ from freightline.kargo.resources import (
     AnalysisArgument,
     AnalysisRunArgument,
     AnalysisTemplate,
+    DatadogMetric,
     KargoModel,
     Metric,
+    NewRelicMetric,
     PrometheusMetric,
     WebMetric,
     parse_duration,
@@ -686,19 +688,20 @@ def measurement_timeout(metric: Metric) -> datetime.timedelta:
     Error measurement (which counts against ``consecutiveErrorLimit``) rather
     than as an activity timeout.
     """
-    return datetime.timedelta(seconds=provider_timeout_seconds(metric) + 15)
+    return datetime.timedelta(seconds=provider_timeout_seconds(metric.provider.spec) + 15)
 
 
-def provider_timeout_seconds(metric: Metric) -> float:
-    """How long ``metric``'s provider may take to answer one query, in seconds.
-
-    The provider's own setting where Argo Rollouts has one, else its default
-    there (Graphite's 10 s client), else Freightline's (an activity must end).
+def provider_timeout_seconds(spec: KargoModel) -> float:
+    """How long a provider (its configuration, ``metric.provider.spec``) may take to answer
+    one query, in seconds: its own setting where Argo Rollouts has one, else its default
+    there (Graphite's and Datadog's 10 s client), else Freightline's (an activity must end).
     """
-    provider = metric.provider
-    spec = provider.spec
     if isinstance(spec, PrometheusMetric):
         return spec.timeout or DEFAULT_PROMETHEUS_TIMEOUT_SECONDS
     if isinstance(spec, WebMetric):
         return spec.timeout_seconds or DEFAULT_WEB_TIMEOUT_SECONDS
+    if isinstance(spec, DatadogMetric) and spec.request_timeout:
+        return parse_duration(spec.request_timeout).total_seconds()
+    if isinstance(spec, NewRelicMetric) and spec.timeout:
+        return spec.timeout
     return _DEFAULT_PROVIDER_TIMEOUT_SECONDS

@@ -920,7 +920,7 @@ class CloudWatchMetric(KargoModel):
     metric_data_queries: list[CloudWatchQuery] = Field(min_length=1)
 
 
-PROVIDER_KINDS: Final[tuple[str, ...]] = ("prometheus", "web", "graphite")
+PROVIDER_KINDS: Final[tuple[str, ...]] = ("prometheus", "web", "graphite", "datadog")
 """The Argo Rollouts providers Freightline measures with, by their field in ``provider``."""
 
 _ARGO_PROVIDERS: Final = (

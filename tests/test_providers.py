@@ -1,0 +1,87 @@
+"""The provider registry and the AnalysisTemplate schema of each provider, checked at apply."""
+
+from __future__ import annotations
+
+import pytest
+
+from activities.providers import QUERIES
+from freightline.errors import ConfigError
+from freightline.kargo.config import load_text
+from freightline.kargo.resources import PROVIDER_KINDS, AnalysisTemplate
+
+TEMPLATE = """apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: checks
+  namespace: kargo-demo
+spec:
+  metrics:
+  - name: m
+    successCondition: "true"
+    provider:
+{provider}
+"""
+
+# Each provider's example from Argo Rollouts' documentation (docs/analysis/<provider>.md).
+EXAMPLES = {
+    "graphite": """      graphite:
+        address: http://graphite.example.com:9090
+        query: |
+          target=summarize(
+            asPercent(
+              sumSeries(stats.timers.httpServerRequests.app.{{args.service-name}}.exception.*.outcome.SERVER_ERROR.count),
+              sumSeries(stats.timers.httpServerRequests.app.{{args.service-name}}.exception.*.count)
+            ),
+            '5min', 'avg'
+          )""",
+    "datadog": """      datadog:
+        apiVersion: v2
+        interval: 5m
+        queries:
+          a: sum:requests.error.count{service:{{args.service-name}}}
+          b: sum:requests.request.count{service:{{args.service-name}}}
+        formula: "moving_rollup(a, 60, 'sum') / b"
+        aggregator: avg""",
+}
+
+
+def template(provider: str) -> str:
+    return TEMPLATE.format(provider=provider)
+
+
+def test_the_registry_measures_every_provider_the_model_accepts() -> None:
+    assert set(QUERIES) == set(PROVIDER_KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+def test_argo_rollouts_examples_load(kind: str) -> None:
+    (resource,) = load_text(template(EXAMPLES[kind]), source="t.yaml")
+    assert isinstance(resource, AnalysisTemplate)
+    assert resource.spec.metrics[0].provider.kind == kind
+
+
+@pytest.mark.parametrize("kind", ["job", "kayenta", "skywalking", "plugin"])
+def test_providers_freightline_does_not_run_are_refused_by_name(kind: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_text(template(f"      {kind}:\n        x: y"), source="t.yaml")
+    message = str(refused.value)
+    assert "t.yaml" in message
+    assert f'the "{kind}" provider is not supported; use one of {", ".join(PROVIDER_KINDS)}' in (
+        message
+    )
+
+
+def test_two_providers_in_one_metric_are_refused() -> None:
+    both = EXAMPLES["graphite"] + "\n      web:\n        url: http://x"
+    with pytest.raises(ConfigError, match=r"exactly one of .* \(got web, graphite\)"):
+        load_text(template(both), source="t.yaml")
+
+
+def test_a_provider_field_outside_argo_rollouts_schema_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"graphite\.password"):
+        load_text(
+            template(
+                "      graphite:\n        address: http://g\n        query: a\n        password: x"
+            ),
+            source="t.yaml",
+        )

@@ -53,7 +53,9 @@ class ApiEmulator:
             "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
         )
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
 
     # --- for subclasses -------------------------------------------------------
@@ -104,7 +106,7 @@ class ApiEmulator:
             failure = self._failures.popleft() if self._failures else None
         problems = self.check_request(request)
         if problems:
-            self._note(f"request {request.method} {request.path}", problems)
+            self.record_violation(f"request {request.method} {request.path}", problems)
             response = json_response(400, {"errors": problems})
         elif failure is not None:
             response = failure
@@ -112,12 +114,13 @@ class ApiEmulator:
             response = self.answer(request)
         response_problems = self.check_response(request, response)
         if response_problems:
-            self._note(
+            self.record_violation(
                 f"response {response.status_code} to {request.method} {request.path}",
                 response_problems,
             )
         return response(environ, start_response)
 
-    def _note(self, what: str, problems: list[str]) -> None:
+    def record_violation(self, what: str, problems: list[str]) -> None:
+        """Keep ``problems`` found with a request or an answer."""
         with self._lock:
             self.violations.extend(f"{self.name} {what}: {problem}" for problem in problems)

@@ -42,6 +42,11 @@ EXAMPLES = {
           b: sum:requests.request.count{service:{{args.service-name}}}
         formula: "moving_rollup(a, 60, 'sum') / b"
         aggregator: avg""",
+    "newRelic": """      newRelic:
+        profile: my-newrelic-secret
+        query: |
+          FROM Transaction SELECT percentage(count(*), WHERE httpResponseCode != 500) as successRate
+          where appName = '{{ args.application-name }}'""",
 }
 
 

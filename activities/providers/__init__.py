@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from activities.providers import datadog, graphite, prometheus, web
+from activities.providers import datadog, graphite, newrelic, prometheus, web
 from activities.providers.measuring import WorkerSecrets
 
 __all__ = ["QUERIES", "Query"]
@@ -25,4 +25,5 @@ QUERIES: Final[Mapping[str, Query]] = {
     "web": web.query,
     "graphite": graphite.query,
     "datadog": datadog.query,
+    "newRelic": newrelic.query,
 }

@@ -131,6 +131,7 @@ DEFAULT_WEB_TIMEOUT_SECONDS: Final = 10
 DEFAULT_PROMETHEUS_TIMEOUT_SECONDS: Final = 30
 # Graphite's (and Datadog's default) HTTP client timeout in Argo Rollouts.
 _DEFAULT_PROVIDER_TIMEOUT_SECONDS: Final = 10
+_DEFAULT_NRQL_TIMEOUT_SECONDS: Final = 5  # Argo Rollouts' NRQL timeout
 
 # --- models ------------------------------------------------------------------------------------
 
@@ -702,6 +703,6 @@ def provider_timeout_seconds(spec: KargoModel) -> float:
         return spec.timeout_seconds or DEFAULT_WEB_TIMEOUT_SECONDS
     if isinstance(spec, DatadogMetric) and spec.request_timeout:
         return parse_duration(spec.request_timeout).total_seconds()
-    if isinstance(spec, NewRelicMetric) and spec.timeout:
-        return spec.timeout
+    if isinstance(spec, NewRelicMetric):
+        return spec.timeout or _DEFAULT_NRQL_TIMEOUT_SECONDS
     return _DEFAULT_PROVIDER_TIMEOUT_SECONDS

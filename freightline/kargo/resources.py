@@ -920,7 +920,13 @@ class CloudWatchMetric(KargoModel):
     metric_data_queries: list[CloudWatchQuery] = Field(min_length=1)
 
 
-PROVIDER_KINDS: Final[tuple[str, ...]] = ("prometheus", "web", "graphite", "datadog")
+PROVIDER_KINDS: Final[tuple[str, ...]] = (
+    "prometheus",
+    "web",
+    "graphite",
+    "datadog",
+    "newRelic",
+)
 """The Argo Rollouts providers Freightline measures with, by their field in ``provider``."""
 
 _ARGO_PROVIDERS: Final = (

@@ -47,6 +47,29 @@ EXAMPLES = {
         query: |
           FROM Transaction SELECT percentage(count(*), WHERE httpResponseCode != 500) as successRate
           where appName = '{{ args.application-name }}'""",
+    "cloudWatch": """      cloudWatch:
+        interval: 5m
+        metricDataQueries:
+        - id: rate
+          expression: errors / requests
+        - id: errors
+          metricStat:
+            metric:
+              namespace: app
+              metricName: errors
+            period: 300
+            stat: Sum
+            unit: Count
+          returnData: false
+        - id: requests
+          metricStat:
+            metric:
+              namespace: app
+              metricName: requests
+            period: 300
+            stat: Sum
+            unit: Count
+          returnData: false""",
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from activities.providers import datadog, graphite, newrelic, prometheus, web
+from activities.providers import cloudwatch, datadog, graphite, newrelic, prometheus, web
 from activities.providers.measuring import WorkerSecrets
 
 __all__ = ["QUERIES", "Query"]
@@ -26,4 +26,5 @@ QUERIES: Final[Mapping[str, Query]] = {
     "graphite": graphite.query,
     "datadog": datadog.query,
     "newRelic": newrelic.query,
+    "cloudWatch": cloudwatch.query,
 }

@@ -871,7 +871,7 @@ class CloudWatchStatMetric(KargoModel):
     """The metric a CloudWatch ``metricStat`` reads."""
 
     dimensions: list[CloudWatchDimension] | None = None
-    metric_name: str
+    metric_name: str | None = None
     namespace: str | None = None
 
 
@@ -888,14 +888,15 @@ PeriodSeconds = Annotated[int, BeforeValidator(_int_or_string), Field(ge=1)]
 class CloudWatchMetricStat(KargoModel):
     """``metricStat``: a metric, its period (seconds) and statistic."""
 
-    metric: CloudWatchStatMetric
-    period: PeriodSeconds
-    stat: str = Field(min_length=1)
+    metric: CloudWatchStatMetric | None = None
+    period: PeriodSeconds | None = None
+    stat: str | None = None
     unit: str | None = None
 
 
 class CloudWatchQuery(KargoModel):
-    """One ``MetricDataQuery``: a ``metricStat`` or an ``expression``."""
+    """One ``MetricDataQuery``: a ``metricStat`` or an ``expression`` (CloudWatch itself
+    refuses neither or both, as it does for Argo Rollouts: an Error measurement)."""
 
     id: str = Field(min_length=1)
     expression: str | None = None
@@ -903,14 +904,6 @@ class CloudWatchQuery(KargoModel):
     metric_stat: CloudWatchMetricStat | None = None
     period: PeriodSeconds | None = None
     return_data: bool | None = None
-
-    @model_validator(mode="after")
-    def _stat_or_expression(self) -> CloudWatchQuery:
-        if (self.expression is None) == (self.metric_stat is None):
-            raise ValueError(
-                f'cloudWatch query "{self.id}": give exactly one of expression or metricStat'
-            )
-        return self
 
 
 class CloudWatchMetric(KargoModel):
@@ -926,6 +919,7 @@ PROVIDER_KINDS: Final[tuple[str, ...]] = (
     "graphite",
     "datadog",
     "newRelic",
+    "cloudWatch",
 )
 """The Argo Rollouts providers Freightline measures with, by their field in ``provider``."""
 

@@ -36,7 +36,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import ApiEmulator, json_response
 
-__all__ = ["DatadogEmulator"]
+__all__ = ["REFERENCE", "DatadogEmulator", "openapi_problems"]
 
 REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "reference"
 _QUERY = re.compile(r"^(avg|sum|min|max):[A-Za-z0-9_.]+\{[^{}]*\}$")
@@ -62,7 +62,8 @@ _OPERATORS: dict[type[ast.operator], Callable[[float, float], float]] = {
 }
 
 
-def _problems(err: Exception) -> list[str]:
+def openapi_problems(err: Exception) -> list[str]:
+    """What openapi-core found wrong, as one line (its error and the schema errors under it)."""
     details = [str(err)]
     cause = err.__cause__
     for schema_error in getattr(cause, "schema_errors", None) or getattr(err, "schema_errors", []):
@@ -104,7 +105,7 @@ class DatadogEmulator(ApiEmulator):
         except SecurityValidationError:
             return []  # missing keys are Datadog's 403, answered below
         except Exception as err:  # openapi-core's error tree has no one root
-            return _problems(err)
+            return openapi_problems(err)
         return []
 
     def check_response(self, request: Request, response: Response) -> list[str]:
@@ -113,7 +114,7 @@ class DatadogEmulator(ApiEmulator):
                 WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response)
             )
         except Exception as err:
-            return _problems(err)
+            return openapi_problems(err)
         return []
 
     # --- the answers ----------------------------------------------------------

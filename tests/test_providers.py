@@ -70,6 +70,13 @@ EXAMPLES = {
             stat: Sum
             unit: Count
           returnData: false""",
+    "influxdb": """      influxdb:
+        profile: my-influxdb-secret
+        query: |
+          from(bucket: "app_istio")
+            |> range(start: -15m)
+            |> filter(fn: (r) => r["destination_workload"] == "{{ args.application-name }}")
+            |> filter(fn: (r) => r["_measurement"] == "istio:istio_requests_errors_percentage:rate1m:5xx")""",
 }
 
 

@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from activities.providers import cloudwatch, datadog, graphite, newrelic, prometheus, web
+from activities.providers import (
+    cloudwatch,
+    datadog,
+    graphite,
+    influxdb,
+    newrelic,
+    prometheus,
+    web,
+)
 from activities.providers.measuring import WorkerSecrets
 
 __all__ = ["QUERIES", "Query"]
@@ -27,4 +35,5 @@ QUERIES: Final[Mapping[str, Query]] = {
     "datadog": datadog.query,
     "newRelic": newrelic.query,
     "cloudWatch": cloudwatch.query,
+    "influxdb": influxdb.query,
 }

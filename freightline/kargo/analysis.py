@@ -65,6 +65,7 @@ from freightline.kargo.resources import (
     AnalysisRunArgument,
     AnalysisTemplate,
     DatadogMetric,
+    InfluxdbMetric,
     KargoModel,
     Metric,
     NewRelicMetric,
@@ -132,6 +133,7 @@ DEFAULT_PROMETHEUS_TIMEOUT_SECONDS: Final = 30
 # Graphite's (and Datadog's default) HTTP client timeout in Argo Rollouts.
 _DEFAULT_PROVIDER_TIMEOUT_SECONDS: Final = 10
 _DEFAULT_NRQL_TIMEOUT_SECONDS: Final = 5  # Argo Rollouts' NRQL timeout
+_INFLUXDB_QUERY_TIMEOUT_SECONDS: Final = 30  # Argo Rollouts' Flux query timeout
 
 # --- models ------------------------------------------------------------------------------------
 
@@ -705,4 +707,6 @@ def provider_timeout_seconds(spec: KargoModel) -> float:
         return parse_duration(spec.request_timeout).total_seconds()
     if isinstance(spec, NewRelicMetric):
         return spec.timeout or _DEFAULT_NRQL_TIMEOUT_SECONDS
+    if isinstance(spec, InfluxdbMetric):
+        return _INFLUXDB_QUERY_TIMEOUT_SECONDS
     return _DEFAULT_PROVIDER_TIMEOUT_SECONDS

@@ -920,6 +920,7 @@ PROVIDER_KINDS: Final[tuple[str, ...]] = (
     "datadog",
     "newRelic",
     "cloudWatch",
+    "influxdb",
 )
 """The Argo Rollouts providers Freightline measures with, by their field in ``provider``."""
 

@@ -77,6 +77,11 @@ EXAMPLES = {
             |> range(start: -15m)
             |> filter(fn: (r) => r["destination_workload"] == "{{ args.application-name }}")
             |> filter(fn: (r) => r["_measurement"] == "istio:istio_requests_errors_percentage:rate1m:5xx")""",
+    "wavefront": """      wavefront:
+        address: example.wavefront.com
+        query: |
+          sum(ts(istio.requestcount.count, response_code!=500 and destination_service="{{args.svc}}")) /
+          sum(ts(istio.requestcount.count, reporter=client and destination_service="{{args.svc}}"))""",
 }
 
 

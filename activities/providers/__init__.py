@@ -19,6 +19,7 @@ from activities.providers import (
     influxdb,
     newrelic,
     prometheus,
+    wavefront,
     web,
 )
 from activities.providers.measuring import WorkerSecrets
@@ -36,4 +37,5 @@ QUERIES: Final[Mapping[str, Query]] = {
     "newRelic": newrelic.query,
     "cloudWatch": cloudwatch.query,
     "influxdb": influxdb.query,
+    "wavefront": wavefront.query,
 }

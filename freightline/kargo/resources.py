@@ -921,6 +921,7 @@ PROVIDER_KINDS: Final[tuple[str, ...]] = (
     "newRelic",
     "cloudWatch",
     "influxdb",
+    "wavefront",
 )
 """The Argo Rollouts providers Freightline measures with, by their field in ``provider``."""
 

@@ -37,18 +37,21 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from activities import boundary
 from activities.providers import QUERIES
 from activities.providers.measuring import MeasurementDecided, MeasurementFailed, WorkerSecrets
-from activities.providers.web import HEADER_ENV_PREFIX, parse_json_path
+from activities.providers.web import HEADER_ENV_PREFIX
 from freightline.errors import ConfigError, FreightlineError
 from freightline.kargo.analysis import (
+    SECRET_REFERENCE,
     Measurement,
     MeasurementPhase,
     MeasureRequest,
     evaluate_measurement,
 )
+from freightline.kargo.keypaths import parse_json_path
 from freightline.kargo.resources import Metric
 from freightline.logging import get_logger
 
@@ -113,11 +116,12 @@ def measure(metric: Metric, environ: Mapping[str, str]) -> Measurement:
     """
     _check_no_unresolved_args(metric)
     started = _now()
-    provider = metric.provider
     secrets = WorkerSecrets(environ)
+    metric = _with_secret_values(metric, secrets)
+    provider = metric.provider
     try:
         try:
-            value = QUERIES[provider.kind](provider.spec, secrets)
+            value = _scrubbed(QUERIES[provider.kind](provider.spec, secrets), secrets)
         except MeasurementFailed as failure:
             return Measurement(
                 phase="Error",
@@ -146,6 +150,42 @@ def measure(metric: Metric, environ: Mapping[str, str]) -> Measurement:
         started_at=started,
         finished_at=_now(),
     )
+
+
+def _with_secret_values(metric: Metric, secrets: WorkerSecrets) -> Metric:
+    """``metric`` with each arg ``valueFrom.secretKeyRef`` reference replaced by the worker's
+    value (Secret name and key, as ``WorkerSecrets`` reads them): here, and only here."""
+    text = metric.model_dump_json(by_alias=True, exclude_none=True)
+    if not SECRET_REFERENCE.search(text):
+        return metric
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str):
+            return SECRET_REFERENCE.sub(
+                lambda m: secrets.require(m.group(1), m.group(2), "arg valueFrom.secretKeyRef"),
+                value,
+            )
+        if isinstance(value, dict):
+            return {key: resolve(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        return value
+
+    return Metric.model_validate(resolve(metric.model_dump(by_alias=True, exclude_none=True)))
+
+
+def _scrubbed(value: Any, secrets: WorkerSecrets) -> Any:
+    """``value`` with the worker's secrets masked in its strings (a provider that echoes a
+    query echoes the secret an arg put in it)."""
+    if not secrets.used:
+        return value
+    if isinstance(value, str):
+        return secrets.scrub(value)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, secrets) for item in value]
+    return value
 
 
 def _check_no_unresolved_args(metric: Metric) -> None:

@@ -35,10 +35,11 @@ from activities.providers.measuring import (
 )
 from freightline.errors import ConfigError, CredentialError
 from freightline.kargo.analysis import DEFAULT_WEB_TIMEOUT_SECONDS
+from freightline.kargo.keypaths import parse_json_path
 from freightline.kargo.resources import WebMetric
 from freightline.settings import METRIC_HEADER_ENV_PREFIX as HEADER_ENV_PREFIX
 
-__all__ = ["ENV_TAG", "HEADER_ENV_PREFIX", "parse_json_path", "query"]
+__all__ = ["ENV_TAG", "HEADER_ENV_PREFIX", "query"]
 
 ENV_TAG = re.compile(r"\{\{\s*env\.([^{}\s]*)\s*\}\}")
 # Header names whose values are credentials even when written literally in the template.
@@ -125,44 +126,6 @@ def _value(value: Any) -> Any:
 
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-# --- the JSONPath subset -----------------------------------------------------------------------
-
-_SEGMENT = re.compile(
-    r"""\.(?P<name>[^.\[\]\s*?@()'"]+)"""
-    r"""|\[\s*(?P<index>-?\d+)\s*\]"""
-    r"""|\[\s*(?P<quote>['"])(?P<key>(?:(?!(?P=quote)).)*)(?P=quote)\s*\]"""
-)
-
-
-def parse_json_path(path: str) -> tuple[str | int, ...]:
-    """The keys and indexes of a JSONPath in Argo Rollouts' ``{$.a.b[0]}`` form.
-
-    Raises :class:`ConfigError` for anything outside the subset (wildcards,
-    recursive descent, filters, slices, text around the braces).
-    """
-    text = path.strip()
-    if text.startswith("{") and text.endswith("}"):
-        text = text[1:-1].strip()
-    if text.startswith("$"):
-        text = text[1:]
-    segments: list[str | int] = []
-    pos = 0
-    while pos < len(text):
-        match = _SEGMENT.match(text, pos)
-        if match is None:
-            raise ConfigError(
-                f'jsonPath "{path}": unsupported at "{text[pos:]}": use dots and indexes, '
-                "such as {$.data.ok} or {$.items[0].value}"
-            )
-        if match.group("name") is not None:
-            segments.append(match.group("name"))
-        elif match.group("index") is not None:
-            segments.append(int(match.group("index")))
-        else:
-            segments.append(match.group("key"))
-        pos = match.end()
-    return tuple(segments)
 
 
 def _follow(body: Any, path: tuple[str | int, ...], text: str) -> Any:

@@ -754,11 +754,58 @@ class Promotion(ResourceBase):
 # --- AnalysisTemplate (Argo Rollouts) ----------------------------------------------------------
 
 
+class SecretKeyRef(KargoModel):
+    """A key of one of the worker's secrets (Argo Rollouts' ``secretKeyRef``)."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class FieldRef(KargoModel):
+    """A field of the Freight or the Stage being verified: ``freight.metadata.name``,
+    ``stage.metadata.labels['team']``, ``freight.images[0].tag``."""
+
+    field_path: str = Field(min_length=1)
+
+
+class ArgumentValueFrom(KargoModel):
+    """Where an argument's value comes from: exactly one of a secret or a field."""
+
+    secret_key_ref: SecretKeyRef | None = None
+    field_ref: FieldRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ArgumentValueFrom:
+        if (self.secret_key_ref is None) == (self.field_ref is None):
+            raise ValueError("valueFrom needs exactly one of secretKeyRef or fieldRef")
+        return self
+
+
 class AnalysisArgument(KargoModel):
-    """A template argument, with an optional default ``value``."""
+    """A template argument: a default ``value``, or ``valueFrom`` a secret or a field."""
 
     name: str
     value: str | None = None
+    value_from: ArgumentValueFrom | None = None
+
+    @model_validator(mode="after")
+    def _value_or_value_from(self) -> AnalysisArgument:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(f'arg "{self.name}": give value or valueFrom, not both')
+        return self
+
+
+class DryRun(KargoModel):
+    """A metric (``*``: every metric) measured and reported but never deciding the run."""
+
+    metric_name: str = Field(min_length=1)
+
+
+class MeasurementRetention(KargoModel):
+    """How many of a metric's (``*``: every metric's) latest measurements the run keeps."""
+
+    metric_name: str = Field(min_length=1)
+    limit: int = Field(ge=1)
 
 
 class PrometheusMetric(KargoModel):
@@ -1019,6 +1066,8 @@ class AnalysisTemplateSpec(KargoModel):
 
     args: list[AnalysisArgument] | None = None
     metrics: list[Metric] = Field(min_length=1)
+    dry_run: list[DryRun] | None = None
+    measurement_retention: list[MeasurementRetention] | None = None
 
 
 class AnalysisTemplate(ResourceBase):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from activities.metrics import measure
 from activities.providers import QUERIES
 from freightline.errors import ConfigError
 from freightline.kargo.config import load_text
-from freightline.kargo.resources import PROVIDER_KINDS, AnalysisTemplate
+from freightline.kargo.resources import PROVIDER_KINDS, AnalysisTemplate, Metric
+from tests.metric_server import StatusServer
 
 TEMPLATE = """apiVersion: argoproj.io/v1alpha1
 kind: AnalysisTemplate
@@ -125,3 +127,31 @@ def test_a_provider_field_outside_argo_rollouts_schema_is_refused() -> None:
             ),
             source="t.yaml",
         )
+
+
+@pytest.mark.parametrize(
+    ("provider", "expected"),
+    [
+        ("prometheus", "Prometheus at {url} answered 429 Too Many Requests: error: slow down"),
+        ("web", "GET {url}/q: received non 2xx response code: 429 Too Many Requests"),
+    ],
+)
+def test_a_429_is_an_error_that_says_when_to_retry(provider: str, expected: str) -> None:
+    server = StatusServer(
+        429,
+        {"status": "error", "error": "slow down"},
+        {"Retry-After": "Wed, 02 Dec 2026 21:00:00 GMT"},
+    )
+    spec = (
+        {"prometheus": {"address": server.url, "query": "up"}}
+        if provider == "prometheus"
+        else {"web": {"url": f"{server.url}/q"}}
+    )
+    try:
+        measured = measure(Metric.model_validate({"name": "m", "provider": spec}), {})
+    finally:
+        server.stop()
+    assert (measured.phase, measured.message) == (
+        "Error",
+        expected.format(url=server.url) + " (Retry-After: Wed, 02 Dec 2026 21:00:00 GMT)",
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from activities.metrics import measure
@@ -155,3 +157,44 @@ def test_a_429_is_an_error_that_says_when_to_retry(provider: str, expected: str)
         "Error",
         expected.format(url=server.url) + " (Retry-After: Wed, 02 Dec 2026 21:00:00 GMT)",
     )
+
+
+def test_prometheus_headers_and_basic_auth_come_from_the_worker() -> None:
+    vector = {
+        "status": "success",
+        "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "0.01"]}]},
+    }
+    server = StatusServer(200, vector)
+    spec = {
+        "address": server.url,
+        "query": "up",
+        "headers": [{"key": "X-Scope-OrgID", "value": "tenant-{{env.FREIGHTLINE_METRIC_TENANT}}"}],
+        "authentication": {
+            "basicAuth": {"username": "grafana", "password": "{{env.FREIGHTLINE_METRIC_PROM_PW}}"}
+        },
+    }
+    metric = Metric.model_validate(
+        {"name": "m", "successCondition": "result[0] < 0.05", "provider": {"prometheus": spec}}
+    )
+    environ = {"FREIGHTLINE_METRIC_TENANT": "7", "FREIGHTLINE_METRIC_PROM_PW": "pw-0e1d-secret"}
+    try:
+        measured = measure(metric, environ)
+        server.status, server.body = 401, {"status": "error", "error": "bad pw-0e1d-secret"}
+        refused = measure(metric, environ)
+    finally:
+        server.stop()
+    assert (measured.phase, measured.value) == ("Successful", [0.01])
+    headers = server.requests[0][2]
+    assert headers["X-Scope-OrgID"] == "tenant-7"
+    assert (
+        headers["Authorization"] == "Basic " + base64.b64encode(b"grafana:pw-0e1d-secret").decode()
+    )
+    assert refused.phase == "Error" and "pw-0e1d-secret" not in (refused.message or "")
+    with pytest.raises(ConfigError, match=r"prometheus\.authentication\.sigv4: unknown field"):
+        load_text(
+            template(
+                "      prometheus:\n        address: http://p\n        query: up\n"
+                "        authentication:\n          sigv4:\n            region: eu-west-1"
+            ),
+            source="t.yaml",
+        )

@@ -22,8 +22,8 @@ messages can be scrubbed of it before they leave the activity.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from freightline.errors import ConfigError, CredentialError
@@ -31,6 +31,7 @@ from freightline.kargo.analysis import MeasurementPhase
 from freightline.settings import METRIC_HEADER_ENV_PREFIX
 
 __all__ = [
+    "ENV_TAG",
     "REDACTED",
     "MeasurementDecided",
     "MeasurementFailed",
@@ -43,6 +44,10 @@ __all__ = [
 ]
 
 REDACTED: Final = "*****"
+ENV_TAG: Final = re.compile(r"\{\{\s*env\.([^{}\s]*)\s*\}\}")
+"""``{{env.NAME}}``: a worker variable, by reference, in a header or a password."""
+# Header names whose values are credentials even when written literally in the template.
+_SENSITIVE_HEADER = re.compile(r"auth|token|key|secret|password|cookie|session", re.IGNORECASE)
 
 
 class MeasurementFailed(Exception):
@@ -103,6 +108,38 @@ class WorkerSecrets:
         if value is not None:
             self.used.append(value)
         return value
+
+    def resolve_env(self, text: str, where: str) -> str:
+        """``text`` with each ``{{env.NAME}}`` replaced by the worker's variable ``NAME``, which
+        must be a ``FREIGHTLINE_METRIC_*`` one (so that a template cannot make the worker send
+        its other secrets, such as its git password, to an arbitrary URL)."""
+
+        def resolve(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if not name.startswith(METRIC_HEADER_ENV_PREFIX) or name == METRIC_HEADER_ENV_PREFIX:
+                raise ConfigError(
+                    f"{where}: {{{{env.{name}}}}}: only worker environment variables "
+                    f"named {METRIC_HEADER_ENV_PREFIX}* may be sent"
+                )
+            value = self.environment(name)
+            if value is None:
+                raise CredentialError(
+                    f"{where} needs the environment variable {name} on the worker, which is not set"
+                )
+            return value
+
+        return ENV_TAG.sub(resolve, text)
+
+    def headers(self, headers: Iterable[Any], where: str) -> dict[str, str]:
+        """HTTP headers (``key``/``value`` items) with ``{{env.NAME}}`` resolved; a value under
+        a credential-like name is scrubbed even when the template writes it literally."""
+        resolved: dict[str, str] = {}
+        for header in headers:
+            value = self.resolve_env(header.value, f'{where} "{header.key}"')
+            if _SENSITIVE_HEADER.search(header.key):
+                self.remember(value)
+            resolved[header.key] = value
+        return resolved
 
     def remember(self, value: str) -> None:
         """Scrub ``value`` too (a header written literally under a credential's name)."""

@@ -1,6 +1,9 @@
 """The ``prometheus`` provider: an instant query through ``prometheus-api-client``.
 
-``address``, ``query``, ``timeout`` (seconds, default 30). A vector result is a
+``address``, ``query``, ``timeout`` (seconds, default 30), ``headers`` and
+``authentication.basicAuth`` (values and the password may be
+``{{env.FREIGHTLINE_METRIC_*}}``, the worker's variables, by reference),
+``insecure``. A vector result is a
 list of floats (``result[0] < 0.05``), a scalar a float; an empty vector is an
 Error measurement ("empty result"); a matrix or string result is an Error
 ("unsupported result type"). The client is built on ``requests``, so this is
@@ -45,7 +48,22 @@ def query(spec: PrometheusMetric, secrets: WorkerSecrets) -> Any:
     # The client returns only data.result; the hook keeps the whole answer for the
     # result type and Prometheus' own error message.
     session.hooks["response"].append(lambda response, *args, **kwargs: responses.append(response))
-    client = PrometheusConnect(url=address, session=session, retry=Retry(total=0), timeout=timeout)
+    headers = secrets.headers(spec.headers or [], "prometheus header")
+    basic = spec.authentication.basic_auth if spec.authentication else None
+    auth = None
+    if basic is not None:
+        password = secrets.resolve_env(basic.password, "prometheus basicAuth password")
+        secrets.remember(password)
+        auth = (basic.username, password)
+    client = PrometheusConnect(
+        url=address,
+        session=session,
+        retry=Retry(total=0),
+        timeout=timeout,
+        headers=headers or None,
+        auth=auth,
+        disable_ssl=bool(spec.insecure),
+    )
     try:
         result = client.custom_query(spec.query, params={"timeout": f"{timeout}s"})
     except PrometheusApiClientException:

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from activities.providers.measuring import (
+    ENV_TAG,
     MeasurementFailed,
     WorkerSecrets,
     check_url,
@@ -33,22 +34,18 @@ from activities.providers.measuring import (
     display_url,
     http_failure,
 )
-from freightline.errors import ConfigError, CredentialError
+from freightline.errors import ConfigError
 from freightline.kargo.analysis import DEFAULT_WEB_TIMEOUT_SECONDS
 from freightline.kargo.keypaths import parse_json_path
 from freightline.kargo.resources import WebMetric
 from freightline.settings import METRIC_HEADER_ENV_PREFIX as HEADER_ENV_PREFIX
 
-__all__ = ["ENV_TAG", "HEADER_ENV_PREFIX", "query"]
-
-ENV_TAG = re.compile(r"\{\{\s*env\.([^{}\s]*)\s*\}\}")
-# Header names whose values are credentials even when written literally in the template.
-_SENSITIVE_HEADER = re.compile(r"auth|token|key|secret|password|cookie|session", re.IGNORECASE)
+__all__ = ["HEADER_ENV_PREFIX", "query"]
 
 
 def query(spec: WebMetric, secrets: WorkerSecrets) -> Any:
     """The value at the metric's ``jsonPath``; raises MeasurementFailed."""
-    headers = _headers(spec, secrets)
+    headers = secrets.headers(spec.headers or [], "web header")
     check_url(spec.url, "web.url")
     for field, text in (("web.url", spec.url), ("web.body", spec.body or "")):
         if ENV_TAG.search(text):
@@ -86,33 +83,6 @@ def query(spec: WebMetric, secrets: WorkerSecrets) -> Any:
     except ValueError:
         raise MeasurementFailed(f"{method} {where}: the response body is not JSON") from None
     return _value(_follow(body, path, spec.json_path or "{$}"))
-
-
-def _headers(spec: WebMetric, secrets: WorkerSecrets) -> dict[str, str]:
-    """The request headers with ``{{env.NAME}}`` resolved."""
-    headers: dict[str, str] = {}
-    for header in spec.headers or []:
-
-        def resolve(match: re.Match[str], key: str = header.key) -> str:
-            name = match.group(1)
-            if not name.startswith(HEADER_ENV_PREFIX) or len(name) == len(HEADER_ENV_PREFIX):
-                raise ConfigError(
-                    f'web header "{key}": {{{{env.{name}}}}}: only worker environment variables '
-                    f"named {HEADER_ENV_PREFIX}* may be sent in headers"
-                )
-            value = secrets.environment(name)
-            if value is None:
-                raise CredentialError(
-                    f'web header "{key}" needs the environment variable {name} on the worker, '
-                    "which is not set"
-                )
-            return value
-
-        value = ENV_TAG.sub(resolve, header.value)
-        if _SENSITIVE_HEADER.search(header.key):
-            secrets.remember(value)
-        headers[header.key] = value
-    return headers
 
 
 def _value(value: Any) -> Any:

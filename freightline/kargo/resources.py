@@ -808,19 +808,37 @@ class MeasurementRetention(KargoModel):
     limit: int = Field(ge=1)
 
 
+class WebMetricHeader(KargoModel):
+    """An HTTP header of a web or prometheus metric (``{{env.FREIGHTLINE_METRIC_*}}`` allowed)."""
+
+    key: str
+    value: str
+
+
+class BasicAuth(KargoModel):
+    """``authentication.basicAuth``; the password should be ``{{env.FREIGHTLINE_METRIC_*}}``,
+    a reference to the worker's variable, so that it stays out of history."""
+
+    username: str
+    password: str
+
+
+class PrometheusAuthentication(KargoModel):
+    """``authentication``: Argo Rollouts' ``basicAuth`` (``oauth2`` and ``sigv4`` are not
+    supported yet, refused as unknown fields)."""
+
+    basic_auth: BasicAuth | None = None
+
+
 class PrometheusMetric(KargoModel):
     """A Prometheus query; ``timeout`` is in seconds, as in Argo Rollouts."""
 
     address: str
     query: str
     timeout: int | None = Field(default=None, ge=1)
-
-
-class WebMetricHeader(KargoModel):
-    """An HTTP header of a web metric."""
-
-    key: str
-    value: str
+    authentication: PrometheusAuthentication | None = None
+    headers: list[WebMetricHeader] | None = None
+    insecure: bool | None = None
 
 
 class WebMetric(KargoModel):

@@ -198,7 +198,11 @@ class GraphiteServer:
                 process.wait()
 
     def __enter__(self) -> GraphiteServer:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # one daemon may be up when the other fails: leave neither behind
+            raise
         return self
 
     def __exit__(

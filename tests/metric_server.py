@@ -38,3 +38,45 @@ class ErrorRateServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class StatusServer:
+    """Answers every request with ``status``, ``headers`` and ``body`` (JSON) and keeps what it
+    was sent: the provider answers a real one cannot be made to give here (a 429 with
+    ``Retry-After``, a 500). Serving from construction until ``stop()``."""
+
+    def __init__(
+        self, status: int, body: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                sent = self.rfile.read(length) if length else b""
+                outer.requests.append((self.command, self.path, dict(self.headers), sent))
+                payload = json.dumps(outer.body).encode()
+                self.send_response(outer.status)
+                for key, value in outer.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -60,7 +60,14 @@ class VerificationWorkflow:
     @workflow.run
     async def run(self, request: VerificationRequest) -> AnalysisRunStatus:
         metrics = list(request.metrics)
-        self._status = start_run(metrics, workflow.now())
+        self._status = start_run(
+            metrics,
+            workflow.now(),
+            dry_run=request.dry_run,
+            retention=request.measurement_retention,
+            labels=request.labels,
+            annotations=request.annotations,
+        )
         while self._status.phase not in COMPLETED_PHASES:
             for metric in due_metrics(metrics, self._status, workflow.now()):
                 measurement = await self._measure(request, metric)
@@ -133,12 +140,17 @@ class VerificationWorkflow:
             f"**verify freight `{request.freight_alias or request.freight[:7]}` "
             f"in `{request.stage}`**: {self._status.phase}"
         ]
+        for kind, values in (("labels", request.labels), ("annotations", request.annotations)):
+            if values:
+                shown = ", ".join(f"`{key}={value}`" for key, value in sorted(values.items()))
+                lines.append(f"{kind}: {shown}")
         for result in self._status.metric_results:
             last = result.measurements[-1] if result.measurements else None
             value = f", last value {last.value}" if last is not None else ""
+            dry = " (dry run: never decisive)" if result.dry_run else ""
             lines.append(
-                f"- {result.name}: {result.phase} ({result.successful} ok, {result.failed} failed, "
-                f"{result.error} errors{value})"
+                f"- {result.name}{dry}: {result.phase} ({result.successful} ok, "
+                f"{result.failed} failed, {result.error} errors{value})"
             )
         if self._status.message:
             lines.append(self._status.message)

@@ -6,11 +6,18 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import Field
 from temporalio.exceptions import ApplicationError
 
 from freightline.contracts.model import Contract
 from freightline.errors import ConfigError, root_cause
-from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus, resolve_metrics
+from freightline.kargo.analysis import (
+    AnalysisPhase,
+    AnalysisRunStatus,
+    dry_run_metrics,
+    resolve_metrics,
+    retention_limits,
+)
 from freightline.kargo.expressions import NOW
 from freightline.kargo.freight import artifact_functions
 from freightline.kargo.metadata import metadata_functions
@@ -18,13 +25,21 @@ from freightline.kargo.resources import AnalysisTemplate, Freight, Metric, Stage
 
 
 class VerificationRequest(Contract):
-    """The input of a ``Verification`` workflow (no credentials: header secrets stay on workers)."""
+    """The input of a ``Verification`` workflow (no credentials: secrets stay on workers; a
+    metric names them by reference only)."""
 
     project: str
     stage: str
     freight: str
     freight_alias: str | None = None
     metrics: tuple[Metric, ...]
+    dry_run: tuple[str, ...] = ()
+    """Metrics measured and reported, never deciding the run (the templates' ``dryRun``)."""
+    measurement_retention: dict[str, int] = Field(default_factory=dict)
+    """How many measurements a metric keeps (``measurementRetention``); others keep all."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """The Stage's ``analysisRunMetadata``, shown on the verification."""
 
     @property
     def run_name(self) -> str:
@@ -99,11 +114,21 @@ def verification_request(
     }
     if now is not None:
         env[NOW] = now
-    metrics = tuple(resolve_metrics(chosen, verification.args or [], env))
+    # What an arg's valueFrom.fieldRef reads: the Freight and the Stage as their documents.
+    objects = {
+        "freight": freight.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "stage": stage.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    metrics = tuple(resolve_metrics(chosen, verification.args or [], env, objects))
+    metadata = verification.analysis_run_metadata
     return VerificationRequest(
         project=project,
         stage=stage.metadata.name,
         freight=freight.metadata.name,
         freight_alias=freight.alias,
         metrics=metrics,
+        dry_run=dry_run_metrics(chosen),
+        measurement_retention=retention_limits(chosen),
+        labels=dict(metadata.labels or {}) if metadata else {},
+        annotations=dict(metadata.annotations or {}) if metadata else {},
     )

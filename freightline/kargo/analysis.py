@@ -60,12 +60,18 @@ from pydantic import AfterValidator, AwareDatetime, Field, ValidationError
 
 from freightline.errors import ConfigError, ExpressionError
 from freightline.kargo.expressions import evaluate, render_text
+from freightline.kargo.keypaths import parse_json_path
 from freightline.kargo.resources import (
     AnalysisArgument,
     AnalysisRunArgument,
     AnalysisTemplate,
+    DatadogMetric,
+    InfluxdbMetric,
     KargoModel,
     Metric,
+    NewRelicMetric,
+    PrometheusMetric,
+    WebMetric,
     parse_duration,
 )
 
@@ -75,6 +81,7 @@ __all__ = [
     "DEFAULT_ERROR_RETRY_INTERVAL",
     "DEFAULT_PROMETHEUS_TIMEOUT_SECONDS",
     "DEFAULT_WEB_TIMEOUT_SECONDS",
+    "SECRET_REFERENCE",
     "AnalysisPhase",
     "AnalysisRunStatus",
     "MeasureRequest",
@@ -82,6 +89,7 @@ __all__ = [
     "MeasurementPhase",
     "MetricResult",
     "assess_run",
+    "dry_run_metrics",
     "due_metrics",
     "effective_count",
     "evaluate_measurement",
@@ -90,11 +98,14 @@ __all__ = [
     "metric_phase",
     "next_measurement_at",
     "next_wakeup",
+    "provider_timeout_seconds",
     "record",
     "record_measurement",
     "resolve_args",
     "resolve_metrics",
+    "retention_limits",
     "run_phase",
+    "secret_reference",
     "start_run",
     "substitute_args",
     "validate_metric",
@@ -124,6 +135,10 @@ DEFAULT_ERROR_RETRY_INTERVAL: Final = datetime.timedelta(seconds=10)
 # Argo Rollouts' web provider default; Prometheus has none there, but an activity must end.
 DEFAULT_WEB_TIMEOUT_SECONDS: Final = 10
 DEFAULT_PROMETHEUS_TIMEOUT_SECONDS: Final = 30
+# Graphite's (and Datadog's default) HTTP client timeout in Argo Rollouts.
+_DEFAULT_PROVIDER_TIMEOUT_SECONDS: Final = 10
+_DEFAULT_NRQL_TIMEOUT_SECONDS: Final = 5  # Argo Rollouts' NRQL timeout
+_INFLUXDB_QUERY_TIMEOUT_SECONDS: Final = 30  # Argo Rollouts' Flux query timeout
 
 # --- models ------------------------------------------------------------------------------------
 
@@ -171,6 +186,10 @@ class MetricResult(KargoModel):
     inconclusive: int = 0
     error: int = 0
     consecutive_error: int = 0
+    dry_run: bool = False
+    """Measured and reported, never deciding the run (the templates' ``dryRun``)."""
+    retention: int | None = None
+    """How many of the latest measurements are kept (``measurementRetention``); None: all."""
 
 
 class MeasureRequest(KargoModel):
@@ -192,6 +211,9 @@ class AnalysisRunStatus(KargoModel):
     message: str | None = None
     started_at: AwareDatetime | None = None
     metric_results: list[MetricResult] = Field(default_factory=list)
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    """The Stage's ``analysisRunMetadata``, shown on the run."""
 
     def result(self, name: str) -> MetricResult:
         """The result of the metric called ``name`` (a Pending one if none is recorded)."""
@@ -234,19 +256,28 @@ def flatten_templates(templates: AnalysisTemplate | Sequence[AnalysisTemplate]) 
     for template in templates:
         for arg in template.spec.args or []:
             previous = args.get(arg.name)
-            if previous is None or previous.value is None:
+            if previous is None or (previous.value is None and previous.value_from is None):
                 args[arg.name] = arg
-            elif arg.value is not None and arg.value != previous.value:
+            elif (arg.value is not None or arg.value_from is not None) and (
+                (arg.value, arg.value_from) != (previous.value, previous.value_from)
+            ):
                 raise ConfigError(
-                    f'AnalysisTemplates {names}: arg "{arg.name}" has two different default '
-                    f'values: "{previous.value}" and "{arg.value}"'
+                    f'AnalysisTemplates {names}: arg "{arg.name}" has two different default values'
                 )
+    # dryRun and measurementRetention are lists merged by metric name, as Argo Rollouts does.
+    dry_run = {d.metric_name: d for t in templates for d in t.spec.dry_run or []}
+    retention = {r.metric_name: r for t in templates for r in t.spec.measurement_retention or []}
     first = templates[0]
     return first.model_copy(
         update={
             "metadata": first.metadata.model_copy(update={"name": first.name}),
             "spec": first.spec.model_copy(
-                update={"metrics": metrics, "args": list(args.values()) or None}
+                update={
+                    "metrics": metrics,
+                    "args": list(args.values()) or None,
+                    "dry_run": list(dry_run.values()) or None,
+                    "measurement_retention": list(retention.values()) or None,
+                }
             ),
         }
     )
@@ -261,18 +292,54 @@ def _arg_text(name: str, template: str, env: Mapping[str, Any]) -> str:
         raise ConfigError(f'verification arg "{name}": {err}') from None
 
 
+def secret_reference(name: str, key: str) -> str:
+    """What an arg ``valueFrom.secretKeyRef`` is substituted with: a reference the measurement
+    activity replaces with the worker's value, so that the value never enters a workflow."""
+    return f"{{{{secretKeyRef:{name}:{key}}}}}"
+
+
+SECRET_REFERENCE: Final = re.compile(r"\{\{secretKeyRef:([^:{}]+):([^:{}]+)\}\}")
+"""Finds :func:`secret_reference` in a metric's strings (groups: the secret, the key)."""
+
+
+def _field_value(arg: str, path: str, objects: Mapping[str, Any]) -> str:
+    text = path.strip()
+    segments = parse_json_path(text if text[:1] in "{$.[" else f".{text}")
+    if not segments or segments[0] not in objects:
+        raise ConfigError(
+            f'arg "{arg}": fieldRef "{path}" must start with one of {", ".join(sorted(objects))}'
+        )
+    node: Any = objects
+    for segment in segments:
+        if isinstance(segment, int):
+            ok = isinstance(node, list) and -len(node) <= segment < len(node)
+        else:
+            ok = isinstance(node, Mapping) and segment in node
+        if not ok:
+            raise ConfigError(f'arg "{arg}": fieldRef "{path}": no such field')
+        node = node[segment]
+    if isinstance(node, Mapping | list):
+        raise ConfigError(f'arg "{arg}": fieldRef "{path}" is not a single value')
+    return _arg_text(arg, "${{ value }}", {"value": node}) if not isinstance(node, str) else node
+
+
 def resolve_args(
     templates: AnalysisTemplate | Sequence[AnalysisTemplate],
     stage_args: Sequence[AnalysisRunArgument] | None,
     env: Mapping[str, Any],
+    objects: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """The value of each of the templates' args: the Stage's value, else the template default.
+    """The value of each of the templates' args: the Stage's value, else the template's.
 
     Stage values may hold ``${{ }}`` expressions, rendered against ``env``
     (``ctx``, ``vars``, ... as the caller builds it); a non-string result is
     interpolated as text (``3``, ``true``). Stage args the templates do not
-    declare are ignored, as in Argo Rollouts. Raises :class:`ConfigError`
-    naming the arg when an expression fails or an arg is left without a value.
+    declare are ignored, as in Argo Rollouts. A template arg's ``valueFrom``:
+    ``fieldRef`` reads a field of ``objects`` (the Freight and the Stage as
+    JSON, by root name: ``freight.metadata.name``); ``secretKeyRef`` becomes
+    :func:`secret_reference`, resolved by the measurement activity. Raises
+    :class:`ConfigError` naming the arg when an expression or a field fails, or
+    an arg is left without a value.
     """
     template = flatten_templates(templates)
     given = {arg.name: arg.value for arg in stage_args or []}
@@ -282,6 +349,13 @@ def resolve_args(
             values[arg.name] = _arg_text(arg.name, given[arg.name], env)
         elif arg.value is not None:
             values[arg.name] = arg.value
+        elif arg.value_from is not None and arg.value_from.secret_key_ref is not None:
+            ref = arg.value_from.secret_key_ref
+            values[arg.name] = secret_reference(ref.name, ref.key)
+        elif arg.value_from is not None and arg.value_from.field_ref is not None:
+            values[arg.name] = _field_value(
+                arg.name, arg.value_from.field_ref.field_path, objects or {}
+            )
         else:
             raise ConfigError(
                 f'AnalysisTemplate "{template.name}": arg "{arg.name}" has no value: give it a '
@@ -333,11 +407,50 @@ def resolve_metrics(
     templates: AnalysisTemplate | Sequence[AnalysisTemplate],
     stage_args: Sequence[AnalysisRunArgument] | None,
     env: Mapping[str, Any],
+    objects: Mapping[str, Any] | None = None,
 ) -> list[Metric]:
     """The templates' metrics, ready to measure: args resolved and substituted."""
     template = flatten_templates(templates)
-    args = resolve_args(template, stage_args, env)
+    args = resolve_args(template, stage_args, env, objects)
     return [substitute_args(metric, args) for metric in template.spec.metrics]
+
+
+def _by_metric_name(kind: str, names: Iterable[str], metrics: Sequence[Metric]) -> dict[str, str]:
+    """Each metric a ``dryRun`` / ``measurementRetention`` entry names (``*``: all), by name."""
+    known = [metric.name for metric in metrics]
+    chosen: dict[str, str] = {}
+    for name in names:
+        if name == "*":
+            chosen.update({metric: name for metric in known if metric not in chosen})
+        elif name in known:
+            chosen[name] = name
+        else:
+            raise ConfigError(
+                f'{kind}: metricName "{name}" names no metric (metrics: {", ".join(known)})'
+            )
+    return chosen
+
+
+def dry_run_metrics(templates: AnalysisTemplate | Sequence[AnalysisTemplate]) -> tuple[str, ...]:
+    """The metrics the templates' ``dryRun`` names (``*`` for all): measured, never deciding."""
+    template = flatten_templates(templates)
+    entries = [d.metric_name for d in template.spec.dry_run or []]
+    return tuple(_by_metric_name("dryRun", entries, template.spec.metrics))
+
+
+def retention_limits(templates: AnalysisTemplate | Sequence[AnalysisTemplate]) -> dict[str, int]:
+    """How many measurements each metric keeps, from ``measurementRetention`` (a metric's own
+    entry over ``*``); metrics it does not name keep every measurement."""
+    template = flatten_templates(templates)
+    entries = template.spec.measurement_retention or []
+    limits = {r.metric_name: r.limit for r in entries}
+    chosen = _by_metric_name(
+        "measurementRetention", [r.metric_name for r in entries], template.spec.metrics
+    )
+    return {
+        metric: limits[metric] if metric in limits else limits[via]
+        for metric, via in chosen.items()
+    }
 
 
 # --- measurements ------------------------------------------------------------------------------
@@ -437,7 +550,10 @@ def record(result: MetricResult, measurement: Measurement) -> MetricResult:
         counts[measurement.phase.lower()] += 1
         counts["count"] += 1
         counts["consecutive_error"] = 0
-    return result.model_copy(update={"measurements": [*result.measurements, measurement], **counts})
+    measurements = [*result.measurements, measurement]
+    if result.retention is not None:
+        measurements = measurements[-result.retention :]
+    return result.model_copy(update={"measurements": measurements, **counts})
 
 
 # --- metric and run phases ---------------------------------------------------------------------
@@ -503,9 +619,14 @@ def run_phase(results: Iterable[MetricResult], *, aborted: bool = False) -> Anal
     every metric is completed, then Successful. ``aborted`` turns a run that is
     still undecided into Aborted.
     """
+    results = list(results)
     phases = [result.phase for result in results]
     worst: str | None = None
-    for phase in phases:
+    for result in results:
+        # A dry-run metric is reported, never decisive.
+        phase = result.phase
+        if result.dry_run:
+            continue
         if phase in _TERMINATING_PHASES and (worst is None or _worse(worst, phase)):
             worst = phase
     if worst is not None:
@@ -527,8 +648,19 @@ def validate_metric(metric: Metric) -> None:
             raise ConfigError(f"{where}: count must be >= inconclusiveLimit")
 
 
-def start_run(metrics: Sequence[Metric], started_at: datetime.datetime) -> AnalysisRunStatus:
+def start_run(
+    metrics: Sequence[Metric],
+    started_at: datetime.datetime,
+    *,
+    dry_run: Iterable[str] = (),
+    retention: Mapping[str, int] | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> AnalysisRunStatus:
     """A Running run with a Pending result per metric, started at ``started_at``.
+
+    ``dry_run`` names the metrics that never decide the run, ``retention`` how many
+    measurements a metric keeps; ``labels`` and ``annotations`` are shown on the run.
 
     Raises :class:`ConfigError` for metrics Argo Rollouts would refuse to run
     (see :func:`validate_metric`) or two metrics of the same name.
@@ -541,10 +673,17 @@ def start_run(metrics: Sequence[Metric], started_at: datetime.datetime) -> Analy
         raise ConfigError(f"two metrics have the same name: {', '.join(duplicates)}")
     if not metrics:
         raise ConfigError("an analysis run needs at least one metric")
+    dry = set(dry_run)
+    limits = dict(retention or {})
     return AnalysisRunStatus(
         phase="Running",
         started_at=started_at,
-        metric_results=[MetricResult(name=name) for name in names],
+        metric_results=[
+            MetricResult(name=name, dry_run=name in dry, retention=limits.get(name))
+            for name in names
+        ],
+        labels=dict(labels) if labels else None,
+        annotations=dict(annotations) if annotations else None,
     )
 
 
@@ -579,7 +718,10 @@ def assess_run(
         _assess_metric(metric, result, terminating=False)
         for metric, result in zip(metrics, results, strict=True)
     ]
-    terminating = aborted or any(phase in _TERMINATING_PHASES for phase, _ in assessed)
+    terminating = aborted or any(
+        phase in _TERMINATING_PHASES and not result.dry_run
+        for result, (phase, _) in zip(results, assessed, strict=True)
+    )
     if terminating:
         assessed = [
             _assess_metric(metric, result, terminating=True)
@@ -599,7 +741,7 @@ def assess_run(
     message: str | None = None
     if phase in _TERMINATING_PHASES:
         for metric_result in updated:
-            if metric_result.phase == phase:
+            if metric_result.phase == phase and not metric_result.dry_run:
                 message = f'metric "{metric_result.name}" assessed {phase}'
                 if metric_result.message:
                     message += f" due to {metric_result.message}"
@@ -679,10 +821,22 @@ def measurement_timeout(metric: Metric) -> datetime.timedelta:
     Error measurement (which counts against ``consecutiveErrorLimit``) rather
     than as an activity timeout.
     """
-    provider = metric.provider
-    if provider.prometheus is not None:
-        seconds = provider.prometheus.timeout or DEFAULT_PROMETHEUS_TIMEOUT_SECONDS
-    else:
-        assert provider.web is not None  # a provider has exactly one kind
-        seconds = provider.web.timeout_seconds or DEFAULT_WEB_TIMEOUT_SECONDS
-    return datetime.timedelta(seconds=seconds + 15)
+    return datetime.timedelta(seconds=provider_timeout_seconds(metric.provider.spec) + 15)
+
+
+def provider_timeout_seconds(spec: KargoModel) -> float:
+    """How long a provider (its configuration, ``metric.provider.spec``) may take to answer
+    one query, in seconds: its own setting where Argo Rollouts has one, else its default
+    there (Graphite's and Datadog's 10 s client), else Freightline's (an activity must end).
+    """
+    if isinstance(spec, PrometheusMetric):
+        return spec.timeout or DEFAULT_PROMETHEUS_TIMEOUT_SECONDS
+    if isinstance(spec, WebMetric):
+        return spec.timeout_seconds or DEFAULT_WEB_TIMEOUT_SECONDS
+    if isinstance(spec, DatadogMetric) and spec.request_timeout:
+        return parse_duration(spec.request_timeout).total_seconds()
+    if isinstance(spec, NewRelicMetric):
+        return spec.timeout or _DEFAULT_NRQL_TIMEOUT_SECONDS
+    if isinstance(spec, InfluxdbMetric):
+        return _INFLUXDB_QUERY_TIMEOUT_SECONDS
+    return _DEFAULT_PROVIDER_TIMEOUT_SECONDS

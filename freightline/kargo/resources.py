@@ -804,11 +804,80 @@ class Promotion(ResourceBase):
 # --- AnalysisTemplate (Argo Rollouts) ----------------------------------------------------------
 
 
+class SecretKeyRef(KargoModel):
+    """A key of one of the worker's secrets (Argo Rollouts' ``secretKeyRef``)."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class FieldRef(KargoModel):
+    """A field of the Freight or the Stage being verified: ``freight.metadata.name``,
+    ``stage.metadata.labels['team']``, ``freight.images[0].tag``."""
+
+    field_path: str = Field(min_length=1)
+
+
+class ArgumentValueFrom(KargoModel):
+    """Where an argument's value comes from: exactly one of a secret or a field."""
+
+    secret_key_ref: SecretKeyRef | None = None
+    field_ref: FieldRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ArgumentValueFrom:
+        if (self.secret_key_ref is None) == (self.field_ref is None):
+            raise ValueError("valueFrom needs exactly one of secretKeyRef or fieldRef")
+        return self
+
+
 class AnalysisArgument(KargoModel):
-    """A template argument, with an optional default ``value``."""
+    """A template argument: a default ``value``, or ``valueFrom`` a secret or a field."""
 
     name: str
     value: str | None = None
+    value_from: ArgumentValueFrom | None = None
+
+    @model_validator(mode="after")
+    def _value_or_value_from(self) -> AnalysisArgument:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(f'arg "{self.name}": give value or valueFrom, not both')
+        return self
+
+
+class DryRun(KargoModel):
+    """A metric (``*``: every metric) measured and reported but never deciding the run."""
+
+    metric_name: str = Field(min_length=1)
+
+
+class MeasurementRetention(KargoModel):
+    """How many of a metric's (``*``: every metric's) latest measurements the run keeps."""
+
+    metric_name: str = Field(min_length=1)
+    limit: int = Field(ge=1)
+
+
+class WebMetricHeader(KargoModel):
+    """An HTTP header of a web or prometheus metric (``{{env.FREIGHTLINE_METRIC_*}}`` allowed)."""
+
+    key: str
+    value: str
+
+
+class BasicAuth(KargoModel):
+    """``authentication.basicAuth``; the password should be ``{{env.FREIGHTLINE_METRIC_*}}``,
+    a reference to the worker's variable, so that it stays out of history."""
+
+    username: str
+    password: str
+
+
+class PrometheusAuthentication(KargoModel):
+    """``authentication``: Argo Rollouts' ``basicAuth`` (``oauth2`` and ``sigv4`` are not
+    supported yet, refused as unknown fields)."""
+
+    basic_auth: BasicAuth | None = None
 
 
 class PrometheusMetric(KargoModel):
@@ -817,13 +886,9 @@ class PrometheusMetric(KargoModel):
     address: str
     query: str
     timeout: int | None = Field(default=None, ge=1)
-
-
-class WebMetricHeader(KargoModel):
-    """An HTTP header of a web metric."""
-
-    key: str
-    value: str
+    authentication: PrometheusAuthentication | None = None
+    headers: list[WebMetricHeader] | None = None
+    insecure: bool | None = None
 
 
 def _json_path(text: str) -> str:
@@ -848,17 +913,215 @@ class WebMetric(KargoModel):
     insecure: bool | None = None
 
 
+class GraphiteMetric(KargoModel):
+    """A Graphite render-API target; the value is the first series' non-null points."""
+
+    address: str
+    query: str
+
+
+class SecretRef(KargoModel):
+    """Which of the worker's secrets holds a provider's credentials (Argo's ``secretRef``)."""
+
+    name: str | None = None
+    namespaced: bool | None = None
+
+
+class DatadogMetric(KargoModel):
+    """A Datadog metrics query, v1 (``/api/v1/query``) or v2 (``/api/v2/query/scalar``)."""
+
+    interval: Duration = "5m"
+    query: str | None = None
+    queries: dict[str, str] | None = None
+    formula: str | None = None
+    api_version: Literal["v1", "v2"] = "v1"
+    aggregator: (
+        Literal["avg", "min", "max", "sum", "last", "percentile", "mean", "l2norm", "area"] | None
+    ) = None
+    secret_ref: SecretRef | None = None
+    request_timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _argo_checks(self) -> DatadogMetric:
+        # Argo Rollouts' validateIncomingProps, which its CRD cannot express.
+        if not self.query and not self.queries:
+            raise ValueError("datadog: give either query or queries")
+        if self.query and self.queries:
+            raise ValueError("datadog: give query or queries, not both")
+        if self.api_version == "v1" and not self.query:
+            raise ValueError("datadog: apiVersion v1 takes query only (queries need v2)")
+        if self.formula and not self.queries:
+            raise ValueError("datadog: formula needs queries")
+        if not self.formula and self.queries and len(self.queries) > 1:
+            raise ValueError("datadog: several queries need a formula")
+        if self.api_version == "v1" and self.aggregator:
+            raise ValueError("datadog: aggregator needs apiVersion v2")
+        if self.request_timeout is not None and parse_duration(self.request_timeout) <= (
+            datetime.timedelta(0)
+        ):
+            raise ValueError("datadog: requestTimeout must be a positive duration, such as 30s")
+        return self
+
+
+class NewRelicMetric(KargoModel):
+    """An NRQL query through NerdGraph; ``profile`` names the worker's secret (``newrelic``)."""
+
+    profile: str | None = None
+    query: str = Field(min_length=1)
+    timeout: int | None = Field(default=None, ge=1)
+
+
+class InfluxdbMetric(KargoModel):
+    """A Flux query; ``profile`` names the worker's secret (``influxdb``)."""
+
+    profile: str | None = None
+    query: str = Field(min_length=1)
+
+
+class WavefrontMetric(KargoModel):
+    """A Wavefront query (``/api/v2/chart/api``); the token is the worker's, by address."""
+
+    address: str
+    query: str = Field(min_length=1)
+
+
+class CloudWatchDimension(KargoModel):
+    """A CloudWatch metric dimension."""
+
+    name: str
+    value: str
+
+
+class CloudWatchStatMetric(KargoModel):
+    """The metric a CloudWatch ``metricStat`` reads."""
+
+    dimensions: list[CloudWatchDimension] | None = None
+    metric_name: str | None = None
+    namespace: str | None = None
+
+
+def _int_or_string(value: object) -> object:
+    # Argo's IntOrString: `period: "300"` and `period: 300` are the same period.
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value
+
+
+PeriodSeconds = Annotated[int, BeforeValidator(_int_or_string), Field(ge=1)]
+
+
+class CloudWatchMetricStat(KargoModel):
+    """``metricStat``: a metric, its period (seconds) and statistic."""
+
+    metric: CloudWatchStatMetric | None = None
+    period: PeriodSeconds | None = None
+    stat: str | None = None
+    unit: str | None = None
+
+
+class CloudWatchQuery(KargoModel):
+    """One ``MetricDataQuery``: a ``metricStat`` or an ``expression`` (CloudWatch itself
+    refuses neither or both, as it does for Argo Rollouts: an Error measurement)."""
+
+    id: str = Field(min_length=1)
+    expression: str | None = None
+    label: str | None = None
+    metric_stat: CloudWatchMetricStat | None = None
+    period: PeriodSeconds | None = None
+    return_data: bool | None = None
+
+
+class CloudWatchMetric(KargoModel):
+    """CloudWatch GetMetricData over the last ``interval`` (default 5m)."""
+
+    interval: Duration | None = None
+    metric_data_queries: list[CloudWatchQuery] = Field(min_length=1)
+
+
+PROVIDER_KINDS: Final[tuple[str, ...]] = (
+    "prometheus",
+    "web",
+    "graphite",
+    "datadog",
+    "newRelic",
+    "cloudWatch",
+    "influxdb",
+    "wavefront",
+)
+"""The Argo Rollouts providers Freightline measures with, by their field in ``provider``."""
+
+_ARGO_PROVIDERS: Final = (
+    "prometheus",
+    "kayenta",
+    "web",
+    "datadog",
+    "wavefront",
+    "newRelic",
+    "job",
+    "cloudWatch",
+    "graphite",
+    "influxdb",
+    "skywalking",
+    "plugin",
+)
+_REFUSED_PROVIDERS: Final = tuple(name for name in _ARGO_PROVIDERS if name not in PROVIDER_KINDS)
+
+
 class MetricProvider(KargoModel):
     """Where a metric's measurement comes from: exactly one provider."""
 
     prometheus: PrometheusMetric | None = None
     web: WebMetric | None = None
+    graphite: GraphiteMetric | None = None
+    datadog: DatadogMetric | None = None
+    new_relic: NewRelicMetric | None = Field(default=None, alias="newRelic")
+    cloud_watch: CloudWatchMetric | None = Field(default=None, alias="cloudWatch")
+    influxdb: InfluxdbMetric | None = None
+    wavefront: WavefrontMetric | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in _REFUSED_PROVIDERS:
+                if data.get(name) is not None:
+                    raise ValueError(
+                        f'the "{name}" provider is not supported; use one of '
+                        + ", ".join(PROVIDER_KINDS)
+                    )
+        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> MetricProvider:
-        if (self.prometheus is None) == (self.web is None):
-            raise ValueError('a provider needs exactly one of "prometheus" or "web"')
+        given = [kind for kind in PROVIDER_KINDS if self.spec_of(kind) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a provider needs exactly one of "
+                + ", ".join(PROVIDER_KINDS)
+                + (f" (got {', '.join(given)})" if given else "")
+            )
         return self
+
+    def spec_of(self, kind: str) -> KargoModel | None:
+        """The configuration of provider ``kind`` (a name in :data:`PROVIDER_KINDS`), or None."""
+        field = {"newRelic": "new_relic", "cloudWatch": "cloud_watch"}.get(kind, kind)
+        value: KargoModel | None = getattr(self, field)
+        return value
+
+    @property
+    def kind(self) -> str:
+        """The provider's name as Argo Rollouts spells it (``newRelic``, ``graphite``, ...)."""
+        for kind in PROVIDER_KINDS:
+            if self.spec_of(kind) is not None:
+                return kind
+        raise AssertionError("a provider has exactly one kind")  # the validator ensures it
+
+    @property
+    def spec(self) -> KargoModel:
+        """The configuration of the provider this metric uses."""
+        spec = self.spec_of(self.kind)
+        assert spec is not None
+        return spec
 
 
 class Metric(KargoModel):
@@ -881,6 +1144,8 @@ class AnalysisTemplateSpec(KargoModel):
 
     args: list[AnalysisArgument] | None = None
     metrics: list[Metric] = Field(min_length=1)
+    dry_run: list[DryRun] | None = None
+    measurement_retention: list[MeasurementRetention] | None = None
 
 
 class AnalysisTemplate(ResourceBase):

@@ -11,8 +11,6 @@ values and the other tests' credentials.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import branch_head
 from sandbox.workers import worker_env
 from tests.conftest import wait_for
+from tests.history_text import readable
 from tests.pipelines import AUTO_PROMOTE_ALL, dump, quickstart_documents
 from tests.registry_fixture import Pusher, Registry, htpasswd_line, start_registry
 from tests.reliability.conftest import SCAN_LAST, WorkerProcess, spawn_worker
@@ -86,21 +85,6 @@ def pipeline(repo: Path, image_repo: str) -> Any:
     documents.append(AUTO_PROMOTE_ALL)
     (resources,) = group_by_project(load_text(dump(documents), source="secrets")).values()
     return resources
-
-
-def readable(node: Any) -> Iterator[str]:
-    """Every string in a history's JSON, payload ``data`` (base64) decoded as well."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "data" and isinstance(value, str):
-                with contextlib.suppress(ValueError):
-                    yield base64.b64decode(value).decode(errors="replace")
-            yield from readable(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from readable(item)
-    elif isinstance(node, str):
-        yield node
 
 
 async def every_history(client: Client) -> list[tuple[str, str]]:

@@ -592,20 +592,26 @@ async def webhooks(
         typer.Option(help="Address to listen on (default: FREIGHTLINE_WEBHOOK_HOST, 127.0.0.1)."),
     ] = None,
 ) -> None:
-    """Serve the webhook receiver (registry notifications, GitHub pushes, generic hooks)."""
+    """Serve the webhook receivers: Kargo's (ProjectConfig webhookReceivers) and /webhooks/<project>/..."""
     from freightline.app.temporal import connect
     from freightline.app.webhooks import WebhookServer
-    from freightline.settings import WEBHOOK_SECRET_ENV
+    from freightline.kargo.credentials import CredentialStore
+    from freightline.settings import CREDENTIALS_FILE_ENV, WEBHOOK_SECRET_ENV
 
     hooks = settings().webhooks
     host = host or hooks.host
-    if not hooks.secret_value():
-        raise fail(f"set {WEBHOOK_SECRET_ENV}: without a secret every webhook is refused")
+    credentials = CredentialStore.from_settings(settings().git)
+    if not hooks.secret_value() and credentials.path is None:
+        raise fail(
+            f"set {CREDENTIALS_FILE_ENV} (the Secrets of Kargo's webhook receivers) or"
+            f" {WEBHOOK_SECRET_ENV}: without either every webhook is refused"
+        )
     client = await connect()
     server = WebhookServer(
         client,
         secret=hooks.secret_value(),
         github_secret=hooks.github_secret_value(),
+        credentials=credentials,
         mirrors=settings().registry.mirrors,
         host=host,
         port=port,
@@ -615,8 +621,12 @@ async def webhooks(
     except OSError as err:
         raise fail(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     try:
-        url = f"http://{host}:{server.port}/webhooks/<project>/registry|github|generic"
-        console.print(f"webhooks on {url}")
+        base = f"http://{host}:{server.port}"
+        console.print(
+            f"webhooks on {base}/<type>/<hash> (freightline credentials check prints them)"
+        )
+        if hooks.secret_value():
+            console.print(f"and on {base}/webhooks/<project>/registry|github|generic")
         await server.serve_forever()
     finally:
         await server.close()

@@ -34,40 +34,63 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from freightline.errors import CredentialError
 from freightline.kargo.freight import RepositoryKind, same_repository
-from freightline.settings import CREDENTIALS_FILE_ENV
+from freightline.settings import CREDENTIALS_FILE_ENV, GitSettings
 
 CRED_TYPE_LABEL = "kargo.akuity.io/cred-type"
 
 
 @dataclass(frozen=True)
 class GitCredentials:
-    """A username and password (or token) for one git repository."""
+    """How to authenticate to one git repository: a username and password (or token) over
+    HTTPS, or an SSH private key (with the ``known_hosts`` lines its server must match)."""
 
-    username: str
-    password: str
+    username: str = ""
+    password: str = ""
+    ssh_private_key: str | None = None
+    known_hosts: str | None = None
 
     def __repr__(self) -> str:  # never print the secret, even by accident
-        return f"GitCredentials(username={self.username!r}, password=***)"
+        kind = "ssh key" if self.ssh_private_key else "password"
+        return f"GitCredentials(username={self.username!r}, {kind}=***)"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values to scrub from anything git prints."""
+        return tuple(v for v in (self.password, self.ssh_private_key) if v)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CredentialEntry:
-    cred_type: str
-    repo_url: str
+    """One Secret document of the credentials file."""
+
+    name: str
+    namespace: str | None
+    cred_type: str | None
+    repo_url: str | None
     is_regex: bool
-    username: str
-    password: str
+    values: Mapping[str, str]
+
+    @property
+    def username(self) -> str:
+        return self.values.get("username", "")
+
+    @property
+    def password(self) -> str:
+        return self.values.get("password", "")
 
     def matches(self, cred_type: str, repo_url: str) -> bool:
-        if cred_type != self.cred_type:
+        if cred_type != self.cred_type or self.repo_url is None:
             return False
         if self.is_regex:
             return re.search(self.repo_url, repo_url) is not None
@@ -76,12 +99,18 @@ class CredentialEntry:
             return self.repo_url == repo_url
         return same_repository(kind, self.repo_url, repo_url)
 
+    def in_project(self, project: str) -> bool:
+        """A Secret without a namespace serves every project; one with, only that one."""
+        return self.namespace is None or self.namespace == project
+
     def __repr__(self) -> str:
-        return f"CredentialEntry({self.cred_type}, {self.repo_url}, {self.username}, ***)"
+        return f"CredentialEntry({self.name}, {self.cred_type}, {self.repo_url}, keys={sorted(self.values)})"
 
 
 _KINDS: dict[str, RepositoryKind] = {"git": "git", "image": "image", "helm": "chart"}
-"""Kargo's credential types, and the normal form each compares repository URLs in."""
+"""Kargo's repository credential types, and the normal form each compares repository URLs in."""
+
+CRED_TYPES: Final = ("git", "helm", "image", "generic")
 
 
 class CredentialStore:
@@ -91,32 +120,61 @@ class CredentialStore:
     ``GIT_USERNAME`` / ``GIT_PASSWORD``, see ``freightline.settings``).
     """
 
-    def __init__(self, path: Path | None, git_fallback: GitCredentials | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        git_fallback: GitCredentials | None = None,
+        *,
+        known_hosts: str | None = None,
+    ) -> None:
         self.path = path
         self.git_fallback = git_fallback
+        self.known_hosts = known_hosts
         self._entries: list[CredentialEntry] = []
         self._mtime: float | None = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_settings(cls, git: GitSettings) -> CredentialStore:
+        """The worker's credentials: the credentials file, then the one git identity, if set."""
+        fallback = None
+        if git.username and git.password:
+            fallback = GitCredentials(git.username, git.password.get_secret_value())
+        return cls(git.credentials_file, git_fallback=fallback)
+
     def git(self, repo_url: str) -> GitCredentials | None:
         """Credentials for a git repository, or None to go anonymous."""
-        entry = self._find("git", repo_url)
+        entry = self.find("git", repo_url)
         if entry is not None:
-            return GitCredentials(entry.username, entry.password)
+            return GitCredentials(
+                entry.username,
+                entry.password,
+                ssh_private_key=entry.values.get("sshPrivateKey") or None,
+                known_hosts=entry.values.get("knownHosts") or self.known_hosts,
+            )
         return self.git_fallback
 
     def basic(self, cred_type: str, repo_url: str) -> tuple[str, str] | None:
         """A username and password for an image or helm repository, or None."""
-        entry = self._find(cred_type, repo_url)
+        entry = self.find(cred_type, repo_url)
         return (entry.username, entry.password) if entry else None
 
-    def _find(self, cred_type: str, repo_url: str) -> CredentialEntry | None:
-        for entry in self._load():
+    def secret(self, project: str, name: str) -> Mapping[str, str] | None:
+        """The data of the Secret ``name`` for ``project`` (a webhook receiver's), or None."""
+        for entry in self.entries():
+            if entry.name == name and entry.in_project(project):
+                return entry.values
+        return None
+
+    def find(self, cred_type: str, repo_url: str) -> CredentialEntry | None:
+        """The first Secret of ``cred_type`` whose ``repoURL`` matches ``repo_url``."""
+        for entry in self.entries():
             if entry.matches(cred_type, repo_url):
                 return entry
         return None
 
-    def _load(self) -> list[CredentialEntry]:
+    def entries(self) -> list[CredentialEntry]:
+        """Every Secret of the file, re-read when the file changed."""
         if self.path is None:
             return []
         with self._lock:
@@ -140,26 +198,48 @@ def parse_credentials_file(path: Path) -> list[CredentialEntry]:
         raise CredentialError(f"{path}: cannot read credentials: {type(err).__name__}") from None
     entries = []
     for number, doc in enumerate((d for d in documents if d is not None), start=1):
-        where = f"{path}: document {number}"
-        if not isinstance(doc, dict) or doc.get("kind") != "Secret":
-            raise CredentialError(f"{where}: expected a kind: Secret document")
-        labels = (doc.get("metadata") or {}).get("labels") or {}
-        cred_type = labels.get(CRED_TYPE_LABEL)
-        if cred_type not in ("git", "image", "helm"):
-            raise CredentialError(f"{where}: label {CRED_TYPE_LABEL} must be git, image or helm")
-        values = {k: str(v) for k, v in (doc.get("stringData") or {}).items()}
-        for key, value in (doc.get("data") or {}).items():
-            values.setdefault(key, base64.b64decode(str(value)).decode())
-        missing = [k for k in ("repoURL", "username", "password") if not values.get(k)]
+        entries.append(_entry(doc, f"{path}: document {number}"))
+    return entries
+
+
+def _entry(doc: Any, where: str) -> CredentialEntry:
+    if not isinstance(doc, dict) or doc.get("kind") != "Secret":
+        raise CredentialError(f"{where}: expected a kind: Secret document")
+    metadata = doc.get("metadata") or {}
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise CredentialError(f"{where}: metadata.name is missing")
+    where = f"{where} (Secret {name})"
+    labels = metadata.get("labels") or {}
+    cred_type = labels.get(CRED_TYPE_LABEL)
+    if cred_type is not None and cred_type not in CRED_TYPES:
+        raise CredentialError(
+            f"{where}: label {CRED_TYPE_LABEL} must be one of {', '.join(CRED_TYPES)}"
+        )
+    values = {str(k): str(v) for k, v in (doc.get("stringData") or {}).items()}
+    for key, value in (doc.get("data") or {}).items():
+        try:
+            values.setdefault(str(key), base64.b64decode(str(value), validate=True).decode())
+        except (ValueError, UnicodeDecodeError):
+            raise CredentialError(f"{where}: data.{key} is not base64 of UTF-8 text") from None
+    if cred_type in _KINDS:
+        missing = [] if values.get("repoURL") else ["repoURL"]
+        if not values.get("sshPrivateKey") or cred_type != "git":
+            missing += [k for k in ("username", "password") if not values.get(k)]
         if missing:
             raise CredentialError(f"{where}: missing {', '.join(missing)}")
-        entries.append(
-            CredentialEntry(
-                cred_type=cred_type,
-                repo_url=values["repoURL"],
-                is_regex=values.get("repoURLIsRegex", "").lower() == "true",
-                username=values["username"],
-                password=values["password"],
-            )
-        )
-    return entries
+    is_regex = values.get("repoURLIsRegex", "").lower() == "true"
+    if is_regex:
+        try:
+            re.compile(values.get("repoURL", ""))
+        except re.error as err:
+            raise CredentialError(f"{where}: repoURL is not a regular expression: {err}") from None
+    namespace = metadata.get("namespace")
+    return CredentialEntry(
+        name=name,
+        namespace=str(namespace) if namespace else None,
+        cred_type=cred_type,
+        repo_url=values.get("repoURL"),
+        is_regex=is_regex,
+        values=MappingProxyType(values),
+    )

@@ -40,6 +40,8 @@ get_app = typer.Typer(help="List warehouses, stages, freight or promotions.", no
 app.add_typer(get_app, name="get")
 refresh_app = typer.Typer(help="Ask a Warehouse to discover now.", no_args_is_help=True)
 app.add_typer(refresh_app, name="refresh")
+credentials_app = typer.Typer(help="The worker's credentials.", no_args_is_help=True)
+app.add_typer(credentials_app, name="credentials")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)  # one line, however long
@@ -630,6 +632,64 @@ async def webhooks(
         await server.serve_forever()
     finally:
         await server.close()
+
+
+@credentials_app.command("check")
+@run_async
+async def credentials_check(
+    project: ProjectOption = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="Check the projects of this YAML file, not Temporal's."),
+    ] = None,
+    show_urls: Annotated[
+        bool,
+        typer.Option(help="Also print each webhook receiver's path (for some, itself a secret)."),
+    ] = False,
+    output: OutputOption = "table",
+) -> None:
+    """Which Warehouses, steps and webhook receivers have the credentials they need.
+
+    Reads the worker's credentials as the worker does (FREIGHTLINE_CREDENTIALS_FILE,
+    FREIGHTLINE_GIT_USERNAME, ARGOCD_*) and prints, for each need, the Secret that
+    serves it, never a value. Exits 1 when something is missing.
+    """
+    from freightline.kargo.config import group_by_project, load_file
+    from freightline.kargo.credential_check import check_project
+    from freightline.kargo.credentials import CredentialStore
+
+    if file is not None:
+        projects = list(group_by_project(load_file(file, project)).values())
+    else:
+        from freightline.app.client import project_resources
+        from freightline.app.temporal import connect
+
+        projects = [await project_resources(await connect(), _project(project))]
+    store = CredentialStore.from_settings(settings().git)
+    argocd = settings().argocd
+    rows = [
+        {
+            "project": resources.name,
+            "needed by": need.where,
+            "kind": need.kind,
+            "for": need.target,
+            "status": need.status,
+            "detail": need.detail,
+        }
+        for resources in projects
+        for need in check_project(
+            resources,
+            store,
+            argocd_configured=bool(argocd.server and argocd.token),
+            receiver_urls=show_urls,
+        )
+    ]
+    _print(rows, output, "credentials")
+    missing = [row for row in rows if row["status"] == "missing"]
+    if missing:
+        raise fail(
+            f"{len(missing)} credential(s) missing: {', '.join(r['needed by'] for r in missing)}"
+        )
 
 
 def _print_json(listing: list[dict[str, Any]]) -> None:

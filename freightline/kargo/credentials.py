@@ -5,28 +5,32 @@ would be recorded in workflow histories). Give the worker the same document
 instead, in one of two ways:
 
 1. **A credentials file**: ``FREIGHTLINE_CREDENTIALS_FILE=/path/creds.yaml``
-   holding Kargo-style Secret documents, unchanged::
+   holding Kargo's Secret documents, unchanged::
 
        apiVersion: v1
        kind: Secret
        metadata:
          name: kargo-demo-repo
+         namespace: kargo-demo                 # optional: this project only
          labels:
-           kargo.akuity.io/cred-type: git      # git | image | helm
+           kargo.akuity.io/cred-type: git      # git | helm | image | generic
        stringData:
          repoURL: https://github.com/example/kargo-demo.git
          # repoURLIsRegex: "true"              # repoURL is then a regular expression
          username: example
-         password: ghp_...
+         password: ghp_...                     # or, for git over SSH: sshPrivateKey
 
-   (``data`` with base64 values works as well.) The file is re-read when it
-   changes; in Kubernetes, mount it from a real Secret.
+   (``data`` with base64 values works as well.) A Secret without the label
+   (a webhook receiver's, or ``generic``) is found by its name. The file is
+   re-read when it changes; in Kubernetes, mount it from a real Secret.
 2. **Environment variables** for a single git identity:
    ``FREIGHTLINE_GIT_USERNAME`` and ``FREIGHTLINE_GIT_PASSWORD`` apply to
    every git repository that no file entry matches.
 
-Only activities call these functions; workflows hold repository URLs, never
-the values.
+Only activities and the webhook server call these functions; workflows hold
+repository URLs and Secret names, never the values. ``docs/credentials.md``
+is the user's guide; ``freightline.kargo.credential_check`` says which needs
+each Secret serves.
 """
 
 from __future__ import annotations

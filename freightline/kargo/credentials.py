@@ -49,7 +49,7 @@ from ruamel.yaml.error import YAMLError
 
 from freightline.errors import CredentialError
 from freightline.kargo.freight import RepositoryKind, same_repository
-from freightline.settings import CREDENTIALS_FILE_ENV, GitSettings
+from freightline.settings import CREDENTIALS_FILE_ENV, SSH_KNOWN_HOSTS_ENV, GitSettings
 
 CRED_TYPE_LABEL = "kargo.akuity.io/cred-type"
 
@@ -129,7 +129,7 @@ class CredentialStore:
         path: Path | None,
         git_fallback: GitCredentials | None = None,
         *,
-        known_hosts: str | None = None,
+        known_hosts: Path | None = None,
     ) -> None:
         self.path = path
         self.git_fallback = git_fallback
@@ -144,7 +144,7 @@ class CredentialStore:
         fallback = None
         if git.username and git.password:
             fallback = GitCredentials(git.username, git.password.get_secret_value())
-        return cls(git.credentials_file, git_fallback=fallback)
+        return cls(git.credentials_file, git_fallback=fallback, known_hosts=git.ssh_known_hosts)
 
     def git(self, repo_url: str) -> GitCredentials | None:
         """Credentials for a git repository, or None to go anonymous."""
@@ -154,9 +154,19 @@ class CredentialStore:
                 entry.username,
                 entry.password,
                 ssh_private_key=entry.values.get("sshPrivateKey") or None,
-                known_hosts=entry.values.get("knownHosts") or self.known_hosts,
+                known_hosts=entry.values.get("knownHosts") or self._known_hosts(),
             )
         return self.git_fallback
+
+    def _known_hosts(self) -> str | None:
+        if self.known_hosts is None:
+            return None
+        try:
+            return self.known_hosts.read_text()
+        except OSError as err:
+            raise CredentialError(
+                f"{SSH_KNOWN_HOSTS_ENV}={self.known_hosts}: {err.strerror}"
+            ) from None
 
     def basic(self, cred_type: str, repo_url: str) -> tuple[str, str] | None:
         """A username and password for an image or helm repository, or None."""

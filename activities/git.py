@@ -34,6 +34,7 @@ from typing import Any
 
 import git
 
+from activities import github_app
 from freightline.errors import ConfigError, GitCommandError, StepError
 from freightline.kargo.credentials import GitCredentials
 from freightline.settings import (
@@ -127,6 +128,7 @@ def git_environment(
     if credentials is None:
         yield env
         return
+    credentials = github_app.resolve(credentials)  # an App's key becomes a token here
     with tempfile.TemporaryDirectory(prefix="freightline-askpass-") as tmp:
         script = Path(tmp) / "askpass.sh"
         script.write_text(_ASKPASS)

@@ -96,7 +96,12 @@ def _repository(store: CredentialStore, where: str, kind: str, repo_url: str) ->
 
 
 def _describe(entry: CredentialEntry) -> str:
-    how = "SSH key" if entry.values.get("sshPrivateKey") else "username and password"
+    if entry.values.get("githubAppPrivateKey"):
+        how = "GitHub App installation token"
+    elif entry.values.get("sshPrivateKey"):
+        how = "SSH key"
+    else:
+        how = "username and password"
     regex = ", repoURL is a regular expression" if entry.is_regex else ""
     return f"Secret {entry.name} ({how}{regex})"
 

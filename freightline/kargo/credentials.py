@@ -36,6 +36,7 @@ each Secret serves.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import threading
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -54,6 +56,31 @@ from freightline.settings import CREDENTIALS_FILE_ENV, SSH_KNOWN_HOSTS_ENV, GitS
 CRED_TYPE_LABEL = "kargo.akuity.io/cred-type"
 
 
+@dataclass(frozen=True, repr=False)
+class GitHubApp:
+    """A GitHub App installation: the activity that needs git trades it for a token."""
+
+    app_id: str
+    """``githubAppClientID`` or ``githubAppID``: a JWT's issuer may be either."""
+    installation_id: int
+    private_key: str
+    api_url: str
+    """``https://api.github.com``, or GitHub Enterprise's ``https://HOST/api/v3``."""
+
+    def __repr__(self) -> str:
+        return f"GitHubApp({self.app_id}, installation {self.installation_id}, {self.api_url})"
+
+
+def github_api_url(repo_url: str) -> str:
+    """The REST API of the GitHub that serves ``repo_url`` (github.com or an Enterprise host)."""
+    parts = urlsplit(repo_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if host.lower() in ("github.com", "www.github.com"):
+        return "https://api.github.com"
+    scheme = "http" if parts.scheme == "http" else "https"
+    return f"{scheme}://{host}/api/v3"
+
+
 @dataclass(frozen=True)
 class GitCredentials:
     """How to authenticate to one git repository: a username and password (or token) over
@@ -63,15 +90,19 @@ class GitCredentials:
     password: str = ""
     ssh_private_key: str | None = None
     known_hosts: str | None = None
+    github_app: GitHubApp | None = None
 
     def __repr__(self) -> str:  # never print the secret, even by accident
+        if self.github_app is not None:
+            return f"GitCredentials({self.github_app!r})"
         kind = "ssh key" if self.ssh_private_key else "password"
         return f"GitCredentials(username={self.username!r}, {kind}=***)"
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """The values to scrub from anything git prints."""
-        return tuple(v for v in (self.password, self.ssh_private_key) if v)
+        app_key = self.github_app.private_key if self.github_app else None
+        return tuple(v for v in (self.password, self.ssh_private_key, app_key) if v)
 
 
 @dataclass(frozen=True, repr=False)
@@ -149,6 +180,8 @@ class CredentialStore:
     def git(self, repo_url: str) -> GitCredentials | None:
         """Credentials for a git repository, or None to go anonymous."""
         entry = self.find("git", repo_url)
+        if entry is not None and entry.values.get(_APP_KEY):
+            return GitCredentials(github_app=_github_app(entry.values, repo_url))
         if entry is not None:
             return GitCredentials(
                 entry.username,
@@ -238,7 +271,12 @@ def _entry(doc: Any, where: str) -> CredentialEntry:
             raise CredentialError(f"{where}: data.{key} is not base64 of UTF-8 text") from None
     if cred_type in _KINDS:
         missing = [] if values.get("repoURL") else ["repoURL"]
-        if not values.get("sshPrivateKey") or cred_type != "git":
+        if cred_type == "git" and values.get(_APP_KEY):
+            if not (values.get("githubAppID") or values.get("githubAppClientID")):
+                missing.append("githubAppID (or githubAppClientID)")
+            if not values.get("githubAppInstallationID", "").isdigit():
+                missing.append("githubAppInstallationID (a number)")
+        elif not values.get("sshPrivateKey") or cred_type != "git":
             missing += [k for k in ("username", "password") if not values.get(k)]
         if missing:
             raise CredentialError(f"{where}: missing {', '.join(missing)}")
@@ -256,4 +294,21 @@ def _entry(doc: Any, where: str) -> CredentialEntry:
         repo_url=values.get("repoURL"),
         is_regex=is_regex,
         values=MappingProxyType(values),
+    )
+
+
+_APP_KEY: Final = "githubAppPrivateKey"
+
+
+def _github_app(values: Mapping[str, str], repo_url: str) -> GitHubApp:
+    key = values[_APP_KEY]
+    if "-----BEGIN" not in key:
+        # Kargo takes the PEM base64-encoded as well (one line in a Secret's stringData).
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            key = base64.b64decode(key, validate=True).decode()
+    return GitHubApp(
+        app_id=values.get("githubAppClientID") or values["githubAppID"],
+        installation_id=int(values["githubAppInstallationID"]),
+        private_key=key,
+        api_url=github_api_url(repo_url),
     )

@@ -98,6 +98,10 @@ def _repository(store: CredentialStore, where: str, kind: str, repo_url: str) ->
 def _describe(entry: CredentialEntry) -> str:
     if entry.values.get("githubAppPrivateKey"):
         how = "GitHub App installation token"
+    elif entry.values.get("awsAccessKeyID"):
+        how = "ECR access key"
+    elif entry.values.get("gcpServiceAccountKey"):
+        how = "GCP service account key"
     elif entry.values.get("sshPrivateKey"):
         how = "SSH key"
     else:

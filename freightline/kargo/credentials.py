@@ -276,6 +276,8 @@ def _entry(doc: Any, where: str) -> CredentialEntry:
                 missing.append("githubAppID (or githubAppClientID)")
             if not values.get("githubAppInstallationID", "").isdigit():
                 missing.append("githubAppInstallationID (a number)")
+        elif cred_type != "git" and _cloud_identity(values):
+            pass  # a login is bought with it (activities.registry_identity)
         elif not values.get("sshPrivateKey") or cred_type != "git":
             missing += [k for k in ("username", "password") if not values.get(k)]
         if missing:
@@ -312,3 +314,9 @@ def _github_app(values: Mapping[str, str], repo_url: str) -> GitHubApp:
         private_key=key,
         api_url=github_api_url(repo_url),
     )
+
+
+def _cloud_identity(values: Mapping[str, str]) -> bool:
+    """Whether a Secret holds Kargo's keys of an ECR access key or a GAR service account."""
+    aws = bool(values.get("awsAccessKeyID") and values.get("awsSecretAccessKey"))
+    return aws or bool(values.get("gcpServiceAccountKey"))

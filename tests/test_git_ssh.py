@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
+from temporalio.client import Client
+from temporalio.worker import Worker
 
 from activities.git import GitRunner, git_environment
 from activities.git_discovery import discover_commits
+from freightline.app.client import apply_project
+from freightline.contracts.names import FREIGHT_QUERY, warehouse_workflow_id
 from freightline.errors import DiscoveryError, GitCommandError
+from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.credentials import CRED_TYPE_LABEL, CredentialStore, GitCredentials
-from freightline.kargo.resources import GitSubscription
+from freightline.kargo.resources import Freight, GitSubscription
 from freightline.settings import GitSettings
+from tests.conftest import recorded_text, wait_for
 from tests.pipelines import dump
 from tests.ssh_fixture import SshServer, keypair, start_sshd
 from tests.test_git_discovery import Upstream
@@ -157,3 +166,72 @@ def test_the_forced_command_serves_git_only(sshd: SshServer, tmp_path: Path) -> 
         check=False,
     )
     assert shell.returncode != 0  # git-shell refuses anything but git's own commands
+
+
+@pytest.fixture
+def ssh_credentials_env(
+    sshd: SshServer, upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The worker's credentials file holds the deploy key; its known_hosts the server's key."""
+    creds = tmp_path / "creds.yaml"
+    creds.write_text(
+        dump(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "deploy-key", "labels": {CRED_TYPE_LABEL: "git"}},
+                    "stringData": {
+                        "repoURL": sshd.url(upstream.bare),
+                        "sshPrivateKey": sshd.client_key.private,
+                    },
+                }
+            ]
+        )
+    )
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.known_hosts)
+    monkeypatch.setenv("FREIGHTLINE_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("FREIGHTLINE_SSH_KNOWN_HOSTS", str(known_hosts))
+    return creds
+
+
+async def test_a_warehouse_discovers_over_ssh_and_records_no_key(
+    sshd: SshServer,
+    upstream: Upstream,
+    ssh_credentials_env: Path,
+    client: Client,
+    worker: Worker,
+) -> None:
+    name = f"ssh-{uuid.uuid4().hex[:8]}"
+    documents = [
+        {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": name}},
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Warehouse",
+            "metadata": {"name": "code", "namespace": name},
+            "spec": {
+                "interval": "1h",
+                "subscriptions": [{"git": {"repoURL": sshd.url(upstream.bare), "branch": "main"}}],
+            },
+        },
+    ]
+    (resources,) = group_by_project(load_text(dump(documents))).values()
+    with capture_logs() as logs:
+        await apply_project(client, resources)
+        handle = client.get_workflow_handle(warehouse_workflow_id(name, "code"))
+
+        async def discovered() -> bool:
+            freight = await handle.query(FREIGHT_QUERY, result_type=list[Freight])
+            return len(freight) == 1
+
+        await wait_for(discovered)
+    freight = await handle.query(FREIGHT_QUERY, result_type=list[Freight])
+    assert freight[0].commits[0].id == head(upstream)
+    # Neither the key nor anything of it is in the Warehouse's history or the worker's logs.
+    history = await recorded_text(handle)
+    key_lines = [line for line in sshd.client_key.private.splitlines() if "PRIVATE KEY" not in line]
+    for text in (history, json.dumps(logs, default=str)):
+        assert "PRIVATE KEY" not in text
+        assert not any(line in text for line in key_lines if len(line) > 20)
+    assert sshd.url(upstream.bare) in history  # the reference is what is recorded

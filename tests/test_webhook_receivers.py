@@ -44,7 +44,7 @@ from freightline.kargo.webhooks import (
     receiver_path,
 )
 from sandbox.registry import Pusher, start_registry
-from tests.conftest import wait_for
+from tests.conftest import recorded_text, wait_for
 from tests.pipelines import dump
 from tests.test_git_discovery import Upstream
 
@@ -534,9 +534,11 @@ async def test_kargo_receivers_make_freight_end_to_end(
             await wait_for(lambda: _at_least(images, 1))
         # The receivers' secrets reached no workflow history.
         for handle in (code, images, client.get_workflow_handle(f"project:{name}")):
-            history = json.dumps((await handle.fetch_history()).to_json_dict())
+            history = await recorded_text(handle)
             for value in SECRET_VALUES.values():
                 assert value not in history
+        # What the project records is the reference: the Secret's name.
+        assert "github-secret" in await recorded_text(client.get_workflow_handle(f"project:{name}"))
     finally:
         pusher.close()
         registry.stop()

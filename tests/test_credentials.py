@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
 
+from freightline.app.client import apply_project
 from freightline.errors import CredentialError
+from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.credentials import CRED_TYPE_LABEL, CredentialStore
 from tests.pipelines import dump
+from tests.test_git_discovery import Upstream
 
 PASSWORD = "TOPSECRET-password-1"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nTOPSECRET-key\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -268,3 +275,48 @@ def test_credentials_check_passes_when_nothing_is_missing(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert "TOPSECRET" not in result.stdout + result.stderr
     assert "/github/" not in result.stdout  # receiver paths only with --show-urls
+
+
+@pytest.mark.integration
+async def test_credentials_check_reads_the_applied_project(
+    client: Client, worker: Worker, tmp_path: Path
+) -> None:
+    name = f"creds-{uuid.uuid4().hex[:8]}"
+    upstream = Upstream(tmp_path)
+    upstream.commit("a.txt")
+    upstream.push()
+    documents = [
+        {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": name}},
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "Warehouse",
+            "metadata": {"name": "code", "namespace": name},
+            "spec": {"interval": "1h", "subscriptions": [{"git": {"repoURL": upstream.url}}]},
+        },
+    ]
+    (resources,) = group_by_project(load_text(dump(documents))).values()
+    await apply_project(client, resources)
+    store_of(
+        tmp_path, secret("local", "git", repoURL=upstream.url, username="u", password=PASSWORD)
+    )
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "freightline", "credentials", "check", "-p", name, "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "FREIGHTLINE_CREDENTIALS_FILE": str(tmp_path / "creds.yaml"),
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert (row["needed by"], row["status"], row["detail"]) == (
+        "Warehouse/code",
+        "ok",
+        "Secret local (username and password)",
+    )
+    assert PASSWORD not in result.stdout + result.stderr

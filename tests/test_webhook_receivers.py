@@ -45,6 +45,7 @@ from freightline.kargo.webhooks import (
 )
 from sandbox.registry import Pusher, start_registry
 from tests.conftest import recorded_text, wait_for
+from tests.hostile_http import large_body
 from tests.pipelines import dump
 from tests.test_git_discovery import Upstream
 
@@ -382,11 +383,8 @@ async def test_refusals_and_ignored_events_change_nothing_and_say_why(
         ) as http:
             bad_signature = await http.post(github, content=push, headers=forged)
             unknown_path = await http.post("/github/" + "0" * 64, content=push, headers=good)
-            oversized = await http.post(
-                path_of(project, "dockerhub"),
-                content=b"{" + b" " * (3 << 20) + b"}",
-                headers={"Content-Type": "application/json"},
-            )
+            # Over Kargo's 2 MiB: refused from its Content-Length, before a byte is read.
+            oversized = await large_body(server.port, path_of(project, "dockerhub"), 3 << 20)
             unknown_repo = await http.post(
                 path_of(project, "quay"),
                 json={"docker_url": "quay.io/nobody/nothing", "updated_tags": ["1"]},
@@ -395,7 +393,7 @@ async def test_refusals_and_ignored_events_change_nothing_and_say_why(
             replay = await http.post(github, content=push, headers=good)
     assert bad_signature.status_code == 401
     assert unknown_path.status_code == 404
-    assert oversized.status_code == 413
+    assert oversized.status == 413
     assert (unknown_repo.status_code, unknown_repo.json()["refreshed"]) == (200, [])
     assert first.json()["refreshed"] == ["w-github-push"]
     assert (replay.status_code, replay.json()["refreshed"]) == (200, [])
@@ -546,3 +544,28 @@ async def test_kargo_receivers_make_freight_end_to_end(
 
 async def _at_least(handle: WorkflowHandle[Any, Any], n: int) -> bool:
     return await freight_count(handle) >= n
+
+
+async def test_a_broken_credentials_file_disables_receivers_with_one_clear_line(
+    client: Client, tmp_path: Path
+) -> None:
+    name = f"hooks-{uuid.uuid4().hex[:8]}"
+    resources = resources_of(documents(name, warehouses={}))
+    creds = tmp_path / "creds.yaml"
+    creds.write_text(dump([{"kind": "Secret", "metadata": {"name": "x"}, "data": {"k": "%%"}}]))
+    with capture_logs() as logs:
+        async with (
+            WebhookServer(
+                client,
+                credentials=CredentialStore(creds),
+                refresher=Configs(client, {name: resources}),
+                host="127.0.0.1",
+            ) as server,
+            httpx.AsyncClient(timeout=10) as http,
+        ):
+            url = f"http://127.0.0.1:{server.port}{path_of(name, 'quay')}"
+            answers = [await http.post(url, json={}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [404, 404, 404]
+    errors = [e for e in logs if e["event"] == "webhook receivers: cannot read credentials"]
+    assert len(errors) == 1  # rebuilt at most once a second, not per request
+    assert "Secret x" in errors[0]["error"] and "data.k is not base64" in errors[0]["error"]

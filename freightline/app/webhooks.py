@@ -69,6 +69,7 @@ from freightline.kargo.resources import RECEIVER_TYPES, GenericReceiver, Project
 from freightline.kargo.webhooks import (
     MAX_BODY_BYTES,
     BoundReceiver,
+    WebhookEvent,
     bind_receivers,
     generic_targets,
     hmac_sha256,
@@ -271,8 +272,11 @@ class ReceiverIndex:
                 try:
                     bound = bind_receivers(resources, self.credentials.secret)
                 except CredentialError as err:
+                    # No secret can be read, so no receiver can check a request; the
+                    # rebuild still counts, so a broken file is not re-read per request.
                     log.error("webhook receivers: cannot read credentials", error=str(err))
-                    return
+                    paths = {}
+                    break
                 for receiver in bound:
                     if receiver.problem:
                         log.warning(
@@ -304,6 +308,9 @@ class ReceiverRoutes:
         receiver_type = request.path_params["receiver_type"]
         if receiver_type not in RECEIVER_TYPES:
             raise HTTPException(HTTPStatus.NOT_FOUND, "Not Found")
+        # The body first: its time limit runs from the headers, and the lookup may query
+        # Temporal for a while (it is at most MAX_BODY_BYTES, whoever sends it).
+        body = await request.body()
         bound = await self.index.lookup(request.url.path)
         if bound is None or bound.receiver.receiver_type != receiver_type:
             log.warning("webhook refused", type=receiver_type, reason="no receiver at this path")
@@ -314,7 +321,7 @@ class ReceiverRoutes:
             "type": receiver_type,
         }
         headers = {k.lower(): v for k, v in request.headers.items()}
-        event = read_event(bound.receiver, bound.secret, headers, await request.body())
+        event = read_event(bound.receiver, bound.secret, headers, body)
         if event.kind == "refused":
             log.warning("webhook refused", **where, status=event.status, reason=event.reason)
             raise HTTPException(event.status, event.reason)
@@ -323,7 +330,7 @@ class ReceiverRoutes:
             log.warning("webhook delivery replayed; ignored", **where, delivery=event.delivery)
             return JSONResponse({"msg": "delivery already received", "refreshed": []})
         try:
-            return await self._act(bound, event.kind, event, headers, request, where)
+            return await self._act(bound, event, headers, request, where)
         except BaseException:
             if event.delivery:
                 self.deliveries.release(receiver_key, event.delivery)
@@ -332,12 +339,12 @@ class ReceiverRoutes:
     async def _act(
         self,
         bound: BoundReceiver,
-        kind: str,
-        event: Any,
+        event: WebhookEvent,
         headers: Mapping[str, str],
         request: Request,
         where: dict[str, str],
     ) -> Response:
+        kind = event.kind
         if kind == "ping":
             log.info("webhook ping", **where)
             return JSONResponse({"msg": "ping event received, webhook is configured correctly"})

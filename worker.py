@@ -42,9 +42,9 @@ from freightline.app.webhooks import WebhookServer
 from freightline.contracts.names import argocd_task_queue
 from freightline.contracts.steps import resolve_all
 from freightline.errors import ConfigError
-from freightline.kargo.credentials import CredentialStore, GitCredentials
+from freightline.kargo.credentials import CredentialStore
 from freightline.logging import configure_logging, get_logger
-from freightline.settings import GitSettings, Settings, load_settings
+from freightline.settings import Settings, load_settings
 from workflows.notify import NotifyWorkflow
 from workflows.project import ProjectWorkflow
 from workflows.promotion import PromotionWorkflow
@@ -64,14 +64,6 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
-def credential_store(git: GitSettings) -> CredentialStore:
-    """The worker's credentials: the credentials file, then the one git identity, if set."""
-    fallback = None
-    if git.username and git.password:
-        fallback = GitCredentials(git.username, git.password.get_secret_value())
-    return CredentialStore(git.credentials_file, git_fallback=fallback)
-
-
 def build_worker(
     client: Client,
     settings: Settings,
@@ -84,7 +76,7 @@ def build_worker(
     ``queue`` overrides ``settings.temporal.task_queue``.
     """
     resolve_all()  # every step's implementation and config model, or fail now
-    credentials = credential_store(settings.git)
+    credentials = CredentialStore.from_settings(settings.git)
     project = ProjectActivities(
         client, notifying=bool(settings.notify.urls), ui_base_url=settings.temporal.ui_url or ""
     )
@@ -94,7 +86,7 @@ def build_worker(
         author=settings.git.author,
         allow_local_repositories=local,
         basic_credentials=credentials.basic,
-        secrets=credentials.secret,
+        secrets=credentials.step_secret,
         signing_key_file=settings.git.signing_key_file,
     )
     discovery = DiscoveryActivities(
@@ -219,6 +211,7 @@ async def _webhooks(client: Client, settings: Settings, *, serve: bool) -> Async
         client,
         secret=webhooks.secret_value(),
         github_secret=webhooks.github_secret_value(),
+        credentials=CredentialStore.from_settings(settings.git),
         mirrors=settings.registry.mirrors,
         host=webhooks.host,
         port=webhooks.port,

@@ -30,6 +30,7 @@ from activities import boundary
 from activities.git_discovery import discover_commits
 from activities.helm import discover_charts, oci_repository
 from activities.registry import RegistryClient, discover_images
+from activities.registry_identity import identity_for
 from freightline.contracts.warehouse import (
     DiscoveredImageRef,
     DiscoveryRequest,
@@ -106,16 +107,33 @@ class DiscoveryActivities:
         key = (cred_type, repo_url)
         client = self._clients.get(key)
         if client is None:
-            store = self.credentials
 
             def provider(host: str) -> tuple[str, str] | None:
-                return store.basic(cred_type, repo_url) or store.basic(cred_type, host)
+                return self._login(cred_type, repo_url, host)
 
             client = self._clients[key] = RegistryClient(self.http, provider, mirrors=self.mirrors)
             while len(self._clients) > MAX_CLIENTS:
                 self._clients.popitem(last=False)
         self._clients.move_to_end(key)
         return client
+
+    def _login(self, cred_type: str, repo_url: str, host: str) -> tuple[str, str] | None:
+        """A registry login for ``repo_url``: a Secret's username and password, or the login
+        its cloud identity buys (cached; blocking I/O the first time, see :meth:`_prime`)."""
+        entry = self.credentials.find(cred_type, repo_url) or self.credentials.find(cred_type, host)
+        if entry is None:
+            return None
+        identity = identity_for(entry, repo_url)
+        if identity is not None:
+            return identity.login()
+        return (entry.username, entry.password)
+
+    async def _prime(self, cred_type: str, repo_url: str) -> None:
+        """Buy a cloud identity's login off the event loop, before the registry client asks."""
+        entry = self.credentials.find(cred_type, repo_url)
+        identity = identity_for(entry, repo_url) if entry is not None else None
+        if identity is not None:
+            await asyncio.to_thread(identity.login)
 
     @boundary.defn(name="discover_warehouse")
     async def discover_warehouse(self, request: DiscoveryRequest) -> DiscoveryResult:
@@ -148,6 +166,7 @@ class DiscoveryActivities:
     ) -> SubscriptionDiscovery:
         if subscription.image is not None:
             repo_url = subscription.image.repo_url
+            await self._prime("image", repo_url)
             images = await discover_images(
                 self.registry_client("image", repo_url),
                 repo_url,

@@ -2,7 +2,9 @@
 
 Built on GitPython's command runner (the real ``git`` binary). Credentials,
 when a repository needs them, reach git through ``GIT_ASKPASS`` and
-environment variables of the git process only: they never appear in
+environment variables of the git process only, or, for an SSH private key,
+through ``GIT_SSH_COMMAND`` naming a private temporary key file and a
+``known_hosts`` file (unknown host keys refused): they never appear in
 command lines, remote URLs, logs or results.
 
 A repository URL comes from a project's configuration, so it must not read
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import random
 import re
+import shlex
 import stat
 import subprocess
 import tempfile
@@ -32,6 +35,7 @@ from typing import Any
 
 import git
 
+from activities import github_app
 from freightline.errors import ConfigError, GitCommandError, StepError
 from freightline.kargo.credentials import GitCredentials
 from freightline.settings import (
@@ -126,16 +130,53 @@ def git_environment(
     if credentials is None:
         yield env
         return
+    credentials = github_app.resolve(credentials)  # an App's key becomes a token here
     with tempfile.TemporaryDirectory(prefix="freightline-askpass-") as tmp:
         script = Path(tmp) / "askpass.sh"
         script.write_text(_ASKPASS)
         script.chmod(stat.S_IRWXU)
-        yield {
+        env = {
             **env,
             "GIT_ASKPASS": str(script),
             "FREIGHTLINE_GIT_USERNAME": credentials.username,
             "FREIGHTLINE_GIT_PASSWORD": credentials.password,
         }
+        if credentials.ssh_private_key:
+            env["GIT_SSH_COMMAND"] = _ssh_command(Path(tmp), credentials)
+        yield env
+
+
+def _ssh_command(tmp: Path, credentials: GitCredentials) -> str:
+    """``GIT_SSH_COMMAND`` for a private key: only that key, and only known host keys.
+
+    The key and the known hosts are files in the environment's private temporary
+    directory (removed with it), never arguments or variables of their own. A host
+    whose key is not in ``credentials.known_hosts`` is refused (``StrictHostKeyChecking``),
+    as is any host when there are none: trusting a key on first use would let whoever
+    answers first for the host receive the pushes.
+    """
+    assert credentials.ssh_private_key
+    key = tmp / "id"
+    key.touch(mode=stat.S_IRUSR | stat.S_IWUSR)  # ssh refuses a key others may read
+    key.write_text(credentials.ssh_private_key.rstrip("\n") + "\n")  # ssh needs the newline
+    known_hosts = tmp / "known_hosts"
+    known_hosts.write_text(credentials.known_hosts or "")
+    options = {
+        "IdentitiesOnly": "yes",
+        "IdentityAgent": "none",
+        "StrictHostKeyChecking": "yes",
+        "UserKnownHostsFile": str(known_hosts),
+        "GlobalKnownHostsFile": "/dev/null",
+        "BatchMode": "yes",
+        "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no",
+        "ConnectTimeout": "30",
+    }
+    # -F /dev/null: the worker's own ~/.ssh/config does not take part.
+    parts = ["ssh", "-F", "/dev/null", "-i", str(key)]
+    for name, value in options.items():
+        parts += ["-o", f"{name}={value}"]
+    return shlex.join(parts)
 
 
 @contextmanager
@@ -229,10 +270,17 @@ def _stderr_of(err: git.GitCommandError) -> str:
     text = str(err.stderr or err.stdout or err).strip()
     text = re.sub(r"^stderr: ?'?", "", text).rstrip("'").strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
+    for number, line in enumerate(lines):
         if line.startswith(("fatal:", "error:")):
+            if line == _NO_REMOTE and number > 0:
+                # git's words say nothing; ssh's line before them says why (a host key
+                # that is not known, a key the server refused).
+                return f"{lines[number - 1]} ({line})"
             return line
     return lines[-1] if lines else f"exit status {err.status}"
+
+
+_NO_REMOTE = "fatal: Could not read from remote repository."
 
 
 class Clone:

@@ -37,6 +37,7 @@ FREIGHTLINE_GIT_USERNAME              git.username                  (with git.pa
 FREIGHTLINE_GIT_PASSWORD              git.password                  (secret)
 FREIGHTLINE_CREDENTIALS_FILE          git.credentials_file          (a file of Kargo Secret documents)
 FREIGHTLINE_GIT_SIGNING_KEY_FILE      git.signing_key_file          (an armored GPG private key: sign commits)
+FREIGHTLINE_SSH_KNOWN_HOSTS           git.ssh_known_hosts           (a known_hosts file for git over SSH)
 FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES  git.allow_local_repositories  ``false``
 ARGOCD_SERVER                         argocd.server                 (none: Argo CD steps error clearly)
 ARGOCD_AUTH_TOKEN                     argocd.token                  (secret)
@@ -108,6 +109,7 @@ GIT_USERNAME_ENV: Final = "FREIGHTLINE_GIT_USERNAME"
 GIT_PASSWORD_ENV: Final = "FREIGHTLINE_GIT_PASSWORD"  # noqa: S105 - a variable name
 CREDENTIALS_FILE_ENV: Final = "FREIGHTLINE_CREDENTIALS_FILE"
 GIT_SIGNING_KEY_FILE_ENV: Final = "FREIGHTLINE_GIT_SIGNING_KEY_FILE"
+SSH_KNOWN_HOSTS_ENV: Final = "FREIGHTLINE_SSH_KNOWN_HOSTS"
 ALLOW_LOCAL_REPOSITORIES_ENV: Final = "FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES"
 ARGOCD_SERVER_ENV: Final = "ARGOCD_SERVER"
 ARGOCD_AUTH_TOKEN_ENV: Final = "ARGOCD_AUTH_TOKEN"  # noqa: S105 - a variable name
@@ -234,6 +236,9 @@ class GitSettings(_Group):
     """An ASCII-armored GPG private key without a passphrase: every commit and tag the
     worker makes is signed with it (Kargo's system-level signing key); its user ID should
     be the commit author's."""
+    ssh_known_hosts: Path | None = Field(None, validation_alias=SSH_KNOWN_HOSTS_ENV)
+    """The host keys git over SSH accepts (a Secret's ``knownHosts`` comes first); an
+    SSH host whose key is in neither is refused."""
     allow_local_repositories: bool = Field(False, validation_alias=ALLOW_LOCAL_REPOSITORIES_ENV)
     """Whether git subscriptions and steps may name a local path or ``file://`` URL: the
     worker's own filesystem, off by default (the dev server, the demo and the tests use

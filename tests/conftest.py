@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -164,3 +168,25 @@ async def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0
 
 def venv_bin(name: str) -> str:
     return str(Path(os.sys.executable).parent / name)  # type: ignore[attr-defined]
+
+
+async def recorded_text(handle: WorkflowHandle[Any, Any]) -> str:
+    """All a workflow's history records, its payloads decoded (they are base64 in the
+    history's JSON): what a "no secret in the history" check must search."""
+    history = (await handle.fetch_history()).to_json_dict()
+    parts = [json.dumps(history)]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, str) and "metadata" in node:
+                with contextlib.suppress(binascii.Error, ValueError):
+                    parts.append(base64.b64decode(data).decode(errors="replace"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(history)
+    return "\n".join(parts)

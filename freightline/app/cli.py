@@ -40,6 +40,8 @@ get_app = typer.Typer(help="List warehouses, stages, freight or promotions.", no
 app.add_typer(get_app, name="get")
 refresh_app = typer.Typer(help="Ask a Warehouse to discover now.", no_args_is_help=True)
 app.add_typer(refresh_app, name="refresh")
+credentials_app = typer.Typer(help="The worker's credentials.", no_args_is_help=True)
+app.add_typer(credentials_app, name="credentials")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)  # one line, however long
@@ -603,20 +605,26 @@ async def webhooks(
         typer.Option(help="Address to listen on (default: FREIGHTLINE_WEBHOOK_HOST, 127.0.0.1)."),
     ] = None,
 ) -> None:
-    """Serve the webhook receiver (registry notifications, GitHub pushes, generic hooks)."""
+    """Serve the webhook receivers: Kargo's (ProjectConfig webhookReceivers) and /webhooks/<project>/..."""
     from freightline.app.temporal import connect
     from freightline.app.webhooks import WebhookServer
-    from freightline.settings import WEBHOOK_SECRET_ENV
+    from freightline.kargo.credentials import CredentialStore
+    from freightline.settings import CREDENTIALS_FILE_ENV, WEBHOOK_SECRET_ENV
 
     hooks = settings().webhooks
     host = host or hooks.host
-    if not hooks.secret_value():
-        raise fail(f"set {WEBHOOK_SECRET_ENV}: without a secret every webhook is refused")
+    credentials = CredentialStore.from_settings(settings().git)
+    if not hooks.secret_value() and credentials.path is None:
+        raise fail(
+            f"set {CREDENTIALS_FILE_ENV} (the Secrets of Kargo's webhook receivers) or"
+            f" {WEBHOOK_SECRET_ENV}: without either every webhook is refused"
+        )
     client = await connect()
     server = WebhookServer(
         client,
         secret=hooks.secret_value(),
         github_secret=hooks.github_secret_value(),
+        credentials=credentials,
         mirrors=settings().registry.mirrors,
         host=host,
         port=port,
@@ -626,11 +634,73 @@ async def webhooks(
     except OSError as err:
         raise fail(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     try:
-        url = f"http://{host}:{server.port}/webhooks/<project>/registry|github|generic"
-        console.print(f"webhooks on {url}")
+        base = f"http://{host}:{server.port}"
+        console.print(
+            f"webhooks on {base}/<type>/<hash> (freightline credentials check prints them)"
+        )
+        if hooks.secret_value():
+            console.print(f"and on {base}/webhooks/<project>/registry|github|generic")
         await server.serve_forever()
     finally:
         await server.close()
+
+
+@credentials_app.command("check")
+@run_async
+async def credentials_check(
+    project: ProjectOption = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="Check the projects of this YAML file, not Temporal's."),
+    ] = None,
+    show_urls: Annotated[
+        bool,
+        typer.Option(help="Also print each webhook receiver's path (for some, itself a secret)."),
+    ] = False,
+    output: OutputOption = "table",
+) -> None:
+    """Which Warehouses, steps and webhook receivers have the credentials they need.
+
+    Reads the worker's credentials as the worker does (FREIGHTLINE_CREDENTIALS_FILE,
+    FREIGHTLINE_GIT_USERNAME, ARGOCD_*) and prints, for each need, the Secret that
+    serves it, never a value. Exits 1 when something is missing.
+    """
+    from freightline.kargo.config import group_by_project, load_file
+    from freightline.kargo.credential_check import check_project
+    from freightline.kargo.credentials import CredentialStore
+
+    if file is not None:
+        projects = list(group_by_project(load_file(file, project)).values())
+    else:
+        from freightline.app.client import project_resources
+        from freightline.app.temporal import connect
+
+        projects = [await project_resources(await connect(), _project(project))]
+    store = CredentialStore.from_settings(settings().git)
+    argocd = settings().argocd
+    rows = [
+        {
+            "project": resources.name,
+            "needed by": need.where,
+            "kind": need.kind,
+            "for": need.target,
+            "status": need.status,
+            "detail": need.detail,
+        }
+        for resources in projects
+        for need in check_project(
+            resources,
+            store,
+            argocd_configured=bool(argocd.server and argocd.token),
+            receiver_urls=show_urls,
+        )
+    ]
+    _print(rows, output, "credentials")
+    missing = [row for row in rows if row["status"] == "missing"]
+    if missing:
+        raise fail(
+            f"{len(missing)} credential(s) missing: {', '.join(r['needed by'] for r in missing)}"
+        )
 
 
 def _print_json(listing: list[dict[str, Any]]) -> None:

@@ -100,6 +100,9 @@ async def _json_error(_request: Request, exc: Exception) -> Response:
 
 
 def _error_response(exc: HTTPException) -> Response:
+    if isinstance(exc, _BodyRefused):
+        # Refused before the application saw the request: this is its only trace.
+        log.warning("request refused", status=exc.status_code, reason=exc.detail)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 

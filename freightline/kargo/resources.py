@@ -370,12 +370,108 @@ class Link(KargoModel):
     if_: str | None = Field(default=None, alias="if")
 
 
-class WebhookReceiver(KargoModel):
-    """A webhook receiver that refreshes Warehouses (kept for compatibility, config only)."""
-
-    model_config = ConfigDict(extra="allow")
+class SecretReference(KargoModel):
+    """``secretRef``: a Secret by name, in the project (the worker's credentials file)."""
 
     name: ResourceName
+
+
+class ProviderReceiver(KargoModel):
+    """A receiver whose whole configuration is the Secret it checks requests against."""
+
+    secret_ref: SecretReference
+
+
+class ArtifactoryReceiver(ProviderReceiver):
+    """JFrog Artifactory: ``virtualRepoName`` stands for the local repository pushed to."""
+
+    virtual_repo_name: str | None = None
+
+
+class IndexSelectorRequirement(KargoModel):
+    """``matchIndices[]``: ``subscribedURLs`` (Warehouses) or ``pullRequestURL`` (Promotions)."""
+
+    key: str = Field(min_length=1)
+    operator: Literal["Equals", "NotEquals"]
+    value: str
+
+
+class IndexSelector(KargoModel):
+    match_indices: list[IndexSelectorRequirement] | None = None
+
+
+class GenericTargetSelection(KargoModel):
+    """``targetSelectionCriteria[]``: the name, labels and indices (ANDed) of the targets."""
+
+    kind: Literal["Warehouse", "Promotion"]
+    name: str | None = None
+    label_selector: LabelSelector | None = None
+    index_selector: IndexSelector | None = None
+
+
+class GenericWebhookAction(KargoModel):
+    """One action of a generic receiver (``Refresh`` is Kargo's only one)."""
+
+    action: Literal["Refresh"]
+    when_expression: str | None = None
+    parameters: dict[str, str] | None = None
+    target_selection_criteria: list[GenericTargetSelection] | None = None
+
+
+class GenericReceiver(ProviderReceiver):
+    """A receiver for any sender: its ``actions`` pick the targets with expressions."""
+
+    actions: list[GenericWebhookAction] | None = None
+
+
+RECEIVER_TYPES: Final = (
+    "github",
+    "gitlab",
+    "bitbucket",
+    "dockerhub",
+    "quay",
+    "harbor",
+    "artifactory",
+    "azure",
+    "gitea",
+    "generic",
+)
+
+
+class WebhookReceiver(KargoModel):
+    """``ProjectConfig.spec.webhookReceivers[]``: Kargo's schema, one provider each."""
+
+    name: ResourceName
+    github: ProviderReceiver | None = None
+    gitlab: ProviderReceiver | None = None
+    bitbucket: ProviderReceiver | None = None
+    dockerhub: ProviderReceiver | None = None
+    quay: ProviderReceiver | None = None
+    harbor: ProviderReceiver | None = None
+    artifactory: ArtifactoryReceiver | None = None
+    azure: ProviderReceiver | None = None
+    gitea: ProviderReceiver | None = None
+    generic: GenericReceiver | None = None
+
+    @model_validator(mode="after")
+    def _one_provider(self) -> WebhookReceiver:
+        given = [kind for kind in RECEIVER_TYPES if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"webhook receiver {self.name!r}: exactly one of {', '.join(RECEIVER_TYPES)}"
+                f" must be set, got {', '.join(given) or 'none'}"
+            )
+        return self
+
+    @property
+    def receiver_type(self) -> str:
+        """``github``, ``gitlab``, ...: the first part of the receiver's URL path."""
+        return next(kind for kind in RECEIVER_TYPES if getattr(self, kind) is not None)
+
+    @property
+    def config(self) -> ProviderReceiver:
+        receiver: ProviderReceiver = getattr(self, self.receiver_type)
+        return receiver
 
 
 class ProjectConfigSpec(KargoModel):
@@ -386,6 +482,14 @@ class ProjectConfigSpec(KargoModel):
     freight_links: list[Link] | None = None
     stage_links: list[Link] | None = None
     webhook_receivers: list[WebhookReceiver] | None = None
+
+    @model_validator(mode="after")
+    def _receiver_names_unique(self) -> ProjectConfigSpec:
+        names = [receiver.name for receiver in self.webhook_receivers or ()]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"webhook receiver names must be unique: {', '.join(twice)}")
+        return self
 
 
 class ProjectSpec(KargoModel):
@@ -1270,10 +1374,19 @@ def _selects(selector: StageSelector, stage: str, labels: dict[str, str]) -> boo
                 return False
         elif pattern != stage:
             return False
-    for key, value in (selector.match_labels or {}).items():
+    return labels_match(selector.match_labels, selector.match_expressions, labels)
+
+
+def labels_match(
+    match_labels: dict[str, str] | None,
+    match_expressions: list[LabelSelectorRequirement] | None,
+    labels: dict[str, str],
+) -> bool:
+    """Whether ``labels`` satisfy a Kubernetes label selector's two parts."""
+    for key, value in (match_labels or {}).items():
         if labels.get(key) != value:
             return False
-    for requirement in selector.match_expressions or ():
+    for requirement in match_expressions or ():
         present = requirement.key in labels
         values = requirement.values or []
         match requirement.operator:

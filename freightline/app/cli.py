@@ -622,6 +622,51 @@ async def webhooks(
         await server.close()
 
 
+@app.command()
+@run_async
+async def ui(
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port to serve on (default: FREIGHTLINE_UI_ADDRESS, else 127.0.0.1:8088)."
+        ),
+    ] = None,
+) -> None:
+    """Serve the web UI: the pipeline graph, Freight, Stages, Promotions, actions (docs/ui.md)."""
+    from freightline.app.temporal import connect
+    from freightline.app.ui import UiServer
+    from freightline.app.ui_auth import access_for
+    from freightline.settings import UI_ADDRESS_ENV, parse_address
+
+    ui_settings = settings().ui
+    host, port = parse_address(
+        address or ui_settings.address or "127.0.0.1:8088", setting=f"--address ({UI_ADDRESS_ENV})"
+    )
+    access = access_for(ui_settings)
+    client = await connect()
+    server = UiServer(client, access, host=host, port=port, temporal_ui=settings().temporal.ui_url)
+    try:
+        await server.__aenter__()
+    except OSError as err:
+        raise fail(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    try:
+        console.print(f"Freightline UI on {server.url} (sign-in: {ui_settings.auth})")
+        await server.serve_forever()
+    finally:
+        await server.__aexit__()
+
+
+@app.command("ui-password")
+def ui_password(
+    user: Annotated[str, typer.Argument(help="The user name the line is for.")],
+) -> None:
+    """Print a users-file entry for USER with a password hash (the password is prompted for)."""
+    from freightline.app.ui_auth import hash_password
+
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    print(f'  {user}: {{password: "{hash_password(password)}"}}')
+
+
 def _print_json(listing: list[dict[str, Any]]) -> None:
     """The scriptable output (``freightline.app.listings``): one JSON array."""
     print(json.dumps(listing, indent=2))

@@ -11,9 +11,11 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
@@ -221,6 +223,35 @@ async def list_promotions(
             }
         )
     return rows
+
+
+async def list_projects(client: Client) -> list[str]:
+    """The projects with a running configuration workflow, by name."""
+    query = f"WorkflowType = '{PROJECT_WORKFLOW}' AND ExecutionStatus = 'Running'"
+    names = set()
+    async for execution in client.list_workflows(query):
+        name = execution.typed_search_attributes.get(SA_PROJECT)
+        names.add(name or execution.id.removeprefix("project:"))
+    return sorted(names)
+
+
+async def promotion_status(
+    client: Client, promotion: str
+) -> tuple[WorkflowExecutionDescription, PromotionStatus | None]:
+    """One promotion: its execution (status, times, search attributes) and its ``status``
+    query (steps, outputs, approvals; None when no worker can answer it now)."""
+    handle = client.get_workflow_handle(promotion)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NotFoundError(f'no promotion "{promotion}"') from None
+        raise
+    try:
+        status: PromotionStatus | None = await handle.query("status", result_type=PromotionStatus)
+    except (RPCError, WorkflowQueryFailedError):
+        status = None
+    return description, status
 
 
 async def _promotion_phase(client: Client, execution: WorkflowExecution) -> str:

@@ -8,8 +8,11 @@ signs in as the people of a users file and clicks. Set
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,9 +29,11 @@ from freightline.contracts.promotion import PromotionPhase, PromotionResult
 from freightline.errors import FreightlineError
 from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.resources import ProjectResources
-from freightline.settings import UiSettings
+from freightline.settings import UiSettings, load_settings
+from sandbox.registry import free_port
 from tests.conftest import wait_for
 from tests.pipelines import dump, freight_for, quickstart_documents, with_freight
+from worker import run_worker
 
 pytestmark = pytest.mark.integration
 
@@ -195,6 +200,14 @@ async def test_the_pipeline_live_and_an_approval_by_an_approver_not_a_viewer(
     await expect(row.locator("td.here")).to_contain_text("current")
     await row.locator("summary").click()
     await expect(row).to_contain_text(freight.metadata.name)
+    await shot(alice, "ui-freight.png")
+
+    # The Stage's page: its Freight, history and promotions, and the actions alice may take.
+    await alice.goto(f"/projects/{PROJECT}/stages/test")
+    await expect(alice.locator("dl.facts")).to_contain_text(freight.alias or "")
+    await expect(alice.locator("section", has_text="History")).to_contain_text(promotion)
+    await expect(alice.locator("#promote-form")).to_be_visible()
+    await shot(alice, "ui-stage.png")
 
 
 async def test_the_graph_follows_a_promotion_without_reloading(
@@ -313,3 +326,48 @@ async def test_proxy_mode_believes_only_trusted_peers(
     ):
         spoofed = await http.get(f"/projects/{PROJECT}", headers=headers)
         assert spoofed.status_code == 401
+
+
+# --- who serves it ----------------------------------------------------------------------------------
+
+
+async def test_the_worker_serves_the_ui_when_told_where(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = load_settings().replace(
+        ui={"address": f"127.0.0.1:{port}", "users_file": users_file(tmp_path / "users.yaml")}
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_worker(client, settings=settings, stop=stop))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def serving() -> bool:
+                try:
+                    return (await http.get("/login")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(serving)
+            await login(http, "victor")
+            assert "signed in as" in (await http.get("/")).text
+    finally:
+        stop.set()
+        await running
+
+
+def test_the_ui_without_a_users_file_stops_with_one_line(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FREIGHTLINE_UI")}
+    done = subprocess.run(
+        [sys.executable, "-m", "freightline", "ui"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "FREIGHTLINE_UI_USERS_FILE: the UI needs a users file" in line

@@ -384,7 +384,7 @@ async def events(ui: Ui, request: Request) -> Response:
 
 async def freight_page(ui: Ui, request: Request) -> Response:
     project = request.path_params["project"]
-    ui.require(request, project, Role.VIEWER)
+    user = ui.require(request, project, Role.VIEWER)
     freight: list[Freight] = await _read(ops.project_freight(ui.client, project))
     states: list[StageState] = await _read(ops.stage_states(ui.client, project))
     rows = []
@@ -409,6 +409,7 @@ async def freight_page(ui: Ui, request: Request) -> Response:
         project=project,
         rows=rows,
         stages=[s.name for s in states],
+        role=ui.access.role(user, project),
     )
 
 

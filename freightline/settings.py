@@ -48,6 +48,7 @@ FREIGHTLINE_UI_ADDRESS                ui.address                    (none: the w
 FREIGHTLINE_UI_AUTH                   ui.auth                       ``users`` (or ``proxy``)
 FREIGHTLINE_UI_USERS_FILE             ui.users_file                 (users, password hashes, roles)
 FREIGHTLINE_UI_SECRET                 ui.secret                     (secret; signs sessions and CSRF)
+FREIGHTLINE_UI_SIGNING_KEY            ui.signing_key                (secret; Ed25519, signs approvals)
 FREIGHTLINE_UI_PROXY_USER_HEADER      ui.proxy_user_header          ``X-Forwarded-User``
 FREIGHTLINE_UI_PROXY_GROUPS_HEADER    ui.proxy_groups_header        ``X-Forwarded-Groups``
 FREIGHTLINE_UI_TRUSTED_PROXIES        ui.trusted_proxies            ``127.0.0.1,::1``
@@ -125,6 +126,7 @@ UI_ADDRESS_ENV: Final = "FREIGHTLINE_UI_ADDRESS"
 UI_AUTH_ENV: Final = "FREIGHTLINE_UI_AUTH"
 UI_USERS_FILE_ENV: Final = "FREIGHTLINE_UI_USERS_FILE"
 UI_SECRET_ENV: Final = "FREIGHTLINE_UI_SECRET"  # noqa: S105 - a variable name
+UI_SIGNING_KEY_ENV: Final = "FREIGHTLINE_UI_SIGNING_KEY"
 UI_PROXY_USER_HEADER_ENV: Final = "FREIGHTLINE_UI_PROXY_USER_HEADER"
 UI_PROXY_GROUPS_HEADER_ENV: Final = "FREIGHTLINE_UI_PROXY_GROUPS_HEADER"
 UI_TRUSTED_PROXIES_ENV: Final = "FREIGHTLINE_UI_TRUSTED_PROXIES"
@@ -363,6 +365,10 @@ class UiSettings(_Group):
     secret: SecretStr | None = Field(None, validation_alias=UI_SECRET_ENV)
     """Signs session cookies and CSRF tokens; unset, a random one per process (sessions end
     when it restarts)."""
+    signing_key: SecretStr | None = Field(None, validation_alias=UI_SIGNING_KEY_ENV)
+    """An Ed25519 private key (base64 of its 32-byte seed): the UI signs each approval and
+    rejection with it, for projects whose ProjectConfig lists its public key in
+    ``approvalKeys`` (``freightline ui-keygen`` makes a pair)."""
     proxy_user_header: str = Field("X-Forwarded-User", validation_alias=UI_PROXY_USER_HEADER_ENV)
     proxy_groups_header: str = Field(
         "X-Forwarded-Groups", validation_alias=UI_PROXY_GROUPS_HEADER_ENV

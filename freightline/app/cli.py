@@ -656,6 +656,17 @@ async def ui(
         await server.__aexit__()
 
 
+@app.command("ui-keygen")
+def ui_keygen() -> None:
+    """Print a new approval signing key pair: FREIGHTLINE_UI_SIGNING_KEY and the ProjectConfig's
+    approvalKeys entry (a project listing it accepts only approvals the UI signed)."""
+    from freightline.contracts.approvals import new_signing_key, public_key_of
+
+    private = new_signing_key()
+    print(f"FREIGHTLINE_UI_SIGNING_KEY={private}")
+    print(f"approvalKeys: [{public_key_of(private)}]   # in the ProjectConfig's spec")
+
+
 @app.command("ui-password")
 def ui_password(
     user: Annotated[str, typer.Argument(help="The user name the line is for.")],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio.client import (
@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.project import discovered_at, warehouse_freight
+from freightline.contracts.approvals import sign_approval
 from freightline.contracts.names import (
     ASSEMBLE_UPDATE,
     PROJECT_WORKFLOW,
@@ -332,15 +333,24 @@ async def stage_update(client: Client, project: str, stage: str, update: str, ar
 
 
 async def decide_promotion(
-    client: Client, promotion: str, decision: str, user: str, comment: str = ""
+    client: Client,
+    promotion: str,
+    decision: str,
+    user: str,
+    comment: str = "",
+    *,
+    signing_key: str | None = None,
 ) -> str:
     """Approve or reject a waiting promotion (``decision``: approve or reject) through its
-    update, so a refusal comes back with the validator's reason."""
+    update, so a refusal comes back with the validator's reason. With ``signing_key`` (the web
+    UI's, for the user it authenticated) the decision is signed, as a project with
+    ``approvalKeys`` requires (``freightline.contracts.approvals``)."""
     handle = client.get_workflow_handle(promotion)
+    message = ApprovalMessage(user=user, comment=comment)
+    if signing_key:
+        message = sign_approval(signing_key, promotion, decision, message, datetime.now(UTC))
     try:
-        answer: str = await handle.execute_update(
-            f"{decision}_promotion", ApprovalMessage(user=user, comment=comment), result_type=str
-        )
+        answer: str = await handle.execute_update(f"{decision}_promotion", message, result_type=str)
     except WorkflowUpdateFailedError as err:
         raise FreightlineError(f"promotion {promotion}: {_update_refusal(err)}") from None
     except RPCError as err:

@@ -102,7 +102,13 @@ class _Refused(Exception):
 class Ui:
     """The UI's state: the Temporal client, who may do what, where links go."""
 
-    def __init__(self, client: Client, access: Access, *, temporal_ui: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        access: Access,
+        *,
+        temporal_ui: str | None = None,
+    ) -> None:
         self.client = client
         self.access = access
         self.temporal_ui = ui_url(temporal_ui, client.service_client.config.target_host)
@@ -542,7 +548,12 @@ def _decide(decision: str) -> Callable[..., Awaitable[tuple[str, str]]]:
     async def act(ui: Ui, request: Request, user: User, form: dict[str, str]) -> tuple[str, str]:
         promotion = request.path_params["promotion"]
         answer = await ops.decide_promotion(
-            ui.client, promotion, decision, user.name, form.get("comment", "")
+            ui.client,
+            promotion,
+            decision,
+            user.name,
+            form.get("comment", ""),
+            signing_key=ui.access.signing_key,
         )
         return answer, f"/promotions/{_quote(promotion)}"
 

@@ -43,8 +43,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from starlette.requests import Request
 
+from freightline.contracts.approvals import public_key_of
 from freightline.errors import ConfigError
-from freightline.settings import UI_USERS_FILE_ENV, UiSettings
+from freightline.settings import UI_SIGNING_KEY_ENV, UI_USERS_FILE_ENV, UiSettings
 
 __all__ = [
     "Access",
@@ -297,6 +298,8 @@ class Access:
     authenticator: UsersAuthenticator | ProxyAuthenticator
     directory: UserDirectory
     signer: Signer
+    signing_key: str | None = None
+    """Signs approvals and rejections (``freightline.contracts.approvals``), when set."""
 
     def role(self, user: User, project: str) -> Role:
         return self.directory.role(user, project)
@@ -306,16 +309,25 @@ def access_for(settings: UiSettings) -> Access:
     """The UI's :class:`Access` from its settings (ConfigError naming what is missing)."""
     directory = UserDirectory.load(settings.users_file) if settings.users_file else None
     signer = Signer(settings.secret.get_secret_value() if settings.secret else None)
+    signing_key = settings.signing_key.get_secret_value() if settings.signing_key else None
+    if signing_key:
+        try:
+            public_key_of(signing_key)
+        except ConfigError:
+            raise ConfigError(
+                f"{UI_SIGNING_KEY_ENV}: not an Ed25519 private key (base64 of 32 bytes; "
+                "`freightline ui-keygen` makes one)"
+            ) from None
     if settings.auth == "users":
         if directory is None or not directory.passwords:
             raise ConfigError(
                 f"{UI_USERS_FILE_ENV}: the UI needs a users file to sign people in "
                 "(or FREIGHTLINE_UI_AUTH=proxy behind an authenticating proxy)"
             )
-        return Access(UsersAuthenticator(directory, signer), directory, signer)
+        return Access(UsersAuthenticator(directory, signer), directory, signer, signing_key)
     authenticator = ProxyAuthenticator(
         user_header=settings.proxy_user_header,
         groups_header=settings.proxy_groups_header,
         trusted=settings.trusted_proxies,
     )
-    return Access(authenticator, directory or UserDirectory(), signer)
+    return Access(authenticator, directory or UserDirectory(), signer, signing_key)

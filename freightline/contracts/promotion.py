@@ -52,6 +52,10 @@ class ApprovalMessage(Contract):
 
     user: str
     comment: str = ""
+    signed_at: datetime | None = None
+    signature: str | None = None
+    """Ed25519 over ``freightline.contracts.approvals.approval_payload``: needed when the
+    project lists ``approvalKeys`` (the web UI signs for the person it authenticated)."""
 
 
 class AbortMessage(Contract):
@@ -124,6 +128,8 @@ class PromotionPlan(Contract):
     """Whether the worker that resolved the plan has notification targets configured."""
     shard: str | None = None
     """The Stage's ``spec.shard``: its Argo CD steps run on that shard's task queue."""
+    approval_keys: tuple[str, ...] = ()
+    """The ProjectConfig's ``approvalKeys``: approvals must be signed by one of them."""
 
 
 class StepStatus(StrEnum):
@@ -285,6 +291,11 @@ def plan_promotion(
         steps=tuple(steps),
         windows=windows_for(resources, stage),
         shard=stage_resource.spec.shard,
+        approval_keys=tuple(
+            resources.project_config.spec.approval_keys or ()
+            if resources.project_config is not None
+            else ()
+        ),
     )
 
 

@@ -1,9 +1,8 @@
 """The web UI in a real browser (Playwright driving Debian's chromium) on a real pipeline.
 
 The Temporal dev server, the worker and the UI run in this process; the browser
-signs in as the people of a users file and clicks. Set
-``FREIGHTLINE_UI_SCREENSHOTS=docs/screenshots`` to save the README's screenshots
-(``scripts/ui-screenshots`` does).
+signs in as the people of a users file and clicks. (The README's screenshots
+come from the demo: ``scripts/screenshots``.)
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ CHROMIUM = "/usr/bin/chromium"
 PROJECT = "kargo-demo"
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "victor": "victor-pw"}
 XSS = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
-SHOTS = os.environ.get("FREIGHTLINE_UI_SCREENSHOTS")
 
 
 def gated_at_test(repo: Path) -> ProjectResources:
@@ -115,11 +113,6 @@ async def signed_in(browser: Browser, ui: UiServer, user: str) -> tuple[BrowserC
     return context, page
 
 
-async def shot(page: Page, name: str) -> None:
-    if SHOTS:
-        await page.screenshot(path=str(Path(SHOTS) / name), full_page=True)
-
-
 async def test_the_pipeline_live_and_an_approval_by_an_approver_not_a_viewer(
     client: Client, worker: Worker, gitops_repo: Path, ui: UiServer, browser: Browser
 ) -> None:
@@ -144,7 +137,6 @@ async def test_the_pipeline_live_and_an_approval_by_an_approver_not_a_viewer(
     await expect(bob.locator("#message")).to_contain_text("queued by bob")
     test_node = alice.locator('[data-node="stage:test"]')
     await expect(test_node).to_contain_text("waiting for approval", timeout=30_000)
-    await shot(alice, "ui-pipeline-waiting.png")
 
     async def running() -> str:
         try:
@@ -186,13 +178,11 @@ async def test_the_pipeline_live_and_an_approval_by_an_approver_not_a_viewer(
     assert await alice.evaluate("window.pwned") is None
     temporal = await alice.locator("a.temporal").first.get_attribute("href")
     assert temporal is not None and temporal.endswith(promotion.replace(":", "%3A"))
-    await shot(alice, "ui-promotion.png")
 
     # The graph updates live when the promotion ends: test holds the Freight.
     await alice.goto(f"/projects/{PROJECT}")
     await expect(test_node).to_contain_text(freight.alias or "", timeout=30_000)
     await expect(alice.locator('tr[data-stage="test"]')).to_contain_text(freight.alias or "")
-    await shot(alice, "ui-pipeline.png")
 
     # The Freight timeline: where it is, its full ID on the detail view.
     await alice.goto(f"/projects/{PROJECT}/freight")
@@ -200,14 +190,12 @@ async def test_the_pipeline_live_and_an_approval_by_an_approver_not_a_viewer(
     await expect(row.locator("td.here")).to_contain_text("current")
     await row.locator("summary").click()
     await expect(row).to_contain_text(freight.metadata.name)
-    await shot(alice, "ui-freight.png")
 
     # The Stage's page: its Freight, history and promotions, and the actions alice may take.
     await alice.goto(f"/projects/{PROJECT}/stages/test")
     await expect(alice.locator("dl.facts")).to_contain_text(freight.alias or "")
     await expect(alice.locator("section", has_text="History")).to_contain_text(promotion)
     await expect(alice.locator("#promote-form")).to_be_visible()
-    await shot(alice, "ui-stage.png")
 
 
 async def test_the_graph_follows_a_promotion_without_reloading(

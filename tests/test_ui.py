@@ -18,10 +18,15 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
-from freightline.app.client import apply_project, promote_in_stage, running_promotion
+from freightline.app.client import (
+    apply_project,
+    promote_in_stage,
+    running_promotion,
+    stage_states,
+)
 from freightline.app.ui import UiServer
 from freightline.app.ui_auth import access_for, hash_password
 from freightline.contracts.promotion import PromotionPhase, PromotionResult
@@ -31,7 +36,13 @@ from freightline.kargo.resources import ProjectResources
 from freightline.settings import UiSettings, load_settings
 from sandbox.registry import free_port
 from tests.conftest import wait_for
-from tests.pipelines import dump, freight_for, quickstart_documents, with_freight
+from tests.pipelines import (
+    dump,
+    freight_for,
+    quickstart_documents,
+    quickstart_up_to_push,
+    with_freight,
+)
 from worker import run_worker
 
 pytestmark = pytest.mark.integration
@@ -359,3 +370,65 @@ def test_the_ui_without_a_users_file_stops_with_one_line(tmp_path: Path) -> None
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert "FREIGHTLINE_UI_USERS_FILE: the UI needs a users file" in line
+
+
+async def test_promote_downstream_queues_the_current_freight_in_each_downstream_stage(
+    client: Client, worker: Worker, gitops_repo: Path, ui: UiServer
+) -> None:
+    freight = freight_for("1.29.3")
+    await apply_project(client, with_freight(quickstart_up_to_push(gitops_repo), freight))
+    await promote_in_stage(client, PROJECT, "test", freight.alias or "", "dev")
+
+    async def verified_in_test() -> bool:
+        states = {s.name: s for s in await stage_states(client, PROJECT)}
+        current = states["test"].current
+        return current is not None and current.verified
+
+    await wait_for(verified_in_test, timeout=60)
+    async with httpx.AsyncClient(base_url=ui.url) as http:
+        await login(http, "victor")
+        page = await http.get(f"/projects/{PROJECT}/stages/test")
+        assert 'id="downstream-form"' not in page.text  # a viewer sees no actions
+        refused = await http.post(
+            f"/projects/{PROJECT}/stages/test/promote-downstream", data={"csrf": _csrf(page.text)}
+        )
+        assert refused.status_code == 403 and "this needs a promoter" in refused.text
+    async with httpx.AsyncClient(base_url=ui.url) as http:
+        await login(http, "bob")
+        page = await http.get(f"/projects/{PROJECT}/stages/test")
+        assert f"promote {freight.alias} downstream (uat)" in page.text
+        done = await http.post(
+            f"/projects/{PROJECT}/stages/test/promote-downstream", data={"csrf": _csrf(page.text)}
+        )
+        assert done.status_code == 200, done.text
+        assert f"{freight.alias} downstream of test, by bob: uat: promotion" in done.text
+
+    async def in_uat() -> bool:
+        states = {s.name: s for s in await stage_states(client, PROJECT)}
+        current = states["uat"].current
+        return current is not None and current.freight == freight.metadata.name
+
+    await wait_for(in_uat, timeout=60)
+
+
+async def test_abort_from_the_ui_names_the_signed_in_promoter(
+    client: Client, worker: Worker, gitops_repo: Path, ui: UiServer
+) -> None:
+    freight = freight_for("1.29.4")
+    await apply_project(client, with_freight(gated_at_test(gitops_repo), freight))
+    ticket = await promote_in_stage(client, PROJECT, "test", freight.alias or "", "dev")
+    await wait_for(lambda: _exists(client, ticket.promotion))
+    async with httpx.AsyncClient(base_url=ui.url) as http:
+        await login(http, "bob")
+        page = await http.get(f"/promotions/{ticket.promotion}")
+        assert page.status_code == 200
+        done = await http.post(
+            f"/promotions/{ticket.promotion}/abort",
+            data={"csrf": _csrf(page.text), "reason": "wrong build", "user": "mallory"},
+        )
+        assert done.status_code == 200 and "requested by bob" in done.text, done.text
+    handle = client.get_workflow_handle(ticket.promotion, result_type=PromotionResult)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    result = failed.value.cause.details[0]  # type: ignore[attr-defined]
+    assert result["abortedBy"] == "bob" and result["message"] == "aborted by bob: wrong build"

@@ -19,6 +19,8 @@ Routes::
     GET  /promotions/{id}                   a Promotion: steps, outputs, approvals
     POST /projects/{p}/stages/{s}/promote         (promoter)  freight=ID or alias
     POST /projects/{p}/stages/{s}/verify          (promoter)
+    POST /projects/{p}/stages/{s}/abort-verification  (promoter)
+    POST /projects/{p}/stages/{s}/promote-downstream  (promoter)  the current Freight
     POST /projects/{p}/stages/{s}/approve-freight (approver)  freight=ID or alias
     POST /projects/{p}/warehouses/{w}/refresh     (promoter)
     POST /promotions/{id}/approve | reject        (approver)  comment=...
@@ -528,6 +530,39 @@ async def _verify(ui: Ui, request: Request, user: User, form: dict[str, str]) ->
     return await ops.stage_update(ui.client, p, s, "verify", user.name), _stage_back(request)
 
 
+async def _abort_verification(
+    ui: Ui, request: Request, user: User, form: dict[str, str]
+) -> tuple[str, str]:
+    p, s = request.path_params["project"], request.path_params["stage"]
+    answer = await ops.stage_update(ui.client, p, s, "abort_verification", user.name)
+    return answer, _stage_back(request)
+
+
+async def _promote_downstream(
+    ui: Ui, request: Request, user: User, form: dict[str, str]
+) -> tuple[str, str]:
+    """Kargo's "promote downstream": the Stage's current Freight into each Stage that takes
+    Freight verified here; each Stage answers for itself (queued, or why not)."""
+    p, s = request.path_params["project"], request.path_params["stage"]
+    states: list[StageState] = await ops.stage_states(ui.client, p)
+    state = next((x for x in states if x.name == s), None)
+    if state is None or state.current is None:
+        raise _Refused(409, f'Stage "{s}" holds no Freight to promote downstream')
+    if not state.config.downstream:
+        raise _Refused(409, f'no Stage takes Freight from Stage "{s}"')
+    answers = []
+    for downstream in state.config.downstream:
+        try:
+            ticket = await ops.promote_in_stage(
+                ui.client, p, downstream, state.current.freight, user.name
+            )
+            answers.append(f"{downstream}: promotion {ticket.promotion} queued")
+        except FreightlineError as err:
+            answers.append(f"{downstream}: refused: {err}")
+    alias = state.current.freight_alias or state.current.freight[:7]
+    return f"{alias} downstream of {s}, by {user.name}: " + "; ".join(answers), _stage_back(request)
+
+
 async def _approve_freight(
     ui: Ui, request: Request, user: User, form: dict[str, str]
 ) -> tuple[str, str]:
@@ -615,6 +650,12 @@ def build_ui(ui: Ui) -> list[BaseRoute]:
         _route(ui, f"{stage}/promote", _action(Role.PROMOTER, _promote), post),
         _route(ui, f"{stage}/verify", _action(Role.PROMOTER, _verify), post),
         _route(ui, f"{stage}/approve-freight", _action(Role.APPROVER, _approve_freight), post),
+        _route(
+            ui, f"{stage}/abort-verification", _action(Role.PROMOTER, _abort_verification), post
+        ),
+        _route(
+            ui, f"{stage}/promote-downstream", _action(Role.PROMOTER, _promote_downstream), post
+        ),
         _route(
             ui,
             "/projects/{project}/warehouses/{warehouse}/refresh",

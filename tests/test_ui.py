@@ -30,19 +30,22 @@ from freightline.app.client import (
 from freightline.app.ui import UiServer
 from freightline.app.ui_auth import access_for, hash_password
 from freightline.contracts.promotion import PromotionPhase, PromotionResult
+from freightline.contracts.stage import StageState
 from freightline.errors import FreightlineError
 from freightline.kargo.config import group_by_project, load_text
-from freightline.kargo.resources import ProjectResources
+from freightline.kargo.resources import Freight, ProjectResources
 from freightline.settings import UiSettings, load_settings
 from sandbox.registry import free_port
 from tests.conftest import wait_for
 from tests.pipelines import (
     dump,
     freight_for,
+    quickstart_auto,
     quickstart_documents,
     quickstart_up_to_push,
     with_freight,
 )
+from tests.test_approval import freightline_cli
 from worker import run_worker
 
 pytestmark = pytest.mark.integration
@@ -432,3 +435,50 @@ async def test_abort_from_the_ui_names_the_signed_in_promoter(
         await handle.result()
     result = failed.value.cause.details[0]  # type: ignore[attr-defined]
     assert result["abortedBy"] == "bob" and result["message"] == "aborted by bob: wrong build"
+
+
+async def test_pausing_auto_promotion_in_the_ui_holds_new_freight_until_resumed(
+    client: Client, worker: Worker, gitops_repo: Path, ui: UiServer
+) -> None:
+    first, second = freight_for("1.29.5"), freight_for("1.29.6")
+    resources = quickstart_auto(gitops_repo)
+    await apply_project(client, with_freight(resources, first))
+
+    async def test_stage() -> StageState:
+        return {s.name: s for s in await stage_states(client, PROJECT)}["test"]
+
+    async def test_holds(freight: Freight) -> bool:
+        current = (await test_stage()).current
+        return current is not None and current.freight == freight.metadata.name
+
+    await wait_for(lambda: test_holds(first), timeout=60)
+    async with httpx.AsyncClient(base_url=ui.url) as http:
+        await login(http, "bob")
+        page = await http.get(f"/projects/{PROJECT}/stages/test")
+        done = await http.post(
+            f"/projects/{PROJECT}/stages/test/pause-auto-promotion",
+            data={"csrf": _csrf(page.text)},
+        )
+        assert done.status_code == 200 and "paused by bob" in done.text, done.text
+        again = await http.post(
+            f"/projects/{PROJECT}/stages/test/pause-auto-promotion",
+            data={"csrf": _csrf(page.text)},
+        )
+        assert again.status_code == 409 and "already paused (by bob)" in again.text
+        assert "paused by bob" in (await http.get(f"/projects/{PROJECT}")).text
+
+    # New Freight reaches the Stage and stays a candidate: nothing is queued or run.
+    await apply_project(client, with_freight(resources, first, second))
+
+    async def known() -> bool:
+        return second.metadata.name in (await test_stage()).available
+
+    await wait_for(known)
+    state = await test_stage()
+    assert state.running is None and state.queue == [] and state.auto_paused_by == "bob"
+
+    # The CLI resumes it (the same client function): the newest Freight goes in.
+    resumed = await freightline_cli(client, "auto-promotion", "test", "-p", PROJECT, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'auto-promotion of Stage "test" resumed by' in resumed.stdout
+    await wait_for(lambda: test_holds(second), timeout=60)

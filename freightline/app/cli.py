@@ -323,6 +323,23 @@ async def verify(
     console.print(await stage_update(await connect(), _project(project), stage, update, _user()))
 
 
+@app.command("auto-promotion")
+@run_async
+async def auto_promotion(
+    stage: Annotated[str, typer.Argument(help="The Stage.")],
+    pause: Annotated[
+        bool, typer.Option("--pause/--resume", help="Pause or resume its auto-promotion.")
+    ],
+    project: ProjectOption = None,
+) -> None:
+    """Pause a Stage's auto-promotion (manual promotions still run), or resume it."""
+    from freightline.app.client import stage_update
+    from freightline.app.temporal import connect
+
+    update = "pause_auto_promotion" if pause else "resume_auto_promotion"
+    console.print(await stage_update(await connect(), _project(project), stage, update, _user()))
+
+
 PromotionArgument = Annotated[str, typer.Argument(help="The Promotion workflow ID.")]
 UserOption = Annotated[str | None, typer.Option(help="Who you are (default: $USER).")]
 CommentOption = Annotated[str, typer.Option(help="A comment, recorded with the decision.")]

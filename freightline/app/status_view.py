@@ -100,9 +100,16 @@ def pipeline_table(
             verification_cell(state),
             promotion_cell(state, (notes or {}).get(state.name)),
             ", ".join(t.freight_alias or t.freight[:7] for t in state.queue),
-            "on" if state.config.auto_promotion else "off",
+            auto_cell(state),
         )
     return table
+
+
+def auto_cell(state: StageState) -> str:
+    """Whether the Stage promotes new Freight by itself: on, off, or paused (by whom)."""
+    if not state.config.auto_promotion:
+        return "off"
+    return f"paused by {state.auto_paused_by}" if state.auto_paused_by else "on"
 
 
 def _short(message: str) -> str:

@@ -21,6 +21,7 @@ Routes::
     POST /projects/{p}/stages/{s}/verify          (promoter)
     POST /projects/{p}/stages/{s}/abort-verification  (promoter)
     POST /projects/{p}/stages/{s}/promote-downstream  (promoter)  the current Freight
+    POST /projects/{p}/stages/{s}/pause-auto-promotion | resume-auto-promotion  (promoter)
     POST /projects/{p}/stages/{s}/approve-freight (approver)  freight=ID or alias
     POST /projects/{p}/warehouses/{w}/refresh     (promoter)
     POST /promotions/{id}/approve | reject        (approver)  comment=...
@@ -55,7 +56,7 @@ from temporalio.service import RPCError
 
 from freightline.app import client as ops
 from freightline.app.http import HttpServer, Limits, build_app, serve
-from freightline.app.status_view import promotion_cell, verification_cell
+from freightline.app.status_view import auto_cell, promotion_cell, verification_cell
 from freightline.app.temporal import ui_url
 from freightline.app.ui_auth import SESSION_COOKIE, Access, Role, User, UsersAuthenticator
 from freightline.app.ui_graph import GraphNode, node_keys, pipeline_edges, render_svg
@@ -255,7 +256,9 @@ def _stage_row(state: StageState, note: str | None) -> dict[str, Any]:
         "promotion": promotion,
         "running": state.running.promotion if state.running else "",
         "queue": ", ".join(t.freight_alias or t.freight[:7] for t in state.queue),
-        "auto": state.config.auto_promotion,
+        "auto": auto_cell(state),
+        "auto_on": state.config.auto_promotion,
+        "paused": state.auto_paused_by is not None,
     }
 
 
@@ -538,6 +541,14 @@ async def _abort_verification(
     return answer, _stage_back(request)
 
 
+def _auto_promotion(update: str) -> Callable[..., Awaitable[tuple[str, str]]]:
+    async def act(ui: Ui, request: Request, user: User, form: dict[str, str]) -> tuple[str, str]:
+        p, s = request.path_params["project"], request.path_params["stage"]
+        return await ops.stage_update(ui.client, p, s, update, user.name), _stage_back(request)
+
+    return act
+
+
 async def _promote_downstream(
     ui: Ui, request: Request, user: User, form: dict[str, str]
 ) -> tuple[str, str]:
@@ -655,6 +666,18 @@ def build_ui(ui: Ui) -> list[BaseRoute]:
         ),
         _route(
             ui, f"{stage}/promote-downstream", _action(Role.PROMOTER, _promote_downstream), post
+        ),
+        _route(
+            ui,
+            f"{stage}/pause-auto-promotion",
+            _action(Role.PROMOTER, _auto_promotion("pause_auto_promotion")),
+            post,
+        ),
+        _route(
+            ui,
+            f"{stage}/resume-auto-promotion",
+            _action(Role.PROMOTER, _auto_promotion("resume_auto_promotion")),
+            post,
         ),
         _route(
             ui,

@@ -482,3 +482,22 @@ async def test_pausing_auto_promotion_in_the_ui_holds_new_freight_until_resumed(
     assert resumed.returncode == 0, resumed.stderr
     assert 'auto-promotion of Stage "test" resumed by' in resumed.stdout
     await wait_for(lambda: test_holds(second), timeout=60)
+
+
+async def test_browsers_watching_a_project_share_one_look_at_it(
+    client: Client, worker: Worker, gitops_repo: Path, ui: UiServer
+) -> None:
+    await apply_project(client, gated_at_test(gitops_repo))
+    events = f"/projects/{PROJECT}/events"
+    async with httpx.AsyncClient(base_url=ui.url) as one, httpx.AsyncClient(base_url=ui.url) as two:
+        await login(one, "alice")
+        await login(two, "victor")
+        async with one.stream("GET", events) as first, two.stream("GET", events) as second:
+            for stream in (first, second):
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                lines = stream.aiter_lines()
+                assert await anext(lines) == "event: pipeline"
+                assert 'data-node=\\"stage:test\\"' in await anext(lines)
+            (watch,) = ui.ui.watches.values()
+            assert watch.watchers == 2
+    await wait_for(lambda: not ui.ui.watches)

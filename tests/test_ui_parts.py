@@ -89,6 +89,8 @@ def test_fifty_stages_fit_in_a_few_columns_when_they_fan_out() -> None:
     placed = layout(nodes, pipeline_edges(resources))  # type: ignore[arg-type]
     assert len(placed.positions) == 51  # and the Warehouse
     assert len({x for x, _ in placed.positions.values()}) == 4
+    # A tall graph starts at the top: the Warehouse and the first Stage are in view.
+    assert placed.positions["warehouse:w"][1] == placed.positions["stage:test"][1] == 8
     # Each prod sits level with its uat (the barycentre order), so no edge crosses.
     for i in range(24):
         assert placed.positions[f"stage:prod-{i:02}"][1] >= placed.positions[f"stage:uat-{i:02}"][1]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -77,9 +78,9 @@ CSRF_COOKIE = "freightline_csrf"
 READ_TIMEOUT = 10.0
 """Seconds a page waits for Temporal before it says so instead of hanging."""
 EVENT_INTERVAL = 1.0
-"""Seconds between two looks at the pipeline for the live view."""
-KEEPALIVE_EVENTS = 15
-"""A comment every this many looks keeps proxies from closing a quiet event stream."""
+"""Seconds between two looks at a watched pipeline (one look per project, however many watch)."""
+KEEPALIVE_SECONDS = 15.0
+"""A comment after this long without news keeps proxies from closing a quiet event stream."""
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -114,6 +115,8 @@ class Ui:
     ) -> None:
         self.client = client
         self.access = access
+        self.watches: dict[str, _Watch] = {}
+        """Projects being watched live, each looked at once per interval for all watchers."""
         self.temporal_ui = ui_url(temporal_ui, client.service_client.config.target_host)
         self.templates = Environment(
             loader=FileSystemLoader(WEB / "templates"),
@@ -367,27 +370,81 @@ async def project_page(ui: Ui, request: Request) -> Response:
     )
 
 
+class _Watch:
+    """One look at a project's pipeline per second, shared by every browser watching it."""
+
+    def __init__(self) -> None:
+        self.html: str | None = None
+        self.trouble: str | None = None
+        self.version = 0
+        self.changed = asyncio.Condition()
+        self.watchers = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def news_since(self, version: int) -> bool:
+        return self.version != version
+
+    async def publish(self, html: str | None, trouble: str | None) -> None:
+        if (html or self.html, trouble) == (self.html, self.trouble):
+            return
+        async with self.changed:
+            self.html, self.trouble = html or self.html, trouble
+            self.version += 1
+            self.changed.notify_all()
+
+
+async def _look(ui: Ui, project: str, watch: _Watch) -> None:
+    fragment = ui.templates.get_template("pipeline.html")
+    while True:
+        try:
+            view = await pipeline_view(ui, project)
+            await watch.publish(fragment.render(view=view, project=project), None)
+        except _Refused as refused:
+            await watch.publish(None, refused.reason)
+        await asyncio.sleep(EVENT_INTERVAL)
+
+
+@contextlib.asynccontextmanager
+async def _watching(ui: Ui, project: str) -> AsyncIterator[_Watch]:
+    """The project's shared watch: started by its first watcher, stopped after its last."""
+    watch = ui.watches.setdefault(project, _Watch())
+    watch.watchers += 1
+    if watch.task is None:
+        watch.task = asyncio.create_task(_look(ui, project, watch), name=f"ui watch {project}")
+    try:
+        yield watch
+    finally:
+        watch.watchers -= 1
+        if watch.watchers == 0:
+            del ui.watches[project]
+            watch.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch.task
+
+
 async def events(ui: Ui, request: Request) -> Response:
     project = request.path_params["project"]
     ui.require(request, project, Role.VIEWER)
-    fragment = ui.templates.get_template("pipeline.html")
 
     async def stream() -> AsyncIterator[str]:
-        last = None
-        looks = 0
-        while True:
-            try:
-                html = fragment.render(view=await pipeline_view(ui, project), project=project)
-            except _Refused as refused:
-                html = None
-                yield f"event: trouble\ndata: {json.dumps({'message': refused.reason})}\n\n"
-            if html is not None and html != last:
-                last = html
-                yield f"event: pipeline\ndata: {json.dumps({'html': html})}\n\n"
-            elif looks % KEEPALIVE_EVENTS == 0:
-                yield ": still here\n\n"
-            looks += 1
-            await asyncio.sleep(EVENT_INTERVAL)
+        async with _watching(ui, project) as watch:
+            seen = 0
+            while True:
+                async with watch.changed:
+                    try:
+                        async with asyncio.timeout(KEEPALIVE_SECONDS):
+                            await watch.changed.wait_for(functools.partial(watch.news_since, seen))
+                    except TimeoutError:
+                        pass
+                    version, html, trouble = watch.version, watch.html, watch.trouble
+                if version == seen:
+                    yield ": still here\n\n"
+                    continue
+                seen = version
+                if trouble is not None:
+                    yield f"event: trouble\ndata: {json.dumps({'message': trouble})}\n\n"
+                elif html is not None:
+                    yield f"event: pipeline\ndata: {json.dumps({'html': html})}\n\n"
 
     headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

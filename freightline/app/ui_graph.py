@@ -5,7 +5,9 @@ live update only moves what changed): Warehouses form the first layer; each
 Stage sits one layer right of its furthest upstream (a longest-path
 layering); within a layer nodes are ordered by the mean position of their
 upstreams (one barycentre pass, ties by name), which keeps edges short and
-mostly uncrossed for the pipelines people draw. Every text in the picture is
+mostly uncrossed for the pipelines people draw; short columns are centred, and
+in a tall graph every column starts at the top, where the eye (and the
+window) starts. Every text in the picture is
 escaped here, since names, aliases and messages come from users.
 """
 
@@ -24,6 +26,8 @@ NODE_HEIGHT = 96
 GAP_X = 64
 GAP_Y = 18
 MARGIN = 8
+CENTRE_UP_TO = 6
+"""Columns are centred vertically while the tallest has at most this many nodes."""
 TEXT_CHARS = 30
 """How many characters of a line fit in a node (the rest is cut, the whole shown on hover)."""
 
@@ -96,7 +100,10 @@ def layout(nodes: Sequence[str], edges: Sequence[tuple[str, str]]) -> Layout:
     height = tallest * (NODE_HEIGHT + GAP_Y) - GAP_Y + 2 * MARGIN if tallest else 0
     positions = {}
     for number, column in layers.items():
-        offset = (tallest - len(column)) * (NODE_HEIGHT + GAP_Y) // 2
+        # Short columns are centred on the tallest; in a tall graph (a wide fan-out) that would
+        # put the Warehouses and the first Stages screens below the top, so they align top.
+        centred = tallest <= CENTRE_UP_TO
+        offset = (tallest - len(column)) * (NODE_HEIGHT + GAP_Y) // 2 if centred else 0
         for position, node in enumerate(column):
             positions[node] = (
                 MARGIN + number * (NODE_WIDTH + GAP_X),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -501,3 +502,35 @@ async def test_browsers_watching_a_project_share_one_look_at_it(
             (watch,) = ui.ui.watches.values()
             assert watch.watchers == 2
     await wait_for(lambda: not ui.ui.watches)
+
+
+async def test_freightline_ui_serves_until_interrupted(client: Client, tmp_path: Path) -> None:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FREIGHTLINE_UI")}
+    env |= {
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "FREIGHTLINE_UI_USERS_FILE": str(users_file(tmp_path / "users.yaml")),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "freightline",
+        "ui",
+        "--address",
+        f"127.0.0.1:{port}",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        announced = f"Freightline UI on http://127.0.0.1:{port}"
+        async with asyncio.timeout(60):
+            while announced not in (line := (await process.stdout.readline()).decode()):
+                assert line, "the command ended before it served"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            await login(http, "victor")
+            assert "Projects" in (await http.get("/")).text
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 30)

@@ -494,9 +494,10 @@ async def test_browsers_watching_a_project_share_one_look_at_it(
         await login(one, "alice")
         await login(two, "victor")
         async with one.stream("GET", events) as first, two.stream("GET", events) as second:
-            for stream in (first, second):
+            # Both line iterators stay referenced: a collected one closes its connection.
+            readers = [first.aiter_lines(), second.aiter_lines()]
+            for stream, lines in zip((first, second), readers, strict=True):
                 assert stream.headers["content-type"].startswith("text/event-stream")
-                lines = stream.aiter_lines()
                 assert await anext(lines) == "event: pipeline"
                 assert 'data-node=\\"stage:test\\"' in await anext(lines)
             (watch,) = ui.ui.watches.values()

@@ -292,6 +292,17 @@ async def test_every_post_needs_its_csrf_token_and_the_same_origin(
 
 async def test_a_wrong_password_and_a_tampered_session_are_refused(ui: UiServer) -> None:
     async with httpx.AsyncClient(base_url=ui.url) as http:
+        # After sign-in, "next" leads only to a path on the UI itself.
+        for target, lands in (("/projects/x", "/projects/x"), ("//evil.example", "/")):
+            for hostile in (target, target.replace("//", "/\\")):
+                csrf = _csrf((await http.get("/login")).text)
+                answer = await http.post(
+                    "/login",
+                    params={"next": hostile},
+                    data={"csrf": csrf, "user": "bob", "password": PASSWORDS["bob"]},
+                )
+                assert answer.headers["location"] == (lands if hostile == target else "/")
+        http.cookies.clear()
         csrf = _csrf((await http.get("/login")).text)
         wrong = await http.post("/login", data={"csrf": csrf, "user": "alice", "password": "x"})
         assert wrong.status_code == 401 and "Wrong user name or password" in wrong.text

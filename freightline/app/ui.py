@@ -124,11 +124,20 @@ class Ui:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.templates.globals.update(temporal_link=self.temporal_link, quote=_quote)
+        self.templates.globals.update(
+            temporal_link=self.temporal_link,
+            temporal_project_link=self.temporal_project_link,
+            quote=_quote,
+        )
         self.templates.filters.update(when=_when, short=_short_id, asjson=_as_json)
 
     def temporal_link(self, workflow_id: str) -> str:
         return workflow_ui_url(self.temporal_ui, self.client.namespace, workflow_id)
+
+    def temporal_project_link(self, project: str) -> str:
+        """The Temporal UI's workflow list, filtered to one project's workflows."""
+        query = quote(f'{SA_PROJECT.name}="{project}"', safe="")
+        return f"{self.temporal_ui}/namespaces/{self.client.namespace}/workflows?query={query}"
 
     # --- responses --------------------------------------------------------------------------
 
@@ -677,8 +686,8 @@ async def login(ui: Ui, request: Request) -> Response:
     if not isinstance(authenticator, UsersAuthenticator):
         raise _Refused(404, "sign-in is the authenticating proxy's")
     target = request.query_params.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/"  # never an open redirect
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        target = "/"  # never an open redirect (browsers read "/\\host" as "//host")
     if request.method == "GET":
         return ui.page(request, "login.html", next=target, failed=False)
     form = await ui.check_post(request)

@@ -166,6 +166,7 @@ async def test_the_pipeline_live_and_an_approval_by_an_approver_not_a_viewer(
     _, victor = await signed_in(browser, ui, "victor")
     await victor.goto(f"/promotions/{promotion}")
     await expect(victor.locator("#approval")).to_contain_text("0 of 1 approvals")
+    await expect(victor.locator("#requested-by")).to_have_text("bob")
     await victor.click("#approve")
     await expect(victor.locator("#result h1")).to_have_text("Refused")
     await expect(victor.locator("#message")).to_contain_text(

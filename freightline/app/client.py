@@ -255,6 +255,24 @@ async def promotion_status(
     return description, status
 
 
+async def promotion_request(client: Client, promotion: str) -> PromotionRequest | None:
+    """What a promotion was started with (who asked, which Freight): its first history event's
+    input; None when the history does not begin with one (or the workflow is gone)."""
+    handle = client.get_workflow_handle(promotion)
+    try:
+        async for event in handle.fetch_history_events():
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            if not payloads:
+                return None
+            (request,) = await client.data_converter.decode(
+                payloads[:1], type_hints=[PromotionRequest]
+            )
+            return request if isinstance(request, PromotionRequest) else None
+    except RPCError:
+        return None
+    return None
+
+
 async def _promotion_phase(client: Client, execution: WorkflowExecution) -> str:
     """How a promotion ended, in Freightline's words. Temporal's status says FAILED for
     Failed, Errored and Aborted alike; the failure's type tells them apart (one read of a

@@ -524,12 +524,14 @@ async def promotion_page(ui: Ui, request: Request) -> Response:
     attributes = description.typed_search_attributes
     project = attributes.get(SA_PROJECT) or ""
     user = ui.require(request, project, Role.VIEWER)
+    started_with = await _read(ops.promotion_request(ui.client, promotion))
     return ui.page(
         request,
         "promotion.html",
         promotion=promotion,
         description=description,
         status=status,
+        started_with=started_with,
         project=project,
         stage=attributes.get(SA_STAGE) or "",
         freight=attributes.get(SA_FREIGHT) or "",

@@ -38,13 +38,20 @@ from activities.project import ProjectActivities
 from activities.worktree import WorktreeActivities
 from freightline.app.observability import WorkerHealth, serve_health, worker_runtime
 from freightline.app.temporal import connect, exit_process, ui_url
+from freightline.app.ui import UiServer
+from freightline.app.ui_auth import access_for
 from freightline.app.webhooks import WebhookServer
 from freightline.contracts.names import argocd_task_queue
 from freightline.contracts.steps import resolve_all
 from freightline.errors import ConfigError
 from freightline.kargo.credentials import CredentialStore
 from freightline.logging import configure_logging, get_logger
-from freightline.settings import Settings, load_settings
+from freightline.settings import (
+    UI_ADDRESS_ENV,
+    Settings,
+    load_settings,
+    parse_address,
+)
 from workflows.notify import NotifyWorkflow
 from workflows.project import ProjectWorkflow
 from workflows.promotion import PromotionWorkflow
@@ -192,7 +199,11 @@ async def _serve(
         role=role,
         shard=shard,
     )
-    async with worker, _webhooks(client, settings, serve=role == "all"):
+    async with (
+        worker,
+        _webhooks(client, settings, serve=role == "all"),
+        _ui(client, settings, serve=role == "all"),
+    ):
         health.serving(worker, client)
         await stop.wait()
         health.draining()
@@ -219,11 +230,28 @@ async def _webhooks(client: Client, settings: Settings, *, serve: bool) -> Async
         yield
 
 
+@contextlib.asynccontextmanager
+async def _ui(client: Client, settings: Settings, *, serve: bool) -> AsyncIterator[None]:
+    """The web UI, when ``serve`` and ``FREIGHTLINE_UI_ADDRESS`` ask for it."""
+    if settings.ui.address is None or not serve:
+        yield
+        return
+    host, port = parse_address(settings.ui.address, setting=UI_ADDRESS_ENV)
+    server = UiServer(
+        client, access_for(settings.ui), host=host, port=port, temporal_ui=settings.temporal.ui_url
+    )
+    async with server:
+        get_logger("freightline.worker").info("web UI serving", url=server.url)
+        yield
+
+
 def main() -> None:
     """``python worker.py``: read the settings once, serve health, run the worker."""
     configure_logging()
     try:
         settings = load_settings()
+        if settings.ui.address:
+            access_for(settings.ui)  # a missing users file stops the worker here, in one line
     except ConfigError as err:
         get_logger("freightline.worker").error("worker not started", error=str(err))
         raise SystemExit(f"error: {err}") from None

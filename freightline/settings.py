@@ -46,6 +46,14 @@ FREIGHTLINE_NOTIFY_URLS               notify.urls                   (comma-separ
 FREIGHTLINE_REGISTRY_MIRRORS          registry.mirrors              (``registry=mirror,...``)
 FREIGHTLINE_METRIC_*                  metrics.header_values         (secrets for ``{{env.NAME}}`` headers)
 FREIGHTLINE_PROJECT                   cli.project                   (the CLI's default ``--project``)
+FREIGHTLINE_UI_ADDRESS                ui.address                    (none: the worker serves no web UI)
+FREIGHTLINE_UI_AUTH                   ui.auth                       ``users`` (or ``proxy``)
+FREIGHTLINE_UI_USERS_FILE             ui.users_file                 (users, password hashes, roles)
+FREIGHTLINE_UI_SECRET                 ui.secret                     (secret; signs sessions and CSRF)
+FREIGHTLINE_UI_SIGNING_KEY            ui.signing_key                (secret; Ed25519, signs approvals)
+FREIGHTLINE_UI_PROXY_USER_HEADER      ui.proxy_user_header          ``X-Forwarded-User``
+FREIGHTLINE_UI_PROXY_GROUPS_HEADER    ui.proxy_groups_header        ``X-Forwarded-Groups``
+FREIGHTLINE_UI_TRUSTED_PROXIES        ui.trusted_proxies            ``127.0.0.1,::1``
 USER, LOGNAME                         cli.user                      ``cli`` (who the CLI acts as)
 ====================================  ============================  ======================================
 
@@ -118,6 +126,14 @@ NOTIFY_URLS_ENV: Final = "FREIGHTLINE_NOTIFY_URLS"
 REGISTRY_MIRRORS_ENV: Final = "FREIGHTLINE_REGISTRY_MIRRORS"
 METRIC_HEADER_ENV_PREFIX: Final = "FREIGHTLINE_METRIC_"
 PROJECT_ENV: Final = "FREIGHTLINE_PROJECT"
+UI_ADDRESS_ENV: Final = "FREIGHTLINE_UI_ADDRESS"
+UI_AUTH_ENV: Final = "FREIGHTLINE_UI_AUTH"
+UI_USERS_FILE_ENV: Final = "FREIGHTLINE_UI_USERS_FILE"
+UI_SECRET_ENV: Final = "FREIGHTLINE_UI_SECRET"  # noqa: S105 - a variable name
+UI_SIGNING_KEY_ENV: Final = "FREIGHTLINE_UI_SIGNING_KEY"
+UI_PROXY_USER_HEADER_ENV: Final = "FREIGHTLINE_UI_PROXY_USER_HEADER"
+UI_PROXY_GROUPS_HEADER_ENV: Final = "FREIGHTLINE_UI_PROXY_GROUPS_HEADER"
+UI_TRUSTED_PROXIES_ENV: Final = "FREIGHTLINE_UI_TRUSTED_PROXIES"
 
 DEFAULT_TASK_QUEUE: Final = "freightline"
 DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:9464"  # deploy/ sets 0.0.0.0 for the scraper
@@ -346,6 +362,51 @@ class CliSettings(_Group):
     """Who the CLI acts as (approvals, aborts), unless ``--user`` says."""
 
 
+class UiSettings(_Group):
+    """The web UI (``freightline ui``, or the worker with ``FREIGHTLINE_UI_ADDRESS``): where it
+    listens and how it knows who people are (``freightline.app.ui_auth``, docs/ui.md)."""
+
+    address: str | None = Field(None, validation_alias=UI_ADDRESS_ENV)
+    """``host:port`` the worker serves the UI on; unset, the worker serves none."""
+    auth: Literal["users", "proxy"] = Field("users", validation_alias=UI_AUTH_ENV)
+    """``users``: people sign in with a password from the users file; ``proxy``: an
+    authenticating proxy in front names them in a header."""
+    users_file: Path | None = Field(None, validation_alias=UI_USERS_FILE_ENV)
+    """The users (with password hashes), their groups, and each project's roles."""
+    secret: SecretStr | None = Field(None, validation_alias=UI_SECRET_ENV)
+    """Signs session cookies and CSRF tokens; unset, a random one per process (sessions end
+    when it restarts)."""
+    signing_key: SecretStr | None = Field(None, validation_alias=UI_SIGNING_KEY_ENV)
+    """An Ed25519 private key (base64 of its 32-byte seed): the UI signs each approval and
+    rejection with it, for projects whose ProjectConfig lists its public key in
+    ``approvalKeys`` (``freightline ui-keygen`` makes a pair)."""
+    proxy_user_header: str = Field("X-Forwarded-User", validation_alias=UI_PROXY_USER_HEADER_ENV)
+    proxy_groups_header: str = Field(
+        "X-Forwarded-Groups", validation_alias=UI_PROXY_GROUPS_HEADER_ENV
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("127.0.0.1", "::1"), validation_alias=UI_TRUSTED_PROXIES_ENV
+    )
+    """Peer addresses whose identity headers are believed (``proxy`` mode); others are refused."""
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _host_port(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip():
+            try:
+                parse_address(value.strip(), setting="")
+            except ConfigError:
+                raise ValueError("not HOST:PORT (e.g. 127.0.0.1:8088)") from None
+        return value
+
+
 class Settings(BaseModel):
     """Everything a Freightline process is configured with, by group."""
 
@@ -361,6 +422,7 @@ class Settings(BaseModel):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     metrics: MetricSettings = Field(default_factory=MetricSettings)
     cli: CliSettings = Field(default_factory=CliSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
 
     def replace(self, **groups: Mapping[str, Any]) -> Settings:
         """A copy with fields set by name, per group, the environment not read again.

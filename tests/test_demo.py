@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -42,11 +43,16 @@ def test_demo_once_runs_the_whole_pipeline_and_stops_everything(tmp_path: Path) 
     assert "prod waits for approval" in out
     assert "prod approved, promoted and Healthy" in out
     assert "freightline approve-promotion 'promotion:kargo-demo:prod:" in out
+    # The web UI was served, with a login per role, and prod was approved through it.
+    served = re.search(r"Freightline UI http://127\.0\.0\.1:(\d+) · sign in as alice / \S+", out)
+    assert served, out[:3000]
+    assert "prod approved in the web UI as alice" in out
     # The closing table agrees with the closing line: prod holds the good Freight, Healthy.
     prod = [line for line in out.splitlines() if line.startswith("│ prod ")][-1]
     cells = [cell.strip() for cell in prod.strip("│").split("│")]
     assert cells[1] != "—" and cells[3] == "Healthy", prod
     assert "waiting" not in prod, prod
     # Everything it started is gone: the dev server's port is free again.
-    with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    for closed in (port, int(served.group(1))):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", closed)) != 0

@@ -82,6 +82,10 @@ def test_the_wheel_holds_the_worker_and_the_cli_and_no_sandbox_or_tests(
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     tops = {t for t in tops if not t.endswith(".dist-info")}
     assert tops == {"freightline", "workflows", "activities", "worker.py"}
+    # The web UI's templates and static files travel with it (package data).
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("templates/project.html", "static/ui.js", "static/ui.css"):
+        assert f"freightline/app/web/{name}" in names
 
 
 def test_the_installed_entry_points_run_outside_the_checkout(
@@ -111,7 +115,7 @@ def test_the_installed_entry_points_run_outside_the_checkout(
 
     helped = run(str(venv / "bin" / "freightline"), "--help")
     assert helped.returncode == 0, helped.stderr
-    for command in ("apply", "worker", "promote", "status", "demo"):
+    for command in ("apply", "worker", "promote", "status", "demo", "ui"):
         assert command in helped.stdout
 
     demo = run(str(venv / "bin" / "freightline"), "demo", "--once")

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.argocd import ArgoCDActivities
     from activities.project import ProjectActivities
     from activities.worktree import WorktreeActivities
+    from freightline.contracts.approvals import signature_refusal
     from freightline.contracts.argocd import ArgoCDStepInput, shard_unserved, step_timeout
     from freightline.contracts.metadata import (
         FreightAliasRequest,
@@ -470,6 +471,14 @@ class PromotionWorkflow:
             )
         if message.user in pending.approved_by:
             return f'"{message.user}" already approved step "{pending.step}"'
+        if self._plan is not None and self._plan.approval_keys:
+            return signature_refusal(
+                self._plan.approval_keys,
+                workflow.info().workflow_id,
+                action,
+                message,
+                workflow.now(),
+            )
         return ""
 
     def _decide(self, message: ApprovalMessage, action: str) -> str:

@@ -285,6 +285,34 @@ class StageWorkflow:
         if self.state.verifying is None:
             raise _refused(f'Stage "{self.state.name}" has no verification running')
 
+    @workflow.update(name="pause_auto_promotion")
+    def pause_auto_promotion(self, user: str) -> str:
+        """Stop promoting new Freight automatically until resumed (manual promotions still run)."""
+        self.state.auto_paused_by = user or "unknown"
+        return f'auto-promotion of Stage "{self.state.name}" paused by {user}'
+
+    @pause_auto_promotion.validator
+    def validate_pause_auto_promotion(self, user: str) -> None:
+        if not self.state.config.auto_promotion:
+            raise _refused(f'Stage "{self.state.name}" does not promote automatically')
+        if self.state.auto_paused_by is not None:
+            raise _refused(
+                f'auto-promotion of Stage "{self.state.name}" is already paused '
+                f"(by {self.state.auto_paused_by})"
+            )
+
+    @workflow.update(name="resume_auto_promotion")
+    def resume_auto_promotion(self, user: str) -> str:
+        """Promote automatically again: the newest available Freight goes in now."""
+        self.state.auto_paused_by = None
+        self._wake = True
+        return f'auto-promotion of Stage "{self.state.name}" resumed by {user}'
+
+    @resume_auto_promotion.validator
+    def validate_resume_auto_promotion(self, user: str) -> None:
+        if self.state.auto_paused_by is None:
+            raise _refused(f'auto-promotion of Stage "{self.state.name}" is not paused')
+
     @workflow.query(name="status")
     def status(self) -> StageState:
         return self.state
@@ -702,7 +730,10 @@ class StageWorkflow:
             lines.append(
                 f"last promotion {state.last_promotion.phase.value}: {state.last_promotion.message}"
             )
-        lines.append(f"auto-promotion: {'on' if state.config.auto_promotion else 'off'}")
+        auto = "on" if state.config.auto_promotion else "off"
+        if state.config.auto_promotion and state.auto_paused_by:
+            auto = f"paused by {state.auto_paused_by}"
+        lines.append(f"auto-promotion: {auto}")
         if state.metadata:
             lines.append("metadata: " + ", ".join(f"`{key}`" for key in state.metadata))
         workflow.set_current_details("\n\n".join(lines))

@@ -329,6 +329,23 @@ async def verify(
     console.print(await stage_update(await connect(), _project(project), stage, update, _user()))
 
 
+@app.command("auto-promotion")
+@run_async
+async def auto_promotion(
+    stage: Annotated[str, typer.Argument(help="The Stage.")],
+    pause: Annotated[
+        bool, typer.Option("--pause/--resume", help="Pause or resume its auto-promotion.")
+    ],
+    project: ProjectOption = None,
+) -> None:
+    """Pause a Stage's auto-promotion (manual promotions still run), or resume it."""
+    from freightline.app.client import stage_update
+    from freightline.app.temporal import connect
+
+    update = "pause_auto_promotion" if pause else "resume_auto_promotion"
+    console.print(await stage_update(await connect(), _project(project), stage, update, _user()))
+
+
 PromotionArgument = Annotated[str, typer.Argument(help="The Promotion workflow ID.")]
 UserOption = Annotated[str | None, typer.Option(help="Who you are (default: $USER).")]
 CommentOption = Annotated[str, typer.Option(help="A comment, recorded with the decision.")]
@@ -701,6 +718,62 @@ async def credentials_check(
         raise fail(
             f"{len(missing)} credential(s) missing: {', '.join(r['needed by'] for r in missing)}"
         )
+
+
+@app.command()
+@run_async
+async def ui(
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port to serve on (default: FREIGHTLINE_UI_ADDRESS, else 127.0.0.1:8088)."
+        ),
+    ] = None,
+) -> None:
+    """Serve the web UI: the pipeline graph, Freight, Stages, Promotions, actions (docs/ui.md)."""
+    from freightline.app.temporal import connect
+    from freightline.app.ui import UiServer
+    from freightline.app.ui_auth import access_for
+    from freightline.settings import UI_ADDRESS_ENV, parse_address
+
+    ui_settings = settings().ui
+    host, port = parse_address(
+        address or ui_settings.address or "127.0.0.1:8088", setting=f"--address ({UI_ADDRESS_ENV})"
+    )
+    access = access_for(ui_settings)
+    client = await connect()
+    server = UiServer(client, access, host=host, port=port, temporal_ui=settings().temporal.ui_url)
+    try:
+        await server.__aenter__()
+    except OSError as err:
+        raise fail(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    try:
+        console.print(f"Freightline UI on {server.url} (sign-in: {ui_settings.auth})")
+        await server.serve_forever()
+    finally:
+        await server.__aexit__()
+
+
+@app.command("ui-keygen")
+def ui_keygen() -> None:
+    """Print a new approval signing key pair: FREIGHTLINE_UI_SIGNING_KEY and the ProjectConfig's
+    approvalKeys entry (a project listing it accepts only approvals the UI signed)."""
+    from freightline.contracts.approvals import new_signing_key, public_key_of
+
+    private = new_signing_key()
+    print(f"FREIGHTLINE_UI_SIGNING_KEY={private}")
+    print(f"approvalKeys: [{public_key_of(private)}]   # in the ProjectConfig's spec")
+
+
+@app.command("ui-password")
+def ui_password(
+    user: Annotated[str, typer.Argument(help="The user name the line is for.")],
+) -> None:
+    """Print a users-file entry for USER with a password hash (the password is prompted for)."""
+    from freightline.app.ui_auth import hash_password
+
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    print(f'  {user}: {{password: "{hash_password(password)}"}}')
 
 
 def _print_json(listing: list[dict[str, Any]]) -> None:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
@@ -22,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.project import discovered_at, warehouse_freight
+from freightline.contracts.approvals import sign_approval
 from freightline.contracts.names import (
     ASSEMBLE_UPDATE,
     PROJECT_WORKFLOW,
@@ -223,6 +226,53 @@ async def list_promotions(
     return rows
 
 
+async def list_projects(client: Client) -> list[str]:
+    """The projects with a running configuration workflow, by name."""
+    query = f"WorkflowType = '{PROJECT_WORKFLOW}' AND ExecutionStatus = 'Running'"
+    names = set()
+    async for execution in client.list_workflows(query):
+        name = execution.typed_search_attributes.get(SA_PROJECT)
+        names.add(name or execution.id.removeprefix("project:"))
+    return sorted(names)
+
+
+async def promotion_status(
+    client: Client, promotion: str
+) -> tuple[WorkflowExecutionDescription, PromotionStatus | None]:
+    """One promotion: its execution (status, times, search attributes) and its ``status``
+    query (steps, outputs, approvals; None when no worker can answer it now)."""
+    handle = client.get_workflow_handle(promotion)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NotFoundError(f'no promotion "{promotion}"') from None
+        raise
+    try:
+        status: PromotionStatus | None = await handle.query("status", result_type=PromotionStatus)
+    except (RPCError, WorkflowQueryFailedError):
+        status = None
+    return description, status
+
+
+async def promotion_request(client: Client, promotion: str) -> PromotionRequest | None:
+    """What a promotion was started with (who asked, which Freight): its first history event's
+    input; None when the history does not begin with one (or the workflow is gone)."""
+    handle = client.get_workflow_handle(promotion)
+    try:
+        async for event in handle.fetch_history_events():
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            if not payloads:
+                return None
+            (request,) = await client.data_converter.decode(
+                payloads[:1], type_hints=[PromotionRequest]
+            )
+            return request if isinstance(request, PromotionRequest) else None
+    except RPCError:
+        return None
+    return None
+
+
 async def _promotion_phase(client: Client, execution: WorkflowExecution) -> str:
     """How a promotion ended, in Freightline's words. Temporal's status says FAILED for
     Failed, Errored and Aborted alike; the failure's type tells them apart (one read of a
@@ -301,15 +351,24 @@ async def stage_update(client: Client, project: str, stage: str, update: str, ar
 
 
 async def decide_promotion(
-    client: Client, promotion: str, decision: str, user: str, comment: str = ""
+    client: Client,
+    promotion: str,
+    decision: str,
+    user: str,
+    comment: str = "",
+    *,
+    signing_key: str | None = None,
 ) -> str:
     """Approve or reject a waiting promotion (``decision``: approve or reject) through its
-    update, so a refusal comes back with the validator's reason."""
+    update, so a refusal comes back with the validator's reason. With ``signing_key`` (the web
+    UI's, for the user it authenticated) the decision is signed, as a project with
+    ``approvalKeys`` requires (``freightline.contracts.approvals``)."""
     handle = client.get_workflow_handle(promotion)
+    message = ApprovalMessage(user=user, comment=comment)
+    if signing_key:
+        message = sign_approval(signing_key, promotion, decision, message, datetime.now(UTC))
     try:
-        answer: str = await handle.execute_update(
-            f"{decision}_promotion", ApprovalMessage(user=user, comment=comment), result_type=str
-        )
+        answer: str = await handle.execute_update(f"{decision}_promotion", message, result_type=str)
     except WorkflowUpdateFailedError as err:
         raise FreightlineError(f"promotion {promotion}: {_update_refusal(err)}") from None
     except RPCError as err:

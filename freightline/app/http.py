@@ -1,10 +1,10 @@
 """The one HTTP stack for what Freightline serves: a Starlette app on uvicorn, with limits.
 
-Everything that listens (the webhook receiver today, the web UI and its API
-next) is routes or mounts on one Starlette application made by
+Everything that listens (the webhook receiver, the web UI in
+``freightline.app.ui``) is routes or mounts on a Starlette application made by
 :func:`build_app`, served by :func:`serve` inside the caller's event loop::
 
-    app = build_app(*webhook_routes, Mount("/ui", ui_app))
+    app = build_app(*webhook_routes)
     async with serve(app, host="0.0.0.0", port=8090, limits=Limits()) as server:
         ...  # server.port is the bound port (port 0 picks a free one)
 

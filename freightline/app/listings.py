@@ -62,6 +62,7 @@ def stage_listing(stage: Stage, state: StageState | None) -> dict[str, Any]:
         return listing
     listing["status"] = {
         "autoPromotion": state.config.auto_promotion,
+        "autoPromotionPausedBy": state.auto_paused_by,
         "currentFreight": _json(state.current),
         "health": state.health.value,
         "healthCheckedAt": _time(state.health_checked_at),

@@ -104,7 +104,7 @@ def pipeline_table(
             promotion_cell(state, (notes or {}).get(state.name)),
             ", ".join(t.freight_alias or t.freight[:7] for t in state.queue),
             metadata_cell(state.metadata),
-            "on" if state.config.auto_promotion else "off",
+            auto_cell(state),
         )
     return table
 
@@ -116,6 +116,13 @@ def metadata_cell(metadata: Mapping[str, Any]) -> str:
             f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in metadata.items()
         )
     )
+
+
+def auto_cell(state: StageState) -> str:
+    """Whether the Stage promotes new Freight by itself: on, off, or paused (by whom)."""
+    if not state.config.auto_promotion:
+        return "off"
+    return f"paused by {state.auto_paused_by}" if state.auto_paused_by else "on"
 
 
 def _short(message: str) -> str:

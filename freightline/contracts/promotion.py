@@ -59,6 +59,10 @@ class ApprovalMessage(Contract):
 
     user: str
     comment: str = ""
+    signed_at: datetime | None = None
+    signature: str | None = None
+    """Ed25519 over ``freightline.contracts.approvals.approval_payload``: needed when the
+    project lists ``approvalKeys`` (the web UI signs for the person it authenticated)."""
 
 
 class AbortMessage(Contract):
@@ -149,6 +153,9 @@ class PromotionPlan(Contract):
     """The worker's UI address: ``ctx.uiBaseUrl``."""
     config_maps: dict[str, dict[str, str]] = Field(default_factory=dict)
     """The data of the project's ConfigMaps the steps name, for ``configMap(name)``."""
+
+    approval_keys: tuple[str, ...] = ()
+    """The ProjectConfig's ``approvalKeys``: approvals must be signed by one of them."""
 
     def metadata_set(self, kind: str, name: str, metadata: dict[str, Any]) -> PromotionPlan:
         """This plan after a ``set-metadata`` step wrote ``metadata`` (the whole map now) on
@@ -347,6 +354,11 @@ def plan_promotion(
         rollback=actor == ROLLBACK_ACTOR,
         ui_base_url=ui_base_url,
         config_maps=_named_config_maps(resources, steps),
+        approval_keys=tuple(
+            resources.project_config.spec.approval_keys or ()
+            if resources.project_config is not None
+            else ()
+        ),
     )
 
 

@@ -136,6 +136,8 @@ class StageState(State):
     verifying: VerificationRecord | None = None
     auto_hold: dict[str, str] = Field(default_factory=dict)
     """Origin warehouse → the Freight a person chose instead of the newest (auto-promotion paused)."""
+    auto_paused_by: str | None = None
+    """Who paused the Stage's auto-promotion (``pause_auto_promotion``); None: not paused."""
     health: HealthState = HealthState.UNKNOWN
     """Kargo's Stage health (Healthy, Progressing, Unknown, Unhealthy) from its Argo CD apps."""
     health_apps: list[AppRef] = Field(default_factory=list)
@@ -263,7 +265,7 @@ def newest_available(state: StageState, origin: str, now: datetime) -> Available
 
 def auto_promotion_candidates(state: StageState, now: datetime) -> list[AvailableFreight]:
     """Freight auto-promotion should promote now (newest per origin, not held, not already here)."""
-    if not state.config.auto_promotion:
+    if not state.config.auto_promotion or state.auto_paused_by is not None:
         return []
     busy = {t.freight for t in state.queue} | ({state.running.freight} if state.running else set())
     current = state.current.freight if state.current else None

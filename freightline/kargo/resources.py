@@ -25,6 +25,8 @@ which is how they travel through Temporal's pydantic data converter.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import fnmatch
 import re
@@ -38,6 +40,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     StrictBool,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -482,6 +485,24 @@ class ProjectConfigSpec(KargoModel):
     freight_links: list[Link] | None = None
     stage_links: list[Link] | None = None
     webhook_receivers: list[WebhookReceiver] | None = None
+    approval_keys: list[str] | None = None
+    """Freightline extension: Ed25519 public keys (base64 of 32 bytes); when set, an approval
+    or rejection is accepted only signed by one of them (``freightline.contracts.approvals``)."""
+
+    @field_validator("approval_keys")
+    @classmethod
+    def _ed25519_public_keys(cls, keys: list[str] | None) -> list[str] | None:
+        for key in keys or ():
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except binascii.Error:
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    f"{key[:60]!r} is not an Ed25519 public key (base64 of 32 bytes; "
+                    "`freightline ui-keygen` makes a pair)"
+                )
+        return keys
 
     @model_validator(mode="after")
     def _receiver_names_unique(self) -> ProjectConfigSpec:

@@ -4,7 +4,7 @@
 loopback port: Temporal's dev server with its UI, Debian's docker-registry,
 a local GitOps repository seeded from the kargo-demo fixture, the Argo CD
 API emulator (the quickstart's ApplicationSet), a worker (with the webhook
-receiver and its metrics endpoint), and Prometheus scraping the emulator
+receiver, the web UI and its metrics endpoint), and Prometheus scraping the emulator
 and the worker. It applies ``sandbox/demo/kargo.yaml`` and then:
 
 1. pushes a good image tag: the registry's webhook refreshes the Warehouse,
@@ -13,10 +13,12 @@ and the worker. It applies ``sandbox/demo/kargo.yaml`` and then:
 2. pushes a bad tag (the emulator gives it a 50% error ratio): it reaches
    uat, fails verification there, and uat rolls back to the good Freight.
 
-The live status view shows each step. The demo prints the Temporal UI links
-and the command that approves prod. ``--once`` runs the same script
-unattended, approves prod itself, checks the end state and exits 0 (the test
-suite runs it). Ctrl-C stops everything the demo started. State lives in
+The live status view shows each step. The demo prints the web UI's address
+with its users' logins (an approver, a promoter, a viewer; fresh passwords each
+run), the Temporal UI links and the command that approves prod. ``--once``
+runs the same script unattended, approves prod itself (signed in to the web UI
+as alice), checks the end state and exits 0 (the test suite runs it). Ctrl-C
+stops everything the demo started. State lives in
 ``--workdir`` (default ``.freightline/demo``) and is started afresh each run.
 """
 
@@ -24,23 +26,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 import shutil
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client
 
-from freightline.app.client import apply_project, decide_promotion, running_notes, stage_states
+from freightline.app.client import apply_project, running_notes, stage_states
 from freightline.app.devserver import DevServer
 from freightline.app.observability import worker_runtime
 from freightline.app.status_view import pipeline_table
 from freightline.app.temporal import connect
+from freightline.app.ui_auth import hash_password
 from freightline.contracts.argocd import HealthState
 from freightline.contracts.names import stage_workflow_id, workflow_ui_url
 from freightline.contracts.promotion import PromotionStatus
@@ -75,6 +81,10 @@ class Demo:
     console: Console
     settings: Settings
     """The in-process worker's settings: the environment's, pointed at the demo's services."""
+    ui_url: str = ""
+    """The web UI the worker serves."""
+    logins: tuple[tuple[str, str, str], ...] = ()
+    """(user, password, role) of each web UI user."""
 
     @property
     def image_repo(self) -> str:
@@ -119,6 +129,8 @@ def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Con
         emulator.start()
         stack.callback(emulator.stop)
         metrics_port = free_port()
+        ui_address = f"127.0.0.1:{free_port()}"
+        logins = _ui_users(workdir / "ui-users.yaml")
         prometheus = PrometheusServer(
             workdir / "prometheus",
             targets=[emulator.base_url.removeprefix("http://"), f"127.0.0.1:{metrics_port}"],
@@ -130,19 +142,54 @@ def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Con
             git={"allow_local_repositories": True},  # the GitOps repo is a bare repo on disk
             argocd={"server": emulator.base_url, "token": token},
             webhooks={"host": "127.0.0.1", "port": webhook_port, "secret": webhook_secret},
+            ui={
+                "address": ui_address,
+                "users_file": workdir / "ui-users.yaml",
+                "secret": secrets.token_hex(16),
+            },
         )
         console.print(
             f"Temporal UI {server.ui_url} · registry {registry.url} · Argo CD emulator "
             f"{emulator.base_url} · GitOps repo {repo}"
         )
+        console.print(
+            f"Freightline UI http://{ui_address} · sign in as "
+            + ", ".join(f"{user} / {password} ({role})" for user, password, role in logins)
+        )
         demo = Demo(
-            workdir, server, registry, emulator, prometheus, repo, metrics_port, console, settings
+            workdir,
+            server,
+            registry,
+            emulator,
+            prometheus,
+            repo,
+            metrics_port,
+            console,
+            settings,
+            ui_url=f"http://{ui_address}",
+            logins=tuple(logins),
         )
         try:
             return asyncio.run(_main(demo, once))
         except KeyboardInterrupt:
             console.print("stopping everything the demo started")
             return True
+
+
+DEMO_USERS = (("alice", "approver"), ("bob", "promoter"), ("victor", "viewer"))
+
+
+def _ui_users(path: Path) -> list[tuple[str, str, str]]:
+    """The web UI's users file for the demo: one user per role, fresh passwords each run."""
+    logins = [(user, secrets.token_urlsafe(9), role) for user, role in DEMO_USERS]
+    lines = ["users:"]
+    lines += [
+        f'  {user}: {{password: "{hash_password(password)}"}}' for user, password, _ in logins
+    ]
+    lines += ["roles:", f"  {PROJECT}:"]
+    lines += [f"    {role}: [{user}]" for user, _, role in logins]
+    path.write_text("\n".join(lines) + "\n")
+    return logins
 
 
 async def _main(demo: Demo, once: bool) -> bool:
@@ -238,9 +285,8 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
         if not once:
             say("prod still waits for your approval (the command above)")
             return True
-        await decide_promotion(
-            client, prod_promotion, "approve", "demo --once", "approved by the unattended demo"
-        )
+        await _approve_in_ui(demo, prod_promotion)
+        say("prod approved in the web UI as alice")
         await _until(
             client,
             "prod Healthy at the good Freight",
@@ -254,6 +300,32 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
         pusher.close()
 
 
+async def _approve_in_ui(demo: Demo, promotion: str) -> None:
+    """What a person does in the web UI: sign in as the approver, approve the promotion."""
+    user, password = next((u, p) for u, p, role in demo.logins if role == "approver")
+    async with httpx.AsyncClient(base_url=demo.ui_url, timeout=60) as browser:
+        page = await browser.get("/login")
+        answer = await browser.post(
+            "/login", data={"csrf": _csrf(page.text), "user": user, "password": password}
+        )
+        if answer.status_code != 303:
+            raise FreightlineError(f"the web UI refused the demo's sign-in: {answer.status_code}")
+        page = await browser.get(f"/promotions/{quote(promotion, safe='')}")
+        answer = await browser.post(
+            f"/promotions/{quote(promotion, safe='')}/approve",
+            data={"csrf": _csrf(page.text), "comment": "approved by the unattended demo"},
+        )
+        if answer.status_code != 200:
+            raise FreightlineError(f"the web UI refused the approval: {answer.text[:500]}")
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    if found is None:
+        raise FreightlineError("the web UI's page has no form")
+    return found.group(1)
+
+
 def _print_links(demo: Demo, client: Client, promotion: str) -> None:
     say = demo.console.print
     ui = demo.server.ui_url  # the demo's own dev server
@@ -265,6 +337,7 @@ def _print_links(demo: Demo, client: Client, promotion: str) -> None:
         f"the uat Stage: {workflow_ui_url(ui, client.namespace, stage_workflow_id(PROJECT, 'uat'))}"
     )
     say(f"the prod promotion: {workflow_ui_url(ui, client.namespace, promotion)}")
+    say(f"approve it in the web UI as alice: {demo.ui_url}/promotions/{quote(promotion, safe='')}")
     say(
         "approve prod (another terminal): "
         f"TEMPORAL_ADDRESS={demo.server.address} .venv/bin/freightline approve-promotion "

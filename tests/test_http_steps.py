@@ -90,7 +90,7 @@ def worker_secrets(tmp_path: Path) -> SecretLookup:
     """The worker's generic Secrets, from a real credentials file (base64 ``data`` too)."""
     path = tmp_path / "credentials.yaml"
     path.write_text(SECRETS)
-    return CredentialStore(path).secret
+    return CredentialStore(path).step_secret
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from activities.git_discovery import discover_commits, path_filter
 from freightline.contracts.warehouse import DiscoveredCommit, DiscoveryError
@@ -217,5 +218,6 @@ def test_errors_are_clear(upstream: Upstream, tmp_path: Path) -> None:
         discover(sub(upstream, branch="gone"), None)
     with pytest.raises(ConfigError, match="allowTagsRegexes: invalid regex"):
         discover(sub(upstream, commitSelectionStrategy="Lexical", allowTagsRegexes=["("]), None)
-    with pytest.raises(ConfigError, match="invalid semver constraint"):
-        discover(sub(upstream, commitSelectionStrategy="SemVer", semverConstraint="^^1"), None)
+    # A bad constraint never reaches discovery: the subscription itself refuses it (at apply).
+    with pytest.raises(ValidationError, match="invalid semver constraint"):
+        sub(upstream, commitSelectionStrategy="SemVer", semverConstraint="^^1")

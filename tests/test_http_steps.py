@@ -431,7 +431,7 @@ def test_download_with_query_parameters(tmp_path: Path, server: StepServer) -> N
     err = refused(
         tmp_path,
         [step, again],
-        variables=[{"name": "version", "value": "1"}],
+        variables=[{"name": "version", "value": "1.2.4"}],
         secrets=worker_secrets(tmp_path),
     )
     assert outcome_of(err) == "Errored" and "overwrite is not allowed" in str(err)

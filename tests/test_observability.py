@@ -288,7 +288,7 @@ def hostile_stages(repo: Path) -> dict[str, list[dict[str, Any]]]:
                 "uses": "yaml-update",
                 "config": {
                     "path": "./src/base/deploy.yaml",
-                    "updates": [{"key": "a", "value": "${{ + }}"}],
+                    "updates": [{"key": "a", "value": "${{ int('not a number') }}"}],
                 },
             },
         ],

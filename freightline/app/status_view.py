@@ -81,21 +81,15 @@ def pipeline_table(
     """One row per Stage, upstream first; ``notes`` say what running promotions are doing;
     Stages in ``updating`` do not yet hold their project's applied configuration."""
     table = Table(title=f"project {project}", expand=False)
-    for column in (
-        "stage",
-        "freight",
-        "versions",
-        "health",
-        "verification",
-        "promotion",
-        "queued",
-        "metadata",
-        "auto",
-    ):
+    # The metadata column only when some Stage has metadata: most pipelines set none, and
+    # a narrow terminal should not lose the health and verification columns to it.
+    with_metadata = any(state.metadata for state in states)
+    columns = ["stage", "freight", "versions", "health", "verification", "promotion", "queued"]
+    for column in (*columns, *(["metadata"] if with_metadata else []), "auto"):
         table.add_column(column)
     for state in states:
         current = state.current
-        table.add_row(
+        cells = [
             f"{state.name} (updating)" if state.name in updating else state.name,
             (current.freight_alias or current.freight[:7]) if current else "—",
             ", ".join(current.versions) if current else "",
@@ -103,9 +97,10 @@ def pipeline_table(
             verification_cell(state),
             promotion_cell(state, (notes or {}).get(state.name)),
             ", ".join(t.freight_alias or t.freight[:7] for t in state.queue),
-            metadata_cell(state.metadata),
+            *([metadata_cell(state.metadata)] if with_metadata else []),
             auto_cell(state),
-        )
+        ]
+        table.add_row(*cells)
     return table
 
 
@@ -118,13 +113,13 @@ def metadata_cell(metadata: Mapping[str, Any]) -> str:
     )
 
 
+def _short(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 1] + "…"
+
+
 def auto_cell(state: StageState) -> str:
     """Whether the Stage promotes new Freight by itself: on, off, or paused (by whom)."""
     if not state.config.auto_promotion:
         return "off"
     return f"paused by {state.auto_paused_by}" if state.auto_paused_by else "on"
-
-
-def _short(message: str) -> str:
-    line = " ".join(message.split())
-    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 1] + "…"

@@ -52,6 +52,7 @@ from freightline.settings import (
     load_settings,
     parse_address,
 )
+from workflows.cluster import ClusterWorkflow
 from workflows.notify import NotifyWorkflow
 from workflows.project import ProjectWorkflow
 from workflows.promotion import PromotionWorkflow
@@ -60,6 +61,7 @@ from workflows.verification import VerificationWorkflow
 from workflows.warehouse import WarehouseWorkflow
 
 WORKFLOWS = [
+    ClusterWorkflow,
     NotifyWorkflow,
     ProjectWorkflow,
     PromotionWorkflow,
@@ -110,6 +112,7 @@ def build_worker(
         activities=[
             project.resolve_promotion,
             project.reconcile_project,
+            project.resync_projects,
             project.set_freight_alias,
             project.set_metadata,
             worktree.run_worktree_steps,

@@ -46,8 +46,11 @@ from freightline.contracts.metadata import (
     names_metadata_functions,
 )
 from freightline.contracts.names import (
+    CLUSTER_WORKFLOW_ID,
     FREIGHT_AVAILABLE_SIGNAL,
     FREIGHT_QUERY,
+    PROJECT_WORKFLOW,
+    RESYNC_SIGNAL,
     SA_PROJECT,
     SA_STAGE,
     SA_WAREHOUSE,
@@ -69,7 +72,7 @@ from freightline.contracts.stage import FreightAvailable, StageState
 from freightline.contracts.stage_requests import RetireRequest
 from freightline.contracts.warehouse import WarehouseInput
 from freightline.errors import NotFoundError, RequestRefused, StepError, error_class
-from freightline.kargo.resources import Freight, ProjectResources
+from freightline.kargo.resources import ClusterResources, Freight, ProjectResources
 
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 T = TypeVar("T")
@@ -240,15 +243,33 @@ class ProjectActivities:
             activity.heartbeat(f"Freight/{target.metadata.name}")
         return MetadataResult(applied=tuple(applied))
 
+    @boundary.defn(name="resync_projects")
+    async def resync_projects(self) -> int:
+        """Ask every running Project workflow to reconcile now (a cluster-scoped resource
+        changed); how many were asked. A resync sent twice only reconciles twice."""
+        query = f'WorkflowType="{PROJECT_WORKFLOW}" AND ExecutionStatus="Running"'
+        asked = 0
+        async for execution in self.client.list_workflows(query):
+            handle = self.client.get_workflow_handle(execution.id)
+            try:
+                await handle.signal(RESYNC_SIGNAL)
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:  # ended since it was listed
+                    raise
+            asked += 1
+            activity.heartbeat(execution.id)
+        return asked
+
     @boundary.defn(name="reconcile_project")
     async def reconcile_project(self, project: str) -> ReconcileResult:
         """Bring every Stage and Warehouse workflow of ``project`` to its applied config."""
         handle = self.client.get_workflow_handle(project_workflow_id(project))
         desired: DesiredState = await handle.query("desired", result_type=DesiredState)
         resources = desired.resources
+        cluster = await cluster_resources(self.client)
         queue = activity.info().task_queue
         configured: list[str] = []
-        for name, stage_config in stage_configs(resources).items():
+        for name, stage_config in stage_configs(resources, cluster).items():
             changed = await self._configure(
                 queue,
                 STAGE_WORKFLOW,
@@ -381,6 +402,19 @@ class ProjectActivities:
 
 
 # --- reading Freight from the Warehouse workflows (the CLI reads them too) ---
+
+
+async def cluster_resources(client: Client) -> ClusterResources:
+    """The cluster-scoped resources (none before the first cluster-scoped apply)."""
+    try:
+        resources: ClusterResources = await client.get_workflow_handle(CLUSTER_WORKFLOW_ID).query(
+            "resources", result_type=ClusterResources
+        )
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return ClusterResources()
+        raise
+    return resources
 
 
 async def warehouse_freight(client: Client, resources: ProjectResources) -> list[Freight]:

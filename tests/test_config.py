@@ -230,6 +230,15 @@ def test_every_kind_round_trips_through_json() -> None:
                     url: http://127.0.0.1:8080/health
                     headers: [{key: Accept, value: application/json}]
                     jsonPath: "{$.status}"
+            ---
+            apiVersion: argoproj.io/v1alpha1
+            kind: ClusterAnalysisTemplate
+            metadata:
+              name: shared
+            spec:
+              metrics:
+              - name: health
+                provider: {web: {url: http://127.0.0.1:8080/health}}
             """
         )
     )

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         with_alias,
         with_metadata,
     )
-    from freightline.contracts.names import SA_PROJECT
+    from freightline.contracts.names import RESYNC_SIGNAL, SA_PROJECT
     from freightline.contracts.project import (
         ApplyResult,
         DeleteRequest,
@@ -75,6 +75,7 @@ class ProjectWorkflow:
     @workflow.init
     def __init__(self, state: ProjectState) -> None:
         self.state = state
+        self._resync = False
 
     @workflow.run
     async def run(self, state: ProjectState) -> None:
@@ -87,12 +88,17 @@ class ProjectWorkflow:
             timed_out = False
             try:
                 await workflow.wait_condition(
-                    lambda: self._behind() or workflow.info().is_continue_as_new_suggested(),
+                    lambda: (
+                        self._behind()
+                        or self._resync
+                        or workflow.info().is_continue_as_new_suggested()
+                    ),
                     timeout=timeout,
                 )
             except TimeoutError:
                 timed_out = True
-            if self._behind() or timed_out:
+            if self._behind() or timed_out or self._resync:
+                self._resync = False
                 await self._reconcile()
                 continue
             # Continue as new once no apply or delete is waiting (they wait for a reconcile).
@@ -101,6 +107,11 @@ class ProjectWorkflow:
             )
             if not self._behind():
                 workflow.continue_as_new(self.state)
+
+    @workflow.signal(name=RESYNC_SIGNAL)
+    def resync(self) -> None:
+        """Reconcile now: a ClusterAnalysisTemplate a Stage may use has changed."""
+        self._resync = True
 
     @workflow.update(name="apply")
     async def apply(self, incoming: ProjectResources) -> ApplyResult:

@@ -512,6 +512,7 @@ class StageWorkflow:
                     [known.freight for known in self.state.available.values()],
                     self.state.metadata,
                     now=started,
+                    cluster_templates=self.state.config.cluster_analysis_templates,
                 )
                 if entry
                 else None

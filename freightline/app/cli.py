@@ -178,14 +178,14 @@ async def apply(
     file: Annotated[Path, typer.Option("--file", "-f", help="YAML file of Kargo resources.")],
 ) -> None:
     """Create or update everything in FILE (validated first; nothing changes on error)."""
-    from freightline.app.client import apply_project
+    from freightline.app.client import apply_everything
     from freightline.app.temporal import connect
-    from freightline.kargo.config import group_by_project, load_file
+    from freightline.kargo.config import group_by_project, group_cluster, load_file
 
-    projects = group_by_project(load_file(file))
+    resources = load_file(file)
+    cluster, projects = group_cluster(resources), group_by_project(resources)
     client = await connect()
-    for resources in projects.values():
-        result = await apply_project(client, resources)
+    for result in await apply_everything(client, cluster, list(projects.values())):
         for label in result.created:
             console.print(f"{label} created")
         for label in result.updated:
@@ -236,7 +236,8 @@ async def delete(
     kind: Annotated[
         str,
         typer.Argument(
-            help="stage, warehouse, promotiontask, analysistemplate, configmap or freight."
+            help="stage, warehouse, promotiontask, analysistemplate, configmap, freight or "
+            "clusteranalysistemplate."
         ),
     ],
     name: Annotated[str, typer.Argument(help="The resource's name.")],
@@ -248,13 +249,22 @@ async def delete(
 
     kinds = {
         k.lower(): k
-        for k in ("Stage", "Warehouse", "PromotionTask", "AnalysisTemplate", "ConfigMap", "Freight")
+        for k in (
+            "Stage",
+            "Warehouse",
+            "PromotionTask",
+            "AnalysisTemplate",
+            "ConfigMap",
+            "Freight",
+            "ClusterAnalysisTemplate",
+        )
     }
     if kind.lower() not in kinds:
         raise fail(f'cannot delete "{kind}": one of {", ".join(kinds)}')
-    answer = await delete_resource(
-        await connect(), _project(project), kinds[kind.lower()], name, _user()
-    )
+    chosen = kinds[kind.lower()]
+    # A cluster-scoped kind belongs to no project: none need be named.
+    in_project = "" if chosen == "ClusterAnalysisTemplate" else _project(project)
+    answer = await delete_resource(await connect(), in_project, chosen, name, _user())
     console.print(answer)
 
 

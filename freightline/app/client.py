@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -23,10 +24,13 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.project import discovered_at, warehouse_freight
+from activities.project import cluster_resources, discovered_at, warehouse_freight
 from freightline.contracts.approvals import sign_approval
+from freightline.contracts.cluster import ClusterDelete, ClusterState
 from freightline.contracts.names import (
     ASSEMBLE_UPDATE,
+    CLUSTER_WORKFLOW,
+    CLUSTER_WORKFLOW_ID,
     PROJECT_WORKFLOW,
     PROMOTION_WORKFLOW,
     REFRESH_SIGNAL,
@@ -54,8 +58,8 @@ from freightline.contracts.stage import PromotionTicket, StageState, freight_det
 from freightline.contracts.stage_requests import ApproveRequest, PromoteRequest
 from freightline.contracts.warehouse import AssembleRequest, WarehouseStatus
 from freightline.errors import ConfigError, FreightlineError, NotFoundError
-from freightline.kargo.config import ProjectResources
-from freightline.kargo.resources import Freight
+from freightline.kargo.config import ProjectResources, missing_cluster_templates
+from freightline.kargo.resources import CLUSTER_KINDS, ClusterResources, Freight
 
 ACCEPT_TIMEOUT = timedelta(seconds=30)
 """How long an apply or delete waits for a worker to accept it."""
@@ -71,17 +75,58 @@ async def apply_project(client: Client, resources: ProjectResources) -> ApplyRes
     they hold it (``reconciled``) or after the workflow's answer deadline.
     """
     await _check_message_size(client, resources)
-    empty = ProjectResources(name=resources.name)
-    queue = task_queue()
     start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
         PROJECT_WORKFLOW,
-        ProjectState(resources=empty),
+        ProjectState(resources=ProjectResources(name=resources.name)),
         id=project_workflow_id(resources.name),
-        task_queue=queue,
+        task_queue=task_queue(),
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes([SearchAttributePair(SA_PROJECT, resources.name)]),
         static_summary=f"project `{resources.name}`: configuration",
     )
+    return await _apply_with_start(client, start, resources)
+
+
+async def apply_cluster(client: Client, resources: ClusterResources) -> ApplyResult:
+    """Apply cluster-scoped resources (ClusterAnalysisTemplates) to the Cluster workflow.
+
+    Every running project is then asked to reconcile, so the Stages that name a changed
+    template hold the new one for their next verification."""
+    start: WithStartWorkflowOperation[Any, None] = WithStartWorkflowOperation(
+        CLUSTER_WORKFLOW,
+        ClusterState(),
+        id=CLUSTER_WORKFLOW_ID,
+        task_queue=task_queue(),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary="cluster-scoped configuration",
+    )
+    return await _apply_with_start(client, start, resources)
+
+
+async def apply_everything(
+    client: Client, cluster: ClusterResources, projects: Sequence[ProjectResources]
+) -> list[ApplyResult]:
+    """Apply a file's cluster-scoped resources, then its projects.
+
+    Checked first, before anything is sent: every ClusterAnalysisTemplate a Stage names is
+    applied already or among ``cluster``."""
+    named = [
+        group for group in projects if missing_cluster_templates(group, cluster.analysis_templates)
+    ]
+    if named:  # only then ask the cluster what it holds
+        known = {*(await cluster_resources(client)).analysis_templates, *cluster.analysis_templates}
+        problems = [line for group in named for line in missing_cluster_templates(group, known)]
+        if problems:
+            raise ConfigError("\n".join(problems))
+    results = [await apply_cluster(client, cluster)] if cluster.analysis_templates else []
+    for group in projects:
+        results.append(await apply_project(client, group))
+    return results
+
+
+async def _apply_with_start(
+    client: Client, start: WithStartWorkflowOperation[Any, None], resources: BaseModel
+) -> ApplyResult:
     try:
         handle = await client.start_update_with_start_workflow(
             "apply",
@@ -94,7 +139,7 @@ async def apply_project(client: Client, resources: ProjectResources) -> ApplyRes
         result: ApplyResult = await handle.result()
     except RPCError as err:
         if err.status is RPCStatusCode.DEADLINE_EXCEEDED:
-            raise FreightlineError(_no_worker(queue)) from None
+            raise FreightlineError(_no_worker(task_queue())) from None
         raise
     except WorkflowUpdateFailedError as err:
         raise ConfigError(_update_refusal(err)) from None
@@ -131,18 +176,27 @@ def _no_worker(queue: str) -> str:
 
 
 async def delete_resource(client: Client, project: str, kind: str, name: str, user: str) -> str:
-    """Remove a Stage, Warehouse, PromotionTask, AnalysisTemplate or Freight from a project.
+    """Remove a Stage, Warehouse, PromotionTask, AnalysisTemplate or Freight from a project
+    (or a ClusterAnalysisTemplate from the cluster: ``project`` is then not used).
 
     The Project workflow refuses while other resources still reference it. It
     retires a deleted Stage's or Warehouse's workflow itself, gracefully: a
     running promotion stops at its next safe point (never mid-push), then the
     workflow ends.
     """
-    handle = client.get_workflow_handle(project_workflow_id(project))
+    cluster = kind in CLUSTER_KINDS
+    handle = client.get_workflow_handle(
+        CLUSTER_WORKFLOW_ID if cluster else project_workflow_id(project)
+    )
+    request = (
+        ClusterDelete(kind=kind, name=name)
+        if cluster
+        else DeleteRequest(kind=kind, name=name, user=user)
+    )
     try:
         update = await handle.start_update(
             "delete",
-            DeleteRequest(kind=kind, name=name, user=user),
+            request,
             wait_for_stage=WorkflowUpdateStage.ACCEPTED,
             result_type=str,
             rpc_timeout=ACCEPT_TIMEOUT,
@@ -152,7 +206,12 @@ async def delete_resource(client: Client, project: str, kind: str, name: str, us
         raise ConfigError(_update_refusal(err)) from None
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
-            raise NotFoundError(f'project "{project}" does not exist') from None
+            what = (
+                "no cluster-scoped resource is applied"
+                if cluster
+                else f'project "{project}" does not exist'
+            )
+            raise NotFoundError(what) from None
         if err.status is RPCStatusCode.DEADLINE_EXCEEDED:
             raise FreightlineError(_no_worker(task_queue())) from None
         raise

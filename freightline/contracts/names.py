@@ -15,6 +15,9 @@ from temporalio.common import SearchAttributeKey
 
 from freightline.settings import TemporalSettings
 
+CLUSTER_WORKFLOW = "Cluster"
+CLUSTER_WORKFLOW_ID = "cluster"
+"""The one workflow holding the cluster-scoped resources (ClusterAnalysisTemplates)."""
 PROJECT_WORKFLOW = "Project"
 PROMOTION_WORKFLOW = "Promotion"
 STAGE_WORKFLOW = "Stage"
@@ -47,6 +50,10 @@ def argocd_task_queue(queue: str, shard: str | None) -> str | None:
     the shared workers need no setting for it.
     """
     return f"{queue}-argocd-{shard}" if shard else None
+
+
+RESYNC_SIGNAL = "resync"
+"""Sent to every Project workflow when a cluster-scoped resource changes: reconcile now."""
 
 
 def project_workflow_id(project: str) -> str:

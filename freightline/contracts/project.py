@@ -16,7 +16,7 @@ from freightline.contracts.stage import StageConfig
 from freightline.contracts.warehouse import WarehouseConfig, direct_stages
 from freightline.errors import ConfigError
 from freightline.kargo.config import check_references
-from freightline.kargo.resources import ProjectResources
+from freightline.kargo.resources import ClusterResources, ProjectResources
 
 MERGED_KINDS = {
     "warehouses": "Warehouse",
@@ -152,8 +152,12 @@ def remove_resource(current: ProjectResources, kind: str, name: str) -> ProjectR
     return remaining
 
 
-def stage_configs(resources: ProjectResources) -> dict[str, StageConfig]:
-    """What each Stage workflow should hold: its spec, auto-promotion, its downstream Stages."""
+def stage_configs(
+    resources: ProjectResources, cluster: ClusterResources | None = None
+) -> dict[str, StageConfig]:
+    """What each Stage workflow should hold: its spec, auto-promotion, its downstream Stages,
+    the (Cluster)AnalysisTemplates its verification names (``cluster``: the shared ones)."""
+    shared = cluster.analysis_templates if cluster is not None else {}
     configs = {}
     for name, stage in resources.stages.items():
         downstream = sorted(
@@ -162,10 +166,16 @@ def stage_configs(resources: ProjectResources) -> dict[str, StageConfig]:
             if any(name in (r.sources.stages or ()) for r in spec.spec.requested_freight)
         )
         verification = stage.spec.verification
+        references = verification.analysis_templates or () if verification else ()
         templates = {
             ref.name: resources.analysis_templates[ref.name]
-            for ref in (verification.analysis_templates or () if verification else ())
-            if ref.name in resources.analysis_templates
+            for ref in references
+            if ref.kind != "ClusterAnalysisTemplate" and ref.name in resources.analysis_templates
+        }
+        cluster_templates = {
+            ref.name: shared[ref.name]
+            for ref in references
+            if ref.kind == "ClusterAnalysisTemplate" and ref.name in shared
         }
         configs[name] = StageConfig(
             project=resources.name,
@@ -173,6 +183,7 @@ def stage_configs(resources: ProjectResources) -> dict[str, StageConfig]:
             auto_promotion=resources.auto_promotion_enabled(name),
             downstream=tuple(downstream),
             analysis_templates=templates,
+            cluster_analysis_templates=cluster_templates,
             rollback_on_verification=resources.auto_rollback_on_verification(name),
         )
     return configs

@@ -25,6 +25,7 @@ from freightline.contracts.stage_requests import RetireRequest
 from freightline.kargo.analysis import AnalysisPhase, AnalysisRunStatus
 from freightline.kargo.resources import (
     AnalysisTemplate,
+    ClusterAnalysisTemplate,
     Freight,
     FreightRequest,
     Stage,
@@ -59,6 +60,8 @@ class StageConfig(State):
     """Stages that request Freight verified here."""
     analysis_templates: dict[str, AnalysisTemplate] = Field(default_factory=dict)
     """The AnalysisTemplates the Stage's verification uses."""
+    cluster_analysis_templates: dict[str, ClusterAnalysisTemplate] = Field(default_factory=dict)
+    """The ClusterAnalysisTemplates it uses (``kind: ClusterAnalysisTemplate``)."""
     rollback_on_verification: tuple[AnalysisPhase, ...] = ()
     """Verification phases (Failed, Error) after which the Stage returns to its previous Freight."""
 

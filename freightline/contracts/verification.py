@@ -21,7 +21,13 @@ from freightline.kargo.analysis import (
 from freightline.kargo.expressions import NOW
 from freightline.kargo.freight import artifact_functions
 from freightline.kargo.metadata import metadata_functions
-from freightline.kargo.resources import AnalysisTemplate, Freight, Metric, Stage
+from freightline.kargo.resources import (
+    AnalysisTemplate,
+    ClusterAnalysisTemplate,
+    Freight,
+    Metric,
+    Stage,
+)
 
 
 class VerificationRequest(Contract):
@@ -73,22 +79,29 @@ def verification_request(
     known_freight: Sequence[Freight] = (),
     stage_metadata: Mapping[str, Any] | None = None,
     now: datetime | None = None,
+    cluster_templates: Mapping[str, ClusterAnalysisTemplate] | None = None,
 ) -> VerificationRequest | None:
     """The verification to run for ``freight`` in ``stage``; None when the Stage has none.
 
     Its args see ``freightMetadata()`` of ``freight`` and ``known_freight`` (the Freight the
     Stage holds copies of) and ``stageMetadata()`` of this Stage (``stage_metadata``);
-    ``now`` (the workflow's clock) is what ``now()`` gives in them."""
+    ``now`` (the workflow's clock) is what ``now()`` gives in them. A reference with
+    ``kind: ClusterAnalysisTemplate`` is looked up in ``cluster_templates``; every template
+    named is merged into one run, as Argo Rollouts merges them."""
     verification = stage.spec.verification
     if verification is None or not verification.analysis_templates:
         return None
     chosen = []
     for reference in verification.analysis_templates:
-        template = templates.get(reference.name)
+        if reference.kind == "ClusterAnalysisTemplate":
+            shared = (cluster_templates or {}).get(reference.name)
+            template = shared.as_template() if shared is not None else None
+        else:
+            template = templates.get(reference.name)
         if template is None:
             raise ConfigError(
-                f'Stage "{stage.metadata.name}": verification uses AnalysisTemplate '
-                f'"{reference.name}", which is not applied'
+                f'Stage "{stage.metadata.name}": verification uses '
+                f'{reference.kind or "AnalysisTemplate"} "{reference.name}", which is not applied'
             )
         chosen.append(template)
     env: dict[str, Any] = {

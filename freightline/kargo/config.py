@@ -63,12 +63,15 @@ from freightline.kargo.credentials import CRED_TYPE_LABEL
 from freightline.kargo.resources import (
     API_VERSIONS,
     CHART_REPO_URL_PATTERN,
+    CLUSTER_KINDS,
     DNS_SUBDOMAIN_PATTERN,
     GIT_REPO_URL_PATTERN,
     IMAGE_REPO_URL_PATTERN,
     RESOURCE_KINDS,
     VAR_NAME_PATTERN,
     AnalysisTemplate,
+    ClusterAnalysisTemplate,
+    ClusterResources,
     ConfigMap,
     Freight,
     Project,
@@ -91,8 +94,10 @@ __all__ = [
     "ProjectResources",
     "check_references",
     "group_by_project",
+    "group_cluster",
     "load_file",
     "load_text",
+    "missing_cluster_templates",
     "substitute_env",
 ]
 
@@ -290,6 +295,8 @@ def _default_namespaces(
     for resource, _index in loaded:
         if isinstance(resource, Project) or resource.metadata.namespace is not None:
             continue
+        if resource.kind in CLUSTER_KINDS:
+            continue  # shared by every project: no namespace
         if default is not None:
             resource.metadata.namespace = default
             continue
@@ -315,6 +322,7 @@ def _as_resource(resource: ResourceBase) -> Resource:
         | Freight
         | Promotion
         | AnalysisTemplate
+        | ClusterAnalysisTemplate
         | ConfigMap,
     ):
         return resource
@@ -582,6 +590,8 @@ def group_by_project(resources: Iterable[ResourceBase]) -> dict[str, ProjectReso
     problems: list[str] = []
     projects: dict[str, ProjectResources] = {}
     for resource in resources:
+        if resource.kind in CLUSTER_KINDS:
+            continue  # see group_cluster
         project_name = resource.name if isinstance(resource, Project) else resource.namespace
         if project_name is None:
             problems.append(f"{_where(resource, ('metadata',))}metadata.namespace: required")
@@ -593,6 +603,53 @@ def group_by_project(resources: Iterable[ResourceBase]) -> dict[str, ProjectReso
     if problems:
         raise ConfigError("\n".join(problems))
     return projects
+
+
+def group_cluster(resources: Iterable[ResourceBase]) -> ClusterResources:
+    """The cluster-scoped resources among ``resources`` (ClusterAnalysisTemplates).
+
+    Raises ConfigError for a duplicate name or a namespace on a cluster-scoped kind.
+    """
+    problems: list[str] = []
+    cluster = ClusterResources()
+    for resource in resources:
+        if not isinstance(resource, ClusterAnalysisTemplate):
+            continue
+        if resource.namespace is not None:
+            problems.append(
+                f"{_where(resource, ('metadata', 'namespace'))}metadata.namespace: a "
+                f"{resource.kind} is cluster-scoped (shared by every project): remove it"
+            )
+        elif resource.name in cluster.analysis_templates:
+            first = cluster.analysis_templates[resource.name].source
+            at = f" (first at {first.file}:{first.line})" if first else ""
+            problems.append(
+                f"{_where(resource, ('metadata', 'name'))}metadata.name: duplicate "
+                f'{resource.kind} "{resource.name}"{at}'
+            )
+        else:
+            cluster.analysis_templates[resource.name] = resource
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cluster
+
+
+def missing_cluster_templates(group: ProjectResources, known: Iterable[str]) -> list[str]:
+    """A line per Stage reference to a ClusterAnalysisTemplate not among ``known``."""
+    names = dict.fromkeys(known)
+    problems = []
+    for stage in group.stages.values():
+        verification = stage.spec.verification
+        for i, reference in enumerate(
+            verification.analysis_templates or () if verification else ()
+        ):
+            if reference.kind == "ClusterAnalysisTemplate" and reference.name not in names:
+                path = ("spec", "verification", "analysisTemplates", i, "name")
+                problems.append(
+                    f"{_where(stage, path)}{_path(path)}: unknown ClusterAnalysisTemplate "
+                    f'"{reference.name}"{_known(names)}'
+                )
+    return problems
 
 
 def check_references(group: ProjectResources) -> None:
@@ -740,12 +797,8 @@ def _check_stage(group: ProjectResources, stage: Stage, in_project: str) -> Iter
     for i, reference in enumerate(verification.analysis_templates or () if verification else ()):
         path = ("spec", "verification", "analysisTemplates", i, "name")
         if reference.kind == "ClusterAnalysisTemplate":
-            yield (
-                f"{_where(stage, path)}{_path(path)}: ClusterAnalysisTemplate "
-                f'"{reference.name}" is not available in Freightline; define an '
-                f"AnalysisTemplate {in_project}"
-            )
-        elif reference.name not in group.analysis_templates:
+            continue  # shared, kept by the Cluster workflow: checked by missing_cluster_templates
+        if reference.name not in group.analysis_templates:
             yield (
                 f"{_where(stage, path)}{_path(path)}: unknown AnalysisTemplate "
                 f'"{reference.name}" {in_project}{_known(group.analysis_templates)}'

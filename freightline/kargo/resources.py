@@ -1283,6 +1283,21 @@ class AnalysisTemplate(ResourceBase):
     spec: AnalysisTemplateSpec
 
 
+class ClusterAnalysisTemplate(ResourceBase):
+    """Argo Rollouts' cluster-scoped AnalysisTemplate: one definition every project's Stages
+    may name (``kind: ClusterAnalysisTemplate`` in ``verification.analysisTemplates``)."""
+
+    api_version: Literal["argoproj.io/v1alpha1"] = Field(
+        default=ARGO_ROLLOUTS_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["ClusterAnalysisTemplate"] = "ClusterAnalysisTemplate"
+    spec: AnalysisTemplateSpec
+
+    def as_template(self) -> AnalysisTemplate:
+        """The same metrics as a namespaced template, to be merged with a Stage's others."""
+        return AnalysisTemplate(metadata=self.metadata, spec=self.spec)
+
+
 # --- ConfigMap ---------------------------------------------------------------------------------
 
 
@@ -1308,6 +1323,7 @@ Resource = Annotated[
     | Freight
     | Promotion
     | AnalysisTemplate
+    | ClusterAnalysisTemplate
     | ConfigMap,
     Field(discriminator="kind"),
 ]
@@ -1322,6 +1338,7 @@ RESOURCE_KINDS: dict[str, type[ResourceBase]] = {
     "Freight": Freight,
     "Promotion": Promotion,
     "AnalysisTemplate": AnalysisTemplate,
+    "ClusterAnalysisTemplate": ClusterAnalysisTemplate,
     "ConfigMap": ConfigMap,
 }
 """Model class by ``kind``."""
@@ -1330,6 +1347,17 @@ API_VERSIONS: dict[str, str] = {
     kind: model.model_fields["api_version"].default for kind, model in RESOURCE_KINDS.items()
 }
 """The ``apiVersion`` each kind is accepted under."""
+
+CLUSTER_KINDS: frozenset[str] = frozenset({"ClusterAnalysisTemplate"})
+"""Kinds shared by every project (no ``metadata.namespace``): kept by the Cluster workflow."""
+
+
+class ClusterResources(BaseModel):
+    """The cluster-scoped resources every project may use, by kind and then by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    analysis_templates: dict[str, ClusterAnalysisTemplate] = Field(default_factory=dict)
 
 
 class ProjectResources(BaseModel):

@@ -194,16 +194,16 @@ def test_error_ratio_gauge_and_scalar_results(prometheus: PrometheusServer) -> N
     assert (scalar.phase, scalar.value) == ("Failed", 0.5)
 
 
-def test_empty_matrix_and_refused_queries_are_errors(prometheus: PrometheusServer) -> None:
+def test_empty_results_and_refused_queries_are_errors(prometheus: PrometheusServer) -> None:
     empty = measure(prometheus_metric(prometheus.url, 'emulator_error_ratio{app="nope"}'), {})
     assert empty.phase == "Error"
     assert empty.message is not None and empty.message.startswith("empty result")
 
+    # A matrix is every point of every series, as Argo Rollouts 1.8 gives it.
     matrix = measure(prometheus_metric(prometheus.url, "emulator_error_ratio[1m]"), {})
-    assert matrix.phase == "Error"
-    assert matrix.message == (
-        "unsupported result type matrix: the query must give a vector or a scalar"
-    )
+    assert matrix.phase == "Successful" and isinstance(matrix.value, list) and matrix.value
+    nothing = measure(prometheus_metric(prometheus.url, 'emulator_error_ratio{app="no"}[1m]'), {})
+    assert nothing.phase == "Error" and (nothing.message or "").startswith("empty result")
 
     refused = measure(prometheus_metric(prometheus.url, "sum(emulator_error_ratio"), {})
     assert refused.phase == "Error"

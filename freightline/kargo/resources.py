@@ -998,11 +998,48 @@ class BasicAuth(KargoModel):
     password: str
 
 
+class PrometheusOAuth2(KargoModel):
+    """``authentication.oauth2``: an OAuth2 client-credentials grant (RFC 6749 4.4) whose
+    access token is sent as ``Authorization: Bearer``. ``clientSecret`` should be a
+    reference (an arg from ``valueFrom.secretKeyRef``, or ``{{env.FREIGHTLINE_METRIC_*}}``)."""
+
+    token_url: str
+    client_id: str
+    client_secret: str
+    scopes: list[str] | None = None
+
+
+class PrometheusSigv4(KargoModel):
+    """``authentication.sigv4``: AWS Signature Version 4 (Amazon Managed Prometheus, service
+    ``aps``) with the worker's AWS credentials: ``profile``, then ``roleArn`` assumed."""
+
+    region: str | None = None
+    profile: str | None = None
+    role_arn: str | None = None
+
+
 class PrometheusAuthentication(KargoModel):
-    """``authentication``: Argo Rollouts' ``basicAuth`` (``oauth2`` and ``sigv4`` are not
-    supported yet, refused as unknown fields)."""
+    """``authentication``: Argo Rollouts' ``basicAuth``, ``oauth2`` or ``sigv4`` (one)."""
 
     basic_auth: BasicAuth | None = None
+    oauth2: PrometheusOAuth2 | None = None
+    sigv4: PrometheusSigv4 | None = None
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> PrometheusAuthentication:
+        chosen = [name for name in ("basic_auth", "oauth2", "sigv4") if getattr(self, name)]
+        if len(chosen) > 1:
+            raise ValueError(f"give one authentication scheme, not {' and '.join(chosen)}")
+        return self
+
+
+class PrometheusRangeQuery(KargoModel):
+    """``rangeQuery``: ``start`` and ``end`` are expressions giving a time (``now() -
+    duration("5m")``), ``step`` a duration; every point of every series becomes ``result``."""
+
+    start: str
+    end: str
+    step: Duration
 
 
 class PrometheusMetric(KargoModel):
@@ -1014,6 +1051,7 @@ class PrometheusMetric(KargoModel):
     authentication: PrometheusAuthentication | None = None
     headers: list[WebMetricHeader] | None = None
     insecure: bool | None = None
+    range_query: PrometheusRangeQuery | None = None
 
 
 def _json_path(text: str) -> str:

@@ -15,13 +15,27 @@ from sandbox.registry import free_port
 pytestmark = pytest.mark.integration
 
 
-def test_demo_once_runs_the_whole_pipeline_and_stops_everything(tmp_path: Path) -> None:
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "provider"),
+    [
+        # As scripts/demo runs it: the console script, from outside the checkout.
+        ([str(Path(sys.executable).parent / "freightline")], "prometheus"),
+        # This checkout's code (the console script may be another checkout's editable install).
+        ([sys.executable, "-m", "freightline"], "graphite"),
+    ],
+)
+def test_demo_once_runs_the_whole_pipeline_and_stops_everything(
+    tmp_path: Path, command: list[str], provider: str
+) -> None:
     port, ui_port = free_port(), free_port()
-    # As scripts/demo runs it: the console script, from outside the checkout.
     done = subprocess.run(
         [
-            str(Path(sys.executable).parent / "freightline"),
+            *command,
             "demo",
+            *(["--metrics-provider", provider] if provider != "prometheus" else []),
             "--once",
             "--workdir",
             str(tmp_path / "demo"),
@@ -30,7 +44,7 @@ def test_demo_once_runs_the_whole_pipeline_and_stops_everything(tmp_path: Path) 
             "--ui-port",
             str(ui_port),
         ],
-        cwd=tmp_path,
+        cwd=tmp_path if provider == "prometheus" else CHECKOUT,
         capture_output=True,
         text=True,
         timeout=600,
@@ -38,6 +52,7 @@ def test_demo_once_runs_the_whole_pipeline_and_stops_everything(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
+    assert f"(verified with {provider.capitalize()})" in out
     assert "uat verified" in out
     assert "failed verification of the bad image" in out
     assert "prod waits for approval" in out

@@ -815,6 +815,13 @@ def demo(
     ),
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+    metrics_provider: Annotated[
+        str,
+        typer.Option(
+            help="Where uat's verification reads the error ratio: prometheus or graphite "
+            "(a real Graphite from Debian's graphite-carbon and graphite-web)."
+        ),
+    ] = "prometheus",
 ) -> None:
     """The main job: a Temporal dev server, a worker and a promotion into a local GitOps repo."""
     # The sandbox is not part of the package: in a checkout (an editable install, as
@@ -831,7 +838,14 @@ def demo(
         ) from None
 
     try:
-        ok = run_demo(workdir=workdir, once=once, port=port, ui_port=ui_port, console=console)
+        ok = run_demo(
+            workdir=workdir,
+            once=once,
+            port=port,
+            ui_port=ui_port,
+            console=console,
+            metrics_provider=metrics_provider,
+        )
     except FreightlineError as err:
         raise fail(str(err)) from None
     if not ok:

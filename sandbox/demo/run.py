@@ -29,6 +29,7 @@ import contextlib
 import re
 import secrets
 import shutil
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -57,10 +58,13 @@ from freightline.logging import configure_logging
 from freightline.settings import Settings, load_settings
 from sandbox.argocd import ArgoCDEmulator
 from sandbox.gitops import KARGO_QUICKSTART, create_bare_repo
+from sandbox.graphite import GraphiteServer
 from sandbox.prometheus import PrometheusServer
 from sandbox.registry import Pusher, Registry, free_port, start_registry, webhook_notifications
 
 DEMO_PIPELINE = Path(__file__).resolve().parent / "kargo.yaml"
+GRAPHITE_TEMPLATE = DEMO_PIPELINE.with_name("graphite.yaml")
+METRICS_PROVIDERS = ("prometheus", "graphite")
 PROJECT = "kargo-demo"
 IMAGE_PATH = "demo/nginx"
 GOOD_TAG, BAD_TAG = "1.0.0", "1.0.1"
@@ -83,6 +87,8 @@ class Demo:
     """The in-process worker's settings: the environment's, pointed at the demo's services."""
     ui_url: str = ""
     """The web UI the worker serves."""
+    graphite: GraphiteServer | None = None
+    """With ``--metrics-provider graphite``: uat's verification reads this Graphite."""
     logins: tuple[tuple[str, str, str], ...] = ()
     """(user, password, role) of each web UI user."""
 
@@ -91,8 +97,21 @@ class Demo:
         return f"{self.registry.host}/{IMAGE_PATH}"
 
 
-def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Console) -> bool:
-    """Run the demo; with ``once``, True when the end state checks out."""
+def run_demo(
+    *,
+    workdir: Path,
+    once: bool,
+    port: int,
+    ui_port: int,
+    console: Console,
+    metrics_provider: str = "prometheus",
+) -> bool:
+    """Run the demo; with ``once``, True when the end state checks out. ``metrics_provider``
+    ``graphite`` verifies uat against a real Graphite fed from the emulator's error ratios."""
+    if metrics_provider not in METRICS_PROVIDERS:
+        raise FreightlineError(
+            f'--metrics-provider "{metrics_provider}": one of {", ".join(METRICS_PROVIDERS)}'
+        )
     settings = load_settings()  # first: a bad variable stops the demo before anything starts
     workdir = workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -136,6 +155,18 @@ def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Con
             targets=[emulator.base_url.removeprefix("http://"), f"127.0.0.1:{metrics_port}"],
         )
         stack.callback(prometheus.stop)
+        graphite = None
+        if metrics_provider == "graphite":
+            graphite = GraphiteServer(workdir / "graphite")
+            with console.status("starting Graphite (carbon-cache, graphite-web)"):
+                graphite.start()
+            stack.callback(graphite.stop)
+            stop_feeding = threading.Event()
+            feeder = threading.Thread(
+                target=_feed_graphite, args=(emulator.base_url, graphite, stop_feeding), daemon=True
+            )
+            feeder.start()
+            stack.callback(stop_feeding.set)
         # The worker gets the demo's services through its settings; the environment is untouched.
         settings = settings.replace(
             temporal={"ui_url": server.ui_url},
@@ -168,6 +199,7 @@ def run_demo(*, workdir: Path, once: bool, port: int, ui_port: int, console: Con
             settings,
             ui_url=f"http://{ui_address}",
             logins=tuple(logins),
+            graphite=graphite,
         )
         try:
             return asyncio.run(_main(demo, once))
@@ -226,17 +258,37 @@ async def _main(demo: Demo, once: bool) -> bool:
 
 
 async def _apply(client: Client, demo: Demo) -> None:
-    text = substitute_env(
-        DEMO_PIPELINE.read_text(),
-        {
-            "IMAGE_REPO": demo.image_repo,
-            "GITOPS_REPO_URL": demo.repo.as_uri(),
-            "PROMETHEUS_URL": demo.prometheus.url,
-        },
-    )
-    for resources in group_by_project(load_text(text, source=str(DEMO_PIPELINE))).values():
+    variables = {
+        "IMAGE_REPO": demo.image_repo,
+        "GITOPS_REPO_URL": demo.repo.as_uri(),
+        "PROMETHEUS_URL": demo.prometheus.url,
+        "GRAPHITE_URL": demo.graphite.url if demo.graphite else "",
+    }
+    documents = load_text(substitute_env(DEMO_PIPELINE.read_text(), variables), str(DEMO_PIPELINE))
+    if demo.graphite is not None:
+        # The Graphite template takes the place of the Prometheus one of the same name.
+        text = substitute_env(GRAPHITE_TEMPLATE.read_text(), variables)
+        (graphite,) = load_text(text, source=str(GRAPHITE_TEMPLATE))
+        documents = [d for d in documents if d.kind != graphite.kind] + [graphite]
+    for resources in group_by_project(documents).values():
         await apply_project(client, resources)
-    demo.console.print(f"applied {DEMO_PIPELINE.name}: test → uat (verified) → prod")
+    provider = "Graphite" if demo.graphite else "Prometheus"
+    demo.console.print(
+        f"applied {DEMO_PIPELINE.name}: test → uat (verified with {provider}) → prod"
+    )
+
+
+_ERROR_RATIO = re.compile(r'^emulator_error_ratio\{app="([A-Za-z0-9_-]+)"\} (\S+)$', re.MULTILINE)
+
+
+def _feed_graphite(emulator_url: str, graphite: GraphiteServer, stop: threading.Event) -> None:
+    """Each second, the emulator's error ratio per app to carbon (``demo.error_ratio.<app>``),
+    as a collector such as collectd would send it."""
+    while not stop.wait(1.0):
+        with contextlib.suppress(httpx.HTTPError, OSError):  # the next second tries again
+            exposition = httpx.get(f"{emulator_url}/metrics", timeout=2).text
+            for app, ratio in _ERROR_RATIO.findall(exposition):
+                graphite.feed(f"demo.error_ratio.{app}", [float(ratio)])
 
 
 async def _table(client: Client) -> Table:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,7 @@ from activities.discovery import DiscoveryActivities
 from activities.metrics import MetricActivities
 from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
+from activities.registry_identity import registry_login
 from activities.worktree import WorktreeActivities
 from freightline.app.observability import WorkerHealth, serve_health, worker_runtime
 from freightline.app.temporal import connect, exit_process, ui_url
@@ -94,12 +97,16 @@ def build_worker(
         git_credentials=credentials.git,
         author=settings.git.author,
         allow_local_repositories=local,
-        basic_credentials=credentials.basic,
+        # Registries (OCI charts, images) take a cloud identity's login too, as discovery does.
+        basic_credentials=functools.partial(registry_login, credentials, environ=os.environ),
         secrets=credentials.step_secret,
         signing_key_file=settings.git.signing_key_file,
     )
     discovery = DiscoveryActivities(
-        credentials, mirrors=settings.registry.mirrors, allow_local_repositories=local
+        credentials,
+        mirrors=settings.registry.mirrors,
+        allow_local_repositories=local,
+        environ=os.environ,  # the workload identity's variables, read as the cloud SDKs do
     )
     argocd = ArgoCDActivities(settings.argocd)
     metrics = MetricActivities(settings.metrics.plain())

@@ -30,7 +30,7 @@ from activities import boundary
 from activities.git_discovery import discover_commits
 from activities.helm import discover_charts, oci_repository
 from activities.registry import RegistryClient, discover_images
-from activities.registry_identity import identity_for
+from activities.registry_identity import registry_login
 from freightline.contracts.warehouse import (
     DiscoveredImageRef,
     DiscoveryRequest,
@@ -82,8 +82,12 @@ class DiscoveryActivities:
         http_timeout: timedelta = HTTP_TIMEOUT,
         mirrors: Mapping[str, str] | None = None,
         allow_local_repositories: bool = False,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.credentials = credentials
+        # The worker's process environment, for its workload identity (AZURE_*), as the cloud
+        # SDKs read it: handed in by the edge, none in tests unless they give one.
+        self.environ: Mapping[str, str] = environ or {}
         self.allow_local_repositories = allow_local_repositories  # the worker's settings
         self.mirrors = dict(mirrors or {})  # the worker's registry mirrors (its settings)
         self.http_timeout = http_timeout
@@ -118,22 +122,16 @@ class DiscoveryActivities:
         return client
 
     def _login(self, cred_type: str, repo_url: str, host: str) -> tuple[str, str] | None:
-        """A registry login for ``repo_url``: a Secret's username and password, or the login
-        its cloud identity buys (cached; blocking I/O the first time, see :meth:`_prime`)."""
-        entry = self.credentials.find(cred_type, repo_url) or self.credentials.find(cred_type, host)
-        if entry is None:
-            return None
-        identity = identity_for(entry, repo_url)
-        if identity is not None:
-            return identity.login()
-        return (entry.username, entry.password)
+        """A registry login for ``repo_url``: a Secret's username and password, the login its
+        cloud identity or the worker's workload identity buys (cached; blocking I/O the first
+        time, see :meth:`_prime`)."""
+        return registry_login(
+            self.credentials, cred_type, repo_url, self.environ
+        ) or registry_login(self.credentials, cred_type, host, self.environ)
 
     async def _prime(self, cred_type: str, repo_url: str) -> None:
         """Buy a cloud identity's login off the event loop, before the registry client asks."""
-        entry = self.credentials.find(cred_type, repo_url)
-        identity = identity_for(entry, repo_url) if entry is not None else None
-        if identity is not None:
-            await asyncio.to_thread(identity.login)
+        await asyncio.to_thread(registry_login, self.credentials, cred_type, repo_url, self.environ)
 
     @boundary.defn(name="discover_warehouse")
     async def discover_warehouse(self, request: DiscoveryRequest) -> DiscoveryResult:
@@ -193,6 +191,8 @@ class DiscoveryActivities:
         chart = subscription.chart
         assert chart is not None
         oci = chart.repo_url.startswith("oci://")
+        if oci:
+            await self._prime("helm", chart.repo_url)
         charts = await discover_charts(
             chart,
             http=self.http,

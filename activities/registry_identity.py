@@ -1,4 +1,5 @@
-"""Cloud registry identities behind one interface: a Secret's cloud keys become a registry login.
+"""Cloud registry identities behind one interface: a Secret's cloud keys, or the worker's
+workload identity, become a registry login.
 
 An ``image`` (or ``helm``) Secret may hold, instead of ``username`` and
 ``password``, a cloud identity that buys short-lived registry credentials,
@@ -20,11 +21,22 @@ registry's Bearer token flow in ``activities.registry``) and caches it until
 five minutes before it expires. ``login()`` does blocking I/O: discovery calls
 it in a thread before the registry client needs it.
 
+Azure Container Registry (``<name>.azurecr.io``) has no Secret form in Kargo: the worker's
+*workload identity* logs in (:func:`workload_identity_for`, used when no Secret matches).
+:class:`AcrWorkloadIdentity` trades the federated token in ``AZURE_FEDERATED_TOKEN_FILE``
+for a Microsoft Entra access token (client-credentials grant with a client assertion, at
+``AZURE_AUTHORITY_HOST``/``AZURE_TENANT_ID``, as ``AZURE_CLIENT_ID``, scope
+``https://containerregistry.azure.net/.default``), then that at the registry's
+``POST /oauth2/exchange`` for an ACR refresh token; the login is
+``00000000-0000-0000-0000-000000000000`` with the refresh token, which the registry's
+Bearer challenge trades at its ``/oauth2/token`` for an access token of the scope asked
+(``activities.registry``), as Kargo and ``docker login`` do.
+
 Where no real server can run here the tests use stand-ins: moto's ECR server
-(``AWS_ENDPOINT_URL_ECR``, which boto3 reads itself, points a worker at it), and
-a token endpoint that verifies the service account's JWT (a key's
-``token_uri`` names the endpoint). Azure Container Registry (workload identity,
-Kargo's only ACR form) is not done.
+(``AWS_ENDPOINT_URL_ECR``, which boto3 reads itself, points a worker at it), a token
+endpoint that verifies the service account's JWT (a key's ``token_uri`` names the
+endpoint), and for ACR one server mimicking Entra's token endpoint and ACR's documented
+``/oauth2/exchange``, ``/oauth2/token`` and ``/v2/`` endpoints.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -45,14 +58,28 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from freightline.errors import CredentialError
-from freightline.kargo.credentials import CredentialEntry
+from freightline.kargo.credentials import CredentialEntry, CredentialStore
 
-__all__ = ["EcrAccessKey", "GarServiceAccount", "RegistryIdentity", "identity_for"]
+__all__ = [
+    "AcrWorkloadIdentity",
+    "EcrAccessKey",
+    "GarServiceAccount",
+    "RegistryIdentity",
+    "identity_for",
+    "registry_login",
+    "workload_identity_for",
+]
 
 ECR_URL = re.compile(r"^(?:oci://)?[0-9]{12}\.dkr\.ecr\.(.+)\.amazonaws\.com/")
 GAR_URL = re.compile(r"^(?:oci://)?(?:.+-docker\.pkg\.dev/|(?:.+\.)?gcr\.io/)")
 GAR_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"  # Kargo's
 GAR_USERNAME = "oauth2accesstoken"
+ACR_URL = re.compile(r"^(?:oci://)?([a-zA-Z0-9-]+\.azurecr\.io)/")
+ACR_USERNAME = "00000000-0000-0000-0000-000000000000"  # what ACR takes with a refresh token
+ACR_SCOPE = "https://containerregistry.azure.net/.default"  # Kargo's
+ACR_REFRESH_LIFETIME = 155 * 60.0
+"""ACR refresh tokens live three hours; Kargo keeps one 150 minutes (with the margin, so do we)."""
+AZURE_AUTHORITY = "https://login.microsoftonline.com/"
 REFRESH_MARGIN = 300.0
 
 
@@ -175,6 +202,83 @@ class GarServiceAccount:
         return _Login(GAR_USERNAME, token, expires_at)
 
 
+@dataclass(frozen=True, repr=False)
+class AcrWorkloadIdentity:
+    """Azure Container Registry with the worker's Azure workload identity (see the module)."""
+
+    registry: str
+    """``<name>.azurecr.io``."""
+    client_id: str
+    tenant_id: str
+    token_file: str
+    authority: str = AZURE_AUTHORITY
+    registry_url: str = ""
+    """Where the registry's ``/oauth2/exchange`` is: ``https://<registry>`` unless given."""
+    clock: Callable[[], float] = time.time
+
+    def __repr__(self) -> str:
+        return f"AcrWorkloadIdentity({self.registry}, client {self.client_id})"
+
+    def login(self) -> tuple[str, str]:
+        key = ("acr", self.registry, self.client_id, self.tenant_id)
+        return CACHE.get(key, self.clock, self._mint)
+
+    def _mint(self) -> _Login:
+        try:
+            # Kubernetes rotates the projected token: read it for every trade.
+            assertion = Path(self.token_file).read_text().strip()
+        except OSError as err:
+            raise CredentialError(
+                f"Azure workload identity: cannot read AZURE_FEDERATED_TOKEN_FILE "
+                f"{self.token_file}: {err.strerror}"
+            ) from None
+        authority = self.authority.rstrip("/")
+        entra = f"{authority}/{self.tenant_id}/oauth2/v2.0/token"
+        with httpx.Client(timeout=30) as client:
+            answer = client.post(
+                entra,
+                data={
+                    "client_id": self.client_id,
+                    "scope": ACR_SCOPE,
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": (
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+                    ),
+                    "client_assertion": assertion,
+                },
+            )
+            aad = _token_from(answer, "access_token", f"Microsoft Entra ID ({entra})", self)
+            exchange = f"{self.registry_url or f'https://{self.registry}'}/oauth2/exchange"
+            answer = client.post(
+                exchange,
+                data={
+                    "grant_type": "access_token",
+                    "service": self.registry,
+                    "tenant": self.tenant_id,
+                    "access_token": aad,
+                },
+            )
+            refresh = _token_from(answer, "refresh_token", f"ACR {self.registry}", self)
+        return _Login(ACR_USERNAME, refresh, self.clock() + ACR_REFRESH_LIFETIME)
+
+
+def _token_from(answer: httpx.Response, field: str, who: str, identity: object) -> str:
+    """``field`` of a token endpoint's JSON answer; a refusal is a CredentialError quoting the
+    endpoint's error code (never a token)."""
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    if answer.status_code >= 400 or not isinstance(body, dict):
+        code = body.get("error") if isinstance(body, dict) else None
+        detail = f": {code}" if isinstance(code, str) else ""
+        raise CredentialError(f"{who} refused {identity!r} ({answer.status_code}{detail})")
+    value = body.get(field)
+    if not isinstance(value, str) or not value:
+        raise CredentialError(f"{who}: no {field} in the answer for {identity!r}")
+    return value
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -213,3 +317,38 @@ def identity_for(entry: CredentialEntry, repo_url: str) -> RegistryIdentity | No
             raise CredentialError(f"Secret {entry.name}: gcpServiceAccountKey is not a JSON key")
         return GarServiceAccount(key)
     return None
+
+
+def workload_identity_for(repo_url: str, environ: Mapping[str, str]) -> RegistryIdentity | None:
+    """The worker's own cloud identity for ``repo_url`` when no Secret serves it, as Kargo's
+    workload-identity providers: ACR with Azure workload identity (``AZURE_CLIENT_ID``,
+    ``AZURE_TENANT_ID``, ``AZURE_FEDERATED_TOKEN_FILE``, optional ``AZURE_AUTHORITY_HOST``,
+    the variables the Azure workload identity webhook injects). None otherwise."""
+    acr = ACR_URL.match(repo_url)
+    client, tenant = environ.get("AZURE_CLIENT_ID"), environ.get("AZURE_TENANT_ID")
+    token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE")
+    if acr and client and tenant and token_file:
+        return AcrWorkloadIdentity(
+            acr.group(1),
+            client,
+            tenant,
+            token_file,
+            authority=environ.get("AZURE_AUTHORITY_HOST") or AZURE_AUTHORITY,
+        )
+    return None
+
+
+def registry_login(
+    store: CredentialStore, cred_type: str, repo_url: str, environ: Mapping[str, str]
+) -> tuple[str, str] | None:
+    """A registry login for ``repo_url`` (an image or an OCI chart): a Secret's username and
+    password, the login its cloud identity buys, or the worker's workload identity's; None
+    for anonymous. May do blocking I/O (a login's first purchase, then hourly or less)."""
+    entry = store.find(cred_type, repo_url)
+    if entry is None:
+        identity = workload_identity_for(repo_url, environ)
+        return identity.login() if identity is not None else None
+    identity = identity_for(entry, repo_url)
+    if identity is not None:
+        return identity.login()
+    return (entry.username, entry.password)

@@ -1,14 +1,17 @@
-"""Cloud registry identities (ECR access keys, GAR service accounts) behind one interface.
+"""Cloud registry identities (ECR access keys, GAR service accounts, ACR workload identity)
+behind one interface.
 
 No cloud registry can run here: ECR's ``GetAuthorizationToken`` is moto's
 server (real HTTP, real SigV4-signed boto3 requests), and Google's token
 endpoint a loopback stand-in that verifies the service account's JWT with the
-key's public half, as Google does.
+key's public half, as Google does; Microsoft Entra ID and ACR's token endpoints one
+stand-in (``AzureStandIn``) that checks each step's input as they do.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import threading
 import uuid
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,11 +30,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from moto.server import ThreadedMotoServer
 
 from activities.discovery import DiscoveryActivities
+from activities.registry import RegistryClient, parse_repo_url
 from activities.registry_identity import (
     GAR_SCOPE,
+    AcrWorkloadIdentity,
     EcrAccessKey,
     GarServiceAccount,
     identity_for,
+    registry_login,
+    workload_identity_for,
 )
 from freightline.errors import CredentialError
 from freightline.kargo.credentials import CRED_TYPE_LABEL, CredentialStore
@@ -252,3 +260,192 @@ def test_a_bad_service_account_key_is_named_not_shown(tmp_path: Path) -> None:
     assert entry is not None
     with pytest.raises(CredentialError, match="Secret gar: gcpServiceAccountKey is not"):
         identity_for(entry, GAR_REPO)
+
+
+# --- Azure Container Registry with a workload identity ----------------------------------------
+
+ACR = "kargoexample.azurecr.io"
+FEDERATED = "federated-token-from-the-kubelet"
+
+
+class AzureStandIn:
+    """Microsoft Entra ID's token endpoint and ACR's documented token and registry endpoints
+    (``POST /oauth2/exchange``, ``GET /oauth2/token`` with Basic, ``/v2/`` with a Bearer
+    challenge), on one loopback server, checking each step's input as those services do."""
+
+    def __init__(self, tenant: str, client_id: str) -> None:
+        self.tenant, self.client_id = tenant, client_id
+        self.aad, self.refresh, self.access = (f"{n}-{uuid.uuid4().hex}" for n in "ara")
+        self.forms: list[tuple[str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                outer.forms.append((self.path, form))
+                status, body = outer.post(self.path, form)
+                self._answer(status, body)
+
+            def do_GET(self) -> None:
+                status, body, headers = outer.get(self.path, self.headers.get("Authorization", ""))
+                self._answer(status, body, headers)
+
+            def _answer(
+                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{self.host}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def post(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if path == f"/{self.tenant}/oauth2/v2.0/token":
+            expected = {
+                "client_id": self.client_id,
+                "scope": "https://containerregistry.azure.net/.default",
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": FEDERATED,
+            }
+            if form != expected:
+                return 401, {"error": "invalid_client", "error_description": "AADSTS700213"}
+            return 200, {"token_type": "Bearer", "expires_in": 3599, "access_token": self.aad}
+        if path == "/oauth2/exchange":
+            if form != {
+                "grant_type": "access_token",
+                "service": ACR,
+                "tenant": self.tenant,
+                "access_token": self.aad,
+            }:
+                return 401, {"errors": [{"code": "UNAUTHORIZED"}]}
+            return 200, {"refresh_token": self.refresh}
+        return 404, {}
+
+    def get(self, path: str, authorization: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if path.startswith("/oauth2/token?"):
+            basic = base64.b64encode(
+                f"00000000-0000-0000-0000-000000000000:{self.refresh}".encode()
+            )
+            query = parse_qs(path.partition("?")[2])
+            if authorization != f"Basic {basic.decode()}" or query.get("service") != [ACR]:
+                return 401, {"errors": [{"code": "UNAUTHORIZED"}]}, {}
+            return 200, {"access_token": self.access}, {}
+        if path == "/v2/app/tags/list":
+            if authorization != f"Bearer {self.access}":
+                challenge = (
+                    f'Bearer realm="{self.url}/oauth2/token",service="{ACR}",'
+                    'scope="repository:app:pull"'
+                )
+                return 401, {"errors": [{"code": "UNAUTHORIZED"}]}, {"WWW-Authenticate": challenge}
+            return 200, {"name": "app", "tags": ["1.0.0", "1.1.0"]}, {}
+        return 404, {}, {}
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def azure(tmp_path: Path) -> Iterator[tuple[AzureStandIn, dict[str, str]]]:
+    """The stand-in, and the variables Azure's workload identity webhook gives a pod."""
+    tenant, client_id = str(uuid.uuid4()), str(uuid.uuid4())
+    stand_in = AzureStandIn(tenant, client_id)
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(FEDERATED + "\n")
+    yield (
+        stand_in,
+        {
+            "AZURE_CLIENT_ID": client_id,
+            "AZURE_TENANT_ID": tenant,
+            "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+            "AZURE_AUTHORITY_HOST": stand_in.url + "/",
+        },
+    )
+    stand_in.stop()
+
+
+async def test_acr_workload_identity_logs_in_and_the_registry_trades_it_for_a_token(
+    azure: tuple[AzureStandIn, dict[str, str]],
+) -> None:
+    stand_in, environ = azure
+    identity = workload_identity_for(f"{ACR}/app", environ)
+    assert isinstance(identity, AcrWorkloadIdentity) and identity.registry == ACR
+    assert identity.authority == stand_in.url + "/"
+    # ACR's exchange lives at https://<registry>; here the stand-in answers for it.
+    identity = dataclasses.replace(identity, registry_url=stand_in.url)
+    login = identity.login()
+    assert login == ("00000000-0000-0000-0000-000000000000", stand_in.refresh)
+    assert identity.login() == login and len(stand_in.forms) == 2  # cached
+    assert FEDERATED not in repr(identity)
+
+    mirrors = {ACR: stand_in.host}
+    async with httpx.AsyncClient(timeout=10) as http:
+        client = RegistryClient(http, lambda host: login if host == ACR else None, mirrors=mirrors)
+        tags = await client.list_tags(parse_repo_url(f"{ACR}/app", mirrors))
+    assert sorted(tags) == ["1.0.0", "1.1.0"]
+
+
+def test_a_wrong_federated_token_is_refused_by_name(
+    azure: tuple[AzureStandIn, dict[str, str]], tmp_path: Path
+) -> None:
+    stand_in, environ = azure
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("someone-elses-token")
+    identity = workload_identity_for(
+        f"oci://{ACR}/charts/app", {**environ, "AZURE_FEDERATED_TOKEN_FILE": str(wrong)}
+    )
+    assert isinstance(identity, AcrWorkloadIdentity)
+    with pytest.raises(CredentialError, match=r"refused AcrWorkloadIdentity\(.*\(401: invalid_cl"):
+        dataclasses.replace(identity, registry_url=stand_in.url).login()
+    gone = workload_identity_for(f"{ACR}/app", {**environ, "AZURE_FEDERATED_TOKEN_FILE": "/nope"})
+    assert gone is not None
+    with pytest.raises(CredentialError, match="cannot read AZURE_FEDERATED_TOKEN_FILE /nope"):
+        gone.login()
+    # No identity without the variables, or for another registry.
+    assert workload_identity_for(f"{ACR}/app", {}) is None
+    assert workload_identity_for("ghcr.io/example/app", environ) is None
+
+
+def test_helm_oci_charts_take_the_cloud_logins_images_do(
+    moto_ecr: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    azure: tuple[AzureStandIn, dict[str, str]],
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", moto_ecr)
+    creds = tmp_path / "creds.yaml"
+    creds.write_text(
+        dump(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "ecr-charts", "labels": {CRED_TYPE_LABEL: "helm"}},
+                    "stringData": {
+                        "repoURL": f"oci://{ECR_REPO.rsplit('/', 2)[0]}/charts/app",
+                        "awsAccessKeyID": f"AKIA{uuid.uuid4().hex[:16].upper()}",
+                        "awsSecretAccessKey": "ecr-secret-3",
+                    },
+                }
+            ]
+        )
+    )
+    store = CredentialStore(creds)
+    _, environ = azure
+    chart = f"oci://{ECR_REPO.rsplit('/', 2)[0]}/charts/app"
+    login = registry_login(store, "helm", chart, environ)
+    assert login is not None and login[0] == "AWS" and login[1]
+    # A step's chart lookup (the worker's basic_credentials) is the same function.
+    assert registry_login(store, "helm", "https://charts.example.com/", environ) is None

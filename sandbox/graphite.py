@@ -25,14 +25,14 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from sandbox.registry import free_port
+from sandbox.services import LocalService, stop_process
 
 CARBON_CACHE = "/usr/bin/carbon-cache"
 DEBIAN_PYTHON = "/usr/bin/python3"  # graphite-web's Django lives in Debian's dist-packages
@@ -83,8 +83,10 @@ SILENCED_SYSTEM_CHECKS = ["models.W042", "admin.W411"]
 """
 
 
-class GraphiteServer:
+class GraphiteServer(LocalService):
     """carbon-cache and graphite-web on free loopback ports; usable as a context manager."""
+
+    name = "graphite"
 
     def __init__(self, workdir: Path) -> None:
         for path in (CARBON_CACHE, DEBIAN_PYTHON, GRAPHITE_WEB_PACKAGE):
@@ -180,38 +182,17 @@ class GraphiteServer:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                 )
-        self._wait(lambda: self._listening(self.line_port), deadline, "accept points")
-        self._wait(self._render_answers, deadline, "answer /render")
+        self.wait_until(lambda: self._listening(self.line_port), deadline, "accept points")
+        self.wait_until(self._render_answers, deadline, "answer /render")
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop both (SIGTERM, then SIGKILL after ``timeout``); the whisper files stay."""
-        for attribute in ("_web", "_carbon"):
-            process: subprocess.Popen[bytes] | None = getattr(self, attribute)
-            setattr(self, attribute, None)
-            if process is None or process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        web, carbon, self._web, self._carbon = self._web, self._carbon, None, None
+        stop_process(web, timeout)
+        stop_process(carbon, timeout)
 
-    def __enter__(self) -> GraphiteServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()  # one daemon may be up when the other fails: leave neither behind
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def processes(self) -> dict[str, subprocess.Popen[bytes] | None]:
+        return {"carbon-cache": self._carbon, "graphite-web": self._web}
 
     # --- data -----------------------------------------------------------------
 
@@ -244,7 +225,7 @@ class GraphiteServer:
             points = series[0]["datapoints"] if series else []
             return sum(1 for value, _ in points if value is not None) >= count
 
-        self._wait(served, time.monotonic() + timeout, f"serve {count} points of {target}")
+        self.wait_until(served, time.monotonic() + timeout, f"serve {count} points of {target}")
 
     # --- internals ------------------------------------------------------------
 
@@ -262,18 +243,7 @@ class GraphiteServer:
             return response.status_code == 200
         return False
 
-    def _wait(self, condition: Callable[[], bool], deadline: float, what: str) -> None:
-        while True:
-            for name, process in (("carbon-cache", self._carbon), ("graphite-web", self._web)):
-                if process is not None and process.poll() is not None:
-                    raise RuntimeError(f"{name} exited: {self._log_tail()}")
-            if condition():
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"graphite did not {what} in time: {self._log_tail()}")
-            time.sleep(0.1)
-
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
         tails = []
         for path in (self.carbon_log, self.web_log):
             if path.exists():

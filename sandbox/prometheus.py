@@ -19,13 +19,13 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from sandbox.registry import free_port
+from sandbox.services import LocalService, stop_process
 
 PROMETHEUS_BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 SCRAPE_INTERVAL = "1s"
@@ -46,8 +46,10 @@ def _scrape_config(index: int, target: str) -> dict[str, Any]:
     }
 
 
-class PrometheusServer:
+class PrometheusServer(LocalService):
     """One prometheus process scraping ``targets``; usable as a context manager."""
+
+    name = "prometheus"
 
     def __init__(self, workdir: Path, targets: Sequence[str]) -> None:
         if not Path(PROMETHEUS_BINARY).exists():
@@ -89,33 +91,17 @@ class PrometheusServer:
                 stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout
-        self._wait(self._ready, deadline, "answer /-/ready")
+        self.wait_until(self._ready, deadline, "answer /-/ready")
         if self.targets:
-            self._wait(self._targets_up, deadline, "see every target up")
+            self.wait_until(self._targets_up, deadline, "see every target up")
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``); the data stays."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout)
 
-    def __enter__(self) -> PrometheusServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def processes(self) -> dict[str, subprocess.Popen[bytes] | None]:
+        return {"prometheus": self.process}
 
     # --- queries --------------------------------------------------------------
 
@@ -138,7 +124,7 @@ class PrometheusServer:
             last = self.query(promql)
             return bool(last) and predicate(float(last[0]["value"][1]))
 
-        self._wait(holds, deadline, f"give a matching value for {promql} (last: {last})")
+        self.wait_until(holds, deadline, f"give a matching value for {promql} (last: {last})")
         return float(last[0]["value"][1])
 
     # --- internals ------------------------------------------------------------
@@ -153,17 +139,7 @@ class PrometheusServer:
         active = response.json()["data"]["activeTargets"]
         return len(active) == len(self.targets) and all(t["health"] == "up" for t in active)
 
-    def _wait(self, condition: Callable[[], bool], deadline: float, what: str) -> None:
-        while True:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self._log_tail()}")
-            if condition():
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"prometheus did not {what} in time: {self._log_tail()}")
-            time.sleep(0.1)
-
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
 
 

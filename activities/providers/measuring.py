@@ -22,9 +22,11 @@ messages can be scrubbed of it before they leave the activity.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
+
+import httpx
 
 from freightline.errors import ConfigError, CredentialError
 from freightline.kargo.analysis import MeasurementPhase
@@ -186,3 +188,37 @@ def http_failure(where: str, status: int, reason: str, retry_after: str | None =
     if status == 429 and retry_after:
         message += f" (Retry-After: {retry_after.strip()[:40]})"
     return message
+
+
+def json_answer(
+    send: Callable[[], httpx.Response],
+    where: str,
+    timeout: float,
+    detail: Callable[[httpx.Response], str] = lambda _response: "",
+) -> Any:
+    """The JSON body of one HTTP call to a provider (``send``, bounded by ``timeout``
+    seconds); a timeout, an unreachable provider, a non-2xx answer (``detail`` adds the
+    provider's own message) or a body that is no JSON is a :class:`MeasurementFailed`
+    naming ``where``, in Argo Rollouts' words."""
+    try:
+        response = send()
+    except httpx.TimeoutException:
+        raise MeasurementFailed(f"{where} did not answer within {timeout:g}s") from None
+    except httpx.ConnectError as err:
+        raise MeasurementFailed(f"could not reach {where}: {connection_reason(err)}") from None
+    except httpx.HTTPError as err:
+        raise MeasurementFailed(f"{where} failed: {type(err).__name__}") from None
+    if not 200 <= response.status_code < 300:
+        raise MeasurementFailed(
+            http_failure(
+                where,
+                response.status_code,
+                response.reason_phrase,
+                response.headers.get("Retry-After"),
+            )
+            + detail(response)
+        )
+    try:
+        return response.json()
+    except ValueError:
+        raise MeasurementFailed(f"{where}: the answer is not JSON") from None

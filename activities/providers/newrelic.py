@@ -28,9 +28,8 @@ from activities.providers.measuring import (
     MeasurementFailed,
     WorkerSecrets,
     check_url,
-    connection_reason,
     display_url,
-    http_failure,
+    json_answer,
 )
 from freightline.errors import ConfigError
 from freightline.kargo.analysis import provider_timeout_seconds
@@ -80,8 +79,8 @@ def query(spec: NewRelicMetric, secrets: WorkerSecrets) -> Any:
     check_url(url, f'newRelic base-url-nerdgraph (secret "{secret}")')
     nrql_timeout = provider_timeout_seconds(spec)
     where = f"NerdGraph at {display_url(url)}"
-    try:
-        response = httpx.post(
+    body = json_answer(
+        lambda: httpx.post(
             url,
             json={
                 "query": NRQL_QUERY,
@@ -93,28 +92,10 @@ def query(spec: NewRelicMetric, secrets: WorkerSecrets) -> Any:
             },
             headers={"API-Key": api_key},
             timeout=nrql_timeout + _HTTP_MARGIN_SECONDS,
-        )
-    except httpx.TimeoutException:
-        raise MeasurementFailed(
-            f"{where} did not answer within {nrql_timeout + _HTTP_MARGIN_SECONDS:g}s"
-        ) from None
-    except httpx.ConnectError as err:
-        raise MeasurementFailed(f"could not reach {where}: {connection_reason(err)}") from None
-    except httpx.HTTPError as err:
-        raise MeasurementFailed(f"{where} failed: {type(err).__name__}") from None
-    if not 200 <= response.status_code < 300:
-        raise MeasurementFailed(
-            http_failure(
-                where,
-                response.status_code,
-                response.reason_phrase,
-                response.headers.get("Retry-After"),
-            )
-        )
-    try:
-        body = response.json()
-    except ValueError:
-        raise MeasurementFailed(f"{where}: the answer is not JSON") from None
+        ),
+        where,
+        nrql_timeout + _HTTP_MARGIN_SECONDS,
+    )
     return _value(body, where)
 
 

@@ -30,9 +30,8 @@ from activities.providers.measuring import (
     MeasurementFailed,
     WorkerSecrets,
     check_url,
-    connection_reason,
     display_url,
-    http_failure,
+    json_answer,
 )
 from freightline.kargo.analysis import provider_timeout_seconds
 from freightline.kargo.resources import WavefrontMetric
@@ -52,33 +51,17 @@ def query(spec: WavefrontMetric, secrets: WorkerSecrets) -> float | list[float]:
     millis = str(int(now) * 1000)
     where = f"Wavefront at {display_url(base)}"
     timeout = provider_timeout_seconds(spec)
-    try:
-        response = httpx.get(
+    body = json_answer(
+        lambda: httpx.get(
             f"{base.rstrip('/')}/api/v2/chart/api",
             params={"q": spec.query, "s": millis, "e": millis, "g": "s", "p": "1", "i": "true"},
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
-        )
-    except httpx.TimeoutException:
-        raise MeasurementFailed(f"{where} did not answer within {timeout:g}s") from None
-    except httpx.ConnectError as err:
-        raise MeasurementFailed(f"could not reach {where}: {connection_reason(err)}") from None
-    except httpx.HTTPError as err:
-        raise MeasurementFailed(f"{where} failed: {type(err).__name__}") from None
-    if not 200 <= response.status_code < 300:
-        raise MeasurementFailed(
-            http_failure(
-                where,
-                response.status_code,
-                response.reason_phrase,
-                response.headers.get("Retry-After"),
-            )
-            + _message(response)
-        )
-    try:
-        body = response.json()
-    except ValueError:
-        raise MeasurementFailed(f"{where}: the answer is not JSON") from None
+        ),
+        where,
+        timeout,
+        _message,
+    )
     series = body.get("timeseries") if isinstance(body, dict) else None
     if not series:
         raise MeasurementFailed("No TimeSeries found in response from Wavefront")

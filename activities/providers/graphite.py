@@ -24,9 +24,8 @@ from activities.providers.measuring import (
     MeasurementFailed,
     WorkerSecrets,
     check_url,
-    connection_reason,
     display_url,
-    http_failure,
+    json_answer,
 )
 from freightline.kargo.resources import GraphiteMetric
 
@@ -48,29 +47,12 @@ def query(spec: GraphiteMetric, secrets: WorkerSecrets) -> list[float]:
     params.append(("format", "json"))
     url = f"{base}/render"
     where = f"Graphite at {display_url(base)}"
-    try:
-        with httpx.Client(timeout=TIMEOUT_SECONDS) as client:
-            response = client.get(url, params=params)
-    except httpx.TimeoutException:
-        raise MeasurementFailed(f"{where} did not answer within {TIMEOUT_SECONDS}s") from None
-    except httpx.ConnectError as err:
-        raise MeasurementFailed(f"could not reach {where}: {connection_reason(err)}") from None
-    except httpx.HTTPError as err:
-        raise MeasurementFailed(f"{where} failed: {type(err).__name__}") from None
-    if response.status_code >= 400:
-        raise MeasurementFailed(
-            http_failure(
-                where,
-                response.status_code,
-                response.reason_phrase,
-                response.headers.get("Retry-After"),
-            )
-            + _detail(response.text)
-        )
-    try:
-        body = response.json()
-    except ValueError:
-        raise MeasurementFailed(f"{where}: the answer is not JSON") from None
+    body = json_answer(
+        lambda: httpx.get(url, params=params, timeout=TIMEOUT_SECONDS),
+        where,
+        TIMEOUT_SECONDS,
+        lambda response: _detail(response.text),
+    )
     return _values(body, where)
 
 

@@ -31,6 +31,36 @@ def dump(documents: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def up_to_push_documents(repo: Path) -> list[dict[str, Any]]:
+    """The quickstart's documents, Secret removed, its PromotionTask cut after git-push (no
+    Argo CD here)."""
+    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
+    for document in documents:
+        if document["kind"] == "PromotionTask":
+            steps = document["spec"]["steps"]
+            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
+    return documents
+
+
+def project_of(documents: list[dict[str, Any]], source: str) -> ProjectResources:
+    """The one project ``documents`` make, loaded as ``freightline apply`` loads a file."""
+    (resources,) = group_by_project(load_text(dump(documents), source=source)).values()
+    return resources
+
+
+def gated_at_test(repo: Path, source: str = "gated") -> ProjectResources:
+    """The quickstart up to git-push, with an approval gate (alice) on Stage test, as a
+    ProjectConfig's promotion policy."""
+    policy = {"stage": "test", "approval": {"approvers": ["alice"], "timeout": "1h"}}
+    config = {
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "ProjectConfig",
+        "metadata": {"name": "kargo-demo", "namespace": "kargo-demo"},
+        "spec": {"promotionPolicies": [policy]},
+    }
+    return project_of([*up_to_push_documents(repo), config], source)
+
+
 def quickstart_up_to_push(repo: Path) -> ProjectResources:
     """The quickstart, Secret removed, its PromotionTask cut after git-push (no Argo CD here)."""
     return quickstart_auto(repo, auto=False)
@@ -133,12 +163,7 @@ AUTO_PROMOTE_ALL = {
 
 def quickstart_auto(repo: Path, *, auto: bool = True) -> ProjectResources:
     """The quickstart up to git-push, with auto-promotion on for every Stage."""
-    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
-    for document in documents:
-        if document["kind"] == "PromotionTask":
-            steps = document["spec"]["steps"]
-            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
+    documents = up_to_push_documents(repo)
     if auto:
         documents.append(AUTO_PROMOTE_ALL)
-    (resources,) = group_by_project(load_text(dump(documents), source="quickstart")).values()
-    return resources
+    return project_of(documents, "quickstart")

@@ -40,13 +40,19 @@ from freightline.contracts.promotion import (
     StepStatus,
 )
 from freightline.errors import FreightlineError
-from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.resources import ProjectResources
 from freightline.settings import load_settings
 from sandbox.argocd import ArgoCDEmulator, Timing
 from sandbox.gitops import branch_head
 from tests.conftest import wait_for
-from tests.pipelines import dump, freight_for, quickstart_documents, with_freight
+from tests.pipelines import (
+    freight_for,
+    gated_at_test,
+    project_of,
+    quickstart_documents,
+    up_to_push_documents,
+    with_freight,
+)
 from tests.test_windows import current_details
 
 pytestmark = pytest.mark.integration
@@ -57,16 +63,16 @@ PROJECT = "kargo-demo"
 def gated(repo: Path, approval: dict[str, Any], *, argocd: bool = False) -> ProjectResources:
     """The quickstart with a ``wait-for-approval`` step before its task (and, unless ``argocd``,
     cut after git-push)."""
-    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
+    documents = (
+        [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
+        if argocd
+        else up_to_push_documents(repo)
+    )
     for document in documents:
-        if document["kind"] == "PromotionTask" and not argocd:
-            steps = document["spec"]["steps"]
-            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
         if document["kind"] == "Stage":
             steps = document["spec"]["promotionTemplate"]["spec"]["steps"]
             steps.insert(0, {"uses": "wait-for-approval", "as": "change-board", "config": approval})
-    (resources,) = group_by_project(load_text(dump(documents), source="approval")).values()
-    return resources
+    return project_of(documents, "approval")
 
 
 async def start(client: Client, resources: ProjectResources, tag: str) -> WorkflowHandle[Any, Any]:
@@ -272,24 +278,7 @@ async def test_approval_timeout_fails_with_a_clear_message(
 async def test_stage_shorthand_and_abort_while_waiting_for_approval(
     client: Client, worker: Worker, gitops_repo: Path
 ) -> None:
-    documents = [d for d in quickstart_documents(gitops_repo) if d["kind"] != "Secret"]
-    for document in documents:
-        if document["kind"] == "PromotionTask":
-            steps = document["spec"]["steps"]
-            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
-    documents.append(
-        {
-            "apiVersion": "kargo.akuity.io/v1alpha1",
-            "kind": "ProjectConfig",
-            "metadata": {"name": PROJECT, "namespace": PROJECT},
-            "spec": {
-                "promotionPolicies": [
-                    {"stage": "test", "approval": {"approvers": ["alice"], "timeout": "1h"}}
-                ]
-            },
-        }
-    )
-    (resources,) = group_by_project(load_text(dump(documents), source="shorthand")).values()
+    resources = gated_at_test(gitops_repo, "shorthand")
     freight = freight_for("1.29.5")
     await apply_project(client, with_freight(resources, freight))
     ticket = await promote_in_stage(client, PROJECT, "test", freight.alias or "", "dev")

@@ -34,8 +34,8 @@ from freightline.errors import ConfigError, FreightlineError
 from freightline.kargo.config import group_by_project, load_text
 from freightline.settings import UiSettings
 from tests.conftest import wait_for
-from tests.pipelines import dump, freight_for, with_freight
-from tests.test_ui import PROJECT, gated_at_test, login, users_file
+from tests.pipelines import dump, freight_for, gated_at_test, with_freight
+from tests.test_ui import PROJECT, login, users_file
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 

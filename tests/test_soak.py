@@ -12,7 +12,13 @@ from freightline.app.client import apply_project, stage_states
 from freightline.kargo.config import group_by_project, load_text
 from freightline.settings import load_settings
 from tests.conftest import wait_for
-from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight
+from tests.pipelines import (
+    AUTO_PROMOTE_ALL,
+    dump,
+    freight_for,
+    up_to_push_documents,
+    with_freight,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +30,8 @@ async def test_uat_waits_the_required_soak_time_after_test_verified(
 
     client = time_skipping_client
     monkeypatch.setenv("FREIGHTLINE_TASK_QUEUE", "soak")
-    documents = [d for d in quickstart_documents(gitops_repo) if d["kind"] != "Secret"]
+    documents = up_to_push_documents(gitops_repo)
     for document in documents:
-        if document["kind"] == "PromotionTask":
-            steps = document["spec"]["steps"]
-            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
         if document["kind"] == "Stage" and document["metadata"]["name"] == "uat":
             document["spec"]["requestedFreight"][0]["sources"]["requiredSoakTime"] = "1h"
     (resources,) = group_by_project(

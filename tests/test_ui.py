@@ -33,16 +33,14 @@ from freightline.app.ui_auth import access_for, hash_password
 from freightline.contracts.promotion import PromotionPhase, PromotionResult
 from freightline.contracts.stage import StageState
 from freightline.errors import FreightlineError
-from freightline.kargo.config import group_by_project, load_text
-from freightline.kargo.resources import Freight, ProjectResources
+from freightline.kargo.resources import Freight
 from freightline.settings import UiSettings, load_settings
 from sandbox.registry import free_port
 from tests.conftest import wait_for
 from tests.pipelines import (
-    dump,
     freight_for,
+    gated_at_test,
     quickstart_auto,
-    quickstart_documents,
     quickstart_up_to_push,
     with_freight,
 )
@@ -55,29 +53,6 @@ CHROMIUM = "/usr/bin/chromium"
 PROJECT = "kargo-demo"
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "victor": "victor-pw"}
 XSS = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
-
-
-def gated_at_test(repo: Path) -> ProjectResources:
-    """The quickstart up to git-push, with an approval gate (alice) on Stage test."""
-    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
-    for document in documents:
-        if document["kind"] == "PromotionTask":
-            steps = document["spec"]["steps"]
-            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
-    documents.append(
-        {
-            "apiVersion": "kargo.akuity.io/v1alpha1",
-            "kind": "ProjectConfig",
-            "metadata": {"name": PROJECT, "namespace": PROJECT},
-            "spec": {
-                "promotionPolicies": [
-                    {"stage": "test", "approval": {"approvers": ["alice"], "timeout": "1h"}}
-                ]
-            },
-        }
-    )
-    (resources,) = group_by_project(load_text(dump(documents), source="ui")).values()
-    return resources
 
 
 def users_file(path: Path) -> Path:

@@ -24,7 +24,13 @@ from freightline.contracts.stage import StageState
 from freightline.kargo.config import group_by_project, load_text
 from tests.conftest import wait_for
 from tests.metric_server import ErrorRateServer
-from tests.pipelines import AUTO_PROMOTE_ALL, dump, freight_for, quickstart_documents, with_freight
+from tests.pipelines import (
+    AUTO_PROMOTE_ALL,
+    dump,
+    freight_for,
+    up_to_push_documents,
+    with_freight,
+)
 from tests.test_windows import current_details
 
 pytestmark = pytest.mark.integration
@@ -33,11 +39,8 @@ PROJECT = "kargo-demo"
 
 
 def verified_pipeline(repo: Path, url: str, *, rollback: bool, interval: str = "1s") -> Any:
-    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
+    documents = up_to_push_documents(repo)
     for document in documents:
-        if document["kind"] == "PromotionTask":
-            steps = document["spec"]["steps"]
-            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
         if document["kind"] == "Stage" and document["metadata"]["name"] == "test":
             document["spec"]["verification"] = {
                 "analysisTemplates": [{"name": "error-rate"}],

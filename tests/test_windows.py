@@ -15,12 +15,16 @@ from temporalio.worker import Worker
 from freightline.app.client import apply_project, start_promotion
 from freightline.contracts.names import PROMOTION_WORKFLOW, task_queue
 from freightline.contracts.promotion import PromotionPhase, PromotionRequest, PromotionResult
-from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.resources import ProjectConfig, PromotionWindow
 from freightline.kargo.windows import evaluate, next_allowed, windows_for
 from sandbox.gitops import branch_head
 from tests.conftest import wait_for
-from tests.pipelines import dump, freight_for, quickstart_documents, with_freight
+from tests.pipelines import (
+    freight_for,
+    project_of,
+    up_to_push_documents,
+    with_freight,
+)
 
 
 def window(kind: str, name: str, **fields: Any) -> PromotionWindow:
@@ -157,21 +161,13 @@ def test_windows_are_scoped_by_stage_selector(gitops_repo: Path) -> None:
 
 
 def project_with_windows(repo: Path, windows: list[dict[str, Any]]) -> Any:
-    documents = [d for d in quickstart_documents(repo) if d["kind"] != "Secret"]
-    for document in documents:
-        if document["kind"] == "PromotionTask":
-            steps = document["spec"]["steps"]
-            document["spec"]["steps"] = steps[: [s["uses"] for s in steps].index("git-push") + 1]
-    documents.append(
-        {
-            "apiVersion": "kargo.akuity.io/v1alpha1",
-            "kind": "ProjectConfig",
-            "metadata": {"name": "kargo-demo", "namespace": "kargo-demo"},
-            "spec": {"promotionWindows": windows},
-        }
-    )
-    (resources,) = group_by_project(load_text(dump(documents), source="windows")).values()
-    return resources
+    config = {
+        "apiVersion": "kargo.akuity.io/v1alpha1",
+        "kind": "ProjectConfig",
+        "metadata": {"name": "kargo-demo", "namespace": "kargo-demo"},
+        "spec": {"promotionWindows": windows},
+    }
+    return project_of([*up_to_push_documents(repo), config], "windows")
 
 
 async def current_details(handle: WorkflowHandle[Any, Any]) -> str:

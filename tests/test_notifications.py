@@ -18,7 +18,7 @@ from freightline.app.client import decide_promotion
 from freightline.contracts.notifications import NotificationEvent, redacted
 from freightline.contracts.promotion import PromotionPhase, PromotionResult
 from freightline.settings import NOTIFY_URLS_ENV, load_settings
-from tests.conftest import wait_for
+from tests.conftest import recorded_text, wait_for
 from tests.test_approval import failure, gated, start, waiting_for_approval
 
 
@@ -115,7 +115,7 @@ async def test_events_arrive_and_dead_endpoints_do_not_stall_the_promotion(
     assert succeeded["text"].startswith(":white_check_mark: promoted freight")
     assert succeeded["freightAlias"] == result.freight_alias
     # Endpoint URLs (and their secret paths) never reach the promotion's history.
-    history = json.dumps((await handle.fetch_history()).to_json_dict())
+    history = await recorded_text(handle)
     assert "secret-token" not in history and "127.0.0.1" not in history
 
 
@@ -151,7 +151,7 @@ async def test_no_endpoints_configured_starts_no_notification(
     await waiting_for_approval(handle)
     await decide_promotion(client, handle.id, "approve", "alice")
     await handle.result()
-    history = json.dumps((await handle.fetch_history()).to_json_dict())
+    history = await recorded_text(handle)
     assert "START_CHILD_WORKFLOW" not in history
 
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import httpx
 
+from sandbox.services import LocalService, stop_process
+
 REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -75,8 +77,10 @@ def digest_of(data: bytes) -> str:
 
 
 @dataclass
-class Registry:
-    """A running registry process."""
+class Registry(LocalService):
+    """A running registry process (``start_registry`` starts it); ``with`` stops it."""
+
+    name = "docker-registry"
 
     host: str  # "127.0.0.1:PORT", as an image reference names it
     process: subprocess.Popen[bytes]
@@ -104,13 +108,11 @@ class Registry:
             time.sleep(0.1)
         return self.requests()
 
+    def start(self) -> None:
+        """Nothing: ``start_registry`` returns it serving."""
+
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=10)
 
 
 def start_registry(

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+
 from sandbox.registry import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
@@ -57,8 +59,19 @@ __all__ = [
     "digest_of",
     "free_port",
     "htpasswd_line",
+    "start_basic_registry",
     "start_registry",
 ]
+
+
+def start_basic_registry(workdir: Path, user: str, password: str) -> Registry:
+    """A registry behind Basic authentication (an htpasswd file of one user); its pusher
+    sends that user's credentials."""
+    htpasswd = workdir / "htpasswd"
+    htpasswd.write_text(htpasswd_line(user, password))
+    registry = start_registry(workdir, auth={"htpasswd": {"realm": "test", "path": str(htpasswd)}})
+    registry.headers = {"Authorization": httpx.BasicAuth(user, password)._auth_header}
+    return registry
 
 
 def _b64url(data: bytes) -> str:

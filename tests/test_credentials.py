@@ -45,6 +45,27 @@ def store_of(tmp_path: Path, *documents: dict[str, Any]) -> CredentialStore:
     return CredentialStore(path)
 
 
+def serving_secrets() -> list[dict[str, Any]]:
+    """A git regex over an org (password), an SSH deploy key and an image Secret."""
+    return [
+        secret(
+            "org-repos",
+            "git",
+            repoURL=r"^https://github\.com/example/.*$",
+            repoURLIsRegex="true",
+            username="ada",
+            password=PASSWORD,
+        ),
+        secret(
+            "deploy-key",
+            "git",
+            repoURL="ssh://git@git.example.com/team/gitops.git",
+            sshPrivateKey=SSH_KEY,
+        ),
+        secret("ghcr", "image", repoURL="ghcr.io/example/app", username="bot", password=PASSWORD),
+    ]
+
+
 def test_kargo_secrets_move_over_unchanged(tmp_path: Path) -> None:
     encoded = {
         "apiVersion": "v1",
@@ -61,21 +82,7 @@ def test_kargo_secrets_move_over_unchanged(tmp_path: Path) -> None:
     }
     store = store_of(
         tmp_path,
-        secret(
-            "org-repos",
-            "git",
-            repoURL=r"^https://github\.com/example/.*$",
-            repoURLIsRegex="true",
-            username="ada",
-            password=PASSWORD,
-        ),
-        secret(
-            "deploy-key",
-            "git",
-            repoURL="ssh://git@git.example.com/team/gitops.git",
-            sshPrivateKey=SSH_KEY,
-        ),
-        secret("ghcr", "image", repoURL="ghcr.io/example/app", username="bot", password=PASSWORD),
+        *serving_secrets(),
         encoded,
         secret("slack", "generic", token=PASSWORD),
         secret("hook", None, namespace="kargo-demo", secret=HOOK),
@@ -190,21 +197,7 @@ def run_check(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
     (tmp_path / "kargo.yaml").write_text(PROJECT)
     store_of(
         tmp_path,
-        secret(
-            "org-repos",
-            "git",
-            repoURL=r"^https://github\.com/example/.*$",
-            repoURLIsRegex="true",
-            username="ada",
-            password=PASSWORD,
-        ),
-        secret(
-            "deploy-key",
-            "git",
-            repoURL="ssh://git@git.example.com/team/gitops.git",
-            sshPrivateKey=SSH_KEY,
-        ),
-        secret("ghcr", "image", repoURL="ghcr.io/example/app", username="bot", password=PASSWORD),
+        *serving_secrets(),
         secret("hook", None, namespace="kargo-demo", secret=HOOK),
     )
     environment = {

@@ -87,9 +87,8 @@ def chart_repo(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    registry = start_registry(tmp_path_factory.mktemp("helm-registry"))
-    yield registry
-    registry.stop()
+    with start_registry(tmp_path_factory.mktemp("helm-registry")) as registry:
+        yield registry
 
 
 @pytest.fixture

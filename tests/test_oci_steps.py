@@ -36,7 +36,7 @@ from tests.registry_fixture import (
     TokenIssuer,
     TokenServer,
     digest_of,
-    htpasswd_line,
+    start_basic_registry,
     start_registry,
 )
 from tests.step_runs import (
@@ -55,33 +55,20 @@ EXAMPLE_CONFIG = "application/vnd.example.config.v1+json"
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = start_registry(tmp_path_factory.mktemp("oci-registry"))
-    try:
+    with start_registry(tmp_path_factory.mktemp("oci-registry")) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="module")
 def other(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = start_registry(tmp_path_factory.mktemp("oci-other"))
-    try:
+    with start_registry(tmp_path_factory.mktemp("oci-other")) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    workdir = tmp_path_factory.mktemp("oci-guarded")
-    htpasswd = workdir / "htpasswd"
-    htpasswd.write_text(htpasswd_line("robot", "s3cret"))
-    reg = start_registry(workdir, auth={"htpasswd": {"realm": "test", "path": str(htpasswd)}})
-    reg.headers = {"Authorization": httpx.BasicAuth("robot", "s3cret")._auth_header}
-    try:
+    with start_basic_registry(tmp_path_factory.mktemp("oci-guarded"), "robot", "s3cret") as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 def freight(

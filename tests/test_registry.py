@@ -46,7 +46,7 @@ from tests.registry_fixture import (
     TokenIssuer,
     TokenServer,
     free_port,
-    htpasswd_line,
+    start_basic_registry,
     start_registry,
 )
 
@@ -128,11 +128,8 @@ class Images:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = start_registry(tmp_path_factory.mktemp("registry"))
-    try:
+    with start_registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="module")
@@ -435,19 +432,12 @@ def test_bad_repo_url(repo_url: str) -> None:
 
 @pytest.fixture(scope="module")
 def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    workdir = tmp_path_factory.mktemp("basic-registry")
-    htpasswd = workdir / "htpasswd"
-    htpasswd.write_text(htpasswd_line("robot", "s3cret"))
-    reg = start_registry(workdir, auth={"htpasswd": {"realm": "test-realm", "path": str(htpasswd)}})
-    reg.headers = {"Authorization": httpx.BasicAuth("robot", "s3cret")._auth_header}
-    pusher = Pusher(reg)
-    try:
+    with start_basic_registry(tmp_path_factory.mktemp("basic-registry"), "robot", "s3cret") as reg:
+        pusher = Pusher(reg)
         for tag in ("1.0.0", "1.1.0", "2.0.0"):
             pusher.image("app", tag)
         pusher.close()
         yield reg
-    finally:
-        reg.stop()
 
 
 async def test_basic_auth(basic_registry: Registry) -> None:

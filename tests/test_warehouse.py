@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
@@ -65,7 +64,13 @@ from freightline.kargo.resources import (
 )
 from tests.conftest import wait_for
 from tests.pipelines import dump
-from tests.registry_fixture import Pusher, Registry, free_port, htpasswd_line, start_registry
+from tests.registry_fixture import (
+    Pusher,
+    Registry,
+    free_port,
+    start_basic_registry,
+    start_registry,
+)
 from tests.test_git_discovery import Upstream
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -279,21 +284,15 @@ def stage_doc(
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = start_registry(tmp_path_factory.mktemp("warehouse-registry"))
-    yield reg
-    reg.stop()
+    with start_registry(tmp_path_factory.mktemp("warehouse-registry")) as reg:
+        yield reg
 
 
 @pytest.fixture(scope="module")
 def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     workdir = tmp_path_factory.mktemp("warehouse-basic-registry")
-    (workdir / "htpasswd").write_text(htpasswd_line("robot", "s3cret-pw"))
-    reg = start_registry(
-        workdir, auth={"htpasswd": {"realm": "r", "path": str(workdir / "htpasswd")}}
-    )
-    reg.headers = {"Authorization": httpx.BasicAuth("robot", "s3cret-pw")._auth_header}
-    yield reg
-    reg.stop()
+    with start_basic_registry(workdir, "robot", "s3cret-pw") as reg:
+        yield reg
 
 
 def push(registry: Registry, repo: str, *tags: str) -> dict[str, str]:

@@ -21,9 +21,15 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import (
+    QueryRejectCondition,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -407,9 +413,15 @@ class ProjectActivities:
 async def cluster_resources(client: Client) -> ClusterResources:
     """The cluster-scoped resources (none before the first cluster-scoped apply)."""
     try:
+        # Only a running Cluster workflow answers: a closed one (terminated by hand) would need
+        # a worker to replay it, and holds nothing current.
         resources: ClusterResources = await client.get_workflow_handle(CLUSTER_WORKFLOW_ID).query(
-            "resources", result_type=ClusterResources
+            "resources",
+            result_type=ClusterResources,
+            reject_condition=QueryRejectCondition.NOT_OPEN,
         )
+    except WorkflowQueryRejectedError:
+        return ClusterResources()
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
             return ClusterResources()

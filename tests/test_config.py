@@ -239,6 +239,15 @@ def test_every_kind_round_trips_through_json() -> None:
               metrics:
               - name: health
                 provider: {web: {url: http://127.0.0.1:8080/health}}
+            ---
+            apiVersion: kargo.akuity.io/v1alpha1
+            kind: ClusterConfig
+            metadata:
+              name: cluster
+            spec:
+              webhookReceivers:
+              - name: shared
+                github: {secretRef: {name: shared-secret}}
             """
         )
     )

@@ -34,11 +34,13 @@ from temporalio.worker import Worker
 from freightline.app.client import apply_project
 from freightline.app.webhooks import DeliveryLog, Refresher, WebhookServer
 from freightline.contracts.names import FREIGHT_QUERY, warehouse_workflow_id
-from freightline.kargo.config import group_by_project, load_text
+from freightline.errors import ConfigError
+from freightline.kargo.config import group_by_project, group_cluster, load_text
 from freightline.kargo.credentials import CredentialStore
-from freightline.kargo.resources import Freight, ProjectResources, WebhookReceiver
+from freightline.kargo.resources import ClusterConfig, Freight, ProjectResources, WebhookReceiver
 from freightline.kargo.webhooks import (
     SECRET_KEYS,
+    bind_cluster_receivers,
     hmac_sha256,
     read_event,
     receiver_path,
@@ -569,3 +571,95 @@ async def test_a_broken_credentials_file_disables_receivers_with_one_clear_line(
     errors = [e for e in logs if e["event"] == "webhook receivers: cannot read credentials"]
     assert len(errors) == 1  # rebuilt at most once a second, not per request
     assert "Secret x" in errors[0]["error"] and "data.k is not base64" in errors[0]["error"]
+
+
+# --- ClusterConfig: receivers for every project ----------------------------------------------
+
+CLUSTER_CONFIG = """
+apiVersion: kargo.akuity.io/v1alpha1
+kind: ClusterConfig
+metadata: {name: NAME}
+spec:
+  webhookReceivers:
+  - name: shared-github
+    github: {secretRef: {name: shared-github-secret}}
+"""
+
+
+def test_a_cluster_config_is_named_cluster_and_its_paths_are_kargos() -> None:
+    with pytest.raises(ConfigError, match='a ClusterConfig must be named "cluster"'):
+        group_cluster(load_text(CLUSTER_CONFIG.replace("NAME", "other")))
+    config = group_cluster(load_text(CLUSTER_CONFIG.replace("NAME", "cluster"))).cluster_config
+    (bound,) = bind_cluster_receivers(config, lambda project, name: {"secret": "s3"})
+    # Kargo hashes a cluster receiver's name and secret with no project before them.
+    digest = hashlib.sha256(b"shared-github" + b"s3").hexdigest()
+    assert (bound.project, bound.path) == ("", f"/github/{digest}")
+
+
+class ClusterConfigs(Configs):
+    """Projects from their documents and a ClusterConfig, signals to real Temporal."""
+
+    def __init__(
+        self, client: Client, projects: dict[str, ProjectResources], cluster: ClusterConfig | None
+    ) -> None:
+        super().__init__(client, projects)
+        self.cluster = cluster
+
+    async def cluster_config(self) -> ClusterConfig | None:
+        return self.cluster
+
+
+async def test_a_cluster_receiver_refreshes_the_subscribed_warehouses_of_every_project(
+    client: Client, tmp_path: Path
+) -> None:
+    repo = EXPECTED["github-push.json"][1]
+    assert repo is not None
+    projects = {
+        name: resources_of(documents(name, warehouses={"app": repo, "other": OTHER}))
+        for name in (f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}")
+    }
+    queue = f"nobody-polls-{uuid.uuid4().hex[:8]}"
+    handles = {
+        (project, warehouse): await client.start_workflow(
+            "Warehouse", id=warehouse_workflow_id(project, warehouse), task_queue=queue
+        )
+        for project in projects
+        for warehouse in ("app", "other")
+    }
+    cluster = group_cluster(load_text(CLUSTER_CONFIG.replace("NAME", "cluster"))).cluster_config
+    secret = "cluster-wide-github-secret"
+    creds = tmp_path / "creds.yaml"
+    shared = {"apiVersion": "v1", "kind": "Secret", "stringData": {"secret": secret}}
+    creds.write_text(dump([{**shared, "metadata": {"name": "shared-github-secret"}}]))
+    server = WebhookServer(
+        client,
+        credentials=CredentialStore(creds),
+        refresher=ClusterConfigs(client, projects, cluster),
+        host="127.0.0.1",
+    )
+    body = fixture("github-push.json")
+    headers = signed("github", body, HEADERS["github-push.json"]["headers"], secret)
+    path = receiver_path("", "github", "shared-github", secret)
+    try:
+        async with (
+            server,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as http,
+        ):
+            answer = await http.post(path, content=body, headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["refreshed"] == sorted(f"{p}/app" for p in projects)
+            # A Secret of one project does not serve a cluster receiver (Kargo reads those
+            # from its cluster Secrets namespace): the receiver is disabled, its path unknown.
+            scoped = {"name": "shared-github-secret", "namespace": next(iter(projects))}
+            creds.write_text(dump([{**shared, "metadata": scoped}]))
+            server.index.max_age = 0.0  # rebuild at the next request, reading the file again
+            refused = await http.post(path, content=body, headers=headers)
+            assert refused.status_code == 404
+        for (_, warehouse), handle in handles.items():
+            assert await signals(handle) == (1 if warehouse == "app" else 0)
+    finally:
+        for handle in handles.values():
+            await handle.terminate("test finished")
+
+
+OTHER = {"git": "https://github.com/example/unrelated.git"}

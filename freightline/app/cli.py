@@ -237,7 +237,7 @@ async def delete(
         str,
         typer.Argument(
             help="stage, warehouse, promotiontask, analysistemplate, configmap, freight or "
-            "clusteranalysistemplate."
+            "clusteranalysistemplate, clusterconfig."
         ),
     ],
     name: Annotated[str, typer.Argument(help="The resource's name.")],
@@ -246,6 +246,7 @@ async def delete(
     """Delete a resource from a project (refused while others still use it)."""
     from freightline.app.client import delete_resource
     from freightline.app.temporal import connect
+    from freightline.kargo.resources import CLUSTER_KINDS
 
     kinds = {
         k.lower(): k
@@ -257,13 +258,14 @@ async def delete(
             "ConfigMap",
             "Freight",
             "ClusterAnalysisTemplate",
+            "ClusterConfig",
         )
     }
     if kind.lower() not in kinds:
         raise fail(f'cannot delete "{kind}": one of {", ".join(kinds)}')
     chosen = kinds[kind.lower()]
     # A cluster-scoped kind belongs to no project: none need be named.
-    in_project = "" if chosen == "ClusterAnalysisTemplate" else _project(project)
+    in_project = "" if chosen in CLUSTER_KINDS else _project(project)
     answer = await delete_resource(await connect(), in_project, chosen, name, _user())
     console.print(answer)
 

@@ -118,7 +118,8 @@ async def apply_everything(
         problems = [line for group in named for line in missing_cluster_templates(group, known)]
         if problems:
             raise ConfigError("\n".join(problems))
-    results = [await apply_cluster(client, cluster)] if cluster.analysis_templates else []
+    shared = cluster.analysis_templates or cluster.cluster_config is not None
+    results = [await apply_cluster(client, cluster)] if shared else []
     for group in projects:
         results.append(await apply_project(client, group))
     return results

@@ -65,11 +65,18 @@ from freightline.contracts.names import (
 from freightline.errors import CredentialError
 from freightline.kargo.credentials import CredentialStore
 from freightline.kargo.mirrors import originals_of
-from freightline.kargo.resources import RECEIVER_TYPES, GenericReceiver, ProjectResources
+from freightline.kargo.resources import (
+    RECEIVER_TYPES,
+    ClusterConfig,
+    GenericReceiver,
+    ProjectResources,
+)
 from freightline.kargo.webhooks import (
+    CLUSTER_PROJECT,
     MAX_BODY_BYTES,
     BoundReceiver,
     WebhookEvent,
+    bind_cluster_receivers,
     bind_receivers,
     generic_targets,
     hmac_sha256,
@@ -185,6 +192,12 @@ class Refresher:
             refreshed.append(name)
         return refreshed
 
+    async def cluster_config(self) -> ClusterConfig | None:
+        """The ClusterConfig applied to the cluster, if any."""
+        from activities.project import cluster_resources
+
+        return (await cluster_resources(self.client)).cluster_config
+
     async def projects(self) -> list[str]:
         """The projects with a running configuration workflow."""
         query = f"WorkflowType = '{PROJECT_WORKFLOW}' AND ExecutionStatus = 'Running'"
@@ -265,12 +278,17 @@ class ReceiverIndex:
             if self._built_at != since:
                 return  # another request rebuilt it while this one waited
             paths: dict[str, BoundReceiver] = {}
-            for project in await self.refresher.projects():
-                resources = await self.refresher.resources(project)
-                if resources is None:
+            cluster_config = await self.refresher.cluster_config()
+            for project in [CLUSTER_PROJECT, *await self.refresher.projects()]:
+                resources = await self.refresher.resources(project) if project else None
+                if project and resources is None:
                     continue
                 try:
-                    bound = bind_receivers(resources, self.credentials.secret)
+                    bound = (
+                        bind_receivers(resources, self.credentials.secret)
+                        if resources is not None
+                        else bind_cluster_receivers(cluster_config, self.credentials.secret)
+                    )
                 except CredentialError as err:
                     # No secret can be read, so no receiver can check a request; the
                     # rebuild still counts, so a broken file is not re-read per request.
@@ -281,7 +299,7 @@ class ReceiverIndex:
                     if receiver.problem:
                         log.warning(
                             "webhook receiver disabled",
-                            project=project,
+                            project=project or "(cluster)",
                             receiver=receiver.receiver.name,
                             reason=receiver.problem,
                         )
@@ -356,6 +374,8 @@ class ReceiverRoutes:
             # its promotions are woken.
             log.info("webhook pull request", **where, pull_request=event.pr_url, promotions=0)
             return JSONResponse({"msg": "refreshed 0 promotion(s)", "refreshed": []})
+        if bound.project == CLUSTER_PROJECT:
+            return await self._act_everywhere(bound, event, headers, request, where)
         resources = await self.refresher.resources(bound.project)
         if resources is None:
             raise HTTPException(HTTPStatus.NOT_FOUND, f'no project "{bound.project}"')
@@ -382,6 +402,37 @@ class ReceiverRoutes:
         refreshed = await self.refresher.signal(bound.project, names)
         if names:
             log.info("webhook", **where, repos=list(event.repo_urls), refreshed=refreshed)
+        return JSONResponse(
+            {"msg": f"refreshed {len(refreshed)} warehouse(s)", "refreshed": refreshed}
+        )
+
+    async def _act_everywhere(
+        self,
+        bound: BoundReceiver,
+        event: WebhookEvent,
+        headers: Mapping[str, str],
+        request: Request,
+        where: dict[str, str],
+    ) -> Response:
+        """A ClusterConfig receiver's event: the subscribed Warehouses of every project
+        (``project/warehouse`` in the answer), as Kargo's cluster receivers refresh them."""
+        refreshed: list[str] = []
+        for project in await self.refresher.projects():
+            resources = await self.refresher.resources(project)
+            if resources is None:
+                continue
+            if event.kind == "generic":
+                config = bound.receiver.config
+                assert isinstance(config, GenericReceiver)
+                query = dict(request.query_params)
+                results = generic_targets(config, resources, headers, query, event.body)
+                names = sorted({w for r in results for w in r.warehouses})
+            else:
+                names = matching_warehouses(resources, event.repo_urls)
+            refreshed += [
+                f"{project}/{name}" for name in await self.refresher.signal(project, names)
+            ]
+        log.info("webhook", **where, repos=list(event.repo_urls), refreshed=refreshed)
         return JSONResponse(
             {"msg": f"refreshed {len(refreshed)} warehouse(s)", "refreshed": refreshed}
         )

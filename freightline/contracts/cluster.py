@@ -2,9 +2,10 @@
 merges into it.
 
 Kargo and Argo Rollouts keep a few kinds outside any namespace, shared by every project:
-here ``ClusterAnalysisTemplate``. Freightline keeps them in one workflow
-(``CLUSTER_WORKFLOW_ID``); each Project's reconcile reads them and hands a Stage the ones its
-verification names, and a change makes every Project reconcile at once.
+here ``ClusterAnalysisTemplate`` and ``ClusterConfig`` (its webhook receivers). Freightline
+keeps them in one workflow (``CLUSTER_WORKFLOW_ID``); each Project's reconcile reads them and
+hands a Stage the ones its verification names, a change makes every Project reconcile at
+once, and the webhook server reads the ClusterConfig's receivers.
 """
 
 from __future__ import annotations
@@ -52,10 +53,20 @@ def merge_cluster(
         else:
             updated.append(label)
         merged[name] = template
+    changes: dict[str, object] = {"analysis_templates": merged}
+    if incoming.cluster_config is not None:
+        label = f"ClusterConfig/{incoming.cluster_config.name}"
+        if current.cluster_config is None:
+            created.append(label)
+        elif current.cluster_config == incoming.cluster_config:
+            unchanged.append(label)
+        else:
+            updated.append(label)
+        changes["cluster_config"] = incoming.cluster_config
     result = ApplyResult(
         project=CLUSTER, created=tuple(created), updated=tuple(updated), unchanged=tuple(unchanged)
     )
-    return current.model_copy(update={"analysis_templates": merged}), result
+    return current.model_copy(update=changes), result
 
 
 def remove_cluster_resource(current: ClusterResources, kind: str, name: str) -> ClusterResources:
@@ -63,8 +74,14 @@ def remove_cluster_resource(current: ClusterResources, kind: str, name: str) -> 
 
     A Stage that still names it fails its next verification with a message naming it, as a
     Kargo AnalysisRun does whose template is gone."""
+    if kind == "ClusterConfig":
+        if current.cluster_config is None or current.cluster_config.name != name:
+            raise ConfigError(f'the cluster has no ClusterConfig "{name}"')
+        return current.model_copy(update={"cluster_config": None})
     if kind != "ClusterAnalysisTemplate":
-        raise ConfigError(f'cannot delete cluster-scoped kind "{kind}": ClusterAnalysisTemplate')
+        raise ConfigError(
+            f'cannot delete cluster-scoped kind "{kind}": ClusterAnalysisTemplate or ClusterConfig'
+        )
     if name not in current.analysis_templates:
         raise ConfigError(f'the cluster has no ClusterAnalysisTemplate "{name}"')
     remaining = {k: v for k, v in current.analysis_templates.items() if k != name}

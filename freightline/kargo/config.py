@@ -63,6 +63,7 @@ from freightline.kargo.credentials import CRED_TYPE_LABEL
 from freightline.kargo.resources import (
     API_VERSIONS,
     CHART_REPO_URL_PATTERN,
+    CLUSTER_CONFIG_NAME,
     CLUSTER_KINDS,
     DNS_SUBDOMAIN_PATTERN,
     GIT_REPO_URL_PATTERN,
@@ -71,6 +72,7 @@ from freightline.kargo.resources import (
     VAR_NAME_PATTERN,
     AnalysisTemplate,
     ClusterAnalysisTemplate,
+    ClusterConfig,
     ClusterResources,
     ConfigMap,
     Freight,
@@ -323,6 +325,7 @@ def _as_resource(resource: ResourceBase) -> Resource:
         | Promotion
         | AnalysisTemplate
         | ClusterAnalysisTemplate
+        | ClusterConfig
         | ConfigMap,
     ):
         return resource
@@ -606,21 +609,34 @@ def group_by_project(resources: Iterable[ResourceBase]) -> dict[str, ProjectReso
 
 
 def group_cluster(resources: Iterable[ResourceBase]) -> ClusterResources:
-    """The cluster-scoped resources among ``resources`` (ClusterAnalysisTemplates).
+    """The cluster-scoped resources among ``resources`` (ClusterAnalysisTemplates, the
+    ClusterConfig).
 
     Raises ConfigError for a duplicate name or a namespace on a cluster-scoped kind.
     """
     problems: list[str] = []
     cluster = ClusterResources()
     for resource in resources:
-        if not isinstance(resource, ClusterAnalysisTemplate):
+        if not isinstance(resource, ClusterAnalysisTemplate | ClusterConfig):
             continue
         if resource.namespace is not None:
             problems.append(
                 f"{_where(resource, ('metadata', 'namespace'))}metadata.namespace: a "
                 f"{resource.kind} is cluster-scoped (shared by every project): remove it"
             )
-        elif resource.name in cluster.analysis_templates:
+            continue
+        if isinstance(resource, ClusterConfig):
+            if resource.name != CLUSTER_CONFIG_NAME:
+                problems.append(
+                    f"{_where(resource, ('metadata', 'name'))}metadata.name: a ClusterConfig "
+                    f'must be named "{CLUSTER_CONFIG_NAME}", as in Kargo, got "{resource.name}"'
+                )
+            elif cluster.cluster_config is not None:
+                problems.append(f"{_where(resource)}a second ClusterConfig")
+            else:
+                cluster.cluster_config = resource
+            continue
+        if resource.name in cluster.analysis_templates:
             first = cluster.analysis_templates[resource.name].source
             at = f" (first at {first.file}:{first.line})" if first else ""
             problems.append(

@@ -539,6 +539,23 @@ class ProjectConfig(ResourceBase):
     spec: ProjectConfigSpec = Field(default_factory=ProjectConfigSpec)
 
 
+class ClusterConfigSpec(KargoModel):
+    """``ClusterConfig.spec``: the cluster-scoped webhook receivers."""
+
+    webhook_receivers: list[WebhookReceiver] | None = None
+
+
+class ClusterConfig(ResourceBase):
+    """Kargo's cluster-level configuration (one, named ``cluster``): webhook receivers that
+    refresh the subscribed Warehouses of every project."""
+
+    api_version: Literal["kargo.akuity.io/v1alpha1"] = Field(
+        default=KARGO_API_VERSION, alias="apiVersion"
+    )
+    kind: Literal["ClusterConfig"] = "ClusterConfig"
+    spec: ClusterConfigSpec = Field(default_factory=ClusterConfigSpec)
+
+
 # --- checked at apply: constraints and expressions ------------------------------------------
 
 
@@ -1362,6 +1379,7 @@ Resource = Annotated[
     | Promotion
     | AnalysisTemplate
     | ClusterAnalysisTemplate
+    | ClusterConfig
     | ConfigMap,
     Field(discriminator="kind"),
 ]
@@ -1377,6 +1395,7 @@ RESOURCE_KINDS: dict[str, type[ResourceBase]] = {
     "Promotion": Promotion,
     "AnalysisTemplate": AnalysisTemplate,
     "ClusterAnalysisTemplate": ClusterAnalysisTemplate,
+    "ClusterConfig": ClusterConfig,
     "ConfigMap": ConfigMap,
 }
 """Model class by ``kind``."""
@@ -1386,8 +1405,10 @@ API_VERSIONS: dict[str, str] = {
 }
 """The ``apiVersion`` each kind is accepted under."""
 
-CLUSTER_KINDS: frozenset[str] = frozenset({"ClusterAnalysisTemplate"})
+CLUSTER_KINDS: frozenset[str] = frozenset({"ClusterAnalysisTemplate", "ClusterConfig"})
 """Kinds shared by every project (no ``metadata.namespace``): kept by the Cluster workflow."""
+CLUSTER_CONFIG_NAME = "cluster"
+"""The one ClusterConfig's name, as Kargo requires it."""
 
 
 class ClusterResources(BaseModel):
@@ -1396,6 +1417,7 @@ class ClusterResources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     analysis_templates: dict[str, ClusterAnalysisTemplate] = Field(default_factory=dict)
+    cluster_config: ClusterConfig | None = None
 
 
 class ProjectResources(BaseModel):

@@ -47,6 +47,7 @@ from freightline.kargo.expressions import evaluate, render_string
 from freightline.kargo.freight import normalize_chart_url, normalize_git_url, normalize_image_url
 from freightline.kargo.resources import (
     ArtifactoryReceiver,
+    ClusterConfig,
     GenericReceiver,
     GenericTargetSelection,
     ProjectResources,
@@ -56,11 +57,13 @@ from freightline.kargo.resources import (
 )
 
 __all__ = [
+    "CLUSTER_PROJECT",
     "MAX_BODY_BYTES",
     "SECRET_KEYS",
     "BoundReceiver",
     "GenericResult",
     "WebhookEvent",
+    "bind_cluster_receivers",
     "bind_receivers",
     "generic_targets",
     "hmac_sha256",
@@ -629,19 +632,42 @@ def bind_receivers(
     """Each of the project's receivers, with its path when ``secret(project, name)`` holds
     the key its provider needs."""
     config = resources.project_config
+    receivers = (config.spec.webhook_receivers or ()) if config else ()
+    return _bind(resources.name, receivers, secret)
+
+
+def bind_cluster_receivers(
+    config: ClusterConfig | None, secret: Callable[[str, str], Mapping[str, str] | None]
+) -> list[BoundReceiver]:
+    """The ClusterConfig's receivers (project ``""``, as Kargo builds their paths: the hash of
+    the receiver's name and secret alone); their Secrets are the ones serving every project
+    (no ``namespace``), as Kargo reads them from its cluster Secrets namespace."""
+    receivers = (config.spec.webhook_receivers or ()) if config else ()
+    return _bind(CLUSTER_PROJECT, receivers, secret)
+
+
+CLUSTER_PROJECT = ""
+"""The project of a cluster receiver: none (its events reach every project's Warehouses)."""
+
+
+def _bind(
+    project: str,
+    receivers: Iterable[WebhookReceiver],
+    secret: Callable[[str, str], Mapping[str, str] | None],
+) -> list[BoundReceiver]:
     bound = []
-    for receiver in (config.spec.webhook_receivers or ()) if config else ():
+    for receiver in receivers:
         secret_name = receiver.config.secret_ref.name
         key = SECRET_KEYS[receiver.receiver_type]
-        data = secret(resources.name, secret_name)
+        data = secret(project, secret_name)
         if data is None:
             problem = f"Secret {secret_name!r} is not in the credentials file"
         elif not data.get(key):
             problem = f"Secret {secret_name!r} has no {key!r} key"
         else:
             value = data[key]
-            path = receiver_path(resources.name, receiver.receiver_type, receiver.name, value)
-            bound.append(BoundReceiver(resources.name, receiver, value, path))
+            path = receiver_path(project, receiver.receiver_type, receiver.name, value)
+            bound.append(BoundReceiver(project, receiver, value, path))
             continue
-        bound.append(BoundReceiver(resources.name, receiver, problem=problem))
+        bound.append(BoundReceiver(project, receiver, problem=problem))
     return bound

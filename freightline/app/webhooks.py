@@ -375,7 +375,8 @@ class ReceiverRoutes:
             log.info("webhook pull request", **where, pull_request=event.pr_url, promotions=0)
             return JSONResponse({"msg": "refreshed 0 promotion(s)", "refreshed": []})
         if bound.project == CLUSTER_PROJECT:
-            return await self._act_everywhere(bound, event, headers, request, where)
+            query = dict(request.query_params)
+            return await self._act_everywhere(bound, event, (headers, query), where)
         resources = await self.refresher.resources(bound.project)
         if resources is None:
             raise HTTPException(HTTPStatus.NOT_FOUND, f'no project "{bound.project}"')
@@ -410,8 +411,7 @@ class ReceiverRoutes:
         self,
         bound: BoundReceiver,
         event: WebhookEvent,
-        headers: Mapping[str, str],
-        request: Request,
+        sent: tuple[Mapping[str, str], Mapping[str, str]],
         where: dict[str, str],
     ) -> Response:
         """A ClusterConfig receiver's event: the subscribed Warehouses of every project
@@ -424,7 +424,7 @@ class ReceiverRoutes:
             if event.kind == "generic":
                 config = bound.receiver.config
                 assert isinstance(config, GenericReceiver)
-                query = dict(request.query_params)
+                headers, query = sent  # a generic receiver's expressions read both
                 results = generic_targets(config, resources, headers, query, event.body)
                 names = sorted({w for r in results for w in r.warehouses})
             else:

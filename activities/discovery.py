@@ -92,7 +92,7 @@ class DiscoveryActivities:
         self.mirrors = dict(mirrors or {})  # the worker's registry mirrors (its settings)
         self.http_timeout = http_timeout
         self._http: httpx.AsyncClient | None = None
-        self._clients: OrderedDict[tuple[str, str], RegistryClient] = OrderedDict()
+        self._clients: OrderedDict[tuple[str, str, str], RegistryClient] = OrderedDict()
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -106,14 +106,15 @@ class DiscoveryActivities:
             self._http = None
         self._clients.clear()
 
-    def registry_client(self, cred_type: str, repo_url: str) -> RegistryClient:
-        """One client per subscribed repository, its credentials bound to that repository."""
-        key = (cred_type, repo_url)
+    def registry_client(self, cred_type: str, repo_url: str, project: str = "") -> RegistryClient:
+        """One client per subscribed repository (and project: a workload identity's login is
+        the project's), its credentials bound to that repository."""
+        key = (cred_type, repo_url, project)
         client = self._clients.get(key)
         if client is None:
 
             def provider(host: str) -> tuple[str, str] | None:
-                return self._login(cred_type, repo_url, host)
+                return self._login(cred_type, repo_url, host, project)
 
             client = self._clients[key] = RegistryClient(self.http, provider, mirrors=self.mirrors)
             while len(self._clients) > MAX_CLIENTS:
@@ -121,17 +122,21 @@ class DiscoveryActivities:
         self._clients.move_to_end(key)
         return client
 
-    def _login(self, cred_type: str, repo_url: str, host: str) -> tuple[str, str] | None:
+    def _login(
+        self, cred_type: str, repo_url: str, host: str, project: str = ""
+    ) -> tuple[str, str] | None:
         """A registry login for ``repo_url``: a Secret's username and password, the login its
         cloud identity or the worker's workload identity buys (cached; blocking I/O the first
         time, see :meth:`_prime`)."""
         return registry_login(
-            self.credentials, cred_type, repo_url, self.environ
-        ) or registry_login(self.credentials, cred_type, host, self.environ)
+            self.credentials, cred_type, repo_url, self.environ, project
+        ) or registry_login(self.credentials, cred_type, host, self.environ, project)
 
-    async def _prime(self, cred_type: str, repo_url: str) -> None:
+    async def _prime(self, cred_type: str, repo_url: str, project: str) -> None:
         """Buy a cloud identity's login off the event loop, before the registry client asks."""
-        await asyncio.to_thread(registry_login, self.credentials, cred_type, repo_url, self.environ)
+        await asyncio.to_thread(
+            registry_login, self.credentials, cred_type, repo_url, self.environ, project
+        )
 
     @boundary.defn(name="discover_warehouse")
     async def discover_warehouse(self, request: DiscoveryRequest) -> DiscoveryResult:
@@ -140,7 +145,9 @@ class DiscoveryActivities:
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self._discover(index, subscription, request.known_created))
+                    group.create_task(
+                        self._discover(index, subscription, request.known_created, request.project)
+                    )
                     for index, subscription in enumerate(request.subscriptions)
                 ]
         except* FreightlineError as errors:
@@ -150,23 +157,27 @@ class DiscoveryActivities:
         return DiscoveryResult(subscriptions=tuple(task.result() for task in tasks))
 
     async def _discover(
-        self, index: int, subscription: RepoSubscription, known_created: dict[str, str]
+        self,
+        index: int,
+        subscription: RepoSubscription,
+        known_created: dict[str, str],
+        project: str,
     ) -> SubscriptionDiscovery:
         label = subscription_label(index, subscription)
         try:
-            return await self._discover_one(subscription, known_created)
+            return await self._discover_one(subscription, known_created, project)
         except FreightlineError as err:
             err.locate(label)
             raise
 
     async def _discover_one(
-        self, subscription: RepoSubscription, known_created: dict[str, str]
+        self, subscription: RepoSubscription, known_created: dict[str, str], project: str
     ) -> SubscriptionDiscovery:
         if subscription.image is not None:
             repo_url = subscription.image.repo_url
-            await self._prime("image", repo_url)
+            await self._prime("image", repo_url, project)
             images = await discover_images(
-                self.registry_client("image", repo_url),
+                self.registry_client("image", repo_url, project),
                 repo_url,
                 image_policy(subscription),
                 known_created,
@@ -192,11 +203,11 @@ class DiscoveryActivities:
         assert chart is not None
         oci = chart.repo_url.startswith("oci://")
         if oci:
-            await self._prime("helm", chart.repo_url)
+            await self._prime("helm", chart.repo_url, project)
         charts = await discover_charts(
             chart,
             http=self.http,
-            registry=self.registry_client("helm", chart.repo_url) if oci else None,
+            registry=self.registry_client("helm", chart.repo_url, project) if oci else None,
             credentials=lambda url: self.credentials.basic("helm", url),
         )
         return SubscriptionDiscovery(

@@ -63,6 +63,7 @@ from freightline.kargo.credentials import CredentialEntry, CredentialStore
 __all__ = [
     "AcrWorkloadIdentity",
     "EcrAccessKey",
+    "EcrWorkloadIdentity",
     "GarServiceAccount",
     "RegistryIdentity",
     "identity_for",
@@ -84,9 +85,10 @@ REFRESH_MARGIN = 300.0
 
 
 class RegistryIdentity(Protocol):
-    """Something that logs in to a registry: ``(username, password)``, cached while valid."""
+    """Something that logs in to a registry: ``(username, password)``, cached while valid;
+    None when the identity may not (anonymous access, as Kargo treats a denied role)."""
 
-    def login(self) -> tuple[str, str]: ...
+    def login(self) -> tuple[str, str] | None: ...
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,7 @@ class EcrAccessKey:
             ) from None
         except BotoCoreError as err:
             raise CredentialError(f"ECR in {self.region}: {type(err).__name__}") from None
-        (data,) = answer["authorizationData"][:1]
-        username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
-        expires = data.get("expiresAt")
-        expires_at = expires.timestamp() if expires is not None else self.clock() + 3600
-        return _Login(username, password, expires_at)
+        return _ecr_answer(answer, self.clock)
 
 
 @dataclass(frozen=True, repr=False)
@@ -200,6 +198,60 @@ class GarServiceAccount:
         lifetime = body.get("expires_in")
         expires_at = self.clock() + (float(lifetime) if isinstance(lifetime, int | float) else 3600)
         return _Login(GAR_USERNAME, token, expires_at)
+
+
+@dataclass(frozen=True, repr=False)
+class EcrWorkloadIdentity:
+    """Amazon ECR with the worker's own AWS identity (IRSA's web identity, EKS Pod Identity:
+    the SDK's default chain), as Kargo's managed identity: the project's role
+    ``arn:aws:iam::<account>:role/kargo-project-<project>`` is assumed, then
+    ``GetAuthorizationToken`` gives the login. A role the worker may not assume, or that may
+    not read ECR, is anonymous access (None), as in Kargo."""
+
+    region: str
+    project: str
+    clock: Callable[[], float] = time.time
+
+    def __repr__(self) -> str:
+        return f"EcrWorkloadIdentity({self.region}, project {self.project})"
+
+    def login(self) -> tuple[str, str] | None:
+        key = ("ecr-workload", self.region, self.project)
+        try:
+            return CACHE.get(key, self.clock, self._mint)
+        except _Denied:
+            return None
+
+    def _mint(self) -> _Login:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            sts = boto3.client("sts", region_name=self.region)
+            account = sts.get_caller_identity()["Account"]
+            role = f"arn:aws:iam::{account}:role/kargo-project-{self.project}"
+            assumed = sts.assume_role(RoleArn=role, RoleSessionName="freightline")["Credentials"]
+            ecr = boto3.client(
+                "ecr",
+                region_name=self.region,
+                aws_access_key_id=assumed["AccessKeyId"],
+                aws_secret_access_key=assumed["SecretAccessKey"],
+                aws_session_token=assumed["SessionToken"],
+            )
+            answer = ecr.get_authorization_token()
+        except ClientError as err:
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = err.response.get("Error", {}).get("Code", "error")
+            if status == 403 or code in ("AccessDenied", "AccessDeniedException"):
+                raise _Denied from None
+            raise CredentialError(f"ECR in {self.region} for {self!r}: {code}") from None
+        except BotoCoreError as err:
+            raise CredentialError(f"ECR in {self.region}: {type(err).__name__}") from None
+        return _ecr_answer(answer, self.clock)
+
+
+class _Denied(Exception):
+    """The workload identity may not read the registry: anonymous, not an error."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -262,6 +314,15 @@ class AcrWorkloadIdentity:
         return _Login(ACR_USERNAME, refresh, self.clock() + ACR_REFRESH_LIFETIME)
 
 
+def _ecr_answer(answer: Mapping[str, Any], clock: Callable[[], float]) -> _Login:
+    """The login in ECR's ``GetAuthorizationToken`` answer: ``AWS:<password>``, base64."""
+    (data,) = answer["authorizationData"][:1]
+    username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+    expires = data.get("expiresAt")
+    expires_at = expires.timestamp() if expires is not None else clock() + 3600
+    return _Login(username, password, expires_at)
+
+
 def _token_from(answer: httpx.Response, field: str, who: str, identity: object) -> str:
     """``field`` of a token endpoint's JSON answer; a refusal is a CredentialError quoting the
     endpoint's error code (never a token)."""
@@ -319,11 +380,21 @@ def identity_for(entry: CredentialEntry, repo_url: str) -> RegistryIdentity | No
     return None
 
 
-def workload_identity_for(repo_url: str, environ: Mapping[str, str]) -> RegistryIdentity | None:
+def workload_identity_for(
+    repo_url: str, environ: Mapping[str, str], project: str = ""
+) -> RegistryIdentity | None:
     """The worker's own cloud identity for ``repo_url`` when no Secret serves it, as Kargo's
     workload-identity providers: ACR with Azure workload identity (``AZURE_CLIENT_ID``,
     ``AZURE_TENANT_ID``, ``AZURE_FEDERATED_TOKEN_FILE``, optional ``AZURE_AUTHORITY_HOST``,
-    the variables the Azure workload identity webhook injects). None otherwise."""
+    the variables the Azure workload identity webhook injects); ECR with IRSA
+    (``AWS_ROLE_ARN`` and ``AWS_WEB_IDENTITY_TOKEN_FILE``) or EKS Pod Identity
+    (``AWS_CONTAINER_CREDENTIALS_FULL_URI``), for a known ``project``. None otherwise."""
+    ecr = ECR_URL.match(repo_url)
+    aws = environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or (
+        environ.get("AWS_ROLE_ARN") and environ.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+    )
+    if ecr and aws and project:
+        return EcrWorkloadIdentity(ecr.group(1), project)
     acr = ACR_URL.match(repo_url)
     client, tenant = environ.get("AZURE_CLIENT_ID"), environ.get("AZURE_TENANT_ID")
     token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE")
@@ -339,14 +410,19 @@ def workload_identity_for(repo_url: str, environ: Mapping[str, str]) -> Registry
 
 
 def registry_login(
-    store: CredentialStore, cred_type: str, repo_url: str, environ: Mapping[str, str]
+    store: CredentialStore,
+    cred_type: str,
+    repo_url: str,
+    environ: Mapping[str, str],
+    project: str = "",
 ) -> tuple[str, str] | None:
     """A registry login for ``repo_url`` (an image or an OCI chart): a Secret's username and
-    password, the login its cloud identity buys, or the worker's workload identity's; None
-    for anonymous. May do blocking I/O (a login's first purchase, then hourly or less)."""
+    password, the login its cloud identity buys, or the worker's workload identity's (ECR's
+    needs the ``project``); None for anonymous. May do blocking I/O (a login's first
+    purchase, then hourly or less)."""
     entry = store.find(cred_type, repo_url)
     if entry is None:
-        identity = workload_identity_for(repo_url, environ)
+        identity = workload_identity_for(repo_url, environ, project)
         return identity.login() if identity is not None else None
     identity = identity_for(entry, repo_url)
     if identity is not None:

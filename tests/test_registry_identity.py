@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from moto.server import ThreadedMotoServer
+from moto.sts.models import sts_backends
 
 from activities.discovery import DiscoveryActivities
 from activities.registry import RegistryClient, parse_repo_url
@@ -449,3 +450,36 @@ def test_helm_oci_charts_take_the_cloud_logins_images_do(
     assert login is not None and login[0] == "AWS" and login[1]
     # A step's chart lookup (the worker's basic_credentials) is the same function.
     assert registry_login(store, "helm", "https://charts.example.com/", environ) is None
+
+
+# --- ECR with the worker's own identity (IRSA) ------------------------------------------------
+
+
+def test_ecr_workload_identity_assumes_the_projects_role(
+    moto_ecr: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "eks-token"
+    token_file.write_text("a-projected-service-account-token")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    irsa = {
+        # What EKS injects into a pod whose service account is annotated with a role.
+        "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/freightline-worker",
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL_STS": moto_ecr,
+        "AWS_ENDPOINT_URL_ECR": moto_ecr,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }
+    for name, value in irsa.items():
+        monkeypatch.setenv(name, value)
+    store = CredentialStore(None)
+    project = f"shop-{uuid.uuid4().hex[:6]}"
+    login = registry_login(store, "image", ECR_REPO, irsa, project)
+    assert login is not None and login[0] == "AWS" and login[1]
+    roles = sts_backends["123456789012"]["global"].assumed_roles
+    assert roles[-1].role_arn == f"arn:aws:iam::123456789012:role/kargo-project-{project}"
+    # Without a project (nothing to assume) or without IRSA's variables: no identity.
+    assert workload_identity_for(ECR_REPO, irsa) is None
+    assert workload_identity_for(ECR_REPO, {}, project) is None

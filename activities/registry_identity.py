@@ -44,11 +44,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +67,7 @@ __all__ = [
     "EcrAccessKey",
     "EcrWorkloadIdentity",
     "GarServiceAccount",
+    "GarWorkloadIdentity",
     "RegistryIdentity",
     "identity_for",
     "registry_login",
@@ -250,8 +253,88 @@ class EcrWorkloadIdentity:
         return _ecr_answer(answer, self.clock)
 
 
+@dataclass(frozen=True, repr=False)
+class GarWorkloadIdentity:
+    """Google Artifact Registry with the worker's own Google identity (GKE workload identity,
+    a GCE service account), as Kargo's workload identity federation: the metadata server
+    gives the GCP project and the worker's token; IAM Credentials' ``generateAccessToken``
+    turns it into a token of the project's service account
+    ``kargo-project-<project>@<gcp-project>.iam.gserviceaccount.com``; without that account
+    (404) the worker's own token is the login, as in Kargo. No metadata server (not on
+    Google Cloud), or another refusal, is anonymous access (None)."""
+
+    project: str
+    metadata_host: str = "metadata.google.internal"
+    iam_url: str = "https://iamcredentials.googleapis.com"
+    clock: Callable[[], float] = time.time
+
+    def __repr__(self) -> str:
+        return f"GarWorkloadIdentity(project {self.project})"
+
+    def login(self) -> tuple[str, str] | None:
+        key = ("gar-workload", self.metadata_host, self.project)
+        if _NO_METADATA.get(self.metadata_host, -math.inf) > self.clock():
+            return None
+        try:
+            return CACHE.get(key, self.clock, self._mint)
+        except _NoMetadataServer:
+            # Not on Google Cloud: ask again in a while, not at every discovery.
+            _NO_METADATA[self.metadata_host] = self.clock() + REFRESH_MARGIN
+            return None
+        except _Denied:
+            return None
+
+    def _mint(self) -> _Login:
+        metadata = f"http://{self.metadata_host}/computeMetadata/v1"
+        flavor = {"Metadata-Flavor": "Google"}
+        try:
+            with httpx.Client(timeout=5) as client:
+                gcp_project = client.get(f"{metadata}/project/project-id", headers=flavor)
+                own = client.get(
+                    f"{metadata}/instance/service-accounts/default/token", headers=flavor
+                )
+                if gcp_project.status_code != 200 or own.status_code != 200:
+                    raise _Denied
+                worker_token = _token_from(own, "access_token", "the metadata server", self)
+                account = (
+                    f"kargo-project-{self.project}@{gcp_project.text.strip()}"
+                    ".iam.gserviceaccount.com"
+                )
+                answer = client.post(
+                    f"{self.iam_url}/v1/projects/-/serviceAccounts/{account}:generateAccessToken",
+                    json={"scope": ["https://www.googleapis.com/auth/cloud-platform"]},
+                    headers={"Authorization": f"Bearer {worker_token}"},
+                    timeout=30,
+                )
+        except httpx.TransportError:
+            raise _NoMetadataServer from None
+        if answer.status_code == 404:  # no account for the project: the worker's own token
+            lifetime = own.json().get("expires_in")
+            expires = self.clock() + (
+                float(lifetime) if isinstance(lifetime, int | float) else 3600
+            )
+            return _Login(GAR_USERNAME, worker_token, expires)
+        if answer.status_code != 200:
+            raise _Denied
+        token = _token_from(answer, "accessToken", "IAM Credentials", self)
+        expire_time = answer.json().get("expireTime")
+        try:
+            expires = datetime.fromisoformat(str(expire_time).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            expires = self.clock() + 3600
+        return _Login(GAR_USERNAME, token, expires)
+
+
 class _Denied(Exception):
     """The workload identity may not read the registry: anonymous, not an error."""
+
+
+class _NoMetadataServer(_Denied):
+    """No Google metadata server answers: the worker is not on Google Cloud."""
+
+
+_NO_METADATA: dict[str, float] = {}
+"""Metadata hosts that did not answer, until when they are not asked again."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -388,13 +471,18 @@ def workload_identity_for(
     ``AZURE_TENANT_ID``, ``AZURE_FEDERATED_TOKEN_FILE``, optional ``AZURE_AUTHORITY_HOST``,
     the variables the Azure workload identity webhook injects); ECR with IRSA
     (``AWS_ROLE_ARN`` and ``AWS_WEB_IDENTITY_TOKEN_FILE``) or EKS Pod Identity
-    (``AWS_CONTAINER_CREDENTIALS_FULL_URI``), for a known ``project``. None otherwise."""
+    (``AWS_CONTAINER_CREDENTIALS_FULL_URI``), and GAR through the metadata server, for a
+    known ``project``. None otherwise."""
     ecr = ECR_URL.match(repo_url)
     aws = environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or (
         environ.get("AWS_ROLE_ARN") and environ.get("AWS_WEB_IDENTITY_TOKEN_FILE")
     )
     if ecr and aws and project:
         return EcrWorkloadIdentity(ecr.group(1), project)
+    if GAR_URL.match(repo_url) and project:
+        # Google's libraries take GCE_METADATA_HOST too; on Google Cloud it is not needed.
+        host = environ.get("GCE_METADATA_HOST") or "metadata.google.internal"
+        return GarWorkloadIdentity(project, host)
     acr = ACR_URL.match(repo_url)
     client, tenant = environ.get("AZURE_CLIENT_ID"), environ.get("AZURE_TENANT_ID")
     token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE")

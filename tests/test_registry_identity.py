@@ -37,6 +37,7 @@ from activities.registry_identity import (
     AcrWorkloadIdentity,
     EcrAccessKey,
     GarServiceAccount,
+    GarWorkloadIdentity,
     identity_for,
     registry_login,
     workload_identity_for,
@@ -483,3 +484,82 @@ def test_ecr_workload_identity_assumes_the_projects_role(
     # Without a project (nothing to assume) or without IRSA's variables: no identity.
     assert workload_identity_for(ECR_REPO, irsa) is None
     assert workload_identity_for(ECR_REPO, {}, project) is None
+
+
+# --- GAR with the worker's own Google identity (metadata server) ------------------------------
+
+
+class GoogleMetadataStandIn:
+    """A GCE/GKE metadata server (project ID, the worker's token) and IAM Credentials'
+    ``generateAccessToken``, on one loopback server, checking the headers Google checks."""
+
+    def __init__(self, accounts: set[str]) -> None:
+        self.accounts = accounts
+        self.worker_token = f"worker-{uuid.uuid4().hex}"
+        self.generated: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.headers.get("Metadata-Flavor") != "Google":
+                    return self._answer(403, "missing Metadata-Flavor")
+                if self.path == "/computeMetadata/v1/project/project-id":
+                    return self._answer(200, "gcp-example")
+                if self.path == "/computeMetadata/v1/instance/service-accounts/default/token":
+                    token = {"access_token": outer.worker_token, "expires_in": 3599}
+                    return self._answer(200, json.dumps(token))
+                self._answer(404, "not found")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length))
+                prefix, suffix = "/v1/projects/-/serviceAccounts/", ":generateAccessToken"
+                account = self.path.removeprefix(prefix).removesuffix(suffix)
+                if self.headers.get("Authorization") != f"Bearer {outer.worker_token}":
+                    return self._answer(401, "{}")
+                if account not in outer.accounts:
+                    return self._answer(404, json.dumps({"error": {"code": 404}}))
+                assert body == {"scope": ["https://www.googleapis.com/auth/cloud-platform"]}
+                outer.generated.append(account)
+                token = {"accessToken": f"sa-{account}", "expireTime": "2099-01-01T00:00:00Z"}
+                self._answer(200, json.dumps(token))
+
+            def _answer(self, status: int, text: str) -> None:
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_gar_workload_identity_uses_the_projects_service_account_else_the_workers() -> None:
+    shop = f"shop-{uuid.uuid4().hex[:6]}"
+    account = f"kargo-project-{shop}@gcp-example.iam.gserviceaccount.com"
+    google = GoogleMetadataStandIn({account})
+    try:
+        environ = {"GCE_METADATA_HOST": google.host}
+        identity = workload_identity_for(GAR_REPO, environ, shop)
+        assert isinstance(identity, GarWorkloadIdentity)
+        identity = dataclasses.replace(identity, iam_url=f"http://{google.host}")
+        assert identity.login() == ("oauth2accesstoken", f"sa-{account}")
+        assert google.generated == [account]
+        # A project without its own account: the worker's token, as Kargo falls back to it.
+        other = dataclasses.replace(identity, project=f"other-{uuid.uuid4().hex[:6]}")
+        assert other.login() == ("oauth2accesstoken", google.worker_token)
+    finally:
+        google.stop()
+    # Off Google Cloud (no metadata server answers): anonymous, and not asked at once again.
+    gone = dataclasses.replace(identity, project=f"gone-{uuid.uuid4().hex[:6]}")
+    assert gone.login() is None
+    assert workload_identity_for(GAR_REPO, environ) is None  # no project, no identity

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -37,7 +36,7 @@ from activities.discovery import DiscoveryActivities
 from activities.metrics import MetricActivities
 from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
-from activities.registry_identity import registry_login
+from activities.registry_identity import RegistryLogins
 from activities.worktree import WorktreeActivities
 from freightline.app.observability import WorkerHealth, serve_health, worker_runtime
 from freightline.app.temporal import connect, exit_process, ui_url
@@ -98,7 +97,7 @@ def build_worker(
         author=settings.git.author,
         allow_local_repositories=local,
         # Registries (OCI charts, images) take a cloud identity's login too, as discovery does.
-        basic_credentials=functools.partial(registry_login, credentials, environ=os.environ),
+        basic_credentials=RegistryLogins(credentials, os.environ),
         secrets=credentials.step_secret,
         signing_key_file=settings.git.signing_key_file,
     )

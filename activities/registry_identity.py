@@ -49,7 +49,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +69,7 @@ __all__ = [
     "GarServiceAccount",
     "GarWorkloadIdentity",
     "RegistryIdentity",
+    "RegistryLogins",
     "identity_for",
     "registry_login",
     "workload_identity_for",
@@ -516,3 +517,20 @@ def registry_login(
     if identity is not None:
         return identity.login()
     return (entry.username, entry.password)
+
+
+@dataclass(frozen=True)
+class RegistryLogins:
+    """:func:`registry_login` as the steps' credential lookup (``(cred_type, url)``), bound to
+    the project whose steps run (:meth:`in_project`): a workload identity's login is the
+    project's."""
+
+    store: CredentialStore = field(repr=False)
+    environ: Mapping[str, str] = field(repr=False)
+    project: str = ""
+
+    def __call__(self, cred_type: str, repo_url: str) -> tuple[str, str] | None:
+        return registry_login(self.store, cred_type, repo_url, self.environ, self.project)
+
+    def in_project(self, project: str) -> RegistryLogins:
+        return replace(self, project=project)

@@ -29,6 +29,7 @@ from temporalio import activity
 
 from activities import boundary
 from activities.git import DEFAULT_AUTHOR
+from activities.registry_identity import RegistryLogins
 from activities.step_context import (
     BasicLookup,
     CredentialLookup,
@@ -106,7 +107,7 @@ class WorktreeActivities:
                 self.git_credentials,
                 author=self.author,
                 allow_local_repositories=self.allow_local_repositories,
-                basic_credentials=self.basic_credentials,
+                basic_credentials=lookup_in_project(self.basic_credentials, batch.plan.project),
                 secrets=self.secrets,
                 signing_key_file=self.signing_key_file,
             )
@@ -175,3 +176,9 @@ def _heartbeating() -> Any:
     finally:
         stop.set()
         thread.join()
+
+
+def lookup_in_project(lookup: BasicLookup, project: str) -> BasicLookup:
+    """The registry lookup of one project's steps: the worker's takes the project (a
+    workload identity's login is the project's, as in discovery); another is used as is."""
+    return lookup.in_project(project) if isinstance(lookup, RegistryLogins) else lookup

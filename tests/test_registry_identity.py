@@ -38,10 +38,12 @@ from activities.registry_identity import (
     EcrAccessKey,
     GarServiceAccount,
     GarWorkloadIdentity,
+    RegistryLogins,
     identity_for,
     registry_login,
     workload_identity_for,
 )
+from activities.worktree import lookup_in_project
 from freightline.errors import CredentialError
 from freightline.kargo.credentials import CRED_TYPE_LABEL, CredentialStore
 from sandbox.registry import free_port
@@ -481,6 +483,11 @@ def test_ecr_workload_identity_assumes_the_projects_role(
     assert login is not None and login[0] == "AWS" and login[1]
     roles = sts_backends["123456789012"]["global"].assumed_roles
     assert roles[-1].role_arn == f"arn:aws:iam::123456789012:role/kargo-project-{project}"
+    # The steps' lookup (the worker's, bound to the project whose steps run) is the same.
+    steps = lookup_in_project(RegistryLogins(store, irsa), f"{project}-b")
+    assert steps("helm", f"oci://{ECR_REPO}") is not None
+    assert roles[-1].role_arn.endswith(f"role/kargo-project-{project}-b")
+    assert project not in repr(RegistryLogins(store, irsa))  # no environment in a repr
     # Without a project (nothing to assume) or without IRSA's variables: no identity.
     assert workload_identity_for(ECR_REPO, irsa) is None
     assert workload_identity_for(ECR_REPO, {}, project) is None

@@ -21,8 +21,11 @@ registry's Bearer token flow in ``activities.registry``) and caches it until
 five minutes before it expires. ``login()`` does blocking I/O: discovery calls
 it in a thread before the registry client needs it.
 
-Azure Container Registry (``<name>.azurecr.io``) has no Secret form in Kargo: the worker's
-*workload identity* logs in (:func:`workload_identity_for`, used when no Secret matches).
+When no Secret matches, the worker's own *workload identity* logs in, as Kargo's
+providers do (:func:`workload_identity_for`): :class:`EcrWorkloadIdentity` (IRSA, EKS Pod
+Identity; the project's ``kargo-project-<project>`` role), :class:`GarWorkloadIdentity`
+(the metadata server; the project's ``kargo-project-<project>`` service account) and
+Azure Container Registry (``<name>.azurecr.io``), which has no Secret form in Kargo.
 :class:`AcrWorkloadIdentity` trades the federated token in ``AZURE_FEDERATED_TOKEN_FILE``
 for a Microsoft Entra access token (client-credentials grant with a client assertion, at
 ``AZURE_AUTHORITY_HOST``/``AZURE_TENANT_ID``, as ``AZURE_CLIENT_ID``, scope

@@ -9,9 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -20,13 +19,15 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.metric_server import LoopbackServer
+
 _SIGV4 = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
     r"(?P<service>[^/]+)/aws4_request, SignedHeaders=(?P<signed>[^,]+), Signature=(?P<sig>\w+)"
 )
 
 
-class AuthProxy:
+class AuthProxy(LoopbackServer):
     """OAuth2 (``client_id``/``client_secret`` issue ``token``) or SigV4 (``aws_secret`` gives
     the secret key of an access key ID; service ``aps``) in front of ``upstream``."""
 
@@ -64,13 +65,7 @@ class AuthProxy:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
     def _issue(self, handler: BaseHTTPRequestHandler, body: str) -> None:
         form = {k: v[0] for k, v in parse_qs(body).items()}

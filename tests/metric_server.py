@@ -1,4 +1,5 @@
-"""A real HTTP metric source for verification tests: ``GET /rate/<tag>`` → ``{"errorRate": x}``."""
+"""A real HTTP metric source for verification tests: ``GET /rate/<tag>`` → ``{"errorRate": x}``,
+and the loopback server base every small test server here and in the tests builds on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-class ErrorRateServer:
+class LoopbackServer:
+    """Serves ``handler`` on a free loopback port, from construction until ``stop()``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{self.host}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ErrorRateServer(LoopbackServer):
     """Answers ``{"errorRate": x}``, x from ``rates`` by the path's last part (default 0.0),
     and counts the requests it answered. Serving from construction until ``stop()``."""
 
@@ -31,16 +46,10 @@ class ErrorRateServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
-class StatusServer:
+class StatusServer(LoopbackServer):
     """Answers every request with ``status``, ``headers`` and ``body`` (JSON) and keeps what it
     was sent: the provider answers a real one cannot be made to give here (a 429 with
     ``Retry-After``, a 500). Serving from construction until ``stop()``."""
@@ -73,10 +82,4 @@ class StatusServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)

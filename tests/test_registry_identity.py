@@ -13,11 +13,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -47,6 +46,7 @@ from activities.worktree import lookup_in_project
 from freightline.errors import CredentialError
 from freightline.kargo.credentials import CRED_TYPE_LABEL, CredentialStore
 from sandbox.registry import free_port
+from tests.metric_server import LoopbackServer
 from tests.pipelines import dump
 
 ECR_REPO = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app"
@@ -66,7 +66,7 @@ def moto_ecr() -> Iterator[str]:
     server.stop()
 
 
-class GoogleTokenStandIn:
+class GoogleTokenStandIn(LoopbackServer):
     """``POST /token`` with a JWT-bearer grant, the assertion verified with the public key."""
 
     def __init__(self, key: rsa.RSAPrivateKey, email: str) -> None:
@@ -100,9 +100,8 @@ class GoogleTokenStandIn:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
+        self.url += "/token"
 
     def verify(self, form: dict[str, list[str]]) -> dict[str, Any] | None:
         if form.get("grant_type") != ["urn:ietf:params:oauth:grant-type:jwt-bearer"]:
@@ -120,10 +119,6 @@ class GoogleTokenStandIn:
         claims: dict[str, Any] = json.loads(_unb64(payload))
         ok = claims.get("iss") == self.email and claims.get("aud") == self.url
         return claims if ok else None
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -272,7 +267,7 @@ ACR = "kargoexample.azurecr.io"
 FEDERATED = "federated-token-from-the-kubelet"
 
 
-class AzureStandIn:
+class AzureStandIn(LoopbackServer):
     """Microsoft Entra ID's token endpoint and ACR's documented token and registry endpoints
     (``POST /oauth2/exchange``, ``GET /oauth2/token`` with Basic, ``/v2/`` with a Bearer
     challenge), on one loopback server, checking each step's input as those services do."""
@@ -309,10 +304,7 @@ class AzureStandIn:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self.url = f"http://{self.host}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     def post(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if path == f"/{self.tenant}/oauth2/v2.0/token":
@@ -355,10 +347,6 @@ class AzureStandIn:
                 return 401, {"errors": [{"code": "UNAUTHORIZED"}]}, {"WWW-Authenticate": challenge}
             return 200, {"name": "app", "tags": ["1.0.0", "1.1.0"]}, {}
         return 404, {}, {}
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -496,7 +484,7 @@ def test_ecr_workload_identity_assumes_the_projects_role(
 # --- GAR with the worker's own Google identity (metadata server) ------------------------------
 
 
-class GoogleMetadataStandIn:
+class GoogleMetadataStandIn(LoopbackServer):
     """A GCE/GKE metadata server (project ID, the worker's token) and IAM Credentials'
     ``generateAccessToken``, on one loopback server, checking the headers Google checks."""
 
@@ -541,13 +529,7 @@ class GoogleMetadataStandIn:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_gar_workload_identity_uses_the_projects_service_account_else_the_workers() -> None:

@@ -151,7 +151,7 @@ class RepositoryCache:
         log = get_logger(__name__)
         meta = _read_json(entry.meta)
         if entry.mirror.is_dir() and meta is not None and not meta.get("corrupt"):
-            if meta.get("fetched", 0) >= asked and meta.get("fingerprint") == fingerprint:
+            if meta.get("fetched", 0) >= asked and meta.get("who") == fingerprint:
                 return True  # another lease's fetch began after we asked: it serves us too
             mirror = GitRunner(entry.mirror, run.env, run.secrets)
             try:
@@ -164,7 +164,7 @@ class RepositoryCache:
                     raise  # the remote's fault (gone, refused us), as a fresh clone's would be
                 log.warning("repository cache: corrupt mirror", url=_display(url))
             else:
-                _write_meta(entry, url, mirror, asked, fingerprint)
+                _write_meta(entry, url, asked, fingerprint)
                 _repack_if_idle(entry, mirror, use)
                 return True
         elif entry.mirror.exists():
@@ -179,7 +179,7 @@ class RepositoryCache:
             finally:
                 fcntl.flock(use, fcntl.LOCK_SH)  # the fetch lock keeps evictors out meanwhile
         _create(entry, url, run)
-        _write_meta(entry, url, GitRunner(entry.mirror, run.env), asked, fingerprint)
+        _write_meta(entry, url, asked, fingerprint)
         log.info("repository cache: mirror created", url=_display(url))
         return True
 
@@ -269,14 +269,20 @@ def _repack_if_idle(entry: _Entry, mirror: GitRunner, use: int) -> None:
         fcntl.flock(use, fcntl.LOCK_SH)
 
 
-def _write_meta(entry: _Entry, url: str, mirror: GitRunner, fetched: float, who: str) -> None:
-    kib = 0
-    for line in mirror("count-objects", "-v").splitlines():
-        name, _, value = line.partition(":")
-        if name in ("size", "size-pack", "size-garbage"):
-            kib += int(value.strip() or 0)
-    meta = {"url": _display(url), "size": kib * 1024, "fetched": fetched, "fingerprint": who}
+def _write_meta(entry: _Entry, url: str, fetched: float, who: str) -> None:
+    meta = {"url": _display(url), "size": _size(entry.mirror), "fetched": fetched, "who": who}
     _write_json(entry.meta, meta)
+
+
+def _size(mirror: Path) -> int:
+    """The mirror's objects in bytes: its packs (fetches keep packs: transfer.unpackLimit=1),
+    and whatever else is under ``objects`` (counted without a git process per fetch)."""
+    total = 0
+    for directory, _, files in os.walk(mirror / "objects"):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(directory, name)).st_size
+    return total
 
 
 def _delete_if_idle(entry: _Entry) -> bool:

@@ -65,16 +65,17 @@ __all__ = ["RepositoryCache"]
 
 # What a mirror holds: branches and tags, force-updated (the remote may rewrite them).
 REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
-# Fetches keep their packs (transfer.unpackLimit=1) and the mirror never collects garbage
-# on its own (a clone borrowing its objects would lose them); past this many packs, a
-# fetch repacks the mirror when no lease holds it.
+# The mirror never collects garbage on its own (a clone borrowing its objects could lose
+# them); past this many packs, or about as many loose objects as make git's own gc --auto
+# act (6,700: it samples one of the 256 fan-out directories), a fetch repacks the mirror
+# when no lease holds it.
 MAX_PACKS = 32
+MAX_LOOSE_IN_SAMPLE = 6700 // 256
 # Git lock files a killed git process may leave in a mirror (refs, packed-refs, HEAD, config).
 _GIT_LOCKS = ("*.lock", "refs/**/*.lock")
 _MIRROR_CONFIG = (
     ("gc.auto", "0"),
     ("maintenance.auto", "false"),
-    ("transfer.unpackLimit", "1"),
     ("core.logAllRefUpdates", "false"),
 )
 
@@ -158,28 +159,30 @@ class RepositoryCache:
                 for pattern in _GIT_LOCKS:  # a killed fetch's: we hold the only fetch lock
                     for stale in entry.mirror.glob(pattern):
                         stale.unlink(missing_ok=True)
+                began = time.time()  # what a later lease compares its asking time with
                 _fetch(mirror, url)
             except GitCommandError:
                 if _intact(mirror):
                     raise  # the remote's fault (gone, refused us), as a fresh clone's would be
                 log.warning("repository cache: corrupt mirror", url=_display(url))
             else:
-                _write_meta(entry, url, asked, fingerprint)
+                _write_meta(entry, url, began, fingerprint)
                 _repack_if_idle(entry, mirror, use)
                 return True
         elif entry.mirror.exists():
             log.warning("repository cache: unfinished mirror", url=_display(url))
         if entry.mirror.exists():
             # Rebuild only when no other lease borrows the mirror's objects.
-            if not _try_lock(use, fcntl.LOCK_EX):
+            if not _upgrade(use):
                 _write_json(entry.meta, {**(meta or {}), "corrupt": True})
                 return False
             try:
                 shutil.rmtree(entry.mirror)
             finally:
                 fcntl.flock(use, fcntl.LOCK_SH)  # the fetch lock keeps evictors out meanwhile
+        began = time.time()
         _create(entry, url, run)
-        _write_meta(entry, url, asked, fingerprint)
+        _write_meta(entry, url, began, fingerprint)
         log.info("repository cache: mirror created", url=_display(url))
         return True
 
@@ -259,9 +262,12 @@ def _intact(mirror: GitRunner) -> bool:
 
 
 def _repack_if_idle(entry: _Entry, mirror: GitRunner, use: int) -> None:
-    if len(list((entry.mirror / "objects" / "pack").glob("*.pack"))) <= MAX_PACKS:
+    objects = entry.mirror / "objects"
+    packs = len(list((objects / "pack").glob("*.pack")))
+    loose = len(list((objects / "17").glob("*"))) if (objects / "17").is_dir() else 0
+    if packs <= MAX_PACKS and loose <= MAX_LOOSE_IN_SAMPLE:
         return
-    if not _try_lock(use, fcntl.LOCK_EX):
+    if not _upgrade(use):
         return  # a lease borrows objects a repack would move: another time
     try:
         mirror("repack", "-a", "-d", "-q")
@@ -275,8 +281,7 @@ def _write_meta(entry: _Entry, url: str, fetched: float, who: str) -> None:
 
 
 def _size(mirror: Path) -> int:
-    """The mirror's objects in bytes: its packs (fetches keep packs: transfer.unpackLimit=1),
-    and whatever else is under ``objects`` (counted without a git process per fetch)."""
+    """The mirror's objects in bytes, packed and loose (without a git process per fetch)."""
     total = 0
     for directory, _, files in os.walk(mirror / "objects"):
         for name in files:
@@ -311,11 +316,17 @@ def _flock(path: Path, operation: int) -> Iterator[int]:
         os.close(fd)  # releases the lock
 
 
-def _try_lock(fd: int, operation: int) -> bool:
-    """Convert the lock held on ``fd`` to ``operation``, if nobody else's lock prevents it."""
+def _upgrade(use: int) -> bool:
+    """Turn this lease's shared lock on ``use`` exclusive, if no other lease holds it.
+
+    Linux converts a ``flock`` by dropping the old lock first: a refused conversion leaves
+    no lock at all, so the shared one is taken again (at once: whoever blocks it needs the
+    fetch lock, which the caller holds, to do anything with the mirror).
+    """
     try:
-        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+        fcntl.flock(use, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        fcntl.flock(use, fcntl.LOCK_SH)
         return False
     return True
 

@@ -140,7 +140,7 @@ async def start_with_retries(client: Any, stage: str, freight: str) -> Any:
     raise RuntimeError(f"could not start a promotion into {stage}")
 
 
-async def main(stage_count: int, per_stage: int) -> None:
+async def main(stage_count: int, per_stage: int, cached: bool = True) -> None:
     stages = [f"s{n:02d}" for n in range(stage_count)]
     tags = [f"2.0.{n}" for n in range(per_stage)]
     freights = [freight_for(t) for t in tags]
@@ -154,7 +154,7 @@ async def main(stage_count: int, per_stage: int) -> None:
             resources = with_freight(
                 single_stage_project(repo, STEPS, stages=tuple(stages)), *freights
             )
-            cache = {"FREIGHTLINE_REPOSITORY_CACHE": str(scratch / "cache")}
+            cache = {"FREIGHTLINE_REPOSITORY_CACHE": str(scratch / "cache") if cached else "off"}
             worker = WorkerProcess(server.address, queue, scratch / "worker.log", cache)
             idle_rss = 0
             try:
@@ -185,6 +185,7 @@ async def main(stage_count: int, per_stage: int) -> None:
     print(
         f"promotions: {total} over {stage_count} Stages ({per_stage} each, one at a time per Stage)"
     )
+    print(f"repository cache: {'on' if cached else 'off'}")
     print(f"wall time: {wall:.1f} s")
     print(f"throughput: {total / wall:.2f} promotions/s")
     shell_rate = total / shell_wall
@@ -198,5 +199,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stages", type=int, default=50)
     parser.add_argument("--per-stage", type=int, default=4)
+    parser.add_argument("--no-cache", action="store_true", help="the worker's cache off")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.stages, arguments.per_stage))
+    asyncio.run(main(arguments.stages, arguments.per_stage, cached=not arguments.no_cache))

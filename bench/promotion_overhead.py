@@ -163,7 +163,7 @@ async def tiny(iterations: int, cached: bool = True) -> None:
     print(f"ratio promotion / shell: {promotion_median / shell_median:.2f}x (aim <= 2x)")
 
 
-async def large(iterations: int) -> None:
+async def large(iterations: int, cached: bool = True) -> None:
     repo_source = gitops_repo()
     with workdir("overhead-large", under=SHM) as scratch:
         repo = scratch / "gitops.git"
@@ -172,7 +172,8 @@ async def large(iterations: int) -> None:
         async with dev_server(scratch) as (server, client):
             queue = queue_name("overhead-large")
             os.environ["FREIGHTLINE_TASK_QUEUE"] = queue
-            env = {"FREIGHTLINE_REPOSITORY_CACHE": str(cache_dir), "TMPDIR": str(scratch)}
+            where = str(cache_dir) if cached else "off"
+            env = {"FREIGHTLINE_REPOSITORY_CACHE": where, "TMPDIR": str(scratch)}
             worker = WorkerProcess(server.address, queue, scratch / "worker.log", env)
             times: dict[str, list[float]] = {"shell": [], "sparse": [], "cold": [], "warm": []}
             try:
@@ -199,8 +200,8 @@ async def large(iterations: int) -> None:
     for name, label in (
         ("shell", "shell script (clone --depth 1, whole checkout)"),
         ("sparse", "shell script, sparse (--filter=blob:none --sparse, one folder)"),
-        ("cold", "promotion, cold cache (sparse: one folder)"),
-        ("warm", "promotion, warm cache (sparse: one folder)"),
+        ("cold", f"promotion, {'cold cache' if cached else 'no cache'} (sparse: one folder)"),
+        ("warm", f"promotion, {'warm cache' if cached else 'no cache'} (sparse: one folder)"),
     ):
         values = ", ".join(f"{t * 1000:.0f}" for t in times[name])
         ratio = median(times[name]) / shell
@@ -249,9 +250,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--large", action="store_true", help="the generated monorepo")
-    parser.add_argument("--no-cache", action="store_true", help="tiny: the worker's cache off")
+    parser.add_argument("--no-cache", action="store_true", help="the worker's cache off")
     arguments = parser.parse_args()
     if arguments.large:
-        asyncio.run(large(arguments.iterations or 3))
+        asyncio.run(large(arguments.iterations or 3, cached=not arguments.no_cache))
     else:
         asyncio.run(tiny(arguments.iterations or 10, cached=not arguments.no_cache))

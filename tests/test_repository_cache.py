@@ -4,6 +4,7 @@ a corrupt mirror, a restarted worker, sparse checkouts, and no credentials on it
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from activities.git import Clone, git_environment
-from activities.repository_cache import RepositoryCache
+from activities.repository_cache import RepositoryCache, _flock, _upgrade
 from freightline.errors import GitCommandError
 from freightline.kargo.credentials import GitCredentials
 from sandbox.gitops import branch_head, commit_count, create_bare_repo, git, show_file
@@ -168,7 +169,7 @@ def test_two_processes_share_one_mirror(tmp_path: Path) -> None:
         import sys, threading
         from pathlib import Path
         from activities.git import Clone, git_environment
-        from activities.repository_cache import RepositoryCache
+        from activities.repository_cache import RepositoryCache, _flock, _upgrade
 
         root, url, name, scratch = sys.argv[1:5]
         cache = RepositoryCache(Path(root), 1 << 30)
@@ -322,7 +323,7 @@ def test_a_restarted_worker_reuses_its_mirrors(tmp_path: Path) -> None:
             import sys
             from pathlib import Path
             from activities.git import git_environment
-            from activities.repository_cache import RepositoryCache
+            from activities.repository_cache import RepositoryCache, _flock, _upgrade
             with git_environment(None, allow_local=True) as env:
                 with RepositoryCache(Path(sys.argv[1]), 1 << 30).lease(sys.argv[2], env) as m:
                     print(m)
@@ -351,3 +352,16 @@ def test_a_missing_repository_is_an_error_and_leaves_no_mirror(tmp_path: Path) -
         pass
     assert lease_count(cache) == 0
     assert not list(cache.root.glob("*.new"))
+
+
+def test_a_refused_upgrade_keeps_the_shared_lock(tmp_path: Path) -> None:
+    """Linux drops a flock before converting it: a lease whose upgrade another lease
+    refused must still hold its shared lock (or an evictor could delete its mirror)."""
+    path = tmp_path / "x.lock"
+    with _flock(path, fcntl.LOCK_SH) as mine:
+        with _flock(path, fcntl.LOCK_SH):
+            assert not _upgrade(mine)
+        # The other lease is gone; ours still stops an exclusive lock.
+        with pytest.raises(BlockingIOError), _flock(path, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            pass
+        assert _upgrade(mine)  # alone now: granted

@@ -37,6 +37,7 @@ from activities.metrics import MetricActivities
 from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
 from activities.registry_identity import RegistryLogins
+from activities.repository_cache import RepositoryCache
 from activities.worktree import WorktreeActivities
 from freightline.app.observability import WorkerHealth, serve_health, worker_runtime
 from freightline.app.temporal import connect, exit_process, ui_url
@@ -50,6 +51,7 @@ from freightline.kargo.credentials import CredentialStore
 from freightline.logging import configure_logging, get_logger
 from freightline.settings import (
     UI_ADDRESS_ENV,
+    GitSettings,
     Settings,
     load_settings,
     parse_address,
@@ -92,6 +94,7 @@ def build_worker(
         client, notifying=bool(settings.notify.urls), ui_base_url=settings.temporal.ui_url or ""
     )
     local = settings.git.allow_local_repositories
+    cache = repository_cache(settings.git)
     worktree = WorktreeActivities(
         git_credentials=credentials.git,
         author=settings.git.author,
@@ -100,12 +103,14 @@ def build_worker(
         basic_credentials=RegistryLogins(credentials, os.environ),
         secrets=credentials.step_secret,
         signing_key_file=settings.git.signing_key_file,
+        repository_cache=cache,
     )
     discovery = DiscoveryActivities(
         credentials,
         mirrors=settings.registry.mirrors,
         allow_local_repositories=local,
         environ=os.environ,  # the workload identity's variables, read as the cloud SDKs do
+        repository_cache=cache,
     )
     argocd = ArgoCDActivities(settings.argocd)
     metrics = MetricActivities(settings.metrics.plain())
@@ -135,6 +140,13 @@ def build_worker(
         # Cancellation reaches an activity only on a heartbeat's answer: keep `abort` prompt.
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
+
+
+def repository_cache(settings: GitSettings) -> RepositoryCache | None:
+    """The worker's repository cache, as its settings say (None: off)."""
+    if settings.repository_cache is None:
+        return None
+    return RepositoryCache(settings.repository_cache, settings.repository_cache_mib * 1024 * 1024)
 
 
 def build_argocd_worker(

@@ -31,6 +31,7 @@ from activities.git_discovery import discover_commits
 from activities.helm import discover_charts, oci_repository
 from activities.registry import RegistryClient, discover_images
 from activities.registry_identity import registry_login
+from activities.repository_cache import RepositoryCache
 from freightline.contracts.warehouse import (
     DiscoveredImageRef,
     DiscoveryRequest,
@@ -83,11 +84,13 @@ class DiscoveryActivities:
         mirrors: Mapping[str, str] | None = None,
         allow_local_repositories: bool = False,
         environ: Mapping[str, str] | None = None,
+        repository_cache: RepositoryCache | None = None,
     ) -> None:
         self.credentials = credentials
         # The worker's process environment, for its workload identity (AZURE_*), as the cloud
         # SDKs read it: handed in by the edge, none in tests unless they give one.
         self.environ: Mapping[str, str] = environ or {}
+        self.repository_cache = repository_cache  # the worker's mirrors, shared with promotions
         self.allow_local_repositories = allow_local_repositories  # the worker's settings
         self.mirrors = dict(mirrors or {})  # the worker's registry mirrors (its settings)
         self.http_timeout = http_timeout
@@ -196,7 +199,11 @@ class DiscoveryActivities:
             git = subscription.git
             credentials = self.credentials.git(git.repo_url)
             commits = await asyncio.to_thread(
-                discover_commits, git, credentials, allow_local=self.allow_local_repositories
+                discover_commits,
+                git,
+                credentials,
+                allow_local=self.allow_local_repositories,
+                cache=self.repository_cache,
             )
             return SubscriptionDiscovery(kind="git", repo_url=git.repo_url, commits=tuple(commits))
         chart = subscription.chart

@@ -28,6 +28,7 @@ and reach git through ``GIT_ASKPASS`` (see :mod:`activities.git`).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 import tempfile
@@ -36,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 from activities.git import GitRunner, git_environment, remote_url
+from activities.repository_cache import RepositoryCache
 from freightline.contracts.warehouse import DiscoveredCommit
 from freightline.errors import ConfigError, DiscoveryError, GitCommandError
 from freightline.kargo.credentials import GitCredentials
@@ -55,9 +57,13 @@ def discover_commits(
     credentials: GitCredentials | None,
     *,
     allow_local: bool = False,
+    cache: RepositoryCache | None = None,
 ) -> list[DiscoveredCommit]:
     """Up to ``discoveryLimit`` commits the subscription selects, newest first.
 
+    With a ``cache`` (the worker's repository cache) the commits are read from the
+    repository's mirror, fetched anew (and shared with the promotions that clone the
+    same repository); without, from a scratch repository that fetches only what it needs.
     Raises ConfigError (bad regex, constraint or path selector; a ``file://``
     repository unless ``allow_local``, the worker's settings) or DiscoveryError
     (missing repository or branch, git failure).
@@ -68,14 +74,23 @@ def discover_commits(
     constraint = None
     if subscription.commit_selection_strategy == "SemVer" and subscription.semver_constraint:
         constraint = parse_constraint(subscription.semver_constraint)
-    with (
-        git_environment(credentials, allow_local=allow_local) as env,
-        tempfile.TemporaryDirectory(prefix="freightline-discovery-") as tmp,
-    ):
-        secrets = (credentials.password,) if credentials else ()
-        git = _Repo(subscription.repo_url, Path(tmp), GitRunner(Path(tmp), env, secrets))
-        git.run("init", "--quiet", "--bare")
-        git.run("remote", "add", "origin", url)
+    secrets = (credentials.password,) if credentials else ()
+    with contextlib.ExitStack() as stack:
+        env = stack.enter_context(git_environment(credentials, allow_local=allow_local))
+        mirror = None
+        if cache is not None:
+            try:
+                mirror = stack.enter_context(cache.lease(url, env, credentials))
+            except GitCommandError as err:
+                raise DiscoveryError(f"git repository {subscription.repo_url}: {err}") from None
+        git: _Repo
+        if mirror is not None:
+            git = _MirrorRepo(subscription.repo_url, mirror, GitRunner(mirror, env, secrets), url)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="freightline-")))
+            git = _Repo(subscription.repo_url, tmp, GitRunner(tmp, env, secrets))
+            git.run("init", "--quiet", "--bare")
+            git.run("remote", "add", "origin", url)
         if subscription.commit_selection_strategy == "NewestFromBranch":
             return git.branch_commits(subscription.branch, subscription.discovery_limit, keep)
         tags = {t: c for t, c in git.remote_tags().items() if allowed(t)}
@@ -175,9 +190,9 @@ class _Repo:
         self, branch: str | None, limit: int, keep: Callable[[list[str]], bool] | None
     ) -> list[DiscoveredCommit]:
         branch = branch or self.default_branch()
-        if not self.git("ls-remote", "--heads", "origin", f"refs/heads/{branch}"):
+        ref = self.branch_ref(branch)
+        if ref is None:
             raise DiscoveryError(f"git repository {self.url}: branch {branch!r} does not exist")
-        ref = f"refs/remotes/origin/{branch}"
         depth = limit if keep is None else max(4 * limit, 64)
         while True:
             self.fetch(f"+refs/heads/{branch}:{ref}", depth=depth)
@@ -197,6 +212,12 @@ class _Repo:
             if complete or depth >= MAX_HISTORY:
                 return found
             depth *= 4
+
+    def branch_ref(self, branch: str) -> str | None:
+        """Where ``branch`` is (to be) fetched, or None when the remote has no such branch."""
+        if not self.git("ls-remote", "--heads", "origin", f"refs/heads/{branch}"):
+            return None
+        return f"refs/remotes/origin/{branch}"
 
     # -- tags --
 
@@ -298,6 +319,45 @@ class _Repo:
             "diff-tree", "-r", "--no-commit-id", "--name-only", "--no-renames", *base, commit
         )
         return out.splitlines()
+
+
+class _MirrorRepo(_Repo):
+    """The repository cache's mirror, fetched in full just now: read, never fetched into.
+
+    Branches are ``refs/heads/*`` and tags ``refs/tags/*`` of the mirror; the whole
+    history is there, so path filters never need to deepen. Only the remote's default
+    branch is asked of the remote (a mirror's HEAD may be older).
+    """
+
+    def __init__(self, repo_url: str, path: Path, run: GitRunner, url: str) -> None:
+        super().__init__(repo_url, path, run)
+        self.remote = url
+
+    def default_branch(self) -> str:
+        out = self.git("ls-remote", "--symref", "--end-of-options", self.remote, "HEAD")
+        for line in out.splitlines():
+            if line.startswith("ref: refs/heads/"):
+                return line.split()[1].removeprefix("refs/heads/")
+        raise DiscoveryError(f"git repository {self.url}: no default branch; set branch")
+
+    def branch_ref(self, branch: str) -> str | None:
+        ref = f"refs/heads/{branch}"
+        return ref if self.git("for-each-ref", "--format=%(refname)", ref) else None
+
+    def remote_tags(self) -> dict[str, str]:
+        # Ref names hold no spaces; an annotated tag's commit is its peeled object.
+        format_ = "--format=%(refname:strip=2) %(objectname) %(*objectname)"
+        tags: dict[str, str] = {}
+        for line in self.git("for-each-ref", format_, "refs/tags").splitlines():
+            name, sha, peeled = line.split(" ")
+            tags[name] = peeled or sha
+        return tags
+
+    def fetch(self, *refspecs: str, depth: int) -> None:
+        pass  # the mirror has everything: the lease fetched it
+
+    def shallow_boundary(self) -> set[str]:
+        return set()
 
 
 def _with(entry: tuple[DiscoveredCommit, list[str]], *, branch: str) -> DiscoveredCommit:

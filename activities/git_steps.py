@@ -10,7 +10,13 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from activities.git import Clone, commit_author, git_environment, signing_environment
+from activities.git import (
+    Clone,
+    commit_author,
+    git_environment,
+    remote_url,
+    signing_environment,
+)
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import ConfigError
 from freightline.kargo.freight import same_repository
@@ -108,14 +114,30 @@ def git_clone(ctx: StepContext, config: GitCloneConfig) -> dict[str, Any]:
             # Kargo's http.sslVerify=false, for this clone's git commands only.
             env["GIT_SSL_NO_VERIFY"] = "true"
         name = hashlib.sha1(config.repo_url.encode(), usedforsecurity=False).hexdigest()[:12]
-        clone = Clone.create(
-            config.repo_url,
-            ctx.workspace.private / name,
-            env,
-            secrets,
-            allow_local=allow_local,
-            blobless=config.blobless,
-        )
+        mirror = None
+        if ctx.repository_cache is not None:
+            # Held until the activity ends: the clone borrows the mirror's objects.
+            url = remote_url(config.repo_url, allow_local=allow_local)
+            mirror = ctx.enter(ctx.repository_cache.lease(url, env, credentials))
+        if mirror is not None:
+            # The mirror holds every blob already: blobless would save nothing here.
+            clone = Clone.from_mirror(
+                config.repo_url,
+                mirror,
+                ctx.workspace.private / name,
+                env,
+                secrets,
+                allow_local=allow_local,
+            )
+        else:
+            clone = Clone.create(
+                config.repo_url,
+                ctx.workspace.private / name,
+                env,
+                secrets,
+                allow_local=allow_local,
+                blobless=config.blobless,
+            )
         clone.author = author
         ctx.clones[config.repo_url] = clone
     commits: dict[str, str] = {}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from activities.git import DEFAULT_AUTHOR, Clone, Worktree
+from activities.repository_cache import RepositoryCache
 from activities.workspace import Workspace
 from freightline.contracts.promotion import PlannedStep, PromotionPlan
 from freightline.contracts.steps import parse_config
@@ -73,6 +74,8 @@ class StepContext:
     """Generic Secrets (the worker's credential store), for ``secret()`` in step configs."""
     signing_key_file: Path | None = None
     """The worker's GPG key that signs every commit (the worker's settings), or None."""
+    repository_cache: RepositoryCache | None = None
+    """The worker's mirrors git-clone checks out from (None: a fresh clone each time)."""
     step: PlannedStep | None = None
     clones: dict[str, Clone] = field(default_factory=dict)
     worktrees: dict[Path, Worktree] = field(default_factory=dict)

@@ -7,7 +7,8 @@ the same ``StepScope`` as the workflow, validating each rendered config
 against its model), and deletes the directory. Because every run starts
 from an empty disk and git-commit with nothing new returns the existing
 head, a retry after a successful push pushes nothing and returns the same
-commit.
+commit. The worker's repository cache (``activities/repository_cache.py``) only makes
+the clone cheaper: the clone is still the activity's own, made afresh from a mirror.
 
 A step's ``FreightlineError`` leaves the activity named after the step (its
 alias and ``uses`` in the details); ``activities.boundary`` converts it. With
@@ -30,6 +31,7 @@ from temporalio import activity
 from activities import boundary
 from activities.git import DEFAULT_AUTHOR
 from activities.registry_identity import RegistryLogins
+from activities.repository_cache import RepositoryCache
 from activities.step_context import (
     BasicLookup,
     CredentialLookup,
@@ -69,7 +71,8 @@ def _no_secrets(_project: str, _name: str) -> dict[str, str]:
 
 
 class WorktreeActivities:
-    """Holds what the steps need from the worker: credentials, commit author, a scratch root."""
+    """Holds what the steps need from the worker: credentials, commit author, a scratch root,
+    and the worker's repository cache (None: every git-clone clones afresh)."""
 
     def __init__(
         self,
@@ -81,6 +84,7 @@ class WorktreeActivities:
         basic_credentials: BasicLookup = _anonymous_basic,
         secrets: SecretLookup = _no_secrets,
         signing_key_file: Path | None = None,
+        repository_cache: RepositoryCache | None = None,
     ) -> None:
         self.git_credentials = git_credentials
         self.basic_credentials = basic_credentials
@@ -89,6 +93,7 @@ class WorktreeActivities:
         self.author = author
         self.allow_local_repositories = allow_local_repositories
         self.signing_key_file = signing_key_file
+        self.repository_cache = repository_cache
 
     @boundary.defn(name="run_worktree_steps")
     def run_worktree_steps(self, batch: WorktreeBatch) -> list[StepOutcome]:
@@ -110,6 +115,7 @@ class WorktreeActivities:
                 basic_credentials=lookup_in_project(self.basic_credentials, batch.plan.project),
                 secrets=self.secrets,
                 signing_key_file=self.signing_key_file,
+                repository_cache=self.repository_cache,
             )
             with ctx.resources:
                 for step in steps:

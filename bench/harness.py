@@ -103,8 +103,9 @@ class WorkerProcess:
 
 
 @contextlib.contextmanager
-def workdir(prefix: str) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix=f"freightline-bench-{prefix}-") as tmp:
+def workdir(prefix: str, under: Path | None = None) -> Iterator[Path]:
+    """A scratch directory (under ``under``, e.g. /dev/shm, or the system's temporary one)."""
+    with tempfile.TemporaryDirectory(prefix=f"freightline-bench-{prefix}-", dir=under) as tmp:
         yield Path(tmp)
 
 

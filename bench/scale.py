@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from bench.harness import (
     WorkerProcess,
@@ -107,7 +108,8 @@ async def main(projects: int, per_project: int) -> None:
             async with dev_server(scratch) as (server, client):
                 queue = queue_name("scale")
                 os.environ["FREIGHTLINE_TASK_QUEUE"] = queue
-                worker = WorkerProcess(server.address, queue, scratch / "worker.log")
+                cache = {"FREIGHTLINE_REPOSITORY_CACHE": str(scratch / "cache")}
+                worker = WorkerProcess(server.address, queue, scratch / "worker.log", cache)
                 try:
                     await asyncio.sleep(3)
                     before = worker.rss()
@@ -124,7 +126,13 @@ async def main(projects: int, per_project: int) -> None:
                     async def all_discovered() -> bool:
                         for name in names:
                             last = warehouse_workflow_id(name, f"w{per_project - 1:02d}")
-                            if (await warehouse_status(client, last)).freight_count < 1:
+                            try:
+                                if (await warehouse_status(client, last)).freight_count < 1:
+                                    return False
+                            except RPCError as err:
+                                # apply may answer before reconciliation started them all
+                                if err.status is not RPCStatusCode.NOT_FOUND:
+                                    raise
                                 return False
                         return True
 

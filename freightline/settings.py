@@ -39,6 +39,8 @@ FREIGHTLINE_CREDENTIALS_FILE          git.credentials_file          (a file of K
 FREIGHTLINE_GIT_SIGNING_KEY_FILE      git.signing_key_file          (an armored GPG private key: sign commits)
 FREIGHTLINE_SSH_KNOWN_HOSTS           git.ssh_known_hosts           (a known_hosts file for git over SSH)
 FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES  git.allow_local_repositories  ``false``
+FREIGHTLINE_REPOSITORY_CACHE          git.repository_cache          ``~/.cache/freightline/repositories``
+FREIGHTLINE_REPOSITORY_CACHE_MIB      git.repository_cache_mib      ``10240`` (the cache's bound, MiB)
 ARGOCD_SERVER                         argocd.server                 (none: Argo CD steps error clearly)
 ARGOCD_AUTH_TOKEN                     argocd.token                  (secret)
 ARGOCD_INSECURE                       argocd.insecure               ``false``
@@ -119,6 +121,8 @@ CREDENTIALS_FILE_ENV: Final = "FREIGHTLINE_CREDENTIALS_FILE"
 GIT_SIGNING_KEY_FILE_ENV: Final = "FREIGHTLINE_GIT_SIGNING_KEY_FILE"
 SSH_KNOWN_HOSTS_ENV: Final = "FREIGHTLINE_SSH_KNOWN_HOSTS"
 ALLOW_LOCAL_REPOSITORIES_ENV: Final = "FREIGHTLINE_ALLOW_LOCAL_REPOSITORIES"
+REPOSITORY_CACHE_ENV: Final = "FREIGHTLINE_REPOSITORY_CACHE"
+REPOSITORY_CACHE_MIB_ENV: Final = "FREIGHTLINE_REPOSITORY_CACHE_MIB"
 ARGOCD_SERVER_ENV: Final = "ARGOCD_SERVER"
 ARGOCD_AUTH_TOKEN_ENV: Final = "ARGOCD_AUTH_TOKEN"  # noqa: S105 - a variable name
 ARGOCD_INSECURE_ENV: Final = "ARGOCD_INSECURE"
@@ -141,6 +145,14 @@ DEFAULT_HEALTH_ADDRESS: Final = "127.0.0.1:8080"  # deploy/ sets 0.0.0.0 for the
 DEFAULT_WEBHOOK_HOST: Final = "127.0.0.1"  # serving other machines is a deliberate setting
 DEFAULT_AUTHOR_NAME: Final = "Freightline"
 DEFAULT_AUTHOR_EMAIL: Final = "freightline@localhost"
+DEFAULT_REPOSITORY_CACHE_MIB: Final = 10 * 1024
+
+
+def _default_repository_cache() -> Path:
+    """The worker's repository cache: under ``$XDG_CACHE_HOME`` (``~/.cache``), which
+    outlives a restart (the deployment's ``HOME`` is its ``/tmp`` volume)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "freightline" / "repositories"
 
 
 def parse_address(address: str, *, setting: str) -> tuple[str, int]:
@@ -259,6 +271,22 @@ class GitSettings(_Group):
     """Whether git subscriptions and steps may name a local path or ``file://`` URL: the
     worker's own filesystem, off by default (the dev server, the demo and the tests use
     bare repositories on disk and turn it on)."""
+    repository_cache: Path | None = Field(
+        default_factory=_default_repository_cache, validation_alias=REPOSITORY_CACHE_ENV
+    )
+    """Where the worker keeps a bare mirror of each repository it clones or discovers
+    (``docs/repository-cache.md``); None (``off``): every clone is a fresh one."""
+    repository_cache_mib: int = Field(
+        DEFAULT_REPOSITORY_CACHE_MIB, ge=1, validation_alias=REPOSITORY_CACHE_MIB_ENV
+    )
+    """The cache's bound: past it, the least recently used mirrors no activity holds go."""
+
+    @field_validator("repository_cache", mode="before")
+    @classmethod
+    def _cache_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "off":
+            return None
+        return value
 
     @model_validator(mode="after")
     def _username_with_password(self) -> GitSettings:

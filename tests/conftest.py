@@ -48,6 +48,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         exit_process(status)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def repository_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's workers (in-process and subprocesses) keep their repository mirrors
+    here, not in the user's ~/.cache: every test's repositories are new ones anyway."""
+    path = tmp_path_factory.mktemp("repository-cache")
+    before = os.environ.get("FREIGHTLINE_REPOSITORY_CACHE")
+    os.environ["FREIGHTLINE_REPOSITORY_CACHE"] = str(path)
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop("FREIGHTLINE_REPOSITORY_CACHE", None)
+        else:
+            os.environ["FREIGHTLINE_REPOSITORY_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """One real dev server for the session (SQLite in memory, search attributes registered)."""

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
+from activities.repository_cache import RepositoryCache
 from activities.worktree import WorktreeActivities
 from freightline.app.client import apply_project, start_promotion
 from freightline.contracts.promotion import (
@@ -88,9 +89,10 @@ def run_steps(
     images: tuple[str, ...] = (),
     freight: Freight | None = None,
     signing_key_file: Path | None = None,
+    repository_cache: RepositoryCache | None = None,
 ) -> list[StepOutcome]:
     """Plan ``steps`` for one Freight (main's head, and ``images``; or ``freight``) and run
-    them in the worktree activity."""
+    them in the worktree activity (with the worker's ``repository_cache``, if given)."""
     if freight is None:
         freight = commit_freight(repo, branch_head(repo, "main") or "", images=images)
     resources = single_stage_project(repo, steps, variables=variables)
@@ -101,6 +103,7 @@ def run_steps(
             scratch_root=tmp_path,
             allow_local_repositories=True,
             signing_key_file=signing_key_file,
+            repository_cache=repository_cache,
         ).run_worktree_steps,
         batch,
     )

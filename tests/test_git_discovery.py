@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from activities.git_discovery import discover_commits, path_filter
+from activities.repository_cache import RepositoryCache
 from freightline.contracts.warehouse import DiscoveredCommit, DiscoveryError
 from freightline.errors import ConfigError
 from freightline.kargo.resources import GitSubscription
@@ -77,9 +78,20 @@ def upstream(tmp_path: Path) -> Iterator[Upstream]:
     yield Upstream(tmp_path)
 
 
+_CACHE: list[RepositoryCache | None] = [None]
+
+
+@pytest.fixture(autouse=True, params=["scratch", "cache"])
+def with_or_without_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """Every test twice: from a scratch repository, and from the worker's repository cache."""
+    _CACHE[0] = RepositoryCache(tmp_path / "cache", 1 << 30) if request.param == "cache" else None
+    yield
+    _CACHE[0] = None
+
+
 def discover(subscription: GitSubscription, credentials: None) -> list[DiscoveredCommit]:
     """Discovery on a worker that allows local repositories (these are bare repos on disk)."""
-    return discover_commits(subscription, credentials, allow_local=True)
+    return discover_commits(subscription, credentials, allow_local=True, cache=_CACHE[0])
 
 
 def sub(upstream: Upstream, **fields: Any) -> GitSubscription:

@@ -227,9 +227,20 @@ async def project_resources(client: Client, project: str) -> ProjectResources:
 
 
 async def start_promotion(
-    client: Client, project: str, stage: str, freight: str, *, requested_by: str | None = None
+    client: Client,
+    project: str,
+    stage: str,
+    freight: str,
+    *,
+    requested_by: str | None = None,
+    eager: bool = True,
 ) -> WorkflowHandle[object, PromotionResult]:
-    """Start a ``Promotion`` workflow for Freight (ID or alias) into a Stage."""
+    """Start a ``Promotion`` workflow for Freight (ID or alias) into a Stage.
+
+    ``eager``: when this client is also a worker's (the web UI served by a worker), the
+    server hands the first workflow task back with the start's answer, saving a poll
+    round trip (``bench/eager_start.py``); for any other client it changes nothing.
+    """
     resources = await project_resources(client, project)
     target = find_freight(resources, freight)
     alias = target.alias or target.metadata.name[:7]
@@ -251,6 +262,7 @@ async def start_promotion(
         ),
         static_summary=f"promote freight `{alias}` into `{stage}`",
         static_details=freight_details(target),
+        request_eager_start=eager,
     )
     return handle
 

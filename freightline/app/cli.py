@@ -805,6 +805,13 @@ def demo(
     ),
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+    sign_in: Annotated[
+        str,
+        typer.Option(
+            help="How people sign in to the web UI: oidc (at the sandbox OIDC issuer) "
+            "or password (a users file)."
+        ),
+    ] = "oidc",
 ) -> None:
     """The main job: a Temporal dev server, a worker and a promotion into a local GitOps repo."""
     # The sandbox is not part of the package: in a checkout (an editable install, as
@@ -821,7 +828,14 @@ def demo(
         ) from None
 
     try:
-        ok = run_demo(workdir=workdir, once=once, port=port, ui_port=ui_port, console=console)
+        ok = run_demo(
+            workdir=workdir,
+            once=once,
+            port=port,
+            ui_port=ui_port,
+            console=console,
+            sign_in=sign_in,
+        )
     except FreightlineError as err:
         raise fail(str(err)) from None
     if not ok:

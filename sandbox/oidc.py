@@ -111,6 +111,7 @@ class OidcIssuer:
         auto_login: str | None = None,
         token_seconds: int = 3600,
         algorithm: Literal["RS256", "EdDSA"] = "RS256",
+        groups_in_id_token: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -120,6 +121,8 @@ class OidcIssuer:
         """Who is signed in without a form (None: the form asks)."""
         self.token_seconds = token_seconds
         self.algorithm = algorithm
+        self.groups_in_id_token = groups_in_id_token
+        """False: the groups only at /userinfo (as Okta and Azure AD may do)."""
         self.key: RSAKey | OKPKey = (
             RSAKey.generate_key(2048, parameters={"use": "sig", "alg": algorithm}, auto_kid=True)
             if algorithm == "RS256"
@@ -307,6 +310,8 @@ class OidcIssuer:
             "auth_time": now,
             **self.claims_of(grant.user),
         }
+        if not self.groups_in_id_token:
+            del claims["groups"]
         if grant.nonce:
             claims["nonce"] = grant.nonce
         at_hash = create_half_hash(access_token, self.algorithm)

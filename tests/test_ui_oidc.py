@@ -483,3 +483,21 @@ async def test_an_expired_session_goes_through_the_issuer_again(
         assert landed.headers["location"] == f"/projects/{PROJECT}"
         assert "victor@example.com" in (await http.get("/")).text
     assert issuer.exchanges == 2
+
+
+async def test_groups_missing_from_the_id_token_come_from_userinfo(
+    client: Client, oidc_ui: tuple[UiServer, OidcIssuer]
+) -> None:
+    ui, issuer = oidc_ui
+    issuer.groups_in_id_token = False
+    oidc = ui.ui.access.authenticator
+    assert isinstance(oidc, OidcAuthenticator)
+    async with httpx.AsyncClient(base_url=ui.url) as http:
+        _, landed = await _sign_in(http, issuer, USERS[0])
+        assert landed.status_code == 303
+        session = oidc.signer.unsign(http.cookies["freightline_session"].strip('"'))
+    # Only what the roles name is kept in the session: her group grant, and the groups claim
+    # value Kargo's viewers mapping names.
+    assert session is not None
+    assert session["groups"] == ["release-managers"]
+    assert session["claims"] == [["groups", "everyone"]]

@@ -152,6 +152,13 @@ class UserDirectory:
     roles: Mapping[str, Mapping[Role, tuple[str, ...]]] = field(default_factory=dict)
 
     @property
+    def grantees(self) -> frozenset[str]:
+        """Every name a grant holds (``alice``, ``group:ops``, ``claim:sub=12``, ``*``)."""
+        return frozenset(
+            who for grants in self.roles.values() for names in grants.values() for who in names
+        )
+
+    @property
     def claim_names(self) -> frozenset[str]:
         """The claims the grants name (``claim:NAME=VALUE``): what an OIDC session keeps."""
         return frozenset(

@@ -24,7 +24,8 @@ adds is the glue and the choices:
    ``azp`` the client ID when present), unexpired (60 s leeway), its
    ``nonce`` the cookie's, its ``at_hash`` the access token's when present.
 3. The user is the username claim (``email`` by default, as in Kargo), their
-   groups the groups claim (``groups``); a session cookie signed like the
+   groups the groups claim (``groups``; from the userinfo endpoint when the
+   ID token has none); a session cookie signed like the
    password sign-in's (HMAC-SHA256), HttpOnly, SameSite=Lax (a Strict one
    would be dropped on the redirect chain that started at the issuer), Secure
    over https, lasts as long as the ID token (at most 12 h). Then the page
@@ -355,6 +356,8 @@ class OidcAuthenticator:
                 raise SignInRefused(
                     "the ID token is signed by a key the issuer does not list"
                 ) from None
+        if self.config.groups_claim not in claims and access_token:
+            claims = await self._with_userinfo(metadata, claims, str(access_token))
         user = self.user_of(claims)
         expires = min(int(claims["exp"]), int(time.time()) + SESSION_SECONDS)
         return user, str(flow.get("next") or "/"), expires
@@ -400,6 +403,28 @@ class OidcAuthenticator:
             )
         return body
 
+    async def _with_userinfo(
+        self, metadata: Mapping[str, Any], claims: dict[str, Any], access_token: str
+    ) -> dict[str, Any]:
+        """The ID token's claims with the groups from the userinfo endpoint, for issuers that
+        leave them out of the ID token (OIDC Core 5.3.2: only for the same ``sub``)."""
+        endpoint = metadata.get("userinfo_endpoint")
+        if not endpoint:
+            return claims
+        try:
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, transport=self._transport) as http:
+                response = await http.get(
+                    str(endpoint), headers={"authorization": f"Bearer {access_token}"}
+                )
+            info = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            info = None
+        if not isinstance(info, dict) or info.get("sub") != claims.get("sub"):
+            log.warning("ui sign-in: no groups from the userinfo endpoint", endpoint=endpoint)
+            return claims
+        group = self.config.groups_claim
+        return {**claims, group: info[group]} if group in info else claims
+
     def _verify(
         self,
         id_token: str,
@@ -427,11 +452,19 @@ class OidcAuthenticator:
                 f'the ID token has no "{self.config.username_claim}" claim to name the user '
                 f"({UI_OIDC_USERNAME_CLAIM_ENV})"
             )
-        kept = []
-        for claim in sorted(self.directory.claim_names):
-            kept += [(claim, value) for value in _strings(claims.get(claim))]
-        groups = _strings(claims.get(self.config.groups_claim))
-        return User(name=name, groups=groups, claims=tuple(kept))
+        # Only what a grant names is kept: the session cookie stays small (a browser drops one
+        # over 4 KB, and some people are in hundreds of groups) and the roles read the same.
+        grantees = self.directory.grantees
+        groups = tuple(
+            g for g in _strings(claims.get(self.config.groups_claim)) if f"group:{g}" in grantees
+        )
+        kept = tuple(
+            (claim, value)
+            for claim in sorted(self.directory.claim_names)
+            for value in _strings(claims.get(claim))
+            if f"claim:{claim}={value}" in grantees
+        )
+        return User(name=name, groups=groups, claims=kept)
 
     # --- the session ---------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from a real issuer (Dex, Keycloak, Okta), with the same refusals::
     POST /token                              authorization_code, PKCE (S256) required
     GET  /userinfo                           the claims, for a Bearer access token
 
-ID tokens are signed with joserfc (RS256 by default, EdDSA on request) and
+ID tokens are signed with joserfc (RS256 by default, or EdDSA with Ed25519,
+named ``Ed25519`` as RFC 9864 has it: joserfc warns on the older ``EdDSA``) and
 carry ``sub``, ``email``, ``preferred_username``, ``name``, ``groups``,
 ``nonce``, ``at_hash``. Refused, as a real issuer refuses them: an unknown
 client or a redirect URI it did not register (shown on the issuer's page,
@@ -110,7 +111,7 @@ class OidcIssuer:
         clients: Iterable[IssuerClient],
         auto_login: str | None = None,
         token_seconds: int = 3600,
-        algorithm: Literal["RS256", "EdDSA"] = "RS256",
+        algorithm: Literal["RS256", "Ed25519"] = "RS256",
         groups_in_id_token: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,

@@ -501,3 +501,48 @@ async def test_groups_missing_from_the_id_token_come_from_userinfo(
     assert session is not None
     assert session["groups"] == ["release-managers"]
     assert session["claims"] == [["groups", "everyone"]]
+
+
+def test_an_eddsa_issuer_verifies_too() -> None:
+    eddsa = OidcIssuer(users=USERS, clients=[], algorithm="Ed25519")
+    token = eddsa.id_token(_claims())
+    assert _verify(eddsa, token, algorithms=["Ed25519"])["sub"] == "alice"
+    with pytest.raises(SignInRefused, match="not a valid signed JWT"):
+        _verify(eddsa, token, algorithms=["RS256"])
+
+
+async def test_a_rotated_issuer_key_is_fetched_once_and_an_unlisted_one_refused(
+    client: Client, oidc_ui: tuple[UiServer, OidcIssuer]
+) -> None:
+    ui, issuer = oidc_ui
+    async with httpx.AsyncClient(base_url=ui.url) as http:
+        assert (await _sign_in(http, issuer, USERS[1]))[1].status_code == 303
+        # The issuer rotates its key: the UI reads the JWKS again for the new kid.
+        issuer.key = RSAKey.generate_key(2048, parameters={"alg": "RS256"}, auto_kid=True)
+        assert (await _sign_in(http, issuer, USERS[1]))[1].status_code == 303
+        # A key the JWKS does not list (the issuer signs with one it does not publish).
+        published = issuer.jwks()
+        issuer.key = RSAKey.generate_key(2048, parameters={"alg": "RS256"}, auto_kid=True)
+        issuer.jwks = lambda: published  # type: ignore[method-assign]
+        _, refused = await _sign_in(http, issuer, USERS[1])
+        assert refused.status_code == 401
+        assert "signed by a key the issuer does not list" in refused.text
+
+
+async def test_an_issuer_that_is_down_or_not_itself_is_said_so(
+    client: Client, tmp_path: Path
+) -> None:
+    async with OidcIssuer(users=USERS, clients=[]) as issuer:
+        port = urlsplit(issuer.url).port
+        # Discovery names http://127.0.0.1:PORT; the UI was told http://localhost:PORT.
+        for configured, reason in (
+            (f"http://localhost:{port}", "names the issuer"),
+            (f"http://127.0.0.1:{free_port()}", "the issuer did not answer"),
+        ):
+            settings = UiSettings(auth="oidc", oidc_issuer_url=configured, oidc_client_id=CLIENT_ID)
+            async with (
+                UiServer(client, access_for(settings)) as server,
+                httpx.AsyncClient(base_url=server.url) as http,
+            ):
+                answer = await http.get("/oidc/start")
+                assert answer.status_code == 502 and reason in answer.text, answer.text

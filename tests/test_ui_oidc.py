@@ -448,6 +448,13 @@ async def test_the_callback_refuses_a_forged_or_foreign_answer(
             params={"error": "access_denied", "error_description": "<b>no</b>", "state": state},
         )
         assert denied.status_code == 401 and "access_denied (&lt;b&gt;no&lt;/b&gt;)" in denied.text
+        # A session cookie (signed by the same key) passed off as a sign-in under way: refused.
+        http.cookies.clear()
+        http.cookies.set("freightline_oidc", _ui_signed(ui, {"state": "s", "exp": 2**40}))
+        passed_off = await http.get("/oidc/callback", params={"code": "c", "state": "s"})
+        assert passed_off.status_code == 401
+        assert "expired or was started in another browser" in passed_off.text
+        http.cookies.clear()
         # A good sign-in; its callback replayed: the sign-in is over, refused.
         callback, landed = await _sign_in(http, issuer, USERS[1])
         assert landed.status_code == 303 and landed.headers["location"] == f"/projects/{PROJECT}"
@@ -546,3 +553,7 @@ async def test_an_issuer_that_is_down_or_not_itself_is_said_so(
             ):
                 answer = await http.get("/oidc/start")
                 assert answer.status_code == 502 and reason in answer.text, answer.text
+
+
+def _ui_signed(ui: UiServer, body: dict[str, Any]) -> str:
+    return ui.ui.access.signer.sign(body)

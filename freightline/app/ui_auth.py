@@ -326,6 +326,8 @@ class UsersAuthenticator:
         body = self.signer.unsign(token) if token else None
         if body is None or int(body.get("exp", 0)) < time.time():
             return None
+        if "iss" in body:  # an OIDC session (the UI's sign-in changed): not a password one
+            return None
         name = str(body.get("user", ""))
         if name not in self.directory.passwords:  # removed from the file since
             return None

@@ -308,6 +308,7 @@ class OidcAuthenticator:
         )
         flow = self.signer.sign(
             {
+                "use": "oidc-flow",  # the same key signs sessions: this is not one
                 "state": state,
                 "nonce": nonce,
                 "verifier": verifier,
@@ -323,7 +324,7 @@ class OidcAuthenticator:
     ) -> tuple[User, str, int]:
         """The issuer's answer at the callback: (the user, where they were going, session end)."""
         flow = self.signer.unsign(flow_cookie) if flow_cookie else None
-        if flow is None or int(flow.get("exp", 0)) < time.time():
+        if flow is None or flow.get("use") != "oidc-flow" or int(flow.get("exp", 0)) < time.time():
             raise SignInRefused(
                 "this sign-in expired or was started in another browser; start again"
             )

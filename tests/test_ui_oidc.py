@@ -8,7 +8,10 @@ their roles from the groups claim, and signing out.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -557,3 +560,25 @@ async def test_an_issuer_that_is_down_or_not_itself_is_said_so(
 
 def _ui_signed(ui: UiServer, body: dict[str, Any]) -> str:
     return ui.ui.access.signer.sign(body)
+
+
+def test_freightline_ui_without_an_issuer_stops_with_one_line(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FREIGHTLINE_UI")}
+    env |= {
+        "FREIGHTLINE_UI_AUTH": "oidc",
+        "FREIGHTLINE_UI_OIDC_CLIENT_SECRET": "never-shown",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "freightline", "ui"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "FREIGHTLINE_UI_OIDC_ISSUER_URL: FREIGHTLINE_UI_AUTH=oidc needs the issuer" in line
+    assert "never-shown" not in done.stdout + done.stderr

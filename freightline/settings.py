@@ -49,13 +49,21 @@ FREIGHTLINE_REGISTRY_MIRRORS          registry.mirrors              (``registry=
 FREIGHTLINE_METRIC_*                  metrics.header_values         (secrets for ``{{env.NAME}}`` headers)
 FREIGHTLINE_PROJECT                   cli.project                   (the CLI's default ``--project``)
 FREIGHTLINE_UI_ADDRESS                ui.address                    (none: the worker serves no web UI)
-FREIGHTLINE_UI_AUTH                   ui.auth                       ``users`` (or ``proxy``)
+FREIGHTLINE_UI_AUTH                   ui.auth                       ``users`` (or ``proxy``, ``oidc``)
 FREIGHTLINE_UI_USERS_FILE             ui.users_file                 (users, password hashes, roles)
 FREIGHTLINE_UI_SECRET                 ui.secret                     (secret; signs sessions and CSRF)
 FREIGHTLINE_UI_SIGNING_KEY            ui.signing_key                (secret; Ed25519, signs approvals)
 FREIGHTLINE_UI_PROXY_USER_HEADER      ui.proxy_user_header          ``X-Forwarded-User``
 FREIGHTLINE_UI_PROXY_GROUPS_HEADER    ui.proxy_groups_header        ``X-Forwarded-Groups``
 FREIGHTLINE_UI_TRUSTED_PROXIES        ui.trusted_proxies            ``127.0.0.1,::1``
+FREIGHTLINE_UI_OIDC_ISSUER_URL        ui.oidc_issuer_url            (``oidc``: the issuer, discovery under it)
+FREIGHTLINE_UI_OIDC_CLIENT_ID         ui.oidc_client_id             (``oidc``: the UI's client ID)
+FREIGHTLINE_UI_OIDC_CLIENT_SECRET     ui.oidc_client_secret         (secret; none: a public client, PKCE)
+FREIGHTLINE_UI_OIDC_SECRET_FILE       ui.oidc_secret_file           (the client secret from a file instead)
+FREIGHTLINE_UI_OIDC_ADDITIONAL_SCOPES ui.oidc_additional_scopes     ``groups`` (after openid profile email)
+FREIGHTLINE_UI_OIDC_USERNAME_CLAIM    ui.oidc_username_claim        ``email``
+FREIGHTLINE_UI_OIDC_GROUPS_CLAIM      ui.oidc_groups_claim          ``groups``
+FREIGHTLINE_UI_OIDC_REDIRECT_URL      ui.oidc_redirect_url          (default: the UI's ``/oidc/callback``)
 USER, LOGNAME                         cli.user                      ``cli`` (who the CLI acts as)
 ====================================  ============================  ======================================
 
@@ -138,6 +146,14 @@ UI_SIGNING_KEY_ENV: Final = "FREIGHTLINE_UI_SIGNING_KEY"
 UI_PROXY_USER_HEADER_ENV: Final = "FREIGHTLINE_UI_PROXY_USER_HEADER"
 UI_PROXY_GROUPS_HEADER_ENV: Final = "FREIGHTLINE_UI_PROXY_GROUPS_HEADER"
 UI_TRUSTED_PROXIES_ENV: Final = "FREIGHTLINE_UI_TRUSTED_PROXIES"
+UI_OIDC_ISSUER_URL_ENV: Final = "FREIGHTLINE_UI_OIDC_ISSUER_URL"
+UI_OIDC_CLIENT_ID_ENV: Final = "FREIGHTLINE_UI_OIDC_CLIENT_ID"
+UI_OIDC_CLIENT_SECRET_ENV: Final = "FREIGHTLINE_UI_OIDC_CLIENT_SECRET"  # noqa: S105 - a name
+UI_OIDC_SECRET_FILE_ENV: Final = "FREIGHTLINE_UI_OIDC_SECRET_FILE"  # noqa: S105 - a name
+UI_OIDC_ADDITIONAL_SCOPES_ENV: Final = "FREIGHTLINE_UI_OIDC_ADDITIONAL_SCOPES"
+UI_OIDC_USERNAME_CLAIM_ENV: Final = "FREIGHTLINE_UI_OIDC_USERNAME_CLAIM"
+UI_OIDC_GROUPS_CLAIM_ENV: Final = "FREIGHTLINE_UI_OIDC_GROUPS_CLAIM"
+UI_OIDC_REDIRECT_URL_ENV: Final = "FREIGHTLINE_UI_OIDC_REDIRECT_URL"
 
 DEFAULT_TASK_QUEUE: Final = "freightline"
 DEFAULT_METRICS_ADDRESS: Final = "127.0.0.1:9464"  # deploy/ sets 0.0.0.0 for the scraper
@@ -396,9 +412,10 @@ class UiSettings(_Group):
 
     address: str | None = Field(None, validation_alias=UI_ADDRESS_ENV)
     """``host:port`` the worker serves the UI on; unset, the worker serves none."""
-    auth: Literal["users", "proxy"] = Field("users", validation_alias=UI_AUTH_ENV)
+    auth: Literal["users", "proxy", "oidc"] = Field("users", validation_alias=UI_AUTH_ENV)
     """``users``: people sign in with a password from the users file; ``proxy``: an
-    authenticating proxy in front names them in a header."""
+    authenticating proxy in front names them in a header; ``oidc``: people sign in at an
+    OpenID Connect issuer (authorization code with PKCE, ``freightline.app.ui_oidc``)."""
     users_file: Path | None = Field(None, validation_alias=UI_USERS_FILE_ENV)
     """The users (with password hashes), their groups, and each project's roles."""
     secret: SecretStr | None = Field(None, validation_alias=UI_SECRET_ENV)
@@ -416,8 +433,28 @@ class UiSettings(_Group):
         ("127.0.0.1", "::1"), validation_alias=UI_TRUSTED_PROXIES_ENV
     )
     """Peer addresses whose identity headers are believed (``proxy`` mode); others are refused."""
+    # OIDC (``oidc`` mode); the names follow Kargo's api.oidc settings.
+    oidc_issuer_url: str | None = Field(None, validation_alias=UI_OIDC_ISSUER_URL_ENV)
+    """The issuer; its discovery document is ``<issuer>/.well-known/openid-configuration``."""
+    oidc_client_id: str | None = Field(None, validation_alias=UI_OIDC_CLIENT_ID_ENV)
+    oidc_client_secret: SecretStr | None = Field(None, validation_alias=UI_OIDC_CLIENT_SECRET_ENV)
+    """Optional, as in Kargo: without it the UI is a public client and PKCE alone binds the
+    code to the browser that asked for it."""
+    oidc_secret_file: Path | None = Field(None, validation_alias=UI_OIDC_SECRET_FILE_ENV)
+    """A file holding the client secret (a mounted Kubernetes Secret), read at start."""
+    oidc_additional_scopes: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("groups",), validation_alias=UI_OIDC_ADDITIONAL_SCOPES_ENV
+    )
+    """Scopes asked for after ``openid profile email`` (Kargo's ``additionalScopes``)."""
+    oidc_username_claim: str = Field("email", validation_alias=UI_OIDC_USERNAME_CLAIM_ENV)
+    """The ID token claim that names the user (Kargo's ``usernameClaim``)."""
+    oidc_groups_claim: str = Field("groups", validation_alias=UI_OIDC_GROUPS_CLAIM_ENV)
+    """The ID token claim that lists the user's groups (``group:NAME`` grants)."""
+    oidc_redirect_url: str | None = Field(None, validation_alias=UI_OIDC_REDIRECT_URL_ENV)
+    """The callback URL registered at the issuer; unset, the UI's own ``/oidc/callback`` as
+    the browser reached it (set it behind a proxy that rewrites the host)."""
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "oidc_additional_scopes", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -433,6 +470,20 @@ class UiSettings(_Group):
             except ConfigError:
                 raise ValueError("not HOST:PORT (e.g. 127.0.0.1:8088)") from None
         return value
+
+    def oidc_secret(self) -> str | None:
+        """The OIDC client secret, from the variable or the file (ConfigError if unreadable)."""
+        if self.oidc_client_secret is not None:
+            return self.oidc_client_secret.get_secret_value() or None
+        if self.oidc_secret_file is None:
+            return None
+        try:
+            return self.oidc_secret_file.read_text().strip() or None
+        except OSError as err:
+            raise ConfigError(
+                f"{UI_OIDC_SECRET_FILE_ENV}={str(self.oidc_secret_file)!r}: "
+                f"cannot read it: {err.strerror}"
+            ) from None
 
 
 class Settings(BaseModel):

@@ -63,12 +63,15 @@ def test_demo_once_runs_the_whole_pipeline_and_stops_everything(
     served = re.search(r"Freightline UI http://127\.0\.0\.1:(\d+) · sign in as alice / \S+", out)
     assert served, out[:3000]
     assert "prod approved in the web UI as alice" in out
+    # People sign in at the sandbox OIDC issuer (the demo's default), alice by her password there.
+    issuer = re.search(r"at the sandbox OIDC issuer http://127\.0\.0\.1:(\d+)", out)
+    assert issuer, out[:3000]
     # The closing table agrees with the closing line: prod holds the good Freight, Healthy.
     prod = [line for line in out.splitlines() if line.startswith("│ prod ")][-1]
     cells = [cell.strip() for cell in prod.strip("│").split("│")]
     assert cells[1] != "—" and cells[3] == "Healthy", prod
     assert "waiting" not in prod, prod
     # Everything it started is gone: the dev server's port is free again.
-    for closed in (port, int(served.group(1))):
+    for closed in (port, int(served.group(1)), int(issuer.group(1))):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", closed)) != 0

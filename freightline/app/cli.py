@@ -824,6 +824,13 @@ def demo(
             "(a real Graphite from Debian's graphite-carbon and graphite-web)."
         ),
     ] = "prometheus",
+    sign_in: Annotated[
+        str,
+        typer.Option(
+            help="How people sign in to the web UI: oidc (at the sandbox OIDC issuer) "
+            "or password (a users file)."
+        ),
+    ] = "oidc",
 ) -> None:
     """The main job: a Temporal dev server, a worker and a promotion into a local GitOps repo."""
     # The sandbox is not part of the package: in a checkout (an editable install, as
@@ -847,6 +854,7 @@ def demo(
             ui_port=ui_port,
             console=console,
             metrics_provider=metrics_provider,
+            sign_in=sign_in,
         )
     except FreightlineError as err:
         raise fail(str(err)) from None

@@ -27,6 +27,7 @@ Routes::
     POST /promotions/{id}/approve | reject        (approver)  comment=...
     POST /promotions/{id}/abort                   (promoter)  reason=...
     GET|POST /login, POST /logout
+    GET  /oidc/start, /oidc/callback          (FREIGHTLINE_UI_AUTH=oidc: freightline.app.ui_oidc)
 
 Every POST needs the CSRF token of the page it came from and a same-origin
 ``Origin`` (when the browser sends one); every action is checked against the
@@ -40,10 +41,11 @@ import contextlib
 import functools
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -61,6 +63,7 @@ from freightline.app.status_view import auto_cell, promotion_cell, verification_
 from freightline.app.temporal import ui_url
 from freightline.app.ui_auth import SESSION_COOKIE, Access, Role, User, UsersAuthenticator
 from freightline.app.ui_graph import GraphNode, node_keys, pipeline_edges, render_svg
+from freightline.app.ui_oidc import FLOW_COOKIE, OidcAuthenticator, SignInRefused
 from freightline.contracts.names import SA_FREIGHT, SA_PROJECT, SA_STAGE, workflow_ui_url
 from freightline.contracts.stage import StageState, versions_of
 from freightline.contracts.warehouse import WarehouseStatus
@@ -195,15 +198,33 @@ class Ui:
         return form
 
 
-def _set_cookie(response: Response, request: Request, name: str, value: str) -> None:
+def _set_cookie(
+    response: Response,
+    request: Request,
+    name: str,
+    value: str,
+    *,
+    samesite: Literal["strict", "lax"] = "strict",
+    path: str = "/",
+    max_age: int | None = None,
+) -> None:
     response.set_cookie(
         name,
         value,
         httponly=True,
-        samesite="strict",
+        samesite=samesite,
         secure=request.url.scheme == "https",
-        path="/",
+        path=path,
+        max_age=max_age,
     )
+
+
+def _safe_target(target: str) -> str:
+    """Where to go after sign-in: a path on the UI itself, never an open redirect (browsers read
+    ``/\\host`` as ``//host``)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
 
 
 def _role_name(role: Role) -> str:
@@ -342,9 +363,15 @@ def _route(ui: Ui, path: str, handler: Handler, methods: Sequence[str] = ("GET",
         user = ui.access.authenticator.identify(request)
         request.scope["freightline.user"] = user
         try:
-            if user is None and path not in ("/login",):
-                if ui.access.authenticator.signs_in:
+            if user is None and path not in SIGN_IN_PATHS:
+                authenticator = ui.access.authenticator
+                if authenticator.signs_in:
                     target = quote(request.url.path, safe="/")
+                    if isinstance(authenticator, OidcAuthenticator) and authenticator.expired(
+                        request
+                    ):
+                        # Through the issuer again: silent while its own session lasts.
+                        return RedirectResponse(f"/oidc/start?next={target}", status_code=303)
                     return RedirectResponse(f"/login?next={target}", status_code=303)
                 raise _Refused(401, "not signed in: the authenticating proxy named no user")
             return await handler(ui, request)
@@ -683,13 +710,19 @@ async def _abort(ui: Ui, request: Request, user: User, form: dict[str, str]) -> 
 # --- signing in -----------------------------------------------------------------------------------
 
 
+SIGN_IN_PATHS = ("/login", "/oidc/start", "/oidc/callback")
+
+
 async def login(ui: Ui, request: Request) -> Response:
     authenticator = ui.access.authenticator
+    target = _safe_target(request.query_params.get("next", "/"))
+    if isinstance(authenticator, OidcAuthenticator):
+        if request.method != "GET":
+            raise _Refused(405, "sign in at the issuer: follow the link on this page")
+        issuer = urlsplit(authenticator.issuer).netloc
+        return ui.page(request, "login.html", next=target, failed=False, oidc=issuer)
     if not isinstance(authenticator, UsersAuthenticator):
         raise _Refused(404, "sign-in is the authenticating proxy's")
-    target = request.query_params.get("next", "/")
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = "/"  # never an open redirect (browsers read "/\\host" as "//host")
     if request.method == "GET":
         return ui.page(request, "login.html", next=target, failed=False)
     form = await ui.check_post(request)
@@ -702,6 +735,64 @@ async def login(ui: Ui, request: Request) -> Response:
     _set_cookie(response, request, SESSION_COOKIE, authenticator.session_cookie(user))
     # A fresh CSRF cookie per session: tokens of the signed-out page stop working.
     _set_cookie(response, request, CSRF_COOKIE, secrets.token_urlsafe(16))
+    return response
+
+
+def _oidc(ui: Ui) -> OidcAuthenticator:
+    authenticator = ui.access.authenticator
+    if not isinstance(authenticator, OidcAuthenticator):
+        raise _Refused(404, "this UI does not sign in with OIDC")
+    return authenticator
+
+
+async def oidc_start(ui: Ui, request: Request) -> Response:
+    """To the issuer, with a fresh state, nonce and PKCE verifier kept in a signed cookie."""
+    oidc = _oidc(ui)
+    target = _safe_target(request.query_params.get("next", "/"))
+    try:
+        url, flow = await oidc.begin(oidc.redirect_uri(request), target)
+    except SignInRefused as refused:
+        log.warning("ui sign-in failed", reason=refused.reason)
+        raise _Refused(502, f"cannot sign in: {refused.reason}") from None
+    response = RedirectResponse(url, status_code=303)
+    # Lax: it must come back with the issuer's redirect (a top-level GET from another site).
+    _set_cookie(response, request, FLOW_COOKIE, flow, samesite="lax", path="/oidc")
+    return response
+
+
+async def oidc_callback(ui: Ui, request: Request) -> Response:
+    """The issuer's answer: the code exchanged, the ID token verified, a session started."""
+    oidc = _oidc(ui)
+    try:
+        user, target, expires = await oidc.complete(
+            dict(request.query_params), request.cookies.get(FLOW_COOKIE)
+        )
+    except SignInRefused as refused:
+        log.info("ui sign-in refused", reason=refused.reason)
+        refusal = ui.page(
+            request,
+            "result.html",
+            401,
+            ok=False,
+            message=f"Sign-in refused: {refused.reason}",
+            back="/login",
+        )
+        refusal.delete_cookie(FLOW_COOKIE, path="/oidc")
+        return refusal
+    log.info("ui sign-in", user=user.name, groups=list(user.groups), via="oidc")
+    response = RedirectResponse(_safe_target(target), status_code=303)
+    # Lax, not Strict: the redirect chain began at the issuer, and a Strict cookie would not
+    # come with the first page after it. Cross-site POSTs still carry no Lax cookie.
+    _set_cookie(
+        response,
+        request,
+        SESSION_COOKIE,
+        oidc.session_cookie(user, expires),
+        samesite="lax",
+        max_age=max(0, expires - int(time.time())),
+    )
+    _set_cookie(response, request, CSRF_COOKIE, secrets.token_urlsafe(16))
+    response.delete_cookie(FLOW_COOKIE, path="/oidc")
     return response
 
 
@@ -721,6 +812,8 @@ def build_ui(ui: Ui) -> list[BaseRoute]:
         Mount("/static", StaticFiles(directory=WEB / "static"), name="static"),
         _route(ui, "/login", login, ("GET", "POST")),
         _route(ui, "/logout", logout, post),
+        _route(ui, "/oidc/start", oidc_start),
+        _route(ui, "/oidc/callback", oidc_callback),
         _route(ui, "/", projects_page),
         _route(ui, "/projects/{project}", project_page),
         _route(ui, "/projects/{project}/events", events),

@@ -2,7 +2,7 @@
 
 An action in the UI (promote, approve, abort, ...) is sent to Temporal under
 the name of the person the UI *authenticated*, never a name the browser
-declares: the forms carry no user field, and the name comes from one of two
+declares: the forms carry no user field, and the name comes from one of three
 authenticators, chosen by ``FREIGHTLINE_UI_AUTH``:
 
 - ``users`` (the default): people sign in with a password checked against the
@@ -10,6 +10,9 @@ authenticators, chosen by ``FREIGHTLINE_UI_AUTH``:
   ``freightline ui-password``); the UI then holds their name in a session
   cookie signed with ``FREIGHTLINE_UI_SECRET`` (HMAC-SHA256), and their groups
   are read from the file on each request.
+- ``oidc``: people sign in at an OpenID Connect issuer (authorization code
+  with PKCE; ``freightline.app.ui_oidc``); the user and groups come from the
+  ID token's claims, the session is a signed cookie as above.
 - ``proxy``: an authenticating proxy in front of the UI (oauth2-proxy, a
   company SSO gateway doing OIDC) names the user and groups in headers
   (``X-Forwarded-User``, ``X-Forwarded-Groups``), believed only from the peer
@@ -20,8 +23,10 @@ Roles, per project, from the users file's ``roles``: ``viewer`` (read),
 ``promoter`` (promote, refresh, re-verify, abort), ``approver`` (and approve or
 reject promotions, approve Freight for a Stage), ``admin`` (everything); each
 includes the ones before it. A role is given to users by name, to groups as
-``group:NAME``, or to everyone signed in as ``*``; the project ``*`` applies to
-every project. Every POST is checked server-side against them, and against a
+``group:NAME``, to an OIDC claim as ``claim:NAME=VALUE``, or to everyone
+signed in as ``*``; the project ``*`` applies to every project (and the
+file's ``oidc`` section, Kargo's ``admins``/``viewers`` claim mappings, grants
+there). Every POST is checked server-side against them, and against a
 CSRF token bound to the person's session (docs/ui.md).
 """
 
@@ -37,7 +42,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -46,6 +51,9 @@ from starlette.requests import Request
 from freightline.contracts.approvals import public_key_of
 from freightline.errors import ConfigError
 from freightline.settings import UI_SIGNING_KEY_ENV, UI_USERS_FILE_ENV, UiSettings
+
+if TYPE_CHECKING:
+    from freightline.app.ui_oidc import OidcAuthenticator
 
 __all__ = [
     "Access",
@@ -82,6 +90,9 @@ class User:
 
     name: str
     groups: tuple[str, ...] = ()
+    claims: tuple[tuple[str, str], ...] = ()
+    """Other identity claims a grant may name as ``claim:NAME=VALUE`` (OIDC sign-in keeps
+    those the roles name, e.g. ``sub`` or ``email``)."""
 
 
 # --- passwords ----------------------------------------------------------------------------------
@@ -140,6 +151,24 @@ class UserDirectory:
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     roles: Mapping[str, Mapping[Role, tuple[str, ...]]] = field(default_factory=dict)
 
+    @property
+    def grantees(self) -> frozenset[str]:
+        """Every name a grant holds (``alice``, ``group:ops``, ``claim:sub=12``, ``*``)."""
+        return frozenset(
+            who for grants in self.roles.values() for names in grants.values() for who in names
+        )
+
+    @property
+    def claim_names(self) -> frozenset[str]:
+        """The claims the grants name (``claim:NAME=VALUE``): what an OIDC session keeps."""
+        return frozenset(
+            who.removeprefix("claim:").partition("=")[0]
+            for grants in self.roles.values()
+            for names in grants.values()
+            for who in names
+            if who.startswith("claim:")
+        )
+
     @classmethod
     def load(cls, path: Path) -> UserDirectory:
         try:
@@ -182,17 +211,55 @@ class UserDirectory:
                 if not isinstance(who, list):
                     raise ConfigError(f"{where}: roles.{project}.{role}: expected a list")
                 roles[str(project)][level] = tuple(str(w) for w in who)
+        for role, who in _kargo_claim_grants(body.get("oidc"), where).items():
+            everywhere = roles.setdefault("*", {})
+            everywhere[role] = (*everywhere.get(role, ()), *who)
         return cls(passwords=passwords, groups=groups, roles=roles)
 
     def role(self, user: User, project: str) -> Role:
         """The highest role ``user`` has in ``project`` (``*`` grants count for every project)."""
-        names = {user.name, "*", *(f"group:{g}" for g in user.groups)}
+        names = {
+            user.name,
+            "*",
+            *(f"group:{g}" for g in user.groups),
+            *(f"claim:{k}={v}" for k, v in user.claims),
+        }
         best = Role.NONE
         for scope in (project, "*"):
             for role, who in self.roles.get(scope, {}).items():
                 if names.intersection(who) and role > best:
                     best = role
         return best
+
+
+_KARGO_ROLES = {"admins": Role.ADMIN, "viewers": Role.VIEWER}
+
+
+def _kargo_claim_grants(body: Any, where: str) -> dict[Role, tuple[str, ...]]:
+    """Kargo's ``api.oidc`` claim mappings (``admins``/``viewers: {claims: {NAME: [VALUE]}}``)
+    as grants in every project: a Kargo admin is an admin, a viewer a viewer, everywhere."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where}: oidc: expected admins and viewers, as in Kargo's api.oidc")
+    grants: dict[Role, tuple[str, ...]] = {}
+    for key, entry in body.items():
+        role = _KARGO_ROLES.get(str(key))
+        if role is None:
+            why = (
+                "Kargo's users and projectCreators have no Freightline counterpart (a project "
+                "is listed to those with a role in it; projects come from config files)"
+                if key in ("users", "projectCreators")
+                else "expected admins or viewers"
+            )
+            raise ConfigError(f"{where}: oidc.{key}: {why}; grant roles per project instead")
+        claims = entry.get("claims") if isinstance(entry, dict) else None
+        if not isinstance(claims, dict) or not all(isinstance(v, list) for v in claims.values()):
+            raise ConfigError(f"{where}: oidc.{key}.claims: expected CLAIM: [VALUE, ...]")
+        grants[role] = tuple(
+            f"claim:{name}={value}" for name, values in claims.items() for value in values
+        )
+    return grants
 
 
 # --- sessions and CSRF --------------------------------------------------------------------------
@@ -259,6 +326,8 @@ class UsersAuthenticator:
         body = self.signer.unsign(token) if token else None
         if body is None or int(body.get("exp", 0)) < time.time():
             return None
+        if "iss" in body:  # an OIDC session (the UI's sign-in changed): not a password one
+            return None
         name = str(body.get("user", ""))
         if name not in self.directory.passwords:  # removed from the file since
             return None
@@ -295,7 +364,7 @@ class ProxyAuthenticator:
 class Access:
     """The UI's authentication and authorization, built once from the settings."""
 
-    authenticator: UsersAuthenticator | ProxyAuthenticator
+    authenticator: UsersAuthenticator | ProxyAuthenticator | OidcAuthenticator
     directory: UserDirectory
     signer: Signer
     signing_key: str | None = None
@@ -325,6 +394,13 @@ def access_for(settings: UiSettings) -> Access:
                 "(or FREIGHTLINE_UI_AUTH=proxy behind an authenticating proxy)"
             )
         return Access(UsersAuthenticator(directory, signer), directory, signer, signing_key)
+    if settings.auth == "oidc":
+        # Imported here: the OIDC module builds on this one (User, Signer, the directory).
+        from freightline.app.ui_oidc import OidcAuthenticator, OidcConfig
+
+        directory = directory or UserDirectory()
+        oidc = OidcAuthenticator(OidcConfig.from_settings(settings), directory, signer)
+        return Access(oidc, directory, signer, signing_key)
     authenticator = ProxyAuthenticator(
         user_header=settings.proxy_user_header,
         groups_header=settings.proxy_groups_header,

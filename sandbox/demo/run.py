@@ -15,7 +15,10 @@ and the worker. It applies ``sandbox/demo/kargo.yaml`` and then:
 
 The live status view shows each step. The demo prints the web UI's address
 with its users' logins (an approver, a promoter, a viewer; fresh passwords each
-run), the Temporal UI links and the command that approves prod. ``--once``
+run): by default they sign in at the sandbox OIDC issuer (``sandbox/oidc.py``,
+authorization code with PKCE; alice is an approver by her groups claim),
+``--sign-in password`` gives the UI a users file instead. Then the Temporal UI
+links and the command that approves prod. ``--once``
 runs the same script unattended, approves prod itself (signed in to the web UI
 as alice), checks the end state and exits 0 (the test suite runs it). Ctrl-C
 stops everything the demo started. State lives in
@@ -34,7 +37,8 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 from rich.console import Console
@@ -52,13 +56,14 @@ from freightline.contracts.argocd import HealthState
 from freightline.contracts.names import stage_workflow_id, workflow_ui_url
 from freightline.contracts.promotion import PromotionStatus
 from freightline.contracts.stage import StageState
-from freightline.errors import FreightlineError
+from freightline.errors import ConfigError, FreightlineError
 from freightline.kargo.config import group_by_project, load_text, substitute_env
 from freightline.logging import configure_logging
 from freightline.settings import Settings, load_settings
 from sandbox.argocd import ArgoCDEmulator
 from sandbox.gitops import KARGO_QUICKSTART, create_bare_repo
 from sandbox.graphite import GraphiteServer
+from sandbox.oidc import IssuerClient, IssuerUser, OidcIssuer
 from sandbox.prometheus import PrometheusServer
 from sandbox.registry import Pusher, Registry, free_port, start_registry, webhook_notifications
 
@@ -91,6 +96,8 @@ class Demo:
     """With ``--metrics-provider graphite``: uat's verification reads this Graphite."""
     logins: tuple[tuple[str, str, str], ...] = ()
     """(user, password, role) of each web UI user."""
+    issuer: OidcIssuer | None = None
+    """The sandbox OIDC issuer people sign in at (``--sign-in oidc``); None: passwords."""
 
     @property
     def image_repo(self) -> str:
@@ -105,9 +112,11 @@ def run_demo(
     ui_port: int,
     console: Console,
     metrics_provider: str = "prometheus",
+    sign_in: str = "oidc",
 ) -> bool:
     """Run the demo; with ``once``, True when the end state checks out. ``metrics_provider``
-    ``graphite`` verifies uat against a real Graphite fed from the emulator's error ratios."""
+    ``graphite`` verifies uat against a real Graphite fed from the emulator's error ratios;
+    ``sign_in`` ``oidc`` signs people in at the sandbox OIDC issuer, ``password`` from a file."""
     if metrics_provider not in METRICS_PROVIDERS:
         raise FreightlineError(
             f'--metrics-provider "{metrics_provider}": one of {", ".join(METRICS_PROVIDERS)}'
@@ -149,7 +158,8 @@ def run_demo(
         stack.callback(emulator.stop)
         metrics_port = free_port()
         ui_address = f"127.0.0.1:{free_port()}"
-        logins = _ui_users(workdir / "ui-users.yaml")
+        logins = [(user, secrets.token_urlsafe(9), role) for user, role in DEMO_USERS]
+        issuer, ui_auth = _sign_in_settings(sign_in, logins, ui_address, workdir / "ui-users.yaml")
         prometheus = PrometheusServer(
             workdir / "prometheus",
             targets=[emulator.base_url.removeprefix("http://"), f"127.0.0.1:{metrics_port}"],
@@ -173,11 +183,7 @@ def run_demo(
             git={"allow_local_repositories": True},  # the GitOps repo is a bare repo on disk
             argocd={"server": emulator.base_url, "token": token},
             webhooks={"host": "127.0.0.1", "port": webhook_port, "secret": webhook_secret},
-            ui={
-                "address": ui_address,
-                "users_file": workdir / "ui-users.yaml",
-                "secret": secrets.token_hex(16),
-            },
+            ui={"address": ui_address, "secret": secrets.token_hex(16), **ui_auth},
         )
         console.print(
             f"Temporal UI {server.ui_url} · registry {registry.url} · Argo CD emulator "
@@ -186,6 +192,7 @@ def run_demo(
         console.print(
             f"Freightline UI http://{ui_address} · sign in as "
             + ", ".join(f"{user} / {password} ({role})" for user, password, role in logins)
+            + (f" · at the sandbox OIDC issuer {ui_auth['oidc_issuer_url']}" if issuer else "")
         )
         demo = Demo(
             workdir,
@@ -200,6 +207,7 @@ def run_demo(
             ui_url=f"http://{ui_address}",
             logins=tuple(logins),
             graphite=graphite,
+            issuer=issuer,
         )
         try:
             return asyncio.run(_main(demo, once))
@@ -211,17 +219,43 @@ def run_demo(
 DEMO_USERS = (("alice", "approver"), ("bob", "promoter"), ("victor", "viewer"))
 
 
-def _ui_users(path: Path) -> list[tuple[str, str, str]]:
-    """The web UI's users file for the demo: one user per role, fresh passwords each run."""
-    logins = [(user, secrets.token_urlsafe(9), role) for user, role in DEMO_USERS]
-    lines = ["users:"]
-    lines += [
-        f'  {user}: {{password: "{hash_password(password)}"}}' for user, password, _ in logins
-    ]
-    lines += ["roles:", f"  {PROJECT}:"]
-    lines += [f"    {role}: [{user}]" for user, _, role in logins]
-    path.write_text("\n".join(lines) + "\n")
-    return logins
+DEMO_CLIENT = "freightline-demo"
+
+
+def _sign_in_settings(
+    sign_in: str, logins: list[tuple[str, str, str]], ui_address: str, users_file: Path
+) -> tuple[OidcIssuer | None, dict[str, Any]]:
+    """How the demo's people sign in to the web UI: at the sandbox OIDC issuer (the default;
+    their groups claim makes alice an approver) or with a password from a users file. One
+    user per role, fresh passwords each run."""
+    if sign_in == "password":
+        lines = ["users:"]
+        lines += [f'  {user}: {{password: "{hash_password(pw)}"}}' for user, pw, _ in logins]
+        lines += ["roles:", f"  {PROJECT}:"]
+        lines += [f"    {role}: [{user}]" for user, _, role in logins]
+        users_file.write_text("\n".join(lines) + "\n")
+        return None, {"auth": "users", "users_file": users_file}
+    if sign_in != "oidc":
+        raise ConfigError(f'--sign-in must be oidc or password, not "{sign_in}"')
+    groups = {"approver": ("release-managers",), "promoter": ("developers",)}
+    port = free_port()
+    issuer = OidcIssuer(
+        users=[IssuerUser(user, pw, groups.get(role, ())) for user, pw, role in logins],
+        clients=[IssuerClient(DEMO_CLIENT, (f"http://{ui_address}/oidc/callback",))],
+        port=port,
+    )
+    # Roles by group claim (the approver and the promoter) and by user name (the viewer).
+    users_file.write_text(
+        f"roles:\n  {PROJECT}:\n    approver: [group:release-managers]\n"
+        "    promoter: [group:developers]\n    viewer: [victor]\n"
+    )
+    return issuer, {
+        "auth": "oidc",
+        "users_file": users_file,
+        "oidc_issuer_url": f"http://127.0.0.1:{port}",
+        "oidc_client_id": DEMO_CLIENT,
+        "oidc_username_claim": "preferred_username",  # alice, not alice@example.com
+    }
 
 
 async def _main(demo: Demo, once: bool) -> bool:
@@ -230,31 +264,38 @@ async def _main(demo: Demo, once: bool) -> bool:
     runtime = worker_runtime(f"127.0.0.1:{demo.metrics_port}")
     client = await connect(demo.server.address, runtime=runtime)
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(client, settings=demo.settings, stop=stop))
-    try:
-        with demo.console.status("starting Prometheus"):
-            await asyncio.to_thread(demo.prometheus.start)
-        await _apply(client, demo)
-        with Live(console=demo.console, refresh_per_second=4) as live:
-            watcher = asyncio.create_task(_watch(client, live))
-            try:
-                ok = await _script(client, demo, once)
-            finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-                # The last table is read now, not half a second before the script's last
-                # line: the closing view agrees with what the demo just said.
-                with contextlib.suppress(Exception):
-                    live.update(await _table(client))
-            if not once:
-                demo.console.print("running; Ctrl-C stops the worker and every service")
-                await stop.wait()
-                demo.console.print("stopping everything the demo started")
-        return ok
-    finally:
-        stop.set()
-        await worker
+    async with contextlib.AsyncExitStack() as services:
+        if demo.issuer is not None:
+            await services.enter_async_context(demo.issuer)
+        worker = asyncio.create_task(run_worker(client, settings=demo.settings, stop=stop))
+        try:
+            return await _run(client, demo, once, stop)
+        finally:
+            stop.set()
+            await worker
+
+
+async def _run(client: Client, demo: Demo, once: bool, stop: asyncio.Event) -> bool:
+    with demo.console.status("starting Prometheus"):
+        await asyncio.to_thread(demo.prometheus.start)
+    await _apply(client, demo)
+    with Live(console=demo.console, refresh_per_second=4) as live:
+        watcher = asyncio.create_task(_watch(client, live))
+        try:
+            ok = await _script(client, demo, once)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            # The last table is read now, not half a second before the script's last
+            # line: the closing view agrees with what the demo just said.
+            with contextlib.suppress(Exception):
+                live.update(await _table(client))
+        if not once:
+            demo.console.print("running; Ctrl-C stops the worker and every service")
+            await stop.wait()
+            demo.console.print("stopping everything the demo started")
+    return ok
 
 
 async def _apply(client: Client, demo: Demo) -> None:
@@ -356,12 +397,17 @@ async def _approve_in_ui(demo: Demo, promotion: str) -> None:
     """What a person does in the web UI: sign in as the approver, approve the promotion."""
     user, password = next((u, p) for u, p, role in demo.logins if role == "approver")
     async with httpx.AsyncClient(base_url=demo.ui_url, timeout=60) as browser:
-        page = await browser.get("/login")
-        answer = await browser.post(
-            "/login", data={"csrf": _csrf(page.text), "user": user, "password": password}
-        )
-        if answer.status_code != 303:
-            raise FreightlineError(f"the web UI refused the demo's sign-in: {answer.status_code}")
+        if demo.issuer is not None:
+            await _sign_in_at_issuer(browser, user, password)
+        else:
+            page = await browser.get("/login")
+            answer = await browser.post(
+                "/login", data={"csrf": _csrf(page.text), "user": user, "password": password}
+            )
+            if answer.status_code != 303:
+                raise FreightlineError(
+                    f"the web UI refused the demo's sign-in: {answer.status_code}"
+                )
         page = await browser.get(f"/promotions/{quote(promotion, safe='')}")
         answer = await browser.post(
             f"/promotions/{quote(promotion, safe='')}/approve",
@@ -369,6 +415,22 @@ async def _approve_in_ui(demo: Demo, promotion: str) -> None:
         )
         if answer.status_code != 200:
             raise FreightlineError(f"the web UI refused the approval: {answer.text[:500]}")
+
+
+async def _sign_in_at_issuer(browser: httpx.AsyncClient, user: str, password: str) -> None:
+    """What a browser does: the UI sends it to the issuer, the person fills in the issuer's
+    form, the issuer sends it back to the UI's callback with a code."""
+    to_issuer = await browser.get("/oidc/start")
+    form = {k: v[-1] for k, v in parse_qs(urlsplit(to_issuer.headers["location"]).query).items()}
+    answer = await browser.post(
+        to_issuer.headers["location"].split("?")[0],
+        data={**form, "username": user, "password": password},
+    )
+    if answer.status_code != 303:
+        raise FreightlineError(f"the sandbox issuer refused the demo's sign-in: {answer.text}")
+    landed = await browser.get(answer.headers["location"])
+    if landed.status_code != 303:
+        raise FreightlineError(f"the web UI refused the demo's sign-in: {landed.text[:500]}")
 
 
 def _csrf(html: str) -> str:

@@ -41,7 +41,11 @@ async def take(output: str, out: Path) -> None:
         )
         page = await context.new_page()
         await page.goto("/login")
-        await page.fill("input[name=user]", "alice")
+        if await page.locator("#oidc-sign-in").count():  # the demo's default: OIDC
+            await page.click("#oidc-sign-in")
+            await page.fill("input[name=username]", "alice")
+        else:
+            await page.fill("input[name=user]", "alice")
         await page.fill("input[name=password]", password)
         await page.click("button[type=submit]")
         await expect(page.locator("#user")).to_have_text("alice")

@@ -20,7 +20,12 @@ from freightline.app.client import apply_project, promote_in_stage, stage_states
 from freightline.app.listings import freight_summary
 from freightline.app.status_view import pipeline_table
 from freightline.contracts.project import stage_configs
-from freightline.contracts.promotion import PromotionResult, StepScope, plan_promotion
+from freightline.contracts.promotion import (
+    PromotionRequest,
+    PromotionResult,
+    StepScope,
+    plan_promotion,
+)
 from freightline.contracts.stage import (
     AvailableFreight,
     PromotionTicket,
@@ -37,6 +42,7 @@ from freightline.kargo.freight import artifact_functions, requested_origins
 from freightline.kargo.resources import Freight
 from sandbox.gitops import git, show_file
 from tests.conftest import wait_for
+from tests.metric_server import ErrorRateServer
 from tests.pipelines import IMAGE, dump, freight_for, with_freight
 
 PROJECT = "origins"
@@ -85,27 +91,36 @@ def steps(repo: Path) -> list[dict[str, Any]]:
     ]
 
 
-TAGS_TEMPLATE = {
-    "apiVersion": "argoproj.io/v1alpha1",
-    "kind": "AnalysisTemplate",
-    "metadata": {"name": "tags", "namespace": PROJECT},
-    "spec": {
-        "args": [{"name": "front"}, {"name": "back"}],
-        "metrics": [
-            {
-                "name": "tags",
-                "provider": {"web": {"url": "http://127.0.0.1:1/{{args.front}}/{{args.back}}"}},
-            }
-        ],
-    },
-}
+def tags_template(url: str) -> dict[str, Any]:
+    """An AnalysisTemplate asking ``url/rate/<front tag>-<back tag>`` for an error rate."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "tags", "namespace": PROJECT},
+        "spec": {
+            "args": [{"name": "front"}, {"name": "back"}],
+            "metrics": [
+                {
+                    "name": "tags",
+                    "successCondition": "result < 0.05",
+                    "provider": {
+                        "web": {
+                            "url": url + "/rate/{{args.front}}-{{args.back}}",
+                            "jsonPath": "{$.errorRate}",
+                        }
+                    },
+                }
+            ],
+        },
+    }
 
 
 def two_warehouse_project(
-    repo: Path, *, auto: bool = False, verification: bool = False
+    repo: Path, *, auto: bool = False, verification: str | None = None, rollback: bool = False
 ) -> ProjectResources:
     """Warehouses front (FRONT) and back (BACK); Stage test takes both directly, uat takes
-    both once verified in test."""
+    both once verified in test; with ``verification`` (a metric server's URL), test
+    verifies the tags of both origins, and with ``rollback`` rolls back a failure."""
     meta = {"namespace": PROJECT}
     documents: list[dict[str, Any]] = [
         {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": PROJECT}}
@@ -144,18 +159,17 @@ def two_warehouse_project(
             }
         )
     if verification:
-        documents.append(TAGS_TEMPLATE)
-    if auto:
+        documents.append(tags_template(verification))
+    if auto or rollback:
+        policy: dict[str, Any] = {"stageSelector": {"name": "glob:*"}, "autoPromotionEnabled": auto}
+        if rollback:
+            policy["autoRollback"] = {"onVerification": ["Failed"]}
         documents.append(
             {
                 "apiVersion": "kargo.akuity.io/v1alpha1",
                 "kind": "ProjectConfig",
                 "metadata": {"name": PROJECT, **meta},
-                "spec": {
-                    "promotionPolicies": [
-                        {"stageSelector": {"name": "glob:*"}, "autoPromotionEnabled": True}
-                    ]
-                },
+                "spec": {"promotionPolicies": [policy]},
             }
         )
     (resources,) = group_by_project(load_text(dump(documents), source="test")).values()
@@ -280,7 +294,9 @@ def test_state_kept_before_collections_carries_its_one_freight(tmp_path: Path) -
 
 def test_plan_and_verification_see_the_whole_collection(tmp_path: Path) -> None:
     f1, f0, b1 = front("1.29.1"), front("1.0.0"), back("2.0.0")
-    resources = with_freight(two_warehouse_project(tmp_path, verification=True), f1, f0, b1)
+    resources = with_freight(
+        two_warehouse_project(tmp_path, verification="http://127.0.0.1:1"), f1, f0, b1
+    )
     plan = plan_promotion(resources, "test", b1.metadata.name, "p:x", collection=[f1.metadata.name])
     assert [f.origin.name for f in plan.freight_collection] == ["back", "front"]
     step = next(s for s in plan.steps if s.alias == "seen")
@@ -306,7 +322,7 @@ def test_plan_and_verification_see_the_whole_collection(tmp_path: Path) -> None:
     )
     assert request is not None
     web = request.metrics[0].provider.web
-    assert web is not None and web.url.endswith("/1.29.1/2.0.0")
+    assert web is not None and web.url.endswith("/rate/1.29.1-2.0.0")
 
 
 def test_the_status_table_shows_a_line_per_origin(tmp_path: Path) -> None:
@@ -342,7 +358,7 @@ async def _seen(client: Client, promotion: str) -> dict[str, Any]:
 
 @pytest.mark.integration
 async def test_a_stage_fed_by_two_warehouses_keeps_both_and_passes_both_downstream(
-    client: Client, worker: Worker, gitops_repo: Path
+    client: Client, worker: Worker, task_queue: str, gitops_repo: Path
 ) -> None:
     f1, f2, b1 = front("1.29.1"), front("1.29.2"), back("2.0.0")
     await apply_project(client, with_freight(two_warehouse_project(gitops_repo), f1, f2, b1))
@@ -386,6 +402,17 @@ async def test_a_stage_fed_by_two_warehouses_keeps_both_and_passes_both_downstre
     }
     assert uat.available[f1.metadata.name].verified_in.keys() == {"test"}
 
+    # A promotion started by hand (no collection in its input) reads the Stage's.
+    handle = await client.start_workflow(
+        "Promotion",
+        PromotionRequest(project=PROJECT, stage="test", freight=f1.metadata.name),
+        id=f"promotion:{PROJECT}:test:by-hand",
+        task_queue=task_queue,
+        result_type=PromotionResult,
+    )
+    result = await handle.result()
+    assert result.outputs["seen"] == {"front": "1.29.1", "back": "2.0.0", "target": "front"}
+
 
 @pytest.mark.integration
 async def test_auto_promotion_per_origin_flows_both_downstream(
@@ -410,3 +437,45 @@ async def test_auto_promotion_per_origin_flows_both_downstream(
         origins = [h.origin for h in by_stage[stage].history]
         assert sorted(origins) == ["back", "front", "front"], stage
         assert by_stage[stage].queue == [] and by_stage[stage].running is None
+
+
+@pytest.mark.integration
+async def test_verification_verifies_the_collection_and_rollback_keeps_the_other_origin(
+    client: Client, worker: Worker, gitops_repo: Path, error_rates: ErrorRateServer
+) -> None:
+    f1, f2, b1 = front("1.29.1"), front("1.29.2"), back("2.0.0")
+    error_rates.rates["1.29.2-2.0.0"] = 0.5  # f2 fails only next to b1: the collection does
+    resources = two_warehouse_project(gitops_repo, verification=error_rates.url, rollback=True)
+    await apply_project(client, with_freight(resources, f1, f2, b1))
+    for freight in (f1, b1):
+        await promote_in_stage(client, PROJECT, "test", freight.alias or "", "alice")
+    both = {"front": f1.metadata.name, "back": b1.metadata.name}
+
+    async def verified(count: int) -> bool:
+        test = (await _states(client))["test"]
+        done = [v for v in test.verifications if v.phase != "Running"]
+        return len(done) >= count and test.running is None and test.verifying is None
+
+    await wait_for(lambda: verified(2), timeout=60)
+    await promote_in_stage(client, PROJECT, "test", f2.alias or "", "alice")
+    await wait_for(lambda: verified(4), timeout=90)  # f2's Failed, then the rollback's
+
+    test = (await _states(client))["test"]
+    assert [(v.freight, v.phase) for v in reversed(test.verifications)] == [
+        (f1.metadata.name, "Successful"),
+        (b1.metadata.name, "Successful"),
+        (f2.metadata.name, "Failed"),
+        (f1.metadata.name, "Successful"),
+    ]
+    # Rolled back: front's Freight only; back's stayed through it all.
+    assert await _collection(client, "test") == both
+    assert test.queue == [] and [h.origin for h in test.history] == ["front"] * 2 + [
+        "back",
+        "front",
+    ]
+    assert test.history[1].collection["front"].freight == f2.metadata.name
+    assert not test.history[1].verified
+    # Each Freight of a verified collection is available downstream; f2 never was verified.
+    uat = (await _states(client))["uat"]
+    assert {f1.metadata.name, b1.metadata.name} <= uat.available.keys()
+    assert f2.metadata.name not in uat.available

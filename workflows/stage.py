@@ -695,6 +695,10 @@ class StageWorkflow:
         reason = (
             f"rollback of `{ticket.rollback_of}`" if ticket.rollback_of else ticket.requested_by
         )
+        origin = entry.freight.origin.name if entry else None
+        kept = {o: r for o, r in self.state.current_collection.items() if o != origin}
+        if kept and origin is not None:  # the other origins' Freight the promotion keeps
+            details += f"\n\nkeeps {collection_summary(kept)}"
         return f"{details}\n\nrequested by {reason}"
 
     def _availability_rule(self) -> str:

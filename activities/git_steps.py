@@ -19,7 +19,6 @@ from activities.git import (
 )
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import ConfigError
-from freightline.kargo.freight import same_repository
 from freightline.kargo.gitrefs import branch_problem
 from freightline.settings import GIT_SIGNING_KEY_FILE_ENV
 
@@ -162,10 +161,14 @@ def git_clone(ctx: StepContext, config: GitCloneConfig) -> dict[str, Any]:
 
 
 def _commit_from_freight(ctx: StepContext, repo_url: str) -> str:
-    for commit in ctx.plan.freight.commits or ():
-        if same_repository("git", commit.repo_url, repo_url) and commit.id:
-            return commit.id
-    raise ConfigError(f"{ctx.describe()}: the Freight has no commit from {repo_url}")
+    # commitFrom(repoURL) over the Stage's Freight collection: Kargo's origin rule.
+    try:
+        commit = ctx.plan.artifact_functions()["commitFrom"](repo_url)
+    except ValueError as err:
+        raise ConfigError(f"{ctx.describe()}: checkout.fromFreight: {err}") from None
+    if commit is None or not commit.ID:
+        raise ConfigError(f"{ctx.describe()}: the Freight has no commit from {repo_url}")
+    return str(commit.ID)
 
 
 class GitClearConfig(StepConfig):

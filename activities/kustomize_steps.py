@@ -97,14 +97,16 @@ def _image_entry(
 
 def _images_of_freight(ctx: StepContext) -> dict[str, dict[str, str]]:
     targets: dict[str, dict[str, str]] = {}
-    for artifact in ctx.plan.freight.images or ():
+    # Every image of the Stage's Freight collection (one Freight per origin), as Kargo's.
+    images = [i for freight in ctx.plan.freight_collection for i in freight.images or ()]
+    for artifact in images:
         if not artifact.repo_url:
             continue
         if artifact.repo_url in targets:
             raise ConfigError(
                 f"{ctx.describe()}: manual configuration required due to ambiguous result: "
-                f"the Freight has more than one image from repository {artifact.repo_url}; "
-                "list the images to set under images"
+                f"the Freight collection has more than one image from repository "
+                f"{artifact.repo_url}; list the images to set under images"
             )
         targets[artifact.repo_url] = _image_entry(
             artifact.repo_url, None, artifact.tag, artifact.digest

@@ -110,12 +110,20 @@ class ProjectActivities:
     async def resolve_promotion(self, request: PromotionRequest) -> PromotionPlan:
         """Expand the Stage's steps for this Freight (kept in the promotion's history)."""
         resources = await self.project_resources(request.project)
+        collection = request.collection
+        if collection is None:  # started by hand: the Stage's Freight of its other origins
+            collection = await self._stage_collection(request.project, request.stage)
         # Freight a Warehouse discovered lives in its workflow, not in the applied config.
-        resources = await with_warehouse_freight(self.client, resources, request.freight)
+        resources = await with_warehouse_freight(
+            self.client, resources, request.freight, *collection
+        )
+        known = {*resources.freight, *(f.alias for f in resources.freight.values())}
         plan = plan_promotion(
             resources,
             request.stage,
             request.freight,
+            # Freight the project no longer has (deleted) is no longer part of the collection.
+            collection=[name for name in collection if name in known],
             promotion=activity.info().workflow_id or request.stage,
             # now() in the promotion's expressions: this activity's result is recorded in the
             # history, so the workflow and every later activity see the same instant.
@@ -126,6 +134,17 @@ class ProjectActivities:
         plan = await self._with_metadata(resources, plan)
         # Only whether this worker has endpoints: the URLs themselves stay out of history.
         return plan.model_copy(update={"notify": self.notifying})
+
+    async def _stage_collection(self, project: str, stage: str) -> tuple[str, ...]:
+        """The IDs of a Stage's current Freight (none when its workflow does not run)."""
+        handle = self.client.get_workflow_handle(stage_workflow_id(project, stage))
+        try:
+            state = await handle.query("status", result_type=StageState)
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return ()
+        return tuple(ref.freight for ref in state.current_collection.values())
 
     async def _with_metadata(
         self, resources: ProjectResources, plan: PromotionPlan
@@ -443,17 +462,22 @@ async def warehouse_freight(client: Client, resources: ProjectResources) -> list
 
 
 async def with_warehouse_freight(
-    client: Client, resources: ProjectResources, freight: str
+    client: Client, resources: ProjectResources, *freight: str
 ) -> ProjectResources:
-    """``resources`` with the Freight named ``freight`` (ID or alias) merged in from the
-    project's Warehouses when it is not among the applied Freight."""
-    if any(freight in (f.metadata.name, f.alias) for f in resources.freight.values()):
+    """``resources`` with the Freight named ``freight`` (IDs or aliases) merged in from the
+    project's Warehouses when they are not among the applied Freight."""
+    missing = {
+        name
+        for name in freight
+        if not any(name in (f.metadata.name, f.alias) for f in resources.freight.values())
+    }
+    if not missing:
         return resources
+    merged = dict(resources.freight)
     for candidate in await warehouse_freight(client, resources):
-        if freight in (candidate.metadata.name, candidate.alias):
-            merged = {**resources.freight, candidate.metadata.name: candidate}
-            return resources.model_copy(update={"freight": merged})
-    return resources
+        if missing & {candidate.metadata.name, candidate.alias}:
+            merged[candidate.metadata.name] = candidate
+    return resources.model_copy(update={"freight": merged})
 
 
 def _find(freight: list[Freight], name: str, project: str) -> Freight:

@@ -1068,7 +1068,9 @@ def test_kargo_artifact_functions_use_kargo_field_names() -> None:
     assert evaluate(f"commitFrom('{url}').Subject", env) == "Fix it"
     assert evaluate(f"commitFrom('{url}').Message", env) == "Fix it"
     assert evaluate(f"commitFrom('{url}').ID", env) == "abc"
-    assert evaluate("imageFrom('ghcr.io/example/app').Tag", env) == "1.2.3"
+    # Two origins have the image: Kargo asks for the origin rather than pick one.
+    with pytest.raises(ExpressionError, match=r"could provide .* \(back, front\): name the origin"):
+        evaluate("imageFrom('ghcr.io/example/app').Tag", env)
     assert evaluate("imageFrom('ghcr.io/example/app', warehouse('back')).Tag", env) == "2.0.0"
     assert evaluate("imageFrom('ghcr.io/example/app', warehouse('front')).Tag", env) == "1.2.3"
     assert evaluate("imageFrom('ghcr.io/example/app', warehouse('none'))", env) is None
@@ -1081,7 +1083,7 @@ def test_kargo_artifact_functions_use_kargo_field_names() -> None:
     with pytest.raises(ExpressionError, match="must come from warehouse"):
         evaluate("imageFrom('ghcr.io/example/app', 'back')", env)
     # Rendered whole, an artifact is its JSON form, with Kargo's json field names.
-    assert render("${{ imageFrom('ghcr.io/example/app') }}", env) == {
+    assert render("${{ imageFrom('ghcr.io/example/app', warehouse('front')) }}", env) == {
         "repoURL": "ghcr.io/example/app",
         "tag": "1.2.3",
         "digest": "sha256:1",

@@ -5,9 +5,9 @@ against real bare repositories, then the fields and edge cases Kargo has.
 The examples run unchanged but for these substitutions:
 
 - ``REPO_URL``/``gitRepo`` is a local bare repository, not ``https://github.com/example/...``;
-- a promotion here carries one Freight, so "Combining Multiple Sources" takes its base from
-  that Freight's commit (``commitFrom(vars.gitRepo)``) and its overlay from a branch,
-  where the page names two Warehouses (``warehouse("base")``, ``warehouse(...-overlay)``);
+- "Combining Multiple Sources" runs as written, for a Stage that requests Freight from two
+  Warehouses (``base``: main's head, ``test-overlay``: the ``overlay`` branch's head), one
+  Freight per origin in the promotion's collection;
 - git-commit's "Common Usage" feeds it a ``kustomize-set-image`` without ``path`` or
   ``tag``, which Kargo's own schema refuses (both are required): refused here too, then
   run with them;
@@ -33,13 +33,19 @@ from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from activities.git import Clone, git_environment
 from activities.git_steps import commit_url
+from activities.worktree import WorktreeActivities
+from freightline.contracts.promotion import StepOutcome, WorktreeBatch, plan_promotion
+from freightline.kargo.resources import FreightRequest, Warehouse
 from sandbox.gitops import KARGO_DEMO, branch_head, create_bare_repo, git, show_file
+from tests.pipelines import commit_freight, single_stage_project, with_freight
 from tests.test_file_steps import (
     CLONE_SRC_AND_OUT,
     COMMIT_AND_PUSH,
+    GIT_REPO,
     add_to_main,
     files_on,
     outcome_of,
@@ -109,9 +115,55 @@ def test_clone_reference_example_common_usage(tmp_path: Path, repo: Path) -> Non
     }
 
 
+def run_for_two_warehouses(
+    tmp_path: Path, repo: Path, steps: list[dict[str, Any]]
+) -> list[StepOutcome]:
+    """Run ``steps`` for a Stage fed by Warehouses ``base`` (main) and ``test-overlay`` (the
+    ``overlay`` branch), both subscribed to ``repo``, holding one Freight of each."""
+    resources = single_stage_project(repo, steps, variables=GIT_REPO)
+    origins = {"base": "main", "test-overlay": "overlay"}
+    warehouses = {
+        name: Warehouse.model_validate(
+            {
+                "metadata": {"name": name, "namespace": "p"},
+                "spec": {"subscriptions": [{"git": {"repoURL": repo.as_uri(), "branch": b}}]},
+            }
+        )
+        for name, b in origins.items()
+    }
+    stage = resources.stages["test"]
+    requested = [
+        FreightRequest.model_validate(
+            {"origin": {"kind": "Warehouse", "name": name}, "sources": {"direct": True}}
+        )
+        for name in origins
+    ]
+    stage = stage.model_copy(
+        update={"spec": stage.spec.model_copy(update={"requested_freight": requested})}
+    )
+    freight = [
+        commit_freight(repo, branch_head(repo, b) or "", name) for name, b in origins.items()
+    ]
+    resources = with_freight(
+        resources.model_copy(update={"warehouses": warehouses, "stages": {"test": stage}}),
+        *freight,
+    )
+    plan = plan_promotion(
+        resources, "test", freight[0].metadata.name, "p:x", collection=[freight[1].metadata.name]
+    )
+    batch = WorktreeBatch(plan=plan, step_indexes=tuple(range(len(plan.steps))))
+    outcomes: list[StepOutcome] = ActivityEnvironment().run(
+        WorktreeActivities(scratch_root=tmp_path, allow_local_repositories=True).run_worktree_steps,
+        batch,
+    )
+    return outcomes
+
+
 def test_clone_reference_example_combining_multiple_sources(tmp_path: Path, repo: Path) -> None:
+    base = '${{ commitFrom(vars.gitRepo, warehouse("base")).ID }}'
+    overlay = '${{ commitFrom(vars.gitRepo, warehouse(ctx.stage + "-overlay")).ID }}'
     steps = [
-        clone(SRC, {"branch": "overlay", "path": "./overlay"}, OUT),
+        clone({"commit": base, "path": "./src"}, {"commit": overlay, "path": "./overlay"}, OUT),
         {"uses": "git-clear", "config": {"path": "./out"}},
         {
             "uses": "copy",
@@ -126,7 +178,7 @@ def test_clone_reference_example_combining_multiple_sources(tmp_path: Path, repo
         },
         *COMMIT_AND_PUSH,
     ]
-    outcomes = run_steps(tmp_path, repo, steps)
+    outcomes = run_for_two_warehouses(tmp_path, repo, steps)
     assert outputs_of(outcomes, "clone")["commits"] == {
         "./src": branch_head(repo, "main"),
         "./overlay": branch_head(repo, "overlay"),

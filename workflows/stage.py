@@ -61,10 +61,13 @@ with workflow.unsafe.imports_passed_through():
         StageState,
         VerificationRecord,
         auto_promotion_candidates,
+        collection_freight,
+        collection_summary,
         freight_details,
         is_available,
         next_ready_time,
         note_manual_choice,
+        previous_of_origin,
         record_offer,
         record_promoted,
         record_verification,
@@ -93,6 +96,10 @@ HEALTHY_WAIT = timedelta(minutes=5)
 """How long verification waits for the Stage to become Healthy after a promotion."""
 HEALTH_POLL = timedelta(seconds=5)
 
+FREIGHT_COLLECTIONS = "freight-collections"
+"""Patch: one Freight per origin decides auto-promotion, downstream offers and rollbacks
+(runs started before compare with, offer and roll back only the last promoted Freight)."""
+
 
 @workflow.defn(name="Stage")
 class StageWorkflow:
@@ -106,9 +113,11 @@ class StageWorkflow:
         self._promotion: workflow.ChildWorkflowHandle[PromotionWorkflow, PromotionResult] | None = (
             None
         )
+        self._collections = True
 
     @workflow.run
     async def run(self, state: StageState) -> None:
+        self._collections = workflow.patched(FREIGHT_COLLECTIONS)
         workflow.upsert_search_attributes(
             [SA_PROJECT.value_set(self.state.config.project), SA_STAGE.value_set(self.state.name)]
         )
@@ -361,7 +370,10 @@ class StageWorkflow:
     def _enqueue_auto_promotions(self) -> None:
         if self.state.retiring is not None:
             return
-        for candidate in auto_promotion_candidates(self.state, workflow.now()):
+        candidates = auto_promotion_candidates(
+            self.state, workflow.now(), per_origin=self._collections
+        )
+        for candidate in candidates:
             self._enqueue(candidate.freight, "auto-promotion", auto=True)
 
     async def _promote(self, ticket: PromotionTicket) -> None:
@@ -378,6 +390,12 @@ class StageWorkflow:
                     freight=ticket.freight,
                     requested_by=ticket.requested_by,
                     override_windows=ticket.override_windows,
+                    # The Stage's Freight of its other origins: the promotion keeps them.
+                    collection=tuple(
+                        ref.freight
+                        for ref in self.state.current_collection.values()
+                        if ref.freight != ticket.freight
+                    ),
                 ),
                 id=ticket.promotion,
                 static_summary=(
@@ -513,6 +531,8 @@ class StageWorkflow:
                     self.state.metadata,
                     now=started,
                     cluster_templates=self.state.config.cluster_analysis_templates,
+                    collection=collection_freight(self.state),
+                    subscriptions=self.state.config.origins or None,
                 )
                 if entry
                 else None
@@ -613,11 +633,19 @@ class StageWorkflow:
             await self._offer_downstream(current.freight)
 
     def _roll_back(self, failed: PromotionTicket) -> None:
-        """Promote the Freight the Stage had before, as an ordinary (marked) promotion."""
-        previous = next(
-            (h for h in self.state.history[1:] if h.verified and h.freight != failed.freight), None
-        )
-        entry = self.state.available.get(previous.freight) if previous else None
+        """Promote the Freight the Stage had before, as an ordinary (marked) promotion: of the
+        failed Freight's origin (the other origins' stay as they are)."""
+        if self._collections:
+            current = self.state.current
+            origin = current.origin if current is not None else ""
+            previous_id = previous_of_origin(self.state, failed.freight, origin)
+        else:
+            previous = next(
+                (h for h in self.state.history[1:] if h.verified and h.freight != failed.freight),
+                None,
+            )
+            previous_id = previous.freight if previous else None
+        entry = self.state.available.get(previous_id) if previous_id else None
         if entry is None:
             workflow.logger.warning("verification failed and there is nothing to roll back to")
             return
@@ -626,11 +654,18 @@ class StageWorkflow:
         self.state.queue.insert(0, ticket.model_copy(update={"rollback_of": failed.freight}))
 
     async def _offer_downstream(self, freight_id: str) -> None:
+        """Each Freight of the verified collection becomes available downstream (Kargo marks
+        each verified in this Stage); runs before collections offer the promoted one."""
         entry = self.state.available.get(freight_id)
-        if entry is None:
-            return
+        offered = [entry.freight] if entry is not None else []
+        if self._collections:
+            offered += [f for f in collection_freight(self.state) if f.metadata.name != freight_id]
+        for freight in offered:
+            await self._offer(freight)
+
+    async def _offer(self, freight: Freight) -> None:
         offer = FreightAvailable(
-            freight=entry.freight, source="stage", via=self.state.name, verified_at=workflow.now()
+            freight=freight, source="stage", via=self.state.name, verified_at=workflow.now()
         )
         for downstream in self.state.config.downstream:
             handle = workflow.get_external_workflow_handle(
@@ -661,6 +696,10 @@ class StageWorkflow:
         reason = (
             f"rollback of `{ticket.rollback_of}`" if ticket.rollback_of else ticket.requested_by
         )
+        origin = entry.freight.origin.name if entry else None
+        kept = {o: r for o, r in self.state.current_collection.items() if o != origin}
+        if kept and origin is not None:  # the other origins' Freight the promotion keeps
+            details += f"\n\nkeeps {collection_summary(kept)}"
         return f"{details}\n\nrequested by {reason}"
 
     def _availability_rule(self) -> str:
@@ -702,12 +741,15 @@ class StageWorkflow:
         lines = [f"**Stage `{state.name}`** (project `{state.config.project}`)"]
         if state.retiring:
             lines.append(f"retiring: {state.retiring.reason}")
-        lines.append(
-            f"current freight: `{current.freight_alias or current.freight[:7]}` "
-            f"({', '.join(current.versions)})"
-            if current
-            else "current freight: none"
-        )
+        if len(state.current_collection) > 1:
+            lines.append(f"current freight: {collection_summary(state.current_collection)}")
+        else:
+            lines.append(
+                f"current freight: `{current.freight_alias or current.freight[:7]}` "
+                f"({', '.join(current.versions)})"
+                if current
+                else "current freight: none"
+            )
         if state.running:
             lines.append(f"promoting: `{state.running.freight_alias}` ({state.running.promotion})")
         if state.verifying:

@@ -64,6 +64,7 @@ def stage_listing(stage: Stage, state: StageState | None) -> dict[str, Any]:
         "autoPromotion": state.config.auto_promotion,
         "autoPromotionPausedBy": state.auto_paused_by,
         "currentFreight": _json(state.current),
+        "freightSummary": freight_summary(state),
         "health": state.health.value,
         "healthCheckedAt": _time(state.health_checked_at),
         "verifying": _json(state.verifying),
@@ -75,6 +76,17 @@ def stage_listing(stage: Stage, state: StageState | None) -> dict[str, Any]:
         "metadata": state.metadata,
     }
     return listing
+
+
+def freight_summary(state: StageState) -> str:
+    """Kargo's ``status.freightSummary``: the one Freight's name for a Stage that requests one
+    origin and has it, else ``<held>/<requested> Fulfilled``."""
+    requested = len(state.config.stage.spec.requested_freight)
+    collection = state.current_collection
+    if requested == 1 and len(collection) == 1:
+        (ref,) = collection.values()
+        return ref.freight
+    return f"{len(collection)}/{requested} Fulfilled"
 
 
 def warehouse_listing(warehouse: Warehouse, status: WarehouseStatus | None) -> dict[str, Any]:

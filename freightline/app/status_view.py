@@ -89,10 +89,20 @@ def pipeline_table(
         table.add_column(column)
     for state in states:
         current = state.current
+        collection = state.current_collection
+        if len(collection) > 1:  # one Freight per origin: a line each
+            freight = "\n".join(
+                f"{origin}: {ref.freight_alias or ref.freight[:7]}"
+                for origin, ref in collection.items()
+            )
+            versions = "\n".join(", ".join(ref.versions) for ref in collection.values())
+        else:
+            freight = (current.freight_alias or current.freight[:7]) if current else "—"
+            versions = ", ".join(current.versions) if current else ""
         cells = [
             f"{state.name} (updating)" if state.name in updating else state.name,
-            (current.freight_alias or current.freight[:7]) if current else "—",
-            ", ".join(current.versions) if current else "",
+            freight,
+            versions,
             state.health.value,
             verification_cell(state),
             promotion_cell(state, (notes or {}).get(state.name)),

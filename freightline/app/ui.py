@@ -279,7 +279,7 @@ def _stage_row(state: StageState, note: str | None) -> dict[str, Any]:
     current = state.current
     verification = _cell(verification_cell(state))
     promotion = _cell(promotion_cell(state, note))
-    return {
+    row = {
         "name": state.name,
         "freight": (current.freight_alias or current.freight[:7]) if current else "",
         "freight_id": current.freight if current else "",
@@ -293,6 +293,13 @@ def _stage_row(state: StageState, note: str | None) -> dict[str, Any]:
         "auto_on": state.config.auto_promotion,
         "paused": state.auto_paused_by is not None,
     }
+    if len(state.current_collection) > 1:  # one Freight per origin
+        refs = state.current_collection.items()
+        row["freight"] = "; ".join(f"{o}: {r.freight_alias or r.freight[:7]}" for o, r in refs)
+        row["versions"] = "; ".join(
+            ", ".join(r.versions) for r in state.current_collection.values()
+        )
+    return row
 
 
 async def pipeline_view(ui: Ui, project: str) -> dict[str, Any]:
@@ -497,7 +504,8 @@ async def freight_page(ui: Ui, request: Request) -> Response:
         where = {}
         for state in states:
             entry = state.available.get(name)
-            if state.current and state.current.freight == name:
+            held = {ref.freight for ref in state.current_collection.values()}
+            if state.current and name in held:
                 where[state.name] = ("current", "verified" if state.current.verified else "")
             elif any(h.freight == name for h in state.history):
                 where[state.name] = ("was here", "")

@@ -231,6 +231,7 @@ def refresh_freight(state: StageState, freight: Freight) -> bool:
         changed = True
     records = [
         *state.history,
+        *(ref for entry in state.history for ref in entry.collection.values()),
         *state.queue,
         *state.verifications,
         state.running,

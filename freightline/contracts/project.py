@@ -16,6 +16,7 @@ from freightline.contracts.stage import StageConfig
 from freightline.contracts.warehouse import WarehouseConfig, direct_stages
 from freightline.errors import ConfigError
 from freightline.kargo.config import check_references
+from freightline.kargo.freight import requested_origins
 from freightline.kargo.resources import ClusterResources, ProjectResources
 
 MERGED_KINDS = {
@@ -185,6 +186,7 @@ def stage_configs(
             analysis_templates=templates,
             cluster_analysis_templates=cluster_templates,
             rollback_on_verification=resources.auto_rollback_on_verification(name),
+            origins=requested_origins(resources, stage),
         )
     return configs
 

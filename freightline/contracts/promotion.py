@@ -26,7 +26,7 @@ from freightline.contracts.model import Contract
 from freightline.contracts.steps import runner_of
 from freightline.errors import ConfigError, ExpressionError, NotFoundError
 from freightline.kargo import expressions
-from freightline.kargo.freight import artifact_functions
+from freightline.kargo.freight import artifact_functions, requested_origins
 from freightline.kargo.metadata import metadata_functions
 from freightline.kargo.resources import (
     Freight,
@@ -52,6 +52,10 @@ class PromotionRequest(Contract):
     """Who asked for it (a user name, ``auto``, or a Stage workflow ID)."""
     override_windows: bool = False
     """Run now even when the Stage's promotion windows are closed (recorded in the result)."""
+    collection: tuple[str, ...] | None = None
+    """The IDs of the Stage's current Freight of its other origins, which the promotion keeps
+    (Kargo's FreightCollection: ``freight`` replaces only its own origin's). None: read from
+    the Stage when the plan is resolved (a promotion started by hand)."""
 
 
 class ApprovalMessage(Contract):
@@ -157,6 +161,22 @@ class PromotionPlan(Contract):
     approval_keys: tuple[str, ...] = ()
     """The ProjectConfig's ``approvalKeys``: approvals must be signed by one of them."""
 
+    collection: tuple[Freight, ...] = ()
+    """The Stage's Freight of its other origins, kept by this promotion: with ``freight``, the
+    FreightCollection the steps see (``imageFrom(url, warehouse("name"))``)."""
+    origins: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Each Warehouse the Stage requests Freight from → what it subscribes to
+    (``subscribed_repositories``): Kargo's rule for ``imageFrom(url)`` without an origin."""
+
+    @property
+    def freight_collection(self) -> tuple[Freight, ...]:
+        """The promoted Freight and the Stage's Freight of its other origins."""
+        return (self.freight, *self.collection)
+
+    def artifact_functions(self) -> dict[str, Any]:
+        """``imageFrom``, ``commitFrom``, ``chartFrom``... over the collection."""
+        return artifact_functions(self.freight_collection, subscriptions=self.origins or None)
+
     def metadata_set(self, kind: str, name: str, metadata: dict[str, Any]) -> PromotionPlan:
         """This plan after a ``set-metadata`` step wrote ``metadata`` (the whole map now) on
         a Stage or a Freight (by ID): what the later steps' expressions read."""
@@ -165,18 +185,34 @@ class PromotionPlan(Contract):
                 update={"stage_metadata": {**self.stage_metadata, name: metadata}}
             )
         update: dict[str, Any] = {"freight_metadata": {**self.freight_metadata, name: metadata}}
-        if name == self.freight.metadata.name:
-            status = self.freight.status or FreightStatus()
-            update["freight"] = self.freight.model_copy(
+
+        def with_metadata(freight: Freight) -> Freight:
+            status = freight.status or FreightStatus()
+            return freight.model_copy(
                 update={"status": status.model_copy(update={"metadata": metadata})}
+            )
+
+        if name == self.freight.metadata.name:
+            update["freight"] = with_metadata(self.freight)
+        if any(f.metadata.name == name for f in self.collection):
+            update["collection"] = tuple(
+                with_metadata(f) if f.metadata.name == name else f for f in self.collection
             )
         return self.model_copy(update=update)
 
     def alias_set(self, freight: str, alias: str) -> PromotionPlan:
         """This plan after a ``set-freight-alias`` step renamed Freight ``freight`` (an ID)."""
-        if freight != self.freight.metadata.name:
-            return self
-        return self.model_copy(update={"freight": self.freight.model_copy(update={"alias": alias})})
+        if freight == self.freight.metadata.name:
+            return self.model_copy(
+                update={"freight": self.freight.model_copy(update={"alias": alias})}
+            )
+        if any(f.metadata.name == freight for f in self.collection):
+            renamed = tuple(
+                f.model_copy(update={"alias": alias}) if f.metadata.name == freight else f
+                for f in self.collection
+            )
+            return self.model_copy(update={"collection": renamed})
+        return self
 
 
 class StepStatus(StrEnum):
@@ -306,8 +342,12 @@ def plan_promotion(
     planned_at: datetime | None = None,
     actor: str | None = None,
     ui_base_url: str = "",
+    collection: Sequence[str] = (),
 ) -> PromotionPlan:
-    """Expand a Stage's promotion template into a flat, validated list of steps."""
+    """Expand a Stage's promotion template into a flat, validated list of steps.
+
+    ``collection`` names the Stage's current Freight of its other origins (IDs): the plan
+    carries them (one of the promoted Freight's origin is replaced by it, as in Kargo)."""
     stage_resource = resources.stages.get(stage)
     if stage_resource is None:
         known = ", ".join(sorted(resources.stages)) or "none"
@@ -341,11 +381,15 @@ def plan_promotion(
     duplicates = sorted({a for a in aliases if aliases.count(a) > 1})
     if duplicates:
         raise ConfigError(f'Stage "{stage}": step aliases are not unique: {", ".join(duplicates)}')
+    target = find_freight(resources, freight)
+    kept = [find_freight(resources, name) for name in collection]
     return PromotionPlan(
         project=resources.name,
         stage=stage,
         promotion=promotion,
-        freight=find_freight(resources, freight),
+        freight=target,
+        collection=tuple(f for f in kept if f.origin.name != target.origin.name),
+        origins=requested_origins(resources, stage_resource),
         steps=tuple(steps),
         windows=windows_for(resources, stage),
         shard=stage_resource.spec.shard,
@@ -491,7 +535,6 @@ class StepScope:
     def env(self, step: PlannedStep, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The names a step's expressions see; ``extra`` adds some (the worktree activity's
         ``secret``, which only an activity can answer)."""
-        freight = self.plan.freight
         outputs = {o.alias: o.outputs for o in self.outcomes}
         task_outputs: dict[str, Any] = {}
         if step.task_alias is not None:
@@ -505,7 +548,7 @@ class StepScope:
             "ctx": self.context(step),
             "outputs": outputs,
             "task": {"outputs": task_outputs},
-            **artifact_functions(freight),
+            **self.plan.artifact_functions(),
             **metadata_functions(self._freight_metadata(), self.plan.stage_metadata),
             "success": lambda: not self._any_failed(),
             "failure": self._any_failed,
@@ -528,10 +571,13 @@ class StepScope:
         return env
 
     def _freight_metadata(self) -> dict[str, dict[str, Any]]:
-        """The snapshot, and the target Freight's own metadata even when none was taken."""
-        freight = self.plan.freight
-        own = freight.status.metadata if freight.status else None
-        return {**self.plan.freight_metadata, **({freight.metadata.name: own} if own else {})}
+        """The snapshot, and the collection's own metadata even when none was taken."""
+        own = {
+            f.metadata.name: f.status.metadata
+            for f in self.plan.freight_collection
+            if f.status is not None and f.status.metadata
+        }
+        return {**self.plan.freight_metadata, **own}
 
     def should_run(self, step: PlannedStep) -> bool:
         """Kargo's default: a step runs only when no earlier step failed, unless ``if`` says.

@@ -9,6 +9,11 @@ upstream). Auto-promotion (enabled per Stage by the ProjectConfig's
 ``promotionPolicies``) picks the newest available Freight of each origin;
 manually promoting other Freight holds auto-promotion for that origin until
 the newest candidate is promoted again.
+
+A Stage fed by several Warehouses holds one Freight per origin (Kargo's
+FreightCollection, ``HistoryEntry.collection``): promoting Freight replaces its
+own origin's and keeps the others'; verification verifies the whole collection,
+and each Freight of a verified collection becomes available downstream.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from freightline.contracts.argocd import AppRef, HealthState, StageHealth
 from freightline.contracts.model import Contract, State
@@ -64,6 +69,9 @@ class StageConfig(State):
     """The ClusterAnalysisTemplates it uses (``kind: ClusterAnalysisTemplate``)."""
     rollback_on_verification: tuple[AnalysisPhase, ...] = ()
     """Verification phases (Failed, Error) after which the Stage returns to its previous Freight."""
+    origins: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """For a Stage fed by several Warehouses: each one → what it subscribes to, so that
+    verification's ``imageFrom(url)`` finds the origin (``requested_origins``)."""
 
 
 class AvailableFreight(State):
@@ -92,15 +100,30 @@ class PromotionTicket(State):
     """Passed to the Promotion: do not wait for a promotion window."""
 
 
+class FreightRef(State):
+    """One Freight of a Stage's collection (Kargo's FreightReference, by ID)."""
+
+    freight: str
+    freight_alias: str | None = None
+    versions: tuple[str, ...] = ()
+
+
 class HistoryEntry(State):
-    """One Freight this Stage held (newest first in ``StageState.history``)."""
+    """One promotion's result: the Freight it brought and the Stage's whole collection after
+    it (newest first in ``StageState.history``; Kargo's FreightHistory)."""
 
     freight: str
     freight_alias: str | None = None
     promotion: str
     promoted_at: datetime
     verified: bool = False
+    """The collection passed this Stage's verification."""
     versions: tuple[str, ...] = ()
+    origin: str = ""
+    """The Warehouse ``freight`` came from."""
+    collection: dict[str, FreightRef] = Field(default_factory=dict)
+    """Origin Warehouse → the Stage's Freight from it after this promotion (``freight``
+    included): Kargo's FreightCollection. Empty only in state kept before collections."""
 
 
 class VerificationRecord(State):
@@ -158,7 +181,35 @@ class StageState(State):
 
     @property
     def current(self) -> HistoryEntry | None:
+        """The last successful promotion (its ``collection`` is the Stage's Freight now)."""
         return self.history[0] if self.history else None
+
+    @property
+    def current_collection(self) -> dict[str, FreightRef]:
+        """The Stage's current Freight, one per origin Warehouse (empty: none yet)."""
+        return self.history[0].collection if self.history else {}
+
+    @model_validator(mode="after")
+    def _one_freight_per_origin(self) -> StageState:
+        # State carried across continue-as-new from before collections held one Freight
+        # per history entry: it becomes that entry's collection, under its origin.
+        requested = [r.origin.name for r in self.config.stage.spec.requested_freight]
+        for entry in self.history:
+            if entry.collection:
+                continue
+            known = self.available.get(entry.freight)
+            origin = entry.origin or (
+                known.freight.origin.name if known else (requested[0] if requested else "")
+            )
+            entry.origin = origin
+            entry.collection = {
+                origin: FreightRef(
+                    freight=entry.freight,
+                    freight_alias=entry.freight_alias,
+                    versions=entry.versions,
+                )
+            }
+        return self
 
 
 def versions_of(freight: Freight) -> tuple[str, ...]:
@@ -249,8 +300,13 @@ def record_offer(state: StageState, offer: FreightAvailable, now: datetime) -> b
 
 
 def _trim(state: StageState) -> None:
+    # The current collection's Freight stay: they are offered downstream once verified.
+    current = {ref.freight for ref in state.current_collection.values()}
     while len(state.available) > AVAILABLE_LIMIT:
-        oldest = min(state.available.values(), key=lambda e: e.first_seen)
+        spare = [e for e in state.available.values() if e.freight.metadata.name not in current]
+        if not spare:
+            return
+        oldest = min(spare, key=lambda e: e.first_seen)
         del state.available[oldest.freight.metadata.name]
 
 
@@ -266,12 +322,19 @@ def newest_available(state: StageState, origin: str, now: datetime) -> Available
     return max(candidates, key=lambda e: (e.freight.discovered_at or e.first_seen, e.first_seen))
 
 
-def auto_promotion_candidates(state: StageState, now: datetime) -> list[AvailableFreight]:
-    """Freight auto-promotion should promote now (newest per origin, not held, not already here)."""
+def auto_promotion_candidates(
+    state: StageState, now: datetime, *, per_origin: bool = True
+) -> list[AvailableFreight]:
+    """Freight auto-promotion should promote now (newest per origin, not held, not already
+    here). ``per_origin=False``: "here" is only the last promoted Freight (runs started
+    before collections)."""
     if not state.config.auto_promotion or state.auto_paused_by is not None:
         return []
     busy = {t.freight for t in state.queue} | ({state.running.freight} if state.running else set())
-    current = state.current.freight if state.current else None
+    if per_origin:
+        here = {ref.freight for ref in state.current_collection.values()}
+    else:
+        here = {state.current.freight} if state.current else set()
     chosen = []
     for request in state.config.stage.spec.requested_freight:
         origin = request.origin.name
@@ -281,7 +344,7 @@ def auto_promotion_candidates(state: StageState, now: datetime) -> list[Availabl
         if candidate is None:
             continue
         name = candidate.freight.metadata.name
-        if name != current and name not in busy:
+        if name not in here and name not in busy:
             chosen.append(candidate)
     return chosen
 
@@ -318,16 +381,64 @@ def record_verification(state: StageState, record: VerificationRecord) -> None:
 
 
 def record_promoted(state: StageState, ticket: PromotionTicket, now: datetime) -> HistoryEntry:
-    """The promotion succeeded: the Freight is now the Stage's current Freight."""
+    """The promotion succeeded: the Freight is now the Stage's current Freight of its origin,
+    the other origins' kept (a new collection at the top of the history)."""
     entry = state.available.get(ticket.freight)
     versions = versions_of(entry.freight) if entry else ()
+    origin = entry.freight.origin.name if entry else _origin_of_ticket(state, ticket)
+    collection = {
+        **state.current_collection,
+        origin: FreightRef(
+            freight=ticket.freight, freight_alias=ticket.freight_alias, versions=versions
+        ),
+    }
     record = HistoryEntry(
         freight=ticket.freight,
         freight_alias=ticket.freight_alias,
         promotion=ticket.promotion,
         promoted_at=now,
         versions=versions,
+        origin=origin,
+        collection=dict(sorted(collection.items())),
     )
     state.history.insert(0, record)
     del state.history[HISTORY_LIMIT:]
     return record
+
+
+def _origin_of_ticket(state: StageState, ticket: PromotionTicket) -> str:
+    """The origin of promoted Freight the Stage no longer keeps: where it was before, else
+    the Stage's first requested Warehouse."""
+    for origin, ref in state.current_collection.items():
+        if ref.freight == ticket.freight:
+            return origin
+    requested = state.config.stage.spec.requested_freight
+    return requested[0].origin.name if requested else ""
+
+
+def collection_freight(state: StageState) -> list[Freight]:
+    """The Freight of the Stage's current collection that it still knows, by origin."""
+    found = []
+    for ref in state.current_collection.values():
+        entry = state.available.get(ref.freight)
+        if entry is not None:
+            found.append(entry.freight)
+    return found
+
+
+def previous_of_origin(state: StageState, failed: str, origin: str) -> str | None:
+    """The Freight of ``origin`` the Stage held in its last verified collection before
+    ``failed`` came (what a rollback promotes), or None."""
+    for entry in state.history[1:]:
+        ref = entry.collection.get(origin)
+        if entry.verified and ref is not None and ref.freight != failed:
+            return ref.freight
+    return None
+
+
+def collection_summary(collection: dict[str, FreightRef]) -> str:
+    """``origin: alias (versions)``, one per origin, for the Temporal UI's details."""
+    return "; ".join(
+        f"{origin}: `{ref.freight_alias or ref.freight[:7]}` ({', '.join(ref.versions)})"
+        for origin, ref in collection.items()
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -80,8 +80,15 @@ def verification_request(
     stage_metadata: Mapping[str, Any] | None = None,
     now: datetime | None = None,
     cluster_templates: Mapping[str, ClusterAnalysisTemplate] | None = None,
+    collection: Sequence[Freight] = (),
+    subscriptions: Mapping[str, Collection[str]] | None = None,
 ) -> VerificationRequest | None:
     """The verification to run for ``freight`` in ``stage``; None when the Stage has none.
+
+    As in Kargo it verifies the Stage's whole Freight collection: ``collection`` (the Stage's
+    current Freight, one per origin, ``freight`` among them) is what ``imageFrom`` and the
+    like read, ``subscriptions`` (requested Warehouse → ``subscribed_repositories``) picks
+    the origin where none is named.
 
     Its args see ``freightMetadata()`` of ``freight`` and ``known_freight`` (the Freight the
     Stage holds copies of) and ``stageMetadata()`` of this Stage (``stage_metadata``);
@@ -115,7 +122,10 @@ def verification_request(
             },
         },
         "vars": {},
-        **artifact_functions(freight),
+        **artifact_functions(
+            [freight, *(f for f in collection if f.origin.name != freight.origin.name)],
+            subscriptions=subscriptions,
+        ),
         **metadata_functions(
             {
                 f.metadata.name: f.status.metadata

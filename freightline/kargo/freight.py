@@ -49,6 +49,9 @@ from freightline.kargo.resources import (
     FreightOrigin,
     GitCommit,
     Image,
+    ProjectResources,
+    Stage,
+    Warehouse,
 )
 
 __all__ = [
@@ -58,6 +61,8 @@ __all__ = [
     "normalize_chart_url",
     "normalize_git_url",
     "normalize_image_url",
+    "requested_origins",
+    "subscribed_repositories",
 ]
 
 
@@ -465,16 +470,77 @@ def _origin_of(function: str, origin: Any) -> str | None:
     )
 
 
+def _ambiguous(function: str, url: str, origins: list[str]) -> str:
+    return (
+        f"more than one Warehouse of the Stage's Freight could provide {url} "
+        f"({', '.join(origins)}): name the origin, e.g. "
+        f'{function}("{url}", warehouse("{origins[0]}"))'
+    )
+
+
+def _has(freight: Freight, kind: RepositoryKind, url: str, name: str | None) -> bool:
+    if kind == "image":
+        return any(same_repository("image", i.repo_url, url) for i in freight.images or ())
+    if kind == "git":
+        return any(same_repository("git", c.repo_url, url) for c in freight.commits or ())
+    return any(
+        same_repository("chart", c.repo_url, url) and (name is None or c.name == name)
+        for c in freight.charts or ()
+    )
+
+
 def _repo_arg(function: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{function}: first argument must be a string, not {type(value).__name__}")
     return value
 
 
+def subscribed_repositories(warehouse: Warehouse) -> tuple[str, ...]:
+    """What a Warehouse subscribes to, as the keys :func:`artifact_functions` compares
+    (``image:<url>``, ``git:<url>``, ``chart:<url>#<name>``, URLs in their normal form)."""
+    keys = []
+    for subscription in warehouse.spec.subscriptions:
+        if subscription.image is not None:
+            keys.append(_repository_key("image", subscription.image.repo_url))
+        elif subscription.git is not None:
+            keys.append(_repository_key("git", subscription.git.repo_url))
+        elif subscription.chart is not None:
+            chart = subscription.chart
+            keys.append(_repository_key("chart", chart.repo_url, chart.name or ""))
+    return tuple(keys)
+
+
+def requested_origins(resources: ProjectResources, stage: Stage) -> dict[str, tuple[str, ...]]:
+    """Each Warehouse a Stage fed by several requests Freight from → what it subscribes to:
+    what :func:`artifact_functions` needs to pick an origin (empty for a single origin,
+    which needs no choosing)."""
+    if len(stage.spec.requested_freight) < 2:
+        return {}
+    origins = {}
+    for request in stage.spec.requested_freight:
+        warehouse = resources.warehouses.get(request.origin.name)
+        if warehouse is not None:
+            origins[request.origin.name] = subscribed_repositories(warehouse)
+    return origins
+
+
+def _repository_key(kind: RepositoryKind, url: str, name: str | None = None) -> str:
+    key = f"{kind}:{_NORMALIZERS[kind](url.strip())}"
+    return key if name is None else f"{key}#{name}"
+
+
+def _provides(keys: Collection[str], kind: RepositoryKind, url: str, name: str | None) -> bool:
+    if kind != "chart":
+        return _repository_key(kind, url) in keys
+    prefix = _repository_key("chart", url, "")
+    return any(k.startswith(prefix) and (name is None or k == prefix + name) for k in keys)
+
+
 def artifact_functions(
     freight: Freight | Iterable[Freight],
     *,
     commit_dates: Mapping[str, datetime.datetime] | None = None,
+    subscriptions: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Callable[..., Any]]:
     """Kargo's expression functions over a Stage's Freight (one Freight, or one per origin):
     ``imageFrom(repoURL[, origin])``, ``commitFrom(repoURL[, origin])``,
@@ -484,16 +550,43 @@ def artifact_functions(
     The one implementation for promotion steps, Freight creation criteria and
     verification: the same call gives the same answer everywhere. ``commit_dates`` (commit
     ID to its creator date, known right after discovery) fills ``CreatorDate``.
+
+    Without an origin argument, Kargo's rule picks the origin over a Stage's Freight
+    collection: ``subscriptions`` (each requested Warehouse to
+    :func:`subscribed_repositories`) names the one Warehouse that subscribes to the
+    repository; two that do are ambiguous, an error asking for ``warehouse(name)``. When no
+    requested Warehouse subscribes to it (Freight applied by hand, a subscription since
+    removed; Kargo gives nil there), the Freight of the collection that has it answers, and
+    two origins that have it are ambiguous too.
     """
     collection = [freight] if isinstance(freight, Freight) else list(freight)
 
-    def candidates(function: str, origin: Any) -> list[Freight]:
+    def candidates(
+        function: str,
+        origin: Any,
+        kind: RepositoryKind | None = None,
+        url: str = "",
+        name: str | None = None,
+    ) -> list[Freight]:
         wanted = _origin_of(function, origin)
-        return [f for f in collection if wanted is None or f.origin.name == wanted]
+        if wanted is None and kind is not None and len(subscriptions or ()) > 1:
+            providers = sorted(
+                o for o, keys in (subscriptions or {}).items() if _provides(keys, kind, url, name)
+            )
+            if len(providers) > 1:
+                raise ValueError(_ambiguous(function, url, providers))
+            if providers:
+                wanted = providers[0]
+        found = [f for f in collection if wanted is None or f.origin.name == wanted]
+        if wanted is None and kind is not None and len(collection) > 1:
+            having = sorted({f.origin.name for f in found if _has(f, kind, url, name)})
+            if len(having) > 1:
+                raise ValueError(_ambiguous(function, url, having))
+        return found
 
     def image_from(repo_url: Any, origin: Any = None) -> ImageView | None:
         url = _repo_arg("imageFrom", repo_url)
-        for held in candidates("imageFrom", origin):
+        for held in candidates("imageFrom", origin, "image", url):
             for image in held.images or ():
                 if same_repository("image", image.repo_url, url):
                     return ImageView(
@@ -503,7 +596,7 @@ def artifact_functions(
 
     def commit_from(repo_url: Any, origin: Any = None) -> CommitView | None:
         url = _repo_arg("commitFrom", repo_url)
-        for held in candidates("commitFrom", origin):
+        for held in candidates("commitFrom", origin, "git", url):
             for commit in held.commits or ():
                 if same_repository("git", commit.repo_url, url):
                     return CommitView(
@@ -526,7 +619,7 @@ def artifact_functions(
             raise ValueError(f"chartFrom: expected 1 to 3 arguments, got {len(rest) + 1}")
         name = rest[0] if rest and isinstance(rest[0], str) else None
         origins = [arg for arg in rest if not isinstance(arg, str)]
-        for held in candidates("chartFrom", origins[0] if origins else None):
+        for held in candidates("chartFrom", origins[0] if origins else None, "chart", url, name):
             for chart in held.charts or ():
                 if same_repository("chart", chart.repo_url, url) and (
                     name is None or chart.name == name

@@ -175,6 +175,27 @@ class Scenarios:
             handle = self.client.get_workflow_handle(stage_workflow_id("kargo-demo", "test"))
             await _save(handle, "stage")
 
+    async def collections(self) -> None:
+        """``Stage`` (test) fed by two Warehouses: auto-promotes each origin's Freight and
+        keeps both (the ``freight-collections`` patch), offering each downstream."""
+        from tests.test_freight_collections import PROJECT, back, front, two_warehouse_project
+
+        repo = self.repo("collections")
+        f1, b1 = front("1.6.0"), back("2.6.0")
+
+        async def both() -> bool:
+            states = {s.name: s for s in await stage_states(self.client, PROJECT)}
+            test = states["test"]
+            return len(test.current_collection) == 2 and test.running is None
+
+        async with self.worker():
+            resources = with_freight(two_warehouse_project(repo, auto=True), f1, b1)
+            await apply_project(self.client, resources)
+            await _wait(both)
+            await asyncio.sleep(1)  # let the Stage finish the task that recorded the result
+            handle = self.client.get_workflow_handle(stage_workflow_id(PROJECT, "test"))
+            await _save(handle, "stage-collections")
+
     async def rollback(self) -> None:
         """``Stage`` (test): good Freight verified; bad Freight promoted, its verification Failed,
         rolled back to the good one (``autoRollback.onVerification``)."""
@@ -370,6 +391,7 @@ async def _expect_failure(handle: WorkflowHandle[Any, Any]) -> None:
 ORDER = [
     "project",
     "stage",
+    "collections",
     "rollback",
     "verification",
     "verification_failed",

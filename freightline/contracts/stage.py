@@ -61,6 +61,9 @@ class StageConfig(State):
     """The AnalysisTemplates the Stage's verification uses."""
     rollback_on_verification: tuple[AnalysisPhase, ...] = ()
     """Verification phases (Failed, Error) after which the Stage returns to its previous Freight."""
+    rollback_on_promotion: tuple[PromotionPhase, ...] = ()
+    """Promotion phases (Failed, Errored) after which the Stage returns to its last verified
+    Freight (``autoRollback.onPromotion``)."""
 
 
 class AvailableFreight(State):
@@ -84,7 +87,8 @@ class PromotionTicket(State):
     requested_at: datetime
     auto: bool = False
     rollback_of: str | None = None
-    """Set on a rollback: the Freight whose verification failed. A rollback is never rolled back."""
+    """Set on a rollback: the Freight whose verification or promotion failed. A rollback is never
+    rolled back."""
     override_windows: bool = False
     """Passed to the Promotion: do not wait for a promotion window."""
 

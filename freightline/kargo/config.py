@@ -59,6 +59,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError, YAMLFutureWarning, YAM
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from freightline.errors import ConfigError
+from freightline.kargo.compatibility import refusals
 from freightline.kargo.credentials import CRED_TYPE_LABEL
 from freightline.kargo.resources import (
     API_VERSIONS,
@@ -242,8 +243,13 @@ def _load_document(
             f'apiVersion: {kind} needs "{API_VERSIONS[kind]}", got "{api_version}"'
         )
         return None
+    refused: list[str] = []
     try:
         plain = _plain(document, (), budget)
+        refused = [
+            f"{_field_where(source, index, kind, name, document, loc)}{_path(loc)}: {reason}"
+            for loc, reason in refusals(kind, plain)
+        ]
         resource = model.model_validate(plain, by_alias=True, by_name=False)
     except _AliasBombError:
         raise ConfigError(
@@ -263,6 +269,7 @@ def _load_document(
         problems.append(f"{label}: the document is nested too deeply to load")
         return None
     except ValidationError as err:
+        problems.extend(refused)
         located = [
             (_line_of(document, tuple(e["loc"])), order, e) for order, e in enumerate(err.errors())
         ]
@@ -272,6 +279,10 @@ def _load_document(
                 f"{source}:{field_line}: document {index} ({_label(kind, name)}): "
                 f"{_path(loc)}: {_explain(error)}"
             )
+        return None
+    if refused:
+        # Kargo fields Freightline does not implement: refused by name, never ignored.
+        problems.extend(refused)
         return None
     if isinstance(resource, Freight) and not resource.metadata.name:
         resource = resource.with_computed_name()

@@ -190,7 +190,9 @@ def test_prometheus_headers_and_basic_auth_come_from_the_worker() -> None:
         headers["Authorization"] == "Basic " + base64.b64encode(b"grafana:pw-0e1d-secret").decode()
     )
     assert refused.phase == "Error" and "pw-0e1d-secret" not in (refused.message or "")
-    with pytest.raises(ConfigError, match=r"prometheus\.authentication\.sigv4: unknown field"):
+    with pytest.raises(
+        ConfigError, match=r"prometheus\.authentication\.sigv4: OAuth2 and SigV4 .* not supported"
+    ):
         load_text(
             template(
                 "      prometheus:\n        address: http://p\n        query: up\n"

@@ -192,7 +192,7 @@ def _match_upstream(value: Any) -> bool:
     return isinstance(value, str) and value == "MatchUpstream"
 
 
-FIELDS: Final[Mapping[str, Mapping[str, KargoField]]] = {
+_KARGO_FIELDS: Final[Mapping[str, Mapping[str, KargoField]]] = {
     "Project": {},
     "ProjectConfig": {
         "spec": _ok("project-wide settings"),
@@ -333,7 +333,164 @@ FIELDS: Final[Mapping[str, Mapping[str, KargoField]]] = {
         "spec.vars[].value": _no("see spec.vars"),
     },
 }
-"""Kind -> Kargo field path -> what Freightline does with it."""
+
+
+_ANALYSIS = "freightline/kargo/analysis.py"
+_MEASURE = "activities/metrics.py and activities/providers/"
+
+
+def _provider(name: str, fields: tuple[str, ...]) -> dict[str, KargoField]:
+    base = f"spec.metrics[].provider.{name}"
+    return {base: _ok(_MEASURE), **{f"{base}.{f}": _ok(_MEASURE) for f in fields}}
+
+
+def _auth(base: str, basic: bool) -> dict[str, KargoField]:
+    fields: dict[str, KargoField] = {}
+    if basic:
+        fields[f"{base}.basicAuth"] = _ok(_MEASURE)
+        fields[f"{base}.basicAuth.username"] = _ok(_MEASURE)
+        fields[f"{base}.basicAuth.password"] = _ok(_MEASURE + " ({{env.FREIGHTLINE_METRIC_*}})")
+    else:
+        why = "only a prometheus metric takes authentication (basicAuth); use headers here"
+        fields[f"{base}.basicAuth"] = _no(why)
+        fields[f"{base}.basicAuth.username"] = _no(why)
+        fields[f"{base}.basicAuth.password"] = _no(why)
+    why = "OAuth2 and SigV4 metric authentication are not supported; use basicAuth or headers"
+    for scheme, members in (
+        ("oauth2", ("clientId", "clientSecret", "scopes", "tokenUrl")),
+        ("sigv4", ("profile", "region", "roleArn")),
+    ):
+        fields[f"{base}.{scheme}"] = _no(why)
+        fields.update({f"{base}.{scheme}.{m}": _no(why) for m in members})
+    return fields
+
+
+def _unsupported_provider(name: str) -> KargoField:
+    # The words of MetricProvider's own refusal (resources.PROVIDER_KINDS, in its order).
+    return _no(
+        f'the "{name}" provider is not supported; use one of prometheus, web, graphite, '
+        "datadog, newRelic, cloudWatch, influxdb, wavefront"
+    )
+
+
+ANALYSIS_TEMPLATE_FIELDS: Final[Mapping[str, KargoField]] = {
+    "spec": _ok(_ANALYSIS),
+    "spec.args": _ok(_ANALYSIS),
+    "spec.args[].name": _ok(_ANALYSIS),
+    "spec.args[].value": _ok(_ANALYSIS),
+    "spec.args[].valueFrom": _ok(_ANALYSIS),
+    "spec.args[].valueFrom.fieldRef": _ok(_ANALYSIS + " (the Freight and the Stage)"),
+    "spec.args[].valueFrom.fieldRef.fieldPath": _ok(_ANALYSIS),
+    "spec.args[].valueFrom.secretKeyRef": _ok(_ANALYSIS + " (resolved in the activity)"),
+    "spec.args[].valueFrom.secretKeyRef.key": _ok(_ANALYSIS),
+    "spec.args[].valueFrom.secretKeyRef.name": _ok(_ANALYSIS),
+    "spec.dryRun": _ok(_ANALYSIS),
+    "spec.dryRun[].metricName": _ok(_ANALYSIS),
+    "spec.measurementRetention": _ok(_ANALYSIS),
+    "spec.measurementRetention[].limit": _ok(_ANALYSIS),
+    "spec.measurementRetention[].metricName": _ok(_ANALYSIS),
+    "spec.templates": _no(
+        "nested templates are not supported: list every AnalysisTemplate in the Stage's "
+        "verification.analysisTemplates (merged as Argo Rollouts merges them)"
+    ),
+    "spec.metrics": _ok(_ANALYSIS),
+    "spec.metrics[].name": _ok(_ANALYSIS),
+    "spec.metrics[].interval": _ok(_ANALYSIS),
+    "spec.metrics[].initialDelay": _ok(_ANALYSIS),
+    "spec.metrics[].count": _ok(_ANALYSIS),
+    "spec.metrics[].successCondition": _ok(_ANALYSIS + " (compiled at apply)"),
+    "spec.metrics[].failureCondition": _ok(_ANALYSIS + " (compiled at apply)"),
+    "spec.metrics[].failureLimit": _ok(_ANALYSIS),
+    "spec.metrics[].inconclusiveLimit": _ok(_ANALYSIS),
+    "spec.metrics[].consecutiveErrorLimit": _ok(_ANALYSIS),
+    "spec.metrics[].consecutiveSuccessLimit": _no(
+        "consecutiveSuccessLimit (Argo Rollouts after v1.8) is not supported: a metric "
+        "succeeds by its count and failureLimit"
+    ),
+    "spec.metrics[].provider": _ok(_MEASURE),
+    **_provider(
+        "prometheus", ("address", "query", "timeout", "insecure", "headers", "authentication")
+    ),
+    "spec.metrics[].provider.prometheus.headers[].key": _ok(_MEASURE),
+    "spec.metrics[].provider.prometheus.headers[].value": _ok(_MEASURE),
+    **_auth("spec.metrics[].provider.prometheus.authentication", basic=True),
+    "spec.metrics[].provider.prometheus.rangeQuery": _no(
+        "range queries are not supported: the query is an instant query"
+    ),
+    "spec.metrics[].provider.prometheus.rangeQuery.start": _no("see rangeQuery"),
+    "spec.metrics[].provider.prometheus.rangeQuery.end": _no("see rangeQuery"),
+    "spec.metrics[].provider.prometheus.rangeQuery.step": _no("see rangeQuery"),
+    **_provider(
+        "web",
+        ("url", "method", "headers", "body", "jsonPath", "timeoutSeconds", "insecure"),
+    ),
+    "spec.metrics[].provider.web.headers[].key": _ok(_MEASURE),
+    "spec.metrics[].provider.web.headers[].value": _ok(_MEASURE),
+    "spec.metrics[].provider.web.jsonBody": _no(
+        "jsonBody is not supported: give the JSON document as body"
+    ),
+    "spec.metrics[].provider.web.authentication": _no(
+        "web metric authentication is not supported; send credentials in headers "
+        "({{env.FREIGHTLINE_METRIC_*}})"
+    ),
+    **{
+        path: _no("see spec.metrics[].provider.web.authentication")
+        for path in _auth("spec.metrics[].provider.web.authentication", basic=True)
+    },
+    **_provider(
+        "datadog",
+        (
+            "interval",
+            "query",
+            "queries",
+            "formula",
+            "apiVersion",
+            "aggregator",
+            "requestTimeout",
+            "secretRef",
+            "secretRef.name",
+        ),
+    ),
+    "spec.metrics[].provider.datadog.secretRef.namespaced": _ok(
+        "accepted, no effect: the worker has one credentials store"
+    ),
+    **_provider("newRelic", ("profile", "query", "timeout")),
+    **_provider("graphite", ("address", "query")),
+    **_provider("influxdb", ("profile", "query")),
+    **_provider("wavefront", ("address", "query")),
+    **_provider("cloudWatch", ("interval", "metricDataQueries")),
+    **{
+        f"spec.metrics[].provider.cloudWatch.metricDataQueries[].{path}": _ok(_MEASURE)
+        for path in (
+            "id",
+            "expression",
+            "label",
+            "period",
+            "returnData",
+            "metricStat",
+            "metricStat.period",
+            "metricStat.stat",
+            "metricStat.unit",
+            "metricStat.metric",
+            "metricStat.metric.metricName",
+            "metricStat.metric.namespace",
+            "metricStat.metric.dimensions",
+            "metricStat.metric.dimensions[].name",
+            "metricStat.metric.dimensions[].value",
+        )
+    },
+    **{
+        f"spec.metrics[].provider.{name}": _unsupported_provider(name)
+        for name in ("job", "kayenta", "skywalking", "plugin")
+    },
+}
+"""Argo Rollouts' AnalysisTemplate (``argoproj.io/v1alpha1``), as its CRD has it."""
+
+FIELDS: Final[Mapping[str, Mapping[str, KargoField]]] = {
+    **_KARGO_FIELDS,
+    "AnalysisTemplate": ANALYSIS_TEMPLATE_FIELDS,
+}
+"""Kind -> field path -> what Freightline does with it."""
 
 
 def refusals(kind: str, document: Mapping[str, Any]) -> Iterator[tuple[tuple[Any, ...], str]]:

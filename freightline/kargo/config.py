@@ -244,12 +244,14 @@ def _load_document(
         )
         return None
     refused: list[str] = []
+    refused_at: list[tuple[Any, ...]] = []
     try:
         plain = _plain(document, (), budget)
-        refused = [
-            f"{_field_where(source, index, kind, name, document, loc)}{_path(loc)}: {reason}"
-            for loc, reason in refusals(kind, plain)
-        ]
+        for loc, reason in refusals(kind, plain):
+            refused_at.append(loc)
+            refused.append(
+                f"{_field_where(source, index, kind, name, document, loc)}{_path(loc)}: {reason}"
+            )
         resource = model.model_validate(plain, by_alias=True, by_name=False)
     except _AliasBombError:
         raise ConfigError(
@@ -271,7 +273,9 @@ def _load_document(
     except ValidationError as err:
         problems.extend(refused)
         located = [
-            (_line_of(document, tuple(e["loc"])), order, e) for order, e in enumerate(err.errors())
+            (_line_of(document, tuple(e["loc"])), order, e)
+            for order, e in enumerate(err.errors())
+            if not _said_already(e, refused_at)
         ]
         for field_line, _, error in sorted(located, key=lambda item: item[:2]):
             loc = tuple(error["loc"])
@@ -288,6 +292,18 @@ def _load_document(
         resource = resource.with_computed_name()
     resource.set_source(SourceLocation(source, index, line, document))
     return resource
+
+
+def _said_already(error: Any, refused_at: list[tuple[Any, ...]]) -> bool:
+    """Whether a model's complaint repeats a refusal (an unknown field under a refused one,
+    or a model's own refusal of the object holding it)."""
+    loc = tuple(error["loc"])
+    for refused in refused_at:
+        if error["type"] == "extra_forbidden" and loc[: len(refused)] == refused:
+            return True
+        if error["type"] == "value_error" and refused[:-1] == loc:
+            return True
+    return False
 
 
 def _default_namespaces(

@@ -865,3 +865,47 @@ async def test_kargo_advanced_renders_dev_and_stops_at_argo_cd(
     assert "ghcr.io/akuity/guestbook:v0.0.3" in everything
     assert dev.phase in ("Errored", "Failed")
     assert "ARGOCD_SERVER" in dev.message, dev.message
+
+
+def test_selectors_and_webhook_expressions_are_compiled_at_apply() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(
+            dump(
+                [
+                    {
+                        **_PROJECT_CONFIG,
+                        "spec": {
+                            "promotionPolicies": [
+                                {
+                                    "stageSelector": {"name": "regexp:("},
+                                    "autoPromotionEnabled": True,
+                                }
+                            ],
+                            "webhookReceivers": [
+                                {
+                                    "name": "r",
+                                    "generic": {
+                                        "secretRef": {"name": "s"},
+                                        "actions": [
+                                            {"action": "Refresh", "whenExpression": "a ==="}
+                                        ],
+                                    },
+                                }
+                            ],
+                        },
+                    }
+                ]
+            )
+        )
+    message = str(caught.value)
+    assert "spec.promotionPolicies[0].stageSelector.name: invalid regular expression" in message
+    assert "spec.webhookReceivers[0].generic.actions[0].whenExpression: expression" in message
+    # regexp: selects Stages as regex: does (Kargo's name patterns).
+    config = dict(_PROJECT_CONFIG)
+    config["spec"] = {
+        "promotionPolicies": [{"stageSelector": {"name": "regexp:^prod-"}, "autoRollback": {}}]
+    }
+    (loaded,) = load_text(dump([config]))
+    resources = ProjectResources.model_validate({"name": "p", "project_config": loaded})
+    assert resources.policy_for("prod-east") is not None
+    assert resources.policy_for("dev") is None

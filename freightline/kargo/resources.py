@@ -202,6 +202,69 @@ class ResourceBase(KargoModel):
         )
 
 
+# --- checked at apply: constraints and expressions ------------------------------------------
+
+
+def _constraint(text: str) -> str:
+    # A constraint that does not parse is refused by apply, not at the first discovery.
+    try:
+        parse_constraint(text)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
+def _condition(text: str) -> str:
+    try:
+        expressions.check_condition(text)
+    except ExpressionError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
+def _templates(value: Any) -> Any:
+    try:
+        expressions.check_template(value)
+    except ExpressionError as err:
+        raise ValueError(str(err)) from None
+    return value
+
+
+def _expression(text: str) -> str:
+    # A bare expr-lang expression (expressionFilter): parsed at apply, run at discovery.
+    if text.strip():
+        try:
+            expressions.parse(text.strip())
+        except ExpressionError as err:
+            raise ValueError(str(err)) from None
+    return text
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise ValueError(f"invalid regular expression {text!r}: {err}") from None
+    return text
+
+
+def _path_selector(text: str) -> str:
+    try:
+        path_selector(text)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
+SemverConstraint = Annotated[str, AfterValidator(_constraint)]
+Expression = Annotated[str, AfterValidator(_expression)]
+Regex = Annotated[str, AfterValidator(_regex)]
+PathSelector = Annotated[str, AfterValidator(_path_selector)]
+Condition = Annotated[str, AfterValidator(_condition)]
+TemplatedConfig = Annotated[dict[str, Any], AfterValidator(_templates)]
+TemplatedText = Annotated[str, AfterValidator(_templates)]
+
+
 # --- shared pieces -----------------------------------------------------------------------------
 
 
@@ -319,10 +382,18 @@ class ApprovalPolicy(KargoModel):
         return self
 
 
-class StageSelector(KargoModel):
-    """Selects Stages by exact name (or ``regex:``/``glob:`` pattern) or labels."""
+def _name_pattern(text: str) -> str:
+    # Kargo's name patterns: exact, glob:, regex: or regexp: (compiled here, at apply).
+    for prefix in ("regexp:", "regex:"):
+        if text.startswith(prefix):
+            _regex(text.removeprefix(prefix))
+    return text
 
-    name: str | None = None
+
+class StageSelector(KargoModel):
+    """Selects Stages by exact name (or ``regex:``/``regexp:``/``glob:`` pattern) or labels."""
+
+    name: Annotated[str, AfterValidator(_name_pattern)] | None = None
     match_labels: dict[str, str] | None = None
     match_expressions: list[LabelSelectorRequirement] | None = None
 
@@ -420,7 +491,7 @@ class GenericWebhookAction(KargoModel):
     """One action of a generic receiver (``Refresh`` is Kargo's only one)."""
 
     action: Literal["Refresh"]
-    when_expression: str | None = None
+    when_expression: Expression | None = None
     parameters: dict[str, str] | None = None
     target_selection_criteria: list[GenericTargetSelection] | None = None
 
@@ -541,69 +612,6 @@ class ProjectConfig(ResourceBase):
     )
     kind: Literal["ProjectConfig"] = "ProjectConfig"
     spec: ProjectConfigSpec = Field(default_factory=ProjectConfigSpec)
-
-
-# --- checked at apply: constraints and expressions ------------------------------------------
-
-
-def _constraint(text: str) -> str:
-    # A constraint that does not parse is refused by apply, not at the first discovery.
-    try:
-        parse_constraint(text)
-    except ConfigError as err:
-        raise ValueError(str(err)) from None
-    return text
-
-
-def _condition(text: str) -> str:
-    try:
-        expressions.check_condition(text)
-    except ExpressionError as err:
-        raise ValueError(str(err)) from None
-    return text
-
-
-def _templates(value: Any) -> Any:
-    try:
-        expressions.check_template(value)
-    except ExpressionError as err:
-        raise ValueError(str(err)) from None
-    return value
-
-
-def _expression(text: str) -> str:
-    # A bare expr-lang expression (expressionFilter): parsed at apply, run at discovery.
-    if text.strip():
-        try:
-            expressions.parse(text.strip())
-        except ExpressionError as err:
-            raise ValueError(str(err)) from None
-    return text
-
-
-def _regex(text: str) -> str:
-    try:
-        re.compile(text)
-    except re.error as err:
-        raise ValueError(f"invalid regular expression {text!r}: {err}") from None
-    return text
-
-
-def _path_selector(text: str) -> str:
-    try:
-        path_selector(text)
-    except ConfigError as err:
-        raise ValueError(str(err)) from None
-    return text
-
-
-SemverConstraint = Annotated[str, AfterValidator(_constraint)]
-Expression = Annotated[str, AfterValidator(_expression)]
-Regex = Annotated[str, AfterValidator(_regex)]
-PathSelector = Annotated[str, AfterValidator(_path_selector)]
-Condition = Annotated[str, AfterValidator(_condition)]
-TemplatedConfig = Annotated[dict[str, Any], AfterValidator(_templates)]
-TemplatedText = Annotated[str, AfterValidator(_templates)]
 
 
 # --- Warehouse ---------------------------------------------------------------------------------
@@ -1443,8 +1451,8 @@ def _selects(selector: StageSelector, stage: str, labels: dict[str, str]) -> boo
     """Kargo's stage selector: a name (exact, ``regex:`` or ``glob:``) and/or labels."""
     if selector.name is not None:
         pattern = selector.name
-        if pattern.startswith("regex:"):
-            if re.search(pattern.removeprefix("regex:"), stage) is None:
+        if pattern.startswith(("regex:", "regexp:")):
+            if re.search(pattern.partition(":")[2], stage) is None:
                 return False
         elif pattern.startswith("glob:"):
             if not fnmatch.fnmatchcase(stage, pattern.removeprefix("glob:")):

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from activities import git_discovery
+from activities.git import GitRunner
 from activities.git_discovery import discover_commits, path_filter
 from freightline.contracts.warehouse import DiscoveredCommit, DiscoveryError
 from freightline.errors import ConfigError
@@ -326,3 +328,23 @@ def test_errors_are_clear(upstream: Upstream, tmp_path: Path) -> None:
         sub(upstream, commitSelectionStrategy="Lexical", allowTagsRegexes=["("])
     with pytest.raises(ValidationError, match="invalid semver constraint"):
         sub(upstream, commitSelectionStrategy="SemVer", semverConstraint="^^1")
+
+
+def test_insecure_skip_tls_verify_reaches_git(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream.commit("a.txt")
+    upstream.push()
+    seen: list[dict[str, str]] = []
+
+    class Recording(GitRunner):
+        def __call__(self, *args: str, check: bool = True) -> str:
+            seen.append(dict(self.env))
+            return super().__call__(*args, check=check)
+
+    monkeypatch.setattr(git_discovery, "GitRunner", Recording)
+    discover(sub(upstream), None)
+    assert seen and all("GIT_SSL_NO_VERIFY" not in env for env in seen)
+    seen.clear()
+    discover(sub(upstream, insecureSkipTLSVerify=True), None)
+    assert seen and all(env.get("GIT_SSL_NO_VERIFY") == "1" for env in seen)

@@ -70,8 +70,9 @@ def _steps(prefix: str) -> dict[str, KargoField]:
 
 def _links(prefix: str) -> dict[str, KargoField]:
     why = (
-        "Freight and Stage links are not shown yet (Freightline's web UI has no link list); "
-        "leave them out"
+        "Freight and Stage links are not shown: Kargo's UI renders their url as a Go "
+        "template with sprig functions, and Freightline's web UI has no link list; leave "
+        "them out"
     )
     return {
         prefix: _no(why),

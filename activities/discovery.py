@@ -67,6 +67,7 @@ def image_policy(subscription: RepoSubscription) -> ImageSelectionPolicy:
             ignore_tags_regexes=tuple(ignore),
             platform=image.platform or "",
             discovery_limit=image.discovery_limit,
+            cache_by_tag=image.cache_by_tag,
         )
     except ValidationError as err:
         problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
@@ -95,7 +96,8 @@ class DiscoveryActivities:
         self.mirrors = dict(mirrors or {})  # the worker's registry mirrors (its settings)
         self.http_timeout = http_timeout
         self._http: httpx.AsyncClient | None = None
-        self._clients: OrderedDict[tuple[str, str, str], RegistryClient] = OrderedDict()
+        self._insecure_http: httpx.AsyncClient | None = None
+        self._clients: OrderedDict[tuple[str, str, str, bool], RegistryClient] = OrderedDict()
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -103,23 +105,46 @@ class DiscoveryActivities:
             self._http = httpx.AsyncClient(timeout=self.http_timeout.total_seconds())
         return self._http
 
+    @property
+    def insecure_http(self) -> httpx.AsyncClient:
+        """The client of subscriptions with ``insecureSkipTLSVerify``: no certificate checks."""
+        if self._insecure_http is None:
+            self._insecure_http = httpx.AsyncClient(
+                timeout=self.http_timeout.total_seconds(),
+                verify=False,  # noqa: S501 - the subscription asked for it (insecureSkipTLSVerify)
+            )
+        return self._insecure_http
+
+    def http_for(self, insecure_skip_tls_verify: bool | None) -> httpx.AsyncClient:
+        return self.insecure_http if insecure_skip_tls_verify else self.http
+
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        for client in (self._http, self._insecure_http):
+            if client is not None:
+                await client.aclose()
+        self._http = self._insecure_http = None
         self._clients.clear()
 
-    def registry_client(self, cred_type: str, repo_url: str, project: str = "") -> RegistryClient:
+    def registry_client(
+        self,
+        cred_type: str,
+        repo_url: str,
+        project: str = "",
+        *,
+        insecure_skip_tls_verify: bool | None = None,
+    ) -> RegistryClient:
         """One client per subscribed repository (and project: a workload identity's login is
         the project's), its credentials bound to that repository."""
-        key = (cred_type, repo_url, project)
+        key = (cred_type, repo_url, project, bool(insecure_skip_tls_verify))
         client = self._clients.get(key)
         if client is None:
 
             def provider(host: str) -> tuple[str, str] | None:
                 return self._login(cred_type, repo_url, host, project)
 
-            client = self._clients[key] = RegistryClient(self.http, provider, mirrors=self.mirrors)
+            client = self._clients[key] = RegistryClient(
+                self.http_for(insecure_skip_tls_verify), provider, mirrors=self.mirrors
+            )
             while len(self._clients) > MAX_CLIENTS:
                 self._clients.popitem(last=False)
         self._clients.move_to_end(key)
@@ -180,7 +205,12 @@ class DiscoveryActivities:
             repo_url = subscription.image.repo_url
             await self._prime("image", repo_url, project)
             images = await discover_images(
-                self.registry_client("image", repo_url, project),
+                self.registry_client(
+                    "image",
+                    repo_url,
+                    project,
+                    insecure_skip_tls_verify=subscription.image.insecure_skip_tls_verify,
+                ),
                 repo_url,
                 image_policy(subscription),
                 known_created,
@@ -209,12 +239,19 @@ class DiscoveryActivities:
         chart = subscription.chart
         assert chart is not None
         oci = chart.repo_url.startswith("oci://")
+        insecure = chart.insecure_skip_tls_verify
         if oci:
             await self._prime("helm", chart.repo_url, project)
         charts = await discover_charts(
             chart,
-            http=self.http,
-            registry=self.registry_client("helm", chart.repo_url, project) if oci else None,
+            http=self.http_for(insecure),
+            registry=(
+                self.registry_client(
+                    "helm", chart.repo_url, project, insecure_skip_tls_verify=insecure
+                )
+                if oci
+                else None
+            ),
             credentials=lambda url: self.credentials.basic("helm", url),
         )
         return SubscriptionDiscovery(

@@ -19,8 +19,17 @@ matched anywhere in the name as Go's ``regexp.MatchString`` does.
 
 ``includePaths``/``excludePaths`` keep a commit when at least one path it
 changes (against its first parent) is included and not excluded. A selector
-is a path prefix (``src/``), ``glob:`` (shell-style, ``*`` also crosses
-``/``) or ``regex:`` (searched anywhere in the path).
+is a base directory (``src``: ``src`` and below), ``glob:`` (doublestar: ``*``
+stays within a directory, ``**`` crosses them) or ``regex:``/``regexp:``
+(searched anywhere in the path): :mod:`freightline.kargo.path_selectors`.
+
+``expressionFilter`` (an expr-lang expression, as Kargo) keeps a commit or tag
+when it is true (a non-bool result is read as Go's ``strconv.ParseBool`` reads
+its text). A branch's commits see ``id``, ``commitDate``, ``author``,
+``committer``, ``subject``; a tag's ``tag``, ``id``, ``creatorDate``, ``author``,
+``committer``, ``subject``, ``tagger``, ``annotation`` (authors and committers as
+``Name <email>``). ``since`` (NewestFromBranch) stops discovery at the first
+commit committed before it. ``insecureSkipTLSVerify`` sets ``GIT_SSL_NO_VERIFY``.
 
 Credentials come from the worker's :class:`~freightline.kargo.credentials.CredentialStore`
 and reach git through ``GIT_ASKPASS`` (see :mod:`activities.git`).
@@ -29,18 +38,20 @@ and reach git through ``GIT_ASKPASS`` (see :mod:`activities.git`).
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import re
 import tempfile
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from activities.git import GitRunner, git_environment, remote_url
 from activities.repository_cache import RepositoryCache
 from freightline.contracts.warehouse import DiscoveredCommit
-from freightline.errors import ConfigError, DiscoveryError, GitCommandError
+from freightline.errors import ConfigError, DiscoveryError, ExpressionError, GitCommandError
+from freightline.kargo import expressions
 from freightline.kargo.credentials import GitCredentials
+from freightline.kargo.path_selectors import path_selector
 from freightline.kargo.resources import GitSubscription
 from freightline.kargo.semver import parse_constraint, try_parse_version
 
@@ -48,6 +59,11 @@ __all__ = ["discover_commits", "path_filter"]
 
 # Fields of one commit in `git log`/`for-each-ref` output, separated by US (0x1f).
 _LOG_FORMAT = "%H%x1f%P%x1f%an <%ae>%x1f%cn <%ce>%x1f%cI%x1f%s%x1e"
+# A tag's tagger and annotation subject, separated by US; both empty for a lightweight tag
+# (whose "contents" would be its commit's message), as Kargo reads them.
+_TAG_FORMAT = (
+    "%(if)%(*objectname)%(then)%(taggername) %(taggeremail)%1f%(contents:subject)%(else)%1f%(end)"
+)
 # How many commits a path-filtered branch discovery may read at most.
 MAX_HISTORY = 10_000
 
@@ -71,12 +87,15 @@ def discover_commits(
     url = remote_url(subscription.repo_url, allow_local=allow_local)
     keep = path_filter(subscription.include_paths or (), subscription.exclude_paths or ())
     allowed = _tag_filter(subscription)
+    wanted = expression_filter(subscription.expression_filter)
     constraint = None
     if subscription.commit_selection_strategy == "SemVer" and subscription.semver_constraint:
         constraint = parse_constraint(subscription.semver_constraint)
     secrets = (credentials.password,) if credentials else ()
     with contextlib.ExitStack() as stack:
         env = stack.enter_context(git_environment(credentials, allow_local=allow_local))
+        if subscription.insecure_skip_tls_verify:
+            env = {**env, "GIT_SSL_NO_VERIFY": "1"}
         mirror = None
         if cache is not None:
             try:
@@ -92,7 +111,9 @@ def discover_commits(
             git.run("init", "--quiet", "--bare")
             git.run("remote", "add", "origin", url)
         if subscription.commit_selection_strategy == "NewestFromBranch":
-            return git.branch_commits(subscription.branch, subscription.discovery_limit, keep)
+            return git.branch_commits(
+                subscription.branch, subscription.discovery_limit, keep, wanted, subscription.since
+            )
         tags = {t: c for t, c in git.remote_tags().items() if allowed(t)}
         match subscription.commit_selection_strategy:
             case "SemVer":
@@ -106,7 +127,48 @@ def discover_commits(
                 ordered = sorted(tags, reverse=True)
             case _:  # NewestTag
                 ordered = git.tags_by_date(list(tags))
-        return git.tag_commits(ordered, subscription.discovery_limit, keep)
+        return git.tag_commits(ordered, subscription.discovery_limit, keep, wanted)
+
+
+def expression_filter(text: str | None) -> Callable[[Mapping[str, Any]], bool] | None:
+    """``expressionFilter`` as a predicate over a commit's or tag's fields (None: keep all).
+
+    ConfigError when it does not parse (apply refuses that already) or, evaluated, fails or
+    gives something that is not a boolean, as Kargo's discovery fails then.
+    """
+    if not text or not text.strip():
+        return None
+    try:
+        expressions.parse(text.strip())
+    except ExpressionError as err:
+        raise ConfigError(f"expressionFilter: {err}") from None
+
+    def wanted(env: Mapping[str, Any]) -> bool:
+        try:
+            result = expressions.evaluate(text.strip(), env)
+        except ExpressionError as err:
+            raise ConfigError(f"expressionFilter: {err}") from None
+        if isinstance(result, bool):
+            return result
+        shown = "true" if result is True else str(result)
+        # Go's strconv.ParseBool on the value's text.
+        if shown in ("1", "t", "T", "TRUE", "true", "True"):
+            return True
+        if shown in ("0", "f", "F", "FALSE", "false", "False"):
+            return False
+        raise ConfigError(f"expressionFilter: expected a boolean, got {shown!r}")
+
+    return wanted
+
+
+def _commit_env(commit: DiscoveredCommit) -> dict[str, Any]:
+    return {
+        "id": commit.id,
+        "commitDate": expressions.Time(commit.creator_date) if commit.creator_date else None,
+        "author": commit.author,
+        "committer": commit.committer,
+        "subject": commit.subject,
+    }
 
 
 def path_filter(
@@ -128,16 +190,10 @@ def path_filter(
 
 
 def _selector(text: str, field: str) -> Callable[[str], bool]:
-    if text.startswith("regex:"):
-        try:
-            pattern = re.compile(text.removeprefix("regex:"))
-        except re.error as err:
-            raise ConfigError(f"{field}: invalid regex {text!r}: {err}") from None
-        return lambda path: pattern.search(path) is not None
-    if text.startswith("glob:"):
-        glob = text.removeprefix("glob:")
-        return lambda path: fnmatch.fnmatchcase(path, glob)
-    return lambda path: path.startswith(text)
+    try:
+        return path_selector(text)
+    except ConfigError as err:
+        raise ConfigError(f"{field}: {err}") from None
 
 
 def _tag_filter(subscription: GitSubscription) -> Callable[[str], bool]:
@@ -187,25 +243,48 @@ class _Repo:
         raise DiscoveryError(f"git repository {self.url}: no default branch; set branch")
 
     def branch_commits(
-        self, branch: str | None, limit: int, keep: Callable[[list[str]], bool] | None
+        self,
+        branch: str | None,
+        limit: int,
+        keep: Callable[[list[str]], bool] | None,
+        wanted: Callable[[Mapping[str, Any]], bool] | None = None,
+        since: datetime | None = None,
     ) -> list[DiscoveredCommit]:
         branch = branch or self.default_branch()
         ref = self.branch_ref(branch)
         if ref is None:
             raise DiscoveryError(f"git repository {self.url}: branch {branch!r} does not exist")
-        depth = limit if keep is None else max(4 * limit, 64)
+        filtered = keep is not None or wanted is not None
+        depth = max(4 * limit, 64) if filtered else limit
         while True:
             self.fetch(f"+refs/heads/{branch}:{ref}", depth=depth)
             commits = self.log(ref)
-            if keep is None:
+            cut = None
+            if since is not None:
+                # Kargo stops at the first commit older than `since` (git log --since).
+                cut = next(
+                    (
+                        i
+                        for i, (c, _) in enumerate(commits)
+                        if c.creator_date is not None and _aware(c.creator_date) < _aware(since)
+                    ),
+                    None,
+                )
+                if cut is not None:
+                    commits = commits[:cut]
+            reached_since = since is not None and cut is not None
+            if not filtered:
                 return [_with(c, branch=branch) for c in commits[:limit]]
             boundary = self.shallow_boundary()
-            complete = len(commits) < depth or not boundary
+            # Nothing older counts once `since` was reached: no need to deepen.
+            complete = reached_since or len(commits) < depth or not boundary
             found = []
             for commit, parents in commits:
-                if commit.id in boundary:
+                if commit.id in boundary and keep is not None:
                     break  # its parents are not here: its changes are unknown
-                if keep(self.changed_paths(commit.id, parents)):
+                if wanted is not None and not wanted(_commit_env(commit)):
+                    continue
+                if keep is None or keep(self.changed_paths(commit.id, parents)):
                     found.append(_with((commit, parents), branch=branch))
                     if len(found) == limit:
                         return found
@@ -249,7 +328,11 @@ class _Repo:
         return [t for t in out.splitlines() if t in wanted]
 
     def tag_commits(
-        self, ordered: list[str], limit: int, keep: Callable[[list[str]], bool] | None
+        self,
+        ordered: list[str],
+        limit: int,
+        keep: Callable[[list[str]], bool] | None,
+        wanted: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> list[DiscoveredCommit]:
         found: list[DiscoveredCommit] = []
         position = 0
@@ -262,6 +345,8 @@ class _Repo:
             )
             for tag in window:
                 commit, parents = self.tag_commit(tag)
+                if wanted is not None and not wanted(self.tag_env(tag, commit)):
+                    continue
                 if keep is not None and not keep(self.changed_paths(commit.id, parents)):
                     continue
                 found.append(commit)
@@ -274,6 +359,24 @@ class _Repo:
             commit.model_copy(update={"tag": tag, "creator_date": _date(created)}),
             parents,
         )
+
+    def tag_env(self, tag: str, commit: DiscoveredCommit) -> dict[str, Any]:
+        """What an expressionFilter sees of a tag (Kargo's tag metadata)."""
+        tagger, _, annotation = (
+            self.git("for-each-ref", f"--format={_TAG_FORMAT}", f"refs/tags/{tag}")
+            .strip("\n")
+            .partition("\x1f")
+        )
+        return {
+            "tag": tag,
+            "id": commit.id,
+            "creatorDate": expressions.Time(commit.creator_date) if commit.creator_date else None,
+            "author": commit.author,
+            "committer": commit.committer,
+            "subject": commit.subject,
+            "tagger": tagger.strip(),
+            "annotation": annotation,
+        }
 
     # -- plumbing --
 
@@ -362,6 +465,10 @@ class _MirrorRepo(_Repo):
 
 def _with(entry: tuple[DiscoveredCommit, list[str]], *, branch: str) -> DiscoveredCommit:
     return entry[0].model_copy(update={"branch": branch})
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _date(text: str) -> datetime | None:

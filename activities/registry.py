@@ -321,6 +321,8 @@ class RegistryClient:
         self._basic_registries: set[str] = set()
         self._configs: dict[str, _ConfigSummary] = {}
         self._config_locks: dict[str, asyncio.Lock] = {}
+        # cacheByTag subscriptions: the manifest each tag pointed at when first read.
+        self._by_tag: dict[tuple[str, str], Manifest] = {}
 
     # -- API calls --
 
@@ -549,15 +551,25 @@ class RegistryClient:
         platform: Platform | None,
         want_created: bool,
         known_created: Mapping[str, datetime | None],
+        cache_by_tag: bool = False,
     ) -> DiscoveredImage | None:
         """Resolve ``tag`` to a DiscoveredImage; None if absent or not for ``platform``.
 
         A digest in ``known_created`` is trusted to have matched ``platform``
-        before, and costs nothing beyond the manifest GET.
+        before, and costs nothing beyond the manifest GET. With ``cache_by_tag``
+        (Kargo's ``cacheByTag``) a tag read before costs no request at all: its
+        manifest is taken as it was (with its configs memoised by digest anyway).
         """
-        manifest = await self.get_manifest(repo, tag)
+        key = (str(repo), tag)
+        manifest = self._by_tag.get(key) if cache_by_tag else None
         if manifest is None:
-            return None
+            manifest = await self.get_manifest(repo, tag)
+            if manifest is None:
+                return None
+            if cache_by_tag:
+                if len(self._by_tag) >= MAX_MEMO_ENTRIES:
+                    self._by_tag.pop(next(iter(self._by_tag)))
+                self._by_tag[key] = manifest
         known = manifest.digest in known_created
         created = known_created.get(manifest.digest)
         if manifest.is_index:
@@ -879,6 +891,7 @@ async def discover_images(
     known = {digest: parse_created(created) for digest, created in (known_created or {}).items()}
 
     if policy.strategy is ImageSelectionStrategy.DIGEST:
+        # A Digest subscription follows a mutable tag: never cached by tag, as in Kargo.
         image = await client.describe(
             repo, policy.constraint, platform=platform, want_created=False, known_created=known
         )
@@ -888,7 +901,14 @@ async def discover_images(
 
     if policy.strategy is ImageSelectionStrategy.NEWEST_BUILD:
         candidates = await client.gather(
-            client.describe(repo, tag, platform=platform, want_created=True, known_created=known)
+            client.describe(
+                repo,
+                tag,
+                platform=platform,
+                want_created=True,
+                known_created=known,
+                cache_by_tag=policy.cache_by_tag,
+            )
             for tag in filter_tags(policy, tags)
         )
         by_tag = {image.tag: image for image in candidates if image is not None}
@@ -896,7 +916,13 @@ async def discover_images(
         return [by_tag[tag] for tag in ordered[: policy.discovery_limit]]
 
     return await _first_images(
-        client, repo, select_tags(policy, tags), policy.discovery_limit, platform, known
+        client,
+        repo,
+        select_tags(policy, tags),
+        policy.discovery_limit,
+        platform,
+        known,
+        policy.cache_by_tag,
     )
 
 
@@ -907,6 +933,7 @@ async def _first_images(
     limit: int,
     platform: Platform | None,
     known: Mapping[str, datetime | None],
+    cache_by_tag: bool = False,
 ) -> list[DiscoveredImage]:
     """Resolve tags in order until ``limit`` images fit, a window at a time."""
     found: list[DiscoveredImage] = []
@@ -915,7 +942,14 @@ async def _first_images(
         window = ordered_tags[position : position + limit - len(found)]
         position += len(window)
         images = await client.gather(
-            client.describe(repo, tag, platform=platform, want_created=False, known_created=known)
+            client.describe(
+                repo,
+                tag,
+                platform=platform,
+                want_created=False,
+                known_created=known,
+                cache_by_tag=cache_by_tag,
+            )
             for tag in window
         )
         found.extend(image for image in images if image is not None)

@@ -17,7 +17,7 @@ from activities.workspace import Workspace
 from freightline.contracts.promotion import PlannedStep, PromotionPlan
 from freightline.contracts.steps import parse_config
 from freightline.errors import ConfigError
-from freightline.kargo.credentials import GitCredentials
+from freightline.kargo.credentials import SHARED_RESOURCES_NAMESPACE, GitCredentials
 
 __all__ = [
     "BasicLookup",
@@ -91,6 +91,13 @@ class StepContext:
         if not isinstance(name, str):
             raise ConfigError(f"secret(): the argument must be a string, got {name!r}")
         return self.secrets(self.plan.project, name)
+
+    def shared_secret(self, name: object) -> dict[str, str]:
+        """Kargo's ``sharedSecret(name)``: a Secret of the shared resources namespace
+        (``kargo-shared-resources``, or a Secret with no namespace), {} if none."""
+        if not isinstance(name, str):
+            raise ConfigError(f"sharedSecret(): the argument must be a string, got {name!r}")
+        return self.secrets(SHARED_RESOURCES_NAMESPACE, name)
 
     def describe(self) -> str:
         step = self.step

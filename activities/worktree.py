@@ -142,8 +142,11 @@ class WorktreeActivities:
                 definition.runner is StepRunner.WORKTREE or definition.inline
             ):
                 raise ConfigError(f"{ctx.describe()}: not a worktree step")
-            # secret() is answered here, from the worker's credentials: never in the workflow.
-            config = scope.render_config(step, {"secret": ctx.secret})
+            # secret() and sharedSecret() are answered here, from the worker's credentials:
+            # never in the workflow.
+            config = scope.render_config(
+                step, {"secret": ctx.secret, "sharedSecret": ctx.shared_secret}
+            )
             if definition.inline:
                 outputs = run_inline(step.uses, config)
             else:

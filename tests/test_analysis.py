@@ -99,7 +99,6 @@ def test_conditions_decide_the_measurement_phase(
         ("result[0] < 0.05", [], "out of range"),  # an empty vector cannot be indexed
         ("results[0] < 1", [0.1], "unknown name"),
         ("result[0]", [0.1], "expected a bool"),
-        ("result[0] <", [0.1], "unexpected end"),
     ],
 )
 def test_a_condition_that_cannot_be_evaluated_is_an_error(
@@ -108,6 +107,17 @@ def test_a_condition_that_cannot_be_evaluated_is_an_error(
     phase, message = evaluate_measurement(metric(success_condition=condition), value)
     assert phase == "Error"
     assert message is not None and fragment in message
+
+
+def test_a_condition_that_does_not_parse_is_refused_at_apply() -> None:
+    with pytest.raises(ValueError, match="unexpected end"):
+        metric(success_condition="result[0] <")
+    with pytest.raises(ValueError, match="failure_condition"):
+        metric(failure_condition="len(result")
+    # An arg placeholder stands for a value until the run substitutes it.
+    assert metric(success_condition="result < {{args.threshold}}").success_condition == (
+        "result < {{args.threshold}}"
+    )
 
 
 def test_argo_rollouts_condition_helpers() -> None:

@@ -198,10 +198,6 @@ def test_every_kind_round_trips_through_json() -> None:
             spec:
               stage: test
               freight: abc
-              steps:
-              - uses: git-clone
-                retry: {timeout: 10m, errorThreshold: 3}
-                config: {repoURL: "https://example.com/x.git", checkout: [{branch: main}]}
             ---
             apiVersion: argoproj.io/v1alpha1
             kind: AnalysisTemplate

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from activities import git_discovery
+from activities.git import GitRunner
 from activities.git_discovery import discover_commits, path_filter
 from activities.repository_cache import RepositoryCache
 from freightline.contracts.warehouse import DiscoveredCommit, DiscoveryError
@@ -132,8 +135,9 @@ def test_path_filters_plain_glob_regex_and_deepening(upstream: Upstream) -> None
     def ids(**fields: Any) -> list[str]:
         return [c.id for c in discover(sub(upstream, discoveryLimit=1, **fields), None)]
 
-    assert ids(includePaths=["src/"], excludePaths=["glob:*_test.py"]) == [wanted]
+    assert ids(includePaths=["src/"], excludePaths=["glob:**/*_test.py"]) == [wanted]
     assert ids(includePaths=["regex:^src/app\\.py$"]) == [wanted]
+    assert ids(includePaths=["regexp:^src/app\\.py$"]) == [wanted]
     assert ids(includePaths=["glob:src/*.py"], excludePaths=["regex:_test"]) == [wanted]
     # Excluding everything but docs: the docs commit is the newest that keeps a path.
     docs = discover(sub(upstream, excludePaths=["src/", "other/"], discoveryLimit=5), None)
@@ -141,15 +145,118 @@ def test_path_filters_plain_glob_regex_and_deepening(upstream: Upstream) -> None
 
 
 def test_path_filter_semantics() -> None:
-    keep = path_filter(["src/"], ["glob:*.md"])
+    keep = path_filter(["src/"], ["glob:**/*.md"])
     assert keep is not None
     assert keep(["src/a.py"])
     assert not keep(["src/a.md"])
     assert keep(["src/a.md", "src/b.py"])  # one included, not excluded path is enough
     assert not keep(["docs/a.py"])
     assert path_filter([], []) is None
-    with pytest.raises(ConfigError, match="includePaths: invalid regex"):
+    with pytest.raises(ConfigError, match="includePaths: invalid regular expression"):
         path_filter(["regex:("], [])
+
+
+@pytest.mark.parametrize(
+    ("selector", "path", "selected"),
+    [
+        # A plain selector is a base directory (Kargo's BaseDirMatcher), not a string prefix.
+        ("src", "src/app.py", True),
+        ("src", "src", True),
+        ("src", "src2/app.py", False),
+        ("src/", "srcx", False),
+        ("./env/dev", "env/dev/kustomization.yaml", True),
+        ("env/dev", "env/development/a.yaml", False),
+        # glob: is doublestar: * and ? stay within a directory, ** crosses them.
+        ("glob:*.md", "README.md", True),
+        ("glob:*.md", "docs/README.md", False),
+        ("glob:src/*.py", "src/a/b.py", False),
+        ("glob:src/**/*.py", "src/a.py", True),
+        ("glob:src/**/*.py", "src/a/b/c.py", True),
+        ("glob:**/*.md", "docs/x/README.md", True),
+        ("glob:docs/**", "docs/a/b", True),
+        ("glob:docs/**", "docsx/a", False),
+        ("glob:env/?/a", "env/x/a", True),
+        ("glob:env/?/a", "env/xy/a", False),
+        ("glob:*.{yaml,yml}", "a.yml", True),
+        ("glob:[!a]*.txt", "b.txt", True),
+        ("glob:[!a]*.txt", "a.txt", False),
+        # regex: and regexp: search anywhere in the path.
+        ("regex:_test\\.py$", "src/a_test.py", True),
+        ("regexp:^charts/", "charts/app/Chart.yaml", True),
+        ("regexp:^charts/", "x/charts/Chart.yaml", False),
+    ],
+)
+def test_path_selectors_as_kargo(selector: str, path: str, selected: bool) -> None:
+    keep = path_filter([selector], [])
+    assert keep is not None
+    assert keep([path]) is selected
+
+
+def test_expression_filter_on_branch_commits(upstream: Upstream) -> None:
+    upstream.commit("a.txt", "feat: one")
+    skipped = upstream.commit("b.txt", "chore: skip me")
+    wanted = upstream.commit("c.txt", "feat: two")
+    upstream.push()
+    found = discover(sub(upstream, expressionFilter="!(subject startsWith 'chore')"), None)
+    assert wanted == found[0].id and skipped not in [c.id for c in found]
+    assert len(found) == 2
+    by_author = discover(
+        sub(upstream, expressionFilter="author == 'Ada <ada@example.com>' && id != ''"), None
+    )
+    assert len(by_author) == 3
+    # commitDate is a time: compared with date(), as Kargo's filter would.
+    assert discover(sub(upstream, expressionFilter="commitDate > date('2100-01-01')"), None) == []
+    with pytest.raises(ConfigError, match="expected a boolean"):
+        discover(sub(upstream, expressionFilter="subject"), None)
+
+
+def test_expression_filter_on_tags(upstream: Upstream) -> None:
+    upstream.commit("a.txt")
+    upstream.tag("v1.0.0", annotated=True)
+    upstream.commit("b.txt")
+    upstream.tag("v1.1.0")
+    upstream.commit("c.txt")
+    upstream.tag("v1.2.0", annotated=True)
+    upstream.push()
+    annotated = discover(
+        sub(upstream, commitSelectionStrategy="SemVer", expressionFilter="annotation != ''"),
+        None,
+    )
+    assert [c.tag for c in annotated] == ["v1.2.0", "v1.0.0"]
+    tagger = discover(
+        sub(
+            upstream,
+            commitSelectionStrategy="Lexical",
+            expressionFilter="tagger contains 'bob@example.com' && tag != 'v1.2.0'",
+        ),
+        None,
+    )
+    assert [c.tag for c in tagger] == ["v1.0.0"]
+
+
+def test_since_stops_at_older_commits(upstream: Upstream) -> None:
+    upstream.commit("old.txt")  # committed at 1_700_000_000 + a few minutes
+    upstream.clock += 86_400
+    newer = [upstream.commit(f"new{i}.txt") for i in range(3)]
+    upstream.push()
+    cutoff = datetime.fromtimestamp(upstream.clock - 86_000, tz=UTC).isoformat()
+    found = discover(sub(upstream, since=cutoff), None)
+    assert [c.id for c in found] == newer[::-1]
+    # With a filter too (the deepening loop ends at `since`, never past it).
+    assert [
+        c.id for c in discover(sub(upstream, since=cutoff, includePaths=["old.txt"]), None)
+    ] == []
+
+
+def test_bad_selectors_and_filters_are_refused_at_apply() -> None:
+    for fields in (
+        {"includePaths": ["glob:[a"]},
+        {"excludePaths": ["regexp:("]},
+        {"expressionFilter": "subject contains"},
+        {"allowTagsRegexes": ["("]},
+    ):
+        with pytest.raises(ValidationError):
+            GitSubscription.model_validate({"repoURL": "https://example.com/x.git", **fields})
 
 
 def test_semver_tags_with_constraint_and_limit(upstream: Upstream) -> None:
@@ -228,8 +335,28 @@ def test_errors_are_clear(upstream: Upstream, tmp_path: Path) -> None:
         discover(missing, None)
     with pytest.raises(DiscoveryError, match="branch 'gone' does not exist"):
         discover(sub(upstream, branch="gone"), None)
-    with pytest.raises(ConfigError, match="allowTagsRegexes: invalid regex"):
-        discover(sub(upstream, commitSelectionStrategy="Lexical", allowTagsRegexes=["("]), None)
-    # A bad constraint never reaches discovery: the subscription itself refuses it (at apply).
+    # A bad regex or constraint never reaches discovery: the subscription refuses it (at apply).
+    with pytest.raises(ValidationError, match="invalid regular expression"):
+        sub(upstream, commitSelectionStrategy="Lexical", allowTagsRegexes=["("])
     with pytest.raises(ValidationError, match="invalid semver constraint"):
         sub(upstream, commitSelectionStrategy="SemVer", semverConstraint="^^1")
+
+
+def test_insecure_skip_tls_verify_reaches_git(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream.commit("a.txt")
+    upstream.push()
+    seen: list[dict[str, str]] = []
+
+    class Recording(GitRunner):
+        def __call__(self, *args: str, check: bool = True) -> str:
+            seen.append(dict(self.env))
+            return super().__call__(*args, check=check)
+
+    monkeypatch.setattr(git_discovery, "GitRunner", Recording)
+    discover(sub(upstream), None)
+    assert seen and all("GIT_SSL_NO_VERIFY" not in env for env in seen)
+    seen.clear()
+    discover(sub(upstream, insecureSkipTLSVerify=True), None)
+    assert seen and all(env.get("GIT_SSL_NO_VERIFY") == "1" for env in seen)

@@ -83,6 +83,16 @@ metadata:
     kargo.akuity.io/cred-type: generic
 stringData:
   token: not-this-one
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: shared
+  namespace: kargo-shared-resources
+  labels:
+    kargo.akuity.io/cred-type: generic
+stringData:
+  token: shared-token
 """
 
 
@@ -529,6 +539,16 @@ def test_secret_is_the_workers_and_stays_out_of_the_results(
     err = refused(tmp_path, [step("nope")], secrets=worker_secrets(tmp_path))
     assert err.type == "ConfigError" and "headers.0.value" in str(err)
 
+    # sharedSecret() reads the shared resources namespace (kargo-shared-resources), never a
+    # project's own Secret.
+    shared = step("x")
+    shared["config"]["headers"][0]["value"] = "${{ sharedSecret('shared').token }}"
+    run(tmp_path, [shared], secrets=worker_secrets(tmp_path))
+    assert server.seen[-1].headers["X-Token"] == "shared-token"
+    shared["config"]["headers"][0]["value"] = "${{ sharedSecret('artifacts').token }}"
+    err = refused(tmp_path, [shared], secrets=worker_secrets(tmp_path))
+    assert err.type == "ConfigError" and "headers.0.value" in str(err)
+
 
 # --- through Temporal: a promotion with the worker's secret --------------------------------
 
@@ -559,7 +579,8 @@ async def test_a_promotion_calls_with_the_workers_secret_and_keeps_it_out_of_his
                 "method": "POST",
                 "url": f"{server.url}/hook",
                 "headers": [
-                    {"name": "Authorization", "value": "Bearer ${{ secret('slack').token }}"}
+                    {"name": "Authorization", "value": "Bearer ${{ secret('slack').token }}"},
+                    {"name": "X-Shared", "value": "${{ sharedSecret('shared').token }}"},
                 ],
                 "body": "${{ quote({'stage': ctx.stage}) }}",
                 "outputs": [{"name": "id", "fromExpression": "response.body.id"}],
@@ -581,6 +602,8 @@ async def test_a_promotion_calls_with_the_workers_secret_and_keeps_it_out_of_his
     assert result.phase is PromotionPhase.SUCCEEDED
     assert result.outputs["notify"] == {"id": 7} and result.outputs["read"] == {"doc": 3}
     assert server.seen[0].headers["Authorization"] == "Bearer xoxb-token"
+    assert server.seen[0].headers["X-Shared"] == "shared-token"
     assert json.loads(server.seen[0].body) == {"stage": "test"}
     # The workflow holds the reference (the step's config), never the value.
     assert "secret('slack')" in history and "xoxb-token" not in history
+    assert "sharedSecret('shared')" in history and "shared-token" not in history

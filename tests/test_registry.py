@@ -305,6 +305,23 @@ async def test_one_client_fetches_each_config_once(registry: Registry, images: I
         assert counter.kinds() == {"GET tags 200": 1, "GET manifests 200": 2}
 
 
+async def test_cache_by_tag_reads_each_tag_once(registry: Registry, images: Images) -> None:
+    """Kargo's cacheByTag: a warm NewestBuild discovery costs the tag list alone."""
+    selection = policy(imageSelectionStrategy=NewestBuild, discoveryLimit=5, cacheByTag=True)
+    async with registry_client() as client:
+        counter = Counter(registry)
+        cold = await discover_images(client, images.repo("many"), selection)
+        assert counter.kinds() == {"GET tags 200": 1, "GET manifests 200": 30, "GET blobs 200": 30}
+        counter = Counter(registry)
+        assert await discover_images(client, images.repo("many"), selection) == cold
+        assert counter.kinds() == {"GET tags 200": 1}
+        # Without cacheByTag every tag's manifest is read again (tags may move).
+        counter = Counter(registry)
+        uncached = selection.model_copy(update={"cache_by_tag": False})
+        assert await discover_images(client, images.repo("many"), uncached) == cold
+        assert counter.kinds() == {"GET tags 200": 1, "GET manifests 200": 30}
+
+
 async def test_discovery_limit(registry: Registry, images: Images) -> None:
     counter = Counter(registry)
     found = await discover(images.repo("many"), policy(discoveryLimit=3))

@@ -427,6 +427,19 @@ class StageWorkflow:
         )
         if phase is not PromotionPhase.SUCCEEDED:
             workflow.logger.warning("promotion did not succeed", extra={"phase": phase.value})
+            if (
+                phase in self.state.config.rollback_on_promotion
+                and ticket.rollback_of is None
+                and self.state.retiring is None
+            ):
+                # The failed promotion never became the Stage's Freight: the current one,
+                # if verified, is the last known-good (no config before it, no new commands).
+                back = self._roll_back(ticket, since=0)
+                failed = self.state.available.get(ticket.freight)
+                if back is not None and failed is not None:
+                    # Hold auto-promotion of this origin on the known-good Freight, as after a
+                    # manual choice, or it would promote the failing Freight again at once.
+                    self.state.auto_hold[failed.freight.origin.name] = back.freight
             return
         record_promoted(self.state, ticket, now)
         if result is not None:
@@ -632,26 +645,34 @@ class StageWorkflow:
         if await self._verify(current.freight) == "Successful":
             await self._offer_downstream(current.freight)
 
-    def _roll_back(self, failed: PromotionTicket) -> None:
-        """Promote the Freight the Stage had before, as an ordinary (marked) promotion: of the
-        failed Freight's origin (the other origins' stay as they are)."""
+    def _roll_back(self, failed: PromotionTicket, since: int = 1) -> PromotionTicket | None:
+        """Promote the Freight the Stage had before, as an ordinary (marked) promotion: the
+        newest verified one from ``history[since:]`` (after a failed verification the failed
+        Freight is ``history[0]``; after a failed promotion it is not in the history). With
+        Freight collections, of the failed Freight's origin (the other origins' stay)."""
         if self._collections:
-            current = self.state.current
-            origin = current.origin if current is not None else ""
-            previous_id = previous_of_origin(self.state, failed.freight, origin)
+            failed_entry = self.state.available.get(failed.freight)
+            origin = failed_entry.freight.origin.name if failed_entry is not None else ""
+            previous_id = previous_of_origin(self.state, failed.freight, origin, since)
         else:
             previous = next(
-                (h for h in self.state.history[1:] if h.verified and h.freight != failed.freight),
+                (
+                    h
+                    for h in self.state.history[since:]
+                    if h.verified and h.freight != failed.freight
+                ),
                 None,
             )
             previous_id = previous.freight if previous else None
         entry = self.state.available.get(previous_id) if previous_id else None
         if entry is None:
-            workflow.logger.warning("verification failed and there is nothing to roll back to")
-            return
+            workflow.logger.warning("nothing verified to roll back to")
+            return None
         ticket = self._enqueue(entry.freight, "auto-rollback", auto=False)
         self.state.queue.remove(ticket)
-        self.state.queue.insert(0, ticket.model_copy(update={"rollback_of": failed.freight}))
+        ticket = ticket.model_copy(update={"rollback_of": failed.freight})
+        self.state.queue.insert(0, ticket)
+        return ticket
 
     async def _offer_downstream(self, freight_id: str) -> None:
         """Each Freight of the verified collection becomes available downstream (Kargo marks

@@ -13,7 +13,7 @@ import functools
 import json
 import sys
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
@@ -28,6 +28,9 @@ from temporalio.service import RPCError
 from freightline.errors import FreightlineError
 
 if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from freightline.kargo.resources import ProjectResources
     from freightline.settings import Settings
 
 app = typer.Typer(
@@ -197,6 +200,31 @@ async def apply(
                 f'project "{result.project}": recorded; its worker is still bringing the Stage '
                 "and Warehouse workflows to it (`freightline get stages` shows their progress)"
             )
+        project = projects.get(result.project)
+        if project is not None:
+            await _start_promotions(client, project, result.created)
+
+
+async def _start_promotions(
+    client: Client, resources: ProjectResources, created: Sequence[str]
+) -> None:
+    """A Promotion document starts its promotion when first applied, as in Kargo: through the
+    Stage, as ``freightline promote`` does (re-applying it changes nothing)."""
+    from freightline.app.client import promote_in_stage
+
+    for label in created:
+        kind, _, name = label.partition("/")
+        promotion = resources.promotions.get(name) if kind == "Promotion" else None
+        if promotion is None or promotion.spec.freight is None:
+            continue
+        ticket = await promote_in_stage(
+            client,
+            resources.name,
+            promotion.spec.stage,
+            promotion.spec.freight,
+            f"{_user()} (Promotion/{name})",
+        )
+        console.print(f"promotion {ticket.promotion} queued (Promotion/{name})")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from freightline.contracts.model import Contract
+from freightline.contracts.promotion import PromotionPhase
 from freightline.contracts.stage import StageConfig
 from freightline.contracts.warehouse import WarehouseConfig, direct_stages
 from freightline.errors import ConfigError
@@ -26,6 +27,7 @@ MERGED_KINDS = {
     "analysis_templates": "AnalysisTemplate",
     "config_maps": "ConfigMap",
     "freight": "Freight",
+    "promotions": "Promotion",
 }
 
 
@@ -84,8 +86,9 @@ def merge_resources(
 ) -> tuple[ProjectResources, ApplyResult]:
     """Create or replace each incoming resource by name; validate the result as a whole.
 
-    Freight is immutable: applying a Freight whose ID exists changes nothing.
-    Raises ConfigError, leaving ``current`` as it was.
+    Freight is immutable: applying a Freight whose ID exists changes nothing. A Promotion
+    is immutable too (Kargo refuses a change to its spec): applied again unchanged it changes
+    nothing, changed it is refused. Raises ConfigError, leaving ``current`` as it was.
     """
     if incoming.name != current.name:
         raise ConfigError(
@@ -104,6 +107,11 @@ def merge_resources(
                 merged[name] = resource
             elif merged[name] == resource or field == "freight":
                 unchanged.append(label)
+            elif field == "promotions":
+                raise ConfigError(
+                    f"{label}: a Promotion cannot change once applied (it has started, as in "
+                    "Kargo); apply the new one under another name"
+                )
             else:
                 updated.append(label)
                 merged[name] = resource
@@ -187,6 +195,9 @@ def stage_configs(
             cluster_analysis_templates=cluster_templates,
             rollback_on_verification=resources.auto_rollback_on_verification(name),
             origins=requested_origins(resources, stage),
+            rollback_on_promotion=tuple(
+                PromotionPhase(phase) for phase in resources.auto_rollback_on_promotion(name)
+            ),
         )
     return configs
 

@@ -357,7 +357,11 @@ def plan_promotion(
     template = stage_resource.spec.promotion_template
     if template is None or not template.spec.steps:
         raise ConfigError(f'Stage "{stage}": spec.promotionTemplate.spec.steps is empty')
-    global_vars = tuple(Var(name=v.name, value=v.value) for v in template.spec.vars or ())
+    # The Stage's own vars come first, then the template's (a later var wins), as Kargo does.
+    global_vars = tuple(
+        Var(name=v.name, value=v.value)
+        for v in (*(stage_resource.spec.vars or ()), *(template.spec.vars or ()))
+    )
     steps: list[PlannedStep] = []
     policy = resources.policy_for(stage)
     if policy is not None and policy.approval is not None:

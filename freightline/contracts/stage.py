@@ -72,6 +72,9 @@ class StageConfig(State):
     origins: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """For a Stage fed by several Warehouses: each one → what it subscribes to, so that
     verification's ``imageFrom(url)`` finds the origin (``requested_origins``)."""
+    rollback_on_promotion: tuple[PromotionPhase, ...] = ()
+    """Promotion phases (Failed, Errored) after which the Stage returns to its last verified
+    Freight (``autoRollback.onPromotion``)."""
 
 
 class AvailableFreight(State):
@@ -95,7 +98,8 @@ class PromotionTicket(State):
     requested_at: datetime
     auto: bool = False
     rollback_of: str | None = None
-    """Set on a rollback: the Freight whose verification failed. A rollback is never rolled back."""
+    """Set on a rollback: the Freight whose verification or promotion failed. A rollback is never
+    rolled back."""
     override_windows: bool = False
     """Passed to the Promotion: do not wait for a promotion window."""
 
@@ -426,10 +430,11 @@ def collection_freight(state: StageState) -> list[Freight]:
     return found
 
 
-def previous_of_origin(state: StageState, failed: str, origin: str) -> str | None:
+def previous_of_origin(state: StageState, failed: str, origin: str, since: int = 1) -> str | None:
     """The Freight of ``origin`` the Stage held in its last verified collection before
-    ``failed`` came (what a rollback promotes), or None."""
-    for entry in state.history[1:]:
+    ``failed`` came (what a rollback promotes), or None; ``since`` as in the Stage's
+    ``_roll_back`` (0 after a failed promotion, which never entered the history)."""
+    for entry in state.history[since:]:
         ref = entry.collection.get(origin)
         if entry.verified and ref is not None and ref.freight != failed:
             return ref.freight

@@ -10,7 +10,7 @@ from pydantic import Field
 from temporalio.exceptions import ApplicationError
 
 from freightline.contracts.model import Contract
-from freightline.errors import ConfigError, root_cause
+from freightline.errors import ConfigError, ExpressionError, root_cause
 from freightline.kargo.analysis import (
     AnalysisPhase,
     AnalysisRunStatus,
@@ -18,7 +18,7 @@ from freightline.kargo.analysis import (
     resolve_metrics,
     retention_limits,
 )
-from freightline.kargo.expressions import NOW
+from freightline.kargo.expressions import NOW, render
 from freightline.kargo.freight import artifact_functions
 from freightline.kargo.metadata import metadata_functions
 from freightline.kargo.resources import (
@@ -137,6 +137,15 @@ def verification_request(
     }
     if now is not None:
         env[NOW] = now
+    # The Stage's vars, in order (a var sees the ones before it), as Kargo's args see them.
+    rendered_vars: dict[str, Any] = {}
+    for var in stage.spec.vars or ():
+        env["vars"] = dict(rendered_vars)
+        try:
+            rendered_vars[var.name] = render(var.value, env) if var.value is not None else None
+        except ExpressionError as err:
+            raise ConfigError(f'Stage "{stage.metadata.name}": var "{var.name}": {err}') from None
+    env["vars"] = rendered_vars
     # What an arg's valueFrom.fieldRef reads: the Freight and the Stage as their documents.
     objects = {
         "freight": freight.model_dump(mode="json", by_alias=True, exclude_none=True),

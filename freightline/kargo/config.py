@@ -59,6 +59,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError, YAMLFutureWarning, YAM
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from freightline.errors import ConfigError
+from freightline.kargo.compatibility import refusals
 from freightline.kargo.credentials import CRED_TYPE_LABEL
 from freightline.kargo.resources import (
     API_VERSIONS,
@@ -249,8 +250,15 @@ def _load_document(
             f'apiVersion: {kind} needs "{API_VERSIONS[kind]}", got "{api_version}"'
         )
         return None
+    refused: list[str] = []
+    refused_at: list[tuple[Any, ...]] = []
     try:
         plain = _plain(document, (), budget)
+        for loc, reason in refusals(kind, plain):
+            refused_at.append(loc)
+            refused.append(
+                f"{_field_where(source, index, kind, name, document, loc)}{_path(loc)}: {reason}"
+            )
         resource = model.model_validate(plain, by_alias=True, by_name=False)
     except _AliasBombError:
         raise ConfigError(
@@ -270,8 +278,11 @@ def _load_document(
         problems.append(f"{label}: the document is nested too deeply to load")
         return None
     except ValidationError as err:
+        problems.extend(refused)
         located = [
-            (_line_of(document, tuple(e["loc"])), order, e) for order, e in enumerate(err.errors())
+            (_line_of(document, tuple(e["loc"])), order, e)
+            for order, e in enumerate(err.errors())
+            if not _said_already(e, refused_at)
         ]
         for field_line, _, error in sorted(located, key=lambda item: item[:2]):
             loc = tuple(error["loc"])
@@ -280,10 +291,26 @@ def _load_document(
                 f"{_path(loc)}: {_explain(error)}"
             )
         return None
+    if refused:
+        # Kargo fields Freightline does not implement: refused by name, never ignored.
+        problems.extend(refused)
+        return None
     if isinstance(resource, Freight) and not resource.metadata.name:
         resource = resource.with_computed_name()
     resource.set_source(SourceLocation(source, index, line, document))
     return resource
+
+
+def _said_already(error: Any, refused_at: list[tuple[Any, ...]]) -> bool:
+    """Whether a model's complaint repeats a refusal (an unknown field under a refused one,
+    or a model's own refusal of the object holding it)."""
+    loc = tuple(error["loc"])
+    for refused in refused_at:
+        if error["type"] == "extra_forbidden" and loc[: len(refused)] == refused:
+            return True
+        if error["type"] == "value_error" and refused[:-1] == loc:
+            return True
+    return False
 
 
 def _default_namespaces(

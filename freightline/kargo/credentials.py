@@ -153,6 +153,11 @@ _KINDS: dict[str, RepositoryKind] = {"git": "git", "image": "image", "helm": "ch
 CRED_TYPES: Final = ("git", "helm", "image", "generic")
 
 
+SHARED_RESOURCES_NAMESPACE = "kargo-shared-resources"
+"""Kargo's namespace of resources every project may read (``sharedSecret()``): a Secret of the
+credentials file with this namespace, or with none, answers ``sharedSecret(name)``."""
+
+
 class CredentialStore:
     """The worker's credentials: file entries first, then one git identity for any repository.
 

@@ -1863,9 +1863,9 @@ def _data_lookup(env: Mapping[str, Any], key: str, function: str, name: Any) -> 
 def _refuse_secret(function: str) -> Callable[..., NoReturn]:
     def refuse(*_args: Any) -> NoReturn:
         raise _EvalError(
-            f"{function}() is not supported: secret values would be written into the "
-            "promotion's history; give the step its credentials through the worker's "
-            "credentials file instead (see docs/expressions.md)"
+            f"{function}() is only available in the config of a step a worker activity runs "
+            "(git, file, kustomize, helm, http, ... steps): here it would be evaluated in the "
+            "workflow and the secret's value written into its history (see docs/expressions.md)"
         )
 
     return refuse

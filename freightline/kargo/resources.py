@@ -47,6 +47,7 @@ from pydantic.alias_generators import to_camel
 
 from freightline.errors import ConfigError, ExpressionError
 from freightline.kargo import expressions
+from freightline.kargo.path_selectors import path_selector
 from freightline.kargo.semver import parse_constraint
 
 KARGO_API_VERSION: Final = "kargo.akuity.io/v1alpha1"
@@ -201,6 +202,69 @@ class ResourceBase(KargoModel):
         )
 
 
+# --- checked at apply: constraints and expressions ------------------------------------------
+
+
+def _constraint(text: str) -> str:
+    # A constraint that does not parse is refused by apply, not at the first discovery.
+    try:
+        parse_constraint(text)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
+def _condition(text: str) -> str:
+    try:
+        expressions.check_condition(text)
+    except ExpressionError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
+def _templates(value: Any) -> Any:
+    try:
+        expressions.check_template(value)
+    except ExpressionError as err:
+        raise ValueError(str(err)) from None
+    return value
+
+
+def _expression(text: str) -> str:
+    # A bare expr-lang expression (expressionFilter): parsed at apply, run at discovery.
+    if text.strip():
+        try:
+            expressions.parse(text.strip())
+        except ExpressionError as err:
+            raise ValueError(str(err)) from None
+    return text
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise ValueError(f"invalid regular expression {text!r}: {err}") from None
+    return text
+
+
+def _path_selector(text: str) -> str:
+    try:
+        path_selector(text)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
+SemverConstraint = Annotated[str, AfterValidator(_constraint)]
+Expression = Annotated[str, AfterValidator(_expression)]
+Regex = Annotated[str, AfterValidator(_regex)]
+PathSelector = Annotated[str, AfterValidator(_path_selector)]
+Condition = Annotated[str, AfterValidator(_condition)]
+TemplatedConfig = Annotated[dict[str, Any], AfterValidator(_templates)]
+TemplatedText = Annotated[str, AfterValidator(_templates)]
+
+
 # --- shared pieces -----------------------------------------------------------------------------
 
 
@@ -287,7 +351,10 @@ LeafPromotionStep = Annotated[PromotionStep, AfterValidator(_no_task)]
 
 
 class AutoRollback(KargoModel):
-    """``autoRollback``: roll back automatically on failed promotion or verification."""
+    """``autoRollback``: roll back automatically on failed promotion or verification.
+
+    As in Kargo, ``onVerification`` absent or empty means ``[Failed]``; ``onPromotion``
+    absent means no rollback after a failed promotion."""
 
     on_promotion: list[Literal["Failed", "Errored"]] | None = Field(default=None, max_length=2)
     on_verification: list[Literal["Failed", "Error"]] | None = Field(default=None, max_length=2)
@@ -315,10 +382,18 @@ class ApprovalPolicy(KargoModel):
         return self
 
 
-class StageSelector(KargoModel):
-    """Selects Stages by exact name (or ``regex:``/``glob:`` pattern) or labels."""
+def _name_pattern(text: str) -> str:
+    # Kargo's name patterns: exact, glob:, regex: or regexp: (compiled here, at apply).
+    for prefix in ("regexp:", "regex:"):
+        if text.startswith(prefix):
+            _regex(text.removeprefix(prefix))
+    return text
 
-    name: str | None = None
+
+class StageSelector(KargoModel):
+    """Selects Stages by exact name (or ``regex:``/``regexp:``/``glob:`` pattern) or labels."""
+
+    name: Annotated[str, AfterValidator(_name_pattern)] | None = None
     match_labels: dict[str, str] | None = None
     match_expressions: list[LabelSelectorRequirement] | None = None
 
@@ -416,7 +491,7 @@ class GenericWebhookAction(KargoModel):
     """One action of a generic receiver (``Refresh`` is Kargo's only one)."""
 
     action: Literal["Refresh"]
-    when_expression: str | None = None
+    when_expression: Expression | None = None
     parameters: dict[str, str] | None = None
     target_selection_criteria: list[GenericTargetSelection] | None = None
 
@@ -556,40 +631,6 @@ class ClusterConfig(ResourceBase):
     spec: ClusterConfigSpec = Field(default_factory=ClusterConfigSpec)
 
 
-# --- checked at apply: constraints and expressions ------------------------------------------
-
-
-def _constraint(text: str) -> str:
-    # A constraint that does not parse is refused by apply, not at the first discovery.
-    try:
-        parse_constraint(text)
-    except ConfigError as err:
-        raise ValueError(str(err)) from None
-    return text
-
-
-def _condition(text: str) -> str:
-    try:
-        expressions.check_condition(text)
-    except ExpressionError as err:
-        raise ValueError(str(err)) from None
-    return text
-
-
-def _templates(value: Any) -> Any:
-    try:
-        expressions.check_template(value)
-    except ExpressionError as err:
-        raise ValueError(str(err)) from None
-    return value
-
-
-SemverConstraint = Annotated[str, AfterValidator(_constraint)]
-Condition = Annotated[str, AfterValidator(_condition)]
-TemplatedConfig = Annotated[dict[str, Any], AfterValidator(_templates)]
-TemplatedText = Annotated[str, AfterValidator(_templates)]
-
-
 # --- Warehouse ---------------------------------------------------------------------------------
 
 IMAGE_REPO_URL_PATTERN = r"^(\w+([\.-]\w+)*(:[\d]+)?/)?(\w+([\.-]\w+)*)(/\w+([\.-]\w+)*)*$"
@@ -610,11 +651,12 @@ class ImageSubscription(KargoModel):
     image_selection_strategy: Literal["Digest", "Lexical", "NewestBuild", "SemVer"] = "SemVer"
     strict_semvers: StrictBool = True
     constraint: SemverConstraint | None = None
-    allow_tags: str | None = None
-    allow_tags_regexes: list[str] | None = None
+    allow_tags: Regex | None = None
+    allow_tags_regexes: list[Regex] | None = None
     ignore_tags: list[str] | None = None
-    ignore_tags_regexes: list[str] | None = None
-    platform: str | None = Field(default=None, pattern=r"^\w+/\w+$")
+    ignore_tags_regexes: list[Regex] | None = None
+    # Kargo's schema says os/arch, but its discovery reads os/arch/variant too (linux/arm/v7).
+    platform: str | None = Field(default=None, pattern=r"^\w+/\w+(/\w+)?$")
     insecure_skip_tls_verify: bool | None = Field(default=None, alias="insecureSkipTLSVerify")
     discovery_limit: DiscoveryLimit = 20
     cache_by_tag: bool = False
@@ -634,15 +676,15 @@ class GitSubscription(KargoModel):
     branch: str | None = Field(default=None, min_length=1, max_length=255, pattern=_BRANCH)
     strict_semvers: StrictBool = True
     semver_constraint: SemverConstraint | None = None
-    allow_tags: str | None = None
-    allow_tags_regexes: list[str] | None = None
+    allow_tags: Regex | None = None
+    allow_tags_regexes: list[Regex] | None = None
     ignore_tags: list[str] | None = None
-    ignore_tags_regexes: list[str] | None = None
-    expression_filter: str | None = None
+    ignore_tags_regexes: list[Regex] | None = None
+    expression_filter: Expression | None = None
     insecure_skip_tls_verify: bool | None = Field(default=None, alias="insecureSkipTLSVerify")
     blobless: bool | None = None
-    include_paths: list[str] | None = None
-    exclude_paths: list[str] | None = None
+    include_paths: list[PathSelector] | None = None
+    exclude_paths: list[PathSelector] | None = None
     discovery_limit: DiscoveryLimit = 20
     since: datetime.datetime | None = None
 
@@ -923,8 +965,9 @@ class PromotionSpec(KargoModel):
     freight: ResourceName | None = None
     origin: FreightOrigin | None = None
     target: str | None = Field(default=None, max_length=253)
+    # Kargo's webhook overwrites these with the Stage's; apply refuses them set (compatibility.py).
     vars: list[Var] | None = None
-    steps: list[LeafPromotionStep] = Field(min_length=1)
+    steps: list[LeafPromotionStep] | None = None
 
     @model_validator(mode="after")
     def _freight_or_origin(self) -> PromotionSpec:
@@ -1304,6 +1347,19 @@ class MetricProvider(KargoModel):
         return spec
 
 
+_ARG_PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
+
+
+def _metric_condition(text: str) -> str:
+    # Parsed at apply with each {{args.x}} (any {{...}}) standing for a value (its own is known only when
+    # the run starts); a number parses inside quotes and out.
+    _expression(_ARG_PLACEHOLDER.sub("0", text))
+    return text
+
+
+MetricCondition = Annotated[str, AfterValidator(_metric_condition)]
+
+
 class Metric(KargoModel):
     """One metric: how often to measure it and what counts as success or failure."""
 
@@ -1311,8 +1367,8 @@ class Metric(KargoModel):
     interval: Duration | None = None
     initial_delay: Duration | None = None
     count: int | None = Field(default=None, ge=0)
-    success_condition: str | None = None
-    failure_condition: str | None = None
+    success_condition: MetricCondition | None = None
+    failure_condition: MetricCondition | None = None
     failure_limit: int = Field(default=0, ge=-1)
     inconclusive_limit: int = Field(default=0, ge=0)
     consecutive_error_limit: int = Field(default=4, ge=0)
@@ -1463,20 +1519,28 @@ class ProjectResources(BaseModel):
         return bool(policy and policy.auto_promotion_enabled)
 
     def auto_rollback_on_verification(self, stage: str) -> tuple[Literal["Failed", "Error"], ...]:
-        """The verification outcomes (Failed, Error) that roll ``stage`` back (a Freightline
-        extension, opt-in per Stage through ``autoRollback`` in its promotion policy)."""
+        """The verification outcomes (Failed, Error) that roll ``stage`` back (Kargo
+        Enterprise's ``autoRollback`` in its promotion policy; empty means ``[Failed]``)."""
         policy = self.policy_for(stage)
         if policy is None or policy.auto_rollback is None:
             return ()
-        return tuple(policy.auto_rollback.on_verification or ())
+        return tuple(policy.auto_rollback.on_verification or ("Failed",))
+
+    def auto_rollback_on_promotion(self, stage: str) -> tuple[Literal["Failed", "Errored"], ...]:
+        """The promotion outcomes (Failed, Errored) after which ``stage`` returns to its last
+        verified Freight (``autoRollback.onPromotion``; absent: none)."""
+        policy = self.policy_for(stage)
+        if policy is None or policy.auto_rollback is None:
+            return ()
+        return tuple(policy.auto_rollback.on_promotion or ())
 
 
 def _selects(selector: StageSelector, stage: str, labels: dict[str, str]) -> bool:
     """Kargo's stage selector: a name (exact, ``regex:`` or ``glob:``) and/or labels."""
     if selector.name is not None:
         pattern = selector.name
-        if pattern.startswith("regex:"):
-            if re.search(pattern.removeprefix("regex:"), stage) is None:
+        if pattern.startswith(("regex:", "regexp:")):
+            if re.search(pattern.partition(":")[2], stage) is None:
                 return False
         elif pattern.startswith("glob:"):
             if not fnmatch.fnmatchcase(stage, pattern.removeprefix("glob:")):

@@ -98,6 +98,9 @@ class ImageSelectionPolicy(BaseModel):
     ignore_tags_regexes: tuple[str, ...] = Field((), alias="ignoreTagsRegexes")
     platform: str = ""
     discovery_limit: int = Field(20, ge=1, le=100, alias="discoveryLimit")
+    cache_by_tag: bool = Field(False, alias="cacheByTag")
+    """Kargo's ``cacheByTag``: trust the manifest a tag pointed at when first read (mutable tags
+    go stale; the worker remembers it as long as it runs)."""
 
     @field_validator("allow_tags_regexes", "ignore_tags_regexes")
     @classmethod

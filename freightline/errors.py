@@ -25,9 +25,16 @@
     │                                                  timed out, unreachable, 5xx or 429
     ├── NotificationError              Errored  yes    a notification endpoint did not take an
     │                                                  event (it never fails a promotion)
+    ├── ForgeUnavailableError          Errored  yes    a forge's API (GitHub, GitLab, Gitea)
+    │                                                  timed out, unreachable, 5xx, or kept
+    │                                                  rate-limiting past its Retry-After
     └── StepError                      Failed   no     a step ran and the world said no
         ├── GitCommandError            Failed   no     git failed, push rejected (git's words)
-        └── ArgoCDResponseError        Failed   no     Argo CD refused a request
+        ├── ArgoCDResponseError        Failed   no     Argo CD refused a request
+        └── PullRequestError           Failed   no     a forge refused a pull request request
+            └── PullRequestNotMergeable
+                                       Failed   no     ... it conflicts, is closed unmerged, or
+                                                       the forge will not merge it (405/409)
 
 **Outcome** is what a promotion (or a step with ``continueOnError``) ends as
 when the error stops it: ``Failed`` when the step ran and the world refused
@@ -75,12 +82,15 @@ __all__ = [
     "DiscoveryError",
     "EndpointUnavailableError",
     "ExpressionError",
+    "ForgeUnavailableError",
     "FreightlineError",
     "GitCommandError",
     "NotFoundError",
     "NotificationError",
     "Outcome",
     "PathEscapeError",
+    "PullRequestError",
+    "PullRequestNotMergeable",
     "RegistryError",
     "RegistryUnavailableError",
     "RequestRefused",
@@ -192,6 +202,13 @@ class NotificationError(FreightlineError):
     retryable = True
 
 
+class ForgeUnavailableError(FreightlineError):
+    """A forge's API timed out, could not be reached, answered 5xx, or rate-limited for longer
+    than the client waits: a retry may succeed."""
+
+    retryable = True
+
+
 class StepError(FreightlineError):
     """A promotion step ran and failed: the outside world (git, kustomize, Argo CD) said no."""
 
@@ -210,6 +227,16 @@ class ArgoCDResponseError(StepError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class PullRequestError(StepError):
+    """A forge answered a pull (merge) request call with an error; the message names the
+    repository, the pull request and the forge's own words."""
+
+
+class PullRequestNotMergeable(PullRequestError):
+    """The forge will not merge the pull request: it conflicts with its target, was closed
+    without merging, or the forge refuses (GitHub's 405, GitLab's 405/409/422, Gitea's 405/409)."""
 
 
 # --- the activity boundary and back ------------------------------------------------------------

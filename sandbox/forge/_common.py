@@ -3,6 +3,7 @@ and the shape of a flavour (routes over the store, a webhook payload)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -44,10 +45,12 @@ class Webhook:
 Handler = Callable[[Request, Account, dict[str, str]], Response]
 
 
-def load_spec(name: str, server: str) -> OpenAPI:
-    """An excerpt from ``tests/reference/forges``, served at ``server`` (the emulator's URL)."""
+@functools.cache
+def load_spec(name: str, base_path: str) -> OpenAPI:
+    """An excerpt from ``tests/reference/forges``, served under ``base_path`` of any host (a
+    relative server; read once per process, as reading one takes about a second)."""
     document = json.loads((REFERENCE / name).read_text())
-    document["servers"] = [{"url": server}]
+    document["servers"] = [{"url": base_path}]
     return OpenAPI.from_dict(document)
 
 

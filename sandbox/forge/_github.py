@@ -51,8 +51,8 @@ class GitHubApi(Flavour):
     # --- plumbing -------------------------------------------------------------
 
     def load_specs(self) -> None:
-        self._cloud = load_spec("github.json", self.forge.url)
-        self._enterprise = load_spec("github-enterprise-3.19.json", self.forge.url + "/api/v3")
+        self._cloud = load_spec("github.json", "/")
+        self._enterprise = load_spec("github-enterprise-3.19.json", "/api/v3")
 
     def spec_for(self, request: Request) -> OpenAPI | None:
         return self._enterprise if request.path.startswith("/api/v3/") else self._cloud

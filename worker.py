@@ -32,6 +32,7 @@ from temporalio.worker import Worker
 
 from activities.argocd import ArgoCDActivities
 from activities.discovery import DiscoveryActivities
+from activities.forge_steps import ForgeActivities
 from activities.metrics import MetricActivities
 from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
@@ -95,11 +96,13 @@ def build_worker(
         basic_credentials=credentials.basic,
         secrets=credentials.step_secret,
         signing_key_file=settings.git.signing_key_file,
+        credential_store=credentials,
     )
     discovery = DiscoveryActivities(
         credentials, mirrors=settings.registry.mirrors, allow_local_repositories=local
     )
     argocd = ArgoCDActivities(settings.argocd)
+    forge = ForgeActivities(credentials)
     metrics = MetricActivities(settings.metrics.plain())
     link_to = ui_url(settings.temporal.ui_url, client.service_client.config.target_host)
     notify = NotifyActivities(settings.notify.urls, ui_url=link_to)
@@ -113,6 +116,7 @@ def build_worker(
             project.set_freight_alias,
             project.set_metadata,
             worktree.run_worktree_steps,
+            forge.pull_request_state,
             argocd.argocd_update,
             argocd.argocd_wait,
             argocd.argocd_health,

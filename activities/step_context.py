@@ -16,7 +16,7 @@ from activities.workspace import Workspace
 from freightline.contracts.promotion import PlannedStep, PromotionPlan
 from freightline.contracts.steps import parse_config
 from freightline.errors import ConfigError
-from freightline.kargo.credentials import GitCredentials
+from freightline.kargo.credentials import CredentialStore, GitCredentials
 
 __all__ = [
     "BasicLookup",
@@ -24,6 +24,7 @@ __all__ = [
     "SecretLookup",
     "StepConfig",
     "StepContext",
+    "StepSkipped",
     "parse_config",
 ]
 
@@ -45,6 +46,12 @@ def _no_basic(_cred_type: str, _repo_url: str) -> tuple[str, str] | None:
 
 def _no_secret(_project: str, _name: str) -> dict[str, str]:
     return {}
+
+
+class StepSkipped(Exception):
+    """Raised by a step with nothing to do (Kargo's Skipped status, e.g. ``git-open-pr``
+    between branches without a difference): the step is recorded Skipped, with this reason,
+    and the steps after it run."""
 
 
 class StepConfig(BaseModel):
@@ -73,6 +80,9 @@ class StepContext:
     """Generic Secrets (the worker's credential store), for ``secret()`` in step configs."""
     signing_key_file: Path | None = None
     """The worker's GPG key that signs every commit (the worker's settings), or None."""
+    credential_store: CredentialStore | None = None
+    """The worker's whole credential store: what a forge client (pull-request steps) reads
+    its token and API URL from. None: no credentials (those steps refuse, naming why)."""
     step: PlannedStep | None = None
     clones: dict[str, Clone] = field(default_factory=dict)
     worktrees: dict[Path, Worktree] = field(default_factory=dict)

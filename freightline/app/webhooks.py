@@ -15,7 +15,8 @@ Warehouses subscribed to the repository it names (URLs compared in Kargo's
 normal form); a pull request merged or closed wakes the project's promotions
 waiting for it in ``git-wait-for-pr`` (found by the ``FreightlinePullRequest``
 search attribute, see ``docs/pull-requests.md``); a replayed delivery (same
-delivery ID) is answered ``200`` and does nothing; an unknown path is ``404``; a wrong signature or token ``401``.
+delivery ID) is answered ``200`` and does nothing; an unknown path is ``404``;
+a wrong signature or token ``401``.
 Each refusal or ignored event is one log line naming the project, receiver
 and reason, never the path (for Docker Hub, Quay, Azure and generic receivers
 the path is the secret).

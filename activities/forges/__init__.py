@@ -30,7 +30,9 @@ import httpx
 
 from activities import github_app
 from activities.forges.base import Forge, ForgeHttp
+from activities.forges.gitea import Gitea
 from activities.forges.github import GitHub
+from activities.forges.gitlab import GitLab
 from freightline.errors import ConfigError, CredentialError
 from freightline.kargo.credentials import CredentialStore
 
@@ -144,4 +146,25 @@ def forge_for(
             sleep=sleep,
         )
         return GitHub(client, parts[0], parts[1])
-    raise ConfigError(f"provider {chosen!r}: not supported yet")
+    if chosen == "gitlab":
+        gitlab = ForgeHttp(
+            provider="gitlab",
+            api_url=api_url,
+            repository=path,
+            headers={"PRIVATE-TOKEN": token},
+            http=http,
+            sleep=sleep,
+        )
+        return GitLab(gitlab, path)
+    parts = path.split("/")
+    if len(parts) != 2:
+        raise ConfigError(f"repoURL {repo_url}: a Gitea repository is OWNER/NAME")
+    gitea = ForgeHttp(
+        provider="gitea",
+        api_url=api_url,
+        repository=path,
+        headers={"Authorization": f"token {token}"},
+        http=http,
+        sleep=sleep,
+    )
+    return Gitea(gitea, parts[0], parts[1])

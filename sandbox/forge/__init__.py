@@ -60,7 +60,15 @@ def _flavour(kind: ForgeKind, forge: ForgeEmulator) -> Flavour:
         from sandbox.forge._github import GitHubApi
 
         return GitHubApi(forge)
-    raise ValueError(f"forge {kind!r}: not emulated yet")
+    if kind == "gitlab":
+        from sandbox.forge._gitlab import GitLabApi
+
+        return GitLabApi(forge)
+    if kind == "gitea":
+        from sandbox.forge._gitea import GiteaApi
+
+        return GiteaApi(forge)
+    raise ValueError(kind)
 
 
 class ForgeEmulator(ApiEmulator):
@@ -155,7 +163,15 @@ class ForgeEmulator(ApiEmulator):
         return pull
 
     def web_url(self, project: str, number: int) -> str:
+        """A pull request's page, as the forge's API reports it."""
         return self._flavour.web_url(project, number)
+
+    def add_label(self, project: str, name: str) -> None:
+        """A label the repository has (Gitea takes label IDs, so they must exist first; GitHub
+        and GitLab create labels on use)."""
+        add = getattr(self._flavour, "add_label", None)
+        if add is not None:
+            add(project, name)
 
     # --- acting as a person ---------------------------------------------------
 

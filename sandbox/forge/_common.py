@@ -16,6 +16,7 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_core.templating.responses.exceptions import ResponseNotFound
 from openapi_core.validation.request.exceptions import SecurityValidationError
+from ruamel.yaml import YAML
 from werkzeug.wrappers import Request, Response
 
 from sandbox.datadog import openapi_problems
@@ -49,16 +50,34 @@ Handler = Callable[[Request, Account, dict[str, str]], Response]
 def load_spec(name: str, base_path: str) -> OpenAPI:
     """An excerpt from ``tests/reference/forges``, served under ``base_path`` of any host (a
     relative server; read once per process, as reading one takes about a second)."""
-    document = json.loads((REFERENCE / name).read_text())
+    text = (REFERENCE / name).read_text()
+    document = json.loads(text) if name.endswith(".json") else YAML(typ="safe").load(text)
     document["servers"] = [{"url": base_path}]
     return OpenAPI.from_dict(document)
+
+
+def raw_path(request: Request) -> str:
+    """The path as sent, percent-escapes kept: GitLab names a project ``group%2Fname``, one
+    path segment, which the WSGI ``PATH_INFO`` has already decoded into two."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    return str(raw).split("?", 1)[0] if raw else request.path
+
+
+class _RawPathRequest(WerkzeugOpenAPIRequest):
+    @property
+    def path(self) -> str:
+        return raw_path(self.request)
+
+    @property
+    def path_pattern(self) -> str:
+        return raw_path(self.request)
 
 
 def check_request(spec: OpenAPI, request: Request) -> list[str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            spec.validate_request(WerkzeugOpenAPIRequest(request))
+            spec.validate_request(_RawPathRequest(request))
     except SecurityValidationError:
         return []  # a missing token is the forge's 401, answered by the flavour
     except Exception as err:  # openapi-core's error tree has no one root
@@ -70,9 +89,7 @@ def check_response(spec: OpenAPI, request: Request, response: Response) -> list[
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            spec.validate_response(
-                WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response)
-            )
+            spec.validate_response(_RawPathRequest(request), WerkzeugOpenAPIResponse(response))
     except ResponseNotFound:
         # The descriptions leave out statuses every operation can answer (401, 429, some
         # 403s); those bodies are the forge's generic error shape, not an operation's.

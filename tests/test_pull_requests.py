@@ -148,7 +148,7 @@ def hooked_forge(
 ) -> Iterator[ForgeRepo]:
     """A forge that posts its pull request events to project ``p``'s Kargo receiver ``gh``
     of its kind (GitHub unless the test's ``hooked_forge`` parameter names another)."""
-    kind = getattr(request, "param", "github")
+    kind: ForgeKind = getattr(request, "param", "github")
     url = webhooks + receiver_path(PROJECT, kind, "gh", SECRET)
     yield from _forge(kind, tmp_path, monkeypatch, url)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from ruamel.yaml import YAML
 from structlog.testing import capture_logs
 from werkzeug.wrappers import Request, Response
 
 from activities.forges import default_api_url, detect_provider, forge_for, parse_repo_url
 from activities.forges.base import MAX_RATE_LIMIT_WAITS, Forge
+from activities.github_app import InstallationTokens
 from freightline.errors import (
     ConfigError,
     CredentialError,
@@ -403,3 +408,113 @@ async def test_github_com_paths_at_the_root(tmp_path: Path) -> None:
         assert forge.violations == []
     finally:
         forge.stop()
+
+
+async def test_github_app_credentials_buy_a_cached_installation_token(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    forge = ForgeEmulator("github", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        forge.add_github_app("12345", 678, key.public_key())
+        forge.commit_to(PROJECT, "stage/prod", {"prod/values.yaml": "image: v2\n"})
+        secrets = tmp_path / "credentials.yaml"
+        secrets.write_text(
+            yaml_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": "app",
+                        "labels": {"kargo.akuity.io/cred-type": "git"},
+                    },
+                    "stringData": {
+                        "repoURL": forge.repo_url(PROJECT),
+                        "githubAppID": "12345",
+                        "githubAppInstallationID": "678",
+                        "githubAppPrivateKey": pem,
+                    },
+                }
+            )
+        )
+        credentials = CredentialStore(secrets)
+        tokens = InstallationTokens()
+        with capture_logs() as logs:
+            for _ in range(2):
+                github = forge_for(
+                    forge.repo_url(PROJECT), "github", credentials=credentials, tokens=tokens
+                )
+                opened = await github.open_pull_request(
+                    source="stage/prod", target="main", title="t", description="", labels=[]
+                )
+        assert opened.number == 1
+        assert forge.pull(PROJECT, 1).author == "freightline[bot]"
+        assert tokens.minted == 1  # the second client reused the cached token
+        assert len(forge.minted_tokens) == 1
+        assert forge.minted_tokens[0] not in repr(logs)
+        assert "PRIVATE KEY" not in repr(logs)
+        assert forge.violations == []
+    finally:
+        forge.stop()
+
+
+def yaml_dump(document: dict[str, Any]) -> str:
+    stream = io.StringIO()
+    YAML().dump(document, stream)
+    return stream.getvalue()
+
+
+async def test_a_credential_can_name_the_api(tmp_path: Path) -> None:
+    # A production-looking URL (github.com, so the provider is detected), its API redirected
+    # by the credential's apiURL to the emulator's api.github.com-style root.
+    forge = ForgeEmulator("github", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        forge.commit_to(PROJECT, "stage/prod", {"prod/values.yaml": "image: v2\n"})
+        secrets = tmp_path / "credentials.yaml"
+        secrets.write_text(
+            yaml_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "gh", "labels": {"kargo.akuity.io/cred-type": "git"}},
+                    "stringData": {
+                        "repoURL": "https://github.com/acme/gitops.git",
+                        "username": "bot",
+                        "password": TOKEN,
+                        "apiURL": forge.url,
+                    },
+                }
+            )
+        )
+        github = forge_for(
+            "https://github.com/acme/gitops", None, credentials=CredentialStore(secrets)
+        )
+        opened = await github.open_pull_request(
+            source="stage/prod", target="main", title="t", description="", labels=[]
+        )
+        assert opened.url == forge.web_url(PROJECT, 1)
+        assert forge.requests[0].path == f"/repos/{PROJECT}/pulls"
+        assert forge.violations == []
+    finally:
+        forge.stop()
+
+
+async def test_another_process_acts_as_a_person(forge: ForgeEmulator) -> None:
+    first = await open_change(forge)
+    async with httpx.AsyncClient() as http:
+        merged = await http.post(
+            f"{forge.url}/-/person/merge",
+            json={"project": PROJECT, "number": first.number, "user": "carol", "method": "squash"},
+        )
+        assert merged.json() == {"state": "merged", "mergeCommit": head(forge), "closedBy": "carol"}
+        again = await http.post(
+            f"{forge.url}/-/person/merge",
+            json={"project": PROJECT, "number": first.number, "user": "carol"},
+        )
+        assert again.status_code == 409
+    assert (await client(forge).get_pull_request(first.number)).closed_by == "carol"

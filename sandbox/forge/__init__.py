@@ -13,7 +13,9 @@ the forge's published OpenAPI description (``tests/reference/forges``), problems
 :attr:`violations` for the tests to assert there are none.
 
 Tests act as people: :meth:`ForgeEmulator.merge` and :meth:`ForgeEmulator.close` do what a
-reviewer does in the web UI, naming the user; both send the forge's pull request webhook to
+reviewer does in the web UI, naming the user (another process, such as the demo, POSTs
+``{"project", "number", "user"[, "method"]}`` to ``/-/person/merge`` or ``/-/person/close``);
+both send the forge's pull request webhook to
 ``webhook_url`` (signed with ``webhook_secret`` as the forge signs) when one is configured.
 :meth:`ForgeEmulator.rate_limit_next` makes the next request hit the forge's (secondary)
 rate limit with a ``Retry-After``; :meth:`add_token` adds accounts, read-only ones too.
@@ -29,19 +31,21 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from werkzeug.wrappers import Request, Response
 
-from sandbox.api_emulator import ApiEmulator
+from sandbox.api_emulator import ApiEmulator, json_response
 from sandbox.forge._common import Account, Flavour
-from sandbox.forge._store import ForgeStore, PullRequest, git
+from sandbox.forge._store import ForgeStore, NotMergeable, PullRequest, git
 from sandbox.gitops import KARGO_DEMO
 
 __all__ = ["Delivery", "ForgeEmulator", "ForgeKind", "PullRequest"]
 
 ForgeKind = Literal["github", "gitlab", "gitea"]
+PERSON_PATH = "/-/person/"
+"""Where another process acts as a person (merge, close): see ``ForgeEmulator._act_as_person``."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class ForgeEmulator(ApiEmulator):
         user: str = "freightline-bot",
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
+        port: int = 0,
     ) -> None:
         self.name = kind
         self.kind = kind
@@ -94,7 +99,7 @@ class ForgeEmulator(ApiEmulator):
         self.merge_methods = {"merge", "squash", "rebase"}
         self._deliveries = threading.Condition()
         self._flavour = _flavour(kind, self)
-        super().__init__()
+        super().__init__(port)
         self._flavour.load_specs()
 
     # --- setting up -----------------------------------------------------------
@@ -165,6 +170,21 @@ class ForgeEmulator(ApiEmulator):
     def web_url(self, project: str, number: int) -> str:
         """A pull request's page, as the forge's API reports it."""
         return self._flavour.web_url(project, number)
+
+    def add_github_app(
+        self, app_id: str, installation_id: int, public_key: Any, *, user: str = "freightline[bot]"
+    ) -> None:
+        """A GitHub App installation whose JWTs (signed by ``public_key``'s private key) buy
+        installation tokens at ``POST /app/installations/{id}/access_tokens`` (GitHub only)."""
+        from sandbox.forge._github import App, GitHubApi
+
+        assert isinstance(self._flavour, GitHubApi), "GitHub Apps are GitHub's"
+        self._flavour.apps[installation_id] = App(app_id, installation_id, public_key, user)
+
+    @property
+    def minted_tokens(self) -> list[str]:
+        """The installation tokens GitHub Apps were given (GitHub only)."""
+        return list(getattr(self._flavour, "minted", []))
 
     def add_label(self, project: str, name: str) -> None:
         """A label the repository has (Gitea takes label IDs, so they must exist first; GitHub
@@ -255,8 +275,11 @@ class ForgeEmulator(ApiEmulator):
         token = self._flavour.token(request)
         return None if token is None else self.accounts.get(token)
 
+    def _unchecked(self, request: Request) -> bool:
+        return self._is_git(request) or request.path.startswith(PERSON_PATH)
+
     def check_request(self, request: Request) -> list[str]:
-        spec = self._flavour.spec_for(request) if not self._is_git(request) else None
+        spec = self._flavour.spec_for(request) if not self._unchecked(request) else None
         if spec is None:
             return []
         from sandbox.forge._common import check_request
@@ -264,7 +287,7 @@ class ForgeEmulator(ApiEmulator):
         return check_request(spec, request)
 
     def check_response(self, request: Request, response: Response) -> list[str]:
-        spec = self._flavour.spec_for(request) if not self._is_git(request) else None
+        spec = self._flavour.spec_for(request) if not self._unchecked(request) else None
         if spec is None:
             return []
         from sandbox.forge._common import check_response
@@ -274,7 +297,32 @@ class ForgeEmulator(ApiEmulator):
     def answer(self, request: Request) -> Response:
         if self._is_git(request):
             return self._git_http(request)
+        if request.path.startswith(PERSON_PATH) and request.method == "POST":
+            return self._act_as_person(request)
         return self._flavour.answer(request, self._account(request))
+
+    def _act_as_person(self, request: Request) -> Response:
+        """``POST /-/person/merge`` or ``/-/person/close`` with ``{"project", "number",
+        "user"[, "method"]}``: what :meth:`merge` and :meth:`close` do, for a demo driving the
+        emulator from another process (the forges' own web UI, not their API)."""
+        try:
+            data = json.loads(request.get_data() or b"{}")
+            project, number, user = str(data["project"]), int(data["number"]), str(data["user"])
+            if request.path == f"{PERSON_PATH}merge":
+                pull = self.merge(
+                    project, number, user=user, method=str(data.get("method", "merge"))
+                )
+            elif request.path == f"{PERSON_PATH}close":
+                pull = self.close(project, number, user=user)
+            else:
+                return json_response(404, {"message": "Not Found"})
+        except (KeyError, ValueError, TypeError) as err:
+            return json_response(400, {"message": f"{type(err).__name__}: {err}"})
+        except NotMergeable as err:
+            return json_response(409, {"message": str(err)})
+        return json_response(
+            200, {"state": pull.state, "mergeCommit": pull.merge_commit, "closedBy": pull.closed_by}
+        )
 
     @staticmethod
     def _is_git(request: Request) -> bool:

@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from openapi_core import OpenAPI
 from werkzeug.wrappers import Request, Response
 
@@ -24,6 +31,20 @@ _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 SECONDARY_RATE_LIMIT = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 )
+
+
+@dataclass(frozen=True)
+class App:
+    """A GitHub App installed on the forge: its JWTs are checked with ``public_key``."""
+
+    app_id: str
+    installation_id: int
+    public_key: rsa.RSAPublicKey
+    user: str
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
@@ -45,6 +66,8 @@ class GitHubApi(Flavour):
         self.route("PUT", rf"{_REPO}/pulls/(?P<number>\d+)/merge", self._merge)
         self.route("GET", rf"{_REPO}/issues/(?P<number>\d+)", self._issue)
         self.route("POST", rf"{_REPO}/issues/(?P<number>\d+)/labels", self._labels)
+        self.apps: dict[int, App] = {}
+        self.minted: list[str] = []
         self._cloud: OpenAPI | None = None
         self._enterprise: OpenAPI | None = None
 
@@ -77,6 +100,8 @@ class GitHubApi(Flavour):
 
     def answer(self, request: Request, account: Account | None) -> Response:
         path = request.path.removeprefix("/api/v3")
+        if path.startswith("/app/installations/") and path.endswith("/access_tokens"):
+            return self._installation_token(request, path.split("/")[3])
         if account is None:
             return self.unauthorized()
         response = self.dispatch(request, path, account)
@@ -457,6 +482,39 @@ class GitHubApi(Flavour):
             if name not in pull.labels:
                 pull.labels.append(name)
         return json_response(200, [self.label(project, name) for name in pull.labels])
+
+    def _installation_token(self, request: Request, installation: str) -> Response:
+        """An App's JWT (RS256, issued by the App) buys an hour's token for its installation."""
+        app = self.apps.get(int(installation)) if installation.isdigit() else None
+        if app is None:
+            return _error(404, "Not Found")
+        jwt = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        try:
+            header, payload, signature = jwt.split(".")
+            app.public_key.verify(
+                _unb64(signature),
+                f"{header}.{payload}".encode(),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+            claims = json.loads(_unb64(payload))
+        except (ValueError, InvalidSignature):
+            return _error(401, "A JSON web token could not be decoded")
+        if claims.get("iss") != app.app_id:
+            return _error(401, "'Issuer' claim ('iss') must be an Integer")
+        token = f"ghs_{uuid.uuid4().hex}"
+        self.forge.add_token(token, app.user)
+        self.minted.append(token)
+        expires = datetime.now(UTC) + timedelta(hours=1)
+        return json_response(
+            201,
+            {
+                "token": token,
+                "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "permissions": {"contents": "write", "pull_requests": "write"},
+                "repository_selection": "all",
+            },
+        )
 
     # --- webhooks -------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from werkzeug.wrappers import Request, Response
 
 from activities.forges import default_api_url, detect_provider, forge_for, parse_repo_url
-from activities.forges.base import MAX_RATE_LIMIT_WAITS, Forge
+from activities.forges.base import MAX_RATE_LIMIT_WAITS, Forge, rate_limit_delay
 from activities.github_app import InstallationTokens
 from freightline.errors import (
     ConfigError,
@@ -125,6 +125,7 @@ async def test_open_is_idempotent_and_found(forge: ForgeEmulator) -> None:
     assert len(forge.store.pulls[PROJECT]) == 1
     assert await forge_client.find_pull_request(source="stage/prod", target="main") == opened
     assert await forge_client.get_pull_request(1) == opened
+    assert opened.mergeable is True
 
 
 @pytest.mark.parametrize("method", ["merge", "squash", "rebase"])
@@ -220,6 +221,7 @@ async def test_not_found_names_the_repository_and_pull_request(forge: ForgeEmula
 async def test_conflict_is_not_mergeable(forge: ForgeEmulator) -> None:
     opened = await open_change(forge, files={"README.md": "ours\n"})
     forge.commit_to(PROJECT, "main", {"README.md": "theirs\n"})
+    assert (await client(forge).get_pull_request(opened.number)).mergeable is False
     status = {"github": "405", "gitlab": "405", "gitea": "409"}[forge.kind]
     with pytest.raises(PullRequestNotMergeable, match=status):
         await client(forge).merge_pull_request(opened.number, method="merge")
@@ -253,6 +255,33 @@ async def test_rate_limit_waits_retry_after(forge: ForgeEmulator) -> None:
         7.0,
         7.0,
     ]
+
+
+async def test_github_secondary_rate_limit_as_429(tmp_path: Path) -> None:
+    forge = ForgeEmulator("github", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        sleeps = Sleeps()
+        forge.rate_limit_next(retry_after=2, status=429)
+        assert (
+            await client(forge, sleep=sleeps).find_pull_request(source="x", target="main") is None
+        )
+        assert sleeps.calls == [2.0]
+    finally:
+        forge.stop()
+
+
+def test_rate_limit_delays() -> None:
+    def answer(status: int, headers: dict[str, str], body: Any = None) -> httpx.Response:
+        return httpx.Response(status, headers=headers, json=body or {"message": "x"})
+
+    assert rate_limit_delay(answer(429, {"Retry-After": "12"})) == 12.0
+    assert rate_limit_delay(answer(403, {"Retry-After": "3"})) == 3.0
+    reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1030"}
+    assert rate_limit_delay(answer(403, reset), now=lambda: 1000.0) == 30.0
+    assert rate_limit_delay(answer(403, {}, {"message": "secondary rate limit"})) is not None
+    assert rate_limit_delay(answer(403, {}, {"message": "Resource not accessible"})) is None
+    assert rate_limit_delay(answer(404, {"Retry-After": "1"})) is None
 
 
 async def test_rate_limit_gives_up_after_bounded_waits(forge: ForgeEmulator) -> None:

@@ -137,4 +137,5 @@ def _convert(body: dict[str, Any]) -> PullRequest:
         source_branch=body["head"]["ref"],
         target_branch=body["base"]["ref"],
         closed_by=merger["login"] if merger else None,
+        mergeable=bool(body.get("mergeable")) if state == "open" else None,
     )

@@ -135,4 +135,5 @@ class GitHub:
             source_branch=body["head"]["ref"],
             target_branch=body["base"]["ref"],
             closed_by=closed_by,
+            mergeable=body.get("mergeable") if state == "open" else None,
         )

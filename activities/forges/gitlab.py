@@ -133,4 +133,12 @@ def _convert(body: dict[str, Any]) -> PullRequest:
         source_branch=body["source_branch"],
         target_branch=body["target_branch"],
         closed_by=closer["username"] if closer else None,
+        mergeable=_mergeable(body) if state == "open" else None,
     )
+
+
+def _mergeable(body: dict[str, Any]) -> bool | None:
+    status = body.get("detailed_merge_status")
+    if status in ("unchecked", "checking", "preparing", "approvals_syncing", None):
+        return None
+    return bool(status == "mergeable")

@@ -218,10 +218,14 @@ class ForgeEmulator(ApiEmulator):
             self._send_webhook("closed", project, number, user)
         return pull
 
-    def rate_limit_next(self, retry_after: int = 1, count: int = 1) -> None:
-        """The next ``count`` API requests hit the forge's rate limit, with ``Retry-After``."""
+    def rate_limit_next(
+        self, retry_after: int = 1, count: int = 1, *, status: int | None = None
+    ) -> None:
+        """The next ``count`` API requests hit the forge's rate limit, with ``Retry-After``
+        (GitHub's secondary limit is a 403 unless ``status=429`` asks for its other form)."""
+        answer, body, headers = self._flavour.rate_limited(retry_after)
         for _ in range(count):
-            self.fail_next(*self._flavour.rate_limited(retry_after))
+            self.fail_next(status or answer, body, headers)
 
     def wait_for_deliveries(self, count: int, timeout: float = 10.0) -> list[Delivery]:
         """Wait until ``count`` webhooks were sent (and answered); all deliveries so far."""

@@ -33,7 +33,7 @@ from freightline.errors import (
 from freightline.kargo.credentials import CredentialStore, GitCredentials
 from sandbox.api_emulator import ApiEmulator, json_response
 from sandbox.forge import ForgeEmulator
-from sandbox.forge._store import git
+from sandbox.forge._store import GitFailure, git
 
 KINDS = ["github", "gitlab", "gitea"]
 PROJECT = "acme/gitops"
@@ -547,3 +547,16 @@ async def test_another_process_acts_as_a_person(forge: ForgeEmulator) -> None:
         )
         assert again.status_code == 409
     assert (await client(forge).get_pull_request(first.number)).closed_by == "carol"
+
+
+def test_git_over_smart_http_pushes_with_a_token(forge: ForgeEmulator, tmp_path: Path) -> None:
+    work = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", forge.repo_url(PROJECT), str(work))  # reading is anonymous
+    (work / "new.txt").write_text("pushed\n")
+    git(work, "add", "new.txt")
+    git(work, "commit", "--quiet", "-m", "Pushed over HTTP")
+    with pytest.raises(GitFailure, match="could not read Username"):  # asked for one
+        git(work, "push", "--quiet", "origin", "HEAD:refs/heads/pushed")
+    authenticated = forge.repo_url(PROJECT).replace("http://", f"http://bot:{TOKEN}@")
+    git(work, "push", "--quiet", authenticated, "HEAD:refs/heads/pushed")
+    assert forge.store.branch_head(PROJECT, "pushed") == git(work, "rev-parse", "HEAD")

@@ -37,7 +37,7 @@ import httpx
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import ApiEmulator, json_response
-from sandbox.forge._common import Account, Flavour
+from sandbox.forge._common import Account, Flavour, check_webhook
 from sandbox.forge._store import ForgeStore, NotMergeable, PullRequest, git
 from sandbox.gitops import KARGO_DEMO
 
@@ -239,6 +239,12 @@ class ForgeEmulator(ApiEmulator):
         if self.webhook_url is None:
             return
         hook = self._flavour.webhook(action, number, project, user)
+        if self.kind == "github":
+            problems = check_webhook(
+                "github-webhook-pull-request-closed.json", "pull-request-closed", hook.body
+            )
+            if problems:
+                self.record_violation("webhook pull_request closed", problems)
         payload = json.dumps(hook.body).encode()
         headers = {"Content-Type": "application/json", **hook.headers}
         secret = self.webhook_secret or ""

@@ -220,9 +220,9 @@ class GitLabApi(Flavour):
         except HeadMismatch:
             return _error(409, "SHA does not match HEAD of source branch")
         except NotMergeable:
-            # A conflict: GitLab documents 405 for a merge request that "is not able to be
-            # merged" (its detailed_merge_status says "conflict"); 422 is a merge that failed.
-            return _error(405, "405 Method Not Allowed")
+            # A conflict: 405 "Branch cannot be merged" (a closed or merged one: 405 "Method
+            # Not Allowed", above), as GitLab answers and go-gitlab, Kargo's client, documents.
+            return _error(405, "Branch cannot be merged")
         return json_response(200, self.merge_request(merged))
 
     # --- webhooks -------------------------------------------------------------

@@ -101,7 +101,7 @@ class GiteaApi(Flavour):
         return {
             "id": pull.id,
             "number": pull.number,
-            "url": html,
+            "url": f"{self.forge.api_url}/repos/{pull.project}/pulls/{pull.number}",
             "html_url": html,
             "state": "open" if pull.state == "open" else "closed",
             "title": pull.title,

@@ -37,7 +37,16 @@ import httpx
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import ApiEmulator, json_response
-from sandbox.forge._common import Account, Flavour, check_webhook
+from sandbox.forge._common import (
+    Account,
+    Flavour,
+    check_request,
+    check_response,
+    check_webhook,
+)
+from sandbox.forge._gitea import GiteaApi
+from sandbox.forge._github import App, GitHubApi
+from sandbox.forge._gitlab import GitLabApi
 from sandbox.forge._store import ForgeStore, NotMergeable, PullRequest, git
 from sandbox.gitops import KARGO_DEMO
 
@@ -61,16 +70,10 @@ class Delivery:
 
 def _flavour(kind: ForgeKind, forge: ForgeEmulator) -> Flavour:
     if kind == "github":
-        from sandbox.forge._github import GitHubApi
-
         return GitHubApi(forge)
     if kind == "gitlab":
-        from sandbox.forge._gitlab import GitLabApi
-
         return GitLabApi(forge)
     if kind == "gitea":
-        from sandbox.forge._gitea import GiteaApi
-
         return GiteaApi(forge)
     raise ValueError(kind)
 
@@ -176,8 +179,6 @@ class ForgeEmulator(ApiEmulator):
     ) -> None:
         """A GitHub App installation whose JWTs (signed by ``public_key``'s private key) buy
         installation tokens at ``POST /app/installations/{id}/access_tokens`` (GitHub only)."""
-        from sandbox.forge._github import App, GitHubApi
-
         assert isinstance(self._flavour, GitHubApi), "GitHub Apps are GitHub's"
         self._flavour.apps[installation_id] = App(app_id, installation_id, public_key, user)
 
@@ -290,19 +291,11 @@ class ForgeEmulator(ApiEmulator):
 
     def check_request(self, request: Request) -> list[str]:
         spec = self._flavour.spec_for(request) if not self._unchecked(request) else None
-        if spec is None:
-            return []
-        from sandbox.forge._common import check_request
-
-        return check_request(spec, request)
+        return [] if spec is None else check_request(spec, request)
 
     def check_response(self, request: Request, response: Response) -> list[str]:
         spec = self._flavour.spec_for(request) if not self._unchecked(request) else None
-        if spec is None:
-            return []
-        from sandbox.forge._common import check_response
-
-        return check_response(spec, request, response)
+        return [] if spec is None else check_response(spec, request, response)
 
     def answer(self, request: Request) -> Response:
         if self._is_git(request):

@@ -29,6 +29,7 @@ from freightline.errors import (
     ForgeUnavailableError,
     NotFoundError,
     PullRequestNotMergeable,
+    PullRequestNotReady,
 )
 from freightline.kargo.credentials import CredentialStore, GitCredentials
 from sandbox.api_emulator import ApiEmulator, json_response
@@ -222,10 +223,46 @@ async def test_conflict_is_not_mergeable(forge: ForgeEmulator) -> None:
     opened = await open_change(forge, files={"README.md": "ours\n"})
     forge.commit_to(PROJECT, "main", {"README.md": "theirs\n"})
     assert (await client(forge).get_pull_request(opened.number)).mergeable is False
-    status = {"github": "405", "gitlab": "405", "gitea": "409"}[forge.kind]
-    with pytest.raises(PullRequestNotMergeable, match=status):
+    # GitHub and GitLab say so before a merge is tried (mergeable_state "dirty",
+    # detailed_merge_status "conflict"); Gitea refuses the merge with 409.
+    words = {"github": "conflicts", "gitlab": "conflict", "gitea": "409 Merge conflict"}
+    with pytest.raises(PullRequestNotMergeable, match=words[forge.kind]) as caught:
         await client(forge).merge_pull_request(opened.number, method="merge")
+    assert not isinstance(caught.value, PullRequestNotReady)
     assert forge.pull(PROJECT, opened.number).state == "open"
+
+
+async def test_missing_approvals_are_not_ready_yet(forge: ForgeEmulator) -> None:
+    forge.require_approvals(PROJECT, "main")
+    opened = await open_change(forge)
+    if forge.kind != "gitea":  # Gitea's mergeable is about conflicts only
+        assert (await client(forge).get_pull_request(opened.number)).mergeable is False
+    with pytest.raises(PullRequestNotReady):
+        await client(forge).merge_pull_request(opened.number, method=None)
+    assert forge.pull(PROJECT, opened.number).state == "open"
+    forge.approve(PROJECT, opened.number, user="reviewer")
+    merged = await client(forge).merge_pull_request(opened.number, method=None)
+    assert merged.state == "merged"
+
+
+async def test_github_base_modified_during_merge_is_not_ready(tmp_path: Path) -> None:
+    forge = ForgeEmulator("github", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        opened = await open_change(forge)
+
+        async def race(request: httpx.Request) -> None:
+            if request.method == "PUT":
+                forge.fail_next(
+                    405, {"message": "Base branch was modified. Review and try the merge again."}
+                )
+
+        async with httpx.AsyncClient(event_hooks={"request": [race]}) as http:
+            with pytest.raises(PullRequestNotReady, match="Base branch was modified"):
+                await client(forge, http=http).merge_pull_request(opened.number, method=None)
+        assert forge.violations == []
+    finally:
+        forge.stop()
 
 
 async def test_a_push_between_check_and_merge_is_refused(forge: ForgeEmulator) -> None:

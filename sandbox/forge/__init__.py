@@ -206,9 +206,45 @@ class ForgeEmulator(ApiEmulator):
         sha: str | None = None,
         message: str | None = None,
     ) -> PullRequest:
-        """Merge as ``user`` would in the web UI (real git), then send the webhook."""
+        """Merge as ``user`` would in the web UI (real git), then send the webhook. A person
+        merges whatever approvals say (an admin's override); the API checks them."""
+        pull = self.store.merge(
+            project,
+            number,
+            method=method,
+            user=user,
+            sha=sha,
+            message=message,
+            check_approvals=False,
+        )
+        self._send_webhook("merged", project, number, user)
+        return pull
+
+    def api_merge(
+        self,
+        project: str,
+        number: int,
+        *,
+        user: str,
+        method: str,
+        sha: str | None,
+        message: str | None,
+    ) -> PullRequest:
+        """A merge the API asked for: approvals are checked; the webhook is sent."""
         pull = self.store.merge(project, number, method=method, user=user, sha=sha, message=message)
         self._send_webhook("merged", project, number, user)
+        return pull
+
+    def require_approvals(self, project: str, branch: str = "main", count: int = 1) -> None:
+        """Merging into ``branch`` through the API needs ``count`` approvals (branch protection
+        on GitHub and Gitea, approval rules on GitLab)."""
+        self.store.required_approvals[(project, branch)] = count
+
+    def approve(self, project: str, number: int, *, user: str) -> PullRequest:
+        """``user`` approves the pull request (a review)."""
+        pull = self.pull(project, number)
+        if user not in pull.approved_by:
+            pull.approved_by.append(user)
         return pull
 
     def close(self, project: str, number: int, *, user: str) -> PullRequest:

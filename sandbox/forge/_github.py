@@ -21,6 +21,7 @@ from sandbox.forge._common import Account, Flavour, Webhook, bearer, iso, load_s
 from sandbox.forge._store import (
     AlreadyExists,
     HeadMismatch,
+    NeedsApproval,
     NotMergeable,
     PullRequest,
     UnknownBranch,
@@ -305,7 +306,13 @@ class GitHubApi(Flavour):
                 mergeable=mergeable,
                 rebaseable=mergeable,
                 mergeable_state=(
-                    "unknown" if mergeable is None else "clean" if mergeable else "dirty"
+                    "unknown"
+                    if mergeable is None
+                    else "dirty"
+                    if not mergeable
+                    else "clean"
+                    if self.store.approved(pull)
+                    else "blocked"
                 ),
                 merged_by=self.user(pull.merged_by) if pull.merged_by else None,
                 comments=0,
@@ -405,7 +412,7 @@ class GitHubApi(Flavour):
         if message and data.get("commit_message"):
             message = f"{message}\n\n{data['commit_message']}"
         try:
-            merged = self.forge.merge(
+            merged = self.forge.api_merge(
                 project,
                 pull.number,
                 user=account.user,
@@ -415,6 +422,10 @@ class GitHubApi(Flavour):
             )
         except HeadMismatch:
             return _error(409, "Head branch was modified. Review and try the merge again.")
+        except NeedsApproval:
+            return _error(
+                405, "At least 1 approving review is required by reviewers with write access."
+            )
         except NotMergeable:
             return _error(405, "Pull Request is not mergeable")
         return json_response(

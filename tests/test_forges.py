@@ -597,3 +597,27 @@ def test_git_over_smart_http_pushes_with_a_token(forge: ForgeEmulator, tmp_path:
     authenticated = forge.repo_url(PROJECT).replace("http://", f"http://bot:{TOKEN}@")
     git(work, "push", "--quiet", authenticated, "HEAD:refs/heads/pushed")
     assert forge.store.branch_head(PROJECT, "pushed") == git(work, "rev-parse", "HEAD")
+
+
+async def test_gitlab_subgroups(tmp_path: Path) -> None:
+    forge = ForgeEmulator("gitlab", tmp_path / "forge")
+    try:
+        project = "platform/team/gitops"
+        forge.add_repo(project)
+        forge.commit_to(project, "stage/prod", {"prod/values.yaml": "image: v2\n"})
+        credentials = CredentialStore(None, git_fallback=GitCredentials("bot", TOKEN))
+        gitlab = forge_for(forge.repo_url(project), "gitlab", credentials=credentials)
+        opened = await gitlab.open_pull_request(
+            source="stage/prod", target="main", title="t", description="", labels=["promotion"]
+        )
+        assert opened.url == forge.web_url(project, 1)
+        assert (
+            forge.requests[-1]
+            .environ["RAW_URI"]
+            .startswith("/api/v4/projects/platform%2Fteam%2Fgitops/merge_requests")
+        )
+        merged = await gitlab.merge_pull_request(opened.number, method="squash")
+        assert merged.merge_commit == forge.store.branch_head(project, "main")
+        assert forge.violations == []
+    finally:
+        forge.stop()

@@ -33,8 +33,11 @@
         ├── ArgoCDResponseError        Failed   no     Argo CD refused a request
         └── PullRequestError           Failed   no     a forge refused a pull request request
             └── PullRequestNotMergeable
-                                       Failed   no     ... it conflicts, is closed unmerged, or
-                                                       the forge will not merge it (405/409)
+                │                      Failed   no     ... it conflicts, is closed unmerged, or
+                │                                      the forge will not merge it (405/409)
+                └── PullRequestNotReady
+                                       Failed   no     ... not yet: approvals, checks, a draft,
+                                                       or a base that moved (a wait may retry)
 
 **Outcome** is what a promotion (or a step with ``continueOnError``) ends as
 when the error stops it: ``Failed`` when the step ran and the world refused
@@ -91,6 +94,7 @@ __all__ = [
     "PathEscapeError",
     "PullRequestError",
     "PullRequestNotMergeable",
+    "PullRequestNotReady",
     "RegistryError",
     "RegistryUnavailableError",
     "RequestRefused",
@@ -237,6 +241,12 @@ class PullRequestError(StepError):
 class PullRequestNotMergeable(PullRequestError):
     """The forge will not merge the pull request: it conflicts with its target, was closed
     without merging, or the forge refuses (GitHub's 405, GitLab's 405/409/422, Gitea's 405/409)."""
+
+
+class PullRequestNotReady(PullRequestNotMergeable):
+    """The forge will not merge the pull request yet: it lacks approvals or passing checks, is a
+    draft, or its base moved during the merge. Unlike a conflict this can clear by itself, so
+    a step that waits for a merge tries again later; otherwise it fails like any refusal."""
 
 
 # --- the activity boundary and back ------------------------------------------------------------

@@ -75,6 +75,7 @@ EXPECTED = {
     "ForgeUnavailableError": (Outcome.ERRORED, True),
     "PullRequestError": (Outcome.FAILED, False),
     "PullRequestNotMergeable": (Outcome.FAILED, False),
+    "PullRequestNotReady": (Outcome.FAILED, False),
 }
 
 

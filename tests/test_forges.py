@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,22 +14,27 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from ruamel.yaml import YAML
 from structlog.testing import capture_logs
 from werkzeug.wrappers import Request, Response
 
 from activities.forges import default_api_url, detect_provider, forge_for, parse_repo_url
-from activities.forges.base import MAX_RATE_LIMIT_WAITS, Forge
+from activities.forges.base import MAX_RATE_LIMIT_WAITS, Forge, rate_limit_delay
+from activities.github_app import InstallationTokens
 from freightline.errors import (
     ConfigError,
     CredentialError,
     ForgeUnavailableError,
     NotFoundError,
     PullRequestNotMergeable,
+    PullRequestNotReady,
 )
 from freightline.kargo.credentials import CredentialStore, GitCredentials
 from sandbox.api_emulator import ApiEmulator, json_response
 from sandbox.forge import ForgeEmulator
-from sandbox.forge._store import git
+from sandbox.forge._store import GitFailure, git
 
 KINDS = ["github", "gitlab", "gitea"]
 PROJECT = "acme/gitops"
@@ -120,6 +126,7 @@ async def test_open_is_idempotent_and_found(forge: ForgeEmulator) -> None:
     assert len(forge.store.pulls[PROJECT]) == 1
     assert await forge_client.find_pull_request(source="stage/prod", target="main") == opened
     assert await forge_client.get_pull_request(1) == opened
+    assert opened.mergeable is True
 
 
 @pytest.mark.parametrize("method", ["merge", "squash", "rebase"])
@@ -215,10 +222,47 @@ async def test_not_found_names_the_repository_and_pull_request(forge: ForgeEmula
 async def test_conflict_is_not_mergeable(forge: ForgeEmulator) -> None:
     opened = await open_change(forge, files={"README.md": "ours\n"})
     forge.commit_to(PROJECT, "main", {"README.md": "theirs\n"})
-    status = {"github": "405", "gitlab": "405", "gitea": "409"}[forge.kind]
-    with pytest.raises(PullRequestNotMergeable, match=status):
+    assert (await client(forge).get_pull_request(opened.number)).mergeable is False
+    # GitHub and GitLab say so before a merge is tried (mergeable_state "dirty",
+    # detailed_merge_status "conflict"); Gitea refuses the merge with 409.
+    words = {"github": "conflicts", "gitlab": "conflict", "gitea": "409 Merge conflict"}
+    with pytest.raises(PullRequestNotMergeable, match=words[forge.kind]) as caught:
         await client(forge).merge_pull_request(opened.number, method="merge")
+    assert not isinstance(caught.value, PullRequestNotReady)
     assert forge.pull(PROJECT, opened.number).state == "open"
+
+
+async def test_missing_approvals_are_not_ready_yet(forge: ForgeEmulator) -> None:
+    forge.require_approvals(PROJECT, "main")
+    opened = await open_change(forge)
+    if forge.kind != "gitea":  # Gitea's mergeable is about conflicts only
+        assert (await client(forge).get_pull_request(opened.number)).mergeable is False
+    with pytest.raises(PullRequestNotReady):
+        await client(forge).merge_pull_request(opened.number, method=None)
+    assert forge.pull(PROJECT, opened.number).state == "open"
+    forge.approve(PROJECT, opened.number, user="reviewer")
+    merged = await client(forge).merge_pull_request(opened.number, method=None)
+    assert merged.state == "merged"
+
+
+async def test_github_base_modified_during_merge_is_not_ready(tmp_path: Path) -> None:
+    forge = ForgeEmulator("github", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        opened = await open_change(forge)
+
+        async def race(request: httpx.Request) -> None:
+            if request.method == "PUT":
+                forge.fail_next(
+                    405, {"message": "Base branch was modified. Review and try the merge again."}
+                )
+
+        async with httpx.AsyncClient(event_hooks={"request": [race]}) as http:
+            with pytest.raises(PullRequestNotReady, match="Base branch was modified"):
+                await client(forge, http=http).merge_pull_request(opened.number, method=None)
+        assert forge.violations == []
+    finally:
+        forge.stop()
 
 
 async def test_a_push_between_check_and_merge_is_refused(forge: ForgeEmulator) -> None:
@@ -248,6 +292,33 @@ async def test_rate_limit_waits_retry_after(forge: ForgeEmulator) -> None:
         7.0,
         7.0,
     ]
+
+
+async def test_github_secondary_rate_limit_as_429(tmp_path: Path) -> None:
+    forge = ForgeEmulator("github", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        sleeps = Sleeps()
+        forge.rate_limit_next(retry_after=2, status=429)
+        assert (
+            await client(forge, sleep=sleeps).find_pull_request(source="x", target="main") is None
+        )
+        assert sleeps.calls == [2.0]
+    finally:
+        forge.stop()
+
+
+def test_rate_limit_delays() -> None:
+    def answer(status: int, headers: dict[str, str], body: Any = None) -> httpx.Response:
+        return httpx.Response(status, headers=headers, json=body or {"message": "x"})
+
+    assert rate_limit_delay(answer(429, {"Retry-After": "12"})) == 12.0
+    assert rate_limit_delay(answer(403, {"Retry-After": "3"})) == 3.0
+    reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1030"}
+    assert rate_limit_delay(answer(403, reset), now=lambda: 1000.0) == 30.0
+    assert rate_limit_delay(answer(403, {}, {"message": "secondary rate limit"})) is not None
+    assert rate_limit_delay(answer(403, {}, {"message": "Resource not accessible"})) is None
+    assert rate_limit_delay(answer(404, {"Retry-After": "1"})) is None
 
 
 async def test_rate_limit_gives_up_after_bounded_waits(forge: ForgeEmulator) -> None:
@@ -400,6 +471,153 @@ async def test_github_com_paths_at_the_root(tmp_path: Path) -> None:
         )
         assert opened.number == 1
         assert all(not r.path.startswith("/api/v3") for r in forge.requests)
+        assert forge.violations == []
+    finally:
+        forge.stop()
+
+
+async def test_github_app_credentials_buy_a_cached_installation_token(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    forge = ForgeEmulator("github", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        forge.add_github_app("12345", 678, key.public_key())
+        forge.commit_to(PROJECT, "stage/prod", {"prod/values.yaml": "image: v2\n"})
+        secrets = tmp_path / "credentials.yaml"
+        secrets.write_text(
+            yaml_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": "app",
+                        "labels": {"kargo.akuity.io/cred-type": "git"},
+                    },
+                    "stringData": {
+                        "repoURL": forge.repo_url(PROJECT),
+                        "githubAppID": "12345",
+                        "githubAppInstallationID": "678",
+                        "githubAppPrivateKey": pem,
+                    },
+                }
+            )
+        )
+        credentials = CredentialStore(secrets)
+        tokens = InstallationTokens()
+        with capture_logs() as logs:
+            for _ in range(2):
+                github = forge_for(
+                    forge.repo_url(PROJECT), "github", credentials=credentials, tokens=tokens
+                )
+                opened = await github.open_pull_request(
+                    source="stage/prod", target="main", title="t", description="", labels=[]
+                )
+        assert opened.number == 1
+        assert forge.pull(PROJECT, 1).author == "freightline[bot]"
+        assert tokens.minted == 1  # the second client reused the cached token
+        assert len(forge.minted_tokens) == 1
+        assert forge.minted_tokens[0] not in repr(logs)
+        assert "PRIVATE KEY" not in repr(logs)
+        assert forge.violations == []
+    finally:
+        forge.stop()
+
+
+def yaml_dump(document: dict[str, Any]) -> str:
+    stream = io.StringIO()
+    YAML().dump(document, stream)
+    return stream.getvalue()
+
+
+async def test_a_credential_can_name_the_api(tmp_path: Path) -> None:
+    # A production-looking URL (github.com, so the provider is detected), its API redirected
+    # by the credential's apiURL to the emulator's api.github.com-style root.
+    forge = ForgeEmulator("github", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        forge.commit_to(PROJECT, "stage/prod", {"prod/values.yaml": "image: v2\n"})
+        secrets = tmp_path / "credentials.yaml"
+        secrets.write_text(
+            yaml_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "gh", "labels": {"kargo.akuity.io/cred-type": "git"}},
+                    "stringData": {
+                        "repoURL": "https://github.com/acme/gitops.git",
+                        "username": "bot",
+                        "password": TOKEN,
+                        "apiURL": forge.url,
+                    },
+                }
+            )
+        )
+        github = forge_for(
+            "https://github.com/acme/gitops", None, credentials=CredentialStore(secrets)
+        )
+        opened = await github.open_pull_request(
+            source="stage/prod", target="main", title="t", description="", labels=[]
+        )
+        assert opened.url == forge.web_url(PROJECT, 1)
+        assert forge.requests[0].path == f"/repos/{PROJECT}/pulls"
+        assert forge.violations == []
+    finally:
+        forge.stop()
+
+
+async def test_another_process_acts_as_a_person(forge: ForgeEmulator) -> None:
+    first = await open_change(forge)
+    async with httpx.AsyncClient() as http:
+        merged = await http.post(
+            f"{forge.url}/-/person/merge",
+            json={"project": PROJECT, "number": first.number, "user": "carol", "method": "squash"},
+        )
+        assert merged.json() == {"state": "merged", "mergeCommit": head(forge), "closedBy": "carol"}
+        again = await http.post(
+            f"{forge.url}/-/person/merge",
+            json={"project": PROJECT, "number": first.number, "user": "carol"},
+        )
+        assert again.status_code == 409
+    assert (await client(forge).get_pull_request(first.number)).closed_by == "carol"
+
+
+def test_git_over_smart_http_pushes_with_a_token(forge: ForgeEmulator, tmp_path: Path) -> None:
+    work = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", forge.repo_url(PROJECT), str(work))  # reading is anonymous
+    (work / "new.txt").write_text("pushed\n")
+    git(work, "add", "new.txt")
+    git(work, "commit", "--quiet", "-m", "Pushed over HTTP")
+    with pytest.raises(GitFailure, match="could not read Username"):  # asked for one
+        git(work, "push", "--quiet", "origin", "HEAD:refs/heads/pushed")
+    authenticated = forge.repo_url(PROJECT).replace("http://", f"http://bot:{TOKEN}@")
+    git(work, "push", "--quiet", authenticated, "HEAD:refs/heads/pushed")
+    assert forge.store.branch_head(PROJECT, "pushed") == git(work, "rev-parse", "HEAD")
+
+
+async def test_gitlab_subgroups(tmp_path: Path) -> None:
+    forge = ForgeEmulator("gitlab", tmp_path / "forge")
+    try:
+        project = "platform/team/gitops"
+        forge.add_repo(project)
+        forge.commit_to(project, "stage/prod", {"prod/values.yaml": "image: v2\n"})
+        credentials = CredentialStore(None, git_fallback=GitCredentials("bot", TOKEN))
+        gitlab = forge_for(forge.repo_url(project), "gitlab", credentials=credentials)
+        opened = await gitlab.open_pull_request(
+            source="stage/prod", target="main", title="t", description="", labels=["promotion"]
+        )
+        assert opened.url == forge.web_url(project, 1)
+        assert (
+            forge.requests[-1]
+            .environ["RAW_URI"]
+            .startswith("/api/v4/projects/platform%2Fteam%2Fgitops/merge_requests")
+        )
+        merged = await gitlab.merge_pull_request(opened.number, method="squash")
+        assert merged.merge_commit == forge.store.branch_head(project, "main")
         assert forge.violations == []
     finally:
         forge.stop()

@@ -123,48 +123,40 @@ def forge_for(
         or (creds.github_app.api_url if creds.github_app is not None else None)
         or default_api_url(chosen, scheme, host)
     )
-    resolved = creds
-    if creds.github_app is not None:
-        # A GitHub App's installation token (cached until near expiry); the mint is a
-        # blocking call, made once an hour per installation at most.
-        resolved = github_app.resolve(creds, tokens)
-    token = resolved.password
-    if chosen == "github":
-        parts = path.split("/")
-        if len(parts) != 2:
-            raise ConfigError(f"repoURL {repo_url}: a GitHub repository is OWNER/NAME")
-        client = ForgeHttp(
-            provider="github",
+
+    def token() -> str:
+        # A GitHub App's installation token is minted (a blocking HTTPS call, once an hour
+        # per installation at most: cached) on the first request, off the event loop.
+        return github_app.resolve(creds, tokens).password if creds.github_app else creds.password
+
+    def client(provider: str, header: str, extra: dict[str, str]) -> ForgeHttp:
+        return ForgeHttp(
+            provider=provider,
             api_url=api_url,
             repository=path,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": "2022-11-28",
-            },
+            headers=extra,
+            auth=lambda: {header: _auth_value(provider, token())},
             http=http,
             sleep=sleep,
         )
-        return GitHub(client, parts[0], parts[1])
-    if chosen == "gitlab":
-        gitlab = ForgeHttp(
-            provider="gitlab",
-            api_url=api_url,
-            repository=path,
-            headers={"PRIVATE-TOKEN": token},
-            http=http,
-            sleep=sleep,
-        )
-        return GitLab(gitlab, path)
+
     parts = path.split("/")
+    if chosen == "gitlab":
+        return GitLab(client("gitlab", "PRIVATE-TOKEN", {}), path)
     if len(parts) != 2:
-        raise ConfigError(f"repoURL {repo_url}: a Gitea repository is OWNER/NAME")
-    gitea = ForgeHttp(
-        provider="gitea",
-        api_url=api_url,
-        repository=path,
-        headers={"Authorization": f"token {token}"},
-        http=http,
-        sleep=sleep,
-    )
-    return Gitea(gitea, parts[0], parts[1])
+        raise ConfigError(f"repoURL {repo_url}: a {chosen} repository is OWNER/NAME")
+    if chosen == "github":
+        github_headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        return GitHub(client("github", "Authorization", github_headers), parts[0], parts[1])
+    return Gitea(client("gitea", "Authorization", {}), parts[0], parts[1])
+
+
+def _auth_value(provider: str, token: str) -> str:
+    if provider == "github":
+        return f"Bearer {token}"
+    if provider == "gitea":
+        return f"token {token}"
+    return token

@@ -85,6 +85,7 @@ class ForgeHttp:
         provider: str,
         api_url: str,
         headers: dict[str, str],
+        auth: Callable[[], dict[str, str]],
         repository: str,
         http: httpx.AsyncClient | None = None,
         sleep: Sleep = asyncio.sleep,
@@ -94,6 +95,8 @@ class ForgeHttp:
         self.api_url = api_url.rstrip("/")
         self.repository = repository
         self._headers = headers
+        self._auth = auth
+        self._auth_headers: dict[str, str] | None = None
         self._http = http
         self._sleep = sleep
         self._timeout = timeout
@@ -146,14 +149,14 @@ class ForgeHttp:
     async def _send(
         self, method: str, url: str, *, json: Any, params: dict[str, Any] | None
     ) -> httpx.Response:
+        if self._auth_headers is None:
+            # Resolving may mint a GitHub App token (blocking HTTPS): off the event loop.
+            self._auth_headers = await asyncio.to_thread(self._auth)
+        headers = {**self._headers, **self._auth_headers}
         if self._http is not None:
-            return await self._http.request(
-                method, url, json=json, params=params, headers=self._headers
-            )
+            return await self._http.request(method, url, json=json, params=params, headers=headers)
         async with httpx.AsyncClient(timeout=self._timeout) as client:
-            return await client.request(
-                method, url, json=json, params=params, headers=self._headers
-            )
+            return await client.request(method, url, json=json, params=params, headers=headers)
 
     def error(self, response: httpx.Response, what: str) -> Exception:
         """The Freightline error for a forge's error answer (never the token)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from activities.forges.base import ForgeHttp
 from freightline.contracts.pull_requests import PullRequest
-from freightline.errors import PullRequestError, PullRequestNotMergeable
+from freightline.errors import PullRequestError, PullRequestNotMergeable, PullRequestNotReady
 
 __all__ = ["Gitea"]
 
@@ -119,6 +119,9 @@ class Gitea:
             json={"Do": method or "merge", "head_commit_id": pull.head_sha},
             expect=(200, 405, 409),
         )
+        if response.status_code == 405:
+            # Gitea's 405: not mergeable yet (approvals, checks, a draft); a conflict is 409.
+            raise PullRequestNotReady(f"{self._http.error(response, what)} ({pull.url})")
         if response.status_code != 200:
             raise PullRequestNotMergeable(f"{self._http.error(response, what)} ({pull.url})")
         return await self.get_pull_request(number)
@@ -137,4 +140,5 @@ def _convert(body: dict[str, Any]) -> PullRequest:
         source_branch=body["head"]["ref"],
         target_branch=body["base"]["ref"],
         closed_by=merger["login"] if merger else None,
+        mergeable=bool(body.get("mergeable")) if state == "open" else None,
     )

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from activities.forges.base import ForgeHttp
+from activities.forges.base import ForgeHttp, forge_message
 from freightline.contracts.pull_requests import PullRequest
-from freightline.errors import PullRequestError, PullRequestNotMergeable
+from freightline.errors import PullRequestError, PullRequestNotMergeable, PullRequestNotReady
 
 __all__ = ["GitHub"]
 
 MERGE_METHODS = ("merge", "squash", "rebase")
+_NOT_READY = ("blocked", "behind", "draft")
+"""``mergeable_state`` values that clear by themselves (Kargo's "not ready")."""
+_TRANSIENT_405 = ("Base branch was modified", "review", "status check")
 
 
 class GitHub:
@@ -60,6 +63,10 @@ class GitHub:
         return self._convert(body, closed_by=None)
 
     async def get_pull_request(self, number: int) -> PullRequest:
+        return (await self._read(number))[0]
+
+    async def _read(self, number: int) -> tuple[PullRequest, str | None]:
+        """The pull request and its ``mergeable_state`` (clean, dirty, blocked, ...)."""
         response = await self._http.request(
             "GET", f"{self._repo}/pulls/{number}", what=f"pull request #{number}"
         )
@@ -73,7 +80,7 @@ class GitHub:
             )
             closer = issue.json().get("closed_by")
             closed_by = closer["login"] if closer else None
-        return self._convert(body, closed_by=closed_by)
+        return self._convert(body, closed_by=closed_by), body.get("mergeable_state")
 
     async def find_pull_request(self, *, source: str, target: str) -> PullRequest | None:
         return await self._find(source=source, target=target, state="all")
@@ -97,7 +104,7 @@ class GitHub:
                 f"github repository {self.owner}/{self.name}: merge method {method!r} is not "
                 f"one of GitHub's ({', '.join(MERGE_METHODS)})"
             )
-        pull = await self.get_pull_request(number)
+        pull, mergeable_state = await self._read(number)
         if pull.state == "merged":
             return pull
         if pull.state == "closed":
@@ -105,6 +112,15 @@ class GitHub:
             raise PullRequestNotMergeable(
                 f"github repository {self.owner}/{self.name}: pull request #{number} was "
                 f"closed{by} without merging ({pull.url})"
+            )
+        where = f"github repository {self.owner}/{self.name}: pull request #{number}"
+        if mergeable_state == "dirty":
+            raise PullRequestNotMergeable(
+                f"{where} has conflicts with {pull.target_branch} ({pull.url})"
+            )
+        if mergeable_state in _NOT_READY:
+            raise PullRequestNotReady(
+                f"{where} is not ready to merge: {mergeable_state} ({pull.url})"
             )
         request: dict[str, Any] = {"sha": pull.head_sha}
         if method is not None:
@@ -118,8 +134,13 @@ class GitHub:
             expect=(200, 405, 409),
         )
         if response.status_code != 200:
-            error = self._http.error(response, what)
-            raise PullRequestNotMergeable(f"{error} ({pull.url})")
+            error = f"{self._http.error(response, what)} ({pull.url})"
+            message = forge_message(response)
+            # A 405 that clears by itself (Kargo retries "Base branch was modified" too): a
+            # base that moved under the merge, a missing review or status check.
+            if response.status_code == 405 and any(m in message for m in _TRANSIENT_405):
+                raise PullRequestNotReady(error)
+            raise PullRequestNotMergeable(error)
         return await self.get_pull_request(number)
 
     @staticmethod
@@ -135,4 +156,9 @@ class GitHub:
             source_branch=body["head"]["ref"],
             target_branch=body["base"]["ref"],
             closed_by=closed_by,
+            mergeable=(
+                bool(body.get("mergeable")) and body.get("mergeable_state") not in _NOT_READY
+                if state == "open" and body.get("mergeable") is not None
+                else None
+            ),
         )

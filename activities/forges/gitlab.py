@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from activities.forges.base import ForgeHttp
+from activities.forges.base import ForgeHttp, forge_message
 from freightline.contracts.pull_requests import PullRequest
-from freightline.errors import PullRequestError, PullRequestNotMergeable
+from freightline.errors import PullRequestError, PullRequestNotMergeable, PullRequestNotReady
 
 __all__ = ["GitLab"]
 
@@ -57,10 +57,15 @@ class GitLab:
         return _convert(response.json())
 
     async def get_pull_request(self, number: int) -> PullRequest:
+        return (await self._read(number))[0]
+
+    async def _read(self, number: int) -> tuple[PullRequest, str | None]:
+        """The merge request and its ``detailed_merge_status``."""
         response = await self._http.request(
             "GET", f"{self._base}/{number}", what=f"merge request !{number}"
         )
-        return _convert(response.json())
+        body = response.json()
+        return _convert(body), body.get("detailed_merge_status")
 
     async def find_pull_request(self, *, source: str, target: str) -> PullRequest | None:
         return await self._find(source=source, target=target, state="all")
@@ -90,7 +95,7 @@ class GitLab:
                 f"gitlab repository {self.project}: merge method {method!r} is not one of "
                 f"GitLab's ({', '.join(MERGE_METHODS)})"
             )
-        pull = await self.get_pull_request(number)
+        pull, status = await self._read(number)
         if pull.state == "merged":
             return pull
         if pull.state == "closed":
@@ -99,6 +104,11 @@ class GitLab:
                 f"gitlab repository {self.project}: merge request !{number} was closed{by} "
                 f"without merging ({pull.url})"
             )
+        where = f"gitlab repository {self.project}: merge request !{number}"
+        if status in ("conflict", "need_rebase"):
+            raise PullRequestNotMergeable(f"{where} cannot be merged: {status} ({pull.url})")
+        if status not in ("mergeable", None):
+            raise PullRequestNotReady(f"{where} is not ready to merge: {status} ({pull.url})")
         request: dict[str, Any] = {"sha": pull.head_sha}
         if method == "squash":
             request["squash"] = True
@@ -111,7 +121,13 @@ class GitLab:
             expect=(200, 405, 409, 422),
         )
         if response.status_code != 200:
-            raise PullRequestNotMergeable(f"{self._http.error(response, what)} ({pull.url})")
+            error = f"{self._http.error(response, what)} ({pull.url})"
+            if response.status_code == 405 and "Branch cannot be merged" not in str(
+                forge_message(response)
+            ):
+                # "Method Not Allowed": its merge status changed since it was read.
+                raise PullRequestNotReady(error)
+            raise PullRequestNotMergeable(error)
         return _convert(response.json())
 
 
@@ -133,4 +149,12 @@ def _convert(body: dict[str, Any]) -> PullRequest:
         source_branch=body["source_branch"],
         target_branch=body["target_branch"],
         closed_by=closer["username"] if closer else None,
+        mergeable=_mergeable(body) if state == "open" else None,
     )
+
+
+def _mergeable(body: dict[str, Any]) -> bool | None:
+    status = body.get("detailed_merge_status")
+    if status in ("unchecked", "checking", "preparing", "approvals_syncing", None):
+        return None
+    return bool(status == "mergeable")

@@ -28,3 +28,6 @@ class PullRequest(Contract):
     target_branch: str
     closed_by: str | None = None
     """Who merged or closed it, when the forge says."""
+    mergeable: bool | None = None
+    """Whether the forge says an open one can be merged now (False: conflicts or blocked;
+    None: not known yet, or not open)."""

@@ -13,7 +13,9 @@ the forge's published OpenAPI description (``tests/reference/forges``), problems
 :attr:`violations` for the tests to assert there are none.
 
 Tests act as people: :meth:`ForgeEmulator.merge` and :meth:`ForgeEmulator.close` do what a
-reviewer does in the web UI, naming the user; both send the forge's pull request webhook to
+reviewer does in the web UI, naming the user (another process, such as the demo, POSTs
+``{"project", "number", "user"[, "method"]}`` to ``/-/person/merge`` or ``/-/person/close``);
+both send the forge's pull request webhook to
 ``webhook_url`` (signed with ``webhook_secret`` as the forge signs) when one is configured.
 :meth:`ForgeEmulator.rate_limit_next` makes the next request hit the forge's (secondary)
 rate limit with a ``Retry-After``; :meth:`add_token` adds accounts, read-only ones too.
@@ -29,19 +31,30 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from werkzeug.wrappers import Request, Response
 
-from sandbox.api_emulator import ApiEmulator
-from sandbox.forge._common import Account, Flavour
-from sandbox.forge._store import ForgeStore, PullRequest, git
+from sandbox.api_emulator import ApiEmulator, json_response
+from sandbox.forge._common import (
+    Account,
+    Flavour,
+    check_request,
+    check_response,
+    check_webhook,
+)
+from sandbox.forge._gitea import GiteaApi
+from sandbox.forge._github import App, GitHubApi
+from sandbox.forge._gitlab import GitLabApi
+from sandbox.forge._store import ForgeStore, NotMergeable, PullRequest, git
 from sandbox.gitops import KARGO_DEMO
 
 __all__ = ["Delivery", "ForgeEmulator", "ForgeKind", "PullRequest"]
 
 ForgeKind = Literal["github", "gitlab", "gitea"]
+PERSON_PATH = "/-/person/"
+"""Where another process acts as a person (merge, close): see ``ForgeEmulator._act_as_person``."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +70,10 @@ class Delivery:
 
 def _flavour(kind: ForgeKind, forge: ForgeEmulator) -> Flavour:
     if kind == "github":
-        from sandbox.forge._github import GitHubApi
-
         return GitHubApi(forge)
     if kind == "gitlab":
-        from sandbox.forge._gitlab import GitLabApi
-
         return GitLabApi(forge)
     if kind == "gitea":
-        from sandbox.forge._gitea import GiteaApi
-
         return GiteaApi(forge)
     raise ValueError(kind)
 
@@ -83,6 +90,7 @@ class ForgeEmulator(ApiEmulator):
         user: str = "freightline-bot",
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
+        port: int = 0,
     ) -> None:
         self.name = kind
         self.kind = kind
@@ -94,7 +102,7 @@ class ForgeEmulator(ApiEmulator):
         self.merge_methods = {"merge", "squash", "rebase"}
         self._deliveries = threading.Condition()
         self._flavour = _flavour(kind, self)
-        super().__init__()
+        super().__init__(port)
         self._flavour.load_specs()
 
     # --- setting up -----------------------------------------------------------
@@ -166,6 +174,19 @@ class ForgeEmulator(ApiEmulator):
         """A pull request's page, as the forge's API reports it."""
         return self._flavour.web_url(project, number)
 
+    def add_github_app(
+        self, app_id: str, installation_id: int, public_key: Any, *, user: str = "freightline[bot]"
+    ) -> None:
+        """A GitHub App installation whose JWTs (signed by ``public_key``'s private key) buy
+        installation tokens at ``POST /app/installations/{id}/access_tokens`` (GitHub only)."""
+        assert isinstance(self._flavour, GitHubApi), "GitHub Apps are GitHub's"
+        self._flavour.apps[installation_id] = App(app_id, installation_id, public_key, user)
+
+    @property
+    def minted_tokens(self) -> list[str]:
+        """The installation tokens GitHub Apps were given (GitHub only)."""
+        return list(getattr(self._flavour, "minted", []))
+
     def add_label(self, project: str, name: str) -> None:
         """A label the repository has (Gitea takes label IDs, so they must exist first; GitHub
         and GitLab create labels on use)."""
@@ -185,9 +206,45 @@ class ForgeEmulator(ApiEmulator):
         sha: str | None = None,
         message: str | None = None,
     ) -> PullRequest:
-        """Merge as ``user`` would in the web UI (real git), then send the webhook."""
+        """Merge as ``user`` would in the web UI (real git), then send the webhook. A person
+        merges whatever approvals say (an admin's override); the API checks them."""
+        pull = self.store.merge(
+            project,
+            number,
+            method=method,
+            user=user,
+            sha=sha,
+            message=message,
+            check_approvals=False,
+        )
+        self._send_webhook("merged", project, number, user)
+        return pull
+
+    def api_merge(
+        self,
+        project: str,
+        number: int,
+        *,
+        user: str,
+        method: str,
+        sha: str | None,
+        message: str | None,
+    ) -> PullRequest:
+        """A merge the API asked for: approvals are checked; the webhook is sent."""
         pull = self.store.merge(project, number, method=method, user=user, sha=sha, message=message)
         self._send_webhook("merged", project, number, user)
+        return pull
+
+    def require_approvals(self, project: str, branch: str = "main", count: int = 1) -> None:
+        """Merging into ``branch`` through the API needs ``count`` approvals (branch protection
+        on GitHub and Gitea, approval rules on GitLab)."""
+        self.store.required_approvals[(project, branch)] = count
+
+    def approve(self, project: str, number: int, *, user: str) -> PullRequest:
+        """``user`` approves the pull request (a review)."""
+        pull = self.pull(project, number)
+        if user not in pull.approved_by:
+            pull.approved_by.append(user)
         return pull
 
     def close(self, project: str, number: int, *, user: str) -> PullRequest:
@@ -198,10 +255,14 @@ class ForgeEmulator(ApiEmulator):
             self._send_webhook("closed", project, number, user)
         return pull
 
-    def rate_limit_next(self, retry_after: int = 1, count: int = 1) -> None:
-        """The next ``count`` API requests hit the forge's rate limit, with ``Retry-After``."""
+    def rate_limit_next(
+        self, retry_after: int = 1, count: int = 1, *, status: int | None = None
+    ) -> None:
+        """The next ``count`` API requests hit the forge's rate limit, with ``Retry-After``
+        (GitHub's secondary limit is a 403 unless ``status=429`` asks for its other form)."""
+        answer, body, headers = self._flavour.rate_limited(retry_after)
         for _ in range(count):
-            self.fail_next(*self._flavour.rate_limited(retry_after))
+            self.fail_next(status or answer, body, headers)
 
     def wait_for_deliveries(self, count: int, timeout: float = 10.0) -> list[Delivery]:
         """Wait until ``count`` webhooks were sent (and answered); all deliveries so far."""
@@ -215,6 +276,12 @@ class ForgeEmulator(ApiEmulator):
         if self.webhook_url is None:
             return
         hook = self._flavour.webhook(action, number, project, user)
+        if self.kind == "github":
+            problems = check_webhook(
+                "github-webhook-pull-request-closed.json", "pull-request-closed", hook.body
+            )
+            if problems:
+                self.record_violation("webhook pull_request closed", problems)
         payload = json.dumps(hook.body).encode()
         headers = {"Content-Type": "application/json", **hook.headers}
         secret = self.webhook_secret or ""
@@ -255,26 +322,46 @@ class ForgeEmulator(ApiEmulator):
         token = self._flavour.token(request)
         return None if token is None else self.accounts.get(token)
 
-    def check_request(self, request: Request) -> list[str]:
-        spec = self._flavour.spec_for(request) if not self._is_git(request) else None
-        if spec is None:
-            return []
-        from sandbox.forge._common import check_request
+    def _unchecked(self, request: Request) -> bool:
+        return self._is_git(request) or request.path.startswith(PERSON_PATH)
 
-        return check_request(spec, request)
+    def check_request(self, request: Request) -> list[str]:
+        spec = self._flavour.spec_for(request) if not self._unchecked(request) else None
+        return [] if spec is None else check_request(spec, request)
 
     def check_response(self, request: Request, response: Response) -> list[str]:
-        spec = self._flavour.spec_for(request) if not self._is_git(request) else None
-        if spec is None:
-            return []
-        from sandbox.forge._common import check_response
-
-        return check_response(spec, request, response)
+        spec = self._flavour.spec_for(request) if not self._unchecked(request) else None
+        return [] if spec is None else check_response(spec, request, response)
 
     def answer(self, request: Request) -> Response:
         if self._is_git(request):
             return self._git_http(request)
+        if request.path.startswith(PERSON_PATH) and request.method == "POST":
+            return self._act_as_person(request)
         return self._flavour.answer(request, self._account(request))
+
+    def _act_as_person(self, request: Request) -> Response:
+        """``POST /-/person/merge`` or ``/-/person/close`` with ``{"project", "number",
+        "user"[, "method"]}``: what :meth:`merge` and :meth:`close` do, for a demo driving the
+        emulator from another process (the forges' own web UI, not their API)."""
+        try:
+            data = json.loads(request.get_data() or b"{}")
+            project, number, user = str(data["project"]), int(data["number"]), str(data["user"])
+            if request.path == f"{PERSON_PATH}merge":
+                pull = self.merge(
+                    project, number, user=user, method=str(data.get("method", "merge"))
+                )
+            elif request.path == f"{PERSON_PATH}close":
+                pull = self.close(project, number, user=user)
+            else:
+                return json_response(404, {"message": "Not Found"})
+        except (KeyError, ValueError, TypeError) as err:
+            return json_response(400, {"message": f"{type(err).__name__}: {err}"})
+        except NotMergeable as err:
+            return json_response(409, {"message": str(err)})
+        return json_response(
+            200, {"state": pull.state, "mergeCommit": pull.merge_commit, "closedBy": pull.closed_by}
+        )
 
     @staticmethod
     def _is_git(request: Request) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jsonschema import Draft202012Validator
 from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_core.templating.responses.exceptions import ResponseNotFound
@@ -71,6 +72,21 @@ class _RawPathRequest(WerkzeugOpenAPIRequest):
     @property
     def path_pattern(self) -> str:
         return raw_path(self.request)
+
+
+@functools.cache
+def _webhook_validator(name: str, event: str) -> Draft202012Validator:
+    document = json.loads((REFERENCE / name).read_text())
+    # The description is OpenAPI 3.1, whose schemas are JSON Schema 2020-12: the document itself
+    # is the root, its components resolving the event's $refs.
+    document["$ref"] = f"#/webhooks/{event}/post/requestBody/content/application~1json/schema"
+    return Draft202012Validator(document)
+
+
+def check_webhook(name: str, event: str, payload: Any) -> list[str]:
+    """What the webhook description ``name`` finds wrong with an ``event`` payload."""
+    errors = _webhook_validator(name, event).iter_errors(payload)
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in errors][:10]
 
 
 def check_request(spec: OpenAPI, request: Request) -> list[str]:

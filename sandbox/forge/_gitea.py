@@ -13,6 +13,7 @@ from sandbox.forge._common import Account, Flavour, Webhook, bearer, iso, load_s
 from sandbox.forge._store import (
     AlreadyExists,
     HeadMismatch,
+    NeedsApproval,
     NotMergeable,
     PullRequest,
     UnknownBranch,
@@ -101,7 +102,7 @@ class GiteaApi(Flavour):
         return {
             "id": pull.id,
             "number": pull.number,
-            "url": html,
+            "url": f"{self.forge.api_url}/repos/{pull.project}/pulls/{pull.number}",
             "html_url": html,
             "state": "open" if pull.state == "open" else "closed",
             "title": pull.title,
@@ -222,7 +223,7 @@ class GiteaApi(Flavour):
             return Response(status=405)
         message = data.get("MergeTitleField")
         try:
-            self.forge.merge(
+            self.forge.api_merge(
                 project,
                 pull.number,
                 user=account.user,
@@ -232,6 +233,8 @@ class GiteaApi(Flavour):
             )
         except HeadMismatch:
             return _error(409, "head out of date")
+        except NeedsApproval:
+            return _error(405, "Does not have enough approvals")
         except NotMergeable:
             return _error(409, "Merge conflict")
         return Response(status=200)

@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from openapi_core import OpenAPI
 from werkzeug.wrappers import Request, Response
 
@@ -14,6 +21,7 @@ from sandbox.forge._common import Account, Flavour, Webhook, bearer, iso, load_s
 from sandbox.forge._store import (
     AlreadyExists,
     HeadMismatch,
+    NeedsApproval,
     NotMergeable,
     PullRequest,
     UnknownBranch,
@@ -24,6 +32,20 @@ _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 SECONDARY_RATE_LIMIT = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 )
+
+
+@dataclass(frozen=True)
+class App:
+    """A GitHub App installed on the forge: its JWTs are checked with ``public_key``."""
+
+    app_id: str
+    installation_id: int
+    public_key: rsa.RSAPublicKey
+    user: str
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
@@ -45,6 +67,8 @@ class GitHubApi(Flavour):
         self.route("PUT", rf"{_REPO}/pulls/(?P<number>\d+)/merge", self._merge)
         self.route("GET", rf"{_REPO}/issues/(?P<number>\d+)", self._issue)
         self.route("POST", rf"{_REPO}/issues/(?P<number>\d+)/labels", self._labels)
+        self.apps: dict[int, App] = {}
+        self.minted: list[str] = []
         self._cloud: OpenAPI | None = None
         self._enterprise: OpenAPI | None = None
 
@@ -77,6 +101,8 @@ class GitHubApi(Flavour):
 
     def answer(self, request: Request, account: Account | None) -> Response:
         path = request.path.removeprefix("/api/v3")
+        if path.startswith("/app/installations/") and path.endswith("/access_tokens"):
+            return self._installation_token(request, path.split("/")[3])
         if account is None:
             return self.unauthorized()
         response = self.dispatch(request, path, account)
@@ -280,7 +306,13 @@ class GitHubApi(Flavour):
                 mergeable=mergeable,
                 rebaseable=mergeable,
                 mergeable_state=(
-                    "unknown" if mergeable is None else "clean" if mergeable else "dirty"
+                    "unknown"
+                    if mergeable is None
+                    else "dirty"
+                    if not mergeable
+                    else "clean"
+                    if self.store.approved(pull)
+                    else "blocked"
                 ),
                 merged_by=self.user(pull.merged_by) if pull.merged_by else None,
                 comments=0,
@@ -380,7 +412,7 @@ class GitHubApi(Flavour):
         if message and data.get("commit_message"):
             message = f"{message}\n\n{data['commit_message']}"
         try:
-            merged = self.forge.merge(
+            merged = self.forge.api_merge(
                 project,
                 pull.number,
                 user=account.user,
@@ -390,6 +422,10 @@ class GitHubApi(Flavour):
             )
         except HeadMismatch:
             return _error(409, "Head branch was modified. Review and try the merge again.")
+        except NeedsApproval:
+            return _error(
+                405, "At least 1 approving review is required by reviewers with write access."
+            )
         except NotMergeable:
             return _error(405, "Pull Request is not mergeable")
         return json_response(
@@ -457,6 +493,39 @@ class GitHubApi(Flavour):
             if name not in pull.labels:
                 pull.labels.append(name)
         return json_response(200, [self.label(project, name) for name in pull.labels])
+
+    def _installation_token(self, request: Request, installation: str) -> Response:
+        """An App's JWT (RS256, issued by the App) buys an hour's token for its installation."""
+        app = self.apps.get(int(installation)) if installation.isdigit() else None
+        if app is None:
+            return _error(404, "Not Found")
+        jwt = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        try:
+            header, payload, signature = jwt.split(".")
+            app.public_key.verify(
+                _unb64(signature),
+                f"{header}.{payload}".encode(),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+            claims = json.loads(_unb64(payload))
+        except (ValueError, InvalidSignature):
+            return _error(401, "A JSON web token could not be decoded")
+        if claims.get("iss") != app.app_id:
+            return _error(401, "'Issuer' claim ('iss') must be an Integer")
+        token = f"ghs_{uuid.uuid4().hex}"
+        self.forge.add_token(token, app.user)
+        self.minted.append(token)
+        expires = datetime.now(UTC) + timedelta(hours=1)
+        return json_response(
+            201,
+            {
+                "token": token,
+                "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "permissions": {"contents": "write", "pull_requests": "write"},
+                "repository_selection": "all",
+            },
+        )
 
     # --- webhooks -------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from sandbox.forge._common import Account, Flavour, Webhook, bearer, iso, load_s
 from sandbox.forge._store import (
     AlreadyExists,
     HeadMismatch,
+    NeedsApproval,
     NotMergeable,
     PullRequest,
     UnknownBranch,
@@ -116,7 +117,13 @@ class GitLabApi(Flavour):
             "squash": squashed,
             "has_conflicts": pull.state == "open" and not mergeable,
             "detailed_merge_status": (
-                "not_open" if pull.state != "open" else "mergeable" if mergeable else "conflict"
+                "not_open"
+                if pull.state != "open"
+                else "conflict"
+                if not mergeable
+                else "mergeable"
+                if self.store.approved(pull)
+                else "not_approved"
             ),
             "merge_status": "can_be_merged" if mergeable else "cannot_be_merged",
             "web_url": self.web_url(pull.project, pull.number),
@@ -209,7 +216,7 @@ class GitLabApi(Flavour):
             "squash_commit_message" if method == "squash" else "merge_commit_message"
         )
         try:
-            merged = self.forge.merge(
+            merged = self.forge.api_merge(
                 project,
                 pull.number,
                 user=account.user,
@@ -219,10 +226,12 @@ class GitLabApi(Flavour):
             )
         except HeadMismatch:
             return _error(409, "SHA does not match HEAD of source branch")
-        except NotMergeable:
-            # A conflict: GitLab documents 405 for a merge request that "is not able to be
-            # merged" (its detailed_merge_status says "conflict"); 422 is a merge that failed.
+        except NeedsApproval:
             return _error(405, "405 Method Not Allowed")
+        except NotMergeable:
+            # A conflict: 405 "Branch cannot be merged" (a closed or merged one: 405 "Method
+            # Not Allowed", above), as GitLab answers and go-gitlab, Kargo's client, documents.
+            return _error(405, "Branch cannot be merged")
         return json_response(200, self.merge_request(merged))
 
     # --- webhooks -------------------------------------------------------------

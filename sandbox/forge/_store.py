@@ -23,6 +23,7 @@ __all__ = [
     "ForgeStore",
     "GitFailure",
     "HeadMismatch",
+    "NeedsApproval",
     "NotMergeable",
     "PullRequest",
     "UnknownBranch",
@@ -60,6 +61,10 @@ class HeadMismatch(Exception):
     """The caller's expected head commit is not the source branch's head."""
 
 
+class NeedsApproval(Exception):
+    """The target branch requires approvals the pull request does not have yet."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -88,6 +93,7 @@ class PullRequest:
     closed_by: str | None = None
     closed_at: datetime | None = None
     method: str | None = None
+    approved_by: list[str] = field(default_factory=list)
 
 
 def _env(user: str) -> dict[str, str]:
@@ -139,6 +145,8 @@ class ForgeStore:
         self.root = root
         self.repos: dict[str, Path] = {}
         self.pulls: dict[str, list[PullRequest]] = {}
+        self.required_approvals: dict[tuple[str, str], int] = {}
+        """(project, target branch) → approvals a merge through the API needs."""
         self.lock = threading.RLock()
         self._next_id = 1000
 
@@ -276,6 +284,11 @@ class ForgeStore:
         repo = self.repos[pull.project]
         return _succeeds(repo, "merge-tree", "--write-tree", pull.base_sha, pull.head_sha)[0]
 
+    def approved(self, pull: PullRequest) -> bool:
+        """Whether the pull request has the approvals its target branch requires."""
+        needed = self.required_approvals.get((pull.project, pull.target), 0)
+        return len(pull.approved_by) >= needed
+
     def merge(
         self,
         project: str,
@@ -285,11 +298,13 @@ class ForgeStore:
         user: str,
         sha: str | None = None,
         message: str | None = None,
+        check_approvals: bool = True,
     ) -> PullRequest:
         """Merge in git (``merge``, ``squash`` or ``rebase``) and mark the pull request merged.
 
         :class:`NotMergeable` if it is not open or conflicts; :class:`HeadMismatch` if
-        ``sha`` is given and is not the source's head.
+        ``sha`` is given and is not the source's head; :class:`NeedsApproval` if the target
+        requires approvals it lacks (``check_approvals=False``: an admin's override).
         """
         with self.lock:
             pull = self.get(project, number)
@@ -299,6 +314,8 @@ class ForgeStore:
                 raise NotMergeable(f"pull request #{number} is {pull.state}")
             if sha is not None and sha != pull.head_sha:
                 raise HeadMismatch(sha)
+            if check_approvals and not self.approved(pull):
+                raise NeedsApproval(pull.number)
             repo = self.repos[project]
             base, head = pull.base_sha, pull.head_sha
             ok, out = _succeeds(repo, "merge-tree", "--write-tree", base, head)

@@ -657,3 +657,32 @@ async def test_gitlab_and_gitea_merge_requests_promote_as_github_pull_requests_d
     assert result.phase is PromotionPhase.SUCCEEDED
     assert result.outputs["wait-for-pr"]["commit"] == merged == forge.branch_head("main")
     assert TOKEN not in await recorded_text(handle)
+
+
+async def test_git_merge_pr_with_wait_merges_once_a_reviewer_approved(
+    client: Client, forge: ForgeRepo, pr_worker: Worker
+) -> None:
+    forge.emulator.require_approvals(REPO, "main")
+    forge.emulator.commit_to(REPO, "feature", {"feature.txt": "new\n"})
+    pr = forge.emulator.store.open(
+        REPO, source="feature", target="main", title="f", body="", author="dev"
+    )
+    config = {"repoURL": forge.repo_url, "provider": "github", "prNumber": pr.number}
+    without_wait = [{"uses": "git-merge-pr", "as": "merge", "config": config}]
+    failed = await _failed(await start(client, forge, without_wait, tag="5.0.0"))
+    assert failed.phase is PromotionPhase.FAILED
+    assert "is not ready to merge and wait is disabled" in failed.message
+
+    waiting = [{**without_wait[0], "config": {**config, "wait": True, "pollInterval": "10s"}}]
+    handle = await start(client, forge, waiting, tag="5.0.1")
+    # The step runs (its activity is pending) and cannot merge yet; a reviewer approves.
+    await wait_for(lambda: _activity_running(handle))
+    assert forge.emulator.pull(REPO, pr.number).state == "open"
+    forge.emulator.approve(REPO, pr.number, user="reviewer")
+    result = await handle.result()
+    assert result.phase is PromotionPhase.SUCCEEDED
+    assert result.outputs["merge"] == {"commit": forge.emulator.pull(REPO, pr.number).merge_commit}
+
+
+async def _activity_running(handle: WorkflowHandle[Any, Any]) -> bool:
+    return bool((await handle.describe()).raw_description.pending_activities)

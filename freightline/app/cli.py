@@ -805,6 +805,13 @@ def demo(
     ),
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+    pr: Annotated[
+        bool,
+        typer.Option(
+            help="Promote prod through a pull request on a GitHub emulator "
+            "(merged by the demo with --once)."
+        ),
+    ] = False,
 ) -> None:
     """The main job: a Temporal dev server, a worker and a promotion into a local GitOps repo."""
     # The sandbox is not part of the package: in a checkout (an editable install, as
@@ -821,7 +828,9 @@ def demo(
         ) from None
 
     try:
-        ok = run_demo(workdir=workdir, once=once, port=port, ui_port=ui_port, console=console)
+        ok = run_demo(
+            workdir=workdir, once=once, port=port, ui_port=ui_port, console=console, pr=pr
+        )
     except FreightlineError as err:
         raise fail(str(err)) from None
     if not ok:

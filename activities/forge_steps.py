@@ -34,6 +34,7 @@ from freightline.contracts.pull_request_wait import PullRequestQuery
 from freightline.contracts.pull_requests import PullRequest
 from freightline.errors import ConfigError, PullRequestNotMergeable, StepError
 from freightline.kargo.credentials import CredentialStore
+from freightline.kargo.gitrefs import branch_problem
 from freightline.kargo.resources import parse_duration
 
 __all__ = [
@@ -70,9 +71,19 @@ class _ForgeStepConfig(StepConfig):
     insecure_skip_tls_verify: bool = Field(default=False, alias="insecureSkipTLSVerify")
 
 
+def _branch(name: str) -> str:
+    """A branch git would refuse (or read as an option) is a configuration mistake."""
+    problem = branch_problem(name)
+    if problem:
+        raise ValueError(f"{name!r} is not a valid git branch name: {problem}")
+    return name
+
+
 class GitOpenPRConfig(_ForgeStepConfig):
     source_branch: str = Field(min_length=1)
     target_branch: str = Field(min_length=1)
+
+    check_branches = field_validator("source_branch", "target_branch")(_branch)
     create_target_branch: bool = False
     """Deprecated in Kargo, a no-op."""
     title: str | None = Field(default=None, min_length=1)

@@ -31,6 +31,8 @@ from freightline.app.webhooks import Refresher, WebhookServer
 from freightline.contracts.names import SA_PULL_REQUEST
 from freightline.contracts.promotion import PromotionPhase, PromotionResult, PromotionStatus
 from freightline.contracts.pull_request_wait import poll_interval
+from freightline.contracts.steps import STEPS, parse_config
+from freightline.errors import ConfigError
 from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.credentials import CredentialStore
 from freightline.kargo.webhooks import receiver_path
@@ -686,3 +688,21 @@ async def test_git_merge_pr_with_wait_merges_once_a_reviewer_approved(
 
 async def _activity_running(handle: WorkflowHandle[Any, Any]) -> bool:
     return bool((await handle.describe()).raw_description.pending_activities)
+
+
+@pytest.mark.parametrize(
+    ("step", "config", "problem"),
+    [
+        ("git-open-pr", {"sourceBranch": "--upload-pack=x", "targetBranch": "main"}, "'-'"),
+        ("git-open-pr", {"sourceBranch": "a", "targetBranch": "main", "title": ""}, "title"),
+        ("git-wait-for-pr", {"prNumber": 0}, "prNumber"),
+        ("git-wait-for-pr", {"prNumber": 1, "pollInterval": "soon"}, "invalid duration"),
+        ("git-merge-pr", {"prNumber": 1, "provider": "sourcehut"}, "provider"),
+        ("git-merge-pr", {"prNumber": 1, "squash": True}, "squash"),
+    ],
+)
+def test_configs_are_kargos_schemas(step: str, config: dict[str, Any], problem: str) -> None:
+    model = STEPS[step].config_model()
+    assert model is not None
+    with pytest.raises(ConfigError, match=problem):
+        parse_config(model, {"repoURL": "https://github.com/example/repo.git", **config})

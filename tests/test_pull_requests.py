@@ -5,6 +5,8 @@ server and the forge emulator (``sandbox/forge``: real bare repositories, real m
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,7 +37,7 @@ from freightline.contracts.steps import STEPS, parse_config
 from freightline.errors import ConfigError
 from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.credentials import CredentialStore
-from freightline.kargo.webhooks import receiver_path
+from freightline.kargo.webhooks import hmac_sha256, receiver_path
 from freightline.settings import UiSettings, load_settings
 from sandbox.forge import ForgeEmulator, ForgeKind, PullRequest
 from sandbox.gitops import git
@@ -706,3 +708,40 @@ def test_configs_are_kargos_schemas(step: str, config: dict[str, Any], problem: 
     assert model is not None
     with pytest.raises(ConfigError, match=problem):
         parse_config(model, {"repoURL": "https://github.com/example/repo.git", **config})
+
+
+@pytest.mark.parametrize("forge", ["gitea"], indirect=True)
+async def test_gitea_names_who_closed_the_pull_request_through_its_webhook(
+    client: Client, forge: ForgeRepo, pr_worker: Worker, webhooks: str
+) -> None:
+    """Gitea's API does not say who closed a pull request; its signed webhook's ``sender``
+    does. Gitea's own event, signed as Gitea signs it (``X-Hub-Signature-256``, which
+    Kargo's receiver checks), is posted by hand: the emulator signs only with
+    ``X-Gitea-Signature``."""
+    handle = await start(client, forge, pr_steps(forge, poll="1h"), tag="6.0.0")
+    status = await waiting_status(handle)
+    assert status.pull_request is not None
+    url = status.pull_request.url
+    await wait_for(lambda: _listed(client, f"FreightlinePullRequest = '{url}'"))
+    (pr,) = forge.pulls()
+    forge.close(pr.number, user="bob")
+    body = json.dumps(
+        {
+            "action": "closed",
+            "number": pr.number,
+            "pull_request": {"number": pr.number, "html_url": url, "merged": False},
+            "sender": {"login": "bob"},
+        }
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Gitea-Event": "pull_request",
+        "X-Gitea-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": "sha256=" + hmac_sha256(SECRET, body),
+    }
+    async with httpx.AsyncClient(base_url=webhooks, timeout=10) as http:
+        path = receiver_path(PROJECT, "gitea", "gh", SECRET)
+        answer = await http.post(path, content=body, headers=headers)
+    assert answer.status_code == 200 and answer.json()["refreshed"] == [handle.id], answer.text
+    result = await _failed(handle)  # the poll was an hour away: the webhook woke it
+    assert result.message == f"pull request #{pr.number} was closed without being merged by bob"

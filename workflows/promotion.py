@@ -494,7 +494,8 @@ class PromotionWorkflow:
                     if not indexed:
                         workflow.upsert_search_attributes([SA_PULL_REQUEST.value_set(state.url)])
                         indexed = True
-                    ended = _pull_request_ended(step, state)
+                    hint = self._pull_request.closed_by_webhook if self._pull_request else None
+                    ended = _pull_request_ended(step, state, hint)
                     if ended is not None:
                         return ended
                 waiting = self._pull_request
@@ -602,7 +603,10 @@ class PromotionWorkflow:
             workflow.logger.info("pull request signal ignored", extra={"url": message.url})
             return
         self._pull_request = waiting.model_copy(
-            update={"woken_by_webhook": waiting.woken_by_webhook + 1}
+            update={
+                "woken_by_webhook": waiting.woken_by_webhook + 1,
+                "closed_by_webhook": message.by or waiting.closed_by_webhook,
+            }
         )
         self._pull_request_woken = True
 
@@ -973,8 +977,11 @@ def _pr_outputs(state: PullRequest) -> dict[str, Any]:
     return outputs
 
 
-def _pull_request_ended(step: PlannedStep, state: PullRequest) -> StepOutcome | None:
-    """The step's outcome once the pull request is merged or closed; None while open."""
+def _pull_request_ended(
+    step: PlannedStep, state: PullRequest, closed_by_webhook: str | None
+) -> StepOutcome | None:
+    """The step's outcome once the pull request is merged or closed; None while open. Who
+    closed it is the forge's word, else the webhook's (``closed_by_webhook``)."""
     if state.state == "open":
         return None
     if state.state == "merged":
@@ -985,7 +992,8 @@ def _pull_request_ended(step: PlannedStep, state: PullRequest) -> StepOutcome | 
             message=f"pull request #{state.number} merged",
             outputs=_pr_outputs(state),
         )
-    closer = f" by {state.closed_by}" if state.closed_by else ""
+    who = state.closed_by or closed_by_webhook
+    closer = f" by {who}" if who else ""
     return StepOutcome(
         alias=step.alias,
         uses=step.uses,

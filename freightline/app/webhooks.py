@@ -193,7 +193,9 @@ class Refresher:
             refreshed.append(name)
         return refreshed
 
-    async def wake_promotions(self, project: str, pr_url: str, receiver: str = "") -> list[str]:
+    async def wake_promotions(
+        self, project: str, pr_url: str, receiver: str = "", by: str | None = None
+    ) -> list[str]:
         """Signal the project's promotions waiting in ``git-wait-for-pr`` for the pull request
         at ``pr_url`` (found by the ``FreightlinePullRequest`` search attribute they set
         while they wait); the IDs of those signalled. Each then asks the forge itself, so a
@@ -209,7 +211,8 @@ class Refresher:
             handle = self.client.get_workflow_handle(execution.id, run_id=execution.run_id)
             try:
                 await handle.signal(
-                    PULL_REQUEST_SIGNAL, PullRequestClosed(url=pr_url, receiver=receiver)
+                    PULL_REQUEST_SIGNAL,
+                    PullRequestClosed(url=pr_url, receiver=receiver, by=by or ""),
                 )
             except RPCError as err:
                 if err.status is not RPCStatusCode.NOT_FOUND:
@@ -387,7 +390,9 @@ class ReceiverRoutes:
         if kind == "pull-request":
             assert event.pr_url is not None
             receiver_key = f"{bound.project}/{bound.receiver.name}"
-            woken = await self.refresher.wake_promotions(bound.project, event.pr_url, receiver_key)
+            woken = await self.refresher.wake_promotions(
+                bound.project, event.pr_url, receiver_key, event.sender
+            )
             log.info("webhook pull request", **where, pull_request=event.pr_url, promotions=woken)
             return JSONResponse({"msg": f"refreshed {len(woken)} promotion(s)", "refreshed": woken})
         resources = await self.refresher.resources(bound.project)

@@ -66,6 +66,10 @@ class PullRequestClosed(Contract):
     url: str
     receiver: str = ""
     """The project/receiver whose webhook said so (for the record)."""
+    by: str = ""
+    """Who merged or closed it, as the (signed) webhook's sender says ("": not said). Used
+    only where the forge's API does not say (Gitea does not name who closed a pull
+    request)."""
 
 
 class PullRequestWait(Contract):
@@ -80,6 +84,8 @@ class PullRequestWait(Contract):
     """When the step's ``retry.timeout`` ends it (ISO 8601, UTC); None: no timeout."""
     polls: int = 0
     woken_by_webhook: int = 0
+    closed_by_webhook: str | None = None
+    """Who the last webhook said merged or closed it (see ``PullRequestClosed.by``)."""
 
     def summary(self) -> str:
         """``waiting for PR #7 to merge: https://…`` (the words the status table shows)."""

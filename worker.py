@@ -33,6 +33,7 @@ from temporalio.worker import Worker
 
 from activities.argocd import ArgoCDActivities
 from activities.discovery import DiscoveryActivities
+from activities.forge_steps import ForgeActivities
 from activities.metrics import MetricActivities
 from activities.notify import NotifyActivities
 from activities.project import ProjectActivities
@@ -104,6 +105,7 @@ def build_worker(
         secrets=credentials.step_secret,
         signing_key_file=settings.git.signing_key_file,
         repository_cache=cache,
+        credential_store=credentials,
     )
     discovery = DiscoveryActivities(
         credentials,
@@ -113,6 +115,7 @@ def build_worker(
         repository_cache=cache,
     )
     argocd = ArgoCDActivities(settings.argocd)
+    forge = ForgeActivities(credentials)
     metrics = MetricActivities(settings.metrics.plain())
     link_to = ui_url(settings.temporal.ui_url, client.service_client.config.target_host)
     notify = NotifyActivities(settings.notify.urls, ui_url=link_to)
@@ -127,6 +130,7 @@ def build_worker(
             project.set_freight_alias,
             project.set_metadata,
             worktree.run_worktree_steps,
+            forge.pull_request_state,
             argocd.argocd_update,
             argocd.argocd_wait,
             argocd.argocd_health,

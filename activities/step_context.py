@@ -17,7 +17,11 @@ from activities.workspace import Workspace
 from freightline.contracts.promotion import PlannedStep, PromotionPlan
 from freightline.contracts.steps import parse_config
 from freightline.errors import ConfigError
-from freightline.kargo.credentials import SHARED_RESOURCES_NAMESPACE, GitCredentials
+from freightline.kargo.credentials import (
+    SHARED_RESOURCES_NAMESPACE,
+    CredentialStore,
+    GitCredentials,
+)
 
 __all__ = [
     "BasicLookup",
@@ -25,6 +29,7 @@ __all__ = [
     "SecretLookup",
     "StepConfig",
     "StepContext",
+    "StepSkipped",
     "parse_config",
 ]
 
@@ -46,6 +51,12 @@ def _no_basic(_cred_type: str, _repo_url: str) -> tuple[str, str] | None:
 
 def _no_secret(_project: str, _name: str) -> dict[str, str]:
     return {}
+
+
+class StepSkipped(Exception):
+    """Raised by a step with nothing to do (Kargo's Skipped status, e.g. ``git-open-pr``
+    between branches without a difference): the step is recorded Skipped, with this reason,
+    and the steps after it run."""
 
 
 class StepConfig(BaseModel):
@@ -76,6 +87,9 @@ class StepContext:
     """The worker's GPG key that signs every commit (the worker's settings), or None."""
     repository_cache: RepositoryCache | None = None
     """The worker's mirrors git-clone checks out from (None: a fresh clone each time)."""
+    credential_store: CredentialStore | None = None
+    """The worker's whole credential store: what a forge client (pull-request steps) reads
+    its token and API URL from. None: no credentials (those steps refuse, naming why)."""
     step: PlannedStep | None = None
     clones: dict[str, Clone] = field(default_factory=dict)
     worktrees: dict[Path, Worktree] = field(default_factory=dict)

@@ -37,6 +37,7 @@ from activities.step_context import (
     CredentialLookup,
     SecretLookup,
     StepContext,
+    StepSkipped,
     parse_config,
 )
 from activities.workspace import Workspace
@@ -49,7 +50,7 @@ from freightline.contracts.promotion import (
 )
 from freightline.contracts.steps import StepRunner, run_inline, step_named
 from freightline.errors import ConfigError, FreightlineError
-from freightline.kargo.credentials import GitCredentials
+from freightline.kargo.credentials import CredentialStore, GitCredentials
 from freightline.logging import get_logger
 
 StepImplementation = Callable[[StepContext, Any], dict[str, Any]]
@@ -85,6 +86,7 @@ class WorktreeActivities:
         secrets: SecretLookup = _no_secrets,
         signing_key_file: Path | None = None,
         repository_cache: RepositoryCache | None = None,
+        credential_store: CredentialStore | None = None,
     ) -> None:
         self.git_credentials = git_credentials
         self.basic_credentials = basic_credentials
@@ -94,6 +96,7 @@ class WorktreeActivities:
         self.allow_local_repositories = allow_local_repositories
         self.signing_key_file = signing_key_file
         self.repository_cache = repository_cache
+        self.credential_store = credential_store
 
     @boundary.defn(name="run_worktree_steps")
     def run_worktree_steps(self, batch: WorktreeBatch) -> list[StepOutcome]:
@@ -116,6 +119,7 @@ class WorktreeActivities:
                 secrets=self.secrets,
                 signing_key_file=self.signing_key_file,
                 repository_cache=self.repository_cache,
+                credential_store=self.credential_store,
             )
             with ctx.resources:
                 for step in steps:
@@ -155,6 +159,10 @@ class WorktreeActivities:
                 outputs = implementation(ctx, parse_config(model, config) if model else config)
             return StepOutcome(
                 alias=step.alias, uses=step.uses, status=StepStatus.SUCCEEDED, outputs=outputs
+            )
+        except StepSkipped as skipped:
+            return StepOutcome(
+                alias=step.alias, uses=step.uses, status=StepStatus.SKIPPED, message=str(skipped)
             )
         except FreightlineError as err:
             err.locate(ctx.describe(), step=step.alias, uses=step.uses)

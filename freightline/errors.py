@@ -25,9 +25,19 @@
     │                                                  timed out, unreachable, 5xx or 429
     ├── NotificationError              Errored  yes    a notification endpoint did not take an
     │                                                  event (it never fails a promotion)
+    ├── ForgeUnavailableError          Errored  yes    a forge's API (GitHub, GitLab, Gitea)
+    │                                                  timed out, unreachable, 5xx, or kept
+    │                                                  rate-limiting past its Retry-After
     └── StepError                      Failed   no     a step ran and the world said no
         ├── GitCommandError            Failed   no     git failed, push rejected (git's words)
-        └── ArgoCDResponseError        Failed   no     Argo CD refused a request
+        ├── ArgoCDResponseError        Failed   no     Argo CD refused a request
+        └── PullRequestError           Failed   no     a forge refused a pull request request
+            └── PullRequestNotMergeable
+                │                      Failed   no     ... it conflicts, is closed unmerged, or
+                │                                      the forge will not merge it (405/409)
+                └── PullRequestNotReady
+                                       Failed   no     ... not yet: approvals, checks, a draft,
+                                                       or a base that moved (a wait may retry)
 
 **Outcome** is what a promotion (or a step with ``continueOnError``) ends as
 when the error stops it: ``Failed`` when the step ran and the world refused
@@ -75,12 +85,16 @@ __all__ = [
     "DiscoveryError",
     "EndpointUnavailableError",
     "ExpressionError",
+    "ForgeUnavailableError",
     "FreightlineError",
     "GitCommandError",
     "NotFoundError",
     "NotificationError",
     "Outcome",
     "PathEscapeError",
+    "PullRequestError",
+    "PullRequestNotMergeable",
+    "PullRequestNotReady",
     "RegistryError",
     "RegistryUnavailableError",
     "RequestRefused",
@@ -192,6 +206,13 @@ class NotificationError(FreightlineError):
     retryable = True
 
 
+class ForgeUnavailableError(FreightlineError):
+    """A forge's API timed out, could not be reached, answered 5xx, or rate-limited for longer
+    than the client waits: a retry may succeed."""
+
+    retryable = True
+
+
 class StepError(FreightlineError):
     """A promotion step ran and failed: the outside world (git, kustomize, Argo CD) said no."""
 
@@ -210,6 +231,22 @@ class ArgoCDResponseError(StepError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class PullRequestError(StepError):
+    """A forge answered a pull (merge) request call with an error; the message names the
+    repository, the pull request and the forge's own words."""
+
+
+class PullRequestNotMergeable(PullRequestError):
+    """The forge will not merge the pull request: it conflicts with its target, was closed
+    without merging, or the forge refuses (GitHub's 405, GitLab's 405/409/422, Gitea's 405/409)."""
+
+
+class PullRequestNotReady(PullRequestNotMergeable):
+    """The forge will not merge the pull request yet: it lacks approvals or passing checks, is a
+    draft, or its base moved during the merge. Unlike a conflict this can clear by itself, so
+    a step that waits for a merge tries again later; otherwise it fails like any refusal."""
 
 
 # --- the activity boundary and back ------------------------------------------------------------

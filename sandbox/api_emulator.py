@@ -44,13 +44,13 @@ class ApiEmulator:
 
     name = "api"
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.violations: list[str] = []
         self.requests: list[Request] = []
         self._failures: deque[Response] = deque()
         self._lock = threading.Lock()
         self._server: BaseWSGIServer = make_server(
-            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
+            "127.0.0.1", port, self._wsgi, threaded=True, request_handler=_QuietHandler
         )
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(

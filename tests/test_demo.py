@@ -75,3 +75,40 @@ def test_demo_once_runs_the_whole_pipeline_and_stops_everything(
     for closed in (port, int(served.group(1)), int(issuer.group(1))):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", closed)) != 0
+
+
+def test_demo_pr_promotes_prod_through_a_pull_request_the_demo_merges(tmp_path: Path) -> None:
+    port, ui_port = free_port(), free_port()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "freightline",
+            "demo",
+            "--once",
+            "--pr",
+            "--workdir",
+            str(tmp_path / "demo"),
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,  # this checkout's freightline
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "test → uat (verified) → prod (through a pull request)" in out
+    assert "prod approved in the web UI as alice" in out
+    waited = re.search(r"prod waits for its pull request (http://127\.0\.0\.1:\d+/\S+/pull/1)", out)
+    assert waited, out[-3000:]
+    assert "pull request #1 merged by alice in the forge" in out
+    assert "prod approved, promoted and Healthy" in out
+    # The forge's webhook woke the waiting promotion (not the 30 s poll).
+    log = (tmp_path / "demo" / "worker.log").read_text()
+    woken = [line for line in log.splitlines() if '"event": "webhook pull request"' in line]
+    assert len(woken) == 1 and "promotion:kargo-demo:prod:" in woken[0], woken

@@ -72,6 +72,10 @@ EXPECTED = {
     "StepError": (Outcome.FAILED, False),
     "GitCommandError": (Outcome.FAILED, False),
     "ArgoCDResponseError": (Outcome.FAILED, False),
+    "ForgeUnavailableError": (Outcome.ERRORED, True),
+    "PullRequestError": (Outcome.FAILED, False),
+    "PullRequestNotMergeable": (Outcome.FAILED, False),
+    "PullRequestNotReady": (Outcome.FAILED, False),
 }
 
 

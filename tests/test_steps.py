@@ -44,6 +44,8 @@ KARGO_STEPS = {
     "git-tag": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
+    "git-open-pr": StepRunner.WORKTREE,
+    "git-merge-pr": StepRunner.WORKTREE,
     "http": StepRunner.WORKTREE,
     "http-download": StepRunner.WORKTREE,
     "oci-download": StepRunner.WORKTREE,
@@ -55,6 +57,7 @@ KARGO_STEPS = {
     "set-freight-alias": StepRunner.PROJECT,
     "set-metadata": StepRunner.PROJECT,
     "wait-for-approval": StepRunner.WORKFLOW,
+    "git-wait-for-pr": StepRunner.WORKFLOW,
     "fail": StepRunner.WORKFLOW,
     "compose-output": StepRunner.WORKFLOW,
 }
@@ -94,6 +97,10 @@ def test_every_reference_resolves_to_what_its_runner_calls(name: str) -> None:
         parameters = list(inspect.signature(implementation).parameters.values())
         assert [p.name for p in parameters] == ["config"]
         assert parameters[0].annotation in (model.__name__, model)
+    elif name == "git-wait-for-pr":
+        # A wait in the workflow (timers, a webhook's signal); the config is Kargo's.
+        assert implementation.__qualname__ == "PromotionWorkflow.wait_for_pull_request"
+        assert issubclass(model, StepConfig)
     else:
         assert implementation.__qualname__ == "PromotionWorkflow.wait_for_approval"
         assert model is ApprovalPolicy

@@ -20,11 +20,16 @@ open; the ``abort`` signal stops it at the next safe point (a running
 activity is cancelled and its cancellation awaited) and ends it ``Aborted``
 (type ``PromotionAborted``). Each ending, and each wait for approval, starts
 a ``Notify`` child that outlives the promotion.
+
+Forges are timers and a signal too: ``git-wait-for-pr`` polls the pull request
+(a local activity) on a durable timer, and the ``pull_request_closed`` signal a
+webhook sends ends the sleep early (``docs/pull-requests.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +43,7 @@ from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from activities.argocd import ArgoCDActivities
+    from activities.forge_steps import ForgeActivities, GitWaitForPRConfig
     from activities.project import ProjectActivities
     from activities.worktree import WorktreeActivities
     from freightline.contracts.approvals import signature_refusal
@@ -49,7 +55,14 @@ with workflow.unsafe.imports_passed_through():
         SetMetadataConfig,
     )
     from freightline.contracts.metrics import record_promotion_finished
-    from freightline.contracts.names import SA_FREIGHT, SA_PROJECT, SA_STAGE, argocd_task_queue
+    from freightline.contracts.names import (
+        PULL_REQUEST_SIGNAL,
+        SA_FREIGHT,
+        SA_PROJECT,
+        SA_PULL_REQUEST,
+        SA_STAGE,
+        argocd_task_queue,
+    )
     from freightline.contracts.notifications import EventKind, NotificationEvent
     from freightline.contracts.promotion import (
         AbortMessage,
@@ -69,6 +82,14 @@ with workflow.unsafe.imports_passed_through():
         WorktreeBatch,
         failure_type,
     )
+    from freightline.contracts.pull_request_wait import (
+        DEFAULT_POLL_INTERVAL,
+        PullRequestClosed,
+        PullRequestQuery,
+        PullRequestWait,
+        poll_interval,
+    )
+    from freightline.contracts.pull_requests import PullRequest
     from freightline.contracts.steps import STEPS, StepRunner, parse_config, run_inline, runner_of
     from freightline.errors import (
         ApprovalRefused,
@@ -77,6 +98,7 @@ with workflow.unsafe.imports_passed_through():
         ExpressionError,
         FreightlineError,
         diagnose,
+        non_retryable_error_types,
         to_application_error,
     )
     from freightline.kargo.resources import ApprovalPolicy, parse_duration
@@ -111,6 +133,7 @@ LOCAL_PLAN = "local-plan"
 MIN_WINDOW_WAIT = timedelta(seconds=1)
 
 T = TypeVar("T")
+WAIT_FOR_PR = "git-wait-for-pr"
 
 
 class _Aborted(Exception):
@@ -160,6 +183,8 @@ class PromotionWorkflow:
         self._windows_checked = False
         self._windows_overridden_by: str | None = None
         self._current_step: str | None = None
+        self._pull_request: PullRequestWait | None = None
+        self._pull_request_woken = False
 
     @workflow.run
     async def run(self, request: PromotionRequest) -> PromotionResult:
@@ -215,6 +240,9 @@ class PromotionWorkflow:
             if runner is StepRunner.WORKFLOW:
                 if step.uses in INLINE_STEPS:
                     outcome = self._run_inline_step(plan, step)
+                    stops = not step.continue_on_error
+                elif step.uses == WAIT_FOR_PR:
+                    outcome = await self.wait_for_pull_request(request, plan, step)
                     stops = not step.continue_on_error
                 else:  # wait-for-approval: its rejection or timeout always ends the promotion
                     outcome = await self.wait_for_approval(request, plan, step)
@@ -406,6 +434,132 @@ class PromotionWorkflow:
             outputs={"approvedBy": list(pending.approved_by)},
         )
 
+    async def wait_for_pull_request(
+        self, request: PromotionRequest, plan: PromotionPlan, step: PlannedStep
+    ) -> StepOutcome:
+        """The ``git-wait-for-pr`` step: wait here, durably, until the pull request is merged
+        (Succeeded, output ``commit``: the merge commit) or closed (Failed, naming who closed
+        it), the step's ``retry.timeout`` passes (Errored, as Kargo's) or an abort comes.
+
+        Each poll is a local activity that asks the forge; between polls a durable timer
+        (``pollInterval``, slowing down on a long wait: ``poll_interval``), cut short by the
+        ``pull_request_closed`` signal a webhook sends. The search attribute
+        ``FreightlinePullRequest`` (the pull request's URL) is how the webhook finds us.
+        """
+        scope = StepScope(plan, self._outcomes)
+        try:
+            if not scope.should_run(step):
+                return StepOutcome(alias=step.alias, uses=step.uses, status=StepStatus.SKIPPED)
+            model = STEPS[step.uses].config_model()
+            assert model is not None
+            config = parse_config(model, scope.render_config(step))
+            assert isinstance(config, GitWaitForPRConfig)
+            configured = (
+                parse_duration(config.poll_interval)
+                if config.poll_interval
+                else DEFAULT_POLL_INTERVAL
+            )
+            timeout = parse_duration(step.retry_timeout) if step.retry_timeout else None
+        except (FreightlineError, ValueError) as err:
+            message = _one_line(err)
+            if not message.startswith("step "):
+                message = f'step "{step.alias}" ({step.uses}): {message}'
+            return StepOutcome(
+                alias=step.alias, uses=step.uses, status=StepStatus.ERRORED, message=message
+            )
+        started = workflow.now()
+        # Kargo: no timeout unless the step's retry.timeout sets one (0 is none, too).
+        deadline = started + timeout if timeout else None
+        self._pull_request = PullRequestWait(
+            step=step.alias,
+            number=config.pr_number,
+            repo_url=config.repo_url,
+            deadline=deadline.isoformat() if deadline else None,
+        )
+        query = PullRequestQuery(
+            project=plan.project,
+            repo_url=config.repo_url,
+            number=config.pr_number,
+            provider=config.provider,
+            insecure_skip_tls_verify=config.insecure_skip_tls_verify,
+        )
+        indexed = False
+        try:
+            while True:
+                self._pull_request_woken = False
+                state = await self._poll_pull_request(step, query)
+                if isinstance(state, StepOutcome):
+                    return state
+                if state is not None:
+                    if not indexed:
+                        workflow.upsert_search_attributes([SA_PULL_REQUEST.value_set(state.url)])
+                        indexed = True
+                    hint = self._pull_request.closed_by_webhook if self._pull_request else None
+                    ended = _pull_request_ended(step, state, hint)
+                    if ended is not None:
+                        return ended
+                waiting = self._pull_request
+                assert waiting is not None
+                self._show(request, plan, f"{step.alias}: {waiting.summary()}")
+                now = workflow.now()
+                if deadline is not None and now >= deadline:
+                    return StepOutcome(
+                        alias=step.alias,
+                        uses=step.uses,
+                        status=StepStatus.ERRORED,
+                        message=f'step "{step.alias}" timed out after {step.retry_timeout}'
+                        f" waiting for pull request #{config.pr_number}",
+                        outputs=_pr_outputs(state) if state is not None else {},
+                    )
+                sleep = poll_interval(configured, now - started)
+                if deadline is not None:
+                    sleep = min(sleep, deadline - now)
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._pull_request_woken or self._abort is not None,
+                        timeout=sleep,
+                    )
+                if self._abort is not None:
+                    raise _Aborted
+        finally:
+            self._pull_request = None
+            if indexed:
+                workflow.upsert_search_attributes([SA_PULL_REQUEST.value_unset()])
+
+    async def _poll_pull_request(
+        self, step: PlannedStep, query: PullRequestQuery
+    ) -> PullRequest | StepOutcome | None:
+        """Ask the forge once (a local activity: six history events a poll, not eleven).
+        A failure the retries could not mend ends the step Errored if retrying cannot help
+        (a 401, a 404); otherwise it waits for the next poll, and the status says why."""
+        waiting = self._pull_request
+        assert waiting is not None
+        try:
+            state = await self._until_aborted(
+                workflow.start_local_activity_method(
+                    ForgeActivities.pull_request_state,
+                    query,
+                    **quick_options(f"pull request #{query.number} of {query.repo_url}"),
+                )
+            )
+        except LOCAL_ACTIVITY_ERRORS as err:
+            failure = diagnose(err)
+            if failure.type in non_retryable_error_types():
+                return StepOutcome(
+                    alias=step.alias,
+                    uses=step.uses,
+                    status=StepStatus.ERRORED,
+                    message=f'step "{step.alias}" ({step.uses}): error getting pull request '
+                    f"#{query.number}: {failure.reason}",
+                )
+            workflow.logger.warning("pull request poll failed", extra={"reason": failure.reason})
+            self._pull_request = waiting.model_copy(update={"polls": waiting.polls + 1})
+            return None
+        self._pull_request = waiting.model_copy(
+            update={"polls": waiting.polls + 1, "url": state.url}
+        )
+        return state
+
     # --- approvals and abort ----------------------------------------------------------------
 
     @workflow.signal(name="approve")
@@ -439,6 +593,22 @@ class PromotionWorkflow:
         refusal = self._refusal(message, "reject")
         if refusal:
             raise to_application_error(ApprovalRefused(refusal))
+
+    @workflow.signal(name=PULL_REQUEST_SIGNAL)
+    def pull_request_closed(self, message: PullRequestClosed) -> None:
+        """A webhook says a pull request was merged or closed: if it is the one this promotion
+        waits for, poll now (the forge's answer decides, not the webhook's word)."""
+        waiting = self._pull_request
+        if waiting is None or _pr_key(message.url) != _pr_key(waiting.url):
+            workflow.logger.info("pull request signal ignored", extra={"url": message.url})
+            return
+        self._pull_request = waiting.model_copy(
+            update={
+                "woken_by_webhook": waiting.woken_by_webhook + 1,
+                "closed_by_webhook": message.by or waiting.closed_by_webhook,
+            }
+        )
+        self._pull_request_woken = True
 
     @workflow.signal(name="abort")
     def abort(self, message: AbortMessage) -> None:
@@ -642,6 +812,7 @@ class PromotionWorkflow:
             refused=tuple(self._refused),
             waiting_for_window=self._waiting_for_window,
             aborted_by=self._abort.user if self._abort else None,
+            pull_request=self._pull_request,
         )
 
     def _show(self, request: PromotionRequest, plan: PromotionPlan | None, doing: str) -> None:
@@ -663,6 +834,11 @@ class PromotionWorkflow:
             lines.append(f"- promotion windows overridden by {self._windows_overridden_by}")
         if self._approval is not None and not self._approval.decided:
             lines.append(how_to_approve(workflow.info().workflow_id))
+        waiting = self._pull_request
+        if waiting is not None and waiting.url:
+            lines.append(
+                f"**waiting for [pull request #{waiting.number}]({waiting.url})** to merge"
+            )
         workflow.set_current_details("\n\n".join(lines))
 
     def _show_current(self, doing: str) -> None:
@@ -780,6 +956,51 @@ def _worktree_batch(plan: PromotionPlan, start: int) -> list[PlannedStep]:
         else:
             break
     return batch
+
+
+def _pr_key(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def _pr_outputs(state: PullRequest) -> dict[str, Any]:
+    """Kargo's ``git-wait-for-pr`` outputs: ``pr`` always, ``commit`` once merged."""
+    outputs: dict[str, Any] = {
+        "pr": {
+            "id": state.number,
+            "url": state.url,
+            "open": state.state == "open",
+            "merged": state.state == "merged",
+        }
+    }
+    if state.merge_commit:
+        outputs["commit"] = state.merge_commit
+    return outputs
+
+
+def _pull_request_ended(
+    step: PlannedStep, state: PullRequest, closed_by_webhook: str | None
+) -> StepOutcome | None:
+    """The step's outcome once the pull request is merged or closed; None while open. Who
+    closed it is the forge's word, else the webhook's (``closed_by_webhook``)."""
+    if state.state == "open":
+        return None
+    if state.state == "merged":
+        return StepOutcome(
+            alias=step.alias,
+            uses=step.uses,
+            status=StepStatus.SUCCEEDED,
+            message=f"pull request #{state.number} merged",
+            outputs=_pr_outputs(state),
+        )
+    who = state.closed_by or closed_by_webhook
+    closer = f" by {who}" if who else ""
+    return StepOutcome(
+        alias=step.alias,
+        uses=step.uses,
+        status=StepStatus.FAILED,
+        message=f"pull request #{state.number} was closed without being merged{closer}",
+        outputs=_pr_outputs(state),
+    )
 
 
 def _phase(failure: Diagnosis) -> PromotionPhase:

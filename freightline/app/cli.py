@@ -859,6 +859,13 @@ def demo(
             "or password (a users file)."
         ),
     ] = "oidc",
+    pr: Annotated[
+        bool,
+        typer.Option(
+            help="Promote prod through a pull request on a GitHub emulator "
+            "(merged by the demo with --once)."
+        ),
+    ] = False,
 ) -> None:
     """The main job: a Temporal dev server, a worker and a promotion into a local GitOps repo."""
     # The sandbox is not part of the package: in a checkout (an editable install, as
@@ -883,6 +890,7 @@ def demo(
             console=console,
             metrics_provider=metrics_provider,
             sign_in=sign_in,
+            pr=pr,
         )
     except FreightlineError as err:
         raise fail(str(err)) from None

@@ -532,6 +532,8 @@ async def running_notes(client: Client, states: Sequence[StageState]) -> dict[st
                 f"waiting for approval ({len(approval.approved_by)} of {approval.required}; "
                 f"approvers: {who})"
             )
+        elif status.pull_request is not None:
+            notes[state.name] = status.pull_request.summary()
         elif status.waiting_for_window:
             notes[state.name] = f"waiting for a window: {status.waiting_for_window}"
         elif status.current:

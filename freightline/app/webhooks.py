@@ -12,8 +12,11 @@ configured for Kargo keeps its URL. The path names the project and receiver;
 Secrets of the worker's credentials file (never from a workflow: a secret is
 not in any history). A push or image event refreshes exactly the project's
 Warehouses subscribed to the repository it names (URLs compared in Kargo's
-normal form); a replayed delivery (same delivery ID) is answered ``200`` and
-does nothing; an unknown path is ``404``; a wrong signature or token ``401``.
+normal form); a pull request merged or closed wakes the project's promotions
+waiting for it in ``git-wait-for-pr`` (found by the ``FreightlinePullRequest``
+search attribute, see ``docs/pull-requests.md``); a replayed delivery (same
+delivery ID) is answered ``200`` and does nothing; an unknown path is ``404``;
+a wrong signature or token ``401``.
 Each refusal or ignored event is one log line naming the project, receiver
 and reason, never the path (for Docker Hub, Quay, Azure and generic receivers
 the path is the secret).
@@ -58,10 +61,15 @@ from temporalio.service import RPCError, RPCStatusCode
 from freightline.app.http import HttpServer, Limits, build_app, serve
 from freightline.contracts.names import (
     PROJECT_WORKFLOW,
+    PROMOTION_WORKFLOW,
+    PULL_REQUEST_SIGNAL,
     REFRESH_SIGNAL,
+    SA_PROJECT,
+    SA_PULL_REQUEST,
     project_workflow_id,
     warehouse_workflow_id,
 )
+from freightline.contracts.pull_request_wait import PullRequestClosed
 from freightline.errors import CredentialError
 from freightline.kargo.credentials import CredentialStore
 from freightline.kargo.mirrors import originals_of
@@ -197,6 +205,37 @@ class Refresher:
         from activities.project import cluster_resources
 
         return (await cluster_resources(self.client)).cluster_config
+
+    async def wake_promotions(
+        self, project: str, pr_url: str, receiver: str = "", by: str | None = None
+    ) -> list[str]:
+        """Signal the project's promotions waiting in ``git-wait-for-pr`` for the pull request
+        at ``pr_url`` (found by the ``FreightlinePullRequest`` search attribute they set
+        while they wait); the IDs of those signalled. A ClusterConfig receiver
+        (``project`` is ``CLUSTER_PROJECT``) wakes those of every project. Each then asks
+        the forge itself, so a wrong or forged URL costs one poll, nothing more."""
+        if any(c in value for value in (project, pr_url) for c in "'\\\n"):
+            return []  # never part of a real name or URL; kept out of the visibility query
+        query = (
+            f"WorkflowType = '{PROMOTION_WORKFLOW}' AND ExecutionStatus = 'Running' "
+            f"AND {SA_PULL_REQUEST.name} = '{pr_url}'"
+        )
+        if project != CLUSTER_PROJECT:
+            query += f" AND {SA_PROJECT.name} = '{project}'"
+        woken = []
+        async for execution in self.client.list_workflows(query):
+            handle = self.client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            try:
+                await handle.signal(
+                    PULL_REQUEST_SIGNAL,
+                    PullRequestClosed(url=pr_url, receiver=receiver, by=by or ""),
+                )
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                continue  # it ended since it was listed
+            woken.append(execution.id)
+        return woken
 
     async def projects(self) -> list[str]:
         """The projects with a running configuration workflow."""
@@ -370,10 +409,13 @@ class ReceiverRoutes:
             log.info("webhook ignored", **where, reason=event.reason)
             return JSONResponse({"msg": f"ignored: {event.reason}", "refreshed": []})
         if kind == "pull-request":
-            # No Freightline step waits on a pull request yet; when one does, this is where
-            # its promotions are woken.
-            log.info("webhook pull request", **where, pull_request=event.pr_url, promotions=0)
-            return JSONResponse({"msg": "refreshed 0 promotion(s)", "refreshed": []})
+            assert event.pr_url is not None
+            receiver_key = f"{bound.project}/{bound.receiver.name}"
+            woken = await self.refresher.wake_promotions(
+                bound.project, event.pr_url, receiver_key, event.sender
+            )
+            log.info("webhook pull request", **where, pull_request=event.pr_url, promotions=woken)
+            return JSONResponse({"msg": f"refreshed {len(woken)} promotion(s)", "refreshed": woken})
         if bound.project == CLUSTER_PROJECT:
             query = dict(request.query_params)
             return await self._act_everywhere(bound, event, (headers, query), where)
@@ -387,6 +429,10 @@ class ReceiverRoutes:
             results = generic_targets(config, resources, headers, query, event.body)
             wanted = sorted({w for r in results for w in r.warehouses})
             refreshed = await self.refresher.signal(bound.project, wanted)
+            for url in sorted({u for r in results for u in r.pull_requests}):
+                refreshed += await self.refresher.wake_promotions(
+                    bound.project, url, f"{bound.project}/{bound.receiver.name}"
+                )
             log.info("webhook", **where, refreshed=refreshed, results=[r.result for r in results])
             failed = any(r.result == "Error" for r in results)
             return JSONResponse(

@@ -27,7 +27,10 @@ SA_PROJECT = SearchAttributeKey.for_keyword("FreightlineProject")
 SA_STAGE = SearchAttributeKey.for_keyword("FreightlineStage")
 SA_FREIGHT = SearchAttributeKey.for_keyword("FreightlineFreight")
 SA_WAREHOUSE = SearchAttributeKey.for_keyword("FreightlineWarehouse")
-SEARCH_ATTRIBUTES = (SA_PROJECT, SA_STAGE, SA_FREIGHT, SA_WAREHOUSE)
+SA_PULL_REQUEST = SearchAttributeKey.for_keyword("FreightlinePullRequest")
+"""Set on a Promotion while a ``git-wait-for-pr`` step waits: the pull request's web URL, as
+the forge gives it (what its webhooks name), so a webhook finds the promotions to wake."""
+SEARCH_ATTRIBUTES = (SA_PROJECT, SA_STAGE, SA_FREIGHT, SA_WAREHOUSE, SA_PULL_REQUEST)
 
 
 def task_queue(settings: TemporalSettings | None = None) -> str:
@@ -81,6 +84,10 @@ ASSEMBLE_UPDATE = "assemble"
 (``freightline.contracts.warehouse.AssembleRequest``)."""
 FREIGHT_QUERY = "freight"
 """Asked of a Warehouse: its Freight, newest first (``list[Freight]``)."""
+PULL_REQUEST_SIGNAL = "pull_request_closed"
+"""Sent to a Promotion waiting in ``git-wait-for-pr``: the forge says the pull request was
+merged or closed (``freightline.contracts.pull_request_wait.PullRequestClosed``); the
+promotion then reads the pull request's state from the forge itself."""
 
 
 def promotion_workflow_id(project: str, stage: str, freight_alias: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from freightline.contracts.model import Contract
+from freightline.contracts.pull_request_wait import PullRequestWait
 from freightline.contracts.steps import runner_of
 from freightline.errors import ConfigError, ExpressionError, NotFoundError
 from freightline.kargo import expressions
@@ -312,6 +313,8 @@ class PromotionStatus(Contract):
     waiting_for_window: str = ""
     """Why it waits for a promotion window ("" when it does not)."""
     aborted_by: str | None = None
+    pull_request: PullRequestWait | None = None
+    """The pull request a ``git-wait-for-pr`` step waits for, if any."""
 
 
 # --- planning -------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ together as one activity from clone to push, so a retry on another worker
 with an empty disk repeats the whole sequence and converges on the same
 commit. Steps that talk to an outside system on their own (Argo CD) run as
 their own activities. Steps that only decide or wait (``wait-for-approval``,
-``fail``, ``compose-output``) run in the workflow itself, on signals and
-timers; those of them that neither wait nor do I/O are *inline*: between two
+``git-wait-for-pr``, ``fail``, ``compose-output``) run in the workflow itself, on
+signals and timers; those of them that neither wait nor do I/O are *inline*: between two
 worktree steps they run inside the worktree activity instead, so that they do
 not cut a clone-to-push sequence in two.
 
@@ -195,6 +195,16 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "git-push", "activities.git_steps:git_push", "activities.git_steps:GitPushConfig"
             ),
             _worktree(
+                "git-open-pr",
+                "activities.forge_steps:git_open_pr",
+                "activities.forge_steps:GitOpenPRConfig",
+            ),
+            _worktree(
+                "git-merge-pr",
+                "activities.forge_steps:git_merge_pr",
+                "activities.forge_steps:GitMergePRConfig",
+            ),
+            _worktree(
                 "http", "activities.http_steps:http_request", "activities.http_steps:HTTPConfig"
             ),
             _worktree(
@@ -237,6 +247,12 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 StepRunner.WORKFLOW,
                 "workflows.promotion:PromotionWorkflow.wait_for_approval",
                 "freightline.kargo.resources:ApprovalPolicy",
+            ),
+            StepDefinition(
+                "git-wait-for-pr",
+                StepRunner.WORKFLOW,
+                "workflows.promotion:PromotionWorkflow.wait_for_pull_request",
+                "activities.forge_steps:GitWaitForPRConfig",
             ),
             StepDefinition(
                 "set-freight-alias",

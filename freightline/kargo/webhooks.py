@@ -118,6 +118,8 @@ class WebhookEvent:
     repo_urls: tuple[str, ...] = ()
     refs: tuple[str, ...] = ()
     pr_url: str | None = None
+    sender: str | None = None
+    """Who the event says acted (a pull request's merger or closer), when it says."""
     delivery: str | None = None
     body: Any = None
 
@@ -135,10 +137,11 @@ def _refresh(body: Any, urls: Iterable[Any], refs: Iterable[Any] = ()) -> Webhoo
     )
 
 
-def _pull_request(body: Any, url: Any) -> WebhookEvent:
+def _pull_request(body: Any, url: Any, sender: Any = None) -> WebhookEvent:
     if not isinstance(url, str) or not url:
         return _ignored(body, "the pull request event names no URL")
-    return WebhookEvent("pull-request", pr_url=url, body=body)
+    who = sender if isinstance(sender, str) and sender else None
+    return WebhookEvent("pull-request", pr_url=url, sender=who, body=body)
 
 
 def _ignored(body: Any, reason: str) -> WebhookEvent:
@@ -251,7 +254,8 @@ def _github(
     if event == "pull_request":
         if body.get("action") != "closed":
             return _ignored(body, f"pull request {body.get('action')}")
-        return _pull_request(body, _get(body, "pull_request", "html_url"))
+        sender = _get(body, "sender", "login")
+        return _pull_request(body, _get(body, "pull_request", "html_url"), sender)
     if event == "push":
         repository = body.get("repository")
         urls = [_get(repository, k) for k in ("clone_url", "ssh_url", "html_url")]
@@ -283,7 +287,8 @@ def _gitlab(
         action = _get(body, "object_attributes", "action")
         if action not in ("close", "merge"):
             return _ignored(body, f"merge request {action}")
-        return _pull_request(body, _get(body, "object_attributes", "url"))
+        sender = _get(body, "user", "username")
+        return _pull_request(body, _get(body, "object_attributes", "url"), sender)
     repository = body.get("repository")
     urls = [_get(repository, "git_http_url"), _get(repository, "git_ssh_url")]
     return _refresh(body, urls, [body.get("ref")])
@@ -423,7 +428,8 @@ def _gitea(_: WebhookReceiver, secret: str, headers: Mapping[str, str], raw: byt
     if event == "pull_request":
         if body.get("action") != "closed":
             return _ignored(body, f"pull request {body.get('action')}")
-        return _pull_request(body, _get(body, "pull_request", "html_url"))
+        sender = _get(body, "sender", "login")
+        return _pull_request(body, _get(body, "pull_request", "html_url"), sender)
     return _refresh(body, [_get(body, "repository", "clone_url")], [body.get("ref")])
 
 

@@ -23,6 +23,12 @@ runs the same script unattended, approves prod itself (signed in to the web UI
 as alice), checks the end state and exits 0 (the test suite runs it). Ctrl-C
 stops everything the demo started. State lives in
 ``--workdir`` (default ``.freightline/demo``) and is started afresh each run.
+
+``--pr`` hosts the GitOps repository on the forge emulator (GitHub's API, real git
+over smart HTTP) and promotes prod through a pull request (``demo-pr-process``:
+push to ``kargo/promotion/<id>``, ``git-open-pr`` into ``stage/prod``,
+``git-wait-for-pr``); the web UI shows prod waiting for it, with its link. With
+``--once`` the demo merges it as alice, and the forge's webhook wakes the promotion.
 """
 
 from __future__ import annotations
@@ -58,9 +64,11 @@ from freightline.contracts.promotion import PromotionStatus
 from freightline.contracts.stage import StageState
 from freightline.errors import ConfigError, FreightlineError
 from freightline.kargo.config import group_by_project, load_text, substitute_env
+from freightline.kargo.webhooks import receiver_path
 from freightline.logging import configure_logging
 from freightline.settings import Settings, load_settings
 from sandbox.argocd import ArgoCDEmulator
+from sandbox.forge import ForgeEmulator
 from sandbox.gitops import KARGO_QUICKSTART, create_bare_repo
 from sandbox.graphite import GraphiteServer
 from sandbox.oidc import IssuerClient, IssuerUser, OidcIssuer
@@ -73,6 +81,8 @@ METRICS_PROVIDERS = ("prometheus", "graphite")
 PROJECT = "kargo-demo"
 IMAGE_PATH = "demo/nginx"
 GOOD_TAG, BAD_TAG = "1.0.0", "1.0.1"
+FORGE_REPO = "demo/gitops"
+"""The GitOps repository on the forge emulator (``--pr``)."""
 STEP_TIMEOUT = 240.0
 
 
@@ -98,6 +108,13 @@ class Demo:
     """(user, password, role) of each web UI user."""
     issuer: OidcIssuer | None = None
     """The sandbox OIDC issuer people sign in at (``--sign-in oidc``); None: passwords."""
+    forge: ForgeEmulator | None = None
+    """``--pr``: the GitHub emulator that hosts the GitOps repository; prod promotes through
+    a pull request on it."""
+
+    @property
+    def repo_url(self) -> str:
+        return self.forge.repo_url(FORGE_REPO) if self.forge else self.repo.as_uri()
 
     @property
     def image_repo(self) -> str:
@@ -113,10 +130,12 @@ def run_demo(
     console: Console,
     metrics_provider: str = "prometheus",
     sign_in: str = "oidc",
+    pr: bool = False,
 ) -> bool:
     """Run the demo; with ``once``, True when the end state checks out. ``metrics_provider``
     ``graphite`` verifies uat against a real Graphite fed from the emulator's error ratios;
-    ``sign_in`` ``oidc`` signs people in at the sandbox OIDC issuer, ``password`` from a file."""
+    ``sign_in`` ``oidc`` signs people in at the sandbox OIDC issuer, ``password`` from a file;
+    ``pr`` promotes prod through a pull request on a GitHub emulator."""
     if metrics_provider not in METRICS_PROVIDERS:
         raise FreightlineError(
             f'--metrics-provider "{metrics_provider}": one of {", ".join(METRICS_PROVIDERS)}'
@@ -139,6 +158,12 @@ def run_demo(
         stack.callback(server.stop)
         repo = create_bare_repo(workdir / "gitops.git")
         webhook_port, webhook_secret = free_port(), secrets.token_hex(16)
+        forge, repo_url, credentials_file = None, repo.as_uri(), None
+        if pr:
+            forge, credentials_file = _start_forge(workdir, webhook_port)
+            stack.callback(forge.stop)
+            repo = forge.store.repos[FORGE_REPO]
+            repo_url = forge.repo_url(FORGE_REPO)
         with console.status("starting docker-registry"):
             registry = start_registry(
                 workdir / "registry",
@@ -151,7 +176,7 @@ def run_demo(
         emulator = ArgoCDEmulator(
             KARGO_QUICKSTART / "argocd-applicationset.yaml",
             token,
-            variables={"GITOPS_REPO_URL": repo.as_uri()},
+            variables={"GITOPS_REPO_URL": repo_url},
             error_ratio_by_tag={BAD_TAG: 0.5},
         )
         emulator.start()
@@ -180,7 +205,9 @@ def run_demo(
         # The worker gets the demo's services through its settings; the environment is untouched.
         settings = settings.replace(
             temporal={"ui_url": server.ui_url},
-            git={"allow_local_repositories": True},  # the GitOps repo is a bare repo on disk
+            # The GitOps repo is a bare repo on disk (or, with --pr, on the forge emulator,
+            # whose token the credentials file holds).
+            git={"allow_local_repositories": True, "credentials_file": credentials_file},
             argocd={"server": emulator.base_url, "token": token},
             webhooks={"host": "127.0.0.1", "port": webhook_port, "secret": webhook_secret},
             ui={"address": ui_address, "secret": secrets.token_hex(16), **ui_auth},
@@ -208,12 +235,52 @@ def run_demo(
             logins=tuple(logins),
             graphite=graphite,
             issuer=issuer,
+            forge=forge,
         )
         try:
             return asyncio.run(_main(demo, once))
         except KeyboardInterrupt:
             console.print("stopping everything the demo started")
             return True
+
+
+def _start_forge(workdir: Path, webhook_port: int) -> tuple[ForgeEmulator, Path]:
+    """``--pr``: a GitHub emulator holding the GitOps repository (``stage/prod`` exists, as a
+    pull request needs its target), posting its pull request events to the project's Kargo
+    receiver; the worker's credentials file (the forge token, the receiver's secret)."""
+    token, hook_secret = secrets.token_hex(16), secrets.token_hex(16)
+    hook = f"http://127.0.0.1:{webhook_port}" + receiver_path(
+        PROJECT, "github", "forge", hook_secret
+    )
+    forge = ForgeEmulator(
+        "github", workdir / "forge", token=token, webhook_url=hook, webhook_secret=hook_secret
+    )
+    forge.add_repo(FORGE_REPO)
+    forge.commit_to(FORGE_REPO, "stage/prod", {"README.md": "prod, promoted by pull requests\n"})
+    path = workdir / "credentials.yaml"
+    path.write_text(
+        f"""apiVersion: v1
+kind: Secret
+metadata:
+  name: gitops
+  labels:
+    kargo.akuity.io/cred-type: git
+stringData:
+  repoURL: {forge.repo_url(FORGE_REPO)}
+  username: freightline
+  password: {token}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: forge-hooks
+  namespace: {PROJECT}
+stringData:
+  secret: {hook_secret}
+"""
+    )
+    path.chmod(0o600)
+    return forge, path
 
 
 DEMO_USERS = (("alice", "approver"), ("bob", "promoter"), ("victor", "viewer"))
@@ -301,9 +368,13 @@ async def _run(client: Client, demo: Demo, once: bool, stop: asyncio.Event) -> b
 async def _apply(client: Client, demo: Demo) -> None:
     variables = {
         "IMAGE_REPO": demo.image_repo,
-        "GITOPS_REPO_URL": demo.repo.as_uri(),
+        "GITOPS_REPO_URL": demo.repo_url,
         "PROMETHEUS_URL": demo.prometheus.url,
         "GRAPHITE_URL": demo.graphite.url if demo.graphite else "",
+        "PROD_TASK": "demo-pr-process" if demo.forge else "demo-promo-process",
+        "WEBHOOK_RECEIVERS": (
+            "[{name: forge, github: {secretRef: {name: forge-hooks}}}]" if demo.forge else "[]"
+        ),
     }
     documents = load_text(substitute_env(DEMO_PIPELINE.read_text(), variables), str(DEMO_PIPELINE))
     if demo.graphite is not None:
@@ -314,8 +385,9 @@ async def _apply(client: Client, demo: Demo) -> None:
     for resources in group_by_project(documents).values():
         await apply_project(client, resources)
     provider = "Graphite" if demo.graphite else "Prometheus"
+    prod = "prod (through a pull request)" if demo.forge else "prod"
     demo.console.print(
-        f"applied {DEMO_PIPELINE.name}: test → uat (verified with {provider}) → prod"
+        f"applied {DEMO_PIPELINE.name}: test → uat (verified with {provider}) → {prod}"
     )
 
 
@@ -380,6 +452,8 @@ async def _script(client: Client, demo: Demo, once: bool) -> bool:
             return True
         await _approve_in_ui(demo, prod_promotion)
         say("prod approved in the web UI as alice")
+        if demo.forge is not None:
+            await _merge_pull_request(client, demo, prod_promotion)
         await _until(
             client,
             "prod Healthy at the good Freight",
@@ -433,6 +507,35 @@ async def _sign_in_at_issuer(browser: httpx.AsyncClient, user: str, password: st
         raise FreightlineError(f"the web UI refused the demo's sign-in: {landed.text[:500]}")
 
 
+async def _merge_pull_request(client: Client, demo: Demo, promotion: str) -> None:
+    """``--pr``: once prod waits for its pull request, merge it in the forge as a reviewer
+    would; the forge's webhook wakes the promotion."""
+    assert demo.forge is not None
+    handle = client.get_workflow_handle(promotion)
+    found: list[PromotionStatus] = []
+
+    async def waiting() -> bool:
+        status = await handle.query("status", result_type=PromotionStatus)
+        if status.pull_request is not None and status.pull_request.url:
+            found.append(status)
+            return True
+        return False
+
+    deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT
+    while not await waiting():
+        if asyncio.get_running_loop().time() > deadline:
+            raise FreightlineError("timed out waiting for prod's pull request")
+        await asyncio.sleep(0.5)
+    wait = found[-1].pull_request
+    assert wait is not None
+    demo.console.print(f"[yellow]prod waits for its pull request[/yellow] {wait.url}")
+    merged = await asyncio.to_thread(demo.forge.merge, FORGE_REPO, wait.number, user="alice")
+    demo.console.print(
+        f"pull request #{wait.number} merged by alice in the forge ({merged.merge_commit}); "
+        "its webhook wakes the promotion"
+    )
+
+
 def _csrf(html: str) -> str:
     found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
     if found is None:
@@ -457,6 +560,13 @@ def _print_links(demo: Demo, client: Client, promotion: str) -> None:
         f"TEMPORAL_ADDRESS={demo.server.address} .venv/bin/freightline approve-promotion "
         f"'{promotion}' --comment 'looks good'"
     )
+    if demo.forge is not None:
+        say(
+            "then prod opens a pull request on the forge emulator (its link shows in the web "
+            "UI); merge it as a reviewer would: "
+            f"curl -X POST {demo.forge.url}/-/person/merge -H 'Content-Type: application/json' "
+            f"""-d '{{"project": "{FORGE_REPO}", "number": 1, "user": "you"}}'"""
+        )
 
 
 def _prod_waiting(states: dict[str, StageState]) -> str | None:

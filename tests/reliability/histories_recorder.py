@@ -378,6 +378,44 @@ class Scenarios:
             os.environ.pop("ARGOCD_AUTH_TOKEN", None)
             argocd.stop()
 
+    async def pull_request(self) -> None:
+        """``Promotion`` through a pull request: push, open it on the GitHub emulator, wait
+        (a local-activity poll on a timer), merged by a person, woken by the signal a
+        webhook sends."""
+        from freightline.contracts.names import PULL_REQUEST_SIGNAL
+        from freightline.contracts.pull_request_wait import PullRequestClosed
+        from sandbox.forge import ForgeEmulator
+        from tests.test_pull_requests import REPO, TOKEN, ForgeRepo, credentials, pr_steps, start
+
+        emulator = ForgeEmulator("github", self.workdir / "forge", token=TOKEN)
+        emulator.add_repo(REPO)
+        forge = ForgeRepo(emulator, emulator.repo_url(REPO))
+        creds = credentials(self.workdir / "creds.yaml", forge.repo_url)
+        os.environ["FREIGHTLINE_CREDENTIALS_FILE"] = str(creds)
+        try:
+            async with self.worker():
+                handle = await start(self.client, forge, pr_steps(forge, poll="1h"))
+
+                async def waiting() -> bool:
+                    try:
+                        status = await handle.query("status")
+                    except Exception:
+                        return False
+                    pr = status.get("pullRequest") if isinstance(status, dict) else None
+                    return bool(pr and pr.get("url"))
+
+                await _wait(waiting)
+                (pull,) = forge.pulls()
+                forge.merge(pull.number, user="alice")
+                url = forge.pr_url(pull.number)
+                await handle.signal(PULL_REQUEST_SIGNAL, PullRequestClosed(url=url))
+                result = await handle.result()
+                assert result.phase == "Succeeded", result.message
+                await _save(handle, "promotion-pull-request")
+        finally:
+            os.environ.pop("FREIGHTLINE_CREDENTIALS_FILE", None)
+            emulator.stop()
+
 
 async def _expect_failure(handle: WorkflowHandle[Any, Any]) -> None:
     try:
@@ -400,6 +438,7 @@ ORDER = [
     "window",
     "inline",
     "metadata",
+    "pull_request",
     "promotion",
 ]
 

@@ -1,0 +1,162 @@
+"""Forge clients: pull (merge) requests on GitHub, GitLab and Gitea/Forgejo.
+
+:func:`forge_for` picks the provider as Kargo v1.11 does (``pkg/gitprovider``): by name
+(``github``, ``gitlab``, ``gitea``) when the step says, else by the repository URL's host:
+a host containing ``github`` (or ending ``.ghe.com``) is GitHub, ``gitlab`` GitLab,
+``gitea`` Gitea. The API base comes from the repository URL as Kargo's clients derive it:
+
+* GitHub: ``https://api.github.com`` for github.com, else ``{scheme}://{host}/api/v3``
+  (GitHub Enterprise Server);
+* GitLab: ``https://gitlab.com/api/v4``, else ``{scheme}://{host}/api/v4``;
+* Gitea/Forgejo: ``{scheme}://{host}/api/v1``;
+
+(the scheme is the URL's when it is http or https, else https; an SSH URL's port is git's,
+not the API's, so it is dropped). The worker's git credential for the repository may
+override it with an ``apiURL`` value, and so may the caller (``api_base_url``).
+
+The token is the password of the worker's git credential for the repository (as in
+Kargo), or a GitHub App's installation token (minted and cached by
+:mod:`activities.github_app`). ``docs/pull-requests.md`` is the user's guide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from activities import github_app
+from activities.forges.base import Forge, ForgeHttp
+from activities.forges.gitea import Gitea
+from activities.forges.github import GitHub
+from activities.forges.gitlab import GitLab
+from freightline.errors import ConfigError, CredentialError
+from freightline.kargo.credentials import CredentialStore
+
+__all__ = ["PROVIDERS", "Forge", "detect_provider", "forge_for", "parse_repo_url"]
+
+PROVIDERS = ("github", "gitlab", "gitea")
+
+_SCP = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>[^/].*)$")
+
+
+def parse_repo_url(repo_url: str) -> tuple[str, str, str]:
+    """``(scheme, host, path)`` of a git URL (https, http, ssh or scp-like ``git@host:path``);
+    the path without its leading slash and ``.git``, its case kept."""
+    text = repo_url.strip()
+    if "://" in text:
+        parts = urlsplit(text)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        scheme = parts.scheme if parts.scheme in ("http", "https") else "https"
+        if parts.scheme not in ("http", "https"):
+            host = host.split(":", 1)[0]
+        path = parts.path
+    else:
+        match = _SCP.match(text)
+        if match is None:
+            raise ConfigError(f"repoURL {repo_url!r}: not a URL a forge serves")
+        scheme, host, path = "https", match["host"], match["path"]
+    path = path.strip("/").removesuffix(".git")
+    if not host or not path:
+        raise ConfigError(f"repoURL {repo_url!r}: no host or repository path")
+    return scheme, host, path
+
+
+def detect_provider(repo_url: str) -> str | None:
+    """The provider Kargo would pick for ``repo_url`` by its host, or None."""
+    host = parse_repo_url(repo_url)[1].lower()
+    if "github" in host or host.endswith(".ghe.com"):
+        return "github"
+    if "gitlab" in host:
+        return "gitlab"
+    if "gitea" in host:
+        return "gitea"
+    return None
+
+
+def default_api_url(provider: str, scheme: str, host: str) -> str:
+    bare = host.lower()
+    if provider == "github":
+        return (
+            "https://api.github.com"
+            if bare in ("github.com", "www.github.com")
+            else (f"{scheme}://{host}/api/v3")
+        )
+    if provider == "gitlab":
+        return f"{scheme}://{host}/api/v4"
+    return f"{scheme}://{host}/api/v1"
+
+
+def forge_for(
+    repo_url: str,
+    provider: str | None,
+    *,
+    credentials: CredentialStore,
+    http: httpx.AsyncClient | None = None,
+    api_base_url: str | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    tokens: github_app.InstallationTokens | None = None,
+) -> Forge:
+    """The forge client for ``repo_url`` (see the module's docstring for how it is chosen)."""
+    chosen = provider or detect_provider(repo_url)
+    if chosen is None:
+        raise ConfigError(
+            f"repoURL {repo_url}: cannot tell which forge serves it; set provider "
+            f"({', '.join(PROVIDERS)})"
+        )
+    if chosen not in PROVIDERS:
+        raise ConfigError(f"provider {chosen!r}: not one of {', '.join(PROVIDERS)}")
+    scheme, host, path = parse_repo_url(repo_url)
+    creds = credentials.git(repo_url)
+    if creds is None or not (creds.password or creds.github_app):
+        raise CredentialError(
+            f"{repo_url}: the worker has no git credential (a token as its password) for this "
+            "repository; pull requests need one (docs/pull-requests.md)"
+        )
+    entry = credentials.find("git", repo_url)
+    api_url = (
+        api_base_url
+        or (entry.values.get("apiURL") if entry is not None else None)
+        or (creds.github_app.api_url if creds.github_app is not None else None)
+        or default_api_url(chosen, scheme, host)
+    )
+
+    def token() -> str:
+        # A GitHub App's installation token is minted (a blocking HTTPS call, once an hour
+        # per installation at most: cached) on the first request, off the event loop.
+        return github_app.resolve(creds, tokens).password if creds.github_app else creds.password
+
+    def client(provider: str, header: str, extra: dict[str, str]) -> ForgeHttp:
+        return ForgeHttp(
+            provider=provider,
+            api_url=api_url,
+            repository=path,
+            headers=extra,
+            auth=lambda: {header: _auth_value(provider, token())},
+            http=http,
+            sleep=sleep,
+        )
+
+    parts = path.split("/")
+    if chosen == "gitlab":
+        return GitLab(client("gitlab", "PRIVATE-TOKEN", {}), path)
+    if len(parts) != 2:
+        raise ConfigError(f"repoURL {repo_url}: a {chosen} repository is OWNER/NAME")
+    if chosen == "github":
+        github_headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        return GitHub(client("github", "Authorization", github_headers), parts[0], parts[1])
+    return Gitea(client("gitea", "Authorization", {}), parts[0], parts[1])
+
+
+def _auth_value(provider: str, token: str) -> str:
+    if provider == "github":
+        return f"Bearer {token}"
+    if provider == "gitea":
+        return f"token {token}"
+    return token

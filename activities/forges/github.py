@@ -1,0 +1,164 @@
+"""GitHub's (and GitHub Enterprise Server's) pull requests over its REST API.
+
+As Kargo's provider: open with ``POST /repos/{owner}/{repo}/pulls`` then add the labels
+(``POST .../issues/{n}/labels``); find with ``GET .../pulls?head=owner:branch&base=...``;
+merge with ``PUT .../pulls/{n}/merge`` (``merge_method`` merge, squash or rebase, with the
+head commit the worker saw as ``sha``, so a push in between is GitHub's 409, not a merge of
+something nobody reviewed). Who closed a pull request without merging is the issue's
+``closed_by``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from activities.forges.base import ForgeHttp, forge_message
+from freightline.contracts.pull_requests import PullRequest
+from freightline.errors import PullRequestError, PullRequestNotMergeable, PullRequestNotReady
+
+__all__ = ["GitHub"]
+
+MERGE_METHODS = ("merge", "squash", "rebase")
+_NOT_READY = ("blocked", "behind", "draft")
+"""``mergeable_state`` values that clear by themselves (Kargo's "not ready")."""
+_TRANSIENT_405 = ("Base branch was modified", "review", "status check")
+
+
+class GitHub:
+    """One GitHub repository ``owner/name`` through ``http``."""
+
+    provider = "github"
+
+    def __init__(self, http: ForgeHttp, owner: str, name: str) -> None:
+        self._http = http
+        self.owner = owner
+        self.name = name
+        self._repo = f"/repos/{owner}/{name}"
+
+    async def open_pull_request(
+        self, *, source: str, target: str, title: str, description: str, labels: list[str]
+    ) -> PullRequest:
+        response = await self._http.request(
+            "POST",
+            f"{self._repo}/pulls",
+            what=f"opening a pull request {source} → {target}",
+            json={"title": title, "head": source, "base": target, "body": description},
+            expect=(201, 422),
+        )
+        body = response.json()
+        if response.status_code == 422:
+            existing = None
+            if "already exists" in str(body):
+                existing = await self._find(source=source, target=target, state="open")
+            if existing is None:
+                raise self._http.error(response, f"opening a pull request {source} → {target}")
+            return existing
+        if labels:
+            await self._http.request(
+                "POST",
+                f"{self._repo}/issues/{body['number']}/labels",
+                what=f"labelling pull request #{body['number']}",
+                json={"labels": labels},
+            )
+        return self._convert(body, closed_by=None)
+
+    async def get_pull_request(self, number: int) -> PullRequest:
+        return (await self._read(number))[0]
+
+    async def _read(self, number: int) -> tuple[PullRequest, str | None]:
+        """The pull request and its ``mergeable_state`` (clean, dirty, blocked, ...)."""
+        response = await self._http.request(
+            "GET", f"{self._repo}/pulls/{number}", what=f"pull request #{number}"
+        )
+        body = response.json()
+        closed_by = None
+        if body.get("merged_by"):
+            closed_by = body["merged_by"]["login"]
+        elif body["state"] == "closed":
+            issue = await self._http.request(
+                "GET", f"{self._repo}/issues/{number}", what=f"pull request #{number}"
+            )
+            closer = issue.json().get("closed_by")
+            closed_by = closer["login"] if closer else None
+        return self._convert(body, closed_by=closed_by), body.get("mergeable_state")
+
+    async def find_pull_request(self, *, source: str, target: str) -> PullRequest | None:
+        return await self._find(source=source, target=target, state="all")
+
+    async def _find(self, *, source: str, target: str, state: str) -> PullRequest | None:
+        response = await self._http.request(
+            "GET",
+            f"{self._repo}/pulls",
+            what=f"pull requests {source} → {target}",
+            params={"head": f"{self.owner}:{source}", "base": target, "state": state},
+        )
+        found = response.json()
+        if not found:
+            return None
+        newest = max(found, key=lambda pull: int(pull["number"]))
+        return await self.get_pull_request(int(newest["number"]))
+
+    async def merge_pull_request(self, number: int, *, method: str | None) -> PullRequest:
+        if method is not None and method not in MERGE_METHODS:
+            raise PullRequestError(
+                f"github repository {self.owner}/{self.name}: merge method {method!r} is not "
+                f"one of GitHub's ({', '.join(MERGE_METHODS)})"
+            )
+        pull, mergeable_state = await self._read(number)
+        if pull.state == "merged":
+            return pull
+        if pull.state == "closed":
+            by = f" by {pull.closed_by}" if pull.closed_by else ""
+            raise PullRequestNotMergeable(
+                f"github repository {self.owner}/{self.name}: pull request #{number} was "
+                f"closed{by} without merging ({pull.url})"
+            )
+        where = f"github repository {self.owner}/{self.name}: pull request #{number}"
+        if mergeable_state == "dirty":
+            raise PullRequestNotMergeable(
+                f"{where} has conflicts with {pull.target_branch} ({pull.url})"
+            )
+        if mergeable_state in _NOT_READY:
+            raise PullRequestNotReady(
+                f"{where} is not ready to merge: {mergeable_state} ({pull.url})"
+            )
+        request: dict[str, Any] = {"sha": pull.head_sha}
+        if method is not None:
+            request["merge_method"] = method
+        what = f"merging pull request #{number}"
+        response = await self._http.request(
+            "PUT",
+            f"{self._repo}/pulls/{number}/merge",
+            what=what,
+            json=request,
+            expect=(200, 405, 409),
+        )
+        if response.status_code != 200:
+            error = f"{self._http.error(response, what)} ({pull.url})"
+            message = forge_message(response)
+            # A 405 that clears by itself (Kargo retries "Base branch was modified" too): a
+            # base that moved under the merge, a missing review or status check.
+            if response.status_code == 405 and any(m in message for m in _TRANSIENT_405):
+                raise PullRequestNotReady(error)
+            raise PullRequestNotMergeable(error)
+        return await self.get_pull_request(number)
+
+    @staticmethod
+    def _convert(body: dict[str, Any], *, closed_by: str | None) -> PullRequest:
+        merged = bool(body.get("merged") or body.get("merged_at"))
+        state = "merged" if merged else "open" if body["state"] == "open" else "closed"
+        return PullRequest(
+            number=int(body["number"]),
+            url=str(body["html_url"]),
+            state=state,
+            merge_commit=body.get("merge_commit_sha") if merged else None,
+            head_sha=body["head"]["sha"],
+            source_branch=body["head"]["ref"],
+            target_branch=body["base"]["ref"],
+            closed_by=closed_by,
+            mergeable=(
+                bool(body.get("mergeable")) and body.get("mergeable_state") not in _NOT_READY
+                if state == "open" and body.get("mergeable") is not None
+                else None
+            ),
+        )

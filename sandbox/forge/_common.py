@@ -1,0 +1,175 @@
+"""What every forge flavour shares: the accounts a token stands for, OpenAPI checking,
+and the shape of a flavour (routes over the store, a webhook payload)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jsonschema import Draft202012Validator
+from openapi_core import OpenAPI
+from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.templating.responses.exceptions import ResponseNotFound
+from openapi_core.validation.request.exceptions import SecurityValidationError
+from ruamel.yaml import YAML
+from werkzeug.wrappers import Request, Response
+
+from sandbox.datadog import openapi_problems
+
+if TYPE_CHECKING:
+    from sandbox.forge import ForgeEmulator
+
+REFERENCE = Path(__file__).resolve().parent.parent.parent / "tests" / "reference" / "forges"
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who a token is, and whether it may write (open, merge, close)."""
+
+    user: str
+    write: bool = True
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook to send: the event's headers (signature added by the emulator) and body."""
+
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+Handler = Callable[[Request, Account, dict[str, str]], Response]
+
+
+@functools.cache
+def load_spec(name: str, base_path: str) -> OpenAPI:
+    """An excerpt from ``tests/reference/forges``, served under ``base_path`` of any host (a
+    relative server; read once per process, as reading one takes about a second)."""
+    text = (REFERENCE / name).read_text()
+    document = json.loads(text) if name.endswith(".json") else YAML(typ="safe").load(text)
+    document["servers"] = [{"url": base_path}]
+    return OpenAPI.from_dict(document)
+
+
+def raw_path(request: Request) -> str:
+    """The path as sent, percent-escapes kept: GitLab names a project ``group%2Fname``, one
+    path segment, which the WSGI ``PATH_INFO`` has already decoded into two."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    return str(raw).split("?", 1)[0] if raw else request.path
+
+
+class _RawPathRequest(WerkzeugOpenAPIRequest):
+    @property
+    def path(self) -> str:
+        return raw_path(self.request)
+
+    @property
+    def path_pattern(self) -> str:
+        return raw_path(self.request)
+
+
+@functools.cache
+def _webhook_validator(name: str, event: str) -> Draft202012Validator:
+    document = json.loads((REFERENCE / name).read_text())
+    # The description is OpenAPI 3.1, whose schemas are JSON Schema 2020-12: the document itself
+    # is the root, its components resolving the event's $refs.
+    document["$ref"] = f"#/webhooks/{event}/post/requestBody/content/application~1json/schema"
+    return Draft202012Validator(document)
+
+
+def check_webhook(name: str, event: str, payload: Any) -> list[str]:
+    """What the webhook description ``name`` finds wrong with an ``event`` payload."""
+    errors = _webhook_validator(name, event).iter_errors(payload)
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in errors][:10]
+
+
+def check_request(spec: OpenAPI, request: Request) -> list[str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            spec.validate_request(_RawPathRequest(request))
+    except SecurityValidationError:
+        return []  # a missing token is the forge's 401, answered by the flavour
+    except Exception as err:  # openapi-core's error tree has no one root
+        return openapi_problems(err)
+    return []
+
+
+def check_response(spec: OpenAPI, request: Request, response: Response) -> list[str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            spec.validate_response(_RawPathRequest(request), WerkzeugOpenAPIResponse(response))
+    except ResponseNotFound:
+        # The descriptions leave out statuses every operation can answer (401, 429, some
+        # 403s); those bodies are the forge's generic error shape, not an operation's.
+        return []
+    except Exception as err:
+        return openapi_problems(err)
+    return []
+
+
+class Flavour:
+    """One forge's API over the store: its routes, errors, tokens and webhooks."""
+
+    kind = ""
+    api_prefix = ""
+
+    def __init__(self, forge: ForgeEmulator) -> None:
+        self.forge = forge
+        self.store = forge.store
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        self.routes.append((method, re.compile(f"^{pattern}$"), handler))
+
+    def dispatch(self, request: Request, path: str, account: Account) -> Response | None:
+        for method, pattern, handler in self.routes:
+            match = pattern.match(path)
+            if match and request.method == method:
+                return handler(request, account, match.groupdict())
+        return None
+
+    # --- for subclasses -------------------------------------------------------
+
+    def load_specs(self) -> None:
+        """Read the OpenAPI descriptions (after the emulator knows its URL)."""
+
+    def spec_for(self, request: Request) -> OpenAPI | None:
+        return None
+
+    def token(self, request: Request) -> str | None:
+        raise NotImplementedError
+
+    def answer(self, request: Request, account: Account | None) -> Response:
+        raise NotImplementedError
+
+    def unauthorized(self) -> Response:
+        raise NotImplementedError
+
+    def rate_limited(self, retry_after: int) -> tuple[int, Any, dict[str, str]]:
+        raise NotImplementedError
+
+    def webhook(self, action: str, pull_number: int, project: str, user: str) -> Webhook:
+        raise NotImplementedError
+
+    def web_url(self, project: str, number: int) -> str:
+        raise NotImplementedError
+
+
+def bearer(request: Request, *schemes: str) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in schemes and value.strip():
+        return value.strip()
+    return None
+
+
+def iso(value: Any) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")

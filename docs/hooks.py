@@ -55,6 +55,7 @@ from freightline.contracts.steps import STEPS, StepDefinition, StepRunner  # noq
 
 if typing.TYPE_CHECKING:
     from mkdocs.config.defaults import MkDocsConfig
+    from mkdocs.livereload import LiveReloadServer
     from mkdocs.structure.files import Files
     from mkdocs.structure.pages import Page
 
@@ -406,3 +407,16 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, cli_reference())
     return _INCLUDE.sub(lambda m: include(m.group("path"), source), markdown)
+
+
+def on_serve(server: LiveReloadServer, config: MkDocsConfig, builder: Any) -> LiveReloadServer:
+    """``scripts/docs serve`` rebuilds on edits to what the hook reads outside docs/ too."""
+    for path in (
+        "deploy/README.md",
+        "bench/README.md",
+        "freightline/contracts/steps.py",
+        "freightline/app/cli.py",
+        "tests/reference/kargo-steps",
+    ):
+        server.watch(str(REPO / path))
+    return server

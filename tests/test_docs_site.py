@@ -235,7 +235,7 @@ def yaml_blocks(path: Path) -> Iterator[Block]:
         end = index + 1
         while end < len(lines) and lines[end].strip() != "```":
             end += 1
-        if fence.group("language") == "yaml":
+        if fence.group("language") in ("yaml", "yml"):
             indent = len(fence.group("indent"))
             body = "\n".join(line[indent:] for line in lines[index + 1 : end]) + "\n"
             before = lines[index - 1] if index else ""

@@ -144,14 +144,20 @@ def _fields(step: StepDefinition) -> str:
             f"The whole `config` is one value: {_type_name(root.annotation)}"
             f"{_constraints(root)}; any keys are allowed."
         )
-    lines = ["| field | type | required | default | constraints |", "|---|---|---|---|---|"]
-    lines += [f"| `{p}` | {t} | {r} | {d} | {c} |" for p, t, r, d, c in _rows(model, "")]
+    rows = list(_rows(model, ""))
+    # A model's own descriptions (pydantic's ``description``) get a column once any field has one.
+    described = any(row[5] for row in rows)
+    head = ["field", "type", "required", "default", "constraints", *(["what"] if described else [])]
+    lines = [f"| {' | '.join(head)} |", "|---" * len(head) + "|"]
+    for path, kind, required, default, constraints, what in rows:
+        cells = [f"`{path}`", kind, required, default, constraints, *([what] if described else [])]
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
 def _rows(
     model: type[BaseModel], prefix: str, seen: frozenset[type] = frozenset()
-) -> Iterator[tuple[str, str, str, str, str]]:
+) -> Iterator[tuple[str, str, str, str, str, str]]:
     for name, field in model.model_fields.items():
         path = f"{prefix}{field.alias or name}"
         yield (
@@ -160,6 +166,7 @@ def _rows(
             "yes" if field.is_required() else "",
             _default(field),
             _cell(_constraints(field).removeprefix("; ")),
+            _cell(field.description or ""),
         )
         for suffix, nested in _nested_models(field.annotation):
             if nested not in seen:

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
+from pydantic import BaseModel, Field
 from ruamel.yaml import YAML
 
 from freightline.app.ui_auth import UserDirectory
@@ -143,6 +144,23 @@ def test_every_registry_step_has_its_page_with_generated_fields(site: Path) -> N
             assert "the conformance tests run each one" in html, name
     nav = (site / "index.html").read_text()
     assert all(f'href="steps/{name}/"' in nav for name in STEPS)
+
+
+class _Described(BaseModel):
+    path: str = Field(description="Where | it goes.")
+    depth: int = Field(default=2, ge=1)
+
+
+def test_the_field_table_is_read_from_the_model() -> None:
+    step = StepDefinition("x", StepRunner.WORKTREE, "x:y", f"{__name__}:_Described")
+    assert hooks.field_table(step).splitlines() == [
+        "Runs in the clone-to-push worktree activity, with the steps around it.",
+        "",
+        "| field | type | required | default | constraints | what |",
+        "|---|---|---|---|---|---|",
+        "| `path` | string | yes |  |  | Where \\| it goes. |",
+        "| `depth` | integer |  | `2` | ≥ 1 |  |",
+    ]
 
 
 def test_a_new_step_without_a_page_is_named(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ read from the Markdown sources: each fenced ``yaml`` block is applied through wh
 ``merge_resources``), the worker's credentials file parser, or the UI's users file
 parser; a step snippet is applied as a Stage's promotion template, its steps' configs
 checked against the registry's models. A block that is deliberately a fragment says so
-on the line before it: ``<!-- partial: why -->``.
+on the line before it: ``<!-- partial: why -->``. Getting started's first pipeline is
+also run as a reader runs it, against the suite's Temporal and a real worker.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from urllib.parse import unquote, urljoin, urlsplit
 import pytest
 from pydantic import BaseModel, Field
 from ruamel.yaml import YAML
+from temporalio.client import Client
+from temporalio.worker import Worker
 
+from freightline.app.client import apply_project
 from freightline.app.ui_auth import UserDirectory
 from freightline.contracts.project import merge_resources
 from freightline.contracts.steps import STEPS, StepDefinition, StepRunner, parse_config
@@ -40,6 +44,8 @@ from freightline.errors import ConfigError
 from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.credentials import parse_credentials_file
 from freightline.kargo.resources import ProjectResources
+from sandbox.gitops import branch_head, show_file
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -390,3 +396,41 @@ def test_a_broken_example_fails(tmp_path: Path) -> None:
     bogus = Block("x.md", 1, "apiVersion: kargo.akuity.io/v1alpha1\nkind: Stage\nspec: 1\n", None)
     with pytest.raises(ConfigError, match=r"x\.md:1"):
         apply_block(bogus, tmp_path)
+
+
+# ---------------------------------------------------------------- the guide, run
+
+
+@pytest.mark.integration
+async def test_the_first_pipeline_guide_runs(
+    client: Client, worker: Worker, tmp_path: Path
+) -> None:
+    """Getting started's "your first pipeline", as a reader runs it: its shell block makes
+    the repository, its YAML is applied, and the test Stage renders its branch."""
+    page = DOCS / "getting-started.md"
+    here = str(tmp_path / "first-pipeline")
+    guide = page.read_text().replace("/tmp/first-pipeline", here)
+    shell = re.search(r"directory\):\n\n```sh\n(.*?)```", guide, re.S)
+    assert shell is not None, "the guide's first shell block moved"
+    identity = {
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", "reader"), ("EMAIL", "reader@example.com"))
+    }
+    subprocess.run(
+        ["bash", "-euc", shell.group(1)],
+        cwd=tmp_path,
+        env={**os.environ, **identity},
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    (pipeline,) = [b for b in yaml_blocks(page) if "kind: Stage" in b.text]
+    (resources,) = group_by_project(
+        load_text(pipeline.text.replace("/tmp/first-pipeline", here))
+    ).values()
+    await apply_project(client, resources)
+
+    repo = Path(here) / "app.git"
+    await wait_for(lambda: branch_head(repo, "stage/test"), timeout=60)
+    assert "greeting: hello" in show_file(repo, "stage/test", "manifests.yaml")

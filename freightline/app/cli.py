@@ -513,7 +513,7 @@ async def status(
 @get_app.command("stages")
 @run_async
 async def get_stages(project: ProjectOption = None, output: OutputOption = "table") -> None:
-    """Stages of a project (``-o json``: spec and state, see the README's scriptable output)."""
+    """Stages of a project (``-o json``: spec and state, see docs/json-output.md)."""
     from freightline.app.client import project_resources, stage_states
     from freightline.app.listings import stage_listing
     from freightline.app.temporal import connect

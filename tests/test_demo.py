@@ -102,7 +102,7 @@ def test_demo_pr_promotes_prod_through_a_pull_request_the_demo_merges(tmp_path: 
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "test → uat (verified) → prod (through a pull request)" in out
+    assert "test → uat (verified with Prometheus) → prod (through a pull request)" in out
     assert "prod approved in the web UI as alice" in out
     waited = re.search(r"prod waits for its pull request (http://127\.0\.0\.1:\d+/\S+/pull/1)", out)
     assert waited, out[-3000:]

@@ -24,7 +24,9 @@ it in a thread before the registry client needs it.
 When no Secret matches, the worker's own *workload identity* logs in, as Kargo's
 providers do (:func:`workload_identity_for`): :class:`EcrWorkloadIdentity` (IRSA, EKS Pod
 Identity; the project's ``kargo-project-<project>`` role), :class:`GarWorkloadIdentity`
-(the metadata server; the project's ``kargo-project-<project>`` service account) and
+(the metadata server; the project's ``kargo-project-<project>`` service account), or before
+it :class:`GarKeyFile` (the service account key file ``GOOGLE_APPLICATION_CREDENTIALS``
+names, as Google's application default credentials take it), and
 Azure Container Registry (``<name>.azurecr.io``), which has no Secret form in Kargo.
 :class:`AcrWorkloadIdentity` trades the federated token in ``AZURE_FEDERATED_TOKEN_FILE``
 for a Microsoft Entra access token (client-credentials grant with a client assertion, at
@@ -63,18 +65,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from freightline.errors import CredentialError
+from freightline.kargo.credential_check import WorkloadCover
 from freightline.kargo.credentials import CredentialEntry, CredentialStore
 
 __all__ = [
     "AcrWorkloadIdentity",
     "EcrAccessKey",
     "EcrWorkloadIdentity",
+    "GarKeyFile",
     "GarServiceAccount",
     "GarWorkloadIdentity",
     "RegistryIdentity",
     "RegistryLogins",
     "identity_for",
     "registry_login",
+    "workload_cover",
     "workload_identity_for",
 ]
 
@@ -205,6 +210,47 @@ class GarServiceAccount:
         lifetime = body.get("expires_in")
         expires_at = self.clock() + (float(lifetime) if isinstance(lifetime, int | float) else 3600)
         return _Login(GAR_USERNAME, token, expires_at)
+
+
+@dataclass(frozen=True, repr=False)
+class GarKeyFile:
+    """Google Artifact Registry with the worker's own service account key, the file
+    ``GOOGLE_APPLICATION_CREDENTIALS`` names (Google's application default credentials,
+    before the metadata server): the key's JWT-bearer grant, as :class:`GarServiceAccount`.
+    The file is read at each login, so a rotated key (a new ``private_key_id``) buys a
+    new token; the token is cached per key until it nearly expires."""
+
+    path: str
+    clock: Callable[[], float] = time.time
+    transport: httpx.BaseTransport | None = None
+
+    def __repr__(self) -> str:
+        return f"GarKeyFile({self.path})"
+
+    def key(self) -> dict[str, Any]:
+        """The parsed key; a CredentialError naming the file (never its content) when it
+        cannot serve: unreadable, not JSON, or not a service account key."""
+        where = f"GOOGLE_APPLICATION_CREDENTIALS {self.path}"
+        try:
+            key = json.loads(Path(self.path).read_text())
+        except OSError as err:
+            raise CredentialError(f"{where}: cannot read it: {err.strerror}") from None
+        except ValueError:
+            raise CredentialError(f"{where}: not a JSON key file") from None
+        if not isinstance(key, dict):
+            raise CredentialError(f"{where}: not a JSON key file")
+        if key.get("type") != "service_account":
+            # authorized_user and external_account files need other flows, not done here.
+            raise CredentialError(
+                f"{where}: type {key.get('type')!r} is not supported, only 'service_account'"
+            )
+        for field_name in ("client_email", "private_key"):
+            if not isinstance(key.get(field_name), str) or not key[field_name]:
+                raise CredentialError(f"{where}: no {field_name}")
+        return key
+
+    def login(self) -> tuple[str, str]:
+        return GarServiceAccount(self.key(), clock=self.clock, transport=self.transport).login()
 
 
 @dataclass(frozen=True, repr=False)
@@ -475,7 +521,8 @@ def workload_identity_for(
     ``AZURE_TENANT_ID``, ``AZURE_FEDERATED_TOKEN_FILE``, optional ``AZURE_AUTHORITY_HOST``,
     the variables the Azure workload identity webhook injects); ECR with IRSA
     (``AWS_ROLE_ARN`` and ``AWS_WEB_IDENTITY_TOKEN_FILE``) or EKS Pod Identity
-    (``AWS_CONTAINER_CREDENTIALS_FULL_URI``), and GAR through the metadata server, for a
+    (``AWS_CONTAINER_CREDENTIALS_FULL_URI``), for a known ``project``; GAR with the key
+    file ``GOOGLE_APPLICATION_CREDENTIALS`` names, else through the metadata server for a
     known ``project``. None otherwise."""
     ecr = ECR_URL.match(repo_url)
     aws = environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or (
@@ -483,6 +530,9 @@ def workload_identity_for(
     )
     if ecr and aws and project:
         return EcrWorkloadIdentity(ecr.group(1), project)
+    if GAR_URL.match(repo_url) and environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        # Application default credentials: the key file first, then the metadata server.
+        return GarKeyFile(environ["GOOGLE_APPLICATION_CREDENTIALS"])
     if GAR_URL.match(repo_url) and project:
         # Google's libraries take GCE_METADATA_HOST too; on Google Cloud it is not needed.
         host = environ.get("GCE_METADATA_HOST") or "metadata.google.internal"
@@ -497,6 +547,50 @@ def workload_identity_for(
             tenant,
             token_file,
             authority=environ.get("AZURE_AUTHORITY_HOST") or AZURE_AUTHORITY,
+        )
+    return None
+
+
+def workload_cover(repo_url: str, environ: Mapping[str, str], project: str) -> WorkloadCover | None:
+    """What ``freightline credentials check`` says of the workload identity
+    :func:`workload_identity_for` picks: read from the same variables, without asking any
+    cloud endpoint and without a secret (a key file is read for its account's email)."""
+    identity = workload_identity_for(repo_url, environ, project)
+    if isinstance(identity, AcrWorkloadIdentity):
+        return WorkloadCover(
+            "ok",
+            f"by workload identity Azure (AZURE_CLIENT_ID {identity.client_id}, "
+            f"tenant {identity.tenant_id})",
+        )
+    if isinstance(identity, EcrWorkloadIdentity):
+        how = (
+            "EKS Pod Identity"
+            if environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            else f"IRSA (AWS_ROLE_ARN {environ.get('AWS_ROLE_ARN')})"
+        )
+        return WorkloadCover(
+            "ok", f"by workload identity {how}, assuming role kargo-project-{project}"
+        )
+    if isinstance(identity, GarKeyFile):
+        try:
+            email = identity.key()["client_email"]
+        except CredentialError as err:
+            return WorkloadCover("missing", str(err))
+        return WorkloadCover(
+            "ok", f"by workload identity GOOGLE_APPLICATION_CREDENTIALS (service account {email})"
+        )
+    if isinstance(identity, GarWorkloadIdentity):
+        account = f"service account kargo-project-{project}@<gcp-project>, else the worker's own"
+        if environ.get("GCE_METADATA_HOST"):
+            return WorkloadCover(
+                "ok",
+                f"by workload identity Google metadata server {identity.metadata_host} ({account})",
+            )
+        # Only the metadata server can tell whether the worker runs on Google Cloud.
+        return WorkloadCover(
+            "anonymous",
+            f"no Secret matches: workload identity Google metadata server if the worker "
+            f"runs on Google Cloud ({account}), else anonymous access",
         )
     return None
 

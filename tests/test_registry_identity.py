@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,11 +36,13 @@ from activities.registry_identity import (
     GAR_SCOPE,
     AcrWorkloadIdentity,
     EcrAccessKey,
+    GarKeyFile,
     GarServiceAccount,
     GarWorkloadIdentity,
     RegistryLogins,
     identity_for,
     registry_login,
+    workload_cover,
     workload_identity_for,
 )
 from activities.worktree import lookup_in_project
@@ -259,6 +262,104 @@ def test_a_bad_service_account_key_is_named_not_shown(tmp_path: Path) -> None:
     assert entry is not None
     with pytest.raises(CredentialError, match="Secret gar: gcpServiceAccountKey is not"):
         identity_for(entry, GAR_REPO)
+
+
+def test_gar_key_file_of_google_application_credentials_buys_a_cached_token(
+    service_account: tuple[dict[str, Any], GoogleTokenStandIn],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    account, google = service_account
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps(account))
+    environ = {"GOOGLE_APPLICATION_CREDENTIALS": str(key_file)}
+    # The key file comes before the metadata server, as in Google's default credentials, and
+    # needs no project: it is the worker's own account.
+    identity = workload_identity_for(GAR_REPO, environ, "shop")
+    assert identity == GarKeyFile(str(key_file))
+    assert workload_identity_for(f"oci://{GAR_REPO}", environ) == identity  # OCI charts too
+    assert workload_identity_for("ghcr.io/example/app", environ) is None
+    # Through the lookup discovery and the steps use, with no Secret at all: the stand-in
+    # verified the JWT's signature with the key's public half before granting.
+    login = registry_login(CredentialStore(None), "image", GAR_REPO, environ)
+    (grant,) = google.granted
+    assert login == ("oauth2accesstoken", grant["token"])
+    assert grant["claims"]["scope"] == GAR_SCOPE and grant["claims"]["aud"] == google.url
+    # Cached until five minutes before expiry, across lookups that re-read the file (a
+    # clock past the first token's expiry, which the lookup bought with the real one).
+    clock = Clock(time.time() + 7200)
+    timed = dataclasses.replace(identity, clock=clock)
+    first = timed.login()
+    assert len(google.granted) == 2 and timed.login() == first
+    clock.now += 3599 - 299
+    assert timed.login() != first and len(google.granted) == 3
+    # A rotated key (a new private_key_id) buys its own token at once.
+    key_file.write_text(json.dumps({**account, "private_key_id": uuid.uuid4().hex}))
+    assert timed.login()[1] not in {first[1], google.granted[2]["token"]}
+    # Neither the key nor a token is in the identity's repr, its cover or the output.
+    cover = workload_cover(GAR_REPO, environ, "shop")
+    assert cover is not None and cover.status == "ok" and account["client_email"] in cover.detail
+    shown = repr(identity) + cover.detail + "".join(capsys.readouterr())
+    assert "PRIVATE KEY" not in shown and all(g["token"] not in shown for g in google.granted)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read it: No such file or directory"),
+        ("{not json", "not a JSON key file"),
+        ('{"type": "external_account"}', "type 'external_account' is not supported"),
+        ('{"type": "service_account", "client_email": "a@b"}', "no private_key"),
+    ],
+)
+def test_a_key_file_that_cannot_serve_is_named_not_shown(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    key_file = tmp_path / "key.json"
+    if content is not None:
+        key_file.write_text(content)
+    identity = GarKeyFile(str(key_file))
+    with pytest.raises(CredentialError, match=message) as raised:
+        identity.login()
+    assert f"GOOGLE_APPLICATION_CREDENTIALS {key_file}" in str(raised.value)
+    cover = workload_cover(GAR_REPO, {"GOOGLE_APPLICATION_CREDENTIALS": str(key_file)}, "")
+    assert cover is not None and cover.status == "missing" and message in cover.detail
+
+
+def test_a_wrong_key_is_refused_by_the_token_endpoint_by_name(
+    service_account: tuple[dict[str, Any], GoogleTokenStandIn], tmp_path: Path
+) -> None:
+    account, google = service_account
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = other.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps({**account, "private_key": pem}))
+    with pytest.raises(CredentialError, match=r"refused it \(400\)") as raised:
+        GarKeyFile(str(key_file)).login()
+    assert "PRIVATE KEY" not in str(raised.value) and google.granted == []
+
+
+def test_workload_cover_names_the_identity_without_asking_anyone() -> None:
+    irsa = {"AWS_ROLE_ARN": "arn:aws:iam::1:role/w", "AWS_WEB_IDENTITY_TOKEN_FILE": "/t"}
+    cover = workload_cover(ECR_REPO, irsa, "shop")
+    assert cover is not None and cover.status == "ok" and "IRSA" in cover.detail
+    pod = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials"}
+    cover = workload_cover(ECR_REPO, pod, "shop")
+    assert cover is not None and "EKS Pod Identity" in cover.detail
+    assert "kargo-project-shop" in cover.detail
+    assert workload_cover(ECR_REPO, {}, "shop") is None
+    # GAR without a key file: the metadata server, asked only by the worker.
+    cover = workload_cover(GAR_REPO, {}, "shop")
+    assert (
+        cover is not None and cover.status == "anonymous" and "runs on Google Cloud" in cover.detail
+    )
+    cover = workload_cover(GAR_REPO, {"GCE_METADATA_HOST": "127.0.0.1:9"}, "shop")
+    assert cover is not None and cover.status == "ok" and "127.0.0.1:9" in cover.detail
+    assert workload_cover("ghcr.io/example/app", irsa, "shop") is None
 
 
 # --- Azure Container Registry with a workload identity ----------------------------------------

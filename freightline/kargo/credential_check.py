@@ -3,8 +3,9 @@
 ``freightline credentials check`` prints these rows. A row names what needs a
 credential, the repository (or Secret) it is for, and what the worker would use:
 the name of the Secret that matches (and its kind: password, SSH key), the one
-git identity of ``FREIGHTLINE_GIT_USERNAME``, or nothing (anonymous access, fine
-for a public repository). Never a value.
+git identity of ``FREIGHTLINE_GIT_USERNAME``, the worker's workload identity for a
+cloud registry (told by the edge from the environment, never by asking the cloud), or
+nothing (anonymous access, fine for a public repository). Never a value.
 
 A step's ``repoURL`` is rendered with the Stage's and the step's static
 ``vars``; one that needs Freight or outputs (``${{ ctx... }}``, ``outputs``)
@@ -13,17 +14,28 @@ cannot be told before a promotion runs, and says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from freightline.errors import ExpressionError
 from freightline.kargo.credentials import CredentialEntry, CredentialStore
 from freightline.kargo.expressions import render_string
-from freightline.kargo.resources import ProjectResources, PromotionStep, Stage, Var
-from freightline.kargo.webhooks import SECRET_KEYS, bind_receivers
+from freightline.kargo.resources import (
+    ClusterConfig,
+    ProjectResources,
+    PromotionStep,
+    Stage,
+    Var,
+)
+from freightline.kargo.webhooks import (
+    SECRET_KEYS,
+    BoundReceiver,
+    bind_cluster_receivers,
+    bind_receivers,
+)
 
-__all__ = ["CredentialNeed", "check_project"]
+__all__ = ["CredentialNeed", "WorkloadCover", "Workloads", "check_cluster", "check_project"]
 
 Status = Literal["ok", "anonymous", "missing", "unknown"]
 
@@ -39,6 +51,19 @@ class CredentialNeed:
     detail: str
 
 
+@dataclass(frozen=True)
+class WorkloadCover:
+    """What the worker's workload identity does for a registry no Secret serves: ``ok``
+    (it logs in: ``detail`` names it), ``anonymous`` (only where the worker runs, e.g. on
+    Google Cloud: ``detail`` says so) or ``missing`` (it is configured and cannot work)."""
+
+    status: Status
+    detail: str
+
+
+Workloads = Callable[[str, str], WorkloadCover | None]
+"""``(repo_url, project)``: the workload identity that would log in, or None."""
+
 # Steps that reach a git repository (or its forge) with the worker's credentials.
 _GIT_STEPS = ("git-clone", "git-open-pr", "git-wait-for-pr", "git-merge-pr")
 
@@ -49,26 +74,36 @@ def check_project(
     *,
     argocd_configured: bool,
     receiver_urls: bool = False,
+    workloads: Workloads | None = None,
 ) -> list[CredentialNeed]:
     """Every credential the project needs, in order: Warehouses, steps, receivers."""
+    lookup = _Lookup(store, resources.name, workloads)
     needs: list[CredentialNeed] = []
     for name, warehouse in sorted(resources.warehouses.items()):
         for subscription in warehouse.spec.subscriptions:
             if subscription.git is not None:
-                needs.append(
-                    _repository(store, f"Warehouse/{name}", "git", subscription.git.repo_url)
-                )
+                needs.append(lookup(f"Warehouse/{name}", "git", subscription.git.repo_url))
             elif subscription.image is not None:
-                needs.append(
-                    _repository(store, f"Warehouse/{name}", "image", subscription.image.repo_url)
-                )
+                needs.append(lookup(f"Warehouse/{name}", "image", subscription.image.repo_url))
             elif subscription.chart is not None:
-                needs.append(
-                    _repository(store, f"Warehouse/{name}", "helm", subscription.chart.repo_url)
-                )
+                needs.append(lookup(f"Warehouse/{name}", "helm", subscription.chart.repo_url))
     for name, stage in sorted(resources.stages.items()):
-        needs.extend(_stage_needs(resources, store, name, stage, argocd_configured))
-    for bound in bind_receivers(resources, store.secret):
+        needs.extend(_stage_needs(resources, lookup, name, stage, argocd_configured))
+    needs.extend(_receiver_needs(bind_receivers(resources, store.secret), receiver_urls))
+    return needs
+
+
+def check_cluster(
+    config: ClusterConfig | None, store: CredentialStore, *, receiver_urls: bool = False
+) -> list[CredentialNeed]:
+    """The ClusterConfig's webhook receivers: each one's Secret (one serving every project,
+    no ``namespace``), present with its key or missing."""
+    return _receiver_needs(bind_cluster_receivers(config, store.secret), receiver_urls)
+
+
+def _receiver_needs(receivers: Iterable[BoundReceiver], urls: bool) -> list[CredentialNeed]:
+    needs = []
+    for bound in receivers:
         receiver = bound.receiver
         where = f"receiver/{receiver.name}"
         secret = receiver.config.secret_ref.name
@@ -78,21 +113,37 @@ def check_project(
             )
             continue
         detail = f"Secret {secret} ({SECRET_KEYS[receiver.receiver_type]})"
-        if receiver_urls and bound.path:
+        if urls and bound.path:
             detail += f"; path {bound.path}"
         needs.append(CredentialNeed(where, receiver.receiver_type, secret, "ok", detail))
     return needs
 
 
-def _repository(store: CredentialStore, where: str, kind: str, repo_url: str) -> CredentialNeed:
-    entry = store.find(kind, repo_url)
-    if entry is not None:
-        return CredentialNeed(where, kind, repo_url, "ok", _describe(entry))
-    if kind == "git" and store.git_fallback is not None:
+@dataclass(frozen=True)
+class _Lookup:
+    """What serves a repository: a Secret, the worker's git identity, its workload identity
+    (for a registry: images and OCI charts), or nothing."""
+
+    store: CredentialStore
+    project: str
+    workloads: Workloads | None
+
+    def __call__(self, where: str, kind: str, repo_url: str) -> CredentialNeed:
+        entry = self.store.find(kind, repo_url)
+        if entry is not None:
+            return CredentialNeed(where, kind, repo_url, "ok", _describe(entry))
+        if kind == "git" and self.store.git_fallback is not None:
+            return CredentialNeed(
+                where, kind, repo_url, "ok", "the worker's git identity (FREIGHTLINE_GIT_USERNAME)"
+            )
+        cover = None
+        if kind in ("image", "helm") and self.workloads is not None:
+            cover = self.workloads(repo_url, self.project)
+        if cover is not None:
+            return CredentialNeed(where, kind, repo_url, cover.status, cover.detail)
         return CredentialNeed(
-            where, kind, repo_url, "ok", "the worker's git identity (FREIGHTLINE_GIT_USERNAME)"
+            where, kind, repo_url, "anonymous", "no Secret matches: anonymous access"
         )
-    return CredentialNeed(where, kind, repo_url, "anonymous", "no Secret matches: anonymous access")
 
 
 def _describe(entry: CredentialEntry) -> str:
@@ -126,7 +177,7 @@ def _vars(*groups: Iterable[Var] | None) -> dict[str, Any]:
 
 def _stage_needs(
     resources: ProjectResources,
-    store: CredentialStore,
+    lookup: _Lookup,
     name: str,
     stage: Stage,
     argocd_configured: bool,
@@ -157,14 +208,14 @@ def _stage_needs(
         for label, leaf, variables in steps:
             needs.extend(
                 _step_needs(
-                    store, label, leaf.uses or "", leaf.config or {}, variables, argocd_configured
+                    lookup, label, leaf.uses or "", leaf.config or {}, variables, argocd_configured
                 )
             )
     return needs
 
 
 def _step_needs(
-    store: CredentialStore,
+    lookup: _Lookup,
     label: str,
     uses: str,
     config: Mapping[str, Any],
@@ -172,13 +223,13 @@ def _step_needs(
     argocd_configured: bool,
 ) -> list[CredentialNeed]:
     if uses in _GIT_STEPS and isinstance(config.get("repoURL"), str):
-        return [_rendered(store, label, "git", config["repoURL"], variables)]
+        return [_rendered(lookup, label, "git", config["repoURL"], variables)]
     if uses == "helm-update-chart":
         charts = config.get("charts")
         if not isinstance(charts, list):
             return []
         return [
-            _rendered(store, label, "helm", chart["repository"], variables)
+            _rendered(lookup, label, "helm", chart["repository"], variables)
             for chart in charts
             if isinstance(chart, dict) and isinstance(chart.get("repository"), str)
         ]
@@ -198,7 +249,7 @@ def _step_needs(
 
 
 def _rendered(
-    store: CredentialStore, label: str, kind: str, template: str, variables: Mapping[str, Any]
+    lookup: _Lookup, label: str, kind: str, template: str, variables: Mapping[str, Any]
 ) -> CredentialNeed:
     try:
         url = render_string(template, {"vars": dict(variables)})
@@ -208,4 +259,4 @@ def _rendered(
         return CredentialNeed(
             label, kind, template, "unknown", "depends on the promotion (ctx, Freight or outputs)"
         )
-    return _repository(store, label, kind, url)
+    return lookup(label, kind, url)

@@ -16,9 +16,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from freightline.app.client import apply_project
+from freightline.app.client import apply_cluster, apply_project, delete_resource
 from freightline.errors import CredentialError
-from freightline.kargo.config import group_by_project, load_text
+from freightline.kargo.config import group_by_project, group_cluster, load_text
 from freightline.kargo.credentials import CRED_TYPE_LABEL, CredentialStore
 from tests.pipelines import dump
 from tests.test_git_discovery import Upstream
@@ -193,19 +193,41 @@ spec:
 """
 
 
-def run_check(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "kargo.yaml").write_text(PROJECT)
+CLOUD_IDENTITY_VARIABLES = (
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GCE_METADATA_HOST",
+)
+"""What the worker's workload identities read: the check reads them too, so a test sets
+only its own."""
+
+
+def run_check(
+    tmp_path: Path,
+    *args: str,
+    project: str | None = None,
+    more_secrets: tuple[dict[str, Any], ...] = (),
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "kargo.yaml").write_text(project or PROJECT)
     store_of(
         tmp_path,
         *serving_secrets(),
         secret("hook", None, namespace="kargo-demo", secret=HOOK),
+        *more_secrets,
     )
     environment = {
         **os.environ,
         "FREIGHTLINE_CREDENTIALS_FILE": str(tmp_path / "creds.yaml"),
         **env,
     }
-    for name in ("ARGOCD_SERVER", "ARGOCD_AUTH_TOKEN"):
+    for name in ("ARGOCD_SERVER", "ARGOCD_AUTH_TOKEN", *CLOUD_IDENTITY_VARIABLES):
         if name not in env:
             environment.pop(name, None)
     return subprocess.run(
@@ -270,6 +292,131 @@ def test_credentials_check_passes_when_nothing_is_missing(tmp_path: Path) -> Non
     assert "/github/" not in result.stdout  # receiver paths only with --show-urls
 
 
+CLUSTER_AND_CLOUD = """
+apiVersion: kargo.akuity.io/v1alpha1
+kind: ClusterConfig
+metadata: {name: cluster}
+spec:
+  webhookReceivers:
+    - name: shared
+      github: {secretRef: {name: cluster-hook}}
+    - name: namespaced
+      gitlab: {secretRef: {name: hook}}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Project
+metadata: {name: kargo-demo}
+---
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Warehouse
+metadata: {name: cloud, namespace: kargo-demo}
+spec:
+  subscriptions:
+    - image: {repoURL: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app}
+    - image: {repoURL: kargoexample.azurecr.io/team/app}
+    - image: {repoURL: europe-west1-docker.pkg.dev/example/images/app}
+    - chart: {repoURL: oci://europe-west1-docker.pkg.dev/example/charts/app}
+    - image: {repoURL: quay.io/public/thing}
+"""
+
+ECR_APP = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app"
+ACR_APP = "kargoexample.azurecr.io/team/app"
+GAR_APP = "europe-west1-docker.pkg.dev/example/images/app"
+GAR_CHART = "oci://europe-west1-docker.pkg.dev/example/charts/app"
+
+
+def test_credentials_check_reports_cluster_receivers_and_workload_identities(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "gcp-key.json"
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "client_email": "puller@example.iam.gserviceaccount.com",
+                "private_key_id": "k1",
+                "private_key": "-----BEGIN PRIVATE KEY-----\nTOPSECRET-gcp\n-----END PRIVATE KEY-----\n",
+                "token_uri": "http://127.0.0.1:9/token",  # never asked: nothing listens
+            }
+        )
+    )
+    (tmp_path / "azure-token").write_text("TOPSECRET-federated")
+    result = run_check(
+        tmp_path,
+        "-o",
+        "json",
+        project=CLUSTER_AND_CLOUD,
+        more_secrets=(secret("cluster-hook", None, secret=HOOK),),
+        AWS_ROLE_ARN="arn:aws:iam::123456789012:role/freightline-worker",
+        AWS_WEB_IDENTITY_TOKEN_FILE=str(tmp_path / "aws-token"),
+        AZURE_CLIENT_ID="client-1",
+        AZURE_TENANT_ID="tenant-1",
+        AZURE_FEDERATED_TOKEN_FILE=str(tmp_path / "azure-token"),
+        GOOGLE_APPLICATION_CREDENTIALS=str(key_file),
+    )
+    rows = {
+        (row["project"], row["needed by"], row["for"]): row for row in json.loads(result.stdout)
+    }
+    status = {key: (row["status"], row["detail"]) for key, row in rows.items()}
+    # The ClusterConfig's receivers: a Secret without a namespace serves them; a project's
+    # (namespaced) Secret does not, as Kargo reads them from its cluster namespace.
+    assert status[("(cluster)", "receiver/shared", "cluster-hook")] == (
+        "ok",
+        "Secret cluster-hook (secret)",
+    )
+    namespaced = status[("(cluster)", "receiver/namespaced", "hook")]
+    assert namespaced == ("missing", "Secret 'hook' is not in the credentials file")
+    # Registries no Secret serves: the workload identity the worker's variables give.
+    cloud = {
+        target: found for (_, where, target), found in status.items() if where == "Warehouse/cloud"
+    }
+    assert cloud[ECR_APP] == (
+        "ok",
+        "by workload identity IRSA (AWS_ROLE_ARN arn:aws:iam::123456789012:role/"
+        "freightline-worker), assuming role kargo-project-kargo-demo",
+    )
+    assert cloud[ACR_APP] == (
+        "ok",
+        "by workload identity Azure (AZURE_CLIENT_ID client-1, tenant tenant-1)",
+    )
+    by_key = (
+        "ok",
+        "by workload identity GOOGLE_APPLICATION_CREDENTIALS "
+        "(service account puller@example.iam.gserviceaccount.com)",
+    )
+    assert cloud[GAR_APP] == by_key and cloud[GAR_CHART] == by_key
+    assert cloud["quay.io/public/thing"][0] == "anonymous"
+    assert result.returncode == 1 and "receiver/namespaced" in result.stderr
+    assert "TOPSECRET" not in result.stdout + result.stderr
+
+
+def test_credentials_check_says_when_a_workload_identity_cannot_serve(tmp_path: Path) -> None:
+    (tmp_path / "gcp-key.json").write_text(json.dumps({"type": "authorized_user"}))
+    gar_only = CLUSTER_AND_CLOUD.split("---", 1)[1]  # no ClusterConfig
+    result = run_check(
+        tmp_path,
+        "-o",
+        "json",
+        project=gar_only,
+        GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "gcp-key.json"),
+    )
+    rows = {row["for"]: (row["status"], row["detail"]) for row in json.loads(result.stdout)}
+    assert rows[GAR_APP][0] == "missing" and "type 'authorized_user'" in rows[GAR_APP][1]
+    assert rows[ECR_APP] == ("anonymous", "no Secret matches: anonymous access")  # no IRSA
+    assert result.returncode == 1
+    # Without a key file, only the metadata server could say whether the worker is on
+    # Google Cloud: the check asks no endpoint and says so.
+    result = run_check(tmp_path, "-o", "json", project=gar_only)
+    rows = {row["for"]: (row["status"], row["detail"]) for row in json.loads(result.stdout)}
+    assert rows[GAR_APP] == (
+        "anonymous",
+        "no Secret matches: workload identity Google metadata server if the worker runs on "
+        "Google Cloud (service account kargo-project-kargo-demo@<gcp-project>, else the worker's own), "
+        "else anonymous access",
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.integration
 async def test_credentials_check_reads_the_applied_project(
     client: Client, worker: Worker, tmp_path: Path
@@ -306,10 +453,59 @@ async def test_credentials_check_reads_the_applied_project(
         },
     )
     assert result.returncode == 0, result.stderr
-    (row,) = json.loads(result.stdout)
+    # The cluster's receivers follow (none unless a ClusterConfig is applied).
+    (row,) = [row for row in json.loads(result.stdout) if row["project"] == name]
     assert (row["needed by"], row["status"], row["detail"]) == (
         "Warehouse/code",
         "ok",
         "Secret local (username and password)",
     )
     assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+async def test_credentials_check_reads_the_applied_cluster_config(
+    client: Client, worker: Worker, tmp_path: Path
+) -> None:
+    name = f"creds-{uuid.uuid4().hex[:8]}"
+    documents = [
+        {"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Project", "metadata": {"name": name}},
+        {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "ClusterConfig",
+            "metadata": {"name": "cluster"},
+            "spec": {
+                "webhookReceivers": [
+                    {"name": "hub", "dockerhub": {"secretRef": {"name": "cluster-hook"}}},
+                    {"name": "lab", "gitlab": {"secretRef": {"name": "absent"}}},
+                ]
+            },
+        },
+    ]
+    loaded = load_text(dump(documents))
+    (resources,) = group_by_project(loaded).values()
+    await apply_project(client, resources)
+    await apply_cluster(client, group_cluster(loaded))
+    store_of(tmp_path, secret("cluster-hook", None, secret=HOOK))
+    try:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "freightline", "credentials", "check", "-p", name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={
+                **os.environ,
+                "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+                "FREIGHTLINE_CREDENTIALS_FILE": str(tmp_path / "creds.yaml"),
+                "COLUMNS": "200",
+            },
+        )
+    finally:
+        # One ClusterConfig per cluster: the other tests' Temporal is left without it.
+        await delete_resource(client, "", "ClusterConfig", "cluster", "test")
+    assert result.returncode == 1
+    assert "1 credential(s) missing: receiver/lab" in result.stderr
+    assert "receiver/hub" in result.stdout and "Secret cluster-hook" in result.stdout
+    assert HOOK not in result.stdout + result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
@@ -719,38 +720,55 @@ async def credentials_check(
     """Which Warehouses, steps and webhook receivers have the credentials they need.
 
     Reads the worker's credentials as the worker does (FREIGHTLINE_CREDENTIALS_FILE,
-    FREIGHTLINE_GIT_USERNAME, ARGOCD_*) and prints, for each need, the Secret that
-    serves it, never a value. Exits 1 when something is missing.
+    FREIGHTLINE_GIT_USERNAME, ARGOCD_*, the cloud workload identities' variables) and
+    prints, for each need, the Secret or identity that serves it, never a value; the
+    ClusterConfig's receivers too. Exits 1 when something is missing.
     """
-    from freightline.kargo.config import group_by_project, load_file
-    from freightline.kargo.credential_check import check_project
+    from activities.registry_identity import workload_cover
+    from freightline.kargo.config import group_by_project, group_cluster, load_file
+    from freightline.kargo.credential_check import check_cluster, check_project
     from freightline.kargo.credentials import CredentialStore
 
     if file is not None:
-        projects = list(group_by_project(load_file(file, project)).values())
+        loaded = load_file(file, project)
+        projects = list(group_by_project(loaded).values())
+        cluster_config = group_cluster(loaded).cluster_config
     else:
+        from activities.project import cluster_resources
         from freightline.app.client import project_resources
         from freightline.app.temporal import connect
 
-        projects = [await project_resources(await connect(), _project(project))]
+        client = await connect()
+        projects = [await project_resources(client, _project(project))]
+        cluster_config = (await cluster_resources(client)).cluster_config
     store = CredentialStore.from_settings(settings().git)
     argocd = settings().argocd
-    rows = [
-        {
-            "project": resources.name,
-            "needed by": need.where,
-            "kind": need.kind,
-            "for": need.target,
-            "status": need.status,
-            "detail": need.detail,
-        }
+    environ = dict(os.environ)  # the variables the worker's cloud identities read
+    needs = [
+        (resources.name, need)
         for resources in projects
         for need in check_project(
             resources,
             store,
             argocd_configured=bool(argocd.server and argocd.token),
             receiver_urls=show_urls,
+            workloads=lambda url, name: workload_cover(url, environ, name),
         )
+    ]
+    needs += [
+        ("(cluster)", need)
+        for need in check_cluster(cluster_config, store, receiver_urls=show_urls)
+    ]
+    rows = [
+        {
+            "project": where,
+            "needed by": need.where,
+            "kind": need.kind,
+            "for": need.target,
+            "status": need.status,
+            "detail": need.detail,
+        }
+        for where, need in needs
     ]
     _print(rows, output, "credentials")
     missing = [row for row in rows if row["status"] == "missing"]

@@ -360,11 +360,11 @@ def test_credentials_check_reports_cluster_receivers_and_workload_identities(
     status = {key: (row["status"], row["detail"]) for key, row in rows.items()}
     # The ClusterConfig's receivers: a Secret without a namespace serves them; a project's
     # (namespaced) Secret does not, as Kargo reads them from its cluster namespace.
-    assert status[("(cluster)", "receiver/shared", "cluster-hook")] == (
+    assert status[("(cluster)", "ClusterConfig receiver/shared", "cluster-hook")] == (
         "ok",
         "Secret cluster-hook (secret)",
     )
-    namespaced = status[("(cluster)", "receiver/namespaced", "hook")]
+    namespaced = status[("(cluster)", "ClusterConfig receiver/namespaced", "hook")]
     assert namespaced == ("missing", "Secret 'hook' is not in the credentials file")
     # Registries no Secret serves: the workload identity the worker's variables give.
     cloud = {
@@ -386,7 +386,7 @@ def test_credentials_check_reports_cluster_receivers_and_workload_identities(
     )
     assert cloud[GAR_APP] == by_key and cloud[GAR_CHART] == by_key
     assert cloud["quay.io/public/thing"][0] == "anonymous"
-    assert result.returncode == 1 and "receiver/namespaced" in result.stderr
+    assert result.returncode == 1 and "ClusterConfig receiver/namespaced" in result.stderr
     assert "TOPSECRET" not in result.stdout + result.stderr
 
 
@@ -506,6 +506,6 @@ async def test_credentials_check_reads_the_applied_cluster_config(
         # One ClusterConfig per cluster: the other tests' Temporal is left without it.
         await delete_resource(client, "", "ClusterConfig", "cluster", "test")
     assert result.returncode == 1
-    assert "1 credential(s) missing: receiver/lab" in result.stderr
-    assert "receiver/hub" in result.stdout and "Secret cluster-hook" in result.stdout
+    assert "1 credential(s) missing: ClusterConfig receiver/lab" in result.stderr
+    assert "ClusterConfig receiver/hub" in result.stdout and "Secret cluster-hook" in result.stdout
     assert HOOK not in result.stdout + result.stderr

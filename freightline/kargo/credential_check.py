@@ -98,14 +98,17 @@ def check_cluster(
 ) -> list[CredentialNeed]:
     """The ClusterConfig's webhook receivers: each one's Secret (one serving every project,
     no ``namespace``), present with its key or missing."""
-    return _receiver_needs(bind_cluster_receivers(config, store.secret), receiver_urls)
+    bound = bind_cluster_receivers(config, store.secret)
+    return _receiver_needs(bound, receiver_urls, "ClusterConfig ")
 
 
-def _receiver_needs(receivers: Iterable[BoundReceiver], urls: bool) -> list[CredentialNeed]:
+def _receiver_needs(
+    receivers: Iterable[BoundReceiver], urls: bool, prefix: str = ""
+) -> list[CredentialNeed]:
     needs = []
     for bound in receivers:
         receiver = bound.receiver
-        where = f"receiver/{receiver.name}"
+        where = f"{prefix}receiver/{receiver.name}"
         secret = receiver.config.secret_ref.name
         if bound.problem:
             needs.append(

@@ -22,6 +22,7 @@ tool that runs it (kustomize's remote resources) may be asked to fetch.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import re
 import shlex
@@ -439,11 +440,15 @@ class Clone:
                     f'remote branch "{branch}" of repo {self.repo_url} does not exist; set '
                     "create: true to create it at checkout"
                 )
-            # An orphan branch with an empty tree (git 2.39 has no `worktree add --orphan`).
-            self.run("worktree", "add", "--detach", str(target))
+            # An orphan branch with an empty tree. git 2.39 has no `worktree add --orphan`,
+            # and `worktree add` needs a commit: not HEAD, which may name no commit (an empty
+            # repository, or a HEAD naming a branch nobody pushed), but a throwaway commit
+            # of the empty tree that the orphan branch leaves behind (it is never pushed).
+            empty_tree = self.run("hash-object", "-t", "tree", "-w", os.devnull)
+            start = self.run("commit-tree", "--no-gpg-sign", "-m", "empty", empty_tree)
+            self.run("worktree", "add", "--detach", "--end-of-options", str(target), start)
             worktree = Worktree(self, target, branch)
             worktree.run("checkout", "--quiet", "--orphan", branch)
-            worktree.run("rm", "-r", "--quiet", "--force", "--ignore-unmatch", ".")
             return worktree._sparse(patterns, populate=False)
         # A name from a project's configuration is never read as an option: a commit of
         # "--upload-pack=<command>" would run the command (git parses options after

@@ -412,6 +412,10 @@ async def test_webhooks_on_merge_and_close(tmp_path: Path, kind: Any) -> None:
                 else:
                     assert hook.headers["X-Gitea-Event"] == "pull_request"
                     assert hook.headers["X-Gitea-Signature"] == digest
+                    assert hook.headers["X-Gogs-Signature"] == digest
+                    assert hook.headers["X-Hub-Signature-256"] == f"sha256={digest}"
+                    sha1 = hmac.new(b"s3cret", body, hashlib.sha1).hexdigest()
+                    assert hook.headers["X-Hub-Signature"] == f"sha1={sha1}"
                     assert payload["pull_request"]["merged"] is (number == 1)
                     assert payload["sender"]["login"] == ("alice" if number == 1 else "bob")
             assert forge.violations == []

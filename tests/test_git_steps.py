@@ -37,6 +37,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.git import Clone, git_environment
 from activities.git_steps import commit_url
+from activities.repository_cache import RepositoryCache
 from activities.worktree import WorktreeActivities
 from freightline.contracts.promotion import StepOutcome, WorktreeBatch, plan_promotion
 from freightline.kargo.resources import FreightRequest, Warehouse
@@ -269,6 +270,46 @@ def test_a_checkout_without_a_ref_gets_the_default_branch(tmp_path: Path, repo: 
     outcomes = run_steps(tmp_path, repo, steps)
     assert outputs_of(outcomes, "push")["branch"] == "main"
     assert show_file(repo, "main", "new.txt") == "x"
+
+
+def headless_repo(tmp_path: Path, empty: bool) -> Path:
+    """A bare repository whose HEAD names ``main``, which does not exist: it holds only
+    ``stage/test`` (a GitOps repository of stage branches), or nothing at all."""
+    path = tmp_path / "headless.git"
+    if empty:
+        git("init", "--quiet", "--bare", "--initial-branch=main", str(path))
+    else:
+        create_bare_repo(path, branch="stage/test")
+        git("symbolic-ref", "HEAD", "refs/heads/main", cwd=path)
+    return path
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["direct", "cached"])
+@pytest.mark.parametrize("empty", [False, True], ids=["stage-branches", "empty"])
+def test_create_makes_a_branch_when_the_remote_head_names_no_branch(
+    tmp_path: Path, empty: bool, cached: bool
+) -> None:
+    """Kargo clones bare and never checks out the remote's HEAD, so a HEAD naming a
+    branch that does not exist (or an empty repository) stops no checkout."""
+    repo = headless_repo(tmp_path, empty)
+    cache = RepositoryCache(tmp_path / "cache", 1 << 30) if cached else None
+    checkouts = [{"branch": "stage/prod", "create": True, "path": "./prod"}]
+    if not empty:
+        checkouts.append({"branch": "stage/test", "path": "./test"})
+    steps = [
+        clone(*checkouts),
+        {"uses": "file-write", "config": {"path": "./prod/app.yaml", "contents": "prod\n"}},
+        {"uses": "git-commit", "config": {"path": "./prod", "message": "prod"}},
+        {"uses": "git-push", "config": {"path": "./prod"}},
+    ]
+    test_head = branch_head(repo, "stage/test")
+    freight = commit_freight(repo, test_head or "0" * 40)
+    outcomes = run_steps(tmp_path, repo, steps, freight=freight, repository_cache=cache)
+    expected = {"./prod": ""} if empty else {"./prod": "", "./test": test_head}
+    assert outputs_of(outcomes, "clone") == {"commits": expected}
+    assert files_on(repo, "stage/prod") == {"app.yaml"}  # an orphan: nothing of stage/test
+    assert git("rev-list", "--count", "refs/heads/stage/prod", cwd=repo) == "1"
+    assert branch_head(repo, "main") is None
 
 
 @pytest.mark.parametrize(

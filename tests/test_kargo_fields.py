@@ -30,8 +30,8 @@ from temporalio.worker import Worker
 
 from activities.discovery import DiscoveryActivities
 from freightline.app.client import apply_project, stage_states
+from freightline.app.webhooks import WebhookServer
 from freightline.contracts.promotion import plan_promotion
-from freightline.contracts.steps import runner_of
 from freightline.contracts.verification import verification_request
 from freightline.contracts.warehouse import DiscoveryRequest
 from freightline.errors import ConfigError
@@ -45,6 +45,9 @@ from freightline.kargo.resources import (
     ProjectResources,
     RepoSubscription,
 )
+from freightline.kargo.webhooks import receiver_path
+from freightline.settings import load_settings
+from sandbox.forge import ForgeEmulator
 from sandbox.gitops import branch_head, create_bare_repo, show_file
 from tests.conftest import wait_for
 from tests.pipelines import (
@@ -514,14 +517,11 @@ def test_akuity_examples_apply_unchanged(name: str) -> None:
             continue
         planned[stage] = [s.uses for s in plan.steps]
     if name == "kargo-simple":
-        # Its PromotionTask holds git-open-pr and git-wait-for-pr (behind `if:`, taken in prod
-        # only): the pull-request steps are not in the step registry on this branch.
-        # (planned where the pull-request steps are registered, else refused by name).
-        for stage, outcome in planned.items():
-            if isinstance(outcome, str):
-                assert 'unknown step "git-open-pr"' in outcome, (stage, outcome)
-            else:
-                assert outcome[:4] == ["git-clone", "kustomize-set-image", "git-commit", "git-push"]
+        # Its PromotionTask's pull-request steps are planned in every Stage; their `if:`
+        # (vars.openpr, "true" in prod only) decides at run time.
+        steps = ["git-clone", "kustomize-set-image", "git-commit", "git-push", "git-push"]
+        steps += ["git-open-pr", "git-wait-for-pr"]
+        assert planned == {stage: steps for stage in ("dev", "staging", "prod")}
     else:
         assert planned == {
             stage: [
@@ -783,41 +783,144 @@ async def _last_promotion(client: Client, project: str, stage: str) -> Any:
     return {s.name: s for s in await stage_states(client, project)}[stage].last_promotion
 
 
-@pytest.mark.integration
-async def test_kargo_simple_runs_dev_and_staging_from_its_own_manifests(
-    client: Client, worker: Worker, tmp_path: Path
-) -> None:
-    freight = _guestbook_freight("kargo-simple", "v0.0.2")
-    document = freight.model_dump(mode="json", by_alias=True, exclude_none=True)
-    repo, manifest = _example_run(
-        "kargo-simple",
-        tmp_path,
-        document,
-        _promotion("dev-v0.0.2", "kargo-simple", "dev", freight.metadata.name),
-    )
-    assert "queued (Promotion/dev-v0.0.2)" in await _apply_file(client, manifest)
-    dev = await _last_promotion(client, "kargo-simple", "dev")
-    if runner_of("git-open-pr") is None:
-        # Its one PromotionTask holds git-open-pr and git-wait-for-pr (behind `if:`, run in
-        # prod only): without the pull-request steps the whole task cannot be planned.
-        assert dev.phase == "Errored"
-        assert 'unknown step "git-open-pr"' in dev.message
-        pytest.skip("kargo-simple needs the pull-request steps (git-open-pr, git-wait-for-pr)")
-    assert dev.phase == "Succeeded", dev.message
-    assert "newTag: v0.0.2" in show_file(repo, "main", "env/dev/kustomization.yaml")
-    assert "newTag: v0.0.1" in show_file(repo, "main", "env/staging/kustomization.yaml")
+def _on_forge(text: str, repo_url: str) -> str:
+    """kargo-simple's manifests with its GitHub URL rewritten to the forge emulator's, and
+    ``provider: github`` added to the pull-request steps (the emulator's host, 127.0.0.1,
+    names no forge)."""
+    documents = [d for d in YAML(typ="safe").load_all(text) if d]
+    for document in documents:
+        if document["kind"] == "PromotionTask":
+            for step in document["spec"]["steps"]:
+                if step["uses"] in ("git-open-pr", "git-wait-for-pr"):
+                    step["config"]["provider"] = "github"
+    return dump(documents).replace("https://github.com/akuity/kargo-simple.git", repo_url)
 
-    # Staging takes it from dev (verified there: dev has no verification).
-    staging = (
-        manifest.read_text()
-        + "\n---\n"
-        + dump([_promotion("staging-v0.0.2", "kargo-simple", "staging", freight.metadata.name)])
-    )
-    manifest.write_text(staging)
-    assert "queued (Promotion/staging-v0.0.2)" in await _apply_file(client, manifest)
-    result = await _last_promotion(client, "kargo-simple", "staging")
-    assert result.phase == "Succeeded", result.message
-    assert "newTag: v0.0.2" in show_file(repo, "main", "env/staging/kustomization.yaml")
+
+@pytest.mark.integration
+async def test_kargo_simple_runs_dev_staging_and_prods_pull_request_on_a_forge(
+    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dev and staging push the new tag to main; prod pushes a branch of its own and opens
+    a pull request into main on the forge, as written. Its git-wait-for-pr reads the
+    open-pr step's ``prNumber``, an output Kargo deprecated in v1.6 and dropped in v1.7
+    (now ``pr.id``): on Kargo v1.11, as here, the wait is given no number and errors. With
+    that one expression updated, prod waits until a person merges the pull request."""
+    from worker import build_worker
+
+    token, secret = "forge-token-0123456789", "kargo-simple-hook-secret"
+    forge = ForgeEmulator("github", tmp_path / "forge", token=token, webhook_secret=secret)
+    try:
+        forge.add_repo("akuity/kargo-simple", seed=EXAMPLES / "kargo-simple-repo")
+        repo_url = forge.repo_url("akuity/kargo-simple")
+        creds = tmp_path / "creds.yaml"
+        creds.write_text(
+            dump(
+                [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {
+                            "name": "forge",
+                            "labels": {"kargo.akuity.io/cred-type": "git"},
+                        },
+                        "stringData": {"repoURL": repo_url, "username": "bot", "password": token},
+                    },
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {"name": "gh", "namespace": "kargo-simple"},
+                        "stringData": {"secret": secret},
+                    },
+                ]
+            )
+        )
+        monkeypatch.setenv("FREIGHTLINE_CREDENTIALS_FILE", str(creds))
+        text = "\n---\n".join(
+            f.read_text() for f in sorted((EXAMPLES / "kargo-simple").glob("*.yaml"))
+        )
+        manifest = tmp_path / "kargo.yaml"
+        freight = _guestbook_freight("kargo-simple", "v0.0.2")
+        name = freight.metadata.name
+        # The forge's pull_request events go to a Kargo GitHub receiver of the project's.
+        receivers = {"webhookReceivers": [{"name": "gh", "github": {"secretRef": {"name": "gh"}}}]}
+        project_config = {
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "ProjectConfig",
+            "metadata": {"name": "kargo-simple", "namespace": "kargo-simple"},
+            "spec": receivers,
+        }
+        documents = [
+            project_config,
+            freight.model_dump(mode="json", by_alias=True, exclude_none=True),
+        ]
+
+        def main(path: str) -> str:
+            return show_file(forge.store.repos["akuity/kargo-simple"], "main", path)
+
+        async def promote(stage: str, tail: str = "", manifest_text: str = text) -> Any:
+            documents.append(_promotion(f"{stage}-v0.0.2{tail}", "kargo-simple", stage, name))
+            manifest.write_text(_on_forge(manifest_text, repo_url) + "\n---\n" + dump(documents))
+            assert f"queued (Promotion/{stage}-v0.0.2{tail})" in await _apply_file(client, manifest)
+            return await _last_promotion(client, "kargo-simple", stage)
+
+        server = WebhookServer(
+            client, credentials=CredentialStore(creds), host="127.0.0.1", index_interval=0
+        )
+        async with server, build_worker(client, load_settings(), queue=task_queue):
+            path = receiver_path("kargo-simple", "github", "gh", secret)
+            forge.webhook_url = f"http://127.0.0.1:{server.port}{path}"
+            dev = await promote("dev")
+            assert dev.phase == "Succeeded", dev.message
+            assert "newTag: v0.0.2" in main("env/dev/kustomization.yaml")
+            assert "newTag: v0.0.1" in main("env/staging/kustomization.yaml")
+            # Staging takes it from dev (verified there: dev has no verification).
+            staging = await promote("staging")
+            assert staging.phase == "Succeeded", staging.message
+            assert "newTag: v0.0.2" in main("env/staging/kustomization.yaml")
+
+            prod = await promote("prod")
+            (pr,) = forge.store.pulls["akuity/kargo-simple"]
+            assert pr.target == "main" and pr.source.startswith("kargo/promotion/")
+            assert pr.state == "open"
+            assert "newTag: v0.0.2" in show_file(
+                forge.store.repos["akuity/kargo-simple"], pr.source, "env/prod/kustomization.yaml"
+            )
+            assert "newTag: v0.0.1" in main("env/prod/kustomization.yaml")
+            assert prod.phase == "Errored", prod.message
+            assert "config.prNumber: Input should be a valid integer" in prod.message
+
+            # Kargo v1.7's form of the same expression: prod waits for the merge.
+            updated = text.replace(
+                "task.outputs['open-pr'].prNumber", "task.outputs['open-pr'].pr.id"
+            )
+            assert updated != text
+            documents.append(_promotion("prod-v0.0.2-again", "kargo-simple", "prod", name))
+            manifest.write_text(_on_forge(updated, repo_url) + "\n---\n" + dump(documents))
+            assert "queued (Promotion/prod-v0.0.2-again)" in await _apply_file(client, manifest)
+
+            def second_pull() -> bool:
+                return len(forge.store.pulls["akuity/kargo-simple"]) == 2
+
+            await wait_for(second_pull, timeout=60)
+            second = forge.store.pulls["akuity/kargo-simple"][1]
+            # The receiver finds the waiting promotion by search attribute: once it is
+            # visible, a person's merge wakes it (its next poll is 30 s away).
+            url = forge.web_url("akuity/kargo-simple", second.number)
+
+            async def waiting() -> bool:
+                query = f"FreightlinePullRequest = '{url}'"
+                return [e async for e in client.list_workflows(query)] != []
+
+            await wait_for(waiting, timeout=60)
+            forge.merge("akuity/kargo-simple", second.number, user="alice")
+            (delivery,) = await asyncio.to_thread(forge.wait_for_deliveries, 1)
+            assert delivery.status == 200, delivery
+            prod = await _last_promotion(client, "kargo-simple", "prod")
+            assert prod.phase == "Succeeded", prod.message
+            assert "newTag: v0.0.2" in main("env/prod/kustomization.yaml")
+        assert forge.violations == []  # every request and answer as GitHub's OpenAPI says
+    finally:
+        forge.stop()
 
 
 @pytest.mark.integration

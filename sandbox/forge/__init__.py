@@ -294,8 +294,16 @@ class ForgeEmulator(ApiEmulator):
             if secret:
                 headers["X-Gitlab-Token"] = secret
         elif secret:
+            # Gitea signs each delivery four ways (services/webhook/deliver.go): its own and
+            # Gogs' header carry the bare hex HMAC-SHA256, GitHub's two the prefixed SHA-1 and
+            # SHA-256 ones, so a receiver written for GitHub (Kargo's) accepts it. Forgejo
+            # adds its own header with the same value.
             headers["X-Gitea-Signature"] = digest
+            headers["X-Gogs-Signature"] = digest
             headers["X-Forgejo-Signature"] = digest
+            headers["X-Hub-Signature-256"] = f"sha256={digest}"
+            sha1 = hmac.new(secret.encode(), payload, hashlib.sha1).hexdigest()
+            headers["X-Hub-Signature"] = f"sha1={sha1}"
         url = self.webhook_url
         event = hook.headers.get("X-GitHub-Event") or hook.headers.get(
             "X-Gitlab-Event", hook.headers.get("X-Gitea-Event", "")

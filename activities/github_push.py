@@ -135,10 +135,11 @@ async def _push(
     try:
         forge = forge_for(repo_url, "github", credentials=store, http=http)
         assert isinstance(forge, GitHub)
+        staged: set[str] = set()
         try:
             for attempt in range(config.max_attempts):
                 head = await _attempt(
-                    ctx, worktree, forge, branch=branch, force=force, staging=staging
+                    ctx, worktree, forge, branch=branch, force=force, staging=staging, staged=staged
                 )
                 if head is not None:
                     _sync(worktree, branch, head)
@@ -148,7 +149,8 @@ async def _push(
         finally:
             # Best effort, as Kargo: a leftover staging ref is overwritten by the next push.
             try:
-                await forge.delete_ref(staging.removeprefix("refs/"))
+                for ref in staged:
+                    await forge.delete_ref(ref.removeprefix("refs/"))
             except FreightlineError as err:
                 log.warning("staging ref not deleted", ref=staging, error=str(err))
     finally:
@@ -161,9 +163,17 @@ async def _push(
 
 
 async def _attempt(
-    ctx: StepContext, worktree: Worktree, forge: GitHub, *, branch: str, force: bool, staging: str
+    ctx: StepContext,
+    worktree: Worktree,
+    forge: GitHub,
+    *,
+    branch: str,
+    force: bool,
+    staging: str,
+    staged: set[str],
 ) -> str | None:
-    """One try: the new head of ``branch``, or None when GitHub refused the move (try again)."""
+    """One try: the new head of ``branch``, or None when GitHub refused the move (try again).
+    ``staged`` gets the staging ref once it is pushed (to delete it afterwards)."""
     remote = await forge.ref_head(f"heads/{branch}")
     if remote is not None and not force and not _is_ancestor(worktree, remote, "HEAD"):
         # Kargo's AlwaysRebase: a fast-forward, or our commits rebased onto the remote's; a
@@ -180,6 +190,8 @@ async def _attempt(
         source = worktree.branch
         source_head = await forge.ref_head(f"heads/{source}") if source else None
         base = _fork_point(worktree, source, source_head) if source and source_head else None
+        if base is None:
+            base = _last_fetched(worktree)
     commits = _local_commits(worktree, base)
     if len(commits) > MAX_REPLAYED_COMMITS:
         raise StepError(
@@ -187,6 +199,7 @@ async def _attempt(
             f"the {MAX_REPLAYED_COMMITS} github-push replays at once"
         )
     worktree.run("push", "--porcelain", "--force", "origin", f"HEAD:{staging}")
+    staged.add(staging)
     new_head = await _replay(forge, commits, base)
     if remote is None:
         moved = await forge.create_ref(f"refs/heads/{branch}", new_head)
@@ -221,6 +234,21 @@ def _fork_point(worktree: Worktree, branch: str, remote: str) -> str | None:
         return worktree.run("merge-base", "HEAD", remote) or None
     except GitCommandError:
         return None
+
+
+def _last_fetched(worktree: Worktree) -> str | None:
+    """For a checkout on no branch (a commit, a tag): the newest commit of HEAD's history that
+    came from the remote (a remote branch's, or the clone's shallow boundary), or None."""
+    path = worktree.path / worktree.run("rev-parse", "--git-path", "shallow")
+    shallow = set(path.read_text().split()) if path.is_file() else set()
+    local = worktree.run("rev-list", "--topo-order", "HEAD", "--not", "--remotes").split()
+    for sha in local:  # newest first: the first one the remote has is the base
+        if sha in shallow:
+            return sha
+    if not local:
+        return worktree.head()
+    parents = worktree.run("log", "-1", "--format=%P", local[-1]).split()
+    return parents[0] if parents else None
 
 
 def _local_commits(worktree: Worktree, base: str | None) -> list[_Commit]:

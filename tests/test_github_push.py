@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -37,7 +39,7 @@ from sandbox.forge._common import Account
 from sandbox.forge._store import git
 from tests.conftest import recorded_text
 from tests.kargo_pages import assert_all_covered, example
-from tests.pipelines import commit_freight, single_stage_project, with_freight
+from tests.pipelines import commit_freight, dump, single_stage_project, with_freight
 from tests.test_git_steps import signing_key  # noqa: F401 - a fixture
 from tests.test_pull_requests import REPO, TOKEN, ForgeRepo, _forge, credentials, start
 
@@ -73,11 +75,12 @@ def run(
     steps: list[dict[str, Any]],
     *,
     signing_key_file: Path | None = None,
+    store: CredentialStore | None = None,
 ) -> list[StepOutcome]:
     """Plan ``steps`` (``vars.gitRepo``: the emulator's repository) and run them in the worktree
-    activity with the forge token as the worker's git credential."""
+    activity with ``store`` (else the forge token) as the worker's credentials."""
     repo_url = github.repo_url(REPO)
-    store = CredentialStore(credentials(tmp_path / "creds.yaml", repo_url))
+    store = store or CredentialStore(credentials(tmp_path / "creds.yaml", repo_url))
     bare = github.store.repos[REPO]
     freight = commit_freight(bare, github.store.branch_head(REPO, "main") or "")
     variables = [{"name": "gitRepo", "value": repo_url}]
@@ -196,6 +199,44 @@ def test_commits_the_worker_signed_are_replayed_for_github_to_sign(
     message = git(bare, "log", "-1", "--format=%B", head)
     assert message.startswith("rendered updated manifests\n")
     assert "Co-authored-by: " in message and "signer@example.com" not in message
+
+
+def test_a_github_app_pushes_and_github_signs_as_the_app(
+    tmp_path: Path,
+    github: ForgeEmulator,
+    signing_key: tuple[Path, str, Path],  # noqa: F811 - the fixture imported above
+) -> None:
+    """The case github-push exists for: a GitHub App (no GPG key of its own) as the worker's
+    credential, the worker's key signing locally; GitHub signs the replay as the App."""
+    app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = app_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    github.add_github_app("12345", 678, app_key.public_key())
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "app", "labels": {"kargo.akuity.io/cred-type": "git"}},
+        "stringData": {
+            "repoURL": github.repo_url(REPO),
+            "githubAppID": "12345",
+            "githubAppInstallationID": "678",
+            "githubAppPrivateKey": pem,
+        },
+    }
+    (tmp_path / "app.yaml").write_text(dump([secret]))
+    store = CredentialStore(tmp_path / "app.yaml")
+    outcomes = run(
+        tmp_path, github, page_steps("Common usage"), signing_key_file=signing_key[0],
+        store=store,
+    )  # fmt: skip
+    head = github.store.branch_head(REPO, "main") or ""
+    assert outputs(outcomes)["commit"] == head and head in github.verified_commits
+    assert git(github.store.repos[REPO], "log", "-1", "--format=%an", head) == "freightline[bot]"
+    (minted,) = set(github.minted_tokens)
+    assert minted not in json.dumps([o.outputs for o in outcomes])
 
 
 def intercept(
@@ -406,3 +447,29 @@ async def test_a_read_only_token_may_not_write_git_objects(
     assert reader not in str(caught.value)
     with pytest.raises(CredentialError):
         await client.update_ref("heads/main", main, force=True)
+
+
+def test_a_detached_checkout_pushes_to_a_new_branch(tmp_path: Path, github: ForgeEmulator) -> None:
+    """A checkout of a commit (on no branch) has no branch to compare with: the commits it
+    made after what it cloned are replayed, onto that commit."""
+    main = github.store.branch_head(REPO, "main")
+    steps = [
+        {
+            "uses": "git-clone",
+            "config": {
+                "repoURL": "${{ vars.gitRepo }}",
+                "checkout": [{"commit": main, "path": "./out"}],
+            },
+        },
+        write("detached\n"),
+        {"uses": "git-commit", "config": {"path": "./out", "message": "one"}},
+        write("detached, twice\n"),
+        {"uses": "git-commit", "config": {"path": "./out", "message": "two"}},
+        {"uses": "github-push", "as": "push", "config": {"path": "./out", "targetBranch": "new"}},
+    ]
+    outcomes = run(tmp_path, github, steps)
+    head = github.store.branch_head(REPO, "new")
+    assert outputs(outcomes)["commit"] == head
+    bare = github.store.repos[REPO]
+    assert git(bare, "log", "--format=%s", f"{main}..new").split() == ["two", "one"]
+    assert git(bare, "rev-parse", "new~2") == main

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request, Response
 
 from activities.forges import forge_for
 from activities.forges.github import GitHub
-from activities.github_push import GitHubPushConfig
+from activities.github_push import MAX_REPLAYED_COMMITS, GitHubPushConfig
 from activities.worktree import WorktreeActivities
 from freightline.contracts.promotion import (
     PromotionPhase,
@@ -473,3 +473,21 @@ def test_a_detached_checkout_pushes_to_a_new_branch(tmp_path: Path, github: Forg
     bare = github.store.repos[REPO]
     assert git(bare, "log", "--format=%s", f"{main}..new").split() == ["two", "one"]
     assert git(bare, "rev-parse", "new~2") == main
+
+
+def test_more_commits_than_the_cap_are_refused(tmp_path: Path, github: ForgeEmulator) -> None:
+    """Kargo's guard (GITHUB_PUSH_MAX_REVISIONS, 10): a push that would replay more fails
+    before GitHub is asked to write anything."""
+    main = github.store.branch_head(REPO, "main")
+    commits: list[dict[str, Any]] = []
+    for number in range(MAX_REPLAYED_COMMITS + 1):
+        commits += [
+            write(f"{number}\n"),
+            {"uses": "git-commit", "config": {"path": "./out", "message": f"c{number}"}},
+        ]
+    push = {"uses": "github-push", "config": {"path": "./out"}}
+    with pytest.raises(ApplicationError) as caught:
+        run(tmp_path, github, [CLONE, *commits, push])
+    assert f"more than the {MAX_REPLAYED_COMMITS}" in str(caught.value)
+    assert github.store.branch_head(REPO, "main") == main
+    assert staging_refs(github) == ""

@@ -44,6 +44,7 @@ KARGO_STEPS = {
     "git-tag": StepRunner.WORKTREE,
     "git-commit": StepRunner.WORKTREE,
     "git-push": StepRunner.WORKTREE,
+    "github-push": StepRunner.WORKTREE,
     "git-open-pr": StepRunner.WORKTREE,
     "git-merge-pr": StepRunner.WORKTREE,
     "http": StepRunner.WORKTREE,

@@ -6,11 +6,16 @@ merge with ``PUT .../pulls/{n}/merge`` (``merge_method`` merge, squash or rebase
 head commit the worker saw as ``sha``, so a push in between is GitHub's 409, not a merge of
 something nobody reviewed). Who closed a pull request without merging is the issue's
 ``closed_by``.
+
+The git database calls (``/git/ref``, ``/git/refs``, ``/git/commits``) are ``github-push``'s
+(:mod:`activities.github_push`): a ref in a path is one percent-encoded segment
+(``heads%2Fmain``), as Octokit sends it.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from activities.forges.base import ForgeHttp, forge_message
 from freightline.contracts.pull_requests import PullRequest
@@ -142,6 +147,75 @@ class GitHub:
                 raise PullRequestNotReady(error)
             raise PullRequestNotMergeable(error)
         return await self.get_pull_request(number)
+
+    # --- the git database (github-push) ----------------------------------------
+
+    async def ref_head(self, ref: str) -> str | None:
+        """The commit ``ref`` (``heads/main``) names now, or None if there is no such ref."""
+        response = await self._http.request(
+            "GET",
+            f"{self._repo}/git/ref/{quote(ref, safe='')}",
+            what=f"ref {ref}",
+            expect=(200, 404),
+        )
+        if response.status_code == 404:
+            return None
+        return str(response.json()["object"]["sha"])
+
+    async def create_commit(
+        self,
+        *,
+        tree: str,
+        parents: list[str],
+        message: str,
+        author: dict[str, str] | None = None,
+        committer: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A commit of ``tree`` on ``parents``: GitHub's answer (``sha``, ``verification``).
+        Without ``author`` and ``committer`` GitHub attributes it to the token's account and
+        signs it."""
+        request: dict[str, Any] = {"message": message, "tree": tree, "parents": parents}
+        if author is not None:
+            request["author"] = author
+        if committer is not None:
+            request["committer"] = committer
+        response = await self._http.request(
+            "POST", f"{self._repo}/git/commits", what=f"a commit of tree {tree}", json=request
+        )
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def create_ref(self, ref: str, sha: str) -> bool:
+        """Create ``ref`` (``refs/heads/x``) at ``sha``; False if it exists already (422)."""
+        response = await self._http.request(
+            "POST",
+            f"{self._repo}/git/refs",
+            what=f"creating {ref}",
+            json={"ref": ref, "sha": sha},
+            expect=(201, 422),
+        )
+        return response.status_code == 201
+
+    async def update_ref(self, ref: str, sha: str, *, force: bool) -> bool:
+        """Move ``ref`` (``heads/x``) to ``sha``; False if GitHub refuses a move that is not a
+        fast-forward (422) or the ref is gone."""
+        response = await self._http.request(
+            "PATCH",
+            f"{self._repo}/git/refs/{quote(ref, safe='')}",
+            what=f"updating {ref}",
+            json={"sha": sha, "force": force},
+            expect=(200, 422),
+        )
+        return response.status_code == 200
+
+    async def delete_ref(self, ref: str) -> None:
+        """Delete ``ref`` (``kargo/staging/x``); one already gone is fine (GitHub's 422)."""
+        await self._http.request(
+            "DELETE",
+            f"{self._repo}/git/refs/{quote(ref, safe='')}",
+            what=f"deleting {ref}",
+            expect=(204, 422),
+        )
 
     @staticmethod
     def _convert(body: dict[str, Any], *, closed_by: str | None) -> PullRequest:

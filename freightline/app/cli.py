@@ -460,7 +460,7 @@ async def _wait_for(client: Any, promotion: str) -> None:
             result: PromotionResult = await handle.result()
         except WorkflowFailureError as err:
             raise fail(f"promotion {promotion}: {err.cause}") from None
-    commits = [o.outputs["commit"] for o in result.steps if o.uses == "git-push"]
+    commits = [o.outputs["commit"] for o in result.steps if o.uses in ("git-push", "github-push")]
     console.print(
         f"promotion {result.phase.value}" + (f": pushed {commits[-1]}" if commits else "")
     )

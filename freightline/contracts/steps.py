@@ -195,6 +195,11 @@ STEPS: MappingProxyType[str, StepDefinition] = MappingProxyType(
                 "git-push", "activities.git_steps:git_push", "activities.git_steps:GitPushConfig"
             ),
             _worktree(
+                "github-push",
+                "activities.github_push:github_push",
+                "activities.github_push:GitHubPushConfig",
+            ),
+            _worktree(
                 "git-open-pr",
                 "activities.forge_steps:git_open_pr",
                 "activities.forge_steps:GitOpenPRConfig",

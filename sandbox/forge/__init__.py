@@ -1,5 +1,6 @@
-"""A forge emulator: GitHub's, GitLab's or Gitea's REST API for pull requests over real bare
-git repositories on disk, which it also serves over git's smart HTTP.
+"""A forge emulator: GitHub's, GitLab's or Gitea's REST API for pull requests (and GitHub's git
+database, for ``github-push``: :mod:`sandbox.forge._github_git`) over real bare git
+repositories on disk, which it also serves over git's smart HTTP.
 
 ``ForgeEmulator("github", root)`` serves api.github.com's paths at its root and GitHub
 Enterprise Server's at ``/api/v3``; ``"gitlab"`` serves ``/api/v4`` (merge requests, the
@@ -181,6 +182,13 @@ class ForgeEmulator(ApiEmulator):
         installation tokens at ``POST /app/installations/{id}/access_tokens`` (GitHub only)."""
         assert isinstance(self._flavour, GitHubApi), "GitHub Apps are GitHub's"
         self._flavour.apps[installation_id] = App(app_id, installation_id, public_key, user)
+
+    @property
+    def verified_commits(self) -> set[str]:
+        """Commits created through GitHub's git database API without an author, which GitHub
+        signs (its ``verification.verified``); the emulator only records them (GitHub only)."""
+        git_data = getattr(self._flavour, "git_data", None)
+        return set(git_data.signed) if git_data is not None else set()
 
     @property
     def minted_tokens(self) -> list[str]:

@@ -1,5 +1,6 @@
-"""GitHub's REST API for pull requests, at ``/`` (api.github.com's paths) and ``/api/v3``
-(GitHub Enterprise Server's base), checked against GitHub's OpenAPI descriptions."""
+"""GitHub's REST API for pull requests and its git database (:mod:`sandbox.forge._github_git`),
+at ``/`` (api.github.com's paths) and ``/api/v3`` (GitHub Enterprise Server's base), checked
+against GitHub's OpenAPI descriptions."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import json_response
 from sandbox.forge._common import Account, Flavour, Webhook, bearer, iso, load_spec
+from sandbox.forge._github_git import GitData
 from sandbox.forge._store import (
     AlreadyExists,
     HeadMismatch,
@@ -67,6 +69,7 @@ class GitHubApi(Flavour):
         self.route("PUT", rf"{_REPO}/pulls/(?P<number>\d+)/merge", self._merge)
         self.route("GET", rf"{_REPO}/issues/(?P<number>\d+)", self._issue)
         self.route("POST", rf"{_REPO}/issues/(?P<number>\d+)/labels", self._labels)
+        self.git_data = GitData(self)
         self.apps: dict[int, App] = {}
         self.minted: list[str] = []
         self._cloud: OpenAPI | None = None

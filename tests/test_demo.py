@@ -47,7 +47,7 @@ def test_demo_once_runs_the_whole_pipeline_and_stops_everything(
         cwd=tmp_path if provider == "prometheus" else CHECKOUT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,  # a loaded CI machine: each of the demo's waits may take up to 240 s
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -97,7 +97,7 @@ def test_demo_pr_promotes_prod_through_a_pull_request_the_demo_merges(tmp_path: 
         cwd=Path(__file__).resolve().parent.parent,  # this checkout's freightline
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,  # a loaded CI machine: each of the demo's waits may take up to 240 s
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.abc
+import importlib.machinery
 import os
 import signal
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from types import CodeType, ModuleType
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -42,9 +46,6 @@ from activities.repository_cache import RepositoryCache
 from activities.worktree import WorktreeActivities
 from freightline.app.observability import WorkerHealth, serve_health, worker_runtime
 from freightline.app.temporal import connect, exit_process, ui_url
-from freightline.app.ui import UiServer
-from freightline.app.ui_auth import access_for
-from freightline.app.webhooks import WebhookServer
 from freightline.contracts.names import argocd_task_queue
 from freightline.contracts.steps import resolve_all
 from freightline.errors import ConfigError
@@ -78,6 +79,49 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
+class _SharedCodeLoader(importlib.machinery.SourceFileLoader):
+    """A source loader that compiles (unmarshals) each file once per process."""
+
+    _codes: dict[str, CodeType] = {}  # noqa: RUF012 - the one cache, shared by every instance
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        code = self._codes.get(self.path) or super().get_code(fullname)
+        if code is not None:
+            self._codes[self.path] = code
+        return code
+
+
+class _SharedWorkflowCode(importlib.abc.MetaPathFinder):
+    """Workflow modules' code objects shared by every workflow run's sandbox.
+
+    Temporal's sandbox re-imports a workflow's module for each run it starts, so that
+    runs share no module state; every cached run held its own unmarshalled copy of
+    ``workflows/stage.py``'s or ``warehouse.py``'s code (~50 KiB a run, a third of an
+    idle run's Python memory: bench/README.md, "1,000 idle workflows"). A code object
+    is immutable: sharing it leaves each run its own module, globals and functions,
+    and the sandbox's restrictions apply as before.
+    """
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] != self.package:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is not None and type(spec.loader) is importlib.machinery.SourceFileLoader:
+            spec.loader = _SharedCodeLoader(spec.loader.name, spec.loader.path)
+        return spec
+
+
+def share_workflow_code() -> None:
+    """Install :class:`_SharedWorkflowCode` for the ``workflows`` package (once)."""
+    if not any(isinstance(finder, _SharedWorkflowCode) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _SharedWorkflowCode("workflows"))
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -90,6 +134,7 @@ def build_worker(
     ``queue`` overrides ``settings.temporal.task_queue``.
     """
     resolve_all()  # every step's implementation and config model, or fail now
+    share_workflow_code()
     credentials = CredentialStore.from_settings(settings.git)
     project = ProjectActivities(
         client, notifying=bool(settings.notify.urls), ui_base_url=settings.temporal.ui_url or ""
@@ -140,6 +185,7 @@ def build_worker(
         ],
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
+        max_cached_workflows=settings.worker.max_cached_workflows,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # Cancellation reaches an activity only on a heartbeat's answer: keep `abort` prompt.
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
@@ -243,6 +289,10 @@ async def _webhooks(client: Client, settings: Settings, *, serve: bool) -> Async
     if webhooks.port is None or not serve:
         yield
         return
+    # Imported here: a worker serving no webhooks (or UI, below) does not carry their web
+    # stack (~8 MiB resident: starlette, uvicorn, jinja2, authlib; bench/README.md).
+    from freightline.app.webhooks import WebhookServer
+
     async with WebhookServer(
         client,
         secret=webhooks.secret_value(),
@@ -261,6 +311,9 @@ async def _ui(client: Client, settings: Settings, *, serve: bool) -> AsyncIterat
     if settings.ui.address is None or not serve:
         yield
         return
+    from freightline.app.ui import UiServer
+    from freightline.app.ui_auth import access_for
+
     host, port = parse_address(settings.ui.address, setting=UI_ADDRESS_ENV)
     server = UiServer(
         client, access_for(settings.ui), host=host, port=port, temporal_ui=settings.temporal.ui_url
@@ -276,6 +329,8 @@ def main() -> None:
     try:
         settings = load_settings()
         if settings.ui.address:
+            from freightline.app.ui_auth import access_for
+
             access_for(settings.ui)  # a missing users file stops the worker here, in one line
     except ConfigError as err:
         get_logger("freightline.worker").error("worker not started", error=str(err))

@@ -115,6 +115,7 @@ TASK_QUEUE_ENV: Final = "FREIGHTLINE_TASK_QUEUE"
 UI_URL_ENV: Final = "FREIGHTLINE_UI_URL"
 WORKER_ROLE_ENV: Final = "FREIGHTLINE_WORKER_ROLE"
 SHARD_ENV: Final = "FREIGHTLINE_SHARD"
+MAX_CACHED_WORKFLOWS_ENV: Final = "FREIGHTLINE_MAX_CACHED_WORKFLOWS"
 METRICS_ADDRESS_ENV: Final = "FREIGHTLINE_METRICS_ADDRESS"
 HEALTH_ADDRESS_ENV: Final = "FREIGHTLINE_HEALTH_ADDRESS"
 WEBHOOK_PORT_ENV: Final = "FREIGHTLINE_WEBHOOK_PORT"
@@ -162,6 +163,7 @@ DEFAULT_WEBHOOK_HOST: Final = "127.0.0.1"  # serving other machines is a deliber
 DEFAULT_AUTHOR_NAME: Final = "Freightline"
 DEFAULT_AUTHOR_EMAIL: Final = "freightline@localhost"
 DEFAULT_REPOSITORY_CACHE_MIB: Final = 10 * 1024
+DEFAULT_MAX_CACHED_WORKFLOWS: Final = 1000
 
 
 def _default_repository_cache() -> Path:
@@ -207,6 +209,12 @@ class WorkerSettings(_Group):
     role: Literal["all", "argocd"] = Field("all", validation_alias=WORKER_ROLE_ENV)
     shard: str | None = Field(None, validation_alias=SHARD_ENV)
     """With the ``argocd`` role: the Stages' ``spec.shard`` whose Argo CD this worker reaches."""
+    max_cached_workflows: int = Field(
+        DEFAULT_MAX_CACHED_WORKFLOWS, ge=0, validation_alias=MAX_CACHED_WORKFLOWS_ENV
+    )
+    """Workflow runs the worker keeps in memory between their tasks (the SDK's sticky cache,
+    least recently used evicted): an evicted run is replayed from its history when it next
+    has work. Each idle Stage or Warehouse costs ~190 KiB of it (bench/README.md)."""
 
     @field_validator("role", mode="before")
     @classmethod

@@ -41,6 +41,7 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.temporal.task_queue == "freightline"
     assert settings.temporal.ui_url is None  # derived from the frontend address
     assert (settings.worker.role, settings.worker.shard) == ("all", None)
+    assert settings.worker.max_cached_workflows == 1000  # the SDK's own default
     # Loopback unless told: a laptop's worker exposes nothing (deploy/ sets 0.0.0.0).
     assert settings.listen.metrics_address == "127.0.0.1:9464"
     assert settings.listen.health_address == "127.0.0.1:8080"
@@ -70,6 +71,8 @@ ENVIRONMENT: list[tuple[str, str, str, Any]] = [
     ("FREIGHTLINE_TASK_QUEUE", "q1", "temporal.task_queue", "q1"),
     ("FREIGHTLINE_UI_URL", "http://ui:8233", "temporal.ui_url", "http://ui:8233"),
     ("FREIGHTLINE_SHARD", "eu-prod", "worker.shard", "eu-prod"),
+    ("FREIGHTLINE_MAX_CACHED_WORKFLOWS", "250", "worker.max_cached_workflows", 250),
+    ("FREIGHTLINE_MAX_CACHED_WORKFLOWS", "0", "worker.max_cached_workflows", 0),
     ("FREIGHTLINE_METRICS_ADDRESS", "127.0.0.1:1", "listen.metrics_address", "127.0.0.1:1"),
     ("FREIGHTLINE_METRICS_ADDRESS", "", "listen.metrics_address", None),
     ("FREIGHTLINE_HEALTH_ADDRESS", "[::1]:8081", "listen.health_address", "[::1]:8081"),
@@ -155,6 +158,11 @@ def test_secrets_are_secret_strings(clean_env: pytest.MonkeyPatch) -> None:
         ("FREIGHTLINE_WEBHOOK_PORT", "http", "FREIGHTLINE_WEBHOOK_PORT='http': Input should be"),
         ("FREIGHTLINE_WEBHOOK_PORT", "70000", "FREIGHTLINE_WEBHOOK_PORT='70000': Input should be"),
         ("ARGOCD_INSECURE", "maybe", "ARGOCD_INSECURE='maybe': Input should be a valid boolean"),
+        (
+            "FREIGHTLINE_MAX_CACHED_WORKFLOWS",
+            "-1",
+            "FREIGHTLINE_MAX_CACHED_WORKFLOWS='-1': Input should be greater than or equal to 0",
+        ),
         (
             "FREIGHTLINE_REGISTRY_MIRRORS",
             "public.ecr.aws",

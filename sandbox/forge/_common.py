@@ -24,6 +24,7 @@ from sandbox.datadog import openapi_problems
 
 if TYPE_CHECKING:
     from sandbox.forge import ForgeEmulator
+    from sandbox.forge._store import PullRequest
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "tests" / "reference" / "forges"
 
@@ -136,7 +137,21 @@ class Flavour:
                 return handler(request, account, match.groupdict())
         return None
 
+    def find_pull(self, params: dict[str, str]) -> tuple[str, PullRequest] | None:
+        """The project and pull request a route's parameters name (``number_param``); None
+        when either is unknown (the caller answers with its forge's 404)."""
+        project = self._project(params)
+        pull = self.store.get(project, int(params[self.number_param])) if project else None
+        return (project, pull) if project is not None and pull is not None else None
+
     # --- for subclasses -------------------------------------------------------
+
+    number_param = "number"
+    """The route parameter that names a pull request (GitLab's ``iid``)."""
+
+    def _project(self, params: dict[str, str]) -> str | None:
+        """The project a route's parameters name, if the forge has it."""
+        raise NotImplementedError
 
     def load_specs(self) -> None:
         """Read the OpenAPI descriptions (after the emulator knows its URL)."""

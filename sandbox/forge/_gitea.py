@@ -190,17 +190,17 @@ class GiteaApi(Flavour):
         return json_response(201, self.pull(pull))
 
     def _get(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["number"])) if project else None
-        if pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "The target couldn't be found.")
+        _, pull = found
         return json_response(200, self.pull(pull))
 
     def _update(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["number"])) if project else None
-        if project is None or pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "The target couldn't be found.")
+        project, pull = found
         if not account.write:
             return _error(403, "user should have permission to write to the target repository")
         data = json.loads(request.get_data() or b"{}")
@@ -209,10 +209,10 @@ class GiteaApi(Flavour):
         return json_response(201, self.pull(pull))
 
     def _merge(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["number"])) if project else None
-        if project is None or pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "The target couldn't be found.")
+        project, pull = found
         if not account.write:
             return _error(403, "user should have permission to merge")
         if pull.state == "merged":

@@ -378,17 +378,17 @@ class GitHubApi(Flavour):
         return json_response(201, self.pull(pull))
 
     def _get(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["number"])) if project else None
-        if pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "Not Found")
+        _, pull = found
         return json_response(200, self.pull(pull))
 
     def _update(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["number"])) if project else None
-        if project is None or pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "Not Found")
+        project, pull = found
         if not account.write:
             return _error(403, "Resource not accessible by personal access token")
         data = json.loads(request.get_data() or b"{}")
@@ -401,10 +401,10 @@ class GitHubApi(Flavour):
         return json_response(200, self.pull(pull))
 
     def _merge(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["number"])) if project else None
-        if project is None or pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "Not Found")
+        project, pull = found
         if not account.write:
             return _error(403, "Resource not accessible by personal access token")
         data = json.loads(request.get_data() or b"null") or {}
@@ -441,10 +441,10 @@ class GitHubApi(Flavour):
         )
 
     def _issue(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["number"])) if project else None
-        if project is None or pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "Not Found")
+        project, pull = found
         api = f"{self._api()}/repos/{project}/issues/{pull.number}"
         return json_response(
             200,
@@ -484,10 +484,10 @@ class GitHubApi(Flavour):
         )
 
     def _labels(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["number"])) if project else None
-        if project is None or pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "Not Found")
+        project, pull = found
         if not account.write:
             return _error(403, "Resource not accessible by personal access token")
         data = json.loads(request.get_data() or b"{}")

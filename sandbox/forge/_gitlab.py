@@ -32,6 +32,7 @@ def _error(status: int, message: Any) -> Response:
 class GitLabApi(Flavour):
     kind = "gitlab"
     api_prefix = "/api/v4"
+    number_param = "iid"
 
     def __init__(self, forge: Any) -> None:
         super().__init__(forge)
@@ -190,10 +191,10 @@ class GitLabApi(Flavour):
         return json_response(200, self.merge_request(pull))
 
     def _update(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["iid"])) if project else None
-        if project is None or pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "404 Not found")
+        project, pull = found
         if not account.write:
             return _error(403, "403 Forbidden")
         data = json.loads(request.get_data() or b"{}")
@@ -202,10 +203,10 @@ class GitLabApi(Flavour):
         return json_response(200, self.merge_request(pull))
 
     def _merge(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        pull = self.store.get(project, int(params["iid"])) if project else None
-        if project is None or pull is None:
+        found = self.find_pull(params)
+        if found is None:
             return _error(404, "404 Not found")
+        project, pull = found
         if not account.write:
             return _error(403, "403 Forbidden")
         if pull.state != "open":

@@ -141,3 +141,26 @@ async def until(check: Callable[[], Awaitable[bool]], limit: float = 600) -> Non
 
 def now() -> float:
     return time.perf_counter()
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """A process's CPU seconds (user + system): its own, and its waited-for children's."""
+
+    own: float
+    children: float
+
+    @classmethod
+    def of(cls, pid: int) -> CpuTimes:
+        """Read from ``/proc/PID/stat`` (zero when the process is gone)."""
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return cls(0.0, 0.0)
+        tick = os.sysconf("SC_CLK_TCK")
+        utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+        return cls((utime + stime) / tick, (cutime + cstime) / tick)
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.own - other.own, self.children - other.children)

@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from typing import Any
 from temporalio.service import RPCError
 
 from bench.harness import (
+    CpuTimes,
     WorkerProcess,
     dev_server,
     machine,
@@ -99,8 +102,16 @@ def seeded_repo(scratch: Path, stages: list[str], name: str = "gitops.git") -> P
     return create_bare_repo(scratch / name, seed=seed)
 
 
-async def shell_baseline(scratch: Path, stages: list[str], tags: list[str]) -> float:
-    """The same promotions as shell scripts, 16 at once: their wall time."""
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (the shell scripts and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def shell_baseline(
+    scratch: Path, stages: list[str], tags: list[str]
+) -> tuple[float, float]:
+    """The same promotions as shell scripts, 16 at once: their wall time and CPU seconds."""
     repo = seeded_repo(scratch, stages, "shell.git")
     slots = asyncio.Semaphore(PARALLEL)
     identity = {"GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x"}
@@ -119,12 +130,12 @@ async def shell_baseline(scratch: Path, stages: list[str], tags: list[str]) -> f
                 assert await process.wait() == 0, f"shell promotion {stage} {tag} failed"
             shutil.rmtree(work)
 
-    began = now()
+    began, cpu = now(), children_cpu()
     await asyncio.gather(*(stage_line(s) for s in stages))
-    wall = now() - began
+    wall, cpu = now() - began, children_cpu() - cpu
     for stage in stages:
         assert commit_count(repo, f"stage/{stage}") == len(tags)
-    return wall
+    return wall, cpu
 
 
 async def start_with_retries(client: Any, stage: str, freight: str) -> Any:
@@ -146,7 +157,7 @@ async def main(stage_count: int, per_stage: int, cached: bool = True) -> None:
     freights = [freight_for(t) for t in tags]
     latencies: list[float] = []
     with workdir("throughput") as scratch:
-        shell_wall = await shell_baseline(scratch, stages, tags)
+        shell_wall, shell_cpu = await shell_baseline(scratch, stages, tags)
         repo = seeded_repo(scratch, stages)
         async with dev_server(scratch) as (server, client):
             queue = queue_name("throughput")
@@ -170,9 +181,12 @@ async def main(stage_count: int, per_stage: int, cached: bool = True) -> None:
                         assert result.phase is PromotionPhase.SUCCEEDED, result.message
                         latencies.append(now() - started)
 
-                began = now()
+                pids = {"worker": worker.process.pid, "server": server.process.pid}
+                before = {name: CpuTimes.of(pid) for name, pid in pids.items()}
+                began, client_cpu = now(), time.process_time()
                 await asyncio.gather(*(stage_line(s) for s in stages))
-                wall = now() - began
+                wall, client_cpu = now() - began, time.process_time() - client_cpu
+                cpu = {name: CpuTimes.of(pid) - before[name] for name, pid in pids.items()}
                 peak = worker.peak_rss()
             finally:
                 worker.stop()
@@ -193,6 +207,14 @@ async def main(stage_count: int, per_stage: int, cached: bool = True) -> None:
     print(f"ratio Freightline / shell: {total / wall / shell_rate:.2f}x (aim >= 0.8x)")
     print(f"latency p50: {percentile(latencies, 50):.2f} s, p99: {percentile(latencies, 99):.2f} s")
     print(f"worker resident memory: idle {mib(idle_rss)}, peak {mib(peak)}")
+    per = 1000 / total
+    print(
+        "CPU per promotion: Freightline "
+        f"{(cpu['worker'].own + cpu['worker'].children + cpu['server'].own + client_cpu) * per:.0f}"
+        f" ms (worker {cpu['worker'].own * per:.0f}, its git and kustomize "
+        f"{cpu['worker'].children * per:.0f}, Temporal server {cpu['server'].own * per:.0f}, "
+        f"client {client_cpu * per:.0f}); shell scripts {shell_cpu * per:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -108,9 +108,7 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def shell_baseline(
-    scratch: Path, stages: list[str], tags: list[str]
-) -> tuple[float, float]:
+async def shell_baseline(scratch: Path, stages: list[str], tags: list[str]) -> tuple[float, float]:
     """The same promotions as shell scripts, 16 at once: their wall time and CPU seconds."""
     repo = seeded_repo(scratch, stages, "shell.git")
     slots = asyncio.Semaphore(PARALLEL)

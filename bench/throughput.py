@@ -179,6 +179,7 @@ async def main(stage_count: int, per_stage: int, cached: bool = True) -> None:
                         assert result.phase is PromotionPhase.SUCCEEDED, result.message
                         latencies.append(now() - started)
 
+                assert server.process is not None
                 pids = {"worker": worker.process.pid, "server": server.process.pid}
                 before = {name: CpuTimes.of(pid) for name, pid in pids.items()}
                 began, client_cpu = now(), time.process_time()

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -149,22 +151,48 @@ async def start_with_retries(client: Any, stage: str, freight: str) -> Any:
     raise RuntimeError(f"could not start a promotion into {stage}")
 
 
-async def main(stage_count: int, per_stage: int, cached: bool = True) -> None:
+WORK_CPU, TEMPORAL_CPU = {0}, {1}
+"""``--pin``: the promotions' work (the shell scripts; the worker and its git and kustomize)
+on CPU 0, the Temporal server and the clients starting promotions on CPU 1."""
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Run what this process starts in the block on ``cpus`` (children inherit it)."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+async def main(stage_count: int, per_stage: int, cached: bool = True, pin: bool = False) -> None:
+    work_cpu, temporal_cpu = (WORK_CPU, TEMPORAL_CPU) if pin else (None, None)
     stages = [f"s{n:02d}" for n in range(stage_count)]
     tags = [f"2.0.{n}" for n in range(per_stage)]
     freights = [freight_for(t) for t in tags]
     latencies: list[float] = []
     with workdir("throughput") as scratch:
-        shell_wall, shell_cpu = await shell_baseline(scratch, stages, tags)
+        with pinned(work_cpu):
+            shell_wall, shell_cpu = await shell_baseline(scratch, stages, tags)
         repo = seeded_repo(scratch, stages)
-        async with dev_server(scratch) as (server, client):
+        async with contextlib.AsyncExitStack() as stack:
+            with pinned(temporal_cpu):
+                server, client = await stack.enter_async_context(dev_server(scratch))
             queue = queue_name("throughput")
             os.environ["FREIGHTLINE_TASK_QUEUE"] = queue
             resources = with_freight(
                 single_stage_project(repo, STEPS, stages=tuple(stages)), *freights
             )
             cache = {"FREIGHTLINE_REPOSITORY_CACHE": str(scratch / "cache") if cached else "off"}
-            worker = WorkerProcess(server.address, queue, scratch / "worker.log", cache)
+            with pinned(work_cpu):
+                worker = WorkerProcess(server.address, queue, scratch / "worker.log", cache)
+            if temporal_cpu is not None:
+                os.sched_setaffinity(0, temporal_cpu)  # from here on: the clients
             idle_rss = 0
             try:
                 await asyncio.wait_for(apply_project(client, resources), timeout=120)
@@ -199,6 +227,8 @@ async def main(stage_count: int, per_stage: int, cached: bool = True) -> None:
         f"promotions: {total} over {stage_count} Stages ({per_stage} each, one at a time per Stage)"
     )
     print(f"repository cache: {'on' if cached else 'off'}")
+    if pin:
+        print("pinned: shell scripts and the worker on CPU 0; Temporal server and clients on CPU 1")
     print(f"wall time: {wall:.1f} s")
     print(f"throughput: {total / wall:.2f} promotions/s")
     shell_rate = total / shell_wall
@@ -221,5 +251,14 @@ if __name__ == "__main__":
     parser.add_argument("--stages", type=int, default=50)
     parser.add_argument("--per-stage", type=int, default=4)
     parser.add_argument("--no-cache", action="store_true", help="the worker's cache off")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the work (shell scripts, worker) on CPU 0; the Temporal server and clients on CPU 1",
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.stages, arguments.per_stage, cached=not arguments.no_cache))
+    asyncio.run(
+        main(
+            arguments.stages, arguments.per_stage, cached=not arguments.no_cache, pin=arguments.pin
+        )
+    )

@@ -8,10 +8,12 @@ import binascii
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
@@ -20,12 +22,19 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from freightline.app.client import running_promotion
 from freightline.app.devserver import temporal_binary
 from freightline.app.temporal import exit_process
 from freightline.contracts.names import SEARCH_ATTRIBUTES
+from freightline.errors import FreightlineError
 from freightline.settings import load_settings
 from sandbox.gitops import create_bare_repo
 from tests.metric_server import ErrorRateServer
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+CHROMIUM = "/usr/bin/chromium"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _EXIT_STATUS = pytest.StashKey[int]()
@@ -180,6 +189,51 @@ async def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def started_promotion(client: Client, project: str, stage: str) -> str:
+    """The ID of the promotion running in ``stage``, once one is (awaited, not slept for)."""
+
+    async def running() -> str:
+        try:
+            return await running_promotion(client, project, stage)
+        except FreightlineError:
+            return ""
+
+    await wait_for(running)
+    return await running()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium driven by Playwright (no browser download), for the UI's tests."""
+    # Imported here: only the UI's tests pay for loading Playwright.
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def ui_refusal(cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``freightline ui`` with none of the caller's FREIGHTLINE_UI_* variables, only ``env``'s:
+    it stops with status 1 and one line on stderr (checked here; the caller reads the line)."""
+    own = {key: value for key, value in os.environ.items() if not key.startswith("FREIGHTLINE_UI")}
+    done = subprocess.run(
+        [sys.executable, "-m", "freightline", "ui"],
+        cwd=cwd,
+        env={**own, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    return done
 
 
 def venv_bin(name: str) -> str:

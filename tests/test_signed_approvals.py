@@ -19,7 +19,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from freightline.app.client import apply_project, promote_in_stage, running_promotion
+from freightline.app.client import apply_project, promote_in_stage
 from freightline.app.devserver import temporal_binary
 from freightline.app.ui import UiServer
 from freightline.app.ui_auth import access_for
@@ -30,10 +30,10 @@ from freightline.contracts.approvals import (
     signature_refusal,
 )
 from freightline.contracts.promotion import ApprovalMessage, PromotionPhase, PromotionResult
-from freightline.errors import ConfigError, FreightlineError
+from freightline.errors import ConfigError
 from freightline.kargo.config import group_by_project, load_text
 from freightline.settings import UiSettings
-from tests.conftest import wait_for
+from tests.conftest import started_promotion, wait_for
 from tests.pipelines import dump, freight_for, gated_at_test, with_freight
 from tests.test_ui import PROJECT, login, users_file
 
@@ -93,14 +93,7 @@ async def test_a_forged_approval_is_refused_and_the_uis_goes_through(
     await apply_project(client, with_freight(resources, freight))
     await promote_in_stage(client, PROJECT, "test", freight.alias or "", "dev")
 
-    async def running() -> str:
-        try:
-            return await running_promotion(client, PROJECT, "test")
-        except FreightlineError:
-            return ""
-
-    await wait_for(running)
-    promotion = await running()
+    promotion = await started_promotion(client, PROJECT, "test")
     handle = client.get_workflow_handle(promotion)
 
     async def waiting() -> bool:

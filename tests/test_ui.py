@@ -18,25 +18,23 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from freightline.app.client import (
     apply_project,
     promote_in_stage,
-    running_promotion,
     stage_states,
 )
 from freightline.app.ui import UiServer
 from freightline.app.ui_auth import access_for, hash_password
 from freightline.contracts.promotion import PromotionPhase, PromotionResult
 from freightline.contracts.stage import StageState
-from freightline.errors import FreightlineError
 from freightline.kargo.resources import Freight
 from freightline.settings import UiSettings, load_settings
 from sandbox.registry import free_port
-from tests.conftest import wait_for
+from tests.conftest import started_promotion, ui_refusal, wait_for
 from tests.pipelines import (
     freight_for,
     gated_at_test,
@@ -49,7 +47,6 @@ from worker import run_worker
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
 PROJECT = "kargo-demo"
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "victor": "victor-pw"}
 XSS = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
@@ -79,16 +76,6 @@ async def ui(client: Client, tmp_path: Path) -> AsyncIterator[UiServer]:
     settings = UiSettings(users_file=users_file(tmp_path / "users.yaml"), secret="test-secret")
     async with UiServer(client, access_for(settings)) as server:
         yield server
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def signed_in(browser: Browser, ui: UiServer, user: str) -> tuple[BrowserContext, Page]:
@@ -128,14 +115,7 @@ async def test_the_pipeline_live_and_an_approval_by_an_approver_not_a_viewer(
     test_node = alice.locator('[data-node="stage:test"]')
     await expect(test_node).to_contain_text("waiting for approval", timeout=30_000)
 
-    async def running() -> str:
-        try:
-            return await running_promotion(client, PROJECT, "test")
-        except FreightlineError:
-            return ""
-
-    await wait_for(running)
-    promotion = await running()
+    promotion = await started_promotion(client, PROJECT, "test")
 
     # victor (a viewer) is refused, server-side, and the promotion keeps waiting.
     _, victor = await signed_in(browser, ui, "victor")
@@ -348,19 +328,8 @@ async def test_the_worker_serves_the_ui_when_told_where(
 
 
 def test_the_ui_without_a_users_file_stops_with_one_line(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FREIGHTLINE_UI")}
-    done = subprocess.run(
-        [sys.executable, "-m", "freightline", "ui"],
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1
-    (line,) = done.stderr.strip().splitlines()
-    assert "FREIGHTLINE_UI_USERS_FILE: the UI needs a users file" in line
+    done = ui_refusal(tmp_path)
+    assert "FREIGHTLINE_UI_USERS_FILE: the UI needs a users file" in done.stderr
 
 
 async def test_promote_downstream_queues_the_current_freight_in_each_downstream_stage(

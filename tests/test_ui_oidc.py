@@ -8,10 +8,7 @@ their roles from the groups claim, and signing out.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,25 +18,24 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from joserfc.jwk import KeySet, RSAKey
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from freightline.app.client import apply_project, running_promotion
+from freightline.app.client import apply_project
 from freightline.app.ui import UiServer
 from freightline.app.ui_auth import Role, User, UserDirectory, access_for
 from freightline.app.ui_oidc import OidcAuthenticator, SignInRefused, verify_id_token
 from freightline.contracts.promotion import PromotionPhase, PromotionResult
-from freightline.errors import ConfigError, FreightlineError
+from freightline.errors import ConfigError
 from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.resources import ProjectResources
 from freightline.settings import UiSettings
 from sandbox.oidc import IssuerClient, IssuerUser, OidcIssuer
 from sandbox.registry import free_port
-from tests.conftest import wait_for
+from tests.conftest import started_promotion, ui_refusal
 from tests.pipelines import dump, freight_for, quickstart_documents, with_freight
 
-CHROMIUM = "/usr/bin/chromium"
 PROJECT = "kargo-demo"
 CLIENT_ID = "freightline-ui"
 USERS = (
@@ -321,16 +317,6 @@ async def oidc_ui(client: Client, tmp_path: Path) -> AsyncIterator[tuple[UiServe
             yield server, issuer
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
 async def signed_in(browser: Browser, ui: UiServer, user: IssuerUser) -> Page:
     """A person in a browser: the UI sends them to the issuer, they sign in there, and land on
     the page they asked for."""
@@ -368,14 +354,7 @@ async def test_people_sign_in_at_the_issuer_and_act_under_their_groups_roles(
     await bob_page.click("#promote-form button")
     await expect(bob_page.locator("#message")).to_contain_text("queued by bob@example.com")
 
-    async def running() -> str:
-        try:
-            return await running_promotion(client, PROJECT, "test")
-        except FreightlineError:
-            return ""
-
-    await wait_for(running)
-    promotion = await running()
+    promotion = await started_promotion(client, PROJECT, "test")
 
     # victor is a viewer through Kargo's viewers mapping (groups: everyone): refused.
     victor_page = await signed_in(browser, ui, victor)
@@ -563,22 +542,9 @@ def _ui_signed(ui: UiServer, body: dict[str, Any]) -> str:
 
 
 def test_freightline_ui_without_an_issuer_stops_with_one_line(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FREIGHTLINE_UI")}
-    env |= {
-        "FREIGHTLINE_UI_AUTH": "oidc",
-        "FREIGHTLINE_UI_OIDC_CLIENT_SECRET": "never-shown",
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "freightline", "ui"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    env = {"FREIGHTLINE_UI_AUTH": "oidc", "FREIGHTLINE_UI_OIDC_CLIENT_SECRET": "never-shown"}
+    done = ui_refusal(tmp_path, env)
+    assert (
+        "FREIGHTLINE_UI_OIDC_ISSUER_URL: FREIGHTLINE_UI_AUTH=oidc needs the issuer" in done.stderr
     )
-    assert done.returncode == 1
-    (line,) = done.stderr.strip().splitlines()
-    assert "FREIGHTLINE_UI_OIDC_ISSUER_URL: FREIGHTLINE_UI_AUTH=oidc needs the issuer" in line
     assert "never-shown" not in done.stdout + done.stderr

@@ -5,7 +5,8 @@ Errors, for every provider alike (``freightline.errors``):
 
 * 401, 403 → :class:`CredentialError` (not retried): the token is wrong or may not do it;
 * 404 → :class:`NotFoundError` naming the repository (and the pull request);
-* 405, 409 on a merge → :class:`PullRequestNotMergeable`; other 4xx → :class:`PullRequestError`;
+* 405, 409 on a merge → :class:`PullRequestNotMergeable`; other 4xx → :class:`PullRequestError`
+  (as are a merge method the forge lacks and a pull request closed without merging);
 * 429, and GitHub's 403 "secondary rate limit" → waited out per ``Retry-After`` (or
   ``X-RateLimit-Reset``), at most :data:`MAX_RATE_LIMIT_WAITS` times and
   :data:`MAX_RETRY_AFTER` seconds each, then :class:`ForgeUnavailableError`;
@@ -29,6 +30,7 @@ from freightline.errors import (
     ForgeUnavailableError,
     NotFoundError,
     PullRequestError,
+    PullRequestNotMergeable,
 )
 from freightline.logging import get_logger
 
@@ -48,6 +50,8 @@ DEFAULT_RETRY_AFTER = 5.0
 """The wait when a rate-limit answer says nothing about when to come back."""
 
 log = get_logger("activities.forges")
+
+_NAMES = {"github": "GitHub", "gitlab": "GitLab", "gitea": "Gitea"}
 
 
 class Forge(Protocol):
@@ -158,11 +162,34 @@ class ForgeHttp:
         async with httpx.AsyncClient(timeout=self._timeout) as client:
             return await client.request(method, url, json=json, params=params, headers=headers)
 
+    @property
+    def where(self) -> str:
+        """The repository as errors name it: "github repository acme/gitops"."""
+        return f"{self.provider} repository {self.repository}"
+
+    def check_merge_method(self, method: str | None, methods: tuple[str, ...]) -> None:
+        """:class:`PullRequestError` for a merge ``method`` not among the forge's ``methods``
+        (None: the forge's default, always fine)."""
+        if method is not None and method not in methods:
+            raise PullRequestError(
+                f"{self.where}: merge method {method!r} is not one of "
+                f"{_NAMES[self.provider]}'s ({', '.join(methods)})"
+            )
+
+    def refuse_closed(self, pull: PullRequest, what: str) -> None:
+        """:class:`PullRequestNotMergeable` if ``pull`` (``what``: "pull request #3") was
+        closed without merging: no retry merges it."""
+        if pull.state == "closed":
+            by = f" by {pull.closed_by}" if pull.closed_by else ""
+            raise PullRequestNotMergeable(
+                f"{self.where}: {what} was closed{by} without merging ({pull.url})"
+            )
+
     def error(self, response: httpx.Response, what: str) -> Exception:
         """The Freightline error for a forge's error answer (never the token)."""
         status = response.status_code
         message = forge_message(response)
-        where = f"{self.provider} repository {self.repository}"
+        where = self.where
         detail = f"{status} {message}".strip()
         if status == 401:
             return CredentialError(

@@ -98,19 +98,11 @@ class Gitea:
         return None
 
     async def merge_pull_request(self, number: int, *, method: str | None) -> PullRequest:
-        if method is not None and method not in MERGE_METHODS:
-            raise PullRequestError(
-                f"gitea repository {self.repository}: merge method {method!r} is not one of "
-                f"Gitea's ({', '.join(MERGE_METHODS)})"
-            )
+        self._http.check_merge_method(method, MERGE_METHODS)
         pull = await self.get_pull_request(number)
         if pull.state == "merged":
             return pull
-        if pull.state == "closed":
-            raise PullRequestNotMergeable(
-                f"gitea repository {self.repository}: pull request #{number} was closed "
-                f"without merging ({pull.url})"
-            )
+        self._http.refuse_closed(pull, f"pull request #{number}")
         what = f"merging pull request #{number}"
         response = await self._http.request(
             "POST",

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from activities.forges.base import ForgeHttp, forge_message
 from freightline.contracts.pull_requests import PullRequest
-from freightline.errors import PullRequestError, PullRequestNotMergeable, PullRequestNotReady
+from freightline.errors import PullRequestNotMergeable, PullRequestNotReady
 
 __all__ = ["GitHub"]
 
@@ -104,21 +104,12 @@ class GitHub:
         return await self.get_pull_request(int(newest["number"]))
 
     async def merge_pull_request(self, number: int, *, method: str | None) -> PullRequest:
-        if method is not None and method not in MERGE_METHODS:
-            raise PullRequestError(
-                f"github repository {self.owner}/{self.name}: merge method {method!r} is not "
-                f"one of GitHub's ({', '.join(MERGE_METHODS)})"
-            )
+        self._http.check_merge_method(method, MERGE_METHODS)
         pull, mergeable_state = await self._read(number)
         if pull.state == "merged":
             return pull
-        if pull.state == "closed":
-            by = f" by {pull.closed_by}" if pull.closed_by else ""
-            raise PullRequestNotMergeable(
-                f"github repository {self.owner}/{self.name}: pull request #{number} was "
-                f"closed{by} without merging ({pull.url})"
-            )
-        where = f"github repository {self.owner}/{self.name}: pull request #{number}"
+        self._http.refuse_closed(pull, f"pull request #{number}")
+        where = f"{self._http.where}: pull request #{number}"
         if mergeable_state == "dirty":
             raise PullRequestNotMergeable(
                 f"{where} has conflicts with {pull.target_branch} ({pull.url})"

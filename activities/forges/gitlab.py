@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from activities.forges.base import ForgeHttp, forge_message
 from freightline.contracts.pull_requests import PullRequest
-from freightline.errors import PullRequestError, PullRequestNotMergeable, PullRequestNotReady
+from freightline.errors import PullRequestNotMergeable, PullRequestNotReady
 
 __all__ = ["GitLab"]
 
@@ -90,21 +90,12 @@ class GitLab:
         return _convert(max(found, key=lambda mr: int(mr["iid"])))
 
     async def merge_pull_request(self, number: int, *, method: str | None) -> PullRequest:
-        if method is not None and method not in MERGE_METHODS:
-            raise PullRequestError(
-                f"gitlab repository {self.project}: merge method {method!r} is not one of "
-                f"GitLab's ({', '.join(MERGE_METHODS)})"
-            )
+        self._http.check_merge_method(method, MERGE_METHODS)
         pull, status = await self._read(number)
         if pull.state == "merged":
             return pull
-        if pull.state == "closed":
-            by = f" by {pull.closed_by}" if pull.closed_by else ""
-            raise PullRequestNotMergeable(
-                f"gitlab repository {self.project}: merge request !{number} was closed{by} "
-                f"without merging ({pull.url})"
-            )
-        where = f"gitlab repository {self.project}: merge request !{number}"
+        self._http.refuse_closed(pull, f"merge request !{number}")
+        where = f"{self._http.where}: merge request !{number}"
         if status in ("conflict", "need_rebase"):
             raise PullRequestNotMergeable(f"{where} cannot be merged: {status} ({pull.url})")
         if status not in ("mergeable", None):

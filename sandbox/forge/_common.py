@@ -1,5 +1,6 @@
 """What every forge flavour shares: the accounts a token stands for, OpenAPI checking,
-and the shape of a flavour (routes over the store, a webhook payload)."""
+and the shape of a flavour (routes over the store, their 404/403 guards, merging through the
+API, a webhook payload)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from jsonschema import Draft202012Validator
 from openapi_core import OpenAPI
@@ -21,6 +22,7 @@ from ruamel.yaml import YAML
 from werkzeug.wrappers import Request, Response
 
 from sandbox.datadog import openapi_problems
+from sandbox.forge._store import HeadMismatch, NeedsApproval, NotMergeable
 
 if TYPE_CHECKING:
     from sandbox.forge import ForgeEmulator
@@ -46,6 +48,17 @@ class Webhook:
 
 
 Handler = Callable[[Request, Account, dict[str, str]], Response]
+
+Access = Literal["read", "write", "merge"]
+"""What a request does to a project: a read-only token may only ``read``."""
+
+
+class Refused(Exception):
+    """A forge's error answer from deep in a handler (a guard, a merge): the route answers it."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 @functools.cache
@@ -134,20 +147,85 @@ class Flavour:
         for method, pattern, handler in self.routes:
             match = pattern.match(path)
             if match and request.method == method:
-                return handler(request, account, match.groupdict())
+                try:
+                    return handler(request, account, match.groupdict())
+                except Refused as refused:
+                    return refused.response
         return None
 
-    def find_pull(self, params: dict[str, str]) -> tuple[str, PullRequest] | None:
-        """The project and pull request a route's parameters name (``number_param``); None
-        when either is unknown (the caller answers with its forge's 404)."""
+    # --- for the handlers -----------------------------------------------------
+
+    def project_for(self, params: dict[str, str], account: Account, access: Access) -> str:
+        """The project a route's parameters name; the forge's 404 if it has none, then its 403
+        if ``account`` may not do ``access``."""
+        project = self._known_project(params)
+        self._allow(account, access)
+        return project
+
+    def pull_for(self, params: dict[str, str], account: Account, access: Access) -> PullRequest:
+        """The pull request a route's parameters name (``number_param``); as
+        :meth:`project_for`, a missing pull request being the forge's 404 too (before the 403)."""
+        project = self._known_project(params)
+        pull = self.store.get(project, int(params[self.number_param]))
+        if pull is None:
+            raise Refused(self.error(404, self.missing_pull))
+        self._allow(account, access)
+        return pull
+
+    def merge(
+        self,
+        pull: PullRequest,
+        account: Account,
+        *,
+        method: str,
+        sha: str | None,
+        message: str | None,
+    ) -> PullRequest:
+        """Merge as the API asked (approvals checked, the webhook sent); what the store
+        refuses is the forge's answer in :attr:`merge_refusals`."""
+        try:
+            return self.forge.api_merge(
+                pull.project,
+                pull.number,
+                user=account.user,
+                method=method,
+                sha=sha,
+                message=message,
+            )
+        except (HeadMismatch, NeedsApproval, NotMergeable) as err:
+            status, words = self.merge_refusals[type(err)]
+            raise Refused(self.error(status, words)) from None
+
+    def _known_project(self, params: dict[str, str]) -> str:
         project = self._project(params)
-        pull = self.store.get(project, int(params[self.number_param])) if project else None
-        return (project, pull) if project is not None and pull is not None else None
+        if project is None:
+            raise Refused(self.error(404, self.missing_project))
+        return project
+
+    def _allow(self, account: Account, access: Access) -> None:
+        if access != "read" and not account.write:
+            raise Refused(self.error(403, self.read_only[access]))
 
     # --- for subclasses -------------------------------------------------------
 
     number_param = "number"
     """The route parameter that names a pull request (GitLab's ``iid``)."""
+
+    missing_project = ""
+    missing_pull = ""
+    """The forge's 404 messages for an unknown project and an unknown pull request."""
+
+    read_only: ClassVar[dict[Access, str]] = {}
+    """The forge's 403 message for a read-only token, by what the request does."""
+
+    merge_refusals: ClassVar[dict[type[Exception], tuple[int, str]]] = {}
+    """The forge's answer (status, message) to a merge the store refuses, by the refusal:
+    the head moved (:class:`HeadMismatch`), approvals lack (:class:`NeedsApproval`), a
+    conflict or a pull request no longer open (:class:`NotMergeable`)."""
+
+    def error(self, status: int, message: str) -> Response:
+        """The forge's error answer, in its shape."""
+        raise NotImplementedError
 
     def _project(self, params: dict[str, str]) -> str | None:
         """The project a route's parameters name, if the forge has it."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from openapi_core import OpenAPI
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import json_response
-from sandbox.forge._common import Account, Flavour, Webhook, bearer, iso, load_spec
+from sandbox.forge._common import Access, Account, Flavour, Webhook, bearer, iso, load_spec
 from sandbox.forge._store import (
     AlreadyExists,
     HeadMismatch,
@@ -30,6 +30,16 @@ def _error(status: int, message: str, url: str = "") -> Response:
 class GiteaApi(Flavour):
     kind = "gitea"
     api_prefix = "/api/v1"
+    missing_project = missing_pull = "The target couldn't be found."
+    read_only: ClassVar[dict[Access, str]] = {
+        "write": "user should have permission to write to the target repository",
+        "merge": "user should have permission to merge",
+    }
+    merge_refusals: ClassVar[dict[type[Exception], tuple[int, str]]] = {
+        HeadMismatch: (409, "head out of date"),
+        NeedsApproval: (405, "Does not have enough approvals"),
+        NotMergeable: (409, "Merge conflict"),
+    }
 
     def __init__(self, forge: Any) -> None:
         super().__init__(forge)
@@ -50,6 +60,9 @@ class GiteaApi(Flavour):
 
     def token(self, request: Request) -> str | None:
         return bearer(request, "token", "bearer")
+
+    def error(self, status: int, message: str) -> Response:
+        return _error(status, message)
 
     def unauthorized(self) -> Response:
         return _error(401, "user does not exist [uid: 0, name: ]")
@@ -136,9 +149,7 @@ class GiteaApi(Flavour):
     # --- the operations -------------------------------------------------------
 
     def _list(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        if project is None:
-            return _error(404, "The target couldn't be found.")
+        project = self.project_for(params, account, "read")
         pulls = self.store.find(
             project,
             target=request.args.get("base_branch"),
@@ -154,11 +165,7 @@ class GiteaApi(Flavour):
         )
 
     def _create(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        if project is None:
-            return _error(404, "The target couldn't be found.")
-        if not account.write:
-            return _error(403, "user should have permission to write to the target repository")
+        project = self.project_for(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         ids = {v: k for k, v in self.labels.get(project, {}).items()}
         try:
@@ -190,59 +197,34 @@ class GiteaApi(Flavour):
         return json_response(201, self.pull(pull))
 
     def _get(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "The target couldn't be found.")
-        _, pull = found
-        return json_response(200, self.pull(pull))
+        return json_response(200, self.pull(self.pull_for(params, account, "read")))
 
     def _update(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "The target couldn't be found.")
-        project, pull = found
-        if not account.write:
-            return _error(403, "user should have permission to write to the target repository")
+        pull = self.pull_for(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         if data.get("state") == "closed" and pull.state == "open":
-            self.forge.close(project, pull.number, user=account.user)
+            self.forge.close(pull.project, pull.number, user=account.user)
         return json_response(201, self.pull(pull))
 
     def _merge(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "The target couldn't be found.")
-        project, pull = found
-        if not account.write:
-            return _error(403, "user should have permission to merge")
+        pull = self.pull_for(params, account, "merge")
         if pull.state == "merged":
             return _error(405, "The PR is already merged")
         data = json.loads(request.get_data() or b"{}")
         style = _STYLES.get(str(data.get("Do")))
         if style is None or pull.state != "open":
             return Response(status=405)
-        message = data.get("MergeTitleField")
-        try:
-            self.forge.api_merge(
-                project,
-                pull.number,
-                user=account.user,
-                method=style,
-                sha=data.get("head_commit_id") or None,
-                message=message,
-            )
-        except HeadMismatch:
-            return _error(409, "head out of date")
-        except NeedsApproval:
-            return _error(405, "Does not have enough approvals")
-        except NotMergeable:
-            return _error(409, "Merge conflict")
+        self.merge(
+            pull,
+            account,
+            method=style,
+            sha=data.get("head_commit_id") or None,
+            message=data.get("MergeTitleField"),
+        )
         return Response(status=200)
 
     def _labels(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        if project is None:
-            return _error(404, "The target couldn't be found.")
+        project = self.project_for(params, account, "read")
         return json_response(
             200, [self.label(project, name) for name in self.labels.get(project, {})]
         )

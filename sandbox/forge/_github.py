@@ -9,7 +9,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -18,7 +18,7 @@ from openapi_core import OpenAPI
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import json_response
-from sandbox.forge._common import Account, Flavour, Webhook, bearer, iso, load_spec
+from sandbox.forge._common import Access, Account, Flavour, Webhook, bearer, iso, load_spec
 from sandbox.forge._github_git import GitData
 from sandbox.forge._store import (
     AlreadyExists,
@@ -31,6 +31,7 @@ from sandbox.forge._store import (
 
 _DOCS = "https://docs.github.com/rest"
 _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
+_READ_ONLY = "Resource not accessible by personal access token"
 SECONDARY_RATE_LIMIT = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 )
@@ -59,6 +60,16 @@ def _error(status: int, message: str, **extra: Any) -> Response:
 class GitHubApi(Flavour):
     kind = "github"
     api_prefix = "/api/v3"
+    missing_project = missing_pull = "Not Found"
+    read_only: ClassVar[dict[Access, str]] = {"write": _READ_ONLY, "merge": _READ_ONLY}
+    merge_refusals: ClassVar[dict[type[Exception], tuple[int, str]]] = {
+        HeadMismatch: (409, "Head branch was modified. Review and try the merge again."),
+        NeedsApproval: (
+            405,
+            "At least 1 approving review is required by reviewers with write access.",
+        ),
+        NotMergeable: (405, "Pull Request is not mergeable"),
+    }
 
     def __init__(self, forge: Any) -> None:
         super().__init__(forge)
@@ -86,6 +97,9 @@ class GitHubApi(Flavour):
 
     def token(self, request: Request) -> str | None:
         return bearer(request, "token", "bearer")
+
+    def error(self, status: int, message: str) -> Response:
+        return _error(status, message)
 
     def unauthorized(self) -> Response:
         return _error(401, "Bad credentials")
@@ -331,9 +345,7 @@ class GitHubApi(Flavour):
     # --- the operations -------------------------------------------------------
 
     def _list(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        if project is None:
-            return _error(404, "Not Found")
+        project = self.project_for(params, account, "read")
         source = None
         if head := request.args.get("head"):
             # "user:ref-name"; GitHub ignores a head filter without the owner part.
@@ -350,11 +362,7 @@ class GitHubApi(Flavour):
         return json_response(200, [self.pull(p, full=False) for p in pulls])
 
     def _create(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        if project is None:
-            return _error(404, "Not Found")
-        if not account.write:
-            return _error(403, "Resource not accessible by personal access token")
+        project = self.project_for(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         head = str(data["head"])
         source = head.split(":", 1)[1] if ":" in head else head
@@ -378,22 +386,13 @@ class GitHubApi(Flavour):
         return json_response(201, self.pull(pull))
 
     def _get(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "Not Found")
-        _, pull = found
-        return json_response(200, self.pull(pull))
+        return json_response(200, self.pull(self.pull_for(params, account, "read")))
 
     def _update(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "Not Found")
-        project, pull = found
-        if not account.write:
-            return _error(403, "Resource not accessible by personal access token")
+        pull = self.pull_for(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         if data.get("state") == "closed" and pull.state == "open":
-            self.forge.close(project, pull.number, user=account.user)
+            self.forge.close(pull.project, pull.number, user=account.user)
         if "title" in data:
             pull.title = str(data["title"])
         if "body" in data:
@@ -401,12 +400,7 @@ class GitHubApi(Flavour):
         return json_response(200, self.pull(pull))
 
     def _merge(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "Not Found")
-        project, pull = found
-        if not account.write:
-            return _error(403, "Resource not accessible by personal access token")
+        pull = self.pull_for(params, account, "merge")
         data = json.loads(request.get_data() or b"null") or {}
         method = data.get("merge_method") or "merge"
         if method not in self.forge.merge_methods:
@@ -414,23 +408,7 @@ class GitHubApi(Flavour):
         message = data.get("commit_title")
         if message and data.get("commit_message"):
             message = f"{message}\n\n{data['commit_message']}"
-        try:
-            merged = self.forge.api_merge(
-                project,
-                pull.number,
-                user=account.user,
-                method=method,
-                sha=data.get("sha"),
-                message=message,
-            )
-        except HeadMismatch:
-            return _error(409, "Head branch was modified. Review and try the merge again.")
-        except NeedsApproval:
-            return _error(
-                405, "At least 1 approving review is required by reviewers with write access."
-            )
-        except NotMergeable:
-            return _error(405, "Pull Request is not mergeable")
+        merged = self.merge(pull, account, method=method, sha=data.get("sha"), message=message)
         return json_response(
             200,
             {
@@ -441,10 +419,8 @@ class GitHubApi(Flavour):
         )
 
     def _issue(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "Not Found")
-        project, pull = found
+        pull = self.pull_for(params, account, "read")
+        project = pull.project
         api = f"{self._api()}/repos/{project}/issues/{pull.number}"
         return json_response(
             200,
@@ -484,18 +460,13 @@ class GitHubApi(Flavour):
         )
 
     def _labels(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "Not Found")
-        project, pull = found
-        if not account.write:
-            return _error(403, "Resource not accessible by personal access token")
+        pull = self.pull_for(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         for item in data.get("labels", []) if isinstance(data, dict) else data:
             name = item["name"] if isinstance(item, dict) else str(item)
             if name not in pull.labels:
                 pull.labels.append(name)
-        return json_response(200, [self.label(project, name) for name in pull.labels])
+        return json_response(200, [self.label(pull.project, name) for name in pull.labels])
 
     def _installation_token(self, request: Request, installation: str) -> Response:
         """An App's JWT (RS256, issued by the App) buys an hour's token for its installation."""

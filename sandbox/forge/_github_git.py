@@ -27,7 +27,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import json_response
-from sandbox.forge._common import Account
+from sandbox.forge._common import Access, Account
 from sandbox.forge._store import GitFailure, git
 
 __all__ = ["GitData"]
@@ -35,7 +35,6 @@ __all__ = ["GitData"]
 _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 _ZERO = "0" * 40
 _DOCS = "https://docs.github.com/rest/git"
-_READ_ONLY = "Resource not accessible by personal access token"
 
 
 def _error(status: int, message: str) -> Response:
@@ -97,10 +96,10 @@ class GitData:
 
     # --- shared ---------------------------------------------------------------
 
-    def _repo(self, params: dict[str, str]) -> tuple[str, Path] | None:
-        project = f"{params['owner']}/{params['repo']}"
-        path = self.flavour.store.repos.get(project)
-        return None if path is None else (project, path)
+    def _repo(self, params: dict[str, str], account: Account, access: Access) -> tuple[str, Path]:
+        """The project and its bare repository, past the flavour's 404 and 403 guards."""
+        project: str = self.flavour.project_for(params, account, access)
+        return project, self.flavour.store.repos[project]
 
     def _api(self, project: str) -> str:
         return f"{self.flavour.forge.api_url}/repos/{project}"
@@ -150,12 +149,7 @@ class GitData:
     # --- blobs and trees ------------------------------------------------------
 
     def _blob(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self._repo(params)
-        if found is None:
-            return _error(404, "Not Found")
-        if not account.write:
-            return _error(403, _READ_ONLY)
-        project, repo = found
+        project, repo = self._repo(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         encoding = data.get("encoding", "utf-8")
         if encoding not in ("utf-8", "base64"):
@@ -168,12 +162,7 @@ class GitData:
     def _tree(self, request: Request, account: Account, params: dict[str, str]) -> Response:
         """Entries over ``base_tree`` (or nothing) in a scratch index: a path with slashes
         lands in its subdirectory, a ``sha`` of null deletes the path, as GitHub does."""
-        found = self._repo(params)
-        if found is None:
-            return _error(404, "Not Found")
-        if not account.write:
-            return _error(403, _READ_ONLY)
-        project, repo = found
+        project, repo = self._repo(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         index = {"GIT_INDEX_FILE": str(repo / f"index-{uuid.uuid4().hex}")}
         try:
@@ -229,12 +218,7 @@ class GitData:
     # --- commits --------------------------------------------------------------
 
     def _commit(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self._repo(params)
-        if found is None:
-            return _error(404, "Not Found")
-        if not account.write:
-            return _error(403, _READ_ONLY)
-        project, repo = found
+        project, repo = self._repo(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         tree = str(data.get("tree", ""))
         if _object_type(repo, tree) != "tree":
@@ -277,10 +261,7 @@ class GitData:
     # --- refs -----------------------------------------------------------------
 
     def _get_ref(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self._repo(params)
-        if found is None:
-            return _error(404, "Not Found")
-        project, repo = found
+        project, repo = self._repo(params, account, "read")
         ref = f"refs/{params['ref']}"
         sha = _ref_target(repo, ref)
         if sha is None:
@@ -288,12 +269,7 @@ class GitData:
         return json_response(200, self.ref_body(project, ref, sha))
 
     def _create_ref(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self._repo(params)
-        if found is None:
-            return _error(404, "Not Found")
-        if not account.write:
-            return _error(403, _READ_ONLY)
-        project, repo = found
+        project, repo = self._repo(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         ref, sha = str(data["ref"]), str(data["sha"])
         if not ref.startswith("refs/") or ref.count("/") < 2:
@@ -309,12 +285,7 @@ class GitData:
     def _update_ref(self, request: Request, account: Account, params: dict[str, str]) -> Response:
         """Fast-forward only unless ``force``; the move is a compare-and-swap on the old
         value, so of two updates racing one loses."""
-        found = self._repo(params)
-        if found is None:
-            return _error(404, "Not Found")
-        if not account.write:
-            return _error(403, _READ_ONLY)
-        project, repo = found
+        project, repo = self._repo(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         ref, sha, force = f"refs/{params['ref']}", str(data["sha"]), bool(data.get("force"))
         old = _ref_target(repo, ref)
@@ -334,12 +305,7 @@ class GitData:
         return json_response(200, self.ref_body(project, ref, sha))
 
     def _delete_ref(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self._repo(params)
-        if found is None:
-            return _error(404, "Not Found")
-        if not account.write:
-            return _error(403, _READ_ONLY)
-        _, repo = found
+        _, repo = self._repo(params, account, "write")
         ref = f"refs/{params['ref']}"
         old = _ref_target(repo, ref)
         if old is None:

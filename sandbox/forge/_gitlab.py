@@ -4,14 +4,23 @@ URL-encoded path (``acme%2Fgitops``), a merge request its ``iid``."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from openapi_core import OpenAPI
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import json_response
-from sandbox.forge._common import Account, Flavour, Webhook, bearer, iso, load_spec, raw_path
+from sandbox.forge._common import (
+    Access,
+    Account,
+    Flavour,
+    Webhook,
+    bearer,
+    iso,
+    load_spec,
+    raw_path,
+)
 from sandbox.forge._store import (
     AlreadyExists,
     HeadMismatch,
@@ -33,6 +42,16 @@ class GitLabApi(Flavour):
     kind = "gitlab"
     api_prefix = "/api/v4"
     number_param = "iid"
+    missing_project = "404 Project Not Found"
+    missing_pull = "404 Not found"
+    read_only: ClassVar[dict[Access, str]] = {"write": "403 Forbidden", "merge": "403 Forbidden"}
+    merge_refusals: ClassVar[dict[type[Exception], tuple[int, str]]] = {
+        HeadMismatch: (409, "SHA does not match HEAD of source branch"),
+        NeedsApproval: (405, "405 Method Not Allowed"),
+        # A conflict: 405 "Branch cannot be merged" (a closed or merged one: 405 "Method Not
+        # Allowed", in _merge), as GitLab answers and go-gitlab, Kargo's client, documents.
+        NotMergeable: (405, "Branch cannot be merged"),
+    }
 
     def __init__(self, forge: Any) -> None:
         super().__init__(forge)
@@ -51,6 +70,9 @@ class GitLabApi(Flavour):
 
     def token(self, request: Request) -> str | None:
         return request.headers.get("PRIVATE-TOKEN") or bearer(request, "bearer")
+
+    def error(self, status: int, message: str) -> Response:
+        return _error(status, message)
 
     def unauthorized(self) -> Response:
         return _error(401, "401 Unauthorized")
@@ -133,9 +155,7 @@ class GitLabApi(Flavour):
     # --- the operations -------------------------------------------------------
 
     def _list(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        if project is None:
-            return _error(404, "404 Project Not Found")
+        project = self.project_for(params, account, "read")
         state = request.args.get("state", "all")
         state = {"opened": "open", "locked": "open"}.get(state, state)
         pulls = self.store.find(
@@ -149,11 +169,7 @@ class GitLabApi(Flavour):
         return json_response(200, [self.merge_request(p) for p in pulls])
 
     def _create(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        if project is None:
-            return _error(404, "404 Project Not Found")
-        if not account.write:
-            return _error(403, "403 Forbidden")
+        project = self.project_for(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         labels = [name for name in str(data.get("labels") or "").split(",") if name]
         try:
@@ -182,33 +198,17 @@ class GitLabApi(Flavour):
         return json_response(201, self.merge_request(pull))
 
     def _get(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        project = self._project(params)
-        if project is None:
-            return _error(404, "404 Project Not Found")
-        pull = self.store.get(project, int(params["iid"]))
-        if pull is None:
-            return _error(404, "404 Not found")
-        return json_response(200, self.merge_request(pull))
+        return json_response(200, self.merge_request(self.pull_for(params, account, "read")))
 
     def _update(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "404 Not found")
-        project, pull = found
-        if not account.write:
-            return _error(403, "403 Forbidden")
+        pull = self.pull_for(params, account, "write")
         data = json.loads(request.get_data() or b"{}")
         if data.get("state_event") == "close" and pull.state == "open":
-            self.forge.close(project, pull.number, user=account.user)
+            self.forge.close(pull.project, pull.number, user=account.user)
         return json_response(200, self.merge_request(pull))
 
     def _merge(self, request: Request, account: Account, params: dict[str, str]) -> Response:
-        found = self.find_pull(params)
-        if found is None:
-            return _error(404, "404 Not found")
-        project, pull = found
-        if not account.write:
-            return _error(403, "403 Forbidden")
+        pull = self.pull_for(params, account, "merge")
         if pull.state != "open":
             return _error(405, "405 Method Not Allowed")
         data = json.loads(request.get_data() or b"null") or {}
@@ -216,23 +216,7 @@ class GitLabApi(Flavour):
         message = data.get(
             "squash_commit_message" if method == "squash" else "merge_commit_message"
         )
-        try:
-            merged = self.forge.api_merge(
-                project,
-                pull.number,
-                user=account.user,
-                method=method,
-                sha=data.get("sha"),
-                message=message,
-            )
-        except HeadMismatch:
-            return _error(409, "SHA does not match HEAD of source branch")
-        except NeedsApproval:
-            return _error(405, "405 Method Not Allowed")
-        except NotMergeable:
-            # A conflict: 405 "Branch cannot be merged" (a closed or merged one: 405 "Method
-            # Not Allowed", above), as GitLab answers and go-gitlab, Kargo's client, documents.
-            return _error(405, "Branch cannot be merged")
+        merged = self.merge(pull, account, method=method, sha=data.get("sha"), message=message)
         return json_response(200, self.merge_request(merged))
 
     # --- webhooks -------------------------------------------------------------

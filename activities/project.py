@@ -12,6 +12,7 @@ already known changes nothing, and a retire sent twice is answered the same.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -55,6 +56,7 @@ from freightline.contracts.names import (
     CLUSTER_WORKFLOW_ID,
     CURRENT_COLLECTION_QUERY,
     FREIGHT_AVAILABLE_SIGNAL,
+    FREIGHT_NAMED_QUERY,
     FREIGHT_QUERY,
     PLAN_RESOURCES_QUERY,
     PROJECT_WORKFLOW,
@@ -469,13 +471,21 @@ async def cluster_resources(client: Client) -> ClusterResources:
     return resources
 
 
-async def warehouse_freight(client: Client, resources: ProjectResources) -> list[Freight]:
-    """The Freight every Warehouse workflow of the project holds, newest first."""
+async def warehouse_freight(
+    client: Client, resources: ProjectResources, named: Collection[str] | None = None
+) -> list[Freight]:
+    """The Freight every Warehouse workflow of the project holds, newest first; with
+    ``named``, only the Freight with those IDs or aliases (each Warehouse sends only them)."""
     found: list[Freight] = []
     for name in sorted(resources.warehouses):
         handle = client.get_workflow_handle(warehouse_workflow_id(resources.name, name))
         try:
-            found += await handle.query(FREIGHT_QUERY, result_type=list[Freight])
+            if named is None:
+                found += await handle.query(FREIGHT_QUERY, result_type=list[Freight])
+            else:
+                found += await handle.query(
+                    FREIGHT_NAMED_QUERY, sorted(named), result_type=list[Freight]
+                )
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
@@ -495,7 +505,7 @@ async def with_warehouse_freight(
     if not missing:
         return resources
     merged = dict(resources.freight)
-    for candidate in await warehouse_freight(client, resources):
+    for candidate in await warehouse_freight(client, resources, missing):
         if missing & {candidate.metadata.name, candidate.alias}:
             merged[candidate.metadata.name] = candidate
     return resources.model_copy(update={"freight": merged})

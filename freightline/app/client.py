@@ -506,7 +506,7 @@ async def find_project_freight(client: Client, project: str, freight: str) -> Fr
         for entry in state.available.values():
             if freight in (entry.freight.metadata.name, entry.freight.alias):
                 return entry.freight
-    for candidate in await warehouse_freight(client, resources):
+    for candidate in await warehouse_freight(client, resources, [freight]):
         if freight in (candidate.metadata.name, candidate.alias):
             return candidate
     raise NotFoundError(f'project "{project}" has no Freight with ID or alias "{freight}"')

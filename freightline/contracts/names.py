@@ -84,6 +84,9 @@ ASSEMBLE_UPDATE = "assemble"
 (``freightline.contracts.warehouse.AssembleRequest``)."""
 FREIGHT_QUERY = "freight"
 """Asked of a Warehouse: its Freight, newest first (``list[Freight]``)."""
+FREIGHT_NAMED_QUERY = "freight_named"
+"""Asked of a Warehouse: its Freight with these IDs or aliases (``list[str]`` →
+``list[Freight]``), for a promotion's plan, instead of all of it."""
 PLAN_RESOURCES_QUERY = "plan_resources"
 """Asked of a Project: only what planning one promotion reads
 (``freightline.contracts.promotion.PlanResourcesRequest`` → ``ProjectResources``), so

@@ -74,7 +74,7 @@ from freightline.errors import (
     RegistryError,
     StepError,
 )
-from freightline.kargo.resources import ChartSubscription
+from freightline.kargo.resources import APPLY_CHECKS, ChartSubscription
 from freightline.kargo.semver import parse_constraint, try_parse_version
 
 __all__ = [
@@ -288,7 +288,8 @@ async def _resolve(
             "name": name,
             "semverConstraint": version or "*",
             "discoveryLimit": 1,
-        }
+        },
+        context=APPLY_CHECKS,  # Chart.yaml's version constraint was never checked before
     )
     if not oci:
         refuse_link_local(httpx.URL(repository).host, where)

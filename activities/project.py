@@ -12,6 +12,7 @@ already known changes nothing, and a retire sent twice is answered the same.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -53,8 +54,11 @@ from freightline.contracts.metadata import (
 )
 from freightline.contracts.names import (
     CLUSTER_WORKFLOW_ID,
+    CURRENT_COLLECTION_QUERY,
     FREIGHT_AVAILABLE_SIGNAL,
+    FREIGHT_NAMED_QUERY,
     FREIGHT_QUERY,
+    PLAN_RESOURCES_QUERY,
     PROJECT_WORKFLOW,
     RESYNC_SIGNAL,
     SA_PROJECT,
@@ -73,7 +77,12 @@ from freightline.contracts.project import (
     stage_configs,
     warehouse_configs,
 )
-from freightline.contracts.promotion import PromotionPlan, PromotionRequest, plan_promotion
+from freightline.contracts.promotion import (
+    PlanResourcesRequest,
+    PromotionPlan,
+    PromotionRequest,
+    plan_promotion,
+)
 from freightline.contracts.stage import FreightAvailable, StageState
 from freightline.contracts.stage_requests import RetireRequest
 from freightline.contracts.warehouse import WarehouseInput
@@ -92,12 +101,20 @@ class ProjectActivities:
         self.notifying = notifying
         self.ui_base_url = ui_base_url
 
-    async def project_resources(self, project: str) -> ProjectResources:
+    async def project_resources(
+        self, project: str, only_for: PlanResourcesRequest | None = None
+    ) -> ProjectResources:
+        """The project's resources; ``only_for``: only what planning that promotion reads."""
         handle = self.client.get_workflow_handle(project_workflow_id(project))
         try:
-            resources: ProjectResources = await handle.query(
-                "resources", result_type=ProjectResources
-            )
+            if only_for is None:
+                resources: ProjectResources = await handle.query(
+                    "resources", result_type=ProjectResources
+                )
+            else:
+                resources = await handle.query(
+                    PLAN_RESOURCES_QUERY, only_for, result_type=ProjectResources
+                )
             return resources
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
@@ -109,10 +126,14 @@ class ProjectActivities:
     @boundary.defn(name="resolve_promotion")
     async def resolve_promotion(self, request: PromotionRequest) -> PromotionPlan:
         """Expand the Stage's steps for this Freight (kept in the promotion's history)."""
-        resources = await self.project_resources(request.project)
         collection = request.collection
         if collection is None:  # started by hand: the Stage's Freight of its other origins
             collection = await self._stage_collection(request.project, request.stage)
+        # Only the Stage, its tasks and the Freight named: not the whole project.
+        resources = await self.project_resources(
+            request.project,
+            PlanResourcesRequest(stage=request.stage, freight=(request.freight, *collection)),
+        )
         # Freight a Warehouse discovered lives in its workflow, not in the applied config.
         resources = await with_warehouse_freight(
             self.client, resources, request.freight, *collection
@@ -131,7 +152,7 @@ class ProjectActivities:
             actor=request.requested_by,
             ui_base_url=self.ui_base_url,
         )
-        plan = await self._with_metadata(resources, plan)
+        plan = await self._with_metadata(request.project, plan)
         # Only whether this worker has endpoints: the URLs themselves stay out of history.
         return plan.model_copy(update={"notify": self.notifying})
 
@@ -139,21 +160,23 @@ class ProjectActivities:
         """The IDs of a Stage's current Freight (none when its workflow does not run)."""
         handle = self.client.get_workflow_handle(stage_workflow_id(project, stage))
         try:
-            state = await handle.query("status", result_type=StageState)
+            found = await handle.query(CURRENT_COLLECTION_QUERY, result_type=list[str])
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
             return ()
-        return tuple(ref.freight for ref in state.current_collection.values())
+        return tuple(found)
 
-    async def _with_metadata(
-        self, resources: ProjectResources, plan: PromotionPlan
-    ) -> PromotionPlan:
+    async def _with_metadata(self, project: str, plan: PromotionPlan) -> PromotionPlan:
         """The plan with the metadata ``freightMetadata()`` / ``stageMetadata()`` read, taken
         now (so the workflow evaluates them without I/O), only when a step names them."""
         named = names_metadata_functions(
             [step.config, step.if_, [v.value for v in step.vars]] for step in plan.steps
         )
+        if not named:
+            return plan
+        # Every Freight and Stage of the project: the whole configuration, only here.
+        resources = await self.project_resources(project)
         update: dict[str, Any] = {}
         if "freightMetadata" in named:
             update["freight_metadata"] = {
@@ -174,7 +197,7 @@ class ProjectActivities:
                 if found:
                     stages[name] = found
             update["stage_metadata"] = stages
-        return plan.model_copy(update=update) if update else plan
+        return plan.model_copy(update=update)
 
     async def _all_freight(self, resources: ProjectResources) -> list[Freight]:
         """Every Freight of the project: applied from files, then held by its Warehouses."""
@@ -448,13 +471,21 @@ async def cluster_resources(client: Client) -> ClusterResources:
     return resources
 
 
-async def warehouse_freight(client: Client, resources: ProjectResources) -> list[Freight]:
-    """The Freight every Warehouse workflow of the project holds, newest first."""
+async def warehouse_freight(
+    client: Client, resources: ProjectResources, named: Collection[str] | None = None
+) -> list[Freight]:
+    """The Freight every Warehouse workflow of the project holds, newest first; with
+    ``named``, only the Freight with those IDs or aliases (each Warehouse sends only them)."""
     found: list[Freight] = []
     for name in sorted(resources.warehouses):
         handle = client.get_workflow_handle(warehouse_workflow_id(resources.name, name))
         try:
-            found += await handle.query(FREIGHT_QUERY, result_type=list[Freight])
+            if named is None:
+                found += await handle.query(FREIGHT_QUERY, result_type=list[Freight])
+            else:
+                found += await handle.query(
+                    FREIGHT_NAMED_QUERY, sorted(named), result_type=list[Freight]
+                )
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
@@ -474,7 +505,7 @@ async def with_warehouse_freight(
     if not missing:
         return resources
     merged = dict(resources.freight)
-    for candidate in await warehouse_freight(client, resources):
+    for candidate in await warehouse_freight(client, resources, missing):
         if missing & {candidate.metadata.name, candidate.alias}:
             merged[candidate.metadata.name] = candidate
     return resources.model_copy(update={"freight": merged})

@@ -36,7 +36,12 @@ from freightline.kargo.analysis import (
     substitute_args,
     validate_metric,
 )
-from freightline.kargo.resources import AnalysisRunArgument, AnalysisTemplate, Metric
+from freightline.kargo.resources import (
+    APPLY_CHECKS,
+    AnalysisRunArgument,
+    AnalysisTemplate,
+    Metric,
+)
 
 T0 = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)
 PHASES: list[MeasurementPhase] = ["Successful", "Failed", "Inconclusive", "Error"]
@@ -48,7 +53,8 @@ def metric(name: str = "m", **fields: Any) -> Metric:
             "name": name,
             "provider": {"prometheus": {"address": "http://prom:9090", "query": "up"}},
             **fields,
-        }
+        },
+        context=APPLY_CHECKS,  # as apply reads it: the conditions are parsed
     )
 
 

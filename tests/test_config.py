@@ -30,6 +30,7 @@ from freightline.kargo.freight import (
     normalize_git_url,
 )
 from freightline.kargo.resources import (
+    APPLY_CHECKS,
     RESOURCE_KINDS,
     AnalysisTemplate,
     Chart,
@@ -804,3 +805,50 @@ def test_check_references_without_sources() -> None:
         'Stage "test": spec.promotionTemplate.spec.steps[0].task.name: '
         'unknown PromotionTask "demo-promo-process" in project "kargo-demo"'
     )
+
+
+# --- checked once, at apply -----------------------------------------------------------------
+
+CHECKED_STAGE = """\
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata:
+  name: test
+  namespace: demo
+spec:
+  requestedFreight:
+  - origin: {kind: Warehouse, name: images}
+    sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: git-clone
+        if: "${{ success() }}"
+        config:
+          repoURL: "${{ vars.repo }}"
+"""
+
+
+def test_expressions_are_checked_at_apply_not_when_read_back() -> None:
+    # apply refuses a bad expression, naming where it is ...
+    bad = CHECKED_STAGE.replace("${{ success() }}", "${{ success( }}").replace(
+        "${{ vars.repo }}", "${{ vars. }}"
+    )
+    message = load_error(bad)
+    assert f"pipeline.yaml:{line_of(bad, 'if:')}" in message
+    assert 'steps[0].if: expression "success("' in message
+    assert 'steps[0].config: expression "vars."' in message
+    # ... and a Stage read back from a workflow (Temporal's data converter: no validation
+    # context) is not parsed again: it was checked when it was applied.
+    (stage,) = load_text(CHECKED_STAGE)
+    assert isinstance(stage, Stage)
+    stored = stage.model_dump_json(by_alias=True, exclude_none=True)
+    tampered = stored.replace("success()", "success(").replace("vars.repo", "vars.")
+    read_back = Stage.model_validate_json(tampered)
+    template = read_back.spec.promotion_template
+    assert template is not None and template.spec.steps
+    assert template.spec.steps[0].if_ == "${{ success( }}"
+    assert Stage.model_validate_json(stored) == stage
+    # The checks are the validation context's: with it, the same JSON is refused.
+    with pytest.raises(ValueError, match="if"):
+        Stage.model_validate_json(tampered, context=APPLY_CHECKS)

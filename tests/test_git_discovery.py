@@ -18,7 +18,7 @@ from activities.git_discovery import discover_commits, path_filter
 from activities.repository_cache import RepositoryCache
 from freightline.contracts.warehouse import DiscoveredCommit, DiscoveryError
 from freightline.errors import ConfigError
-from freightline.kargo.resources import GitSubscription
+from freightline.kargo.resources import APPLY_CHECKS, GitSubscription
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,8 @@ def discover(subscription: GitSubscription, credentials: None) -> list[Discovere
 
 
 def sub(upstream: Upstream, **fields: Any) -> GitSubscription:
-    return GitSubscription.model_validate({"repoURL": upstream.url, **fields})
+    # As apply reads it: selectors, filters and constraints are checked.
+    return GitSubscription.model_validate({"repoURL": upstream.url, **fields}, context=APPLY_CHECKS)
 
 
 def test_newest_from_branch_default_branch_and_limit(upstream: Upstream) -> None:
@@ -256,7 +257,9 @@ def test_bad_selectors_and_filters_are_refused_at_apply() -> None:
         {"allowTagsRegexes": ["("]},
     ):
         with pytest.raises(ValidationError):
-            GitSubscription.model_validate({"repoURL": "https://example.com/x.git", **fields})
+            GitSubscription.model_validate(
+                {"repoURL": "https://example.com/x.git", **fields}, context=APPLY_CHECKS
+            )
 
 
 def test_semver_tags_with_constraint_and_limit(upstream: Upstream) -> None:

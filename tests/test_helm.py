@@ -19,7 +19,7 @@ from activities.helm import discover_charts
 from activities.registry import RegistryClient
 from freightline.contracts.warehouse import DiscoveryError
 from freightline.errors import ConfigError, RegistryError
-from freightline.kargo.resources import ChartSubscription
+from freightline.kargo.resources import APPLY_CHECKS, ChartSubscription
 from tests.registry_fixture import OCI_MANIFEST, Pusher, Registry, start_registry
 
 pytestmark = pytest.mark.integration
@@ -113,7 +113,7 @@ def push_chart(pusher: Pusher, repo: str, version: str) -> None:
 
 
 def chart(**fields: Any) -> ChartSubscription:
-    return ChartSubscription.model_validate(fields)
+    return ChartSubscription.model_validate(fields, context=APPLY_CHECKS)  # as apply reads it
 
 
 async def test_http_index_semver_and_limit(chart_repo: str, http: httpx.AsyncClient) -> None:

@@ -55,6 +55,7 @@ from freightline.kargo.config import group_by_project, load_text
 from freightline.kargo.credentials import CredentialStore
 from freightline.kargo.freight import freight_alias, freight_id
 from freightline.kargo.resources import (
+    APPLY_CHECKS,
     Freight,
     FreightOrigin,
     Image,
@@ -304,7 +305,8 @@ def push(registry: Registry, repo: str, *tags: str) -> dict[str, str]:
 
 
 def subs(*documents: dict[str, Any]) -> tuple[RepoSubscription, ...]:
-    return tuple(RepoSubscription.model_validate(d) for d in documents)
+    # As apply reads them: constraints and regexes are checked.
+    return tuple(RepoSubscription.model_validate(d, context=APPLY_CHECKS) for d in documents)
 
 
 async def test_discovery_activity_all_kinds_with_worker_credentials(

@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 from freightline.app.client import apply_project, start_promotion
 from freightline.contracts.names import PROMOTION_WORKFLOW, task_queue
 from freightline.contracts.promotion import PromotionPhase, PromotionRequest, PromotionResult
-from freightline.kargo.resources import ProjectConfig, PromotionWindow
+from freightline.kargo.resources import APPLY_CHECKS, ProjectConfig, PromotionWindow
 from freightline.kargo.windows import evaluate, next_allowed, windows_for
 from sandbox.gitops import branch_head
 from tests.conftest import wait_for
@@ -28,7 +28,10 @@ from tests.pipelines import (
 
 
 def window(kind: str, name: str, **fields: Any) -> PromotionWindow:
-    return PromotionWindow.model_validate({"kind": kind, "name": name, **fields})
+    # As apply reads it: the schedule is checked (a window read back from a workflow is not).
+    return PromotionWindow.model_validate(
+        {"kind": kind, "name": name, **fields}, context=APPLY_CHECKS
+    )
 
 
 BUSINESS_HOURS = window(

@@ -39,7 +39,12 @@ with workflow.unsafe.imports_passed_through():
         with_alias,
         with_metadata,
     )
-    from freightline.contracts.names import RESYNC_SIGNAL, SA_PROJECT
+    from freightline.contracts.names import (
+        APPLIED_FREIGHT_QUERY,
+        PLAN_RESOURCES_QUERY,
+        RESYNC_SIGNAL,
+        SA_PROJECT,
+    )
     from freightline.contracts.project import (
         ApplyResult,
         DeleteRequest,
@@ -49,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         merge_resources,
         remove_resource,
     )
+    from freightline.contracts.promotion import PlanResourcesRequest, plan_resources
     from freightline.errors import refusing
     from freightline.kargo.resources import Freight, ProjectResources
 
@@ -201,6 +207,21 @@ class ProjectWorkflow:
     @workflow.query(name="resources")
     def resources(self) -> ProjectResources:
         return self.state.resources
+
+    @workflow.query(name=PLAN_RESOURCES_QUERY)
+    def plan_resources(self, request: PlanResourcesRequest) -> ProjectResources:
+        """Only what planning one promotion reads (``resources`` sends everything)."""
+        return plan_resources(self.state.resources, request.stage, request.freight)
+
+    @workflow.query(name=APPLIED_FREIGHT_QUERY)
+    def applied_freight(self, names: list[str]) -> list[Freight]:
+        """The applied Freight with these IDs or aliases (those the project has)."""
+        wanted = set(names)
+        return [
+            freight
+            for name, freight in self.state.resources.freight.items()
+            if name in wanted or freight.alias in wanted
+        ]
 
     @workflow.query(name="desired")
     def desired(self) -> DesiredState:

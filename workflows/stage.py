@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         refresh_freight,
     )
     from freightline.contracts.names import (
+        CURRENT_COLLECTION_QUERY,
         FREIGHT_AVAILABLE_SIGNAL,
         SA_FREIGHT,
         SA_PROJECT,
@@ -343,6 +344,12 @@ class StageWorkflow:
         """A Freight's alias or metadata changed where it is held: follow it in the copies."""
         if refresh_freight(self.state, freight):
             self._show()
+
+    @workflow.query(name=CURRENT_COLLECTION_QUERY)
+    def current_collection(self) -> list[str]:
+        """The IDs of this Stage's current Freight, one per origin (``status`` carries its
+        whole history too): what a promotion started by hand keeps."""
+        return [ref.freight for ref in self.state.current_collection.values()]
 
     @workflow.query(name=STAGE_METADATA_QUERY)
     def metadata(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from freightline.contracts.names import (
         ASSEMBLE_UPDATE,
         FREIGHT_AVAILABLE_SIGNAL,
+        FREIGHT_NAMED_QUERY,
         FREIGHT_QUERY,
         REFRESH_SIGNAL,
         SA_PROJECT,
@@ -229,6 +230,12 @@ class WarehouseWorkflow:
     def freight(self) -> list[Freight]:
         """This Warehouse's Freight, newest first."""
         return list(self.state.freight)
+
+    @workflow.query(name=FREIGHT_NAMED_QUERY)
+    def freight_named(self, names: list[str]) -> list[Freight]:
+        """This Warehouse's Freight with these IDs or aliases, newest first."""
+        wanted = set(names)
+        return [f for f in self.state.freight if f.metadata.name in wanted or f.alias in wanted]
 
     @workflow.query(name="status")
     def status(self) -> WarehouseStatus:

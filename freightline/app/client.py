@@ -28,6 +28,7 @@ from activities.project import cluster_resources, discovered_at, warehouse_freig
 from freightline.contracts.approvals import sign_approval
 from freightline.contracts.cluster import ClusterDelete, ClusterState
 from freightline.contracts.names import (
+    APPLIED_FREIGHT_QUERY,
     ASSEMBLE_UPDATE,
     CLUSTER_WORKFLOW,
     CLUSTER_WORKFLOW_ID,
@@ -226,6 +227,19 @@ async def project_resources(client: Client, project: str) -> ProjectResources:
     return resources
 
 
+async def applied_freight(client: Client, project: str, freight: str) -> Freight:
+    """The project's applied Freight with this ID or alias (asks the Project workflow for
+    that one only, not the whole configuration), or NotFoundError."""
+    handle = client.get_workflow_handle(project_workflow_id(project))
+    found: list[Freight] = await handle.query(
+        APPLIED_FREIGHT_QUERY, [freight], result_type=list[Freight]
+    )
+    # An ID wins over another Freight's alias, as in find_freight.
+    return find_freight(
+        ProjectResources(name=project, freight={f.metadata.name: f for f in found}), freight
+    )
+
+
 async def start_promotion(
     client: Client,
     project: str,
@@ -241,8 +255,7 @@ async def start_promotion(
     server hands the first workflow task back with the start's answer, saving a poll
     round trip (``bench/eager_start.py``); for any other client it changes nothing.
     """
-    resources = await project_resources(client, project)
-    target = find_freight(resources, freight)
+    target = await applied_freight(client, project, freight)
     alias = target.alias or target.metadata.name[:7]
     request = PromotionRequest(
         project=project, stage=stage, freight=target.metadata.name, requested_by=requested_by
@@ -493,7 +506,7 @@ async def find_project_freight(client: Client, project: str, freight: str) -> Fr
         for entry in state.available.values():
             if freight in (entry.freight.metadata.name, entry.freight.alias):
                 return entry.freight
-    for candidate in await warehouse_freight(client, resources):
+    for candidate in await warehouse_freight(client, resources, [freight]):
         if freight in (candidate.metadata.name, candidate.alias):
             return candidate
     raise NotFoundError(f'project "{project}" has no Freight with ID or alias "{freight}"')

@@ -84,6 +84,18 @@ ASSEMBLE_UPDATE = "assemble"
 (``freightline.contracts.warehouse.AssembleRequest``)."""
 FREIGHT_QUERY = "freight"
 """Asked of a Warehouse: its Freight, newest first (``list[Freight]``)."""
+FREIGHT_NAMED_QUERY = "freight_named"
+"""Asked of a Warehouse: its Freight with these IDs or aliases (``list[str]`` →
+``list[Freight]``), for a promotion's plan, instead of all of it."""
+PLAN_RESOURCES_QUERY = "plan_resources"
+"""Asked of a Project: only what planning one promotion reads
+(``freightline.contracts.promotion.PlanResourcesRequest`` → ``ProjectResources``), so
+resolving a plan does not transfer and parse every Stage, Freight and template."""
+APPLIED_FREIGHT_QUERY = "applied_freight"
+"""Asked of a Project: its applied Freight with these IDs or aliases (``list[str]`` →
+``list[Freight]``)."""
+CURRENT_COLLECTION_QUERY = "current_collection"
+"""Asked of a Stage: the IDs of its current Freight, one per origin (``list[str]``)."""
 PULL_REQUEST_SIGNAL = "pull_request_closed"
 """Sent to a Promotion waiting in ``git-wait-for-pr``: the forge says the pull request was
 merged or closed (``freightline.contracts.pull_request_wait.PullRequestClosed``); the

@@ -15,7 +15,7 @@ activities so both evaluate ``${{ }}`` the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -320,6 +320,50 @@ class PromotionStatus(Contract):
 # --- planning -------------------------------------------------------------------------------
 
 APPROVAL_STEP = "wait-for-approval"
+
+
+class PlanResourcesRequest(Contract):
+    """The ``plan_resources`` query's input: a Stage, and the Freight (IDs or aliases) a
+    promotion into it names: the promoted one and the Stage's current collection."""
+
+    stage: str
+    freight: tuple[str, ...] = ()
+
+
+def plan_resources(
+    resources: ProjectResources, stage: str, freight: Collection[str]
+) -> ProjectResources:
+    """The part of ``resources`` that :func:`plan_promotion` reads to promote ``freight``
+    into ``stage``: the same plan, and the same errors, as from the whole project.
+
+    Kept: the Project and ProjectConfig (policies, windows, approval keys), the Stage, the
+    PromotionTasks its steps use, every Warehouse (a few; where discovered Freight is
+    looked for), the applied Freight named by ID or alias, and the ConfigMaps (the plan
+    keeps those its steps' text names). Left out: the other Stages, PromotionTasks and
+    Freight, AnalysisTemplates, Promotions. An unknown Stage keeps every Stage, which the
+    error lists."""
+    stage_resource = resources.stages.get(stage)
+    if stage_resource is None:
+        return resources
+    template = stage_resource.spec.promotion_template
+    steps = template.spec.steps if template is not None else None
+    tasks = {step.task.name for step in steps or () if step.task is not None}
+    wanted = set(freight)
+    return resources.model_copy(
+        update={
+            "stages": {stage: stage_resource},
+            "promotion_tasks": {
+                name: task for name, task in resources.promotion_tasks.items() if name in tasks
+            },
+            "freight": {
+                name: applied
+                for name, applied in resources.freight.items()
+                if name in wanted or applied.alias in wanted
+            },
+            "promotions": {},
+            "analysis_templates": {},
+        }
+    )
 
 
 def find_freight(resources: ProjectResources, freight: str) -> Freight:

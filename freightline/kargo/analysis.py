@@ -62,6 +62,7 @@ from freightline.errors import ConfigError, ExpressionError
 from freightline.kargo.expressions import evaluate, render_text
 from freightline.kargo.keypaths import parse_json_path
 from freightline.kargo.resources import (
+    APPLY_CHECKS,
     AnalysisArgument,
     AnalysisRunArgument,
     AnalysisTemplate,
@@ -395,7 +396,8 @@ def substitute_args(metric: Metric, args: Mapping[str, str]) -> Metric:
         metric.model_dump(mode="json", by_alias=True, exclude_none=True), args, where
     )
     try:
-        return Metric.model_validate(data)
+        # The args are known only now: check the conditions with their values in.
+        return Metric.model_validate(data, context=APPLY_CHECKS)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'metric'}: {e['msg']}" for e in err.errors()

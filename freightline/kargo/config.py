@@ -63,6 +63,7 @@ from freightline.kargo.compatibility import refusals
 from freightline.kargo.credentials import CRED_TYPE_LABEL
 from freightline.kargo.resources import (
     API_VERSIONS,
+    APPLY_CHECKS,
     CHART_REPO_URL_PATTERN,
     CLUSTER_CONFIG_NAME,
     CLUSTER_KINDS,
@@ -259,7 +260,7 @@ def _load_document(
             refused.append(
                 f"{_field_where(source, index, kind, name, document, loc)}{_path(loc)}: {reason}"
             )
-        resource = model.model_validate(plain, by_alias=True, by_name=False)
+        resource = model.model_validate(plain, by_alias=True, by_name=False, context=APPLY_CHECKS)
     except _AliasBombError:
         raise ConfigError(
             f"{label}: YAML aliases expand to more than {MAX_ALIAS_VALUES} values; the limit "

@@ -40,6 +40,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     StrictBool,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -204,55 +205,84 @@ class ResourceBase(KargoModel):
 
 # --- checked at apply: constraints and expressions ------------------------------------------
 
+APPLY_CHECKS: Final[dict[str, bool]] = {"apply_checks": True}
+"""The validation context under which the checks of expressions, constraints, regular
+expressions, path selectors and promotion windows run: ``apply`` (the loader) passes it.
 
-def _constraint(text: str) -> str:
+Without it (a resource read back from a workflow through Temporal's data converter, a model
+built in code) those checks are skipped: the resource was checked when it was applied, and
+re-parsing every expression of every Stage on each deserialisation cost a promotion's plan
+most of its CPU. The shape checks (types, names, required fields) run either way."""
+
+
+def checking(info: ValidationInfo) -> bool:
+    """Whether this validation is apply's (see :data:`APPLY_CHECKS`)."""
+    context = info.context
+    return isinstance(context, dict) and bool(context.get("apply_checks"))
+
+
+def _constraint(text: str, info: ValidationInfo) -> str:
     # A constraint that does not parse is refused by apply, not at the first discovery.
-    try:
-        parse_constraint(text)
-    except ConfigError as err:
-        raise ValueError(str(err)) from None
+    if checking(info):
+        try:
+            parse_constraint(text)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
     return text
 
 
-def _condition(text: str) -> str:
-    try:
-        expressions.check_condition(text)
-    except ExpressionError as err:
-        raise ValueError(str(err)) from None
+def _condition(text: str, info: ValidationInfo) -> str:
+    if checking(info):
+        try:
+            expressions.check_condition(text)
+        except ExpressionError as err:
+            raise ValueError(str(err)) from None
     return text
 
 
-def _templates(value: Any) -> Any:
-    try:
-        expressions.check_template(value)
-    except ExpressionError as err:
-        raise ValueError(str(err)) from None
+def _templates(value: Any, info: ValidationInfo) -> Any:
+    if checking(info):
+        try:
+            expressions.check_template(value)
+        except ExpressionError as err:
+            raise ValueError(str(err)) from None
     return value
 
 
-def _expression(text: str) -> str:
+def _check_expression(text: str) -> None:
     # A bare expr-lang expression (expressionFilter): parsed at apply, run at discovery.
     if text.strip():
         try:
             expressions.parse(text.strip())
         except ExpressionError as err:
             raise ValueError(str(err)) from None
+
+
+def _expression(text: str, info: ValidationInfo) -> str:
+    if checking(info):
+        _check_expression(text)
     return text
 
 
-def _regex(text: str) -> str:
+def _check_regex(text: str) -> None:
     try:
         re.compile(text)
     except re.error as err:
         raise ValueError(f"invalid regular expression {text!r}: {err}") from None
+
+
+def _regex(text: str, info: ValidationInfo) -> str:
+    if checking(info):
+        _check_regex(text)
     return text
 
 
-def _path_selector(text: str) -> str:
-    try:
-        path_selector(text)
-    except ConfigError as err:
-        raise ValueError(str(err)) from None
+def _path_selector(text: str, info: ValidationInfo) -> str:
+    if checking(info):
+        try:
+            path_selector(text)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
     return text
 
 
@@ -382,11 +412,11 @@ class ApprovalPolicy(KargoModel):
         return self
 
 
-def _name_pattern(text: str) -> str:
+def _name_pattern(text: str, info: ValidationInfo) -> str:
     # Kargo's name patterns: exact, glob:, regex: or regexp: (compiled here, at apply).
     for prefix in ("regexp:", "regex:"):
-        if text.startswith(prefix):
-            _regex(text.removeprefix(prefix))
+        if text.startswith(prefix) and checking(info):
+            _check_regex(text.removeprefix(prefix))
     return text
 
 
@@ -431,7 +461,9 @@ class PromotionWindow(KargoModel):
     """Freightline extension: the zone of a ``dtstart``/``dtend`` without ``TZID=`` (else UTC)."""
 
     @model_validator(mode="after")
-    def _parses(self) -> PromotionWindow:
+    def _parses(self, info: ValidationInfo) -> PromotionWindow:
+        if not checking(info):
+            return self
         # Imported here because freightline.kargo.windows builds on these models.
         from freightline.kargo.windows import check_window
 
@@ -1350,10 +1382,11 @@ class MetricProvider(KargoModel):
 _ARG_PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
 
 
-def _metric_condition(text: str) -> str:
+def _metric_condition(text: str, info: ValidationInfo) -> str:
     # Parsed at apply with each {{args.x}} (any {{...}}) standing for a value (its own is known only when
     # the run starts); a number parses inside quotes and out.
-    _expression(_ARG_PLACEHOLDER.sub("0", text))
+    if checking(info):
+        _check_expression(_ARG_PLACEHOLDER.sub("0", text))
     return text
 
 

@@ -12,7 +12,7 @@ already known changes nothing, and a retire sent twice is answered the same.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,6 +22,8 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
@@ -82,6 +84,7 @@ from freightline.contracts.promotion import (
     PromotionPlan,
     PromotionRequest,
     plan_promotion,
+    plan_resources,
 )
 from freightline.contracts.stage import FreightAvailable, StageState
 from freightline.contracts.stage_requests import RetireRequest
@@ -91,6 +94,23 @@ from freightline.kargo.resources import ClusterResources, Freight, ProjectResour
 
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 T = TypeVar("T")
+
+
+async def narrow_query(
+    handle: WorkflowHandle[Any, Any],
+    name: str,
+    result_type: type[T],
+    whole: Callable[[], Awaitable[T]],
+    *args: Any,
+) -> T:
+    """The query ``name`` (one that answers only what is asked), or ``whole()`` when the
+    workflow fails it: a worker older than the query, during a rolling upgrade, has no
+    handler for it, and the older query that answers everything still serves."""
+    try:
+        answer: T = await handle.query(name, *args, result_type=result_type)
+    except WorkflowQueryFailedError:
+        return await whole()
+    return answer
 
 
 class ProjectActivities:
@@ -112,8 +132,13 @@ class ProjectActivities:
                     "resources", result_type=ProjectResources
                 )
             else:
-                resources = await handle.query(
-                    PLAN_RESOURCES_QUERY, only_for, result_type=ProjectResources
+
+                async def whole() -> ProjectResources:
+                    found = await handle.query("resources", result_type=ProjectResources)
+                    return plan_resources(found, only_for.stage, only_for.freight)
+
+                resources = await narrow_query(
+                    handle, PLAN_RESOURCES_QUERY, ProjectResources, whole, only_for
                 )
             return resources
         except RPCError as err:
@@ -159,8 +184,13 @@ class ProjectActivities:
     async def _stage_collection(self, project: str, stage: str) -> tuple[str, ...]:
         """The IDs of a Stage's current Freight (none when its workflow does not run)."""
         handle = self.client.get_workflow_handle(stage_workflow_id(project, stage))
+
+        async def whole() -> list[str]:
+            state = await handle.query("status", result_type=StageState)
+            return [ref.freight for ref in state.current_collection.values()]
+
         try:
-            found = await handle.query(CURRENT_COLLECTION_QUERY, result_type=list[str])
+            found = await narrow_query(handle, CURRENT_COLLECTION_QUERY, list[str], whole)
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
@@ -483,8 +513,13 @@ async def warehouse_freight(
             if named is None:
                 found += await handle.query(FREIGHT_QUERY, result_type=list[Freight])
             else:
-                found += await handle.query(
-                    FREIGHT_NAMED_QUERY, sorted(named), result_type=list[Freight]
+
+                async def every(handle: WorkflowHandle[Any, Any] = handle) -> list[Freight]:
+                    held = await handle.query(FREIGHT_QUERY, result_type=list[Freight])
+                    return [f for f in held if {f.metadata.name, f.alias} & set(named)]
+
+                found += await narrow_query(
+                    handle, FREIGHT_NAMED_QUERY, list[Freight], every, sorted(named)
                 )
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:

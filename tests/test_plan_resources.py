@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from activities.project import narrow_query
 from freightline.app.client import (
     applied_freight,
     apply_project,
@@ -36,7 +37,7 @@ from freightline.contracts.promotion import (
     plan_resources,
 )
 from freightline.contracts.stage import StageState
-from freightline.errors import FreightlineError, NotFoundError
+from freightline.errors import ConfigError, FreightlineError, NotFoundError
 from freightline.kargo.resources import ProjectResources
 from tests.conftest import wait_for
 from tests.pipelines import freight_for, gated_at_test, quickstart_up_to_push, with_freight
@@ -162,3 +163,33 @@ async def test_the_narrow_queries_answer_as_the_whole_project(
     await wait_for(taken, timeout=30)
     state = await stage.query("status", result_type=StageState)
     assert [ref.freight for ref in state.current_collection.values()] == [f1.metadata.name]
+
+    # A worker older than a narrow query (a rolling upgrade) fails it: the whole one answers.
+    async def whole() -> list[str]:
+        return ["from the whole query"]
+
+    assert await narrow_query(stage, "a_query_from_the_future", list[str], whole) == [
+        "from the whole query"
+    ]
+    assert await narrow_query(stage, CURRENT_COLLECTION_QUERY, list[str], whole) == [
+        f1.metadata.name
+    ]
+
+
+@pytest.mark.integration
+async def test_an_apply_sent_without_the_loader_is_still_checked(
+    client: Client, worker: Worker, gitops_repo: Path
+) -> None:
+    """Read back from a workflow, resources skip apply's expression checks; an ``apply``
+    update from a client of its own (plain JSON, no loader) still gets them, and a refused
+    one leaves the project as it was."""
+    good = quickstart_up_to_push(gitops_repo)
+    await apply_project(client, good)
+    project = client.get_workflow_handle(project_workflow_id("kargo-demo"))
+    before = await project.query("resources", result_type=ProjectResources)
+    text = good.model_dump_json().replace("${{ ctx.stage }}", "${{ ctx.stage ", 1)
+    assert text != good.model_dump_json()
+    raw = ProjectResources.model_validate_json(text)  # as Temporal's converter reads it
+    with pytest.raises(ConfigError, match=r"\$\{\{ at column \d+ is never closed"):
+        await apply_project(client, raw)
+    assert await project.query("resources", result_type=ProjectResources) == before

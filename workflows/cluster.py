@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from freightline.contracts.project import ApplyResult
     from freightline.errors import refusing
+    from freightline.kargo.config import recheck
     from freightline.kargo.resources import ClusterResources
 
 RESYNC_RETRY = RetryPolicy(
@@ -76,6 +77,7 @@ class ClusterWorkflow:
     @apply.validator
     def validate_apply(self, incoming: ClusterResources) -> None:
         with refusing():
+            recheck(incoming)  # apply's checks, for a client that did not load them
             merge_cluster(self.state.resources, incoming)
 
     @workflow.update(name="delete")

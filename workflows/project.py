@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from freightline.contracts.promotion import PlanResourcesRequest, plan_resources
     from freightline.errors import refusing
+    from freightline.kargo.config import recheck
     from freightline.kargo.resources import Freight, ProjectResources
 
 RECONCILES = "project-reconciles"
@@ -139,6 +140,9 @@ class ProjectWorkflow:
     @apply.validator
     def validate_apply(self, incoming: ProjectResources) -> None:
         with refusing():  # a ConfigError, non-retryable, naming what is wrong
+            # From `freightline apply` the loader checked them; from a client of its own
+            # (plain JSON), this is where a bad expression is refused.
+            recheck(incoming)
             merge_resources(self.state.resources, incoming)
 
     @workflow.update(name="delete")

@@ -24,7 +24,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.project import cluster_resources, discovered_at, warehouse_freight
+from activities.project import cluster_resources, discovered_at, narrow_query, warehouse_freight
 from freightline.contracts.approvals import sign_approval
 from freightline.contracts.cluster import ClusterDelete, ClusterState
 from freightline.contracts.names import (
@@ -231,9 +231,12 @@ async def applied_freight(client: Client, project: str, freight: str) -> Freight
     """The project's applied Freight with this ID or alias (asks the Project workflow for
     that one only, not the whole configuration), or NotFoundError."""
     handle = client.get_workflow_handle(project_workflow_id(project))
-    found: list[Freight] = await handle.query(
-        APPLIED_FREIGHT_QUERY, [freight], result_type=list[Freight]
-    )
+
+    async def every() -> list[Freight]:
+        resources = await handle.query("resources", result_type=ProjectResources)
+        return list(resources.freight.values())
+
+    found = await narrow_query(handle, APPLIED_FREIGHT_QUERY, list[Freight], every, [freight])
     # An ID wins over another Freight's alias, as in find_freight.
     return find_freight(
         ProjectResources(name=project, freight={f.metadata.name: f for f in found}), freight

@@ -102,6 +102,7 @@ __all__ = [
     "load_file",
     "load_text",
     "missing_cluster_templates",
+    "recheck",
     "substitute_env",
 ]
 
@@ -694,6 +695,24 @@ def missing_cluster_templates(group: ProjectResources, known: Iterable[str]) -> 
                     f'"{reference.name}"{_known(names)}'
                 )
     return problems
+
+
+def recheck(resources: ProjectResources | ClusterResources) -> None:
+    """Apply's checks of expressions, constraints, regular expressions, path selectors and
+    windows, on resources that did not come through the loader: a client of its own sending
+    the Project or Cluster workflow's ``apply`` update with plain JSON. (Reading resources
+    back from a workflow skips these checks: they ran when the resources were applied.)
+
+    Raises ConfigError naming the first refused field and why.
+    """
+    try:
+        type(resources).model_validate_json(resources.model_dump_json(), context=APPLY_CHECKS)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        more = len(err.errors()) - 1
+        raise ConfigError(f"{where}: {reason}" + (f" (and {more} more)" if more else "")) from None
 
 
 def check_references(group: ProjectResources) -> None:

@@ -350,21 +350,19 @@ class Clone:
         if self._refs is None:
             listing = self._git(
                 "for-each-ref",
-                "--format=%(HEAD) %(objectname) %(refname) %(symref)",
+                "--format=%(objectname)%00%(refname)%00%(HEAD)%00%(symref)",
                 "refs/heads/",
                 "refs/remotes/origin/",
             )
             refs = _Refs()
             for line in listing.splitlines():
-                mark, commit, name, *target = line[0], *line[1:].split()
-                if name.startswith("refs/remotes/origin/"):
-                    branch = name.removeprefix("refs/remotes/origin/")
-                    if branch == "HEAD":
-                        if target and target[0].startswith("refs/remotes/origin/"):
-                            refs.default = target[0].removeprefix("refs/remotes/origin/")
-                    else:
-                        refs.remote[branch] = commit
-                elif mark == "*":
+                commit, name, checked_out, target = line.split("\0")
+                if name == "refs/remotes/origin/HEAD":
+                    if target.startswith("refs/remotes/origin/"):
+                        refs.default = target.removeprefix("refs/remotes/origin/")
+                elif name.startswith("refs/remotes/origin/"):
+                    refs.remote[name.removeprefix("refs/remotes/origin/")] = commit
+                elif checked_out == "*":
                     refs.attached = name.removeprefix("refs/heads/")
             self._refs = refs
         return self._refs

@@ -539,7 +539,10 @@ class Clone:
                     "(40 hexadecimal digits, 64 with SHA-256)"
                 )
             checkout = commit
-            if not (self.complete and self.rev_parse(f"{commit}^{{commit}}")):
+            # A remote branch's tip (a Freight's commit often is one) is in every clone,
+            # a shallow one too: no fetch, and no rev-parse to find that out.
+            tip = commit.lower() in self._listed_refs().remote.values()
+            if not (tip or (self.complete and self.rev_parse(f"{commit}^{{commit}}"))):
                 self._git("fetch", *depth, "--end-of-options", "origin", commit)
                 checkout = "FETCH_HEAD"
         self._git(

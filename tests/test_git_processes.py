@@ -14,7 +14,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -25,6 +25,8 @@ from freightline.contracts.promotion import StepOutcome
 from sandbox.gitops import branch_head, create_bare_repo, git, show_file
 from tests.pipelines import commit_freight
 from tests.test_file_steps import outcome_of, run_steps
+
+T = TypeVar("T")
 
 # The throughput benchmark's git steps (bench/throughput.py), kustomize left out: main to
 # ./src, the Stage's branch (the first promotion creates it) to ./out, a change, commit, push.
@@ -60,8 +62,8 @@ def promotion(version: str) -> list[dict[str, Any]]:
 
 
 def traced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Callable[[], list[StepOutcome]]
-) -> tuple[list[str], list[StepOutcome]]:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Callable[[], T]
+) -> tuple[list[str], T]:
     """The git processes (``git <command> ...``) that ``run()`` started, and its result."""
     trace = tmp_path / "git-trace"
     monkeypatch.setenv("GIT_TRACE", str(trace))  # git processes inherit it
@@ -206,3 +208,27 @@ def commit_outside(repo: Path, name: str) -> str:
     head = branch_head(repo, "main")
     assert head is not None
     return head
+
+
+@pytest.mark.parametrize("tip", [True, False], ids=["branch-tip", "older-commit"])
+def test_a_commit_checkout_fetches_only_a_commit_no_branch_has_at_its_tip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tip: bool
+) -> None:
+    """Without the cache the clone is shallow: a Freight's commit at a branch's tip is in
+    it already, an older one is fetched; both are checked out."""
+    repo = create_bare_repo(tmp_path / "gitops.git")
+    older = branch_head(repo, "main")
+    newer = commit_outside(repo, "newer.txt")
+    commit = newer if tip else older
+    assert commit is not None
+    work = tmp_path / "work"
+    with git_environment(None, allow_local=True) as env:
+        clone = Clone.create(str(repo), tmp_path / "clone", env, allow_local=True)
+        commands, worktree = traced(
+            tmp_path, monkeypatch, lambda: clone.add_worktree(work, commit=commit)
+        )
+        assert worktree.head() == commit
+    assert git("rev-parse", "HEAD", cwd=work) == commit
+    assert (work / "newer.txt").exists() == tip
+    fetches = [c for c in commands if c.startswith("git fetch")]
+    assert len(fetches) == (0 if tip else 1), commands

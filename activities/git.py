@@ -500,7 +500,7 @@ class Clone:
                     branch,
                     "--end-of-options",
                     str(target),
-                    f"origin/{branch}",
+                    f"refs/remotes/origin/{branch}",  # the listed commit, whatever tags say
                 )
                 return Worktree(self, target, branch, head=start)._sparse(patterns)
             if not create:

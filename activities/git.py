@@ -21,7 +21,6 @@ tool that runs it (kustomize's remote resources) may be asked to fetch.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import re
@@ -32,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +290,32 @@ def _stderr_of(err: git.GitCommandError) -> str:
 _NO_REMOTE = "fatal: Could not read from remote repository."
 
 
+# A promotion's clone and worktrees live for one activity: git's automatic housekeeping
+# after a commit, fetch or rebase (a `maintenance run --auto` or `gc --auto` process each
+# time) would tidy what is deleted minutes later. `clone -c` keeps these in the clone's
+# config, which its worktrees share.
+_THROWAWAY_CONFIG = ("-c", "maintenance.auto=false", "-c", "gc.auto=0")
+
+
+@dataclass
+class _Refs:
+    """A clone's branches as one ``for-each-ref`` lists them."""
+
+    remote: dict[str, str] = field(default_factory=dict)
+    """Each remote branch's commit (``refs/remotes/origin/<branch>``)."""
+    attached: str | None = None
+    """The branch the clone's own HEAD is on (a fresh clone's: the default branch)."""
+    default: str | None = None
+    """The remote's default branch, as the clone recorded it (``refs/remotes/origin/HEAD``)."""
+
+
+class _Unknown:
+    """A worktree's HEAD nobody has asked git for since it may have moved."""
+
+
+_UNKNOWN = _Unknown()
+
+
 class Clone:
     """One repository cloned into a workspace, with worktrees checked out from it."""
 
@@ -300,10 +326,46 @@ class Clone:
         """The git-clone step's ``author``: the default for commits in this clone."""
         self.env = env
         self.secrets = secrets
-        self.run = GitRunner(path, env, secrets)
+        self._git = GitRunner(path, env, secrets)
+        self._refs: _Refs | None = None
+        """The clone's branches as one ``for-each-ref`` listed them, while nothing can have
+        moved them since (None: unknown, list them again when asked)."""
         self.complete = False
         """Whether the clone holds the whole history (made from a repository cache's mirror):
         a tag or commit it already has needs no fetch, and a missing one a full fetch."""
+
+    def run(self, *args: str, check: bool = True) -> str:
+        """Run git in the clone; refs may move, so the listed ones are forgotten first."""
+        self._refs = None
+        return self._git(*args, check=check)
+
+    def forget_refs(self) -> None:
+        """Something (a push, a fetch in a worktree) may have moved the clone's refs."""
+        self._refs = None
+
+    def _listed_refs(self) -> _Refs:
+        """The branches, listed once for every question a promotion asks about them: which
+        remote branches exist and at which commit, which branch the clone's own HEAD is on,
+        the remote's default branch (one git process instead of one ``rev-parse`` each)."""
+        if self._refs is None:
+            listing = self._git(
+                "for-each-ref",
+                "--format=%(objectname)%00%(refname)%00%(HEAD)%00%(symref)",
+                "refs/heads/",
+                "refs/remotes/origin/",
+            )
+            refs = _Refs()
+            for line in listing.splitlines():
+                commit, name, checked_out, target = line.split("\0")
+                if name == "refs/remotes/origin/HEAD":
+                    if target.startswith("refs/remotes/origin/"):
+                        refs.default = target.removeprefix("refs/remotes/origin/")
+                elif name.startswith("refs/remotes/origin/"):
+                    refs.remote[name.removeprefix("refs/remotes/origin/")] = commit
+                elif checked_out == "*":
+                    refs.attached = name.removeprefix("refs/heads/")
+            self._refs = refs
+        return self._refs
 
     @classmethod
     def create(
@@ -326,15 +388,10 @@ class Clone:
         path.parent.mkdir(parents=True, exist_ok=True)
         blobs = ("--filter=blob:none",) if blobless else ()
         GitRunner(path.parent, env, secrets)(
-            "clone", "--no-checkout", "--depth", "1", "--no-single-branch", *blobs, url, str(path)
-        )
-        clone = cls(repo_url, path, env, secrets)
-        # Detach the clone's own HEAD so every branch is free for a worktree
-        # (an empty repository has no HEAD to detach).
-        head = clone.rev_parse("HEAD")
-        if head:
-            clone.run("update-ref", "--no-deref", "HEAD", head)
-        return clone
+            "clone", *_THROWAWAY_CONFIG, "--no-checkout", "--depth", "1", "--no-single-branch",
+            *blobs, url, str(path),
+        )  # fmt: skip
+        return cls(repo_url, path, env, secrets)
 
     @classmethod
     def from_mirror(
@@ -361,41 +418,50 @@ class Clone:
         # for the repositories a project names (this path is the worker's own, not theirs).
         local = {**env, "GIT_ALLOW_PROTOCOL": "file"}
         GitRunner(path.parent, local, secrets)(
-            "clone", "--quiet", "--shared", "--no-checkout", "--end-of-options", str(mirror),
-            str(path),
+            "clone", *_THROWAWAY_CONFIG, "--quiet", "--shared", "--no-checkout",
+            "--end-of-options", str(mirror), str(path),
         )  # fmt: skip
         clone = cls(repo_url, path, env, secrets)
         clone.complete = True
-        clone.run("remote", "set-url", "--end-of-options", "origin", url)
-        # Detach HEAD (every branch free for a worktree) in one command; an empty
-        # repository has no HEAD to detach.
-        with contextlib.suppress(git.GitCommandError):
-            clone.run("update-ref", "--no-deref", "HEAD", "HEAD", check=False)
+        # (Not `clone -c remote.origin.url=`: clone writes the URL it cloned from over it.)
+        clone._git("remote", "set-url", "--end-of-options", "origin", url)
         return clone
 
     def rev_parse(self, ref: str) -> str | None:
         """The commit ``ref`` names in this clone, or None."""
         try:
-            return self.run("rev-parse", "--verify", "--quiet", ref, check=False) or None
+            return self._git("rev-parse", "--verify", "--quiet", ref, check=False) or None
         except git.GitCommandError:
             return None
 
     def remote_branch_exists(self, branch: str) -> bool:
         """Whether the remote had ``branch`` when we cloned (the clone fetched every branch
         tip, so this costs no round trip; a branch made since shows up as a push rejection)."""
-        return self.rev_parse(f"refs/remotes/origin/{branch}") is not None
+        return branch in self._listed_refs().remote
+
+    def _free(self, branch: str) -> None:
+        """Detach the clone's own HEAD if it is on ``branch``, so a worktree may check the
+        branch out (git refuses a branch checked out elsewhere). Only then: a fresh clone's
+        HEAD is on the default branch, and most promotions never check that one out."""
+        refs = self._listed_refs()
+        if refs.attached == branch:
+            self._git("update-ref", "--no-deref", "HEAD", refs.remote[branch])
+            refs.attached = None  # only HEAD moved: the rest of the listing holds
 
     def default_branch(self) -> str:
         """The branch the remote's HEAD names (what a checkout without a ref gets)."""
         if self.complete:
             # A mirror's HEAD is the remote's as it was when the mirror was made: ask anew.
-            listing = self.run("ls-remote", "--symref", "origin", "HEAD")
+            listing = self._git("ls-remote", "--symref", "origin", "HEAD")
             for line in listing.splitlines():
                 if line.startswith("ref: refs/heads/"):
                     return line.split()[1].removeprefix("refs/heads/")
             raise ConfigError(f"{self.repo_url} has no default branch (is it empty?)")
+        default = self._listed_refs().default
+        if default is not None:
+            return default
         try:
-            ref = self.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False)
+            ref = self._git("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False)
         except git.GitCommandError:
             ref = ""
         if not ref.startswith("refs/remotes/origin/"):
@@ -423,8 +489,10 @@ class Clone:
         if branch is None and tag is None and commit is None:
             branch = self.default_branch()
         if branch is not None:
-            if self.remote_branch_exists(branch):
-                self.run(
+            start = self._listed_refs().remote.get(branch)
+            if start is not None:
+                self._free(branch)
+                self._git(
                     "worktree",
                     "add",
                     *no_checkout,
@@ -432,9 +500,9 @@ class Clone:
                     branch,
                     "--end-of-options",
                     str(target),
-                    f"origin/{branch}",
+                    f"refs/remotes/origin/{branch}",  # the listed commit, whatever tags say
                 )
-                return Worktree(self, target, branch)._sparse(patterns)
+                return Worktree(self, target, branch, head=start)._sparse(patterns)
             if not create:
                 raise ConfigError(
                     f'remote branch "{branch}" of repo {self.repo_url} does not exist; set '
@@ -444,11 +512,11 @@ class Clone:
             # and `worktree add` needs a commit: not HEAD, which may name no commit (an empty
             # repository, or a HEAD naming a branch nobody pushed), but a throwaway commit
             # of the empty tree that the orphan branch leaves behind (it is never pushed).
-            empty_tree = self.run("hash-object", "-t", "tree", "-w", os.devnull)
-            start = self.run("commit-tree", "--no-gpg-sign", "-m", "empty", empty_tree)
-            self.run("worktree", "add", "--detach", "--end-of-options", str(target), start)
-            worktree = Worktree(self, target, branch)
-            worktree.run("checkout", "--quiet", "--orphan", branch)
+            empty_tree = self._git("hash-object", "-t", "tree", "-w", os.devnull)
+            empty = self._git("commit-tree", "--no-gpg-sign", "-m", "empty", empty_tree)
+            self._git("worktree", "add", "--detach", "--end-of-options", str(target), empty)
+            worktree = Worktree(self, target, branch, head=None)  # no commit yet
+            worktree._git("checkout", "--quiet", "--orphan", branch)  # moves no ref but HEAD
             return worktree._sparse(patterns, populate=False)
         # A name from a project's configuration is never read as an option: a commit of
         # "--upload-pack=<command>" would run the command (git parses options after
@@ -460,7 +528,9 @@ class Clone:
             checkout = f"refs/tags/{tag}"
             if not (self.complete and self.rev_parse(f"{checkout}^{{commit}}")):
                 refspec = f"{checkout}:{checkout}"
-                self.run("fetch", *depth, "--end-of-options", "origin", refspec)
+                # A tag or a commit ID matches no fetch refspec of origin's: no
+                # remote-tracking branch moves, the listed refs hold.
+                self._git("fetch", *depth, "--end-of-options", "origin", refspec)
         else:
             assert commit is not None
             if not _COMMIT_ID.match(commit):
@@ -469,13 +539,19 @@ class Clone:
                     "(40 hexadecimal digits, 64 with SHA-256)"
                 )
             checkout = commit
-            if not (self.complete and self.rev_parse(f"{commit}^{{commit}}")):
-                self.run("fetch", *depth, "--end-of-options", "origin", commit)
+            # A remote branch's tip (a Freight's commit often is one) is in every clone,
+            # a shallow one too: no fetch, and no rev-parse to find that out.
+            tip = commit.lower() in self._listed_refs().remote.values()
+            if not (tip or (self.complete and self.rev_parse(f"{commit}^{{commit}}"))):
+                self._git("fetch", *depth, "--end-of-options", "origin", commit)
                 checkout = "FETCH_HEAD"
-        self.run(
+        self._git(
             "worktree", "add", *no_checkout, "--detach", "--end-of-options", str(target), checkout
         )
-        return Worktree(self, target, None)._sparse(patterns)
+        # A commit's ID is what HEAD now names (git writes IDs in lower case); a tag's
+        # commit is asked of git when someone needs it.
+        head = commit.lower() if commit is not None else _UNKNOWN
+        return Worktree(self, target, None, head=head)._sparse(patterns)
 
 
 _GLOB = re.compile(r"[*?\[]")
@@ -501,61 +577,87 @@ def sparse_patterns(patterns: list[str]) -> tuple[str, ...]:
 
 
 class Worktree:
-    """A checked-out working tree: commit to it, push it."""
+    """A checked-out working tree: commit to it, push it.
 
-    def __init__(self, clone: Clone, path: Path, branch: str | None) -> None:
+    Its HEAD is remembered between git commands that cannot move it (a push that needed
+    no rebase, a tag), so that every step asking for the head does not cost a
+    ``rev-parse``: :meth:`run` (any command, from any step) forgets it.
+    """
+
+    def __init__(
+        self,
+        clone: Clone,
+        path: Path,
+        branch: str | None,
+        *,
+        head: str | _Unknown | None = _UNKNOWN,
+    ) -> None:
         self.clone = clone
         self.path = path
         self.branch = branch
-        self.run = GitRunner(path, clone.env, clone.secrets)
+        self._git = GitRunner(path, clone.env, clone.secrets)
+        self._head = head
+
+    def run(self, *args: str, check: bool = True) -> str:
+        """Run git in the worktree. It may move HEAD or the clone's refs (a commit, a
+        rebase, a fetch, a reset): what the worktree and its clone remember is forgotten."""
+        self._head = _UNKNOWN
+        self.clone.forget_refs()
+        return self._git(*args, check=check)
 
     def _sparse(self, patterns: tuple[str, ...], *, populate: bool = True) -> Worktree:
         """Limit the checkout to ``patterns`` (cone mode), then fill in those files."""
         if patterns:
             # A sparse index holds one entry per directory left out, not one per file: in
             # a 20,000-file monorepo every later add, diff and commit reads 60 KB, not 2 MB.
-            self.run("sparse-checkout", "set", "--cone", "--sparse-index", *patterns)
+            # (Neither command moves HEAD.)
+            self._git("sparse-checkout", "set", "--cone", "--sparse-index", *patterns)
             if populate:
-                self.run("read-tree", "-mu", "HEAD")
+                self._git("read-tree", "-mu", "HEAD")
         return self
 
     def update_submodules(self) -> None:
         """``git submodule update --init --recursive``: the submodules' URLs are fetched under
         the same ``GIT_ALLOW_PROTOCOL`` and credentials as the repository itself."""
-        self.run("submodule", "update", "--init", "--recursive")
+        self._git("submodule", "update", "--init", "--recursive")  # the submodules' HEADs only
 
     def current_branch(self) -> str:
         """The branch checked out here, or "" when HEAD is detached."""
-        return self.run("branch", "--show-current")
+        return self._git("branch", "--show-current")
 
     def head(self) -> str | None:
-        try:
-            return self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False)
-        except git.GitCommandError:
-            return None
+        """HEAD's commit, or None on a branch without commits."""
+        if isinstance(self._head, _Unknown):
+            try:
+                self._head = self._git("rev-parse", "--verify", "--quiet", "HEAD", check=False)
+            except git.GitCommandError:
+                self._head = None
+        return self._head
 
     def commit(self, message: str, author_name: str, author_email: str) -> str | None:
         """Commit everything in the tree; with nothing to commit, return the current head."""
-        self.run("add", "--all", ".")
-        head = self.head()
-        if head is None:
-            if not self.run("ls-files"):
-                return None  # a new, empty branch
-        else:
-            try:
-                self.run("diff", "--cached", "--quiet", check=False)
-                return head  # nothing staged: the tree already is what we would commit
-            except git.GitCommandError:
-                pass  # exit status 1: there are changes to commit
+        self._git("add", "--all", ".")
         identity = {
             "GIT_AUTHOR_NAME": author_name,
             "GIT_AUTHOR_EMAIL": author_email,
             "GIT_COMMITTER_NAME": author_name,
             "GIT_COMMITTER_EMAIL": author_email,
         }
-        GitRunner(self.path, {**self.clone.env, **identity}, self.clone.secrets)(
-            "commit", "--quiet", "--no-verify", "-m", message
-        )
+        committer = GitRunner(self.path, {**self.clone.env, **identity}, self.clone.secrets)
+        try:
+            # Commit straight away: a promotion almost always has changes, and git finds out
+            # whether there are any as it commits (no `diff --cached` first).
+            committer("commit", "--quiet", "--no-verify", "-m", message, check=False)
+        except git.GitCommandError as err:
+            try:
+                self._git("diff", "--cached", "--quiet", check=False)
+            except git.GitCommandError:
+                # Changes were staged, so the commit itself failed (signing, say).
+                raise GitCommandError(self._git._scrub(f"git commit: {_stderr_of(err)}")) from None
+            # Nothing staged: the tree already is what we would commit (on a new, empty
+            # branch: nothing at all, and no head).
+            return self.head()
+        self._head = _UNKNOWN
         return self.head()
 
     def push(
@@ -572,20 +674,27 @@ class Worktree:
         head = self.head()
         if head is None:
             raise ConfigError("nothing to push: the branch has no commits")
+        # A push moves no HEAD (the remembered head holds) but does move the clone's
+        # remote-tracking branch of the target.
+        self.clone.forget_refs()
         if force:
-            self.run("push", "--porcelain", "--force", "origin", f"HEAD:refs/heads/{target_branch}")
+            self._git(
+                "push", "--porcelain", "--force", "origin", f"HEAD:refs/heads/{target_branch}"
+            )
             return head
         for attempt in range(max_attempts):
             try:
-                self.run(
+                self._git(
                     "push", "--porcelain", "origin", f"HEAD:refs/heads/{target_branch}", check=False
                 )
-                head = self.head()
+                head = self.head()  # a rebase (through run) made git tell it anew
                 assert head is not None
                 return head
             except git.GitCommandError as err:
                 if not _is_rejection(err):
-                    raise GitCommandError(self.run._scrub(f"git push: {_stderr_of(err)}")) from None
+                    raise GitCommandError(
+                        self._git._scrub(f"git push: {_stderr_of(err)}")
+                    ) from None
             backoff = min(PUSH_BACKOFF_CAP, PUSH_BACKOFF_BASE * 2**attempt)
             time.sleep(random.uniform(0, backoff))  # noqa: S311 - jitter, not a secret
             self._rebase_onto(target_branch)
@@ -605,13 +714,14 @@ class Worktree:
         if local is None:
             raise ConfigError(f'tag "{tag}" does not exist in the checkout; create it first')
         try:
-            self.run("push", "--porcelain", "origin", f"{ref}:{ref}", check=False)
+            # A tag's push moves neither HEAD nor a remote-tracking branch.
+            self._git("push", "--porcelain", "origin", f"{ref}:{ref}", check=False)
         except git.GitCommandError as err:
-            remote = self.run("ls-remote", "--end-of-options", "origin", f"{ref}^{{}}", ref)
+            remote = self._git("ls-remote", "--end-of-options", "origin", f"{ref}^{{}}", ref)
             commits = [line.split()[0] for line in remote.splitlines() if line.strip()]
             # ls-remote lists the tag object, then (for an annotated tag) its commit.
             if not commits or commits[-1] != local:
-                raise GitCommandError(self.run._scrub(f"git push: {_stderr_of(err)}")) from None
+                raise GitCommandError(self._git._scrub(f"git push: {_stderr_of(err)}")) from None
 
     def _rebase_onto(self, branch: str) -> None:
         if self.run("rev-parse", "--is-shallow-repository") == "true":

@@ -79,6 +79,13 @@ _MIRROR_CONFIG = (
     ("core.logAllRefUpdates", "false"),
 )
 
+# The branch a mirror's HEAD names, which no remote is expected to have: a clone of the
+# mirror then has its own HEAD on no branch, so every branch is free for a worktree and
+# the clone needs no `update-ref` to detach its HEAD first. (Nothing reads a mirror's
+# HEAD: a checkout without a branch asks the remote for its default branch, which may
+# have changed since. Were a remote to have the branch, the clone detaches its HEAD.)
+NO_BRANCH = "freightline-mirror-has-no-head"
+
 # Keys credentials' fingerprints in the metadata: not reversible offline, not comparable
 # across processes (so a lease only ever skips its fetch for its own process's fetch).
 _FINGERPRINT_KEY = secrets.token_bytes(32)
@@ -228,18 +235,12 @@ class RepositoryCache:
 def _create(entry: _Entry, url: str, run: GitRunner) -> None:
     """Fetch a new bare mirror aside, then move it in place (a crash leaves no half mirror)."""
     shutil.rmtree(entry.staging, ignore_errors=True)  # a crashed creation's leftovers
-    run("init", "--quiet", "--bare", str(entry.staging))
+    run("init", "--quiet", "--bare", f"--initial-branch={NO_BRANCH}", str(entry.staging))
     mirror = GitRunner(entry.staging, run.env, run.secrets)
     for key, value in _MIRROR_CONFIG:
         mirror("config", key, value)
     try:
         _fetch(mirror, url)
-        # HEAD: the remote's default branch, for readers of the mirror (a checkout
-        # without a branch asks the remote anew: the default branch may change).
-        listing = mirror("ls-remote", "--symref", "--end-of-options", url, "HEAD")
-        for line in listing.splitlines():
-            if line.startswith("ref: refs/heads/"):
-                mirror("symbolic-ref", "HEAD", line.split()[1])
     except GitCommandError as err:
         shutil.rmtree(entry.staging, ignore_errors=True)
         raise GitCommandError(str(err).replace("git fetch:", "git clone:", 1)) from None

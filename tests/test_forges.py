@@ -28,6 +28,7 @@ from freightline.errors import (
     CredentialError,
     ForgeUnavailableError,
     NotFoundError,
+    PullRequestError,
     PullRequestNotMergeable,
     PullRequestNotReady,
 )
@@ -36,7 +37,7 @@ from sandbox.api_emulator import ApiEmulator, json_response
 from sandbox.forge import ForgeEmulator
 from sandbox.forge._store import GitFailure, git
 
-KINDS = ["github", "gitlab", "gitea"]
+KINDS = ["github", "gitlab", "gitea", "bitbucket"]
 PROJECT = "acme/gitops"
 TOKEN = "forge-token"
 
@@ -72,6 +73,9 @@ def client(
     **kwargs: Any,
 ) -> Forge:
     credentials = CredentialStore(None, git_fallback=GitCredentials("bot", token))
+    if forge.kind == "bitbucket":
+        # Kargo's Bitbucket client always calls api.bitbucket.org: the emulator is named.
+        kwargs.setdefault("api_base_url", forge.api_url)
     return forge_for(
         forge.repo_url(PROJECT),
         forge.kind,
@@ -80,6 +84,13 @@ def client(
         http=http,
         **kwargs,
     )
+
+
+def method_name(forge: ForgeEmulator, method: str) -> str:
+    """The forge's name for a merge method (Bitbucket's merge strategies have their own)."""
+    if forge.kind != "bitbucket":
+        return method
+    return {"merge": "merge_commit", "rebase": "rebase_fast_forward"}.get(method, method)
 
 
 async def open_change(
@@ -115,9 +126,10 @@ async def test_open_is_idempotent_and_found(forge: ForgeEmulator) -> None:
     assert opened.state == "open"
     assert opened.number == 1
     assert opened.url == forge.web_url(PROJECT, 1)
-    assert opened.head_sha == head(forge, "stage/prod")
+    # Bitbucket abbreviates the head; it has no labels (Kargo ignores them there).
+    assert opened.head_sha and head(forge, "stage/prod").startswith(opened.head_sha)
     assert (opened.source_branch, opened.target_branch) == ("stage/prod", "main")
-    assert forge.pull(PROJECT, 1).labels == ["promotion"]
+    assert forge.pull(PROJECT, 1).labels == ([] if forge.kind == "bitbucket" else ["promotion"])
     # A retried open (the activity crashed after the forge answered) finds the same one.
     again = await forge_client.open_pull_request(
         source="stage/prod", target="main", title="Promote v2", description="", labels=[]
@@ -126,7 +138,8 @@ async def test_open_is_idempotent_and_found(forge: ForgeEmulator) -> None:
     assert len(forge.store.pulls[PROJECT]) == 1
     assert await forge_client.find_pull_request(source="stage/prod", target="main") == opened
     assert await forge_client.get_pull_request(1) == opened
-    assert opened.mergeable is True
+    # Bitbucket's pull request says nothing about mergeability (Kargo: BCLOUD-22014).
+    assert opened.mergeable is (None if forge.kind == "bitbucket" else True)
 
 
 @pytest.mark.parametrize("method", ["merge", "squash", "rebase"])
@@ -138,7 +151,9 @@ async def test_merge_methods_make_the_forges_history(forge: ForgeEmulator, metho
     # main moves on meanwhile (another file), so each method's shape is visible.
     forge.commit_to(PROJECT, "main", {"README.md": "moved\n"}, message="Unrelated")
     base = head(forge)
-    merged = await client(forge).merge_pull_request(opened.number, method=method)
+    merged = await client(forge).merge_pull_request(
+        opened.number, method=method_name(forge, method)
+    )
     assert merged.state == "merged"
     assert merged.merge_commit == head(forge)
     assert merged.closed_by == "freightline-bot"
@@ -157,7 +172,7 @@ async def test_merge_methods_make_the_forges_history(forge: ForgeEmulator, metho
     assert git(repo(forge), "show", "main:prod/values.yaml") == "image: v2"
     assert git(repo(forge), "show", "main:README.md") == "moved"
     # Merging again (a retried activity) answers the same merge, and merges nothing more.
-    again = await client(forge).merge_pull_request(opened.number, method=method)
+    again = await client(forge).merge_pull_request(opened.number, method=method_name(forge, method))
     assert again == merged
     assert head(forge) == merged.merge_commit
     assert await client(forge).find_pull_request(source="stage/prod", target="main") == merged
@@ -212,7 +227,12 @@ async def test_not_found_names_the_repository_and_pull_request(forge: ForgeEmula
     with pytest.raises(NotFoundError, match=r"acme/gitops: (pull|merge) request [#!]7 not found"):
         await client(forge).get_pull_request(7)
     credentials = CredentialStore(None, git_fallback=GitCredentials("bot", TOKEN))
-    missing = forge_for(forge.repo_url("acme/missing"), forge.kind, credentials=credentials)
+    missing = forge_for(
+        forge.repo_url("acme/missing"),
+        forge.kind,
+        credentials=credentials,
+        api_base_url=forge.api_url if forge.kind == "bitbucket" else None,
+    )
     with pytest.raises(NotFoundError, match="acme/missing"):
         await missing.open_pull_request(
             source="a", target="main", title="t", description="", labels=[]
@@ -222,12 +242,18 @@ async def test_not_found_names_the_repository_and_pull_request(forge: ForgeEmula
 async def test_conflict_is_not_mergeable(forge: ForgeEmulator) -> None:
     opened = await open_change(forge, files={"README.md": "ours\n"})
     forge.commit_to(PROJECT, "main", {"README.md": "theirs\n"})
-    assert (await client(forge).get_pull_request(opened.number)).mergeable is False
+    mergeable = (await client(forge).get_pull_request(opened.number)).mergeable
+    assert mergeable is (None if forge.kind == "bitbucket" else False)
     # GitHub and GitLab say so before a merge is tried (mergeable_state "dirty",
-    # detailed_merge_status "conflict"); Gitea refuses the merge with 409.
-    words = {"github": "conflicts", "gitlab": "conflict", "gitea": "409 Merge conflict"}
+    # detailed_merge_status "conflict"); Gitea refuses the merge with 409, Bitbucket with 400.
+    words = {
+        "github": "conflicts",
+        "gitlab": "conflict",
+        "gitea": "409 Merge conflict",
+        "bitbucket": "400 You can't merge until you resolve all merge conflicts",
+    }
     with pytest.raises(PullRequestNotMergeable, match=words[forge.kind]) as caught:
-        await client(forge).merge_pull_request(opened.number, method="merge")
+        await client(forge).merge_pull_request(opened.number, method=method_name(forge, "merge"))
     assert not isinstance(caught.value, PullRequestNotReady)
     assert forge.pull(PROJECT, opened.number).state == "open"
 
@@ -235,7 +261,7 @@ async def test_conflict_is_not_mergeable(forge: ForgeEmulator) -> None:
 async def test_missing_approvals_are_not_ready_yet(forge: ForgeEmulator) -> None:
     forge.require_approvals(PROJECT, "main")
     opened = await open_change(forge)
-    if forge.kind != "gitea":  # Gitea's mergeable is about conflicts only
+    if forge.kind not in ("gitea", "bitbucket"):  # Gitea's is about conflicts; Bitbucket has none
         assert (await client(forge).get_pull_request(opened.number)).mergeable is False
     with pytest.raises(PullRequestNotReady):
         await client(forge).merge_pull_request(opened.number, method=None)
@@ -266,6 +292,8 @@ async def test_github_base_modified_during_merge_is_not_ready(tmp_path: Path) ->
 
 
 async def test_a_push_between_check_and_merge_is_refused(forge: ForgeEmulator) -> None:
+    if forge.kind == "bitbucket":
+        pytest.skip("Bitbucket's merge call takes no expected head commit (nor does Kargo's)")
     opened = await open_change(forge)
 
     async def push_first(request: httpx.Request) -> None:
@@ -346,11 +374,15 @@ def test_the_description_refuses_a_malformed_request(forge: ForgeEmulator) -> No
         "github": f"/repos/{PROJECT}/pulls",
         "gitlab": "/projects/acme%2Fgitops/merge_requests",
         "gitea": f"/repos/{PROJECT}/pulls",
+        "bitbucket": f"/repositories/{PROJECT}/pullrequests",
     }[forge.kind]
     answer = httpx.post(
         f"{forge.api_url}{path}",
         json={"title": 3},
-        headers={"Authorization": f"token {TOKEN}", "PRIVATE-TOKEN": TOKEN},
+        headers={
+            "Authorization": f"{'Bearer' if forge.kind == 'bitbucket' else 'token'} {TOKEN}",
+            "PRIVATE-TOKEN": TOKEN,
+        },
     )
     assert answer.status_code == 400
     assert forge.violations
@@ -388,9 +420,12 @@ async def test_webhooks_on_merge_and_close(tmp_path: Path, kind: Any) -> None:
             hooks = {}
             for hook in receiver.requests:
                 sent = json.loads(hook.get_data())
-                hooks[sent["object_attributes"]["iid"] if kind == "gitlab" else sent["number"]] = (
-                    hook
-                )
+                if kind == "gitlab":
+                    hooks[sent["object_attributes"]["iid"]] = hook
+                elif kind == "bitbucket":
+                    hooks[sent["pullrequest"]["id"]] = hook
+                else:
+                    hooks[sent["number"]] = hook
             for number, hook in hooks.items():
                 body = hook.get_data()
                 digest = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
@@ -409,6 +444,20 @@ async def test_webhooks_on_merge_and_close(tmp_path: Path, kind: Any) -> None:
                         ("merge", "merged") if number == 1 else ("close", "closed")
                     )
                     assert payload["user"]["username"] == ("alice" if number == 1 else "bob")
+                elif kind == "bitbucket":
+                    # What Kargo's receiver checks: the event key and the sha256 HMAC.
+                    assert hook.headers["X-Event-Key"] == (
+                        "pullrequest:fulfilled" if number == 1 else "pullrequest:rejected"
+                    )
+                    assert hook.headers["X-Hub-Signature"] == f"sha256={digest}"
+                    assert hook.headers["X-Request-UUID"]
+                    assert payload["pullrequest"]["state"] == (
+                        "MERGED" if number == 1 else "DECLINED"
+                    )
+                    assert payload["pullrequest"]["links"]["html"]["href"] == forge.web_url(
+                        PROJECT, number
+                    )
+                    assert payload["actor"]["nickname"] == ("alice" if number == 1 else "bob")
                 else:
                     assert hook.headers["X-Gitea-Event"] == "pull_request"
                     assert hook.headers["X-Gitea-Signature"] == digest
@@ -432,12 +481,16 @@ def test_detection_follows_kargo() -> None:
     assert detect_provider("https://acme.ghe.com/acme/gitops") == "github"
     assert detect_provider("https://gitlab.example.com/group/sub/proj.git") == "gitlab"
     assert detect_provider("https://gitea.example.com/acme/gitops") == "gitea"
+    assert detect_provider("https://bitbucket.org/acme/gitops.git") == "bitbucket"
+    assert detect_provider("git@bitbucket.org:acme/gitops.git") == "bitbucket"
+    # Kargo's Bitbucket Cloud predicate is the exact host (Data Center is not served).
+    assert detect_provider("https://bitbucket.example.com/acme/gitops") is None
     assert detect_provider("https://git.example.com/acme/gitops") is None
     credentials = CredentialStore(None, git_fallback=GitCredentials("bot", TOKEN))
     with pytest.raises(ConfigError, match="set provider"):
         forge_for("https://git.example.com/acme/gitops", None, credentials=credentials)
-    with pytest.raises(ConfigError, match="bitbucket"):
-        forge_for("https://git.example.com/acme/gitops", "bitbucket", credentials=credentials)
+    with pytest.raises(ConfigError, match="azure"):
+        forge_for("https://git.example.com/acme/gitops", "azure", credentials=credentials)
 
 
 def test_api_urls_follow_the_repository_url() -> None:
@@ -457,6 +510,7 @@ def test_api_urls_follow_the_repository_url() -> None:
     assert (
         default_api_url("gitea", "https", "gitea.example.com") == "https://gitea.example.com/api/v1"
     )
+    assert default_api_url("bitbucket", "https", "bitbucket.org") == "https://api.bitbucket.org/2.0"
 
 
 async def test_no_credential_is_a_credential_error(forge: ForgeEmulator) -> None:
@@ -623,5 +677,76 @@ async def test_gitlab_subgroups(tmp_path: Path) -> None:
         merged = await gitlab.merge_pull_request(opened.number, method="squash")
         assert merged.merge_commit == forge.store.branch_head(project, "main")
         assert forge.violations == []
+    finally:
+        forge.stop()
+
+
+# --- Bitbucket Cloud ----------------------------------------------------------------------------
+
+
+async def test_bitbucket_finds_a_pull_request_pages_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bitbucket cannot filter by branch: the client follows ``next`` through the list.
+    monkeypatch.setattr("activities.forges.bitbucket._PAGE", 1)
+    forge = ForgeEmulator("bitbucket", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        for branch in ("stage/a", "stage/b", "stage/c"):
+            forge.commit_to(PROJECT, branch, {f"{branch}.txt": "x\n"})
+            forge.store.open(
+                PROJECT, source=branch, target="main", title=branch, body="", author="d"
+            )
+        forge.close(PROJECT, 2, user="bob")
+        bitbucket = client(forge)
+        oldest = await bitbucket.find_pull_request(source="stage/a", target="main")
+        assert oldest is not None and (oldest.number, oldest.state) == (1, "open")
+        declined = await bitbucket.find_pull_request(source="stage/b", target="main")
+        assert declined is not None and (declined.state, declined.closed_by) == ("closed", "bob")
+        assert await bitbucket.find_pull_request(source="stage/a", target="other") is None
+        pages = [r for r in forge.requests if r.path.endswith("/pullrequests")]
+        assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in pages)
+        assert sorted(pages[0].args.getlist("state")) == [
+            "DECLINED",
+            "MERGED",
+            "OPEN",
+            "SUPERSEDED",
+        ]
+        assert forge.violations == []
+    finally:
+        forge.stop()
+
+
+async def test_bitbucket_merge_strategy_names_and_unawaitable_answers(tmp_path: Path) -> None:
+    forge = ForgeEmulator("bitbucket", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        opened = await open_change(forge)
+        with pytest.raises(PullRequestError, match="merge_commit"):  # Kargo's names: refused
+            await client(forge).merge_pull_request(opened.number, method="merge")
+        assert forge.pull(PROJECT, opened.number).state == "open"
+        assert not any(r.path.endswith("/merge") for r in forge.requests)
+
+        # What the emulator cannot be made to answer: a draft, a merge Bitbucket finishes in
+        # the background (202). Both are "not yet", as in Kargo, never a merge commit.
+        draft = {"draft": True}
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/merge"):
+                return httpx.Response(202, headers={"Location": "http://bitbucket.test/task"})
+            upstream = httpx.get(
+                str(request.url).replace("http://bitbucket.test/2.0", forge.api_url),
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            return httpx.Response(200, json={**upstream.json(), **draft})
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            for is_draft, words in ((True, "is a draft"), (False, "in the background")):
+                draft["draft"] = is_draft
+                with pytest.raises(PullRequestNotReady, match=words):
+                    await client(
+                        forge, http=http, api_base_url="http://bitbucket.test/2.0"
+                    ).merge_pull_request(opened.number, method=None)
+        assert forge.pull(PROJECT, opened.number).state == "open"
     finally:
         forge.stop()

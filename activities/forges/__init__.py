@@ -1,22 +1,24 @@
-"""Forge clients: pull (merge) requests on GitHub, GitLab and Gitea/Forgejo.
+"""Forge clients: pull (merge) requests on GitHub, GitLab, Gitea/Forgejo and Bitbucket Cloud.
 
 :func:`forge_for` picks the provider as Kargo v1.11 does (``pkg/gitprovider``): by name
-(``github``, ``gitlab``, ``gitea``) when the step says, else by the repository URL's host:
-a host containing ``github`` (or ending ``.ghe.com``) is GitHub, ``gitlab`` GitLab,
-``gitea`` Gitea. The API base comes from the repository URL as Kargo's clients derive it:
+(``github``, ``gitlab``, ``gitea``, ``bitbucket``) when the step says, else by the repository
+URL's host: a host containing ``github`` (or ending ``.ghe.com``) is GitHub, ``gitlab`` GitLab,
+``gitea`` Gitea, exactly ``bitbucket.org`` Bitbucket Cloud. The API base comes from the
+repository URL as Kargo's clients derive it:
 
 * GitHub: ``https://api.github.com`` for github.com, else ``{scheme}://{host}/api/v3``
   (GitHub Enterprise Server);
 * GitLab: ``https://gitlab.com/api/v4``, else ``{scheme}://{host}/api/v4``;
 * Gitea/Forgejo: ``{scheme}://{host}/api/v1``;
+* Bitbucket Cloud: ``https://api.bitbucket.org/2.0`` whatever the host (Kargo's constant);
 
 (the scheme is the URL's when it is http or https, else https; an SSH URL's port is git's,
 not the API's, so it is dropped). The worker's git credential for the repository may
 override it with an ``apiURL`` value, and so may the caller (``api_base_url``).
 
 The token is the password of the worker's git credential for the repository (as in
-Kargo), or a GitHub App's installation token (minted and cached by
-:mod:`activities.github_app`). ``docs/pull-requests.md`` is the user's guide.
+Kargo; GitHub and Bitbucket take it as a Bearer token), or a GitHub App's installation token
+(minted and cached by :mod:`activities.github_app`). ``docs/pull-requests.md`` is the user's guide.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import httpx
 
 from activities import github_app
 from activities.forges.base import Forge, ForgeHttp
+from activities.forges.bitbucket import BitbucketCloud
 from activities.forges.gitea import Gitea
 from activities.forges.github import GitHub
 from activities.forges.gitlab import GitLab
@@ -38,7 +41,8 @@ from freightline.kargo.credentials import CredentialStore
 
 __all__ = ["PROVIDERS", "Forge", "detect_provider", "forge_for", "parse_repo_url"]
 
-PROVIDERS = ("github", "gitlab", "gitea")
+PROVIDERS = ("github", "gitlab", "gitea", "bitbucket")
+BITBUCKET_API = "https://api.bitbucket.org/2.0"
 
 _SCP = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>[^/].*)$")
 
@@ -74,6 +78,8 @@ def detect_provider(repo_url: str) -> str | None:
         return "gitlab"
     if "gitea" in host:
         return "gitea"
+    if host == "bitbucket.org":
+        return "bitbucket"
     return None
 
 
@@ -87,6 +93,8 @@ def default_api_url(provider: str, scheme: str, host: str) -> str:
         )
     if provider == "gitlab":
         return f"{scheme}://{host}/api/v4"
+    if provider == "bitbucket":
+        return BITBUCKET_API
     return f"{scheme}://{host}/api/v1"
 
 
@@ -145,6 +153,8 @@ def forge_for(
         return GitLab(client("gitlab", "PRIVATE-TOKEN", {}), path)
     if len(parts) != 2:
         raise ConfigError(f"repoURL {repo_url}: a {chosen} repository is OWNER/NAME")
+    if chosen == "bitbucket":
+        return BitbucketCloud(client("bitbucket", "Authorization", {}), parts[0], parts[1])
     if chosen == "github":
         github_headers = {
             "Accept": "application/vnd.github+json",
@@ -155,7 +165,7 @@ def forge_for(
 
 
 def _auth_value(provider: str, token: str) -> str:
-    if provider == "github":
+    if provider in ("github", "bitbucket"):
         return f"Bearer {token}"
     if provider == "gitea":
         return f"token {token}"

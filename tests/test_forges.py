@@ -4,6 +4,7 @@ OpenAPI description (``tests/reference/forges``)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -37,9 +38,11 @@ from sandbox.api_emulator import ApiEmulator, json_response
 from sandbox.forge import ForgeEmulator
 from sandbox.forge._store import GitFailure, git
 
-KINDS = ["github", "gitlab", "gitea", "bitbucket"]
+KINDS = ["github", "gitlab", "gitea", "bitbucket", "azure"]
 PROJECT = "acme/gitops"
 TOKEN = "forge-token"
+FIXED_API = ("bitbucket", "azure")
+"""Forges whose API is not on the repository's host: clients name the emulator's."""
 
 
 @pytest.fixture(params=KINDS)
@@ -73,8 +76,8 @@ def client(
     **kwargs: Any,
 ) -> Forge:
     credentials = CredentialStore(None, git_fallback=GitCredentials("bot", token))
-    if forge.kind == "bitbucket":
-        # Kargo's Bitbucket client always calls api.bitbucket.org: the emulator is named.
+    if forge.kind in FIXED_API:
+        # Kargo's Bitbucket and Azure clients always call api.bitbucket.org, dev.azure.com.
         kwargs.setdefault("api_base_url", forge.api_url)
     return forge_for(
         forge.repo_url(PROJECT),
@@ -88,6 +91,8 @@ def client(
 
 def method_name(forge: ForgeEmulator, method: str) -> str:
     """The forge's name for a merge method (Bitbucket's merge strategies have their own)."""
+    if forge.kind == "azure":
+        return {"merge": "noFastForward"}.get(method, method)
     if forge.kind != "bitbucket":
         return method
     return {"merge": "merge_commit", "rebase": "rebase_fast_forward"}.get(method, method)
@@ -224,14 +229,16 @@ async def test_read_only_token_may_not_open(forge: ForgeEmulator) -> None:
 
 
 async def test_not_found_names_the_repository_and_pull_request(forge: ForgeEmulator) -> None:
-    with pytest.raises(NotFoundError, match=r"acme/gitops: (pull|merge) request [#!]7 not found"):
+    with pytest.raises(
+        NotFoundError, match=r"acme/gitops(/_git/gitops)?: (pull|merge) request [#!]7 not found"
+    ):
         await client(forge).get_pull_request(7)
     credentials = CredentialStore(None, git_fallback=GitCredentials("bot", TOKEN))
     missing = forge_for(
         forge.repo_url("acme/missing"),
         forge.kind,
         credentials=credentials,
-        api_base_url=forge.api_url if forge.kind == "bitbucket" else None,
+        api_base_url=forge.api_url if forge.kind in FIXED_API else None,
     )
     with pytest.raises(NotFoundError, match="acme/missing"):
         await missing.open_pull_request(
@@ -251,6 +258,7 @@ async def test_conflict_is_not_mergeable(forge: ForgeEmulator) -> None:
         "gitlab": "conflict",
         "gitea": "409 Merge conflict",
         "bitbucket": "400 You can't merge until you resolve all merge conflicts",
+        "azure": "conflicts",
     }
     with pytest.raises(PullRequestNotMergeable, match=words[forge.kind]) as caught:
         await client(forge).merge_pull_request(opened.number, method=method_name(forge, "merge"))
@@ -261,7 +269,8 @@ async def test_conflict_is_not_mergeable(forge: ForgeEmulator) -> None:
 async def test_missing_approvals_are_not_ready_yet(forge: ForgeEmulator) -> None:
     forge.require_approvals(PROJECT, "main")
     opened = await open_change(forge)
-    if forge.kind not in ("gitea", "bitbucket"):  # Gitea's is about conflicts; Bitbucket has none
+    # Gitea's and Azure's are about conflicts only; Bitbucket has none.
+    if forge.kind not in ("gitea", "bitbucket", "azure"):
         assert (await client(forge).get_pull_request(opened.number)).mergeable is False
     with pytest.raises(PullRequestNotReady):
         await client(forge).merge_pull_request(opened.number, method=None)
@@ -298,12 +307,14 @@ async def test_a_push_between_check_and_merge_is_refused(forge: ForgeEmulator) -
 
     async def push_first(request: httpx.Request) -> None:
         # Someone pushes to the source branch after the client read the pull request's head.
-        if request.url.path.endswith("/merge"):
+        if request.url.path.endswith("/merge") or request.method == "PATCH":  # Azure: PATCH
             forge.commit_to(PROJECT, "stage/prod", {"prod/extra.yaml": "late: true\n"})
 
     async with httpx.AsyncClient(event_hooks={"request": [push_first]}) as http:
         with pytest.raises(PullRequestNotMergeable, match="409"):
-            await client(forge, http=http).merge_pull_request(opened.number, method="merge")
+            await client(forge, http=http).merge_pull_request(
+                opened.number, method=method_name(forge, "merge")
+            )
     assert forge.pull(PROJECT, opened.number).state == "open"
 
 
@@ -375,12 +386,16 @@ def test_the_description_refuses_a_malformed_request(forge: ForgeEmulator) -> No
         "gitlab": "/projects/acme%2Fgitops/merge_requests",
         "gitea": f"/repos/{PROJECT}/pulls",
         "bitbucket": f"/repositories/{PROJECT}/pullrequests",
+        "azure": "/acme/gitops/_apis/git/repositories/gitops/pullrequests?api-version=7.1",
     }[forge.kind]
     answer = httpx.post(
         f"{forge.api_url}{path}",
         json={"title": 3},
         headers={
-            "Authorization": f"{'Bearer' if forge.kind == 'bitbucket' else 'token'} {TOKEN}",
+            "Authorization": {
+                "bitbucket": f"Bearer {TOKEN}",
+                "azure": "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode(),
+            }.get(forge.kind, f"token {TOKEN}"),
             "PRIVATE-TOKEN": TOKEN,
         },
     )
@@ -424,6 +439,8 @@ async def test_webhooks_on_merge_and_close(tmp_path: Path, kind: Any) -> None:
                     hooks[sent["object_attributes"]["iid"]] = hook
                 elif kind == "bitbucket":
                     hooks[sent["pullrequest"]["id"]] = hook
+                elif kind == "azure":
+                    hooks[sent["resource"]["pullRequestId"]] = hook
                 else:
                     hooks[sent["number"]] = hook
             for number, hook in hooks.items():
@@ -458,6 +475,17 @@ async def test_webhooks_on_merge_and_close(tmp_path: Path, kind: Any) -> None:
                         PROJECT, number
                     )
                     assert payload["actor"]["nickname"] == ("alice" if number == 1 else "bob")
+                elif kind == "azure":
+                    # Azure signs nothing (the receiver's URL is the secret); Kargo's receiver
+                    # tells Azure DevOps by its User-Agent.
+                    assert hook.headers["User-Agent"].startswith("VSServices")
+                    assert payload["eventType"] == (
+                        "git.pullrequest.merged" if number == 1 else "git.pullrequest.updated"
+                    )
+                    resource = payload["resource"]
+                    assert resource["status"] == ("completed" if number == 1 else "abandoned")
+                    assert resource["_links"]["web"]["href"] == forge.web_url(PROJECT, number)
+                    assert resource["closedBy"]["uniqueName"] == ("alice" if number == 1 else "bob")
                 else:
                     assert hook.headers["X-Gitea-Event"] == "pull_request"
                     assert hook.headers["X-Gitea-Signature"] == digest
@@ -489,8 +517,12 @@ def test_detection_follows_kargo() -> None:
     credentials = CredentialStore(None, git_fallback=GitCredentials("bot", TOKEN))
     with pytest.raises(ConfigError, match="set provider"):
         forge_for("https://git.example.com/acme/gitops", None, credentials=credentials)
-    with pytest.raises(ConfigError, match="azure"):
-        forge_for("https://git.example.com/acme/gitops", "azure", credentials=credentials)
+    assert detect_provider("https://dev.azure.com/acme/ops/_git/gitops") == "azure"
+    assert detect_provider("https://acme.visualstudio.com/ops/_git/gitops") == "azure"
+    with pytest.raises(ConfigError, match="sourcehut"):
+        forge_for("https://git.example.com/acme/gitops", "sourcehut", credentials=credentials)
+    with pytest.raises(ConfigError, match="ORG/PROJECT/_git/REPO"):
+        forge_for("https://dev.azure.com/acme/gitops", None, credentials=credentials)
 
 
 def test_api_urls_follow_the_repository_url() -> None:
@@ -511,6 +543,7 @@ def test_api_urls_follow_the_repository_url() -> None:
         default_api_url("gitea", "https", "gitea.example.com") == "https://gitea.example.com/api/v1"
     )
     assert default_api_url("bitbucket", "https", "bitbucket.org") == "https://api.bitbucket.org/2.0"
+    assert default_api_url("azure", "https", "acme.visualstudio.com") == "https://dev.azure.com"
 
 
 async def test_no_credential_is_a_credential_error(forge: ForgeEmulator) -> None:
@@ -750,3 +783,34 @@ async def test_bitbucket_merge_strategy_names_and_unawaitable_answers(tmp_path: 
         assert forge.pull(PROJECT, opened.number).state == "open"
     finally:
         forge.stop()
+
+
+# --- Azure DevOps -------------------------------------------------------------------------------
+
+
+async def test_azure_legacy_urls_basic_auth_and_the_sign_in_page() -> None:
+    """What no emulator request shows: a visualstudio.com URL's API on dev.azure.com, the PAT as
+    Basic with no user name, and Azure's 203 sign-in page for a PAT it does not take."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(203, text="<html>Sign in</html>")
+
+    credentials = CredentialStore(None, git_fallback=GitCredentials("", "pat-secret"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        azure = forge_for(
+            "https://acme.visualstudio.com/Ops/_git/gitops",
+            None,
+            credentials=credentials,
+            http=http,
+        )
+        with pytest.raises(CredentialError, match="refused the worker's token") as caught:
+            await azure.get_pull_request(3)
+    assert "pat-secret" not in str(caught.value)
+    (request,) = seen
+    assert str(request.url) == (
+        "https://dev.azure.com/acme/Ops/_apis/git/repositories/gitops/pullrequests/3"
+        "?api-version=7.1"
+    )
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(b":pat-secret").decode()

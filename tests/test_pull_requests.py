@@ -127,8 +127,9 @@ def _forge(
     try:
         emulator.add_repo(REPO)
         repo_url = emulator.repo_url(REPO)
-        # Kargo's Bitbucket client always calls api.bitbucket.org: apiURL names the emulator.
-        api_url = emulator.api_url if kind == "bitbucket" else None
+        # Kargo's Bitbucket and Azure clients always call api.bitbucket.org, dev.azure.com:
+        # apiURL names the emulator.
+        api_url = emulator.api_url if kind in ("bitbucket", "azure") else None
         creds = credentials(tmp_path / "creds.yaml", repo_url, api_url)
         monkeypatch.setenv("FREIGHTLINE_CREDENTIALS_FILE", str(creds))
         yield ForgeRepo(emulator, repo_url, kind)
@@ -347,7 +348,9 @@ async def pull_request_attribute(handle: WorkflowHandle[Any, Any]) -> str | None
     return described.typed_search_attributes.get(SA_PULL_REQUEST)
 
 
-@pytest.mark.parametrize("hooked_forge", ["github", "gitlab", "gitea", "bitbucket"], indirect=True)
+@pytest.mark.parametrize(
+    "hooked_forge", ["github", "gitlab", "gitea", "bitbucket", "azure"], indirect=True
+)
 async def test_the_forge_webhook_wakes_the_promotion_long_before_its_next_poll(
     client: Client, task_queue: str, hooked_forge: ForgeRepo
 ) -> None:
@@ -377,7 +380,9 @@ async def _listed(client: Client, query: str) -> bool:
     return [e async for e in client.list_workflows(query)] != []
 
 
-@pytest.mark.parametrize("forge", ["github", "gitlab", "gitea", "bitbucket"], indirect=True)
+@pytest.mark.parametrize(
+    "forge", ["github", "gitlab", "gitea", "bitbucket", "azure"], indirect=True
+)
 async def test_a_pull_request_closed_unmerged_fails_the_promotion_naming_who_closed_it(
     client: Client, forge: ForgeRepo, pr_worker: Worker
 ) -> None:
@@ -438,7 +443,7 @@ async def test_the_wait_times_out_as_kargo_words_it(
     assert pr.state == "open"
 
 
-@pytest.mark.parametrize("forge", ["github", "bitbucket"], indirect=True)
+@pytest.mark.parametrize("forge", ["github", "bitbucket", "azure"], indirect=True)
 async def test_a_worker_killed_after_opening_the_pr_and_one_restarted_while_waiting_lose_nothing(
     client: Client, forge: ForgeRepo, task_queue: str
 ) -> None:
@@ -628,7 +633,7 @@ async def test_git_open_pr_skips_branches_without_a_difference_and_needs_the_tar
     assert 'target branch "stage/nowhere" does not exist' in failed.message
 
 
-@pytest.mark.parametrize("forge", ["github", "bitbucket"], indirect=True)
+@pytest.mark.parametrize("forge", ["github", "bitbucket", "azure"], indirect=True)
 async def test_git_merge_pr_converges_on_a_merged_pr_and_fails_on_a_closed_one(
     client: Client, forge: ForgeRepo, pr_worker: Worker
 ) -> None:
@@ -651,7 +656,7 @@ async def test_git_merge_pr_converges_on_a_merged_pr_and_fails_on_a_closed_one(
     assert f"pull request #{second.number} was closed by bob without merging" in failed.message
 
 
-@pytest.mark.parametrize("forge", ["gitlab", "gitea", "bitbucket"], indirect=True)
+@pytest.mark.parametrize("forge", ["gitlab", "gitea", "bitbucket", "azure"], indirect=True)
 async def test_other_forges_pull_requests_promote_as_github_pull_requests_do(
     client: Client, forge: ForgeRepo, pr_worker: Worker
 ) -> None:
@@ -666,7 +671,7 @@ async def test_other_forges_pull_requests_promote_as_github_pull_requests_do(
     assert TOKEN not in await recorded_text(handle)
 
 
-@pytest.mark.parametrize("forge", ["github", "bitbucket"], indirect=True)
+@pytest.mark.parametrize("forge", ["github", "bitbucket", "azure"], indirect=True)
 async def test_git_merge_pr_with_wait_merges_once_a_reviewer_approved(
     client: Client, forge: ForgeRepo, pr_worker: Worker
 ) -> None:
@@ -680,8 +685,8 @@ async def test_git_merge_pr_with_wait_merges_once_a_reviewer_approved(
         "provider": forge.provider,
         "prNumber": pr.number,
     }
-    if forge.provider == "bitbucket":
-        config["mergeMethod"] = "squash"  # a Bitbucket merge strategy, passed through
+    if forge.provider in ("bitbucket", "azure"):
+        config["mergeMethod"] = "squash"  # a Bitbucket (and Azure) merge strategy
     without_wait = [{"uses": "git-merge-pr", "as": "merge", "config": config}]
     failed = await _failed(await start(client, forge, without_wait, tag="5.0.0"))
     assert failed.phase is PromotionPhase.FAILED
@@ -744,7 +749,7 @@ async def test_gitea_names_who_closed_the_pull_request_through_its_webhook(
     assert result.message == f"pull request #{pr.number} was closed without being merged by bob"
 
 
-@pytest.mark.parametrize("forge", ["bitbucket"], indirect=True)
+@pytest.mark.parametrize("forge", ["bitbucket", "azure"], indirect=True)
 async def test_a_token_the_forge_refuses_fails_git_open_pr_without_showing_it(
     client: Client, forge: ForgeRepo, pr_worker: Worker
 ) -> None:

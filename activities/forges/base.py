@@ -51,7 +51,13 @@ DEFAULT_RETRY_AFTER = 5.0
 
 log = get_logger("activities.forges")
 
-_NAMES = {"github": "GitHub", "gitlab": "GitLab", "gitea": "Gitea", "bitbucket": "Bitbucket"}
+_NAMES = {
+    "github": "GitHub",
+    "gitlab": "GitLab",
+    "gitea": "Gitea",
+    "bitbucket": "Bitbucket",
+    "azure": "Azure DevOps",
+}
 
 
 class Forge(Protocol):

@@ -21,7 +21,7 @@ from sandbox.forge import ForgeEmulator
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.forge", description=__doc__)
     parser.add_argument(
-        "--kind", choices=["github", "gitlab", "gitea", "bitbucket"], default="github"
+        "--kind", choices=["github", "gitlab", "gitea", "bitbucket", "azure"], default="github"
     )
     parser.add_argument("--root", required=True, type=Path, help="where the bare repos live")
     parser.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME")

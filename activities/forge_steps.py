@@ -3,8 +3,8 @@ steps) and what ``git-wait-for-pr`` asks of the forge (an activity; the wait is 
 ``Promotion`` workflow's, see ``workflows/promotion.py``).
 
 The forge's API is ``activities.forges``: one client per provider (GitHub, also
-Enterprise; GitLab; Gitea/Forgejo), chosen by ``provider`` or by the repository URL
-as Kargo chooses it. Tokens come from the worker's credentials, found by the
+Enterprise; GitLab; Gitea/Forgejo; Bitbucket Cloud; Azure DevOps), chosen by ``provider`` or
+by the repository URL as Kargo chooses it. Tokens come from the worker's credentials, found by the
 repository URL, and never leave this module: a step's outputs hold the pull request's
 number, web URL and merge commit only.
 
@@ -182,7 +182,12 @@ def git_open_pr(ctx: StepContext, config: GitOpenPRConfig) -> dict[str, Any]:
     )
     if existing is not None and (
         existing.state == "open"
-        or (existing.state == "merged" and existing.head_sha == source_head)
+        # Bitbucket reports the head abbreviated: a prefix of the full commit is the same one.
+        or (
+            existing.state == "merged"
+            and existing.head_sha
+            and source_head.startswith(existing.head_sha)
+        )
     ):
         return _outputs(existing)
     if not clone.remote_branch_exists(target):

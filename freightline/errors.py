@@ -240,7 +240,8 @@ class PullRequestError(StepError):
 
 class PullRequestNotMergeable(PullRequestError):
     """The forge will not merge the pull request: it conflicts with its target, was closed
-    without merging, or the forge refuses (GitHub's 405, GitLab's 405/409/422, Gitea's 405/409)."""
+    without merging, or the forge refuses (GitHub's 405, GitLab's 405/409/422, Gitea's 405/409,
+    Bitbucket's 400, Azure DevOps' 400/409)."""
 
 
 class PullRequestNotReady(PullRequestNotMergeable):

@@ -4,6 +4,7 @@ OpenAPI description (``tests/reference/forges``)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -28,6 +29,7 @@ from freightline.errors import (
     CredentialError,
     ForgeUnavailableError,
     NotFoundError,
+    PullRequestError,
     PullRequestNotMergeable,
     PullRequestNotReady,
 )
@@ -36,9 +38,11 @@ from sandbox.api_emulator import ApiEmulator, json_response
 from sandbox.forge import ForgeEmulator
 from sandbox.forge._store import GitFailure, git
 
-KINDS = ["github", "gitlab", "gitea"]
+KINDS = ["github", "gitlab", "gitea", "bitbucket", "azure"]
 PROJECT = "acme/gitops"
 TOKEN = "forge-token"
+FIXED_API = ("bitbucket", "azure")
+"""Forges whose API is not on the repository's host: clients name the emulator's."""
 
 
 @pytest.fixture(params=KINDS)
@@ -72,6 +76,9 @@ def client(
     **kwargs: Any,
 ) -> Forge:
     credentials = CredentialStore(None, git_fallback=GitCredentials("bot", token))
+    if forge.kind in FIXED_API:
+        # Kargo's Bitbucket and Azure clients always call api.bitbucket.org, dev.azure.com.
+        kwargs.setdefault("api_base_url", forge.api_url)
     return forge_for(
         forge.repo_url(PROJECT),
         forge.kind,
@@ -80,6 +87,15 @@ def client(
         http=http,
         **kwargs,
     )
+
+
+def method_name(forge: ForgeEmulator, method: str) -> str:
+    """The forge's name for a merge method (Bitbucket's merge strategies have their own)."""
+    if forge.kind == "azure":
+        return {"merge": "noFastForward"}.get(method, method)
+    if forge.kind != "bitbucket":
+        return method
+    return {"merge": "merge_commit", "rebase": "rebase_fast_forward"}.get(method, method)
 
 
 async def open_change(
@@ -115,9 +131,10 @@ async def test_open_is_idempotent_and_found(forge: ForgeEmulator) -> None:
     assert opened.state == "open"
     assert opened.number == 1
     assert opened.url == forge.web_url(PROJECT, 1)
-    assert opened.head_sha == head(forge, "stage/prod")
+    # Bitbucket abbreviates the head; it has no labels (Kargo ignores them there).
+    assert opened.head_sha and head(forge, "stage/prod").startswith(opened.head_sha)
     assert (opened.source_branch, opened.target_branch) == ("stage/prod", "main")
-    assert forge.pull(PROJECT, 1).labels == ["promotion"]
+    assert forge.pull(PROJECT, 1).labels == ([] if forge.kind == "bitbucket" else ["promotion"])
     # A retried open (the activity crashed after the forge answered) finds the same one.
     again = await forge_client.open_pull_request(
         source="stage/prod", target="main", title="Promote v2", description="", labels=[]
@@ -126,7 +143,8 @@ async def test_open_is_idempotent_and_found(forge: ForgeEmulator) -> None:
     assert len(forge.store.pulls[PROJECT]) == 1
     assert await forge_client.find_pull_request(source="stage/prod", target="main") == opened
     assert await forge_client.get_pull_request(1) == opened
-    assert opened.mergeable is True
+    # Bitbucket's pull request says nothing about mergeability (Kargo: BCLOUD-22014).
+    assert opened.mergeable is (None if forge.kind == "bitbucket" else True)
 
 
 @pytest.mark.parametrize("method", ["merge", "squash", "rebase"])
@@ -138,7 +156,9 @@ async def test_merge_methods_make_the_forges_history(forge: ForgeEmulator, metho
     # main moves on meanwhile (another file), so each method's shape is visible.
     forge.commit_to(PROJECT, "main", {"README.md": "moved\n"}, message="Unrelated")
     base = head(forge)
-    merged = await client(forge).merge_pull_request(opened.number, method=method)
+    merged = await client(forge).merge_pull_request(
+        opened.number, method=method_name(forge, method)
+    )
     assert merged.state == "merged"
     assert merged.merge_commit == head(forge)
     assert merged.closed_by == "freightline-bot"
@@ -157,7 +177,7 @@ async def test_merge_methods_make_the_forges_history(forge: ForgeEmulator, metho
     assert git(repo(forge), "show", "main:prod/values.yaml") == "image: v2"
     assert git(repo(forge), "show", "main:README.md") == "moved"
     # Merging again (a retried activity) answers the same merge, and merges nothing more.
-    again = await client(forge).merge_pull_request(opened.number, method=method)
+    again = await client(forge).merge_pull_request(opened.number, method=method_name(forge, method))
     assert again == merged
     assert head(forge) == merged.merge_commit
     assert await client(forge).find_pull_request(source="stage/prod", target="main") == merged
@@ -209,10 +229,17 @@ async def test_read_only_token_may_not_open(forge: ForgeEmulator) -> None:
 
 
 async def test_not_found_names_the_repository_and_pull_request(forge: ForgeEmulator) -> None:
-    with pytest.raises(NotFoundError, match=r"acme/gitops: (pull|merge) request [#!]7 not found"):
+    with pytest.raises(
+        NotFoundError, match=r"acme/gitops(/_git/gitops)?: (pull|merge) request [#!]7 not found"
+    ):
         await client(forge).get_pull_request(7)
     credentials = CredentialStore(None, git_fallback=GitCredentials("bot", TOKEN))
-    missing = forge_for(forge.repo_url("acme/missing"), forge.kind, credentials=credentials)
+    missing = forge_for(
+        forge.repo_url("acme/missing"),
+        forge.kind,
+        credentials=credentials,
+        api_base_url=forge.api_url if forge.kind in FIXED_API else None,
+    )
     with pytest.raises(NotFoundError, match="acme/missing"):
         await missing.open_pull_request(
             source="a", target="main", title="t", description="", labels=[]
@@ -222,12 +249,19 @@ async def test_not_found_names_the_repository_and_pull_request(forge: ForgeEmula
 async def test_conflict_is_not_mergeable(forge: ForgeEmulator) -> None:
     opened = await open_change(forge, files={"README.md": "ours\n"})
     forge.commit_to(PROJECT, "main", {"README.md": "theirs\n"})
-    assert (await client(forge).get_pull_request(opened.number)).mergeable is False
+    mergeable = (await client(forge).get_pull_request(opened.number)).mergeable
+    assert mergeable is (None if forge.kind == "bitbucket" else False)
     # GitHub and GitLab say so before a merge is tried (mergeable_state "dirty",
-    # detailed_merge_status "conflict"); Gitea refuses the merge with 409.
-    words = {"github": "conflicts", "gitlab": "conflict", "gitea": "409 Merge conflict"}
+    # detailed_merge_status "conflict"); Gitea refuses the merge with 409, Bitbucket with 400.
+    words = {
+        "github": "conflicts",
+        "gitlab": "conflict",
+        "gitea": "409 Merge conflict",
+        "bitbucket": "400 You can't merge until you resolve all merge conflicts",
+        "azure": "conflicts",
+    }
     with pytest.raises(PullRequestNotMergeable, match=words[forge.kind]) as caught:
-        await client(forge).merge_pull_request(opened.number, method="merge")
+        await client(forge).merge_pull_request(opened.number, method=method_name(forge, "merge"))
     assert not isinstance(caught.value, PullRequestNotReady)
     assert forge.pull(PROJECT, opened.number).state == "open"
 
@@ -235,7 +269,8 @@ async def test_conflict_is_not_mergeable(forge: ForgeEmulator) -> None:
 async def test_missing_approvals_are_not_ready_yet(forge: ForgeEmulator) -> None:
     forge.require_approvals(PROJECT, "main")
     opened = await open_change(forge)
-    if forge.kind != "gitea":  # Gitea's mergeable is about conflicts only
+    # Gitea's and Azure's are about conflicts only; Bitbucket has none.
+    if forge.kind not in ("gitea", "bitbucket", "azure"):
         assert (await client(forge).get_pull_request(opened.number)).mergeable is False
     with pytest.raises(PullRequestNotReady):
         await client(forge).merge_pull_request(opened.number, method=None)
@@ -266,16 +301,20 @@ async def test_github_base_modified_during_merge_is_not_ready(tmp_path: Path) ->
 
 
 async def test_a_push_between_check_and_merge_is_refused(forge: ForgeEmulator) -> None:
+    if forge.kind == "bitbucket":
+        pytest.skip("Bitbucket's merge call takes no expected head commit (nor does Kargo's)")
     opened = await open_change(forge)
 
     async def push_first(request: httpx.Request) -> None:
         # Someone pushes to the source branch after the client read the pull request's head.
-        if request.url.path.endswith("/merge"):
+        if request.url.path.endswith("/merge") or request.method == "PATCH":  # Azure: PATCH
             forge.commit_to(PROJECT, "stage/prod", {"prod/extra.yaml": "late: true\n"})
 
     async with httpx.AsyncClient(event_hooks={"request": [push_first]}) as http:
         with pytest.raises(PullRequestNotMergeable, match="409"):
-            await client(forge, http=http).merge_pull_request(opened.number, method="merge")
+            await client(forge, http=http).merge_pull_request(
+                opened.number, method=method_name(forge, "merge")
+            )
     assert forge.pull(PROJECT, opened.number).state == "open"
 
 
@@ -346,11 +385,19 @@ def test_the_description_refuses_a_malformed_request(forge: ForgeEmulator) -> No
         "github": f"/repos/{PROJECT}/pulls",
         "gitlab": "/projects/acme%2Fgitops/merge_requests",
         "gitea": f"/repos/{PROJECT}/pulls",
+        "bitbucket": f"/repositories/{PROJECT}/pullrequests",
+        "azure": "/acme/gitops/_apis/git/repositories/gitops/pullrequests?api-version=7.1",
     }[forge.kind]
     answer = httpx.post(
         f"{forge.api_url}{path}",
         json={"title": 3},
-        headers={"Authorization": f"token {TOKEN}", "PRIVATE-TOKEN": TOKEN},
+        headers={
+            "Authorization": {
+                "bitbucket": f"Bearer {TOKEN}",
+                "azure": "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode(),
+            }.get(forge.kind, f"token {TOKEN}"),
+            "PRIVATE-TOKEN": TOKEN,
+        },
     )
     assert answer.status_code == 400
     assert forge.violations
@@ -388,9 +435,14 @@ async def test_webhooks_on_merge_and_close(tmp_path: Path, kind: Any) -> None:
             hooks = {}
             for hook in receiver.requests:
                 sent = json.loads(hook.get_data())
-                hooks[sent["object_attributes"]["iid"] if kind == "gitlab" else sent["number"]] = (
-                    hook
-                )
+                if kind == "gitlab":
+                    hooks[sent["object_attributes"]["iid"]] = hook
+                elif kind == "bitbucket":
+                    hooks[sent["pullrequest"]["id"]] = hook
+                elif kind == "azure":
+                    hooks[sent["resource"]["pullRequestId"]] = hook
+                else:
+                    hooks[sent["number"]] = hook
             for number, hook in hooks.items():
                 body = hook.get_data()
                 digest = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
@@ -409,6 +461,31 @@ async def test_webhooks_on_merge_and_close(tmp_path: Path, kind: Any) -> None:
                         ("merge", "merged") if number == 1 else ("close", "closed")
                     )
                     assert payload["user"]["username"] == ("alice" if number == 1 else "bob")
+                elif kind == "bitbucket":
+                    # What Kargo's receiver checks: the event key and the sha256 HMAC.
+                    assert hook.headers["X-Event-Key"] == (
+                        "pullrequest:fulfilled" if number == 1 else "pullrequest:rejected"
+                    )
+                    assert hook.headers["X-Hub-Signature"] == f"sha256={digest}"
+                    assert hook.headers["X-Request-UUID"]
+                    assert payload["pullrequest"]["state"] == (
+                        "MERGED" if number == 1 else "DECLINED"
+                    )
+                    assert payload["pullrequest"]["links"]["html"]["href"] == forge.web_url(
+                        PROJECT, number
+                    )
+                    assert payload["actor"]["nickname"] == ("alice" if number == 1 else "bob")
+                elif kind == "azure":
+                    # Azure signs nothing (the receiver's URL is the secret); Kargo's receiver
+                    # tells Azure DevOps by its User-Agent.
+                    assert hook.headers["User-Agent"].startswith("VSServices")
+                    assert payload["eventType"] == (
+                        "git.pullrequest.merged" if number == 1 else "git.pullrequest.updated"
+                    )
+                    resource = payload["resource"]
+                    assert resource["status"] == ("completed" if number == 1 else "abandoned")
+                    assert resource["_links"]["web"]["href"] == forge.web_url(PROJECT, number)
+                    assert resource["closedBy"]["uniqueName"] == ("alice" if number == 1 else "bob")
                 else:
                     assert hook.headers["X-Gitea-Event"] == "pull_request"
                     assert hook.headers["X-Gitea-Signature"] == digest
@@ -432,12 +509,20 @@ def test_detection_follows_kargo() -> None:
     assert detect_provider("https://acme.ghe.com/acme/gitops") == "github"
     assert detect_provider("https://gitlab.example.com/group/sub/proj.git") == "gitlab"
     assert detect_provider("https://gitea.example.com/acme/gitops") == "gitea"
+    assert detect_provider("https://bitbucket.org/acme/gitops.git") == "bitbucket"
+    assert detect_provider("git@bitbucket.org:acme/gitops.git") == "bitbucket"
+    # Kargo's Bitbucket Cloud predicate is the exact host (Data Center is not served).
+    assert detect_provider("https://bitbucket.example.com/acme/gitops") is None
     assert detect_provider("https://git.example.com/acme/gitops") is None
     credentials = CredentialStore(None, git_fallback=GitCredentials("bot", TOKEN))
     with pytest.raises(ConfigError, match="set provider"):
         forge_for("https://git.example.com/acme/gitops", None, credentials=credentials)
-    with pytest.raises(ConfigError, match="bitbucket"):
-        forge_for("https://git.example.com/acme/gitops", "bitbucket", credentials=credentials)
+    assert detect_provider("https://dev.azure.com/acme/ops/_git/gitops") == "azure"
+    assert detect_provider("https://acme.visualstudio.com/ops/_git/gitops") == "azure"
+    with pytest.raises(ConfigError, match="sourcehut"):
+        forge_for("https://git.example.com/acme/gitops", "sourcehut", credentials=credentials)
+    with pytest.raises(ConfigError, match="ORG/PROJECT/_git/REPO"):
+        forge_for("https://dev.azure.com/acme/gitops", None, credentials=credentials)
 
 
 def test_api_urls_follow_the_repository_url() -> None:
@@ -457,6 +542,8 @@ def test_api_urls_follow_the_repository_url() -> None:
     assert (
         default_api_url("gitea", "https", "gitea.example.com") == "https://gitea.example.com/api/v1"
     )
+    assert default_api_url("bitbucket", "https", "bitbucket.org") == "https://api.bitbucket.org/2.0"
+    assert default_api_url("azure", "https", "acme.visualstudio.com") == "https://dev.azure.com"
 
 
 async def test_no_credential_is_a_credential_error(forge: ForgeEmulator) -> None:
@@ -625,3 +712,105 @@ async def test_gitlab_subgroups(tmp_path: Path) -> None:
         assert forge.violations == []
     finally:
         forge.stop()
+
+
+# --- Bitbucket Cloud ----------------------------------------------------------------------------
+
+
+async def test_bitbucket_finds_a_pull_request_pages_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bitbucket cannot filter by branch: the client follows ``next`` through the list.
+    monkeypatch.setattr("activities.forges.bitbucket._PAGE", 1)
+    forge = ForgeEmulator("bitbucket", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        for branch in ("stage/a", "stage/b", "stage/c"):
+            forge.commit_to(PROJECT, branch, {f"{branch}.txt": "x\n"})
+            forge.store.open(
+                PROJECT, source=branch, target="main", title=branch, body="", author="d"
+            )
+        forge.close(PROJECT, 2, user="bob")
+        bitbucket = client(forge)
+        oldest = await bitbucket.find_pull_request(source="stage/a", target="main")
+        assert oldest is not None and (oldest.number, oldest.state) == (1, "open")
+        declined = await bitbucket.find_pull_request(source="stage/b", target="main")
+        assert declined is not None and (declined.state, declined.closed_by) == ("closed", "bob")
+        assert await bitbucket.find_pull_request(source="stage/a", target="other") is None
+        pages = [r for r in forge.requests if r.path.endswith("/pullrequests")]
+        assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in pages)
+        assert sorted(pages[0].args.getlist("state")) == [
+            "DECLINED",
+            "MERGED",
+            "OPEN",
+            "SUPERSEDED",
+        ]
+        assert forge.violations == []
+    finally:
+        forge.stop()
+
+
+async def test_bitbucket_merge_strategy_names_and_unawaitable_answers(tmp_path: Path) -> None:
+    forge = ForgeEmulator("bitbucket", tmp_path / "forge")
+    try:
+        forge.add_repo(PROJECT)
+        opened = await open_change(forge)
+        with pytest.raises(PullRequestError, match="merge_commit"):  # Kargo's names: refused
+            await client(forge).merge_pull_request(opened.number, method="merge")
+        assert forge.pull(PROJECT, opened.number).state == "open"
+        assert not any(r.path.endswith("/merge") for r in forge.requests)
+
+        # What the emulator cannot be made to answer: a draft, a merge Bitbucket finishes in
+        # the background (202). Both are "not yet", as in Kargo, never a merge commit.
+        draft = {"draft": True}
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/merge"):
+                return httpx.Response(202, headers={"Location": "http://bitbucket.test/task"})
+            upstream = httpx.get(
+                str(request.url).replace("http://bitbucket.test/2.0", forge.api_url),
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            return httpx.Response(200, json={**upstream.json(), **draft})
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            for is_draft, words in ((True, "is a draft"), (False, "in the background")):
+                draft["draft"] = is_draft
+                with pytest.raises(PullRequestNotReady, match=words):
+                    await client(
+                        forge, http=http, api_base_url="http://bitbucket.test/2.0"
+                    ).merge_pull_request(opened.number, method=None)
+        assert forge.pull(PROJECT, opened.number).state == "open"
+    finally:
+        forge.stop()
+
+
+# --- Azure DevOps -------------------------------------------------------------------------------
+
+
+async def test_azure_legacy_urls_basic_auth_and_the_sign_in_page() -> None:
+    """What no emulator request shows: a visualstudio.com URL's API on dev.azure.com, the PAT as
+    Basic with no user name, and Azure's 203 sign-in page for a PAT it does not take."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(203, text="<html>Sign in</html>")
+
+    credentials = CredentialStore(None, git_fallback=GitCredentials("", "pat-secret"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        azure = forge_for(
+            "https://acme.visualstudio.com/Ops/_git/gitops",
+            None,
+            credentials=credentials,
+            http=http,
+        )
+        with pytest.raises(CredentialError, match="refused the worker's token") as caught:
+            await azure.get_pull_request(3)
+    assert "pat-secret" not in str(caught.value)
+    (request,) = seen
+    assert str(request.url) == (
+        "https://dev.azure.com/acme/Ops/_apis/git/repositories/gitops/pullrequests/3"
+        "?api-version=7.1"
+    )
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(b":pat-secret").decode()

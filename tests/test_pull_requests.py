@@ -81,15 +81,18 @@ class ForgeRepo:
         return self.emulator.store.branch_head(REPO, branch)
 
 
-def credentials(path: Path, repo_url: str) -> Path:
-    """The worker's credentials file: the forge token for the repository, the receiver's
-    secret."""
+def credentials(path: Path, repo_url: str, api_url: str | None = None) -> Path:
+    """The worker's credentials file: the forge token for the repository (and the forge's API
+    when the URL does not lead to it), the receiver's secret."""
+    git = {"repoURL": repo_url, "username": "bot", "password": TOKEN}
+    if api_url is not None:
+        git["apiURL"] = api_url
     documents = [
         {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "forge", "labels": {"kargo.akuity.io/cred-type": "git"}},
-            "stringData": {"repoURL": repo_url, "username": "bot", "password": TOKEN},
+            "stringData": git,
         },
         {
             "apiVersion": "v1",
@@ -124,7 +127,10 @@ def _forge(
     try:
         emulator.add_repo(REPO)
         repo_url = emulator.repo_url(REPO)
-        creds = credentials(tmp_path / "creds.yaml", repo_url)
+        # Kargo's Bitbucket and Azure clients always call api.bitbucket.org, dev.azure.com:
+        # apiURL names the emulator.
+        api_url = emulator.api_url if kind in ("bitbucket", "azure") else None
+        creds = credentials(tmp_path / "creds.yaml", repo_url, api_url)
         monkeypatch.setenv("FREIGHTLINE_CREDENTIALS_FILE", str(creds))
         yield ForgeRepo(emulator, repo_url, kind)
         assert emulator.violations == []  # every request and answer as GitHub's OpenAPI says
@@ -342,7 +348,9 @@ async def pull_request_attribute(handle: WorkflowHandle[Any, Any]) -> str | None
     return described.typed_search_attributes.get(SA_PULL_REQUEST)
 
 
-@pytest.mark.parametrize("hooked_forge", ["github", "gitlab", "gitea"], indirect=True)
+@pytest.mark.parametrize(
+    "hooked_forge", ["github", "gitlab", "gitea", "bitbucket", "azure"], indirect=True
+)
 async def test_the_forge_webhook_wakes_the_promotion_long_before_its_next_poll(
     client: Client, task_queue: str, hooked_forge: ForgeRepo
 ) -> None:
@@ -372,7 +380,9 @@ async def _listed(client: Client, query: str) -> bool:
     return [e async for e in client.list_workflows(query)] != []
 
 
-@pytest.mark.parametrize("forge", ["github", "gitlab", "gitea"], indirect=True)
+@pytest.mark.parametrize(
+    "forge", ["github", "gitlab", "gitea", "bitbucket", "azure"], indirect=True
+)
 async def test_a_pull_request_closed_unmerged_fails_the_promotion_naming_who_closed_it(
     client: Client, forge: ForgeRepo, pr_worker: Worker
 ) -> None:
@@ -433,6 +443,7 @@ async def test_the_wait_times_out_as_kargo_words_it(
     assert pr.state == "open"
 
 
+@pytest.mark.parametrize("forge", ["github", "bitbucket", "azure"], indirect=True)
 async def test_a_worker_killed_after_opening_the_pr_and_one_restarted_while_waiting_lose_nothing(
     client: Client, forge: ForgeRepo, task_queue: str
 ) -> None:
@@ -622,6 +633,7 @@ async def test_git_open_pr_skips_branches_without_a_difference_and_needs_the_tar
     assert 'target branch "stage/nowhere" does not exist' in failed.message
 
 
+@pytest.mark.parametrize("forge", ["github", "bitbucket", "azure"], indirect=True)
 async def test_git_merge_pr_converges_on_a_merged_pr_and_fails_on_a_closed_one(
     client: Client, forge: ForgeRepo, pr_worker: Worker
 ) -> None:
@@ -634,7 +646,7 @@ async def test_git_merge_pr_converges_on_a_merged_pr_and_fails_on_a_closed_one(
     forge.close(second.number, user="bob")
 
     def merge(number: int) -> list[Any]:
-        config = {"repoURL": forge.repo_url, "provider": "github", "prNumber": number}
+        config = {"repoURL": forge.repo_url, "provider": forge.provider, "prNumber": number}
         return [{"uses": "git-merge-pr", "as": "merge", "config": config}]
 
     result = await (await start(client, forge, merge(first.number), tag="3.0.0")).result()
@@ -644,8 +656,8 @@ async def test_git_merge_pr_converges_on_a_merged_pr_and_fails_on_a_closed_one(
     assert f"pull request #{second.number} was closed by bob without merging" in failed.message
 
 
-@pytest.mark.parametrize("forge", ["gitlab", "gitea"], indirect=True)
-async def test_gitlab_and_gitea_merge_requests_promote_as_github_pull_requests_do(
+@pytest.mark.parametrize("forge", ["gitlab", "gitea", "bitbucket", "azure"], indirect=True)
+async def test_other_forges_pull_requests_promote_as_github_pull_requests_do(
     client: Client, forge: ForgeRepo, pr_worker: Worker
 ) -> None:
     handle = await start(client, forge, pr_steps(forge, poll="10s"), tag="4.0.0")
@@ -659,6 +671,7 @@ async def test_gitlab_and_gitea_merge_requests_promote_as_github_pull_requests_d
     assert TOKEN not in await recorded_text(handle)
 
 
+@pytest.mark.parametrize("forge", ["github", "bitbucket", "azure"], indirect=True)
 async def test_git_merge_pr_with_wait_merges_once_a_reviewer_approved(
     client: Client, forge: ForgeRepo, pr_worker: Worker
 ) -> None:
@@ -667,7 +680,13 @@ async def test_git_merge_pr_with_wait_merges_once_a_reviewer_approved(
     pr = forge.emulator.store.open(
         REPO, source="feature", target="main", title="f", body="", author="dev"
     )
-    config = {"repoURL": forge.repo_url, "provider": "github", "prNumber": pr.number}
+    config: dict[str, Any] = {
+        "repoURL": forge.repo_url,
+        "provider": forge.provider,
+        "prNumber": pr.number,
+    }
+    if forge.provider in ("bitbucket", "azure"):
+        config["mergeMethod"] = "squash"  # a Bitbucket (and Azure) merge strategy
     without_wait = [{"uses": "git-merge-pr", "as": "merge", "config": config}]
     failed = await _failed(await start(client, forge, without_wait, tag="5.0.0"))
     assert failed.phase is PromotionPhase.FAILED
@@ -728,3 +747,29 @@ async def test_gitea_names_who_closed_the_pull_request_through_its_webhook(
         assert (delivery.action, delivery.status) == ("closed", 200)
         result = await _failed(handle)  # the poll was an hour away: the webhook woke it
     assert result.message == f"pull request #{pr.number} was closed without being merged by bob"
+
+
+@pytest.mark.parametrize("forge", ["bitbucket", "azure"], indirect=True)
+async def test_a_token_the_forge_refuses_fails_git_open_pr_without_showing_it(
+    client: Client, forge: ForgeRepo, pr_worker: Worker
+) -> None:
+    forge.emulator.commit_to(REPO, "feature", {"feature.txt": "new\n"})
+    del forge.emulator.accounts[TOKEN]  # revoked on the forge; the worker still holds it
+    steps = [
+        {
+            "uses": "git-open-pr",
+            "as": "open-pr",
+            "config": {
+                "repoURL": forge.repo_url,
+                "provider": forge.provider,
+                "sourceBranch": "feature",
+                "targetBranch": "main",
+            },
+        }
+    ]
+    handle = await start(client, forge, steps, tag="7.0.0")
+    failed = await _failed(handle)
+    assert failed.failed_step == "open-pr"
+    assert "refused the worker's token" in failed.message
+    assert forge.pulls() == []
+    assert TOKEN not in await recorded_text(handle)

@@ -1,27 +1,35 @@
-"""Forge clients: pull (merge) requests on GitHub, GitLab and Gitea/Forgejo.
+"""Forge clients: pull (merge) requests on GitHub, GitLab, Gitea/Forgejo, Bitbucket Cloud and
+Azure DevOps.
 
 :func:`forge_for` picks the provider as Kargo v1.11 does (``pkg/gitprovider``): by name
-(``github``, ``gitlab``, ``gitea``) when the step says, else by the repository URL's host:
-a host containing ``github`` (or ending ``.ghe.com``) is GitHub, ``gitlab`` GitLab,
-``gitea`` Gitea. The API base comes from the repository URL as Kargo's clients derive it:
+(``github``, ``gitlab``, ``gitea``, ``bitbucket``, ``azure``) when the step says, else by the
+repository URL's host: a host containing ``github`` (or ending ``.ghe.com``) is GitHub,
+``gitlab`` GitLab, ``gitea`` Gitea, exactly ``bitbucket.org`` Bitbucket Cloud, exactly
+``dev.azure.com`` (or ending ``visualstudio.com``) Azure DevOps. The API base comes from the
+repository URL as Kargo's clients derive it:
 
 * GitHub: ``https://api.github.com`` for github.com, else ``{scheme}://{host}/api/v3``
   (GitHub Enterprise Server);
 * GitLab: ``https://gitlab.com/api/v4``, else ``{scheme}://{host}/api/v4``;
 * Gitea/Forgejo: ``{scheme}://{host}/api/v1``;
+* Bitbucket Cloud: ``https://api.bitbucket.org/2.0`` whatever the host (Kargo's constant);
+* Azure DevOps: ``https://dev.azure.com`` (the organization is the first path segment; the
+  legacy ``{org}.visualstudio.com`` host's organization moves there, as in Kargo);
 
 (the scheme is the URL's when it is http or https, else https; an SSH URL's port is git's,
 not the API's, so it is dropped). The worker's git credential for the repository may
 override it with an ``apiURL`` value, and so may the caller (``api_base_url``).
 
 The token is the password of the worker's git credential for the repository (as in
-Kargo), or a GitHub App's installation token (minted and cached by
-:mod:`activities.github_app`). ``docs/pull-requests.md`` is the user's guide.
+Kargo; GitHub and Bitbucket take it as a Bearer token, Azure DevOps as HTTP Basic with no
+user name), or a GitHub App's installation token
+(minted and cached by :mod:`activities.github_app`). ``docs/pull-requests.md`` is the user's guide.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -29,7 +37,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from activities import github_app
+from activities.forges.azure import AzureDevOps
 from activities.forges.base import Forge, ForgeHttp
+from activities.forges.bitbucket import BitbucketCloud
 from activities.forges.gitea import Gitea
 from activities.forges.github import GitHub
 from activities.forges.gitlab import GitLab
@@ -38,7 +48,9 @@ from freightline.kargo.credentials import CredentialStore
 
 __all__ = ["PROVIDERS", "Forge", "detect_provider", "forge_for", "parse_repo_url"]
 
-PROVIDERS = ("github", "gitlab", "gitea")
+PROVIDERS = ("github", "gitlab", "gitea", "bitbucket", "azure")
+BITBUCKET_API = "https://api.bitbucket.org/2.0"
+AZURE_API = "https://dev.azure.com"
 
 _SCP = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>[^/].*)$")
 
@@ -74,6 +86,10 @@ def detect_provider(repo_url: str) -> str | None:
         return "gitlab"
     if "gitea" in host:
         return "gitea"
+    if host == "bitbucket.org":
+        return "bitbucket"
+    if host == "dev.azure.com" or host.endswith("visualstudio.com"):
+        return "azure"
     return None
 
 
@@ -87,6 +103,10 @@ def default_api_url(provider: str, scheme: str, host: str) -> str:
         )
     if provider == "gitlab":
         return f"{scheme}://{host}/api/v4"
+    if provider == "bitbucket":
+        return BITBUCKET_API
+    if provider == "azure":
+        return AZURE_API
     return f"{scheme}://{host}/api/v1"
 
 
@@ -141,10 +161,16 @@ def forge_for(
         )
 
     parts = path.split("/")
+    if chosen == "azure":
+        return AzureDevOps(
+            client("azure", "Authorization", {}), *_azure_repository(repo_url, host, parts)
+        )
     if chosen == "gitlab":
         return GitLab(client("gitlab", "PRIVATE-TOKEN", {}), path)
     if len(parts) != 2:
         raise ConfigError(f"repoURL {repo_url}: a {chosen} repository is OWNER/NAME")
+    if chosen == "bitbucket":
+        return BitbucketCloud(client("bitbucket", "Authorization", {}), parts[0], parts[1])
     if chosen == "github":
         github_headers = {
             "Accept": "application/vnd.github+json",
@@ -154,9 +180,25 @@ def forge_for(
     return Gitea(client("gitea", "Authorization", {}), parts[0], parts[1])
 
 
+def _azure_repository(repo_url: str, host: str, parts: list[str]) -> tuple[str, str, str]:
+    """``(org, project, repo)`` of ``{org}/{project}/_git/{repo}`` on dev.azure.com (or any host
+    named ``provider: azure``), or ``{project}/_git/{repo}`` on ``{org}.visualstudio.com``."""
+    if host.lower().endswith("visualstudio.com"):
+        parts = [host.split(".", 1)[0], *parts]
+    if len(parts) != 4 or parts[2] != "_git":
+        raise ConfigError(
+            f"repoURL {repo_url}: an Azure DevOps repository is "
+            "https://dev.azure.com/ORG/PROJECT/_git/REPO"
+        )
+    return parts[0], parts[1], parts[3]
+
+
 def _auth_value(provider: str, token: str) -> str:
-    if provider == "github":
+    if provider in ("github", "bitbucket"):
         return f"Bearer {token}"
     if provider == "gitea":
         return f"token {token}"
+    if provider == "azure":
+        # The SDK's PAT connection: Basic with an empty user name.
+        return "Basic " + base64.b64encode(f":{token}".encode()).decode()
     return token

@@ -51,7 +51,13 @@ DEFAULT_RETRY_AFTER = 5.0
 
 log = get_logger("activities.forges")
 
-_NAMES = {"github": "GitHub", "gitlab": "GitLab", "gitea": "Gitea"}
+_NAMES = {
+    "github": "GitHub",
+    "gitlab": "GitLab",
+    "gitea": "Gitea",
+    "bitbucket": "Bitbucket",
+    "azure": "Azure DevOps",
+}
 
 
 class Forge(Protocol):
@@ -208,7 +214,8 @@ class ForgeHttp:
 
 def forge_message(response: httpx.Response) -> str:
     """The forge's words: GitHub's and Gitea's ``message`` (with GitHub's ``errors``),
-    GitLab's ``message`` or ``error`` (a string, a list or a field map)."""
+    GitLab's ``message`` or ``error`` (a string, a list or a field map), Bitbucket's
+    ``error.message`` (with its ``detail``)."""
     try:
         body = response.json()
     except ValueError:
@@ -216,6 +223,9 @@ def forge_message(response: httpx.Response) -> str:
     if not isinstance(body, dict):
         return str(body)[:300]
     message = body.get("message", body.get("error", ""))
+    if isinstance(message, dict) and isinstance(message.get("message"), str):
+        detail = message.get("detail")
+        message = message["message"] + (f": {detail}" if isinstance(detail, str) else "")
     if isinstance(message, list):
         message = "; ".join(str(m) for m in message)
     elif isinstance(message, dict):

@@ -12,10 +12,10 @@ PullRequestState = Literal["open", "merged", "closed"]
 
 
 class PullRequest(Contract):
-    """One pull request (GitHub, Gitea) or merge request (GitLab); no secret in it."""
+    """One pull request (GitHub, Gitea, Bitbucket) or merge request (GitLab); no secret in it."""
 
     number: int
-    """The number people see: GitHub's and Gitea's ``number``, GitLab's ``iid``."""
+    """The number people see: GitHub's and Gitea's ``number``, GitLab's ``iid``, Bitbucket's ``id``."""
     url: str
     """Its web page, for a person to open."""
     state: PullRequestState
@@ -23,7 +23,7 @@ class PullRequest(Contract):
     merge_commit: str | None = None
     """The commit the merge made on the target branch (squash or rebase: the last one)."""
     head_sha: str | None = None
-    """The source branch's commit the pull request shows."""
+    """The source branch's commit the pull request shows (Bitbucket: abbreviated)."""
     source_branch: str
     target_branch: str
     closed_by: str | None = None

@@ -1,10 +1,14 @@
-"""A forge emulator: GitHub's, GitLab's or Gitea's REST API for pull requests (and GitHub's git
-database, for ``github-push``: :mod:`sandbox.forge._github_git`) over real bare git
-repositories on disk, which it also serves over git's smart HTTP.
+"""A forge emulator: GitHub's, GitLab's, Gitea's, Bitbucket Cloud's or Azure DevOps' REST API
+for pull requests (and GitHub's git database, for ``github-push``: :mod:`sandbox.forge._github_git`)
+over real bare git repositories on disk, which it also serves over git's smart HTTP.
 
 ``ForgeEmulator("github", root)`` serves api.github.com's paths at its root and GitHub
 Enterprise Server's at ``/api/v3``; ``"gitlab"`` serves ``/api/v4`` (merge requests, the
-project named by its URL-encoded path); ``"gitea"`` serves ``/api/v1`` (Gitea and Forgejo).
+project named by its URL-encoded path); ``"gitea"`` serves ``/api/v1`` (Gitea and Forgejo);
+``"bitbucket"`` serves ``/2.0`` (Bitbucket Cloud's base; clients name it with ``apiURL``, as
+api.bitbucket.org is not the repository's host); ``"azure"`` serves dev.azure.com's paths at its
+root (a repository ``org/name`` is Azure's ``org/name/_git/name``: a project's default
+repository, named as the project is).
 A repository ``owner/name`` is cloned and pushed at ``{url}/owner/name.git``, so a worker
 derives the API base from the repository URL exactly as for the real forge.
 
@@ -38,6 +42,9 @@ import httpx
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import ApiEmulator, json_response
+from sandbox.forge._azure import AzureApi
+from sandbox.forge._bitbucket import BitbucketApi
+from sandbox.forge._bitbucket import check_webhook as check_bitbucket_webhook
 from sandbox.forge._common import (
     Account,
     Flavour,
@@ -53,7 +60,7 @@ from sandbox.gitops import KARGO_DEMO
 
 __all__ = ["Delivery", "ForgeEmulator", "ForgeKind", "PullRequest"]
 
-ForgeKind = Literal["github", "gitlab", "gitea"]
+ForgeKind = Literal["github", "gitlab", "gitea", "bitbucket", "azure"]
 PERSON_PATH = "/-/person/"
 """Where another process acts as a person (merge, close): see ``ForgeEmulator._act_as_person``."""
 
@@ -76,6 +83,10 @@ def _flavour(kind: ForgeKind, forge: ForgeEmulator) -> Flavour:
         return GitLabApi(forge)
     if kind == "gitea":
         return GiteaApi(forge)
+    if kind == "bitbucket":
+        return BitbucketApi(forge)
+    if kind == "azure":
+        return AzureApi(forge)
     raise ValueError(kind)
 
 
@@ -121,7 +132,7 @@ class ForgeEmulator(ApiEmulator):
 
     def repo_url(self, project: str) -> str:
         """The repository's clone URL (git's smart HTTP, served by this emulator)."""
-        return f"{self.url}/{project}.git"
+        return f"{self.url}/{self._flavour.repo_path(project)}.git"
 
     def add_token(self, token: str, user: str, *, write: bool = True) -> None:
         """Another account; ``write=False`` answers writes 403 as a read-only token gets."""
@@ -290,6 +301,10 @@ class ForgeEmulator(ApiEmulator):
             )
             if problems:
                 self.record_violation("webhook pull_request closed", problems)
+        elif self.kind == "bitbucket":
+            problems = check_bitbucket_webhook(hook.body)
+            if problems:
+                self.record_violation(f"webhook {hook.headers['X-Event-Key']}", problems)
         payload = json.dumps(hook.body).encode()
         headers = {"Content-Type": "application/json", **hook.headers}
         secret = self.webhook_secret or ""
@@ -301,7 +316,11 @@ class ForgeEmulator(ApiEmulator):
         elif self.kind == "gitlab":
             if secret:
                 headers["X-Gitlab-Token"] = secret
-        elif secret:
+        elif self.kind == "bitbucket":
+            if secret:
+                # Bitbucket Cloud signs with HMAC-SHA256 under GitHub's old header name.
+                headers["X-Hub-Signature"] = f"sha256={digest}"
+        elif self.kind == "gitea" and secret:
             # Gitea signs each delivery four ways (services/webhook/deliver.go): its own and
             # Gogs' header carry the bare hex HMAC-SHA256, GitHub's two the prefixed SHA-1 and
             # SHA-256 ones, so a receiver written for GitHub (Kargo's) accepts it. Forgejo
@@ -313,8 +332,12 @@ class ForgeEmulator(ApiEmulator):
             sha1 = hmac.new(secret.encode(), payload, hashlib.sha1).hexdigest()
             headers["X-Hub-Signature"] = f"sha1={sha1}"
         url = self.webhook_url
-        event = hook.headers.get("X-GitHub-Event") or hook.headers.get(
-            "X-Gitlab-Event", hook.headers.get("X-Gitea-Event", "")
+        event = (
+            hook.headers.get("X-GitHub-Event")
+            or hook.headers.get("X-Gitlab-Event")
+            or hook.headers.get("X-Gitea-Event")
+            or hook.headers.get("X-Event-Key")
+            or str(hook.body.get("eventType", ""))  # Azure DevOps: no header, no signature
         )
 
         def deliver() -> None:
@@ -405,7 +428,7 @@ class ForgeEmulator(ApiEmulator):
         env = {
             "GIT_PROJECT_ROOT": str(self.store.root),
             "GIT_HTTP_EXPORT_ALL": "1",
-            "PATH_INFO": request.path,
+            "PATH_INFO": self._flavour.git_path(request.path),
             "REQUEST_METHOD": request.method,
             "QUERY_STRING": request.query_string.decode(),
             "CONTENT_TYPE": request.headers.get("Content-Type", ""),

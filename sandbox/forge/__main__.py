@@ -20,7 +20,9 @@ from sandbox.forge import ForgeEmulator
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.forge", description=__doc__)
-    parser.add_argument("--kind", choices=["github", "gitlab", "gitea"], default="github")
+    parser.add_argument(
+        "--kind", choices=["github", "gitlab", "gitea", "bitbucket", "azure"], default="github"
+    )
     parser.add_argument("--root", required=True, type=Path, help="where the bare repos live")
     parser.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

@@ -255,6 +255,14 @@ class Flavour:
     def web_url(self, project: str, number: int) -> str:
         raise NotImplementedError
 
+    def repo_path(self, project: str) -> str:
+        """The repository's path in its URLs (``owner/name``; Azure's has ``_git`` in it)."""
+        return project
+
+    def git_path(self, path: str) -> str:
+        """The store's path for a smart-HTTP request's path (the inverse of :meth:`repo_path`)."""
+        return path
+
 
 def bearer(request: Request, *schemes: str) -> str | None:
     header = request.headers.get("Authorization", "")

@@ -165,13 +165,14 @@ async def test_the_narrow_queries_answer_as_the_whole_project(
     assert [ref.freight for ref in state.current_collection.values()] == [f1.metadata.name]
 
     # A worker older than a narrow query (a rolling upgrade) fails it: the whole one answers.
-    async def whole() -> list[str]:
+    async def answer_of_the_whole_query() -> list[str]:
         return ["from the whole query"]
 
-    assert await narrow_query(stage, "a_query_from_the_future", list[str], whole) == [
+    fallback = answer_of_the_whole_query
+    assert await narrow_query(stage, "a_query_from_the_future", list[str], fallback) == [
         "from the whole query"
     ]
-    assert await narrow_query(stage, CURRENT_COLLECTION_QUERY, list[str], whole) == [
+    assert await narrow_query(stage, CURRENT_COLLECTION_QUERY, list[str], fallback) == [
         f1.metadata.name
     ]
 

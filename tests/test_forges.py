@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ruamel.yaml import YAML
 from structlog.testing import capture_logs
+from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from activities.forges import default_api_url, detect_provider, forge_for, parse_repo_url
@@ -814,3 +815,24 @@ async def test_azure_legacy_urls_basic_auth_and_the_sign_in_page() -> None:
         "?api-version=7.1"
     )
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(b":pat-secret").decode()
+
+
+API_PATHS = {
+    "github": "/repos/o/r/pulls",
+    "gitlab": "/api/v4/projects/1/merge_requests",
+    "gitea": "/api/v1/repos/o/r/pulls",
+    "bitbucket": "/2.0/repositories/o/r/pullrequests",
+    "azure": "/o/p/_apis/git/repositories/r/pullrequests",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(API_PATHS))
+def test_every_forge_checks_its_api_against_a_description(kind: str, tmp_path: Path) -> None:
+    """The emulator's answers are only as good as its checks: each flavour checks its
+    pull-request API against a description of it."""
+    emulator = ForgeEmulator(kind, tmp_path / "forge", token=TOKEN)  # type: ignore[arg-type]
+    try:
+        request = Request(EnvironBuilder(path=API_PATHS[kind]).get_environ())
+        assert emulator._flavour.spec_for(request) is not None
+    finally:
+        emulator.stop()

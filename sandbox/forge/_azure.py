@@ -19,11 +19,10 @@ import re
 import uuid
 from typing import Any, ClassVar
 
-from openapi_core import OpenAPI
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import json_response
-from sandbox.forge._common import Access, Account, Flavour, Webhook, iso, load_spec
+from sandbox.forge._common import Access, Account, Flavour, Webhook, iso
 from sandbox.forge._store import (
     AlreadyExists,
     HeadMismatch,
@@ -61,6 +60,7 @@ def _error(status: int, message: str, key: str = "InvalidArgumentValueException"
 class AzureApi(Flavour):
     kind = "azure"
     api_prefix = ""
+    spec_file = "azure-devops-pulls.yaml"
     missing_project = (
         "TF401019: The Git repository with name or identifier does not exist or you do not "
         "have permissions for the operation you are attempting."
@@ -87,13 +87,9 @@ class AzureApi(Flavour):
         self.route("POST", f"{_REPO}/pullrequests", self._create)
         self.route("GET", rf"{_REPO}/pullrequests/(?P<id>\d+)", self._get)
         self.route("PATCH", rf"{_REPO}/pullrequests/(?P<id>\d+)", self._update)
-        self._spec: OpenAPI | None = None
 
-    def load_specs(self) -> None:
-        self._spec = load_spec("azure-devops-pulls.yaml", "/")
-
-    def spec_for(self, request: Request) -> OpenAPI | None:
-        return self._spec if "/_apis/" in request.path else None
+    def in_api(self, path: str) -> bool:
+        return "/_apis/" in path  # under each organisation and project
 
     def token(self, request: Request) -> str | None:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")

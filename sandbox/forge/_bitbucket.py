@@ -16,7 +16,6 @@ import json
 import uuid
 from typing import Any, ClassVar
 
-from openapi_core import OpenAPI
 from openapi_schema_validator import OAS30Validator
 from werkzeug.wrappers import Request, Response
 
@@ -29,7 +28,6 @@ from sandbox.forge._common import (
     Webhook,
     bearer,
     iso,
-    load_spec,
 )
 from sandbox.forge._store import (
     AlreadyExists,
@@ -92,6 +90,7 @@ def _error(status: int, message: str, detail: str | None = None) -> Response:
 class BitbucketApi(Flavour):
     kind = "bitbucket"
     api_prefix = "/2.0"
+    spec_file = "bitbucket-cloud.json"
     missing_project = "Repository not found"
     missing_pull = "Pull request not found"
     read_only: ClassVar[dict[Access, str]] = {
@@ -112,13 +111,6 @@ class BitbucketApi(Flavour):
         self.route("GET", rf"{_REPO}/pullrequests/(?P<id>\d+)", self._get)
         self.route("POST", rf"{_REPO}/pullrequests/(?P<id>\d+)/merge", self._merge)
         self.route("GET", rf"{_REPO}/commit/(?P<commit>[0-9a-f]+)", self._commit)
-        self._spec: OpenAPI | None = None
-
-    def load_specs(self) -> None:
-        self._spec = load_spec("bitbucket-cloud.json", "/2.0")
-
-    def spec_for(self, request: Request) -> OpenAPI | None:
-        return self._spec if request.path.startswith("/2.0/") else None
 
     def token(self, request: Request) -> str | None:
         return bearer(request, "bearer")

@@ -231,11 +231,24 @@ class Flavour:
         """The project a route's parameters name, if the forge has it."""
         raise NotImplementedError
 
+    spec_file: ClassVar[str | None] = None
+    """The forge's OpenAPI description (an excerpt in ``tests/reference/forges``) of the API
+    it serves under :attr:`api_prefix`, if any."""
+
+    _spec: OpenAPI | None = None
+
     def load_specs(self) -> None:
         """Read the OpenAPI descriptions (after the emulator knows its URL)."""
+        if self.spec_file is not None:
+            self._spec = load_spec(self.spec_file, self.api_prefix or "/")
 
     def spec_for(self, request: Request) -> OpenAPI | None:
-        return None
+        """The description a request and its answer are checked against (None: not checked)."""
+        return self._spec if self.in_api(request.path) else None
+
+    def in_api(self, path: str) -> bool:
+        """Whether ``path`` is in the API :attr:`spec_file` describes."""
+        return path.startswith(self.api_prefix + "/")
 
     def token(self, request: Request) -> str | None:
         raise NotImplementedError

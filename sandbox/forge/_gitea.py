@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from openapi_core import OpenAPI
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import json_response
-from sandbox.forge._common import Access, Account, Flavour, Webhook, bearer, iso, load_spec
+from sandbox.forge._common import Access, Account, Flavour, Webhook, bearer, iso
 from sandbox.forge._store import (
     AlreadyExists,
     HeadMismatch,
@@ -30,6 +29,7 @@ def _error(status: int, message: str, url: str = "") -> Response:
 class GiteaApi(Flavour):
     kind = "gitea"
     api_prefix = "/api/v1"
+    spec_file = "gitea-pulls.yaml"
     missing_project = missing_pull = "The target couldn't be found."
     read_only: ClassVar[dict[Access, str]] = {
         "write": "user should have permission to write to the target repository",
@@ -50,13 +50,6 @@ class GiteaApi(Flavour):
         self.route("POST", rf"{_REPO}/pulls/(?P<number>\d+)/merge", self._merge)
         self.route("GET", f"{_REPO}/labels", self._labels)
         self.labels: dict[str, dict[str, int]] = {}
-        self._spec: OpenAPI | None = None
-
-    def load_specs(self) -> None:
-        self._spec = load_spec("gitea-pulls.yaml", "/api/v1")
-
-    def spec_for(self, request: Request) -> OpenAPI | None:
-        return self._spec if request.path.startswith("/api/v1/") else None
 
     def token(self, request: Request) -> str | None:
         return bearer(request, "token", "bearer")

@@ -7,7 +7,6 @@ import json
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
-from openapi_core import OpenAPI
 from werkzeug.wrappers import Request, Response
 
 from sandbox.api_emulator import json_response
@@ -18,7 +17,6 @@ from sandbox.forge._common import (
     Webhook,
     bearer,
     iso,
-    load_spec,
     raw_path,
 )
 from sandbox.forge._store import (
@@ -41,6 +39,7 @@ def _error(status: int, message: Any) -> Response:
 class GitLabApi(Flavour):
     kind = "gitlab"
     api_prefix = "/api/v4"
+    spec_file = "gitlab-merge-requests.yaml"
     number_param = "iid"
     missing_project = "404 Project Not Found"
     missing_pull = "404 Not found"
@@ -60,13 +59,6 @@ class GitLabApi(Flavour):
         self.route("GET", rf"{_MR}/(?P<iid>\d+)", self._get)
         self.route("PUT", rf"{_MR}/(?P<iid>\d+)", self._update)
         self.route("PUT", rf"{_MR}/(?P<iid>\d+)/merge", self._merge)
-        self._spec: OpenAPI | None = None
-
-    def load_specs(self) -> None:
-        self._spec = load_spec("gitlab-merge-requests.yaml", "/api/v4")
-
-    def spec_for(self, request: Request) -> OpenAPI | None:
-        return self._spec if request.path.startswith("/api/v4/") else None
 
     def token(self, request: Request) -> str | None:
         return request.headers.get("PRIVATE-TOKEN") or bearer(request, "bearer")

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from activities.git import (
     Clone,
+    Worktree,
     commit_author,
     git_environment,
     remote_url,
@@ -281,6 +282,24 @@ class GitPushConfig(StepConfig):
         return self
 
 
+def push_target(
+    ctx: StepContext,
+    worktree: Worktree,
+    target_branch: str | None,
+    generate_target_branch: bool,
+    force: bool,
+) -> tuple[str, bool]:
+    """The branch a push goes to, and whether it is forced (git-push's and github-push's
+    ``targetBranch``, ``generateTargetBranch``, ``force``, as Kargo's)."""
+    if generate_target_branch:
+        # The branch is this promotion's own, so a retry may overwrite it.
+        return f"kargo/promotion/{ctx.plan.promotion}".replace(":", "-"), True
+    branch = target_branch or worktree.branch or ""
+    if not branch:
+        raise ConfigError(f"{ctx.describe()}: the checkout is not on a branch; set targetBranch")
+    return branch, force
+
+
 def git_push(ctx: StepContext, config: GitPushConfig) -> dict[str, Any]:
     """Push the checkout's branch (or a target/generated branch, or a tag).
 
@@ -297,16 +316,9 @@ def git_push(ctx: StepContext, config: GitPushConfig) -> dict[str, Any]:
         worktree.push_tag(config.tag)
         branch = worktree.current_branch()
     else:
-        force = config.force
-        if config.generate_target_branch:
-            branch = f"kargo/promotion/{ctx.plan.promotion}".replace(":", "-")
-            force = True
-        else:
-            branch = config.target_branch or worktree.branch or ""
-        if not branch:
-            raise ConfigError(
-                f"{ctx.describe()}: the checkout is not on a branch; set targetBranch"
-            )
+        branch, force = push_target(
+            ctx, worktree, config.target_branch, config.generate_target_branch, config.force
+        )
         head = worktree.push(branch, max_attempts=config.max_attempts, force=force)
     outputs: dict[str, Any] = {"commit": head or ""}
     if branch:

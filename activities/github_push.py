@@ -40,7 +40,7 @@ from pydantic import Field, field_validator, model_validator
 from activities.forges import forge_for
 from activities.forges.github import GitHub
 from activities.git import PUSH_BACKOFF_BASE, PUSH_BACKOFF_CAP, Worktree
-from activities.git_steps import _valid_branch, commit_url
+from activities.git_steps import _valid_branch, commit_url, push_target
 from activities.step_context import StepConfig, StepContext
 from freightline.errors import ConfigError, FreightlineError, GitCommandError, StepError
 from freightline.kargo.credentials import CredentialStore
@@ -94,15 +94,9 @@ def github_push(ctx: StepContext, config: GitHubPushConfig) -> dict[str, Any]:
     worktree = ctx.worktree_at(config.path)
     if worktree.head() is None:
         raise ConfigError(f"{ctx.describe()}: nothing to push: the branch has no commits")
-    force = config.force
-    if config.generate_target_branch:
-        # As git-push: the branch is this promotion's own, so a retry may overwrite it.
-        branch = f"kargo/promotion/{ctx.plan.promotion}".replace(":", "-")
-        force = True
-    else:
-        branch = config.target_branch or worktree.branch or ""
-    if not branch:
-        raise ConfigError(f"{ctx.describe()}: the checkout is not on a branch; set targetBranch")
+    branch, force = push_target(
+        ctx, worktree, config.target_branch, config.generate_target_branch, config.force
+    )
     repo_url = worktree.clone.repo_url
     staging = f"{STAGING_PREFIX}/{ctx.plan.promotion}".replace(":", "-")
     store = ctx.credential_store or CredentialStore(None)

@@ -417,6 +417,27 @@ def test_credentials_check_says_when_a_workload_identity_cannot_serve(tmp_path: 
     assert result.returncode == 0, result.stderr
 
 
+async def credentials_check(
+    client: Client, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``freightline credentials check ARGS`` against this Temporal, with the credentials
+    file ``store_of`` wrote in ``tmp_path`` (wide enough for the table's columns)."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "freightline", "credentials", "check", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "FREIGHTLINE_CREDENTIALS_FILE": str(tmp_path / "creds.yaml"),
+            "COLUMNS": "200",
+        },
+    )
+
+
 @pytest.mark.integration
 async def test_credentials_check_reads_the_applied_project(
     client: Client, worker: Worker, tmp_path: Path
@@ -439,19 +460,7 @@ async def test_credentials_check_reads_the_applied_project(
     store_of(
         tmp_path, secret("local", "git", repoURL=upstream.url, username="u", password=PASSWORD)
     )
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "freightline", "credentials", "check", "-p", name, "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={
-            **os.environ,
-            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-            "FREIGHTLINE_CREDENTIALS_FILE": str(tmp_path / "creds.yaml"),
-        },
-    )
+    result = await credentials_check(client, tmp_path, "-p", name, "-o", "json")
     assert result.returncode == 0, result.stderr
     # The cluster's receivers follow (none unless a ClusterConfig is applied).
     (row,) = [row for row in json.loads(result.stdout) if row["project"] == name]
@@ -488,20 +497,7 @@ async def test_credentials_check_reads_the_applied_cluster_config(
     await apply_cluster(client, group_cluster(loaded))
     store_of(tmp_path, secret("cluster-hook", None, secret=HOOK))
     try:
-        result = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "freightline", "credentials", "check", "-p", name],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={
-                **os.environ,
-                "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-                "FREIGHTLINE_CREDENTIALS_FILE": str(tmp_path / "creds.yaml"),
-                "COLUMNS": "200",
-            },
-        )
+        result = await credentials_check(client, tmp_path, "-p", name)
     finally:
         # One ClusterConfig per cluster: the other tests' Temporal is left without it.
         await delete_resource(client, "", "ClusterConfig", "cluster", "test")
